@@ -1,0 +1,142 @@
+"""Payload schemas (JSON, UTF-8). See docs/protocol.md for an example of each.
+
+Rules common to every payload:
+- ``v`` is the major schema version (:data:`wire.limits.PROTOCOL_VERSION`); a receiver refuses
+  any other value (``unknown_version``).
+- Unknown fields are ignored, so a v1 receiver accepts payloads from a newer v1 sender that
+  added optional fields.
+- ``node`` repeats the sender's node id. The topic is the identity: a payload whose ``node``
+  differs from its topic is refused (``identity_mismatch``), never applied to either node.
+- ``ts`` is the sender's wall clock, Unix seconds.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from wire.limits import (
+    DEFAULT_HEALTH_INTERVAL_S,
+    MAX_HEALTH_INTERVAL_S,
+    MIN_HEALTH_INTERVAL_S,
+    PROTOCOL_VERSION,
+)
+
+BootId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="uuid4 hex of one agent run")]
+NodeId = Annotated[str, Field(pattern=r"^\d{12}-[a-z0-9][a-z0-9_]{0,15}$")]
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+Timestamp = Annotated[float, Field(ge=0, description="Unix seconds, sender's clock")]
+
+
+class Priority(StrEnum):
+    """Event priority: alarm > device > info. The outbox sends higher first within a node's
+    backlog order rules and drops only lower ones when full (docs/protocol.md)."""
+
+    ALARM = "alarm"
+    DEVICE = "device"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        """Larger is more important."""
+        return _RANK[self]
+
+
+_RANK = {Priority.ALARM: 2, Priority.DEVICE: 1, Priority.INFO: 0}
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: int = Field(default=PROTOCOL_VERSION, description="major schema version")
+
+
+class NodeState(_Payload):
+    """Birth ("online", on every connect) and death ("offline": the MQTT last will, or a clean
+    stop). Retained. ``birth_seq`` grows with every connection of the node and survives reboots;
+    a state whose ``birth_seq`` is lower than one already seen is stale and ignored."""
+
+    node: NodeId
+    state: Literal["online", "offline"]
+    boot_id: BootId
+    birth_seq: int = Field(ge=1)
+    ts: Timestamp
+    reason: Literal["connect", "will", "stopped"]
+    health_interval_s: float = Field(
+        default=DEFAULT_HEALTH_INTERVAL_S, ge=MIN_HEALTH_INTERVAL_S, le=MAX_HEALTH_INTERVAL_S
+    )
+    sw_version: str = Field(default="", max_length=64)
+
+
+class Health(_Payload):
+    """Periodic health report (default every 30 s)."""
+
+    node: NodeId
+    boot_id: BootId
+    ts: Timestamp
+    interval_s: float = Field(ge=MIN_HEALTH_INTERVAL_S, le=MAX_HEALTH_INTERVAL_S)
+    uptime_s: float = Field(ge=0)
+    sw_version: str = Field(max_length=64)
+    cpu_pct: float = Field(ge=0, le=100)
+    mem_used_pct: float = Field(ge=0, le=100)
+    disk_used_pct: float = Field(ge=0, le=100)
+    temp_c: float | None = Field(default=None, description="board temperature where it has one")
+    outbox_depth: int = Field(ge=0)
+    last_publish_age_s: float | None = Field(
+        default=None, ge=0, description="seconds since the last PUBACK; null before the first"
+    )
+
+
+class Event(_Payload):
+    """Something that happened at the node. Sent from the durable outbox at QoS 1; central
+    deduplicates by (node, boot_id, seq) and records gaps in seq."""
+
+    node: NodeId
+    boot_id: BootId
+    seq: int = Field(ge=1, description="per boot, from 1, no gaps at the sender")
+    ts: Timestamp
+    priority: Priority
+    kind: Name
+    device: Name | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeviceState(_Payload):
+    """State of one local device, retained on ``device/<device_id>``. New device kinds need no
+    new mechanism: ``kind`` is open. An empty retained payload means the device was removed."""
+
+    node: NodeId
+    ts: Timestamp
+    kind: Name = Field(description="camera, alarm_board, conference_terminal, ...")
+    state: Literal["up", "down", "degraded", "unknown"]
+    name: str | None = Field(default=None, max_length=128)
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class CommandRequest(_Payload):
+    """Central -> node, with MQTT 5 response topic (inside the node's subtree) and correlation
+    data; the message expiry interval is the caller's timeout."""
+
+    cmd: Name
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class CommandError(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    code: Name
+    message: str = Field(max_length=1024)
+
+
+class CommandResponse(_Payload):
+    """Node -> central, on the request's response topic with its correlation data."""
+
+    node: NodeId
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: CommandError | None = None
+
+
+AnyMessage = NodeState | Health | Event | DeviceState | CommandRequest | CommandResponse

@@ -1,0 +1,140 @@
+"""Topic names of the contract.
+
+Every topic a node writes is under ``shilian/v1/<node_id>/``, so one broker ACL line
+``pattern write shilian/v1/%u/#`` (with the node id as the MQTT user name, e.g. the certificate
+CN) confines a node to its own subtree.
+
+    shilian/v1/<node>/state              retained, QoS 1   NodeState (birth / death)
+    shilian/v1/<node>/health             QoS 1             Health
+    shilian/v1/<node>/event              QoS 1             Event
+    shilian/v1/<node>/device/<device>    retained, QoS 1   DeviceState (empty payload: removed)
+    shilian/v1/<node>/cmd/req            QoS 1, central -> node   CommandRequest
+    shilian/v1/<node>/cmd/res            QoS 1, node -> central   CommandResponse
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from wire.errors import Fault, LocalWireError, RemoteWireError
+from wire.limits import TOPIC_ROOT
+
+# A node id is its village's 12-digit statistical code, a dash, and a short local name: the
+# village is part of the identity, and a village may have several nodes. Only characters that are
+# safe as an MQTT topic level, a certificate CN and a file name.
+NODE_ID_RE = re.compile(r"^(\d{12})-([a-z0-9][a-z0-9_]{0,15})$")
+DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_ROOT_LEVELS = TOPIC_ROOT.count("/") + 1
+
+
+class Kind(StrEnum):
+    STATE = "state"
+    HEALTH = "health"
+    EVENT = "event"
+    DEVICE = "device"
+    CMD_REQ = "cmd/req"
+    CMD_RES = "cmd/res"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A parsed topic: whose it is and what it carries."""
+
+    node_id: str
+    kind: Kind
+    device_id: str | None = None
+
+    @property
+    def village(self) -> str:
+        return self.node_id[:12]
+
+
+def valid_node_id(node_id: str) -> bool:
+    return NODE_ID_RE.match(node_id) is not None
+
+
+def node_id_village(node_id: str) -> str:
+    """The 12-digit village code a node id belongs to."""
+    if not valid_node_id(node_id):
+        raise LocalWireError(Fault.BAD_TOPIC, f"not a node id: {node_id!r}")
+    return node_id[:12]
+
+
+class Topics:
+    """Topic builders for one node (the only place topic strings are formatted)."""
+
+    __slots__ = ("base", "node_id")
+
+    def __init__(self, node_id: str) -> None:
+        if not valid_node_id(node_id):
+            raise LocalWireError(
+                Fault.BAD_TOPIC,
+                f"node id {node_id!r} must be <12-digit village code>-<name>, e.g. 450102001001-a",
+            )
+        self.node_id = node_id
+        self.base = f"{TOPIC_ROOT}/{node_id}"
+
+    @property
+    def state(self) -> str:
+        return f"{self.base}/state"
+
+    @property
+    def health(self) -> str:
+        return f"{self.base}/health"
+
+    @property
+    def event(self) -> str:
+        return f"{self.base}/event"
+
+    def device(self, device_id: str) -> str:
+        if not DEVICE_ID_RE.match(device_id):
+            raise LocalWireError(Fault.BAD_TOPIC, f"not a device id: {device_id!r}")
+        return f"{self.base}/device/{device_id}"
+
+    @property
+    def cmd_req(self) -> str:
+        return f"{self.base}/cmd/req"
+
+    @property
+    def cmd_res(self) -> str:
+        return f"{self.base}/cmd/res"
+
+    def owns(self, topic: str) -> bool:
+        """True if ``topic`` is inside this node's subtree (e.g. a command's response topic)."""
+        return topic.startswith(self.base + "/")
+
+
+#: What central subscribes to (everything nodes send; not the requests it sends itself).
+CENTRAL_SUBSCRIPTIONS: tuple[str, ...] = (
+    f"{TOPIC_ROOT}/+/state",
+    f"{TOPIC_ROOT}/+/health",
+    f"{TOPIC_ROOT}/+/event",
+    f"{TOPIC_ROOT}/+/device/+",
+    f"{TOPIC_ROOT}/+/cmd/res",
+)
+
+
+def parse_topic(topic: str) -> Route:
+    """Parse a topic of the contract; :class:`RemoteWireError` (BAD_TOPIC) otherwise."""
+    parts = topic.split("/")
+    if len(parts) < _ROOT_LEVELS + 2 or "/".join(parts[:_ROOT_LEVELS]) != TOPIC_ROOT:
+        raise RemoteWireError(Fault.BAD_TOPIC, f"not a shilian/v1 topic: {topic[:200]!r}")
+    node_id = parts[_ROOT_LEVELS]
+    if not valid_node_id(node_id):
+        raise RemoteWireError(Fault.BAD_TOPIC, f"bad node id in topic: {topic[:200]!r}")
+    rest = parts[_ROOT_LEVELS + 1 :]
+    if len(rest) == 1:
+        try:
+            kind = Kind(rest[0])
+        except ValueError:
+            raise RemoteWireError(Fault.BAD_TOPIC, f"unknown topic: {topic[:200]!r}") from None
+        if kind in (Kind.STATE, Kind.HEALTH, Kind.EVENT):
+            return Route(node_id, kind)
+    elif len(rest) == 2:
+        if rest[0] == "device" and DEVICE_ID_RE.match(rest[1]):
+            return Route(node_id, Kind.DEVICE, rest[1])
+        if rest[0] == "cmd" and rest[1] in ("req", "res"):
+            return Route(node_id, Kind(f"cmd/{rest[1]}"))
+    raise RemoteWireError(Fault.BAD_TOPIC, f"unknown topic: {topic[:200]!r}")
