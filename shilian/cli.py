@@ -21,7 +21,7 @@ def demo(
     online_share: float = typer.Option(0.7688, help="在线比例 / share of villages online"),
     city: str = typer.Option("4501", help="市代码 / city code (default Nanning)"),
 ) -> None:
-    """演示：自带 broker、central 与南宁模拟节点群 / demo: own broker, central and a simulated fleet."""
+    """演示：自带 broker、central 与模拟节点群 / demo: own broker, central, simulated fleet."""
     from shilian.demo import run_demo
 
     raise typer.Exit(run_demo(city=city, online_share=online_share))

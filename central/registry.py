@@ -1,0 +1,254 @@
+"""The official village registry that coverage is measured against.
+
+The NBS 统计用区划代码 (2023) ship inside the package (``central/registry_data``, see its
+README); a *scope* selects the part central serves: ``""`` (the whole country), a province
+(``"45"``), a city (``"4501"``), a county (``"450102"``) or a township (9 digits). Levels:
+1 province (2 digits), 2 city (4), 3 county (6), 4 township (9), 5 village (12). A unit's
+parent follows the code prefix unless the data names another (the build script records such
+exceptions; the 2023 table has none, but a refresh may).
+
+Data quirks kept as published (so codes and names match what local governments use):
+municipalities have city-level units named 市辖区 / 县 (e.g. 1101 北京市 › 市辖区); provinces have
+省直辖县级行政区划 city-level groups (e.g. 4190 济源市 under it); cities without counties
+(东莞 4419, 中山 4420, 儋州 4604, 嘉峪关 6202) have one county-level unit that repeats the city.
+
+In the database (``import_registry`` / ``Registry.from_db``) the scope's units live in table
+``units`` and the scope in ``registry_meta``; an import replaces both in one transaction, so a
+power cut leaves either the old registry or the new one.
+"""
+
+from __future__ import annotations
+
+import io
+import lzma
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+
+#: Level number by code length.
+LEVEL_BY_LEN = {2: 1, 4: 2, 6: 3, 9: 4, 12: 5}
+#: Code length by level (0 is the synthetic whole-country root).
+LEN_BY_LEVEL = {0: 0, 1: 2, 2: 4, 3: 6, 4: 9, 5: 12}
+VILLAGE_LEVEL = 5
+COUNTRY_NAME = "全国"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS units(
+  code TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  level INTEGER NOT NULL,
+  parent TEXT
+);
+CREATE TABLE IF NOT EXISTS registry_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class RegistryError(ValueError):
+    """A scope that is not a code of the registry (the caller's mistake: say so, in zh and en)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    code: str
+    name: str
+    level: int
+    parent: str | None
+
+
+def _prefix_parent(code: str) -> str | None:
+    n = len(code)
+    if n == 2:
+        return None
+    return code[: {4: 2, 6: 4, 9: 6, 12: 9}[n]]
+
+
+class Registry:
+    """An immutable tree of units under one scope.
+
+    Memory: names and child lists only (``Unit`` objects are made on demand); the whole country
+    (~665k units) takes about 125 MB and loads in about 3 s.
+    """
+
+    __slots__ = ("_children", "_names", "_parents", "_root", "scope")
+
+    def __init__(self, scope: str, units: Iterable[tuple[str, str, str | None]]) -> None:
+        """``units``: (code, name, parent) with every parent before its children; the scope's
+        own unit first (omitted for the whole country). A unit whose parent is not already
+        there is refused, so the tree is always whole."""
+        self.scope = scope
+        self._names: dict[str, str] = {}
+        # Only parents that differ from the prefix rule are stored.
+        self._parents: dict[str, str | None] = {}
+        self._children: dict[str, list[str]] = {"": []}
+        names, children, parents = self._names, self._children, self._parents
+        # Village names repeat a lot (和平村委会 274 times): share one string per distinct name,
+        # ~40% fewer name objects for the whole country.
+        distinct: dict[str, str] = {}
+        for code, name, parent in units:
+            if code == scope:
+                parent_key = ""
+            else:
+                parent_key = "" if parent is None else parent
+                if parent_key not in children:
+                    raise RegistryError(f"单位 {code} 的上级 {parent} 未知 / unknown parent")
+            if parent != _prefix_parent(code):
+                parents[code] = parent
+            names[code] = distinct.setdefault(name, name)
+            children[parent_key].append(code)
+            if len(code) < 12:
+                children[code] = []
+        if scope and scope not in names:
+            raise RegistryError(
+                f"区划代码 {scope!r} 不存在 / no unit with code {scope!r} in the registry"
+            )
+        self._root = Unit(
+            code=scope,
+            name=names[scope] if scope else COUNTRY_NAME,
+            level=LEVEL_BY_LEN[len(scope)] if scope else 0,
+            parent=(self._parent(scope) if scope else None),
+        )
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_package(cls, scope: str) -> Registry:
+        """Load ``scope`` from the packaged data (stream-decompressed, one province file each)."""
+        _check_scope(scope)
+        return cls(scope, _package_units(scope))
+
+    @classmethod
+    def from_db(cls, conn: sqlite3.Connection) -> Registry | None:
+        """The registry imported into ``conn``, or None when none was imported."""
+        conn.executescript(_SCHEMA)
+        row = conn.execute("SELECT value FROM registry_meta WHERE key = 'scope'").fetchone()
+        if row is None:
+            return None
+        scope = str(row[0])
+        # ORDER BY level, code: every parent before its children.
+        rows = conn.execute("SELECT code, name, parent FROM units ORDER BY level, code")
+        return cls(scope, ((str(c), str(n), p) for c, n, p in rows))
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def root(self) -> Unit:
+        """The scope's own unit; for the whole country a synthetic 全国 unit, code "" level 0."""
+        return self._root
+
+    def unit(self, code: str) -> Unit | None:
+        if code == self.scope:
+            return self._root
+        name = self._names.get(code)
+        if name is None:
+            return None
+        return Unit(code, name, LEVEL_BY_LEN[len(code)], self._parent(code))
+
+    def children(self, code: str) -> list[Unit]:
+        kids = self._children.get(code)
+        if kids is None:
+            return []
+        names = self._names
+        return [Unit(c, names[c], LEVEL_BY_LEN[len(c)], self._parent(c)) for c in kids]
+
+    def child_codes(self, code: str) -> list[str]:
+        """Codes of the children of ``code`` (no copies of names; for hot paths)."""
+        return self._children.get(code, [])
+
+    def parent_code(self, code: str) -> str | None:
+        """The parent of an in-scope unit inside the scope (None for the root)."""
+        if code == self.scope:
+            return None
+        return self._parent(code) or ""
+
+    def ancestors(self, code: str) -> list[Unit]:
+        """The units from the scope's root down to the parent of ``code`` (empty for the root)."""
+        chain: list[Unit] = []
+        parent = self.parent_code(code)
+        while parent is not None:
+            unit = self.unit(parent)
+            assert unit is not None
+            chain.append(unit)
+            parent = self.parent_code(parent)
+        chain.reverse()
+        return chain
+
+    def has_village(self, code: str) -> bool:
+        return len(code) == 12 and code in self._names
+
+    def villages(self) -> Iterator[Unit]:
+        for code, name in self._names.items():
+            if len(code) == 12:
+                yield Unit(code, name, VILLAGE_LEVEL, self._parent(code))
+
+    def __len__(self) -> int:
+        """Number of units (the root included, the synthetic 全国 excluded)."""
+        return len(self._names)
+
+    def _parent(self, code: str) -> str | None:
+        if code in self._parents:
+            return self._parents[code]
+        return _prefix_parent(code)
+
+
+def import_registry(conn: sqlite3.Connection, scope: str) -> int:
+    """Replace the registry in ``conn`` with ``scope`` from the packaged data (one transaction).
+    Returns the number of villages imported."""
+    registry = Registry.from_package(scope)
+    rows = (
+        (code, registry._names[code], LEVEL_BY_LEN[len(code)], registry._parent(code))
+        for code in registry._names
+    )
+    with conn:
+        conn.executescript(_SCHEMA)
+        conn.execute("DELETE FROM units")
+        conn.executemany("INSERT INTO units(code, name, level, parent) VALUES (?, ?, ?, ?)", rows)
+        conn.execute(
+            "INSERT INTO registry_meta(key, value) VALUES ('scope', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (scope,),
+        )
+    return sum(1 for code in registry._names if len(code) == 12)
+
+
+def _check_scope(scope: str) -> None:
+    if scope and (not scope.isdigit() or len(scope) not in LEVEL_BY_LEN or len(scope) == 12):
+        raise RegistryError(
+            f"范围 {scope!r} 应为空（全国）或 2/4/6/9 位区划代码 / scope {scope!r} must be empty "
+            "(whole country) or a 2, 4, 6 or 9-digit division code"
+        )
+
+
+def _package_units(scope: str) -> Iterator[tuple[str, str, str | None]]:
+    data = resources.files("central") / "registry_data"
+    provinces = [
+        line.split("\t", 1)[0]
+        for line in (data / "index.tsv").read_text(encoding="utf-8").splitlines()
+        if line
+    ]
+    wanted = [p for p in provinces if p.startswith(scope[:2])] if scope else provinces
+    if not wanted:
+        raise RegistryError(f"区划代码 {scope!r} 不存在 / no unit with code {scope!r}")
+    for prov in wanted:
+        with (
+            (data / f"{prov}.tsv.xz").open("rb") as raw,
+            io.TextIOWrapper(lzma.LZMAFile(raw), encoding="utf-8") as f,
+        ):
+            yield from _parse(f, scope)
+
+
+def _parse(f: Iterable[str], scope: str) -> Iterator[tuple[str, str, str | None]]:
+    """Units of one province file that belong to ``scope``. Membership follows parents, not
+    code prefixes, so a unit recorded under a parent with another prefix is kept."""
+    inside: set[str] = set()
+    for line in f:
+        fields = line.rstrip("\n").split("\t")
+        code = fields[0]
+        parent = fields[2] if len(fields) > 2 else _prefix_parent(code)
+        if scope:
+            if code == scope:
+                parent = None
+            elif parent not in inside:
+                continue
+            if len(code) < 12:
+                inside.add(code)
+        yield code, fields[1], parent
