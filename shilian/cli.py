@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+
 from central.cli import app as central_app
 from edge.cli import app as edge_app
 

@@ -1,0 +1,3 @@
+from shilian.cli import main
+
+main()
