@@ -1,0 +1,267 @@
+"""The agent supervisor: one task group owning the outbox writer, MQTT session, sender, health
+reporter, event sources, local API and metrics server.
+
+Stop (``stop`` set; SIGTERM/SIGINT in the CLI) has stages: stop taking new events (sources and
+local API end), send the outbox for up to ``shutdown_flush_s``, publish the retained
+``offline/stopped``, DISCONNECT (no will), cancel the rest. :meth:`Agent.crash` ends as a power
+cut would: TCP dropped without DISCONNECT (the broker publishes the will), nothing flushed.
+Either way every accepted event is on disk and is sent by the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+import shilian
+from edge.backoff import Backoff
+from edge.commands import CommandHandler
+from edge.config import EdgeConfig
+from edge.health import HostProbe
+from edge.local_api import LocalApi
+from edge.metrics import EdgeMetrics
+from edge.metrics_http import MetricsServer
+from edge.mqtt_link import LinkError, PublishRejected
+from edge.outbox import Outbox, OutboxError
+from edge.sender import Sender
+from edge.session import NodeSession
+from edge.sources import EventSink, EventSource
+from wire import DeviceState, Event, Health, Priority, Topics, encode
+
+log = logging.getLogger("shilian.edge.agent")
+
+
+#: Announced in birth and health. The distribution's version, from its root package (not
+#: importlib.metadata: that import alone costs an idle node ~1 MB).
+SW_VERSION: str = shilian.__version__
+
+
+class AgentNotRunning(OutboxError):
+    """An event was offered while the agent is not running or is stopping."""
+
+
+class _Sink:
+    """The :class:`EventSink` of an agent."""
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+
+    async def emit(
+        self,
+        priority: Priority | str,
+        kind: str,
+        device: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Event:
+        a = self._agent
+        if a.outbox is None or not a.accepting:
+            raise AgentNotRunning("agent is not accepting events (starting or stopping)")
+        ev = await a.outbox.accept(priority, kind, device, data)
+        a.metrics.accepted.labels(ev.priority.value).inc()
+        a.metrics.outbox_depth.set(a.outbox.depth)
+        return ev
+
+    async def set_device(
+        self,
+        device_id: str,
+        kind: str,
+        state: str,
+        name: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        a = self._agent
+        if a.session is None:
+            raise AgentNotRunning("agent is not running")
+        payload = DeviceState.model_validate(
+            {
+                "node": a.config.node_id,
+                "ts": a.clock(),
+                "kind": kind,
+                "state": state,
+                "name": name,
+                "detail": detail or {},
+            }
+        )
+        await a.session.set_device(device_id, payload)
+
+    async def remove_device(self, device_id: str) -> None:
+        a = self._agent
+        if a.session is None:
+            raise AgentNotRunning("agent is not running")
+        await a.session.remove_device(device_id)
+
+
+class Agent:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        registry: CollectorRegistry | None = None,
+        serve_metrics: bool = True,
+        serve_local_socket: bool = True,
+        sources: Sequence[EventSource] = (),
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = EdgeMetrics(self.registry)
+        self.serve_metrics = serve_metrics and config.metrics.enabled
+        self.serve_local_socket = serve_local_socket
+        self.sources = list(sources)
+        self._rng = rng
+        self.topics = Topics(config.node_id)
+        self.boot_id = uuid.uuid4().hex
+        self.sink: EventSink = _Sink(self)
+        self.outbox: Outbox | None = None
+        self.session: NodeSession | None = None
+        self.sender: Sender | None = None
+        self.accepting = False
+        #: Set once the outbox is open and every task started (events may be emitted).
+        self.started = asyncio.Event()
+        self._crash = asyncio.Event()
+        self._started_at = time.monotonic()
+
+    @property
+    def connected(self) -> bool:
+        return self.session is not None and self.session.connected
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "node_id": self.config.node_id,
+            "boot_id": self.boot_id,
+            "connected": self.connected,
+            "outbox_depth": self.outbox.depth if self.outbox else None,
+            "birth_seq": self.session.birth_seq if self.session else None,
+        }
+
+    async def crash(self) -> None:
+        """End :meth:`run` as a power cut would (no clean offline, no flush): the TCP
+        connection is dropped now, so the broker publishes the will even if the caller cancels
+        :meth:`run` right after."""
+        self.accepting = False
+        self._crash.set()
+        if self.session is not None:
+            self.session.abort()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self.config
+        self.outbox = outbox = await Outbox.open(
+            cfg.outbox.path,
+            node_id=cfg.node_id,
+            boot_id=self.boot_id,
+            max_events=cfg.outbox.max_events,
+            max_batch=cfg.outbox.max_batch,
+            clock=self.clock,
+            on_drop=lambda p: self.metrics.dropped.labels(p.value).inc(),
+        )
+        self.metrics.outbox_depth.set(outbox.depth)
+        commands = CommandHandler(self.topics, self.boot_id, cfg.redacted, self.clock)
+        self.session = session = NodeSession(
+            cfg,
+            self.topics,
+            outbox,
+            commands,
+            self.metrics,
+            boot_id=self.boot_id,
+            sw_version=SW_VERSION,
+            clock=self.clock,
+            backoff=Backoff(self._rng),
+        )
+        self.sender = sender = Sender(session, outbox, self.metrics, self.clock)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                core = [
+                    tg.create_task(outbox.run(), name="outbox"),
+                    tg.create_task(session.run(), name="session"),
+                    tg.create_task(sender.run(), name="sender"),
+                    tg.create_task(self._health(), name="health"),
+                ]
+                intake = [tg.create_task(s.run(self.sink), name=s.name) for s in self.sources]
+                if self.serve_local_socket:
+                    api = LocalApi(cfg.local_socket.path, self.sink, self.status)
+                    ready = asyncio.Event()
+                    intake.append(tg.create_task(api.run(ready), name="local_api"))
+                    await ready.wait()
+                if self.serve_metrics:
+                    srv = MetricsServer(self.registry, cfg.metrics.host, cfg.metrics.port)
+                    core.append(tg.create_task(srv.run(), name="metrics"))
+                self.accepting = True
+                self.started.set()
+                await _first(stop.wait(), self._crash.wait())
+                self.accepting = False
+                if self._crash.is_set():
+                    session.abort()
+                else:
+                    for t in intake:
+                        t.cancel()
+                    await self._drain(outbox)
+                    await session.shutdown()
+                    log.info("node %s: stopped cleanly", cfg.node_id)
+                for t in [*intake, *core]:
+                    t.cancel()
+        finally:
+            self.accepting = False
+            await outbox.close()
+
+    async def _drain(self, outbox: Outbox) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(outbox.empty.wait(), self.config.shutdown_flush_s)
+        if outbox.depth:
+            log.warning(
+                "node %s: %d events still in the outbox at stop; sent on the next start",
+                self.config.node_id,
+                outbox.depth,
+            )
+
+    async def _health(self) -> None:
+        assert self.session is not None and self.outbox is not None and self.sender is not None
+        probe = HostProbe(self.config.outbox.path.parent)
+        probe.cpu_pct()  # first sample: the next reading is a rate over the interval
+        interval = self.config.health_interval_s
+        while True:
+            link = await self.session.wait_link()
+            last = self.sender.last_puback
+            h = Health(
+                node=self.config.node_id,
+                boot_id=self.boot_id,
+                ts=self.clock(),
+                interval_s=interval,
+                uptime_s=time.monotonic() - self._started_at,
+                sw_version=SW_VERSION,
+                cpu_pct=probe.cpu_pct(),
+                mem_used_pct=probe.mem_used_pct(),
+                disk_used_pct=probe.disk_used_pct(),
+                temp_c=probe.temp_c(),
+                outbox_depth=self.outbox.depth,
+                last_publish_age_s=max(0.0, self.clock() - last) if last is not None else None,
+            )
+            try:
+                await link.publish(self.topics.health, encode(h))
+            except LinkError:
+                continue  # reconnecting; next report after the reconnect
+            except PublishRejected as e:
+                self.metrics.rejected.labels(str(e.reason)).inc()
+            await asyncio.sleep(interval)
+
+
+async def _first(*aws: Any) -> None:
+    """Wait until the first of ``aws`` completes; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t

@@ -1,0 +1,258 @@
+"""One MQTT 5 connection, wrapping aiomqtt/paho completely (no paho or aiomqtt type leaks out).
+
+Why not aiomqtt's ``publish()`` alone: it ignores the PUBACK reason code, so a publish the
+broker refused (e.g. 135 Not authorized outside the node's ACL) would look delivered. We publish
+through paho and resolve our own future per message id with the PUBACK reason code, hooking
+paho's ``on_publish``/``on_disconnect`` (aiomqtt's handlers still run after ours).
+
+Errors, by whose fault: :class:`LinkError` the connection is gone or could not be made (retry),
+:class:`ConnectRefused` the broker refused the CONNECT (credentials, id: retrying soon will not
+help), :class:`PublishRejected` the broker refused one message (keep it, do not retry it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+#: Seconds to wait for CONNACK / SUBACK / DISCONNECT before declaring the link dead.
+OPERATION_TIMEOUT_S = 10.0
+#: MQTT reason codes >= 0x80 are failures (MQTT 5 §2.4).
+REASON_FAILURE = 0x80
+#: paho's own in-flight cap; our sender keeps fewer in flight, so paho never queues silently.
+PAHO_MAX_INFLIGHT = 256
+
+log = logging.getLogger("shilian.edge.mqtt")
+
+
+class LinkError(Exception):
+    """The connection to the broker is gone or could not be made."""
+
+
+class ConnectRefused(LinkError):
+    """CONNACK with a failure reason code (bad credentials, client id refused...)."""
+
+    def __init__(self, reason: int, text: str) -> None:
+        super().__init__(f"CONNACK {reason}: {text}")
+        self.reason = reason
+
+
+class PublishRejected(Exception):
+    """The broker answered a QoS 1 publish with a failure reason code (>= 0x80)."""
+
+    def __init__(self, reason: int) -> None:
+        super().__init__(f"PUBACK reason {reason}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    retain: bool = True
+    qos: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A received message with the MQTT 5 properties the agent uses."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+    response_topic: str | None = None
+    correlation: bytes | None = None
+    expiry_s: float | None = None  # remaining message expiry interval, when the sender set one
+
+
+class Link:
+    """A connected MQTT 5 session (clean start). Create with :meth:`connect`; end with
+    :meth:`close` (DISCONNECT, no will) or :meth:`abort` (TCP dropped: the broker sends the will).
+    """
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._client = client
+        self._paho: paho.Client = client._client
+        self._pubs: dict[int, asyncio.Future[int]] = {}
+        self._lost: LinkError | None = None
+        #: Set once the link is gone (lost, closed or aborted).
+        self.closed = asyncio.Event()
+        self._aiomqtt_on_publish: Any = self._paho.on_publish
+        self._aiomqtt_on_disconnect: Any = self._paho.on_disconnect
+        self._paho.on_publish = self._on_publish
+        self._paho.on_disconnect = self._on_disconnect
+
+    @classmethod
+    async def connect(
+        cls,
+        *,
+        host: str,
+        port: int,
+        client_id: str,
+        keepalive: int,
+        will: Will,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> Link:
+        """Connect with clean start; raises :class:`ConnectRefused` or :class:`LinkError`."""
+        will_props = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
+        client = aiomqtt.Client(
+            host,
+            port,
+            identifier=client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            will=aiomqtt.Will(will.topic, will.payload, will.qos, will.retain, will_props),
+            clean_start=True,
+            keepalive=keepalive,
+            username=username,
+            password=password,
+            timeout=OPERATION_TIMEOUT_S,
+            logger=log,
+            max_inflight_messages=PAHO_MAX_INFLIGHT,
+        )
+        link = cls(client)
+        attempt = asyncio.ensure_future(client.__aenter__())
+        try:
+            # Shielded: the blocking part runs in a thread that cancellation cannot stop, and
+            # a connection it completes later would be left open with nobody owning it.
+            await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await attempt
+            if attempt.done() and not attempt.cancelled() and attempt.exception() is None:
+                link.abort()  # connected after all: drop it like a power cut
+            raise
+        except MqttConnectError as e:
+            rc = e.rc if isinstance(e.rc, int) else getattr(e.rc, "value", -1)
+            raise ConnectRefused(int(rc), str(e)) from None
+        except aiomqtt.MqttError as e:
+            raise LinkError(str(e) or type(e).__name__) from None
+        return link
+
+    @property
+    def alive(self) -> bool:
+        return self._lost is None
+
+    def publish_nowait(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        correlation: bytes | None = None,
+    ) -> asyncio.Future[int]:
+        """Send a QoS 1 publish; the future gives the PUBACK reason code or fails with
+        :class:`LinkError` if the link dies first."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if self._lost is not None:
+            fut.set_exception(self._lost)
+            return fut
+        props = None
+        if correlation is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.CorrelationData = correlation
+        info = self._paho.publish(topic, payload, 1, retain, props)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            fut.set_exception(LinkError(f"publish failed: {paho.error_string(info.rc)}"))
+            return fut
+        # PUBACK is read by a loop callback, never inside publish(): registering now is safe.
+        self._pubs[info.mid] = fut
+        return fut
+
+    async def publish(
+        self, topic: str, payload: bytes, *, retain: bool = False, correlation: bytes | None = None
+    ) -> None:
+        """QoS 1 publish awaiting its PUBACK; :class:`PublishRejected` on a failure reason."""
+        fut = self.publish_nowait(topic, payload, retain=retain, correlation=correlation)
+        try:
+            reason = await asyncio.wait_for(fut, OPERATION_TIMEOUT_S)
+        except TimeoutError:
+            raise LinkError("no PUBACK in time") from None
+        if reason >= REASON_FAILURE:
+            raise PublishRejected(reason)
+
+    async def subscribe(self, *topics: str) -> None:
+        try:
+            await self._client.subscribe([(t, 1) for t in topics])
+        except aiomqtt.MqttError as e:
+            raise LinkError(f"subscribe failed: {e}") from None
+
+    async def messages(self) -> AsyncIterator[Incoming]:
+        """Received messages until the link dies (then :class:`LinkError`)."""
+        try:
+            async for m in self._client.messages:
+                yield _incoming(m)
+        except aiomqtt.MqttError as e:
+            self._set_lost(LinkError(f"connection lost: {e}"))
+            raise self._lost or LinkError("connection lost") from None
+        self._set_lost(LinkError("connection closed"))
+
+    async def close(self) -> None:
+        """Clean DISCONNECT: the broker discards the will."""
+        self._set_lost(LinkError("closed"))
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            await asyncio.wait_for(self._client.__aexit__(None, None, None), OPERATION_TIMEOUT_S)
+
+    def abort(self) -> None:
+        """Drop the TCP connection without DISCONNECT, as a power cut would: the broker
+        publishes the will."""
+        self._set_lost(LinkError("aborted"))
+        self._paho._sock_close()
+        disconnected: asyncio.Future[None] = self._client._disconnected
+        if not disconnected.done():
+            disconnected.set_exception(aiomqtt.MqttError("aborted"))
+            disconnected.exception()  # retrieved: nobody else will ask
+
+    # -- paho callbacks (run on the event loop by aiomqtt's socket callbacks) --------------
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        fut = self._pubs.pop(mid, None)
+        if fut is None:
+            self._aiomqtt_on_publish(client, userdata, mid, reason, props)
+        elif not fut.done():
+            fut.set_result(int(getattr(reason, "value", reason)))
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        self._set_lost(LinkError(f"disconnected: {reason}"))
+        self._aiomqtt_on_disconnect(client, userdata, flags, reason, props)
+        disconnected: asyncio.Future[None] = self._client._disconnected
+        if disconnected.done() and not disconnected.cancelled():
+            disconnected.exception()  # we report the loss ourselves; no "never retrieved" noise
+
+    def _set_lost(self, exc: LinkError) -> None:
+        if self._lost is None:
+            self._lost = exc
+            self.closed.set()
+        pubs, self._pubs = self._pubs, {}
+        for fut in pubs.values():
+            if not fut.done():
+                fut.set_exception(self._lost)
+                fut.exception()  # a sender that already gave up must not warn at GC time
+
+
+def _incoming(m: aiomqtt.Message) -> Incoming:
+    props = m.properties
+    payload = m.payload if isinstance(m.payload, bytes | bytearray) else str(m.payload).encode()
+    rt = getattr(props, "ResponseTopic", None) if props is not None else None
+    cd = getattr(props, "CorrelationData", None) if props is not None else None
+    ex = getattr(props, "MessageExpiryInterval", None) if props is not None else None
+    return Incoming(
+        topic=m.topic.value,
+        payload=bytes(payload),
+        retain=m.retain,
+        response_topic=rt,
+        correlation=bytes(cd) if cd is not None else None,
+        expiry_s=float(ex) if ex is not None else None,
+    )

@@ -1,0 +1,85 @@
+"""The long-running agent process: ``python -m edge.runner --config FILE``.
+
+``shilian edge run`` execs this module (same PID, so signals and supervisors see one process)
+so the agent does not carry the CLI framework and the other subcommands' imports: an idle node
+must stay small (issue 3 bench: RSS <= 40 MB). Exit codes: 0 clean stop, 1 bad config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import gc
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from edge.agent import Agent
+from edge.config import ConfigError, EdgeConfig, load_config
+from edge.texts import text
+
+log = logging.getLogger("shilian.edge")
+
+
+#: glibc mallopt parameter: number of malloc arenas. One arena: the agent's few threads (outbox
+#: writer, connect) do little allocation, and each extra arena is resident memory.
+_M_ARENA_MAX = -8
+
+
+def _one_malloc_arena() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, 1)
+
+
+def _give_back_memory() -> None:
+    """Return the heap freed after start-up (import-time garbage) to the OS (glibc only)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+async def serve(cfg: EdgeConfig) -> None:
+    """Run one agent until SIGTERM/SIGINT; a second SIGINT exits at once."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: int) -> None:
+        if stop.is_set() and sig == signal.SIGINT:
+            os._exit(130)  # second Ctrl-C: every accepted event is already on disk
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    agent = Agent(cfg)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(agent.run(stop))
+        await agent.started.wait()
+        _give_back_memory()
+        await task
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    _one_malloc_arena()
+    if len(args) != 2 or args[0] not in ("--config", "-c"):
+        print("usage: python -m edge.runner --config FILE", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(Path(args[1]))
+    except ConfigError as e:
+        print(text("config_errors", n=len(e.problems)), file=sys.stderr)
+        for p in e.problems:
+            print(f"  {p}", file=sys.stderr)
+        return 1
+    logging.basicConfig(
+        level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    asyncio.run(serve(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

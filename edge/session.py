@@ -1,0 +1,298 @@
+"""The node's MQTT session supervisor: connect with backoff, birth, devices, commands.
+
+Per connection attempt: increment and persist ``birth_seq`` (outbox meta table), connect with
+clean start and the will ``NodeState(offline, will, birth_seq)``; after CONNACK publish the
+retained birth, re-publish retained device states, subscribe to our command requests and to our
+own state topic. If a retained state with a lower ``birth_seq`` than ours shows up while we are
+connected (the stale will of our previous connection, published after our birth on a session
+takeover), the birth is published again so the retained state is never left wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from edge.backoff import Backoff
+from edge.commands import CommandHandler, Refused
+from edge.config import EdgeConfig
+from edge.metrics import EdgeMetrics
+from edge.mqtt_link import (
+    OPERATION_TIMEOUT_S,
+    REASON_FAILURE,
+    ConnectRefused,
+    Incoming,
+    Link,
+    LinkError,
+    PublishRejected,
+    Will,
+)
+from edge.outbox import Outbox
+from wire import DeviceState, NodeState, RemoteWireError, Topics, decode, encode
+
+log = logging.getLogger("shilian.edge.session")
+
+#: A misbehaving peer (bad command requests, junk on our state topic) is logged at most this
+#: often per reason, so it cannot flood the node's log; the metric counts every occurrence.
+PEER_FAULT_LOG_INTERVAL_S = 60.0
+
+
+class NodeSession:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        topics: Topics,
+        outbox: Outbox,
+        commands: CommandHandler,
+        metrics: EdgeMetrics,
+        *,
+        boot_id: str,
+        sw_version: str,
+        clock: Callable[[], float],
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.config = config
+        self.topics = topics
+        self.outbox = outbox
+        self.commands = commands
+        self.metrics = metrics
+        self.boot_id = boot_id
+        self.sw_version = sw_version
+        self._clock = clock
+        self.backoff = backoff or Backoff()
+        self.birth_seq = 0
+        self.link: Link | None = None
+        self._link_up = asyncio.Event()
+        self._closing = False
+        self._connections = 0
+        self._devices: dict[str, bytes] = {}
+        self._removed: set[str] = set()
+        self._warned_higher_birth = False
+        self._peer_fault_logged: dict[str, float] = {}
+
+    # -- for the other tasks ---------------------------------------------------------------
+
+    async def wait_link(self) -> Link:
+        while True:
+            link = self.link
+            if link is not None and link.alive:
+                return link
+            if link is not None:  # died; the connection loop has not noticed yet
+                self._link_gone(link)
+            await self._link_up.wait()
+
+    @property
+    def connected(self) -> bool:
+        return self.link is not None and self.link.alive
+
+    async def set_device(self, device_id: str, payload: DeviceState) -> None:
+        """Remember a device's retained state and publish it now if connected."""
+        topic = self.topics.device(device_id)
+        data = encode(payload)
+        self._devices[device_id] = data
+        self._removed.discard(device_id)
+        await self._publish_quiet(topic, data, retain=True)
+
+    async def remove_device(self, device_id: str) -> None:
+        topic = self.topics.device(device_id)
+        self._devices.pop(device_id, None)
+        self._removed.add(device_id)
+        if await self._publish_quiet(topic, b"", retain=True):
+            self._removed.discard(device_id)
+
+    # -- the connection loop ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Keep a connection up until :meth:`shutdown` (or cancellation)."""
+        down_since: float | None = None
+        while not self._closing:
+            self.birth_seq = await self.outbox.next_birth_seq()
+            try:
+                link = await Link.connect(
+                    host=self.config.broker.host,
+                    port=self.config.broker.port,
+                    client_id=self.config.client_id,
+                    keepalive=self.config.broker.keepalive_s,
+                    will=Will(self.topics.state, self._state("offline", "will")),
+                    username=self.config.broker.username,
+                    password=self.config.broker.password,
+                )
+            except LinkError as e:
+                self.metrics.connect_failures.inc()
+                delay = self.backoff.to_cap() if isinstance(e, ConnectRefused) else None
+                delay = self.backoff.next() if delay is None else delay
+                if down_since is None:
+                    down_since = self._clock()
+                    log.warning("node %s: cannot connect to broker: %s", self.topics.node_id, e)
+                else:
+                    log.debug("node %s: retry in %.1f s: %s", self.topics.node_id, delay, e)
+                await asyncio.sleep(delay)
+                continue
+            try:
+                await self._serve(link, down_since)
+                down_since = None
+            except LinkError as e:
+                if not self._closing:
+                    down_since = self._clock()
+                    log.warning("node %s: connection lost: %s", self.topics.node_id, e)
+                    await asyncio.sleep(self.backoff.next())
+            except PublishRejected as e:
+                # Our birth or device state refused: an ACL/identity problem retrying soon
+                # cannot fix.
+                self.metrics.rejected.labels(str(e.reason)).inc()
+                log.error("node %s: broker refused our state: %s", self.topics.node_id, e)
+                await link.close()
+                down_since = down_since or self._clock()
+                await asyncio.sleep(self.backoff.to_cap())
+            finally:
+                if link.alive and not self._closing:
+                    # Cancelled (or a bug) while connected: end like a power cut, never leave a
+                    # connection behind that keeps pinging the broker without an owner.
+                    link.abort()
+                self._link_gone(link)
+
+    async def _serve(self, link: Link, down_since: float | None) -> None:
+        # The birth is queued on the wire before anyone else may use the link: every event of
+        # this connection follows it.
+        birth = link.publish_nowait(self.topics.state, self._birth(), retain=True)
+        self.link = link
+        self._link_up.set()
+        try:
+            reason = await asyncio.wait_for(birth, OPERATION_TIMEOUT_S)
+        except TimeoutError:
+            raise LinkError("no PUBACK for the birth in time") from None
+        if reason >= REASON_FAILURE:
+            raise PublishRejected(reason)
+        for device_id, data in list(self._devices.items()):
+            await link.publish(self.topics.device(device_id), data, retain=True)
+        for device_id in list(self._removed):
+            await link.publish(self.topics.device(device_id), b"", retain=True)
+            self._removed.discard(device_id)
+        await link.subscribe(self.topics.cmd_req, self.topics.state)
+        self.backoff.reset()
+        self._connections += 1
+        if self._connections > 1:
+            self.metrics.reconnects.inc()
+        self.metrics.connected.set(1)
+        if down_since is not None:
+            log.info(
+                "node %s: connected again after %.1f s (birth_seq %d)",
+                self.topics.node_id,
+                self._clock() - down_since,
+                self.birth_seq,
+            )
+        else:
+            log.info("node %s: connected (birth_seq %d)", self.topics.node_id, self.birth_seq)
+        async for msg in link.messages():
+            await self._dispatch(link, msg)
+
+    def _link_gone(self, link: Link) -> None:
+        if self.link is link:
+            self.link = None
+            self._link_up.clear()
+        self.metrics.connected.set(0)
+
+    async def _dispatch(self, link: Link, msg: Incoming) -> None:
+        if msg.topic == self.topics.state:
+            await self._on_state(link, msg)
+        elif msg.topic == self.topics.cmd_req:
+            out = self.commands.handle(msg, self._clock())
+            if isinstance(out, Refused):
+                self.metrics.commands.labels("?", out.reason).inc()
+                self._log_peer_fault(out.reason, f"command not answered: {out.detail}")
+                return
+            try:
+                await link.publish(out.topic, out.payload, correlation=out.correlation)
+            except PublishRejected as e:
+                self.metrics.rejected.labels(str(e.reason)).inc()
+            self.metrics.commands.labels(out.cmd, "ok" if out.ok else "error").inc()
+
+    async def _on_state(self, link: Link, msg: Incoming) -> None:
+        if not msg.payload:
+            return
+        try:
+            st = decode(NodeState, msg.payload, node_id=self.topics.node_id)
+        except RemoteWireError as e:
+            self.metrics.bad_input.labels(e.fault.value).inc()
+            self._log_peer_fault(e.fault.value, f"bad retained state: {e}")
+            return
+        if st.birth_seq < self.birth_seq:
+            # A stale state (e.g. our previous connection's will) overwrote our birth.
+            log.info(
+                "node %s: stale retained state (birth_seq %d < %d): publishing birth again",
+                self.topics.node_id,
+                st.birth_seq,
+                self.birth_seq,
+            )
+            await link.publish(self.topics.state, self._birth(), retain=True)
+        elif st.birth_seq > self.birth_seq and not self._warned_higher_birth:
+            self._warned_higher_birth = True
+            log.warning(
+                "node %s: retained state has birth_seq %d > ours %d: another agent with this "
+                "node id, or a restored outbox file?",
+                self.topics.node_id,
+                st.birth_seq,
+                self.birth_seq,
+            )
+
+    def _log_peer_fault(self, reason: str, message: str) -> None:
+        """A peer's fault is counted every time but logged at most once a minute per reason."""
+        now = self._clock()
+        if now - self._peer_fault_logged.get(reason, -PEER_FAULT_LOG_INTERVAL_S) >= (
+            PEER_FAULT_LOG_INTERVAL_S
+        ):
+            self._peer_fault_logged[reason] = now
+            log.warning("node %s: %s", self.topics.node_id, message[:500])
+
+    # -- ending ----------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Clean end: retained ``offline/stopped``, then DISCONNECT (the broker drops the will)."""
+        self._closing = True
+        link = self.link
+        if link is None or not link.alive:
+            return
+        with contextlib.suppress(LinkError, PublishRejected):
+            await link.publish(self.topics.state, self._state("offline", "stopped"), retain=True)
+        await link.close()
+
+    def abort(self) -> None:
+        """Power-cut end: drop TCP without DISCONNECT so the broker publishes our will."""
+        self._closing = True
+        if self.link is not None:
+            self.link.abort()
+
+    # -- payloads --------------------------------------------------------------------------
+
+    def _state(self, state: Any, reason: Any) -> bytes:
+        return encode(
+            NodeState(
+                node=self.topics.node_id,
+                state=state,
+                boot_id=self.boot_id,
+                birth_seq=self.birth_seq,
+                ts=self._clock(),
+                reason=reason,
+                health_interval_s=self.config.health_interval_s,
+                sw_version=self.sw_version,
+            )
+        )
+
+    def _birth(self) -> bytes:
+        return self._state("online", "connect")
+
+    async def _publish_quiet(self, topic: str, data: bytes, *, retain: bool) -> bool:
+        """Publish if connected; False if not (re-published on the next connect)."""
+        link = self.link
+        if link is None or not link.alive:
+            return False
+        try:
+            await link.publish(topic, data, retain=retain)
+        except LinkError:
+            return False
+        except PublishRejected as e:
+            self.metrics.rejected.labels(str(e.reason)).inc()
+        return True

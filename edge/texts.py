@@ -1,0 +1,77 @@
+"""User-facing texts of the edge agent, zh-CN first then English, in one catalogue.
+
+Config errors are keyed by pydantic's error ``type`` and formatted with the error's ``ctx``
+placeholders; an unknown key falls back to pydantic's own (English) message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: pydantic error type -> (zh-CN, English). Placeholders come from the error's ``ctx``.
+CONFIG_ERRORS: dict[str, tuple[str, str]] = {
+    "missing": ("缺少必填项", "field required"),
+    "extra_forbidden": ("未知配置项（拼写错误？）", "unknown key (typo?)"),
+    "int_type": ("应为整数", "must be an integer"),
+    "int_parsing": ("应为整数", "must be an integer"),
+    "int_from_float": ("应为整数", "must be an integer"),
+    "float_type": ("应为数字", "must be a number"),
+    "float_parsing": ("应为数字", "must be a number"),
+    "bool_type": ("应为 true 或 false", "must be true or false"),
+    "bool_parsing": ("应为 true 或 false", "must be true or false"),
+    "string_type": ("应为字符串", "must be a string"),
+    "model_type": ("应为一个表（[section]）", "must be a table ([section])"),
+    "dict_type": ("应为一个表（[section]）", "must be a table ([section])"),
+    "greater_than": ("应大于 {gt}", "must be greater than {gt}"),
+    "greater_than_equal": ("应不小于 {ge}", "must be at least {ge}"),
+    "less_than": ("应小于 {lt}", "must be less than {lt}"),
+    "less_than_equal": ("应不大于 {le}", "must be at most {le}"),
+    "string_too_short": ("至少 {min_length} 个字符", "must have at least {min_length} characters"),
+    "string_too_long": ("最多 {max_length} 个字符", "must have at most {max_length} characters"),
+    "literal_error": ("应为以下之一：{expected}", "must be one of: {expected}"),
+    "enum": ("应为以下之一：{expected}", "must be one of: {expected}"),
+    "port": ("应为 1–65535 的整数", "must be an integer 1–65535"),
+    "node_id": (
+        "节点编号应为「12 位村级统计代码-名称」，如 450102001001-a",
+        "node id must be <12-digit village code>-<name>, e.g. 450102001001-a",
+    ),
+    "toml": ("TOML 语法错误：{detail}", "TOML syntax error: {detail}"),
+    "file": ("无法读取配置文件：{detail}", "cannot read the config file: {detail}"),
+}
+
+#: Other user-facing lines (CLI, local API).
+TEXTS: dict[str, tuple[str, str]] = {
+    "config_ok": (
+        "配置有效：节点 {node_id}，broker {host}:{port}，outbox {outbox}",
+        "config valid: node {node_id}, broker {host}:{port}, outbox {outbox}",
+    ),
+    "config_errors": ("配置有 {n} 处错误", "{n} error(s) in the config"),
+    "agent_unreachable": (
+        "无法连接本地 agent 套接字 {path}：{detail}",
+        "cannot reach the agent's local socket {path}: {detail}",
+    ),
+    "emit_failed": ("事件未被接受：{detail}", "event not accepted: {detail}"),
+    "bad_json": ("--data 不是合法的 JSON 对象", "--data is not a JSON object"),
+}
+
+
+def _fill(template: str, ctx: dict[str, Any]) -> str:
+    try:
+        return template.format(**ctx)
+    except (KeyError, IndexError, ValueError):
+        return template
+
+
+def config_error(err_type: str, ctx: dict[str, Any] | None, fallback: str) -> str:
+    """``"<zh> / <en>"`` for one config error; pydantic's message when the type is unknown."""
+    pair = CONFIG_ERRORS.get(err_type)
+    if pair is None:
+        return f"{fallback} / {fallback}"
+    c = ctx or {}
+    return f"{_fill(pair[0], c)} / {_fill(pair[1], c)}"
+
+
+def text(key: str, **ctx: Any) -> str:
+    """``"<zh> / <en>"`` for a catalogue key."""
+    zh, en = TEXTS[key]
+    return f"{_fill(zh, ctx)} / {_fill(en, ctx)}"

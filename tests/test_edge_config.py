@@ -1,0 +1,118 @@
+"""Edge config: every error explained with its dotted path, in Chinese and English."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+from typer.testing import CliRunner
+
+from edge.cli import app
+from edge.config import ConfigError, EdgeConfig, load_config, parse_config
+from edge.texts import CONFIG_ERRORS
+
+GOOD = """
+node_id = "450102001001-a"
+health_interval_s = 10
+[broker]
+host = "broker.example"
+port = 8883
+password = "s3cret"
+[outbox]
+path = "/tmp/x/outbox.sqlite3"
+max_events = 5000
+"""
+
+BAD = """
+node_id = "4501-a"
+health_interval_s = 0
+log_levle = "DEBUG"
+[broker]
+port = 70000
+keepalive_s = "thirty"
+[outbox]
+max_events = 5
+[metrics]
+enabled = "maybe"
+"""
+
+
+def test_defaults_and_redaction(tmp_path: Path) -> None:
+    f = tmp_path / "edge.toml"
+    f.write_text(GOOD)
+    cfg = load_config(f)
+    assert cfg.client_id == "450102001001-a"
+    assert cfg.broker.keepalive_s == 30 and cfg.shutdown_flush_s == 5.0
+    assert cfg.metrics.port == 9108 and str(cfg.local_socket.path) == "/run/shilian/edge.sock"
+    red = cfg.redacted()
+    assert red["broker"]["password"] == "***" and "s3cret" not in str(red)
+    assert cfg.broker.password == "s3cret"
+
+
+def test_every_field_has_a_description() -> None:
+    def walk(model: type[BaseModel]) -> None:
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann)
+
+    walk(EdgeConfig)
+
+
+def test_every_error_explained_with_path_in_both_languages(tmp_path: Path) -> None:
+    f = tmp_path / "edge.toml"
+    f.write_text(BAD)
+    with pytest.raises(ConfigError) as e:
+        load_config(f)
+    got = {p.path: p.message for p in e.value.problems}
+    assert got["broker.port"] == "应为 1–65535 的整数 / must be an integer 1–65535"
+    assert set(got) == {
+        "node_id",
+        "health_interval_s",
+        "log_levle",
+        "broker.port",
+        "broker.keepalive_s",
+        "outbox.max_events",
+        "metrics.enabled",
+    }
+    assert "未知配置项" in got["log_levle"] and "unknown key" in got["log_levle"]
+    assert "12 位" in got["node_id"] and "12-digit" in got["node_id"]
+    assert got["outbox.max_events"] == "应不小于 10 / must be at least 10"
+    for msg in got.values():
+        zh, en = msg.split(" / ", 1)
+        assert any("\u4e00" <= c <= "\u9fff" for c in zh), msg
+        assert en.isascii() or "–" in en, msg
+
+
+def test_missing_node_id_and_wrong_section_type() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config({"broker": "localhost"})
+    got = {p.path: p.message for p in e.value.problems}
+    assert got["node_id"] == "缺少必填项 / field required"
+    assert got["broker"].startswith(CONFIG_ERRORS["model_type"][0])
+
+
+def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="无法读取"):
+        load_config(tmp_path / "missing.toml")
+    f = tmp_path / "bad.toml"
+    f.write_text("node_id = \n")
+    with pytest.raises(ConfigError, match="TOML 语法错误"):
+        load_config(f)
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    runner = CliRunner()
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text(GOOD)
+    bad.write_text(BAD)
+    ok = runner.invoke(app, ["check-config", str(good)])
+    assert ok.exit_code == 0, ok.output
+    assert "配置有效" in ok.output and "450102001001-a" in ok.output
+    assert len(ok.output.strip().splitlines()) == 1
+    res = runner.invoke(app, ["check-config", str(bad)])
+    assert res.exit_code == 1
+    assert "broker.port: 应为 1–65535 的整数 / must be an integer 1–65535" in res.output
+    assert "7 error(s)" in res.output
