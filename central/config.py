@@ -1,0 +1,124 @@
+"""Central's configuration: a TOML file validated by pydantic models (``extra="forbid"``).
+
+``shilian central check-config FILE`` prints every error with its path, in Chinese and English.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+#: MQTT session expiry central asks for: one week. Central's session is persistent so that QoS 1
+#: events queue in the broker while central is down (an upgrade, a crash, a weekend outage).
+DEFAULT_SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BrokerConfig(_Section):
+    host: str = Field(default="127.0.0.1", description="MQTT broker host / MQTT 代理地址")
+    port: int = Field(default=1883, ge=1, le=65535, description="MQTT broker port / 端口")
+    client_id: str = Field(
+        default="shilian-central",
+        min_length=1,
+        max_length=64,
+        description="MQTT client id; keeps central's persistent session / 客户端 ID（持久会话）",
+    )
+    username: str | None = Field(default=None, description="MQTT user name / 用户名")
+    password: str | None = Field(default=None, description="MQTT password / 密码")
+    keepalive_s: int = Field(
+        default=30, ge=5, le=600, description="MQTT keepalive in seconds / 心跳间隔（秒）"
+    )
+    session_expiry_s: int = Field(
+        default=DEFAULT_SESSION_EXPIRY_S,
+        ge=0,
+        le=0xFFFFFFFF,
+        description="how long the broker keeps central's session and queued QoS 1 messages while "
+        "central is away / 中心离线时代理保留会话与排队消息的时长（秒）",
+    )
+
+
+class StoreConfig(_Section):
+    path: Path = Field(
+        default=Path("central.db"), description="SQLite database file (WAL) / SQLite 数据库文件"
+    )
+
+
+class HttpConfig(_Section):
+    host: str = Field(default="127.0.0.1", description="HTTP API listen address / 监听地址")
+    port: int = Field(
+        default=8080, ge=0, le=65535, description="HTTP API and /metrics port (0: any free) / 端口"
+    )
+
+
+class RegistryConfig(_Section):
+    default_scope: str = Field(
+        default="4501",
+        pattern=r"^(\d{2}|\d{4}|\d{6})?$",
+        description='registry scope imported when the database has none ("": whole country; '
+        "default 4501 Nanning) / 数据库无区划时导入的范围（默认南宁市 4501）",
+    )
+
+
+class CentralConfig(_Section):
+    broker: BrokerConfig = Field(default_factory=BrokerConfig, description="MQTT broker / 代理")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="storage / 存储")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="HTTP API / 接口")
+    registry: RegistryConfig = Field(
+        default_factory=RegistryConfig, description="village registry / 行政区划"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="log level / 日志级别"
+    )
+
+
+class ConfigError(Exception):
+    """The configuration file is unreadable or invalid; ``lines`` explain each problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+_ZH = {
+    "extra_forbidden": "未知字段",
+    "missing": "缺少必填字段",
+    "int_parsing": "应为整数",
+    "int_type": "应为整数",
+    "string_type": "应为字符串",
+    "string_pattern_mismatch": "格式不符",
+    "greater_than_equal": "数值过小",
+    "less_than_equal": "数值过大",
+    "literal_error": "取值不在允许范围内",
+    "string_too_short": "字符串过短",
+    "string_too_long": "字符串过长",
+}
+
+
+def explain(error: ValidationError) -> list[str]:
+    """One line per error: ``path: 中文说明 / English message``."""
+    lines = []
+    for e in error.errors(include_url=False):
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        zh = _ZH.get(e["type"], "无效的值")
+        lines.append(f"{path}: {zh} / {e['msg']}")
+    return lines
+
+
+def load_config(path: Path) -> CentralConfig:
+    """Read and validate ``path``; :class:`ConfigError` explains what is wrong."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError([f"{path}: 无法读取配置文件 / cannot read config file: {e}"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: TOML 语法错误 / TOML syntax error: {e}"]) from None
+    try:
+        return CentralConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(explain(e)) from None

@@ -1,0 +1,318 @@
+"""The ingest core: one MQTT message in, what to write and what changed out. Pure (no I/O):
+the time is passed in, the store applies the writes, the service applies the changes after the
+writes are committed.
+
+What it decides (docs/central.md):
+- identity: the topic's node id wins; ``wire.decode`` refuses a payload naming another node;
+- unknown village: refused (``unknown_village``), nothing written;
+- state: ordered by ``birth_seq``; a lower one is stale and ignored, an equal ``offline`` after
+  ``online`` is the matching death;
+- health: stored, refreshes liveness, brings a timed-out node of the same boot back online;
+- events: deduplicated by (node, boot_id, seq), gaps in seq recorded and closed when the
+  missing seq arrives (out-of-order arrival is normal: alarms jump the queue);
+- device: upserted; an empty payload means the device was removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+import pydantic_core
+
+import wire
+from central.liveness import Liveness
+from central.store import (
+    DeviceRow,
+    EventRow,
+    GapsRow,
+    HealthRow,
+    IntervalRow,
+    NodeRow,
+    SeqState,
+    Snapshot,
+    Write,
+)
+from wire import Fault, Kind, RemoteWireError
+
+ONLINE = "online"
+OFFLINE = "offline"
+
+#: Parsed topics remembered (a fleet's topics repeat: parsing each message's topic again costs
+#: as much as decoding its payload). Cleared when full; about 100 B per entry.
+ROUTE_CACHE_SIZE = 100_000
+
+
+def _json(obj: object) -> str:
+    """Compact UTF-8 JSON for a text column; pydantic's serializer is ~5x faster than json's."""
+    return pydantic_core.to_json(obj).decode()
+
+
+#: Open gaps kept per (node, boot). A peer sending every other seq would otherwise grow the list
+#: without bound; beyond this the oldest gap is forgotten (its events are still accepted).
+MAX_OPEN_GAPS = 1000
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one message did, for metrics, logs and the after-commit side effects."""
+
+    kind: str
+    node_id: str | None = None
+    fault: Fault | None = None
+    detail: str = ""
+    ignored: str | None = None  # "stale_state", "duplicate", "unexpected"
+    gaps_opened: int = 0
+    response: wire.CommandResponse | None = None
+
+
+@dataclass(slots=True)
+class Changes:
+    """Node state changes produced since the last :meth:`Ingest.take`: (node_id, online)."""
+
+    nodes: list[tuple[str, bool]] = field(default_factory=list)
+
+
+class Ingest:
+    """Central's view of every node, updated message by message."""
+
+    def __init__(
+        self, snapshot: Snapshot, has_village: Callable[[str], bool], liveness: Liveness
+    ) -> None:
+        self.nodes = snapshot.nodes
+        self.seqs = snapshot.seqs
+        self.has_village = has_village
+        self.liveness = liveness
+        self._writes: list[Write] = []
+        self._dirty_nodes: set[str] = set()
+        self._dirty_gaps: set[tuple[str, str]] = set()
+        self._last_health: dict[str, str] = {}
+        self._changes: list[tuple[str, bool]] = []
+        self._routes: dict[str, wire.Route] = {}
+
+    # -- the batch boundary -------------------------------------------------------------------
+
+    def take(self) -> tuple[list[Write], list[tuple[str, bool]]]:
+        """Writes to commit in one transaction, and the node changes to apply after it."""
+        writes = self._writes
+        for node_id in self._dirty_nodes:
+            n = self.nodes[node_id]
+            writes.append(replace(n, last_health=self._last_health.pop(node_id, None)))
+        for node_id, boot_id in self._dirty_gaps:
+            s = self.seqs[(node_id, boot_id)]
+            writes.append(GapsRow(node_id, boot_id, tuple(s.gaps)))
+        changes = self._changes
+        self._writes, self._changes = [], []
+        self._dirty_nodes.clear()
+        self._dirty_gaps.clear()
+        self._last_health.clear()
+        return writes, changes
+
+    def online_nodes(self) -> Iterable[tuple[str, float]]:
+        """(node_id, health interval) of the nodes believed online, for :meth:`Liveness.reset`."""
+        return ((n.node_id, n.health_interval_s) for n in self.nodes.values() if n.state == ONLINE)
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def handle(self, topic: str, payload: bytes, now: float) -> Outcome:
+        """Apply one message. Never raises for bad input: the fault is in the outcome."""
+        route = self._routes.get(topic)
+        if route is None:
+            try:
+                route = wire.parse_topic(topic)
+            except RemoteWireError as e:
+                return Outcome("bad_topic", None, e.fault, e.detail)
+            if len(self._routes) >= ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            self._routes[topic] = route
+        out = Outcome(route.kind.value, route.node_id)
+        if not self.has_village(route.village):
+            out.fault = Fault.UNKNOWN_VILLAGE
+            out.detail = f"village {route.village} is not in the registry"
+            return out
+        try:
+            if route.kind is Kind.STATE:
+                self._state(wire.decode(wire.NodeState, payload, node_id=route.node_id), now, out)
+            elif route.kind is Kind.HEALTH:
+                self._health(wire.decode(wire.Health, payload, node_id=route.node_id), now)
+            elif route.kind is Kind.EVENT:
+                self._event(wire.decode(wire.Event, payload, node_id=route.node_id), now, out)
+            elif route.kind is Kind.DEVICE:
+                assert route.device_id is not None  # parse_topic always sets it for DEVICE
+                self._device(route.node_id, route.device_id, payload, now)
+            elif route.kind is Kind.CMD_RES:
+                out.response = wire.decode(wire.CommandResponse, payload, node_id=route.node_id)
+            else:
+                out.ignored = "unexpected"  # cmd/req is ours; central does not subscribe to it
+        except RemoteWireError as e:
+            out.fault, out.detail = e.fault, e.detail
+        return out
+
+    def expire(self, now: float) -> list[str]:
+        """Mark offline every node silent past its grace period; returns their ids."""
+        expired = []
+        for node_id in self.liveness.tick(now):
+            n = self.nodes.get(node_id)
+            reason = "will" if self.liveness.is_dying(node_id) else "health_timeout"
+            self.liveness.forget(node_id)
+            if n is not None and n.state == ONLINE:
+                self._set_state(n, OFFLINE, reason, now)
+                expired.append(node_id)
+        return expired
+
+    # -- per kind -------------------------------------------------------------------------------
+
+    def _touch(self, node_id: str, now: float) -> NodeRow | None:
+        n = self.nodes.get(node_id)
+        if n is not None:
+            n.last_seen = now
+            self._dirty_nodes.add(node_id)
+        return n
+
+    def _set_state(self, n: NodeRow, state: str, reason: str, now: float) -> None:
+        changed = n.state != state
+        n.state, n.state_reason, n.state_since = state, reason, now
+        self._dirty_nodes.add(n.node_id)
+        self._writes.append(IntervalRow(n.node_id, state, now, reason))
+        if state == ONLINE:
+            self.liveness.born(n.node_id, n.health_interval_s, now)
+        else:
+            self.liveness.forget(n.node_id)
+        if changed:
+            self._changes.append((n.node_id, state == ONLINE))
+
+    def _state(self, s: wire.NodeState, now: float, out: Outcome) -> None:
+        n = self.nodes.get(s.node)
+        if n is None:
+            n = NodeRow(
+                node_id=s.node,
+                village=s.node[:12],
+                county=s.node[:6],
+                state=OFFLINE,
+                state_since=now,
+                state_reason=s.reason,
+                boot_id=s.boot_id,
+                birth_seq=s.birth_seq,
+                health_interval_s=s.health_interval_s,
+                sw_version=s.sw_version,
+                first_seen=now,
+                last_seen=now,
+            )
+            self.nodes[s.node] = n
+            self._changes.append((s.node, False))  # known (provisioned) from now on
+        elif s.birth_seq < n.birth_seq or (
+            s.birth_seq == n.birth_seq and (s.state == ONLINE or n.state == OFFLINE)
+        ):
+            # Older birth, or within one birth anything but its first online -> its death.
+            # A retained online redelivered on resubscribe lands here too: nothing changes.
+            if not (s.birth_seq == n.birth_seq and s.state == n.state):
+                out.ignored = "stale_state"
+            self._touch(s.node, now)
+            return
+        n.boot_id, n.birth_seq = s.boot_id, s.birth_seq
+        n.last_seen = now
+        self._dirty_nodes.add(n.node_id)
+        if s.state == OFFLINE and s.reason == "will" and n.state == ONLINE:
+            # Not at once: it may be one of the wills a shutting-down broker sends (liveness.py).
+            self.liveness.dying(n.node_id, now)
+            return
+        n.health_interval_s = s.health_interval_s
+        if s.sw_version:
+            n.sw_version = s.sw_version
+        self._set_state(n, s.state, s.reason, now)
+
+    def _health(self, h: wire.Health, now: float) -> None:
+        n = self.nodes.get(h.node)
+        if n is None:
+            # Health before any state (central's database is newer than the broker's retained
+            # state): the node is evidently alive. Its retained birth, when it comes, is newer.
+            n = NodeRow(
+                node_id=h.node,
+                village=h.node[:12],
+                county=h.node[:6],
+                state=OFFLINE,
+                state_since=now,
+                state_reason="health",
+                boot_id=h.boot_id,
+                birth_seq=0,
+                health_interval_s=h.interval_s,
+                sw_version=h.sw_version,
+                first_seen=now,
+                last_seen=now,
+            )
+            self.nodes[h.node] = n
+            self._set_state(n, ONLINE, "health", now)
+        else:
+            n.health_interval_s, n.sw_version, n.last_seen = h.interval_s, h.sw_version, now
+            if n.state == ONLINE:
+                self.liveness.alive(n.node_id, n.health_interval_s, now)
+            elif n.state_reason == "health_timeout" and n.boot_id == h.boot_id:
+                self._set_state(n, ONLINE, "health", now)
+        body = h.model_dump_json(exclude_none=True)
+        self._dirty_nodes.add(h.node)
+        self._last_health[h.node] = body
+        self._writes.append(HealthRow(h.node, h.ts, now, body))
+
+    def _event(self, e: wire.Event, now: float, out: Outcome) -> None:
+        key = (e.node, e.boot_id)
+        s = self.seqs.get(key)
+        if s is None:
+            s = self.seqs[key] = SeqState()
+        before = len(s.gaps)
+        new, gaps_changed = s.accept(e.seq, now)
+        if not new:
+            out.ignored = "duplicate"
+            return
+        if gaps_changed:
+            if len(s.gaps) > MAX_OPEN_GAPS:
+                del s.gaps[: len(s.gaps) - MAX_OPEN_GAPS]
+            self._dirty_gaps.add(key)
+            out.gaps_opened = max(0, len(s.gaps) - before)
+        self._touch(e.node, now)
+        self._writes.append(
+            EventRow(
+                e.node,
+                e.node[:12],
+                e.boot_id,
+                e.seq,
+                e.ts,
+                now,
+                e.priority.value,
+                e.kind,
+                e.device,
+                _json(e.data),
+            )
+        )
+
+    def _device(self, node_id: str, device_id: str, payload: bytes, now: float) -> None:
+        if not payload:
+            self._writes.append(DeviceRow(node_id, device_id, "", "unknown", None, now, "{}", 1))
+        else:
+            d = wire.decode(wire.DeviceState, payload, node_id=node_id)
+            detail = _json(d.detail)
+            self._writes.append(
+                DeviceRow(node_id, device_id, d.kind, d.state, d.name, d.ts, detail, 0)
+            )
+        self._touch(node_id, now)
+
+
+class LogLimiter:
+    """At most one log line per key (node or topic, reason) per ``window_s``. Pure."""
+
+    #: Keys remembered; a flood of distinct bad topics cannot grow memory past this.
+    MAX_KEYS = 10_000
+
+    def __init__(self, window_s: float = 60.0) -> None:
+        self.window_s = window_s
+        self._last: dict[tuple[str, str], float] = {}
+
+    def allow(self, key: tuple[str, str], now: float) -> bool:
+        last = self._last.get(key)
+        if last is not None and now - last < self.window_s:
+            return False
+        if len(self._last) >= self.MAX_KEYS:
+            self._last = {k: t for k, t in self._last.items() if now - t < self.window_s}
+            if len(self._last) >= self.MAX_KEYS:
+                return False
+        self._last[key] = now
+        return True

@@ -1,0 +1,111 @@
+"""When is a silent node offline? Pure: the caller passes ``now``.
+
+A node is offline when its last will arrives (handled by ingest) or when no health came for
+``HEALTH_GRACE_FACTOR`` x its announced interval, whichever comes first.
+
+No false collapse (docs/central.md): the caller calls :meth:`Liveness.reset` each time central's
+MQTT connection comes up (first connect, reconnect after a broker restart or a network cut, and
+therefore also after central restarts) and does not call :meth:`tick` while the connection is
+down. Every node then gets a full grace period from the moment central can hear it again, and is
+never timed out for silence that was central's own deafness.
+
+Last wills get the same treatment. mosquitto publishes the will of every connected node when it
+shuts down, a moment before it closes central's own connection, and keeps them as the retained
+state that central receives when it resubscribes after the restart. So a will does not take a
+node offline at once: :meth:`Liveness.dying` moves its deadline to ``now + WILL_CONFIRM_S``, but
+never before the grace period that followed the last (re)connect; a newer birth cancels it; a
+health report does not (the connection that sent it is dead). A node whose will is real goes
+offline (reason ``will``) a second later, or a grace period after a reconnect.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+
+from wire.limits import HEALTH_GRACE_FACTOR
+
+#: Heap entries are invalidated lazily; rebuild when stale ones outnumber live ones this much,
+#: so memory stays proportional to the number of nodes, not to the number of health messages.
+_COMPACT_FACTOR = 4
+_COMPACT_MIN = 1024
+
+#: How long a will waits before it takes its node offline while central stays connected. The
+#: wills mosquitto sends while shutting down reach central milliseconds before central sees the
+#: broker go; a second is ample on a loaded box and adds little to will detection (1.5 x the
+#: node's keepalive).
+WILL_CONFIRM_S = 1.0
+
+
+class Liveness:
+    """Health deadlines of the nodes central believes online."""
+
+    def __init__(self, grace_factor: float = HEALTH_GRACE_FACTOR) -> None:
+        self.grace_factor = grace_factor
+        self._deadline: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._floor: dict[str, float] = {}  # end of the grace period given at the last reset
+        self._dying: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._deadline)
+
+    def deadline(self, node_id: str) -> float | None:
+        return self._deadline.get(node_id)
+
+    def alive(self, node_id: str, interval_s: float, now: float) -> None:
+        """The node reported health at ``now`` (ignored once its will arrived)."""
+        if node_id not in self._dying:
+            self._set(node_id, now + self.grace_factor * interval_s)
+
+    def born(self, node_id: str, interval_s: float, now: float) -> None:
+        """The node announced a new birth: alive, whatever will came before."""
+        self._dying.discard(node_id)
+        self._set(node_id, now + self.grace_factor * interval_s)
+
+    def dying(self, node_id: str, now: float) -> None:
+        """The node's will arrived: offline after :data:`WILL_CONFIRM_S` (see module doc)."""
+        self._dying.add(node_id)
+        self._set(node_id, max(now + WILL_CONFIRM_S, self._floor.get(node_id, 0.0)))
+
+    def is_dying(self, node_id: str) -> bool:
+        return node_id in self._dying
+
+    def _set(self, node_id: str, d: float) -> None:
+        self._deadline[node_id] = d
+        heapq.heappush(self._heap, (d, node_id))
+        if len(self._heap) > _COMPACT_MIN + _COMPACT_FACTOR * len(self._deadline):
+            self._heap = [(d, n) for n, d in self._deadline.items()]
+            heapq.heapify(self._heap)
+
+    def forget(self, node_id: str) -> None:
+        """The node is offline (clean stop, or timed out): no deadline."""
+        self._deadline.pop(node_id, None)
+        self._dying.discard(node_id)
+
+    def reset(self, now: float, nodes: Iterable[tuple[str, float]]) -> None:
+        """Central's connection just came up: every node in ``nodes`` ((id, interval) of the nodes
+        believed online) gets a full grace period from ``now``."""
+        self._deadline.clear()
+        self._heap.clear()
+        self._dying.clear()
+        self._floor.clear()
+        for node_id, interval_s in nodes:
+            self._floor[node_id] = now + self.grace_factor * interval_s
+            self._set(node_id, self._floor[node_id])
+
+    def next_deadline(self) -> float | None:
+        while self._heap and self._deadline.get(self._heap[0][1]) != self._heap[0][0]:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
+
+    def tick(self, now: float) -> list[str]:
+        """Nodes whose deadline passed; the caller marks them offline (reason ``will`` if
+        :meth:`is_dying`, else ``health_timeout``) and then calls :meth:`forget`."""
+        expired = []
+        while self._heap and self._heap[0][0] <= now:
+            d, node_id = heapq.heappop(self._heap)
+            if self._deadline.get(node_id) == d:
+                del self._deadline[node_id]
+                expired.append(node_id)
+        return expired

@@ -1,0 +1,225 @@
+"""Read-side queries of the HTTP API over central's SQLite store (schema: central.store).
+
+Every query runs on its own read-only connection in a small thread pool: in WAL mode readers
+never block ingest's writer nor each other, and the event loop never waits on the disk. The
+query functions are plain ``(conn, ...) -> data`` so tests call them directly.
+
+Indexes these queries rely on (created by central.store): nodes(village), nodes(county),
+nodes(state), events(node_id, ts), events(village, ts), events(ts), health(node_id, ts),
+state_history(node_id, start), gaps(node_id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: Reader threads. Reads are short and SQLite WAL readers run in parallel; a few threads keep one
+#: slow query (a large offset) from queueing the others without letting a burst of API calls
+#: take the CPU from ingest on a 2-core box.
+READ_WORKERS = 4
+#: How long a reader waits on a lock (only during WAL recovery or a checkpoint restart).
+READ_BUSY_TIMEOUT_S = 5.0
+#: Rows of each history shown in a node's detail: enough for a glance, small enough to be fast.
+DETAIL_HEALTH_ROWS = 20
+DETAIL_EVENT_ROWS = 20
+DETAIL_HISTORY_ROWS = 20
+#: Open gaps listed in a node's detail (a node with more has a deeper problem than a list shows).
+DETAIL_GAP_ROWS = 100
+
+_NODE_COLUMNS = (
+    "node_id, village, county, state, state_since, state_reason, boot_id, birth_seq, "
+    "health_interval_s, sw_version, first_seen, last_seen, last_health"
+)
+_EVENT_COLUMNS = "id, node_id, village, boot_id, seq, ts, recv_ts, priority, kind, device, data"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFilter:
+    village: str | None = None  # 12 digits
+    township: str | None = None  # 9 digits
+    county: str | None = None  # 6 digits
+    state: str | None = None  # "online" | "offline"
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    node: str | None = None
+    village: str | None = None
+    county: str | None = None
+    priority: str | None = None
+    since: float | None = None  # event time (the node's clock), Unix seconds, inclusive
+
+
+class ReadViews:
+    """Runs query functions on read-only connections off the event loop."""
+
+    def __init__(self, db_path: Path, workers: int = READ_WORKERS) -> None:
+        self._uri = db_path.resolve().as_uri() + "?mode=ro"
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-read")
+
+    async def run(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._run, query)
+
+    def _run(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        conn = sqlite3.connect(self._uri, uri=True, timeout=READ_BUSY_TIMEOUT_S)
+        try:
+            conn.row_factory = sqlite3.Row
+            return query(conn)
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _node(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    d["last_health"] = _json(d["last_health"])
+    return d
+
+
+def _event(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    d["data"] = _json(d["data"])
+    return d
+
+
+def _node_where(f: NodeFilter) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if f.village is not None:
+        clauses.append("village = ?")
+        args.append(f.village)
+    if f.township is not None:
+        # A range on the indexed column instead of substr(): the index serves it.
+        clauses.append("village BETWEEN ? AND ?")
+        args += [f.township + "000", f.township + "999"]
+    if f.county is not None:
+        clauses.append("county = ?")
+        args.append(f.county)
+    if f.state is not None:
+        clauses.append("state = ?")
+        args.append(f.state)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def list_nodes(
+    conn: sqlite3.Connection, f: NodeFilter, limit: int, offset: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """(total matching, one page in node id order)."""
+    where, args = _node_where(f)
+    total = conn.execute(f"SELECT count(*) FROM nodes{where}", args).fetchone()[0]
+    rows = conn.execute(
+        f"SELECT {_NODE_COLUMNS} FROM nodes{where} ORDER BY node_id LIMIT ? OFFSET ?",
+        [*args, limit, offset],
+    ).fetchall()
+    return int(total), [_node(r) for r in rows]
+
+
+def node_exists(conn: sqlite3.Connection, node_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM nodes WHERE node_id = ?", (node_id,)).fetchone() is not None
+
+
+def village_nodes(conn: sqlite3.Connection, village: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT node_id, state, state_since, state_reason, last_seen FROM nodes "
+        "WHERE village = ? ORDER BY node_id",
+        (village,),
+    ).fetchall()
+    return [dict(r) for r in rows]
+
+
+def node_detail(conn: sqlite3.Connection, node_id: str) -> dict[str, Any] | None:
+    """The node's row with its recent health, events, devices, state history and open gaps;
+    None if central has never seen it. One read transaction: a consistent snapshot."""
+    conn.execute("BEGIN")
+    try:
+        row = conn.execute(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE node_id = ?", (node_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        detail = _node(row)
+        detail["health"] = [
+            {"ts": r["ts"], "recv_ts": r["recv_ts"], **json.loads(r["body"])}
+            for r in conn.execute(
+                "SELECT ts, recv_ts, body FROM health WHERE node_id = ? ORDER BY ts DESC LIMIT ?",
+                (node_id, DETAIL_HEALTH_ROWS),
+            )
+        ]
+        detail["events"] = [
+            _event(r)
+            for r in conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE node_id = ? "
+                "ORDER BY ts DESC, id DESC LIMIT ?",
+                (node_id, DETAIL_EVENT_ROWS),
+            )
+        ]
+        detail["devices"] = [
+            {**dict(r), "detail": _json(r["detail"]), "removed": bool(r["removed"])}
+            for r in conn.execute(
+                "SELECT device_id, kind, state, name, ts, detail, removed FROM devices "
+                "WHERE node_id = ? ORDER BY device_id",
+                (node_id,),
+            )
+        ]
+        detail["state_history"] = [
+            dict(r)
+            for r in conn.execute(
+                "SELECT state, start, end, reason FROM state_history WHERE node_id = ? "
+                "ORDER BY start DESC, id DESC LIMIT ?",
+                (node_id, DETAIL_HISTORY_ROWS),
+            )
+        ]
+        detail["gaps"] = [
+            dict(r)
+            for r in conn.execute(
+                "SELECT boot_id, first_seq, last_seq, detected FROM gaps WHERE node_id = ? "
+                "ORDER BY detected, first_seq LIMIT ?",
+                (node_id, DETAIL_GAP_ROWS),
+            )
+        ]
+        return detail
+    finally:
+        conn.execute("COMMIT")
+
+
+def list_events(conn: sqlite3.Connection, f: EventFilter, limit: int) -> list[dict[str, Any]]:
+    """Events newest first by event time (ties: newest received first)."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    if f.node is not None:
+        clauses.append("node_id = ?")
+        args.append(f.node)
+    if f.village is not None:
+        clauses.append("village = ?")
+        args.append(f.village)
+    if f.county is not None:
+        clauses.append("village BETWEEN ? AND ?")
+        args += [f.county + "000000", f.county + "999999"]
+    if f.priority is not None:
+        clauses.append("priority = ?")
+        args.append(f.priority)
+    if f.since is not None:
+        clauses.append("ts >= ?")
+        args.append(f.since)
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    rows = conn.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM events{where} ORDER BY ts DESC, id DESC LIMIT ?",
+        [*args, limit],
+    ).fetchall()
+    return [_event(r) for r in rows]

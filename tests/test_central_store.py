@@ -1,0 +1,102 @@
+"""The SQLite store: a real database file in tmp_path; dedupe state survives a restart."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from central.ingest import Ingest
+from central.liveness import Liveness
+from central.store import HEALTH_KEEP_PER_NODE, EventRow, SqliteStore
+from tests.test_central_ingest import BOOT, NODE, VILLAGE, event, health, state
+
+VILLAGES = {VILLAGE}
+
+
+def ingest_from(store: SqliteStore) -> Ingest:
+    return Ingest(store.load(), VILLAGES.__contains__, Liveness())
+
+
+def run(store: SqliteStore, ing: Ingest, msgs: list[tuple[str, bytes]], now: float) -> list[str]:
+    results = []
+    for topic, payload in msgs:
+        out = ing.handle(topic, payload, now)
+        results.append(out.ignored or out.fault or "ok")
+    store.apply(ing.take()[0])
+    return [str(r) for r in results]
+
+
+def test_events_deduplicated_across_restart_and_gaps_survive(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    store = SqliteStore(db)
+    ing = ingest_from(store)
+    assert run(store, ing, [state(), event(1), event(2), event(5)], 100.0) == ["ok"] * 4
+    store.close()
+
+    store = SqliteStore(db)
+    ing = ingest_from(store)
+    assert ing.nodes[NODE].state == "online"
+    assert ing.seqs[(NODE, BOOT)].high == 5
+    assert ing.seqs[(NODE, BOOT)].gaps == [(3, 4, 100.0)]
+    assert run(store, ing, [event(1), event(2), event(5), event(3), event(3)], 200.0) == [
+        "duplicate",
+        "duplicate",
+        "duplicate",
+        "ok",
+        "duplicate",
+    ]
+    store.close()
+
+    store = SqliteStore(db)
+    assert store.load().seqs[(NODE, BOOT)].gaps == [(4, 4, 100.0)]
+    rows = store.conn.execute("SELECT seq FROM events ORDER BY seq").fetchall()
+    assert [r[0] for r in rows] == [1, 2, 3, 5]
+    store.close()
+
+
+def test_state_history_intervals_and_node_row(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "c.db")
+    ing = ingest_from(store)
+    run(store, ing, [state(birth=1)], 100.0)
+    run(store, ing, [state(st="offline", birth=1, reason="stopped")], 150.0)
+    run(store, ing, [state(birth=2)], 200.0)
+    hist = store.conn.execute(
+        "SELECT state, start, end, reason FROM state_history ORDER BY id"
+    ).fetchall()
+    assert hist == [
+        ("online", 100.0, 150.0, "connect"),
+        ("offline", 150.0, 200.0, "stopped"),
+        ("online", 200.0, None, "connect"),
+    ]
+    row = store.conn.execute(
+        "SELECT village, county, state, birth_seq, first_seen, last_seen FROM nodes"
+    ).fetchone()
+    assert row == (VILLAGE, VILLAGE[:6], "online", 2, 100.0, 200.0)
+    store.close()
+
+
+def test_health_is_pruned_per_node_and_last_health_kept(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "c.db")
+    ing = ingest_from(store)
+    run(store, ing, [state()], 100.0)
+    for i in range(HEALTH_KEEP_PER_NODE + 30):
+        run(store, ing, [health()], 101.0 + i)
+    n = store.conn.execute("SELECT COUNT(*) FROM health").fetchone()[0]
+    assert n == HEALTH_KEEP_PER_NODE
+    last = store.conn.execute("SELECT last_health FROM nodes").fetchone()[0]
+    assert '"uptime_s"' in last
+    run(store, ing, [event(1)], 500.0)  # a node update without health keeps last_health
+    assert store.conn.execute("SELECT last_health FROM nodes").fetchone()[0] == last
+    store.close()
+
+
+def test_a_failed_batch_writes_nothing(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "c.db")
+    good = EventRow(NODE, VILLAGE, BOOT, 1, 1.0, 1.0, "info", "k", None, "{}")
+    bad = EventRow(NODE, VILLAGE, BOOT, 2, 1.0, 1.0, "info", "k", None, None)  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.IntegrityError):
+        store.apply([good, bad])
+    assert store.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
+    store.close()
