@@ -6,6 +6,7 @@ import typer
 
 from central.cli import app as central_app
 from edge.cli import app as edge_app
+from provisioning.cli import app as provision_app
 
 app = typer.Typer(
     name="shilian",
@@ -15,6 +16,7 @@ app = typer.Typer(
 )
 app.add_typer(edge_app, name="edge")
 app.add_typer(central_app, name="central")
+app.add_typer(provision_app, name="provision")
 
 
 @app.command()

@@ -160,8 +160,15 @@ def run_demo(city: str = "4501", online_share: float = 0.7688) -> int:
             f"broker  mqtt://127.0.0.1:{broker.port}\ncentral {api}/api/v1/coverage"
             f"  ·  {api}/metrics\nlogs    {workdir}"
         )
-        _watch(console, api, city, fleet, central)
-        return 0
+        if _watch(console, api, city, fleet, central):
+            return 0
+        for name, proc in (("fleet", fleet), ("central", central)):
+            if proc.poll() is not None:
+                log = (workdir / f"{name}.log").read_text(errors="replace")
+                console.print(
+                    f"[red]{name} 退出 / exited ({proc.returncode}):[/red]\n{log[-3000:]}"
+                )
+        return 1
     except KeyboardInterrupt:
         return 0
     finally:
@@ -174,7 +181,9 @@ def run_demo(city: str = "4501", online_share: float = 0.7688) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _watch(console: Console, api: str, city: str, *children: subprocess.Popen[bytes]) -> None:
+def _watch(console: Console, api: str, city: str, *children: subprocess.Popen[bytes]) -> bool:
+    """Show coverage until a child exits, then return False (Ctrl-C ends the watch otherwise)."""
+
     def fetch() -> dict[str, Any] | None:
         try:
             data: dict[str, Any] = _get(f"{api}/api/v1/coverage/{city}")
@@ -201,4 +210,4 @@ def _watch(console: Console, api: str, city: str, *children: subprocess.Popen[by
                 )
             n += 1
             time.sleep(REFRESH_S)
-    console.print("[red]a child process exited / 子进程退出")
+    return False

@@ -21,6 +21,7 @@ from pathlib import Path
 from central.registry import Registry
 from edge.agent import Agent
 from edge.config import EdgeConfig
+from edge.outbox import OutboxError
 from shilian.churn import Action, ChurnPlan, Step
 
 log = logging.getLogger("shilian.fleet")
@@ -82,8 +83,10 @@ class Fleet:
         elif step.action is Action.STOP:
             del self.running[step.node_id]
             r.stop.set()
-        elif step.action is Action.EVENT:
-            await r.agent.sink.emit(step.priority, step.kind, None, {"simulated": True})
+        elif step.action is Action.EVENT and r.agent.started.is_set():
+            # An agent still starting or already stopping refuses events; the plan moves on.
+            with contextlib.suppress(OutboxError):
+                await r.agent.sink.emit(step.priority, step.kind, None, {"simulated": True})
 
     async def run(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
