@@ -67,8 +67,17 @@ class Fleet:
             return
         agent = Agent(self._config(node_id), serve_metrics=False, serve_local_socket=False)
         stop = asyncio.Event()
-        task = tg.create_task(agent.run(stop), name=f"agent {node_id}")
+        task = tg.create_task(self._guarded(node_id, agent, stop), name=f"agent {node_id}")
         self.running[node_id] = _Running(agent, stop, task)
+
+    async def _guarded(self, node_id: str, agent: Agent, stop: asyncio.Event) -> None:
+        # One simulated node failing must not take the other 1,800 down with it: log it loudly
+        # and leave that village offline, as a broken box would.
+        try:
+            await agent.run(stop)
+        except Exception:
+            log.exception("fleet: agent %s failed", node_id)
+            self.running.pop(node_id, None)
 
     async def _apply(self, tg: asyncio.TaskGroup, step: Step) -> None:
         r = self.running.get(step.node_id)
