@@ -1,0 +1,343 @@
+"""SIA DC-09 receiver on the edge box: alarm panels on the village LAN connect over TCP and
+report; each report becomes typed events in the edge outbox, and only then is it ACKed.
+
+Pure core (:class:`FrameSplitter`, :class:`SiaSession`) and a thin asyncio shell
+(:class:`SiaReceiver`, an edge ``EventSource``). What survives which fault: an ACKed report is in
+the outbox on disk (``sink.emit`` returned for each of its events before the ACK was written);
+if the agent cannot take it, no ACK is sent and the connection is closed, so the panel
+retransmits. A retransmission of a report whose ACK was lost is recognised within
+``dedup_window_s`` by (account, seq, payload) and ACKed again without a second event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.outbox import OutboxError
+from edge.sources import EventSink
+from firmware_bridge.alarms import Alarm
+from firmware_bridge.contact_id import PanelEvent
+from firmware_bridge.sia_dc09 import (
+    DEFAULT_FUTURE_S,
+    DEFAULT_PAST_S,
+    MAX_FRAME_BYTES,
+    SiaError,
+    SiaFrame,
+    SiaLengthError,
+    ack,
+    check_timestamp,
+    duh,
+    frame_events,
+    nak,
+    parse_frame,
+)
+
+log = logging.getLogger("shilian.firmware_bridge.sia")
+
+#: Panels retransmit an un-ACKed report after ~20-30 s and give up after a few tries; a report
+#: seen again within this window is the same report (its ACK was lost), not a new event.
+DEFAULT_DEDUP_WINDOW_S = 120.0
+#: Reports remembered for duplicate suppression: a village has a handful of panels sending a
+#: few reports a minute; the cap keeps a flooding peer from growing memory without bound.
+MAX_DEDUP_ENTRIES = 4096
+#: Simultaneous panel connections: a village LAN has a few panels; more is a misbehaving peer.
+MAX_CONNECTIONS = 32
+#: A panel connection with no byte for this long is closed (panels reconnect per report or
+#: send NULL polls far more often); frees the slot of a half-open TCP connection.
+IDLE_TIMEOUT_S = 600.0
+#: Bytes read per call; a frame is at most MAX_FRAME_BYTES, usually under 128.
+READ_CHUNK = 4096
+#: A peer's faults are logged at most once per peer and reason in this many seconds.
+LOG_EVERY_S = 60.0
+
+
+class SiaReceiverConfig(BaseModel):
+    """Configuration of the receiver (a section of the edge config)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="0.0.0.0", description="Address to listen on (the village LAN side)")
+    port: int = Field(
+        default=12128, ge=0, le=65535, description="TCP port panels report to (0: any)"
+    )
+    device: str = Field(
+        default="panel1",
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$",
+        description="Edge device id the panel's alarms are reported under",
+    )
+    key_hex: str | None = Field(
+        default=None,
+        pattern=r"^(?:[0-9A-Fa-f]{32}|[0-9A-Fa-f]{48}|[0-9A-Fa-f]{64})$",
+        description="AES key (128/192/256-bit, hex) for encrypted (*SIA-DCS, *ADM-CID) frames",
+    )
+    accounts: list[str] = Field(
+        default_factory=list, description="Accepted panel accounts (hex); empty accepts any"
+    )
+    timestamp_past_s: float = Field(
+        default=DEFAULT_PAST_S,
+        gt=0,
+        description="Oldest accepted frame timestamp, seconds before now",
+    )
+    timestamp_future_s: float = Field(
+        default=DEFAULT_FUTURE_S,
+        gt=0,
+        description="Newest accepted frame timestamp, seconds after now",
+    )
+    dedup_window_s: float = Field(
+        default=DEFAULT_DEDUP_WINDOW_S,
+        gt=0,
+        description="Window in which a retransmission is a duplicate",
+    )
+
+    @property
+    def key(self) -> bytes | None:
+        return bytes.fromhex(self.key_hex) if self.key_hex else None
+
+
+class FrameSplitter:
+    """Cuts a byte stream into frames ending in CR; leading LF and garbage before a frame are
+    dropped. A frame longer than ``max_bytes`` is never buffered: its bytes are discarded up
+    to the next CR and one :class:`SiaLengthError` is reported in its place."""
+
+    def __init__(self, max_bytes: int = MAX_FRAME_BYTES) -> None:
+        self._max = max_bytes
+        self._buf = bytearray()
+        self._discarding = False
+
+    def feed(self, data: bytes) -> Iterator[bytes | SiaLengthError]:
+        while data:
+            cr = data.find(b"\r")
+            part, data = (data, b"") if cr < 0 else (data[:cr], data[cr + 1 :])
+            if not self._discarding and len(self._buf) + len(part) > self._max:
+                self._buf.clear()
+                self._discarding = True
+            if not self._discarding:
+                self._buf += part
+            if cr < 0:
+                return
+            if self._discarding:
+                self._discarding = False
+                yield SiaLengthError(f"frame longer than {self._max} bytes")
+                continue
+            frame = bytes(self._buf)
+            self._buf.clear()
+            lf = frame.rfind(b"\n")
+            frame = frame[lf + 1 :] if lf >= 0 else frame
+            if frame.strip():
+                yield frame
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with one frame: emit ``events`` then send ``response`` (``commit`` the frame
+    after emitting), or just send ``response`` (a duplicate, a refusal)."""
+
+    response: bytes
+    frame: SiaFrame | None = None
+    events: list[Alarm | PanelEvent] = field(default_factory=list)
+    duplicate: bool = False
+    error: SiaError | None = None
+
+
+class SiaSession:
+    """Pure receiver logic shared by all connections: parse, check, deduplicate, answer."""
+
+    def __init__(self, config: SiaReceiverConfig, clock: Callable[[], float]) -> None:
+        self.config = config
+        self.clock = clock
+        self._key = config.key
+        self._accounts = {a.upper() for a in config.accounts}
+        self._seen: OrderedDict[tuple[str, str, str, str], float] = OrderedDict()
+
+    @staticmethod
+    def _dedup_key(f: SiaFrame) -> tuple[str, str, str, str]:
+        # The timestamp and the encryption pad change on a retransmission; the payload doesn't.
+        return (f.account, f.seq, f.token, f.data + "".join(f.extended))
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.config.dedup_window_s
+        while self._seen and (
+            next(iter(self._seen.values())) < horizon or len(self._seen) > MAX_DEDUP_ENTRIES
+        ):
+            self._seen.popitem(last=False)
+
+    def decide(self, raw: bytes) -> Decision:
+        """Never raises for peer input: every refusal is a Decision with ``error`` set."""
+        now = self.clock()
+        cfg = self.config
+        try:
+            frame = parse_frame(raw, key=self._key)
+            if self._accounts and frame.account.upper() not in self._accounts:
+                return Decision(duh(frame), frame, error=SiaError("unknown account", frame))
+            check_timestamp(frame, now, cfg.timestamp_past_s, cfg.timestamp_future_s)
+            self._expire(now)
+            if self._dedup_key(frame) in self._seen:
+                return Decision(ack(frame, now, self._key), frame, duplicate=True)
+            events = frame_events(frame, cfg.device)
+        except SiaError as e:
+            resp = duh(e.frame) if e.response == "DUH" else nak(now)
+            return Decision(resp, e.frame, error=e)
+        return Decision(ack(frame, now, self._key), frame, events)
+
+    def commit(self, frame: SiaFrame) -> None:
+        """Remember a frame whose events are stored, so a retransmission is not stored twice."""
+        key = self._dedup_key(frame)
+        self._seen.pop(key, None)
+        self._seen[key] = self.clock()
+        self._expire(self.clock())
+
+
+async def emit(sink: EventSink, ev: Alarm | PanelEvent) -> None:
+    """Durably hand one event to the edge agent (returns once it is in the outbox)."""
+    kind = ev.kind if isinstance(ev.kind, str) else ev.kind.value
+    await sink.emit(ev.priority, kind, ev.device, ev.event_data())
+
+
+class SiaReceiver:
+    """An edge ``EventSource``: ``await receiver.run(sink)`` serves until cancelled.
+
+    ``ready`` is set once listening (``port`` then holds the bound port, useful with port 0).
+    Counters by outcome are in ``counts`` and, with a registry, in
+    ``shilian_sia_frames_total{outcome}``."""
+
+    name = "sia_receiver"
+
+    def __init__(
+        self,
+        config: SiaReceiverConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.config = config
+        self.session = SiaSession(config, clock)
+        self.clock = clock
+        self.ready = asyncio.Event()
+        self.port: int | None = None
+        self.counts: dict[str, int] = {}
+        self._frames = (
+            Counter(
+                "shilian_sia_frames",
+                "SIA DC-09 frames by outcome (ack, duplicate, or the refusal reason)",
+                ["outcome"],
+                registry=registry,
+            )
+            if registry is not None
+            else None
+        )
+        self._logged: dict[tuple[str, str], float] = {}
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def _count(self, outcome: str) -> None:
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        if self._frames is not None:
+            self._frames.labels(outcome).inc()
+
+    def _log_peer_fault(self, peer: str, err: SiaError) -> None:
+        now = self.clock()
+        key = (peer, err.reason)
+        if now - self._logged.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
+            self._logged[key] = now
+            log.warning(
+                "SIA 报文被拒绝 / frame refused: device=%s peer=%s reason=%s: %s",
+                self.config.device,
+                peer,
+                err.reason,
+                err,
+            )
+
+    async def run(self, sink: EventSink) -> None:
+        async with asyncio.TaskGroup() as tg:
+
+            def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                if len(self._writers) >= MAX_CONNECTIONS:
+                    self._count("too_many_connections")
+                    writer.close()
+                    return
+                try:
+                    tg.create_task(self._serve(reader, writer, sink), name="sia_conn")
+                except RuntimeError:  # the receiver is shutting down: refuse the connection
+                    writer.close()
+                    return
+                self._writers.add(writer)
+
+            server = await asyncio.start_server(accept, self.config.host, self.config.port)
+            try:
+                self.port = server.sockets[0].getsockname()[1]
+                log.info(
+                    "SIA 接收机已启动 / receiver listening: device=%s %s:%s",
+                    self.config.device,
+                    self.config.host,
+                    self.port,
+                )
+                self.ready.set()
+                await asyncio.Future()  # serve until cancelled
+            finally:
+                server.close()
+                for w in list(self._writers):
+                    w.close()
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sink: EventSink
+    ) -> None:
+        peer = str(writer.get_extra_info("peername", ("?",))[0])
+        splitter = FrameSplitter()
+        try:
+            while True:
+                async with asyncio.timeout(IDLE_TIMEOUT_S):
+                    data = await reader.read(READ_CHUNK)
+                if not data:
+                    return
+                for item in splitter.feed(data):
+                    if isinstance(item, SiaError):
+                        self._count(item.reason)
+                        self._log_peer_fault(peer, item)
+                        writer.write(nak(self.clock()))
+                    elif not await self._handle(item, writer, sink, peer):
+                        return
+                await writer.drain()
+        except (ConnectionError, TimeoutError):
+            return
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _handle(
+        self, raw: bytes, writer: asyncio.StreamWriter, sink: EventSink, peer: str
+    ) -> bool:
+        """Answer one frame; False when the connection must close (events not stored)."""
+        d = self.session.decide(raw)
+        if d.error is not None:
+            self._count(d.error.reason)
+            self._log_peer_fault(peer, d.error)
+        elif d.duplicate:
+            self._count("duplicate")
+        else:
+            assert d.frame is not None
+            try:
+                for ev in d.events:
+                    await emit(sink, ev)
+            except OutboxError:
+                # Not stored, so not ACKed: the panel retransmits (to us once we can store).
+                self._count("not_stored")
+                log.exception(
+                    "SIA 报警未能写入发件箱 / report not stored, not ACKed: device=%s peer=%s",
+                    self.config.device,
+                    peer,
+                )
+                return False
+            self.session.commit(d.frame)
+            self._count("ack")
+        writer.write(d.response)
+        return True
