@@ -3,7 +3,8 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SYS_PKGS := mosquitto mosquitto-clients
+# chromium + a CJK font: the dashboard's browser tests (Chinese renders as boxes without the font)
+SYS_PKGS := mosquitto mosquitto-clients chromium fonts-wqy-microhei
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck pytest bench sysdeps venv clean
@@ -39,7 +40,8 @@ pytest: sysdeps venv
 test: sysdeps venv lint typecheck pytest
 
 bench: sysdeps venv
-	@for b in bench/ingest.py bench/edge_footprint.py bench/coverage.py; do \
+	@for b in bench/ingest.py bench/edge_footprint.py bench/coverage.py bench/dashboard.py \
+	  bench/provision.py bench/serial_throughput.py bench/alarm_latency.py; do \
 	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:

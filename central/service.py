@@ -24,6 +24,7 @@ from central.config import CentralConfig
 from central.coverage import CoverageIndex
 from central.ingest import Ingest, LogLimiter, Outcome
 from central.link import Inbound, MqttLink
+from central.live import LiveHub
 from central.liveness import Liveness
 from central.metrics import CentralMetrics
 from central.registry import Registry, import_registry
@@ -71,6 +72,9 @@ class CentralService:
                 if registry.has_village(n.village):
                     coverage.set_node(n.node_id, n.state == "online")
             self.metrics.add_coverage(registry, coverage)
+            self.live = LiveHub(
+                coverage, lambda v: (u.code for u in registry.ancestors(v)), self.clock
+            )
             self.link = link = MqttLink(
                 cfg.broker, self._handle_batch, on_up=self._link_up, on_down=self._link_down
             )
@@ -125,7 +129,15 @@ class CentralService:
             commands=self.commands,
             clock=self.clock,
         )
-        runner = web.AppRunner(make_app(ctx), access_log=None)
+        app = make_app(ctx)
+        from central.dashboard import add_routes as add_dashboard_routes
+
+        add_dashboard_routes(app, self.live)
+        if self.cfg.ca is not None:
+            from provisioning.enrol import add_enrol_routes
+
+            add_enrol_routes(app, self.cfg.ca, self.cfg.store.path, self.clock)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.cfg.http.host, self.cfg.http.port)
         try:
@@ -165,6 +177,7 @@ class CentralService:
             self.store.apply(writes)
         for node_id, online in changes:
             self.coverage.set_node(node_id, online)
+        self.live.committed(writes, changes)  # after the store and coverage: pages re-read both
 
     def _account(self, batch: list[Inbound], outcomes: list[Outcome], now: float) -> None:
         """Metrics (summed per batch: a labelled ``inc`` per message is measurable at 15k/s),

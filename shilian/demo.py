@@ -157,8 +157,9 @@ def run_demo(city: str = "4501", online_share: float = 0.7688) -> int:
             workdir / "fleet.log",
         )
         console.print(
-            f"broker  mqtt://127.0.0.1:{broker.port}\ncentral {api}/api/v1/coverage"
-            f"  ·  {api}/metrics\nlogs    {workdir}"
+            f"看板 dashboard  {api}/dashboard/\n"
+            f"接口 API        {api}/api/v1/coverage/{city}  ·  {api}/metrics\n"
+            f"broker          mqtt://127.0.0.1:{broker.port}\nlogs            {workdir}"
         )
         if _watch(console, api, city, fleet, central):
             return 0

