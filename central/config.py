@@ -20,6 +20,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TlsConfig(_Section):
+    ca_file: Path = Field(description="CA certificate (PEM) / 签发代理证书的 CA 证书")
+    cert_file: Path = Field(
+        description="central's client certificate, CN shilian-central (PEM) / 中心客户端证书"
+    )
+    key_file: Path = Field(description="central's private key (PEM, 0600) / 中心私钥")
+
+
 class BrokerConfig(_Section):
     host: str = Field(default="127.0.0.1", description="MQTT broker host / MQTT 代理地址")
     port: int = Field(default=1883, ge=1, le=65535, description="MQTT broker port / 端口")
@@ -40,6 +48,9 @@ class BrokerConfig(_Section):
         le=0xFFFFFFFF,
         description="how long the broker keeps central's session and queued QoS 1 messages while "
         "central is away / 中心离线时代理保留会话与排队消息的时长（秒）",
+    )
+    tls: TlsConfig | None = Field(
+        default=None, description="MQTT over TLS with a client certificate / TLS 客户端证书连接"
     )
 
 
@@ -65,6 +76,21 @@ class RegistryConfig(_Section):
     )
 
 
+class CaConfig(_Section):
+    """The enrolment CA central holds, so that a technician never handles the CA key."""
+
+    dir: Path = Field(description="CA directory (shilian provision ca init) / CA 目录")
+    broker_host: str = Field(
+        min_length=1, description="broker address nodes are told to use / 告知节点的代理地址"
+    )
+    broker_port: int = Field(
+        default=8883, ge=1, le=65535, description="broker TLS port for nodes / 节点 TLS 端口"
+    )
+    cert_days: int = Field(
+        default=365, ge=1, le=365, description="node certificate validity / 节点证书有效期（天）"
+    )
+
+
 class CentralConfig(_Section):
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="MQTT broker / 代理")
     store: StoreConfig = Field(default_factory=StoreConfig, description="storage / 存储")
@@ -74,6 +100,9 @@ class CentralConfig(_Section):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="log level / 日志级别"
+    )
+    ca: CaConfig | None = Field(
+        default=None, description="enrolment CA (none: no /api/v1/enrol) / 入网证书签发"
     )
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import struct
 import time
 from collections import deque
@@ -214,7 +215,10 @@ class MqttLink:
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_S):
                     await client.connect(
-                        self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s
+                        self.cfg.host,
+                        self.cfg.port,
+                        keepalive=self.cfg.keepalive_s,
+                        ssl=self._tls_context() or False,
                     )
             except (OSError, TimeoutError, MQTTConnectError) as e:
                 await _close_quietly(client)
@@ -272,6 +276,19 @@ class MqttLink:
                 log.warning("与 MQTT 代理的连接中断 / lost the broker connection; reconnecting")
                 await _close_quietly(client)
                 await self._sleep_or_stop(self._backoff.next())
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """Verify the broker against our CA and present central's certificate (read at every
+        connect, so renewed files are picked up). Unreadable files are an OSError: retried."""
+        tls = self.cfg.tls
+        if tls is None:
+            return None
+        try:
+            ctx = ssl.create_default_context(cafile=str(tls.ca_file))
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        except ssl.SSLError as e:
+            raise OSError(f"TLS files unusable: {e}") from None
+        return ctx
 
     async def _sleep_or_stop(self, delay: float) -> None:
         try:

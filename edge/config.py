@@ -33,6 +33,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TlsConfig(_Section):
+    """Client certificate files written by ``shilian provision enrol`` (the key never leaves
+    the box)."""
+
+    ca_file: Path = Field(description="CA certificate that signed the broker's (PEM)")
+    cert_file: Path = Field(description="this node's certificate, CN = node id (PEM)")
+    key_file: Path = Field(description="this node's private key (PEM, mode 0600)")
+
+
 class BrokerConfig(_Section):
     host: str = Field(default="127.0.0.1", min_length=1, description="MQTT broker host name or IP")
     port: Port = Field(default=1883, description="MQTT broker TCP port")
@@ -45,6 +54,9 @@ class BrokerConfig(_Section):
     username: str | None = Field(default=None, description="MQTT user name (usually the node id)")
     password: str | None = Field(default=None, description="MQTT password; never logged or shown")
     client_id: str | None = Field(default=None, description="MQTT client id; default the node id")
+    tls: TlsConfig | None = Field(
+        default=None, description="MQTT over TLS with a client certificate (none: plain TCP)"
+    )
 
 
 class OutboxConfig(_Section):
@@ -79,6 +91,60 @@ class LocalSocketConfig(_Section):
     )
 
 
+#: Limits of the board's zones (mirrors firmware_bridge.zones, which an idle edge does not
+#: import): inputs 1..64 (the link's bitmap), debounce up to 10 s (longer hides real alarms).
+MAX_BOARD_INPUTS = 64
+MAX_DEBOUNCE_MS = 10_000
+
+
+class ZoneConfig(_Section):
+    input: int = Field(ge=1, le=MAX_BOARD_INPUTS, description="board input number (1-based)")
+    kind: Literal["panic", "intrusion", "fire", "tamper"] = Field(
+        description="alarm kind: panic 紧急求助, intrusion 入侵, fire 火警, tamper 防拆"
+    )
+    name: str = Field(default="", max_length=64, description="zone name shown to operators")
+    normally_closed: bool = Field(
+        default=False,
+        description="true: the contact is closed when normal and opening it is the alarm (NC)",
+    )
+    debounce_ms: int = Field(
+        default=50,
+        ge=0,
+        le=MAX_DEBOUNCE_MS,
+        description="a change counts once it has lasted this long on the board's clock",
+    )
+    always_armed: bool = Field(
+        default=True, description="24-hour zone (24 小时防区): alarms even when disarmed"
+    )
+
+
+class AlarmBoardConfig(_Section):
+    device: str = Field(min_length=1, description="serial device of the board, e.g. /dev/ttyS1")
+    baudrate: int = Field(default=115200, ge=1200, le=4_000_000, description="serial speed (8N1)")
+    device_id: str = Field(
+        default="alarm_board",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",
+        description="device id of the board in device states and alarm events",
+    )
+    zones: list[ZoneConfig] = Field(
+        default_factory=list, max_length=MAX_BOARD_INPUTS, description="one entry per input"
+    )
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_inputs(cls, v: list[ZoneConfig]) -> list[ZoneConfig]:
+        seen: set[int] = set()
+        for z in v:
+            if z.input in seen:
+                raise PydanticCustomError(
+                    "zone_input_twice",
+                    "输入 {input} 配置了两次 / input {input} is configured twice",
+                    {"input": z.input},
+                )
+            seen.add(z.input)
+        return v
+
+
 class EdgeConfig(_Section):
     node_id: str = Field(
         description="<12-digit village code>-<name>, e.g. 450102001001-a; the MQTT identity"
@@ -100,6 +166,9 @@ class EdgeConfig(_Section):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="log level"
+    )
+    alarm_board: AlarmBoardConfig | None = Field(
+        default=None, description="the village alarm board on a serial line (absent: none)"
     )
 
     @field_validator("node_id")

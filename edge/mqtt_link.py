@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -75,6 +77,28 @@ class Incoming:
     expiry_s: float | None = None  # remaining message expiry interval, when the sender set one
 
 
+class TlsFiles(Protocol):
+    """Where the client certificate is (``edge.config.TlsConfig`` is one)."""
+
+    @property
+    def ca_file(self) -> Path: ...
+    @property
+    def cert_file(self) -> Path: ...
+    @property
+    def key_file(self) -> Path: ...
+
+
+def tls_context(tls: TlsFiles) -> ssl.SSLContext:
+    """Verify the broker against our CA (and its name) and present our certificate.
+    Missing or unreadable files are :class:`LinkError` (the config points at them)."""
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls.ca_file))
+        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    except (OSError, ssl.SSLError) as e:
+        raise LinkError(f"TLS files unusable: {e}") from None
+    return ctx
+
+
 class Link:
     """A connected MQTT 5 session (clean start). Create with :meth:`connect`; end with
     :meth:`close` (DISCONNECT, no will) or :meth:`abort` (TCP dropped: the broker sends the will).
@@ -103,6 +127,7 @@ class Link:
         will: Will,
         username: str | None = None,
         password: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> Link:
         """Connect with clean start; raises :class:`ConnectRefused` or :class:`LinkError`."""
         will_props = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
@@ -119,6 +144,7 @@ class Link:
             timeout=OPERATION_TIMEOUT_S,
             logger=log,
             max_inflight_messages=PAHO_MAX_INFLIGHT,
+            tls_context=tls_context(tls) if tls is not None else None,
         )
         link = cls(client)
         attempt = asyncio.ensure_future(client.__aenter__())

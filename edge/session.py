@@ -119,6 +119,7 @@ class NodeSession:
                     will=Will(self.topics.state, self._state("offline", "will")),
                     username=self.config.broker.username,
                     password=self.config.broker.password,
+                    tls=self.config.broker.tls,
                 )
             except LinkError as e:
                 self.metrics.connect_failures.inc()

@@ -1,0 +1,352 @@
+"""``shilian provision …``: the technician's and the administrator's commands (Chinese first).
+
+Only typer is imported at module level; each command loads what it needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    help="节点入网与代理安全 / node enrolment, certificates and broker security.",
+    no_args_is_help=True,
+)
+village_app = typer.Typer(help="查找村 / find a village.", no_args_is_help=True)
+token_app = typer.Typer(help="入网令牌 / enrolment tokens.", no_args_is_help=True)
+ca_app = typer.Typer(help="证书颁发机构 / certificate authority.", no_args_is_help=True)
+app.add_typer(village_app, name="village")
+app.add_typer(token_app, name="token")
+app.add_typer(ca_app, name="ca")
+
+WorkDir = Annotated[
+    Path, typer.Option("--dir", "-d", help="节点工作目录（密钥、证书、状态）/ node work directory")
+]
+DEFAULT_DIR = Path("shilian-node")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]✗[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _ok(message: str) -> None:
+    from rich.console import Console
+
+    Console().print(f"[bold green]✓[/] {message}", highlight=False)
+
+
+# -- village ------------------------------------------------------------------------------------
+
+
+@village_app.command("search")
+def village_search(
+    words: Annotated[list[str], typer.Argument(help="县/乡镇/村名称或代码 / names or codes")],
+    scope: Annotated[str, typer.Option(help="区划范围 / registry scope")] = "4501",
+    limit: Annotated[int, typer.Option(help="最多显示 / at most")] = 10,
+) -> None:
+    """模糊查找村（县、乡镇、村名称或代码）/ fuzzy search by county, township, village or code."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from central.registry import Registry, RegistryError
+    from provisioning.search import search
+
+    try:
+        registry = Registry.from_package(scope)
+    except RegistryError as e:
+        raise _fail(str(e)) from None
+    matches = search(registry, " ".join(words), limit)
+    if not matches:
+        raise _fail("没有找到匹配的村 / no matching village")
+    table = Table("代码 / code", "村 / village", "所在 / where")
+    for m in matches:
+        table.add_row(m.code, m.name, " › ".join(m.path[:-1]))
+    Console().print(table)
+
+
+# -- the node's steps ---------------------------------------------------------------------------
+
+
+@app.command()
+def keygen(
+    node: Annotated[str, typer.Option("--node", help="节点编号 / node id, e.g. 450102001001-a")],
+    workdir: WorkDir = DEFAULT_DIR,
+) -> None:
+    """在本机生成节点密钥（0600，不离开本机）和证书请求 / make the node key and CSR on the box."""
+    from provisioning.flow import FlowError, State
+    from provisioning.flow import keygen as do_keygen
+
+    try:
+        key = do_keygen(State.open(workdir), node)
+    except FlowError as e:
+        raise _fail(str(e)) from None
+    _ok(f"密钥 / key {key}（0600）；证书请求 / CSR {workdir / 'node.csr'}")
+
+
+@app.command()
+def enrol(
+    central: Annotated[str, typer.Option(help="中心地址 / central URL, e.g. http://10.0.0.1:8080")],
+    token: Annotated[str, typer.Option(help="一次性入网令牌 / one-time enrolment token")],
+    workdir: WorkDir = DEFAULT_DIR,
+) -> None:
+    """用令牌入网：发送证书请求，保存证书 / enrol with a token: send the CSR, save the cert."""
+    from provisioning.flow import FlowError, State
+    from provisioning.flow import enrol as do_enrol
+
+    try:
+        answer = do_enrol(State.open(workdir), central, token)
+    except FlowError as e:
+        raise _fail(str(e)) from None
+    _ok(f"已入网 / enrolled {answer['node_id']}，证书有效至 / valid until {answer['not_after']}")
+
+
+def _overrides(
+    outbox: Path | None, socket: Path | None, metrics_port: int | None, health: float | None
+) -> dict[str, Any]:
+    return {
+        "outbox.path": str(outbox) if outbox else None,
+        "local_socket.path": str(socket) if socket else None,
+        "metrics.port": metrics_port,
+        "health_interval_s": health,
+    }
+
+
+Outbox = Annotated[Path | None, typer.Option(help="发件箱文件 / outbox SQLite path")]
+Socket = Annotated[Path | None, typer.Option(help="本地套接字 / local socket path")]
+MetricsPort = Annotated[int | None, typer.Option(help="指标端口 / metrics port")]
+HealthInterval = Annotated[float | None, typer.Option(help="健康报告间隔秒 / health interval")]
+
+
+@app.command("write-config")
+def write_config(
+    workdir: WorkDir = DEFAULT_DIR,
+    out: Annotated[Path | None, typer.Option(help="输出文件 / output file")] = None,
+    outbox: Outbox = None,
+    socket: Socket = None,
+    metrics_port: MetricsPort = None,
+    health_interval: HealthInterval = None,
+) -> None:
+    """写出并校验 edge 配置（含代理 TLS）/ write and validate the edge config (broker TLS)."""
+    from provisioning.flow import FlowError, State
+    from provisioning.flow import write_config as do_write
+
+    try:
+        path = do_write(
+            State.open(workdir), out, **_overrides(outbox, socket, metrics_port, health_interval)
+        )
+    except FlowError as e:
+        raise _fail(str(e)) from None
+    _ok(f"配置已写入并通过校验 / config written and valid: {path}")
+
+
+def _run_check(workdir: Path, central: str | None, timeout: float) -> bool:
+    from rich.console import Console
+
+    from provisioning.check import STEP_TITLES, CheckTarget, StepResult, run_check
+    from provisioning.flow import CA, CERT, KEY, REPORT, State
+
+    state = State.open(workdir)
+    if not state.done("enrol"):
+        raise _fail("请先完成入网（enrol）/ enrol first")
+    url = central or state.data["central"]
+    broker = state.data["broker"]
+    target = CheckTarget(
+        node_id=state.data["node_id"],
+        central=url,
+        broker_host=broker["host"],
+        broker_port=int(broker["port"]),
+        ca_file=workdir / CA,
+        cert_file=workdir / CERT,
+        key_file=workdir / KEY,
+    )
+    console = Console()
+    status = console.status("")
+
+    def on_step(step: str) -> None:
+        status.update(f"检查中 / checking: {STEP_TITLES[step]}")
+
+    def on_result(r: StepResult) -> None:
+        mark = "[bold green]✓[/]" if r.ok else "[bold red]✗[/]"
+        console.print(f"{mark} {STEP_TITLES[r.step]}: {r.detail} ({r.seconds:.1f} s)")
+
+    with status:
+        report = run_check(target, timeout_s=timeout, on_step=on_step, on_result=on_result)
+    report.save(workdir / REPORT)
+    if report.ok:
+        state.mark("check")
+        console.print(
+            f"[bold green]调试检查通过 / commissioning check passed[/]: {workdir / REPORT}"
+        )
+    else:
+        console.print(
+            f"[bold red]调试检查未通过 / commissioning check failed[/]: {workdir / REPORT}"
+        )
+    return report.ok
+
+
+CheckTimeout = Annotated[float, typer.Option(help="每步最长秒数 / seconds per step")]
+
+
+@app.command()
+def check(
+    workdir: WorkDir = DEFAULT_DIR,
+    central: Annotated[str | None, typer.Option(help="中心地址 / central URL")] = None,
+    timeout: CheckTimeout = 60.0,
+) -> None:
+    """调试检查：代理 TLS、上线、健康、时钟 / commissioning check: TLS, birth, health, clock."""
+    if not _run_check(workdir, central, timeout):
+        raise typer.Exit(1)
+
+
+@app.command()
+def node(
+    node_id: Annotated[str, typer.Option("--node", help="节点编号 / node id")],
+    central: Annotated[str, typer.Option(help="中心地址 / central URL")],
+    token: Annotated[str | None, typer.Option(help="入网令牌 / enrolment token")] = None,
+    workdir: WorkDir = DEFAULT_DIR,
+    outbox: Outbox = None,
+    socket: Socket = None,
+    metrics_port: MetricsPort = None,
+    health_interval: HealthInterval = None,
+    skip_check: Annotated[bool, typer.Option(help="不做调试检查 / skip the check")] = False,
+    timeout: CheckTimeout = 60.0,
+) -> None:
+    """全流程（可中断续做）：keygen → enrol → write-config → check / the whole flow, resumable."""
+    from provisioning.flow import FlowError, State
+    from provisioning.flow import enrol as do_enrol
+    from provisioning.flow import keygen as do_keygen
+    from provisioning.flow import write_config as do_write
+
+    state = State.open(workdir)
+    try:
+        if not state.done("keygen") or state.data.get("node_id") != node_id:
+            do_keygen(state, node_id)
+            _ok("密钥与证书请求已生成 / key and CSR made")
+        if not state.done("enrol"):
+            if token is None:
+                raise FlowError("需要入网令牌 --token / a --token is needed to enrol")
+            do_enrol(state, central, token)
+            _ok("已入网 / enrolled")
+        if not state.done("config"):
+            do_write(state, None, **_overrides(outbox, socket, metrics_port, health_interval))
+            _ok("配置已写入 / config written")
+    except FlowError as e:
+        raise _fail(str(e)) from None
+    if not skip_check and not _run_check(workdir, central, timeout):
+        raise typer.Exit(1)
+
+
+# -- administrator ------------------------------------------------------------------------------
+
+
+@token_app.command("create")
+def token_create(
+    db: Annotated[Path, typer.Option(help="中心数据库 / central's SQLite database")],
+    node_id: Annotated[str | None, typer.Option("--node", help="节点编号 / node id")] = None,
+    village: Annotated[str | None, typer.Option(help="12 位村代码 / village code")] = None,
+    ttl: Annotated[str, typer.Option(help="有效期 / time to live, e.g. 24h, 30m, 7d")] = "24h",
+) -> None:
+    """签发一次性入网令牌 / create a one-time enrolment token."""
+    import sqlite3
+
+    from provisioning.tokens import TokenStore, parse_ttl
+
+    if (node_id is None) == (village is None):
+        raise _fail("请指定 --node 或 --village 之一 / give exactly one of --node, --village", 2)
+    try:
+        seconds = parse_ttl(ttl)
+        conn = sqlite3.connect(db, timeout=10)
+        try:
+            tok = TokenStore(conn).create(node_id or village or "", seconds)
+        finally:
+            conn.close()
+    except ValueError as e:
+        raise _fail(str(e), 2) from None
+    typer.echo(tok)
+
+
+@ca_app.command("init")
+def ca_init(
+    ca_dir: Annotated[Path, typer.Option("--dir", help="CA 目录 / CA directory")],
+    name: Annotated[str, typer.Option(help="CA 名称 / CA name")] = "shilian CA",
+) -> None:
+    """新建 CA（EC P-256，私钥 0600）与空吊销列表 / create the CA and an empty CRL."""
+    from provisioning.ca import CaError, CertificateAuthority
+
+    try:
+        CertificateAuthority.create(ca_dir, name=name)
+    except CaError as e:
+        raise _fail(str(e)) from None
+    _ok(f"CA 已创建 / CA created in {ca_dir}")
+
+
+@ca_app.command("client-cert")
+def ca_client_cert(
+    ca_dir: Annotated[Path, typer.Option("--dir", help="CA 目录 / CA directory")],
+    out: Annotated[Path, typer.Option(help="输出目录 / output directory")],
+    cn: Annotated[str, typer.Option(help="账户名 / account")] = "shilian-central",
+) -> None:
+    """为中心或操作员签发客户端证书 / issue central's or an operator's client certificate."""
+    from provisioning.ca import CaError, CertificateAuthority, write_private, write_public
+
+    try:
+        ca = CertificateAuthority.load(ca_dir)
+        key, cert = ca.issue_client(cn)
+    except CaError as e:
+        raise _fail(str(e)) from None
+    write_private(out / f"{cn}.key", key)
+    write_public(out / f"{cn}.pem", cert)
+    write_public(out / "ca.pem", ca.ca_pem)
+    _ok(f"{out / (cn + '.pem')}, {out / (cn + '.key')}")
+
+
+@app.command("broker-config")
+def broker_config(
+    ca_dir: Annotated[Path, typer.Option(help="CA 目录 / CA directory")],
+    out: Annotated[Path, typer.Option(help="输出目录 / output directory")],
+    name: Annotated[
+        list[str] | None, typer.Option(help="代理主机名或 IP（可多次）/ broker names")
+    ] = None,
+    port: Annotated[int, typer.Option(help="TLS 端口 / TLS port")] = 8883,
+    bind: Annotated[str, typer.Option(help="监听地址 / listen address")] = "",
+    user: Annotated[str, typer.Option(help="mosquitto 运行用户 / user")] = "mosquitto",
+    log_file: Annotated[bool, typer.Option(help="日志写入文件 / log to a file")] = False,
+) -> None:
+    """生成 mosquitto 配置：TLS、证书身份、ACL、CRL / write the mosquitto config."""
+    from provisioning.broker_config import write_broker_config
+    from provisioning.ca import CaError, CertificateAuthority
+
+    try:
+        ca = CertificateAuthority.load(ca_dir)
+    except CaError as e:
+        raise _fail(str(e)) from None
+    files = write_broker_config(
+        ca, out, names=name or [], port=port, bind=bind, user=user, log_file=log_file
+    )
+    _ok(f"mosquitto -c {files.conf}")
+
+
+@app.command()
+def revoke(
+    node_id: Annotated[str, typer.Option("--node", help="节点编号或账户 / node id or account")],
+    ca_dir: Annotated[Path, typer.Option(help="CA 目录 / CA directory")],
+) -> None:
+    """吊销节点证书并更新 CRL / revoke a node's certificates and rewrite the CRL."""
+    from provisioning.ca import CaError, CertificateAuthority
+
+    try:
+        serials = CertificateAuthority.load(ca_dir).revoke(node_id)
+    except CaError as e:
+        raise _fail(str(e)) from None
+    _ok(f"已吊销 / revoked {len(serials)} 张证书 / certificate(s) of {node_id}")
+    typer.echo(
+        "请向代理发送 SIGHUP 使其重读 CRL（如 systemctl reload mosquitto）；已连接的会话不受影响，"
+        "需重启代理或断开该节点。\n"
+        "Send the broker SIGHUP so it rereads the CRL (e.g. systemctl reload mosquitto); sessions "
+        "already connected survive until they reconnect: restart the broker to evict them."
+    )

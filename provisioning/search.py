@@ -1,0 +1,86 @@
+"""Fuzzy village search over the registry (``shilian provision village search 兴宁 三塘``).
+
+Every word of the query must match the village's path (county, township or village name, or
+the code): a digit word matches a code prefix (or, weaker, any part of it); other words match a
+name exactly, as a substring, or as a subsequence of characters (``兴宁区`` ~ ``兴宁``,
+``三塘`` ~ ``三塘镇``, ``XNQ`` never). A match on the village's own name weighs more than on its
+township, which weighs more than on its county. Pure: the registry is passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from central.registry import VILLAGE_LEVEL, Registry
+
+#: Results shown by default: a technician picks from a screenful.
+DEFAULT_LIMIT = 10
+#: Weights by level of the unit a word matched (village first).
+_LEVEL_WEIGHT = {5: 4, 4: 3, 3: 2, 2: 1, 1: 1, 0: 0}
+
+
+@dataclass(frozen=True, slots=True)
+class VillageMatch:
+    code: str
+    name: str
+    path: tuple[str, ...]  # names from the province (or the scope) down to the village
+    score: int
+
+    @property
+    def label(self) -> str:
+        return " › ".join(self.path)
+
+
+def _subsequence(word: str, name: str) -> bool:
+    it = iter(name)
+    return all(ch in it for ch in word)
+
+
+def _word_score(word: str, code: str, names: list[tuple[int, str]]) -> int:
+    if word.isdigit():
+        if code.startswith(word):
+            return 10 + len(word)
+        return 3 if word in code else 0
+    best = 0
+    lw = word.lower()
+    for level, name in names:
+        w = _LEVEL_WEIGHT[level]
+        n = name.lower()
+        if lw == n:
+            s = 10 * w
+        elif lw in n:
+            s = 6 * w
+        elif _subsequence(lw, n):
+            s = 2 * w
+        else:
+            continue
+        best = max(best, s)
+    return best
+
+
+def search(registry: Registry, query: str, limit: int = DEFAULT_LIMIT) -> list[VillageMatch]:
+    """Villages matching every word of ``query``, best first (ties by code)."""
+    words = query.split()
+    if not words:
+        return []
+    found: list[VillageMatch] = []
+    path_cache: dict[str, list[tuple[int, str]]] = {}
+    for village in registry.villages():
+        parent = village.parent or ""
+        above = path_cache.get(parent)
+        if above is None:
+            above = [(u.level, u.name) for u in registry.ancestors(village.code) if u.level]
+            path_cache[parent] = above
+        names = [*above, (VILLAGE_LEVEL, village.name)]
+        total = 0
+        for word in words:
+            s = _word_score(word, village.code, names)
+            if s == 0:
+                break
+            total += s
+        else:
+            found.append(
+                VillageMatch(village.code, village.name, tuple(n for _, n in names), total)
+            )
+    found.sort(key=lambda m: (-m.score, m.code))
+    return found[:limit]

@@ -1,0 +1,172 @@
+"""One-time enrolment tokens, so that a technician enrols a box without ever holding the CA key.
+
+A token is bound to one node id, or to a village code (then any node id of that village may use
+it), and expires. Only its SHA-256 is stored (table ``enrol_tokens`` in central's SQLite): a copy
+of the database does not let anyone enrol. Redeeming is one ``BEGIN IMMEDIATE`` transaction, so
+two concurrent uses of one token cannot both succeed; a use survives a power cut once committed.
+
+Errors are :class:`TokenError` with the HTTP status the enrol endpoint answers: 401 unknown or
+malformed token, 409 already used, 410 expired, 400 the token is for another node / village.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from wire import valid_node_id
+
+#: Random bytes per token: 256 bits, unguessable even with the 401 answer as an oracle.
+TOKEN_BYTES = 32
+#: Longest lifetime a token may have: a token is for one visit, not a standing credential.
+MAX_TTL_S = 30 * 24 * 3600.0
+#: Longest token string looked at (urlsafe base64 of 32 bytes is 43 characters).
+MAX_TOKEN_LEN = 128
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+_TTL_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS enrol_tokens(
+  token_sha256 TEXT PRIMARY KEY,
+  target TEXT NOT NULL,          -- a node id, or a 12-digit village code
+  created_at REAL NOT NULL,
+  expires_at REAL NOT NULL,
+  used_at REAL,
+  used_by TEXT                   -- the node id enrolled with it
+);
+"""
+
+
+class TokenError(Exception):
+    """A token that cannot be used: ``status`` (HTTP), ``code``, a zh-CN / English message."""
+
+    def __init__(self, status: int, code: str, zh: str, en: str) -> None:
+        super().__init__(f"{zh} / {en}")
+        self.status = status
+        self.code = code
+        self.zh = zh
+        self.en = en
+
+
+@dataclass(frozen=True, slots=True)
+class Redeemed:
+    target: str
+    node_id: str
+
+
+def parse_ttl(text: str) -> float:
+    """``"24h"``, ``"30m"``, ``"7d"``, ``"90s"`` or plain seconds → seconds (≤ 30 days)."""
+    m = _TTL_RE.match(text.strip())
+    seconds = float(m.group(1)) * _TTL_UNITS[m.group(2)] if m else 0.0
+    if not 0 < seconds <= MAX_TTL_S:
+        raise ValueError(
+            f"有效期应为如 24h、30m、7d 的时长，且不超过 30 天：{text[:40]!r} / "
+            f"TTL must look like 24h, 30m or 7d and be at most 30 days: {text[:40]!r}"
+        )
+    return seconds
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", errors="replace")).hexdigest()
+
+
+def _valid_target(target: str) -> bool:
+    return valid_node_id(target) or (len(target) == 12 and target.isdigit())
+
+
+class TokenStore:
+    """Tokens in ``conn`` (central's database). ``clock`` gives Unix seconds."""
+
+    def __init__(self, conn: sqlite3.Connection, clock: Callable[[], float] = time.time) -> None:
+        self.conn = conn
+        self.clock = clock
+        with conn:
+            conn.executescript(SCHEMA)
+
+    def create(self, target: str, ttl_s: float) -> str:
+        """A new token for ``target`` (node id or 12-digit village code); only its hash is kept."""
+        if not _valid_target(target):
+            raise ValueError(
+                f"应为节点编号或 12 位村代码：{target[:60]!r} / "
+                f"expected a node id or a 12-digit village code: {target[:60]!r}"
+            )
+        if not 0 < ttl_s <= MAX_TTL_S:
+            raise ValueError("有效期应在 0 到 30 天之间 / TTL must be within 30 days")
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        now = self.clock()
+        with self.conn:
+            self.conn.execute(
+                "INSERT INTO enrol_tokens(token_sha256, target, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?)",
+                (token_hash(token), target, now, now + ttl_s),
+            )
+        return token
+
+    def redeem(self, token: str, node_id: str) -> Redeemed:
+        """Use ``token`` for ``node_id``, once. Raises :class:`TokenError`; a refused attempt
+        does not consume the token."""
+        if not isinstance(token, str) or not _TOKEN_RE.match(token):
+            raise TokenError(
+                401,
+                "token_invalid",
+                "入网令牌格式错误，请核对后重新输入",
+                "malformed enrolment token; check it and type it again",
+            )
+        now = self.clock()
+        h = token_hash(token)
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")  # one writer: a token is used at most once
+        try:
+            row = conn.execute(
+                "SELECT target, expires_at, used_at, used_by FROM enrol_tokens "
+                "WHERE token_sha256 = ?",
+                (h,),
+            ).fetchone()
+            if row is None:
+                raise TokenError(
+                    401,
+                    "token_unknown",
+                    "入网令牌无效（中心没有这个令牌），请向管理员重新申请",
+                    "unknown enrolment token; ask the administrator for a new one",
+                )
+            target, expires_at, used_at, used_by = row
+            if used_at is not None:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(used_at))
+                raise TokenError(
+                    409,
+                    "token_used",
+                    f"入网令牌已于 {when} 被节点 {used_by} 使用过，每个令牌只能用一次；"
+                    "请向管理员申请新令牌",
+                    f"this enrolment token was already used at {when} by node {used_by}; "
+                    "a token works once: ask the administrator for a new one",
+                )
+            if now >= expires_at:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(expires_at))
+                raise TokenError(
+                    410,
+                    "token_expired",
+                    f"入网令牌已于 {when} 过期，请向管理员申请新令牌",
+                    f"this enrolment token expired at {when}; ask the administrator for a new one",
+                )
+            if node_id != target and node_id[:12] != target:
+                raise TokenError(
+                    400,
+                    "token_other_node",
+                    f"此令牌签发给 {target}，不能用于节点 {node_id[:60]}",
+                    f"this token is for {target}, not for node {node_id[:60]}",
+                )
+            conn.execute(
+                "UPDATE enrol_tokens SET used_at = ?, used_by = ? WHERE token_sha256 = ?",
+                (now, node_id, h),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return Redeemed(target, node_id)

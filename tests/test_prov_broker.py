@@ -1,0 +1,275 @@
+"""Security acceptance against a real mosquitto running the generated configuration: node
+isolation, no anonymous or certificate-less clients, revocation after SIGHUP, expiry."""
+
+from __future__ import annotations
+
+import signal
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from provisioning.broker_config import write_broker_config
+from provisioning.ca import CertificateAuthority, key_pem, make_csr, new_key
+from shilian.broker import Mosquitto, free_port
+
+A, B = "450102001001-a", "450102001002-b"
+#: PUBACK reason codes below 0x80 are success (0, or 16 "no matching subscribers").
+OK = 0x80
+#: Upper bound for a broker answer (shared noisy machine).
+WAIT_S = 20.0
+
+
+class GeneratedBroker(Mosquitto):
+    """A mosquitto started with the configuration ``shilian provision broker-config`` wrote."""
+
+    def __init__(self, ca: CertificateAuthority, out: Path) -> None:
+        port = free_port()
+        # user root: mosquitto would otherwise drop to user mosquitto, who cannot read tmp_path
+        self.files = write_broker_config(
+            ca, out, names=[], port=port, bind="127.0.0.1", user="root", log_file=True
+        )
+        super().__init__(workdir=out, port=port)
+
+    def _write_conf(self) -> Path:
+        return self.files.conf
+
+    def reload(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
+
+
+@dataclass
+class Creds:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def node_creds(ca: CertificateAuthority, d: Path, node_id: str) -> Creds:
+    d.mkdir(parents=True, exist_ok=True)
+    key = new_key()
+    (d / "k.pem").write_bytes(key_pem(key))
+    (d / "c.pem").write_bytes(ca.issue_node(make_csr(key, node_id)).cert_pem)
+    (d / "ca.pem").write_bytes(ca.ca_pem)
+    return Creds(d / "ca.pem", d / "c.pem", d / "k.pem")
+
+
+class Client:
+    """A paho MQTT 5 client that records CONNACK, PUBACK and SUBACK reason codes."""
+
+    def __init__(self, port: int, creds: Creds | None, client_id: str, tls: bool = True) -> None:
+        self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id, protocol=paho.MQTTv5)
+        if tls:
+            ctx = ssl.create_default_context(cafile=str(creds.ca if creds else _CA[0]))
+            if creds is not None:
+                ctx.load_cert_chain(str(creds.cert), str(creds.key))
+            self.c.tls_set_context(ctx)
+        self.port = port
+        self.connack: int | None = None
+        self.pubacks: dict[int, int] = {}
+        self.subacks: dict[int, list[int]] = {}
+        self.messages: list[tuple[str, bytes]] = []
+        self.c.on_connect = self._on_connect
+        self.c.on_publish = self._on_publish
+        self.c.on_subscribe = self._on_subscribe
+        self.c.on_message = self._on_message
+        self.c.on_disconnect = lambda *a: None
+
+    # One thread drives the socket (``loop()`` in ``_wait``): an SSL socket written by one
+    # thread while another reads it breaks the TLS stream.
+    def _on_connect(self, c: Any, u: Any, f: Any, reason: Any, p: Any) -> None:
+        self.connack = int(reason.value)
+
+    def _on_publish(self, c: Any, u: Any, mid: int, reason: Any, p: Any) -> None:
+        self.pubacks[mid] = int(reason.value)
+
+    def _on_subscribe(self, c: Any, u: Any, mid: int, reasons: Any, p: Any) -> None:
+        self.subacks[mid] = [int(r.value) for r in reasons]
+
+    def _on_message(self, c: Any, u: Any, m: Any) -> None:
+        self.messages.append((m.topic, m.payload))
+
+    def _wait(self, cond: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + WAIT_S
+        while not cond():
+            if time.monotonic() > deadline:
+                return False
+            if self.c.loop(0.05) != paho.MQTT_ERR_SUCCESS:
+                return cond()
+        return True
+
+    def connect(self) -> bool:
+        """True if CONNACK success; False if refused (CONNACK failure or TLS/socket refused)."""
+        try:
+            self.c.connect("127.0.0.1", self.port, keepalive=30)
+        except (OSError, ssl.SSLError):
+            return False
+        self._wait(lambda: self.connack is not None)
+        return self.connack == 0
+
+    def publish(self, topic: str) -> int:
+        info = self.c.publish(topic, b"{}", qos=1)
+        assert self._wait(lambda: info.mid in self.pubacks), "no PUBACK"
+        return self.pubacks[info.mid]
+
+    def subscribe(self, topic: str) -> list[int]:
+        _, mid = self.c.subscribe(topic, options=SubscribeOptions(qos=1))
+        assert self._wait(lambda: mid in self.subacks), "no SUBACK"
+        return self.subacks[mid]
+
+    def close(self) -> None:
+        self.c.disconnect()
+
+
+_CA: list[Path] = []
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[CertificateAuthority, GeneratedBroker]]:
+    ca = CertificateAuthority.create(tmp_path / "ca")
+    _CA[:] = [tmp_path / "ca" / "ca.pem"]
+    broker = GeneratedBroker(ca, tmp_path / "broker")
+    broker.start()
+    try:
+        yield ca, broker
+    finally:
+        broker.stop()
+
+
+def _central(ca: CertificateAuthority, broker: GeneratedBroker, tmp_path: Path) -> Client:
+    d = tmp_path / "central"
+    d.mkdir(exist_ok=True)
+    key, cert = ca.issue_client("shilian-central")
+    (d / "k.pem").write_bytes(key)
+    (d / "c.pem").write_bytes(cert)
+    central = Client(broker.port, Creds(_CA[0], d / "c.pem", d / "k.pem"), "whatever")
+    assert central.connect()
+    return central
+
+
+def test_node_confined_to_its_own_topics(
+    setup: tuple[CertificateAuthority, GeneratedBroker], tmp_path: Path
+) -> None:
+    ca, broker = setup
+    creds_a = node_creds(ca, tmp_path / "a", A)
+
+    def node_a() -> Client:
+        c = Client(broker.port, creds_a, A)
+        assert c.connect()
+        return c
+
+    a = node_a()
+    try:
+        assert a.publish(f"shilian/v1/{A}/event") < OK
+        assert a.subscribe(f"shilian/v1/{A}/cmd/req") == [1]
+        assert a.subscribe(f"shilian/v1/{A}/state") == [1]
+        # Outside its ACL, mosquitto 2.0.11 grants the SUBACK but never delivers: central's
+        # command to B must not reach A, though A's own (sent after it) does.
+        for topic in (f"shilian/v1/{B}/cmd/req", f"shilian/v1/{B}/event", "shilian/v1/#"):
+            reason = a.subscribe(topic)[0]
+            assert reason in (1, 0x87), reason
+        central = _central(ca, broker, tmp_path)
+        try:
+            assert central.publish(f"shilian/v1/{B}/cmd/req") < OK
+            assert central.publish(f"shilian/v1/{A}/cmd/req") < OK
+        finally:
+            central.close()
+        assert a._wait(lambda: any(t.endswith(f"{A}/cmd/req") for t, _ in a.messages))
+        assert [t for t, _ in a.messages if B in t] == []
+    finally:
+        a.close()
+    # MQTT 5 QoS 1: 135 Not authorized outside the node's subtree. mosquitto 2.0.11 then also
+    # drops the connection, so each attempt gets its own.
+    for topic in ("event", "state", "cmd/req", "cmd/res", "device/cam1"):
+        a = node_a()
+        try:
+            assert a.publish(f"shilian/v1/{B}/{topic}") == 135
+        finally:
+            a.close()
+    b = Client(broker.port, node_creds(ca, tmp_path / "b", B), B)
+    try:
+        assert b.connect()
+        assert b.publish(f"shilian/v1/{B}/event") < OK
+    finally:
+        b.close()
+
+
+def test_central_reads_everything_and_writes_only_commands(
+    setup: tuple[CertificateAuthority, GeneratedBroker], tmp_path: Path
+) -> None:
+    ca, broker = setup
+    central = _central(ca, broker, tmp_path)
+    try:
+        assert central.subscribe("shilian/v1/+/event") == [1]
+        assert central.publish(f"shilian/v1/{A}/cmd/req") < OK
+        assert central.publish(f"shilian/v1/{A}/state") == 135  # cannot fake a node's state
+    finally:
+        central.close()
+
+
+def test_anonymous_and_certificateless_clients_are_refused(
+    setup: tuple[CertificateAuthority, GeneratedBroker], tmp_path: Path
+) -> None:
+    _, broker = setup
+    plain = Client(broker.port, None, "anon", tls=False)
+    assert not plain.connect()
+    plain.close()
+    no_cert = Client(broker.port, None, "nocert")
+    assert not no_cert.connect()
+    no_cert.close()
+    other_ca = CertificateAuthority.create(tmp_path / "other")
+    forged = node_creds(other_ca, tmp_path / "forged", A)
+    forged.ca = _CA[0]  # trusts our broker, but its certificate is from another CA
+    c = Client(broker.port, forged, A)
+    assert not c.connect()
+    c.close()
+
+
+def test_revoked_certificate_refused_after_sighup(
+    setup: tuple[CertificateAuthority, GeneratedBroker], tmp_path: Path
+) -> None:
+    ca, broker = setup
+    creds = node_creds(ca, tmp_path / "a", A)
+    first = Client(broker.port, creds, A)
+    assert first.connect()
+    first.close()
+    ca.revoke(A)
+    broker.reload()
+
+    def refused() -> bool:
+        c = Client(broker.port, creds, A)
+        ok = c.connect()
+        c.close()
+        return not ok
+
+    deadline = time.monotonic() + WAIT_S
+    while not refused():
+        assert time.monotonic() < deadline, "revoked certificate still accepted"
+        time.sleep(0.1)
+    other = Client(broker.port, node_creds(ca, tmp_path / "b", B), B)
+    assert other.connect()  # only the revoked node is refused
+    other.close()
+
+
+def test_expired_certificate_refused(
+    setup: tuple[CertificateAuthority, GeneratedBroker], tmp_path: Path
+) -> None:
+    ca, broker = setup
+    past = time.time() - 10 * 86400
+    old = CertificateAuthority.load(ca.dir, clock=lambda: past)
+    d = tmp_path / "old"
+    d.mkdir()
+    key = new_key()
+    (d / "k.pem").write_bytes(key_pem(key))
+    (d / "c.pem").write_bytes(old.issue_node(make_csr(key, A), days=1).cert_pem)
+    c = Client(broker.port, Creds(_CA[0], d / "c.pem", d / "k.pem"), A)
+    assert not c.connect()
+    c.close()
