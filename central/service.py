@@ -16,6 +16,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
@@ -62,6 +63,8 @@ class CentralService:
     async def run(self) -> None:
         cfg = self.cfg
         self.store = store = SqliteStore(cfg.store.path)
+        #: One thread for the store's commits (one connection, one writer).
+        self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="central-commit")
         try:
             self.registry = registry = await asyncio.to_thread(self._load_registry)
             snapshot = store.load()
@@ -102,6 +105,7 @@ class CentralService:
             finally:
                 await runner.cleanup()
         finally:
+            self._db_thread.shutdown(wait=True)
             store.close()
         log.info("中心已停止 / central stopped")
 
@@ -174,7 +178,12 @@ class CentralService:
 
     async def _commit(self, writes: list[Write], changes: list[tuple[str, bool]]) -> None:
         if writes:
-            self.store.apply(writes)
+            # Rows are written on the loop (binding them needs the GIL row by row; a thread
+            # would wait for it each time), but the commit's fsync runs on the store's thread,
+            # so the loop goes on parsing the next messages meanwhile. Their PUBACKs still wait
+            # for their own commit.
+            self.store.stage(writes)
+            await asyncio.get_running_loop().run_in_executor(self._db_thread, self.store.commit)
         for node_id, online in changes:
             self.coverage.set_node(node_id, online)
         self.live.committed(writes, changes)  # after the store and coverage: pages re-read both

@@ -166,6 +166,8 @@ class Snapshot:
 class Store(Protocol):
     def load(self) -> Snapshot: ...
     def apply(self, writes: Sequence[Write]) -> None: ...
+    def stage(self, writes: Sequence[Write]) -> None: ...
+    def commit(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -211,8 +213,23 @@ class SqliteStore:
 
     def apply(self, writes: Sequence[Write]) -> None:
         """Apply ``writes`` in order, in one transaction."""
-        if not writes:
-            return
+        if writes:
+            self.stage(writes)
+            self.commit()
+
+    def commit(self) -> None:
+        """Commit what :meth:`stage` wrote. May run on another thread (the service does: the
+        fsync then overlaps with parsing the next messages); nothing else may use the
+        connection meanwhile."""
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def stage(self, writes: Sequence[Write]) -> None:
+        """Write ``writes`` in order inside a new transaction, left open for :meth:`commit`;
+        rolled back if any write fails."""
         c = self.conn
         events: list[EventRow] = []
         health_nodes: set[str] = set()
@@ -259,7 +276,6 @@ class SqliteStore:
                 )
             for node_id in health_nodes:
                 c.execute(_PRUNE_HEALTH, (node_id, node_id, HEALTH_KEEP_PER_NODE))
-            c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
             raise
