@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 SYS_PKGS := mosquitto mosquitto-clients chromium fonts-wqy-microhei
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench sysdeps venv clean
+.PHONY: demo test lint typecheck pytest bench screenshots sysdeps venv clean
 
 sysdeps:
 	@missing=""; for p in $(SYS_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -43,6 +43,12 @@ bench: sysdeps venv
 	@for b in bench/ingest.py bench/edge_footprint.py bench/coverage.py bench/dashboard.py \
 	  bench/provision.py bench/serial_throughput.py bench/alarm_latency.py; do \
 	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Refresh the README's dashboard screenshots from a browser-test run.
+screenshots: sysdeps venv
+	$(BIN)/pytest -q tests/test_dashboard.py
+	for n in overview county village node wall; do \
+	  cp test-artifacts/dashboard/$$n.png docs/screenshots/dashboard-$$n.png; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -4,14 +4,14 @@ retained births and deaths (the same messages edge agents send).
 
 One central and one browser serve the whole module (starting them is most of the cost); each test
 gets a fresh page that records console errors and every request, and fails on either.
-Screenshots go to test-artifacts/dashboard/ (copies for the README are in docs/screenshots/).
+Screenshots go to test-artifacts/dashboard/; `make screenshots` refreshes the README's copies
+in docs/screenshots/.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import shutil
 import signal
 import time
 import urllib.request
@@ -438,16 +438,6 @@ def test_live_stream_says_hello_and_the_page_assets_are_all_local(
     assert "http://" not in html.replace(central.api, "") and "https://" not in html
     with urllib.request.urlopen(central.api + "/", timeout=10) as r:
         assert r.url.endswith("/dashboard/")
-
-
-def test_copy_screenshots_for_the_readme() -> None:
-    """Keep docs/screenshots/ in step with what the tests above saw (when they ran)."""
-    docs = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
-    for name in ("overview", "county", "village", "node", "wall"):
-        shot = ARTIFACTS / f"{name}.png"
-        if shot.exists():
-            docs.mkdir(exist_ok=True)
-            shutil.copyfile(shot, docs / f"dashboard-{name}.png")
 
 
 def test_central_stops_promptly_with_a_live_stream_open(broker: Mosquitto, tmp_path: Path) -> None:
