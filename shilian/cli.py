@@ -1,4 +1,5 @@
-"""``shilian``: one command for every part (edge, central, demo)."""
+"""``shilian``: one command for every part (edge, central, provisioning, the board simulator,
+the demo)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import typer
 
 from central.cli import app as central_app
 from edge.cli import app as edge_app
+from firmware_bridge.cli import sim as firmware_sim
 from provisioning.cli import app as provision_app
 
 app = typer.Typer(
@@ -17,6 +19,7 @@ app = typer.Typer(
 app.add_typer(edge_app, name="edge")
 app.add_typer(central_app, name="central")
 app.add_typer(provision_app, name="provision")
+app.command("firmware-sim")(firmware_sim)
 
 
 @app.command()
