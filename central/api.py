@@ -132,6 +132,10 @@ def make_app(ctx: ApiContext) -> web.Application:
     app.router.add_get("/api/v1/nodes/{node_id}", node)
     app.router.add_post("/api/v1/nodes/{node_id}/commands", command)
     app.router.add_get("/api/v1/events", events)
+    # Imported here: central.alarms builds on this module's helpers (ApiError, parameters).
+    from central import alarms
+
+    alarms.add_routes(app)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     return app

@@ -118,6 +118,11 @@ class Agent:
         self.serve_metrics = serve_metrics and config.metrics.enabled
         self.serve_local_socket = serve_local_socket
         self.sources = list(sources)
+        if config.alarm_board is not None:
+            # Imported only when a board is configured: an edge without one stays small.
+            from firmware_bridge.board_source import BoardSource
+
+            self.sources.append(BoardSource.from_config(config.alarm_board))
         self._rng = rng
         self.topics = Topics(config.node_id)
         self.boot_id = uuid.uuid4().hex

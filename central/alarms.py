@@ -1,0 +1,337 @@
+"""Alarm handling at central (issue 4 §5): the alarm list and operator acknowledgement.
+
+An alarm is an event of priority ``alarm`` (panic, intrusion, fire, tamper from the village
+alarm board or panels; docs/protocol.md). It stays *open* until an operator acknowledges it
+(who, when, a note); acknowledging twice is refused (409) so two operators never both believe
+they are the one handling it. Auth comes later: ``by`` is free text for now.
+
+Storage: table ``alarm_acks`` in central's SQLite file (created here, ``IF NOT EXISTS``), one
+row per acknowledged event, committed with ``synchronous=FULL`` before the API answers: an
+answered acknowledgement survives a crash or a power cut. A partial index on ``events`` over
+alarm rows keeps the open list and the ``shilian_alarms_open`` gauge proportional to the number
+of alarms, not of all events.
+
+Routes (docs/api.md): ``GET /api/v1/alarms``, ``POST /api/v1/alarms/{event_id}/ack``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from central import api, views
+from central.store import connect
+
+log = logging.getLogger("shilian.central.alarms")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alarm_acks(event_id INTEGER PRIMARY KEY, acked_by TEXT NOT NULL,
+  acked_at REAL NOT NULL, note TEXT NOT NULL DEFAULT '');
+"""
+#: Over central.store's ``events`` (created by the store before the API starts).
+ALARM_INDEX = "CREATE INDEX IF NOT EXISTS events_alarm ON events(ts, id) WHERE priority = 'alarm'"
+
+#: Operator name and note lengths: a name, and a sentence or two of what was done.
+MAX_BY_CHARS = 64
+MAX_NOTE_CHARS = 1000
+
+_COLUMNS = (
+    "e.id, e.node_id, e.village, e.boot_id, e.seq, e.ts, e.recv_ts, e.kind, e.device, e.data,"
+    " a.acked_by, a.acked_at, a.note"
+)
+_STATES = ("open", "acked", "all")
+
+
+class UnknownAlarm(Exception):
+    """No event with this id, or it is not an alarm."""
+
+
+class AlreadyAcked(Exception):
+    """The alarm was acknowledged before; ``by`` and ``at`` tell by whom and when."""
+
+    def __init__(self, by: str, at: float) -> None:
+        super().__init__(f"already acknowledged by {by} at {at}")
+        self.by, self.at = by, at
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmFilter:
+    state: str = "open"  # open | acked | all
+    node: str | None = None
+    village: str | None = None  # 12 digits
+    county: str | None = None  # 6 digits
+
+
+class AckStore:
+    """The writer of ``alarm_acks``: one connection, used from one thread at a time (the API
+    runs it on a single-thread executor)."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = connect(path)
+        self.conn.executescript(SCHEMA)
+        if self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+        ).fetchone():
+            self.conn.execute(ALARM_INDEX)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def ack(self, event_id: int, by: str, note: str, at: float) -> None:
+        """Record the acknowledgement; :class:`UnknownAlarm` / :class:`AlreadyAcked`."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            row = c.execute("SELECT priority FROM events WHERE id = ?", (event_id,)).fetchone()
+            if row is None or row[0] != "alarm":
+                raise UnknownAlarm(event_id)
+            prev = c.execute(
+                "SELECT acked_by, acked_at FROM alarm_acks WHERE event_id = ?", (event_id,)
+            ).fetchone()
+            if prev is not None:
+                raise AlreadyAcked(prev[0], prev[1])
+            c.execute(
+                "INSERT INTO alarm_acks(event_id, acked_by, acked_at, note) VALUES (?,?,?,?)",
+                (event_id, by, at, note),
+            )
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+
+# -- queries (plain functions over a read-only connection) -------------------------------------
+
+
+def _alarm(row: sqlite3.Row) -> dict[str, Any]:
+    d = {k: row[k] for k in ("id", "node_id", "village", "boot_id", "seq", "ts", "recv_ts")}
+    d["county"] = row["village"][:6]
+    d["kind"] = row["kind"]
+    d["device"] = row["device"]
+    d["data"] = json.loads(row["data"])
+    acked = row["acked_by"] is not None
+    d["state"] = "acked" if acked else "open"
+    d["ack"] = (
+        {"by": row["acked_by"], "at": row["acked_at"], "note": row["note"]} if acked else None
+    )
+    return d
+
+
+def list_alarms(
+    conn: sqlite3.Connection, f: AlarmFilter, limit: int, offset: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """(total matching, one page): open alarms first, then oldest first (event time, arrival)."""
+    clauses = ["e.priority = 'alarm'"]  # literal: lets SQLite use the partial index
+    args: list[Any] = []
+    if f.state == "open":
+        clauses.append("a.event_id IS NULL")
+    elif f.state == "acked":
+        clauses.append("a.event_id IS NOT NULL")
+    if f.node is not None:
+        clauses.append("e.node_id = ?")
+        args.append(f.node)
+    if f.village is not None:
+        clauses.append("e.village = ?")
+        args.append(f.village)
+    if f.county is not None:
+        clauses.append("e.village BETWEEN ? AND ?")
+        args += [f.county + "000000", f.county + "999999"]
+    sql = " FROM events e LEFT JOIN alarm_acks a ON a.event_id = e.id WHERE " + " AND ".join(
+        clauses
+    )
+    conn.execute("BEGIN")  # one snapshot for the count and the page
+    try:
+        total = conn.execute("SELECT count(*)" + sql, args).fetchone()[0]
+        rows = conn.execute(
+            f"SELECT {_COLUMNS}{sql} ORDER BY a.event_id IS NOT NULL, e.ts, e.id LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    return int(total), [_alarm(r) for r in rows]
+
+
+def get_alarm(conn: sqlite3.Connection, event_id: int) -> dict[str, Any] | None:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM events e LEFT JOIN alarm_acks a ON a.event_id = e.id"
+        " WHERE e.id = ? AND e.priority = 'alarm'",
+        (event_id,),
+    ).fetchone()
+    return None if row is None else _alarm(row)
+
+
+def open_count(conn: sqlite3.Connection) -> int:
+    return int(
+        conn.execute(
+            "SELECT count(*) FROM events e WHERE e.priority = 'alarm' AND NOT EXISTS"
+            " (SELECT 1 FROM alarm_acks a WHERE a.event_id = e.id)"
+        ).fetchone()[0]
+    )
+
+
+class OpenAlarmsCollector(Collector):
+    """``shilian_alarms_open``, counted at scrape time (an index scan over alarm rows only)."""
+
+    def __init__(self, db_path: Path) -> None:
+        self._uri = db_path.resolve().as_uri() + "?mode=ro"
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        conn = sqlite3.connect(self._uri, uri=True, timeout=views.READ_BUSY_TIMEOUT_S)
+        try:
+            n = open_count(conn)
+        except sqlite3.OperationalError as e:  # a store without events yet: no sample
+            log.warning("shilian_alarms_open: cannot count open alarms: %s", e)
+            return
+        finally:
+            conn.close()
+        yield GaugeMetricFamily(
+            "shilian_alarms_open", "未处理的报警 / alarms not yet acknowledged", value=n
+        )
+
+
+# -- HTTP ---------------------------------------------------------------------------------------
+
+
+class AckBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    by: str = Field(min_length=1, max_length=MAX_BY_CHARS, description="operator name")
+    note: str = Field(default="", max_length=MAX_NOTE_CHARS, description="what was done")
+
+
+_ACKS: web.AppKey[AckStore] = web.AppKey("alarm_acks", AckStore)
+_WRITER: web.AppKey[ThreadPoolExecutor] = web.AppKey("alarm_writer", ThreadPoolExecutor)
+
+
+def add_routes(app: web.Application) -> None:
+    """Mount the alarm routes and the ``shilian_alarms_open`` gauge on the API ``app``.
+
+    The ack table is created on start-up (central's store has created ``events`` by then)."""
+    app.router.add_get("/api/v1/alarms", alarms)
+    app.router.add_post("/api/v1/alarms/{event_id}/ack", ack)
+
+    async def acks(app: web.Application) -> AsyncIterator[None]:
+        ctx = app[api.CTX]
+        # One writer thread: acks are serialised, and the connection stays on one thread.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alarm-ack")
+        loop = asyncio.get_running_loop()
+        try:
+            app[_ACKS] = store = await loop.run_in_executor(pool, AckStore, ctx.db_path)
+            app[_WRITER] = pool
+            collector = OpenAlarmsCollector(ctx.db_path)
+            ctx.metrics_registry.register(collector)
+            try:
+                yield
+            finally:
+                ctx.metrics_registry.unregister(collector)
+                await loop.run_in_executor(pool, store.close)
+        finally:
+            pool.shutdown(wait=True)
+
+    app.cleanup_ctx.append(acks)
+
+
+def _event_id(request: web.Request) -> int:
+    raw = request.match_info["event_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise _unknown_alarm(raw)
+    return int(raw)
+
+
+def _unknown_alarm(raw: object) -> api.ApiError:
+    return api.ApiError(
+        404,
+        "unknown_alarm",
+        f"没有编号为 {str(raw)[:40]} 的报警",
+        f"no alarm with id {str(raw)[:40]}",
+    )
+
+
+async def alarms(request: web.Request) -> web.Response:
+    ctx = request.app[api.CTX]
+    q = api._params(request, ("state", "node", "village", "county", "limit", "offset"))
+    f = AlarmFilter(
+        state=api._choice(q, "state", _STATES) or "open",
+        node=api._node_id(q.get("node")),
+        village=api._digits(q, "village", 12),
+        county=api._digits(q, "county", 6),
+    )
+    limit = api._int(q, "limit", api.DEFAULT_PAGE, 1, api.MAX_PAGE)
+    offset = api._int(q, "offset", 0, 0, 2**31)
+    total, rows = await request.app[api.READS].run(lambda c: list_alarms(c, f, limit, offset))
+    return api._ok(
+        {
+            "state": f.state,
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "alarms": [_names(ctx, r) for r in rows],
+        }
+    )
+
+
+def _names(ctx: api.ApiContext, alarm: dict[str, Any]) -> dict[str, Any]:
+    village = ctx.registry.unit(alarm["village"])
+    county = ctx.registry.unit(alarm["county"])
+    alarm["village_name"] = village.name if village else None
+    alarm["county_name"] = county.name if county else None
+    return alarm
+
+
+def _ack_body(raw: bytes) -> AckBody:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise api.ApiError(
+            400, "bad_json", f"请求体不是有效 JSON：{e}", f"body is not JSON: {e}"
+        ) from None
+    if not isinstance(data, dict):
+        raise api.ApiError(400, "bad_json", "请求体应为 JSON 对象", "body must be a JSON object")
+    try:
+        return AckBody.model_validate(data)
+    except ValidationError as e:
+        where = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors()
+        )
+        raise api.ApiError(
+            400, "bad_body", f"请求体字段无效：{where}", f"invalid body: {where}"
+        ) from None
+
+
+async def ack(request: web.Request) -> web.Response:
+    ctx = request.app[api.CTX]
+    api._params(request, ())
+    event_id = _event_id(request)
+    body = _ack_body(await request.read())
+    store = request.app[_ACKS]
+    at = ctx.clock()
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(
+            request.app[_WRITER], store.ack, event_id, body.by, body.note, at
+        )
+    except UnknownAlarm:
+        raise _unknown_alarm(event_id) from None
+    except AlreadyAcked as e:
+        raise api.ApiError(
+            409,
+            "already_acked",
+            f"报警 {event_id} 已由 {e.by} 于 {e.at:.0f} 确认",
+            f"alarm {event_id} was already acknowledged by {e.by} at {e.at:.0f}",
+        ) from None
+    log.info("报警已确认 / alarm %d acknowledged by %s", event_id, body.by)
+    alarm = await request.app[api.READS].run(lambda c: get_alarm(c, event_id))
+    assert alarm is not None  # acked alarms are never deleted
+    return api._ok(_names(ctx, alarm))

@@ -1,0 +1,177 @@
+"""Alarm list and acknowledgement (central.alarms) against a real aiohttp server on a free port
+and a real SQLite file written by central's own store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import prometheus_client
+import pytest
+from aiohttp import web
+
+from central.alarms import AckStore, AlreadyAcked
+from central.api import ApiContext, make_app
+from central.coverage import CoverageIndex
+from central.registry import Registry
+from central.store import EventRow, SqliteStore
+
+NANNING = Registry.from_package("4501")
+V1 = "450102001003"  # 兴宁区 › 民生街道 › 兴宁社区居委会
+V3 = "450103001005"  # 青秀区
+BOOT = "b" * 32
+
+
+@dataclass
+class Api:
+    http: aiohttp.ClientSession
+    store: SqliteStore
+    clock: list[float]
+    registry: prometheus_client.CollectorRegistry
+    next_seq: int = 1
+
+    def event(self, node: str, ts: float, priority: str = "alarm", kind: str = "panic") -> int:
+        seq = self.next_seq
+        self.next_seq += 1
+        data = json.dumps({"zone": seq, "source": "board"})
+        self.store.apply(
+            [
+                EventRow(
+                    node, node[:12], BOOT, seq, ts, ts + 0.5, priority, kind, "alarm_board", data
+                )
+            ]
+        )
+        row = self.store.conn.execute(
+            "SELECT id FROM events WHERE node_id = ? AND seq = ?", (node, seq)
+        ).fetchone()
+        return int(row[0])
+
+    async def get(self, path: str, status: int = 200) -> Any:
+        async with self.http.get(path) as r:
+            assert r.status == status, await r.text()
+            return await r.json()
+
+    async def post(self, path: str, body: Any, status: int) -> Any:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        async with self.http.post(path, data=data) as r:
+            assert r.status == status, await r.text()
+            assert r.content_type == "application/json"
+            return await r.json()
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    db = tmp_path / "central.sqlite3"
+    store = SqliteStore(db)
+    clock = [1000.0]
+    metrics = prometheus_client.CollectorRegistry()
+    ctx = ApiContext(db, NANNING, CoverageIndex(NANNING), metrics, None, clock=lambda: clock[0])
+    runner = web.AppRunner(make_app(ctx))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{runner.addresses[0][1]}") as http:
+            yield Api(http, store, clock, metrics)
+    finally:
+        await runner.cleanup()
+        store.close()
+
+
+async def test_open_alarms_are_listed_oldest_first_with_their_village(api: Api) -> None:
+    late = api.event(f"{V1}-a", 200.0, kind="fire")
+    early = api.event(f"{V3}-a", 100.0, kind="intrusion")
+    api.event(f"{V1}-a", 150.0, priority="info", kind="door")  # not an alarm
+    api.event(f"{V1}-a", 160.0, priority="device", kind="restore")  # not an alarm
+    body = await api.get("/api/v1/alarms")
+    assert body["state"] == "open" and body["total"] == 2
+    assert [a["id"] for a in body["alarms"]] == [early, late]
+    first = body["alarms"][0]
+    assert first["village"] == V3 and first["county"] == "450103"
+    assert first["county_name"] == "青秀区" and first["village_name"]
+    assert first["kind"] == "intrusion" and first["device"] == "alarm_board"
+    assert first["state"] == "open" and first["ack"] is None
+    assert first["data"] == {"zone": 2, "source": "board"}
+    only_v1 = await api.get(f"/api/v1/alarms?village={V1}")
+    assert [a["id"] for a in only_v1["alarms"]] == [late]
+    xingning = await api.get("/api/v1/alarms?county=450102")
+    assert [a["village_name"] for a in xingning["alarms"]] == ["兴宁社区居委会"]
+    by_node = await api.get(f"/api/v1/alarms?node={V3}-a&limit=1")
+    assert by_node["total"] == 1 and by_node["limit"] == 1
+
+
+async def test_ack_records_who_and_when_and_a_second_ack_is_refused(api: Api) -> None:
+    a1 = api.event(f"{V1}-a", 100.0)
+    a2 = api.event(f"{V1}-a", 101.0)
+    api.clock[0] = 2000.0
+    acked = await api.post(
+        f"/api/v1/alarms/{a1}/ack", {"by": " 张三 ", "note": "已派人到场"}, status=200
+    )
+    assert acked["id"] == a1 and acked["state"] == "acked"
+    assert acked["ack"] == {"by": "张三", "at": 2000.0, "note": "已派人到场"}
+    again = await api.post(f"/api/v1/alarms/{a1}/ack", {"by": "李四"}, status=409)
+    assert again["error"]["code"] == "already_acked"
+    assert "张三" in again["error"]["message"]
+    assert [a["id"] for a in (await api.get("/api/v1/alarms"))["alarms"]] == [a2]
+    acked_list = await api.get("/api/v1/alarms?state=acked")
+    assert [a["ack"]["by"] for a in acked_list["alarms"]] == ["张三"]
+    everything = await api.get("/api/v1/alarms?state=all")
+    assert [a["id"] for a in everything["alarms"]] == [a2, a1]  # open first
+
+
+async def test_unknown_or_non_alarm_events_and_bad_bodies(api: Api) -> None:
+    info = api.event(f"{V1}-a", 100.0, priority="info")
+    alarm = api.event(f"{V1}-a", 100.0)
+    for path in (f"/api/v1/alarms/{info}/ack", "/api/v1/alarms/999/ack", "/api/v1/alarms/x/ack"):
+        body = await api.post(path, {"by": "张三"}, status=404)
+        assert body["error"]["code"] == "unknown_alarm"
+    for bad, code in [
+        (b"not json", "bad_json"),
+        ([1], "bad_json"),
+        ({}, "bad_body"),
+        ({"by": "   "}, "bad_body"),
+        ({"by": "张三", "extra": 1}, "bad_body"),
+        ({"by": "x" * 65}, "bad_body"),
+    ]:
+        body = await api.post(f"/api/v1/alarms/{alarm}/ack", bad, status=400)
+        assert body["error"]["code"] == code
+    assert (await api.get("/api/v1/alarms?state=closed", status=400))["error"]["code"] == (
+        "bad_param"
+    )
+    assert (await api.get("/api/v1/alarms?village=12", status=400))["error"]["code"] == "bad_param"
+    assert (await api.get("/api/v1/alarms?x=1", status=400))["error"]["code"] == "bad_param"
+    assert (await api.get("/api/v1/alarms"))["total"] == 1  # nothing was acknowledged
+
+
+async def test_open_alarms_gauge(api: Api) -> None:
+    def gauge() -> float | None:
+        return api.registry.get_sample_value("shilian_alarms_open")
+
+    assert gauge() == 0
+    a = api.event(f"{V1}-a", 100.0)
+    api.event(f"{V1}-a", 101.0)
+    api.event(f"{V1}-a", 102.0, priority="info")
+    assert gauge() == 2
+    await api.post(f"/api/v1/alarms/{a}/ack", {"by": "张三"}, status=200)
+    assert gauge() == 1
+    async with api.http.get("/metrics") as r:
+        assert "shilian_alarms_open 1.0" in await r.text()
+
+
+def test_acks_survive_reopening_the_file(tmp_path: Path) -> None:
+    db = tmp_path / "c.sqlite3"
+    store = SqliteStore(db)
+    store.apply([EventRow(f"{V1}-a", V1, BOOT, 1, 1.0, 1.0, "alarm", "panic", None, "{}")])
+    acks = AckStore(db)
+    acks.ack(1, "张三", "", 5.0)
+    acks.close()
+    again = AckStore(db)
+    with pytest.raises(AlreadyAcked) as e:
+        again.ack(1, "李四", "", 6.0)
+    assert (e.value.by, e.value.at) == ("张三", 5.0)
+    again.close()
+    store.close()
