@@ -3,11 +3,13 @@ free loopback port, never the machine's broker on 1883."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +21,18 @@ from wire.limits import MAX_PAYLOAD_BYTES
 START_TIMEOUT_S = 10.0
 #: Seconds to wait after SIGTERM before SIGKILL (mosquitto exits in ~135 ms, saving persistence).
 STOP_TIMEOUT_S = 10.0
+
+
+def die_with_parent() -> None:
+    """In a child before exec: get SIGTERM when the parent dies, however it dies (Linux
+    PR_SET_PDEATHSIG), so a killed demo or test leaves no broker or fleet behind."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+#: prctl option number from <linux/prctl.h>.
+PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -36,12 +50,20 @@ class Mosquitto:
     """
 
     def __init__(
-        self, workdir: Path | None = None, port: int | None = None, extra_conf: str = ""
+        self,
+        workdir: Path | None = None,
+        port: int | None = None,
+        extra_conf: str = "",
+        *,
+        tie_to_parent: bool = False,
     ) -> None:
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="shilian-mosquitto-"))
         self.port = port or free_port()
         self.extra_conf = extra_conf
+        #: End the broker when the starting *thread* ends (PR_SET_PDEATHSIG follows the thread):
+        #: for the demo's main thread; not for tests, which may restart a broker from a thread.
+        self.tie_to_parent = tie_to_parent
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / "mosquitto.log"
 
@@ -79,6 +101,7 @@ log_type notice
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in a terminal reaches our supervisor, not the broker
+            preexec_fn=die_with_parent if self.tie_to_parent else None,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

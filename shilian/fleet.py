@@ -2,8 +2,8 @@
 one process, each a real MQTT client with its own durable outbox, birth and last will. What
 happens when comes from the pure :class:`~shilian.churn.ChurnPlan`.
 
-Run as ``python -m shilian.fleet --port P --workdir DIR``; SIGTERM/SIGINT stops every agent
-cleanly (each publishes "stopped")."""
+Run as ``python -m shilian.fleet --port P --workdir DIR``; SIGTERM/SIGINT ends every agent as
+a power cut would (their wills fire), at once."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import resource
 import signal
@@ -29,8 +30,6 @@ log = logging.getLogger("shilian.fleet")
 #: Agents started per second at start-up: ~1,400 connects would otherwise hit the broker and this
 #: process in one burst; this spreads the storm over a few seconds.
 START_RATE_PER_S = 300.0
-#: Seconds a stopping fleet gives its agents to flush and say "stopped".
-STOP_TIMEOUT_S = 20.0
 
 
 @dataclass
@@ -111,12 +110,14 @@ class Fleet:
                     await asyncio.wait_for(stop.wait(), 1.0)
                 for step in self.plan.step(time.monotonic()):
                     await self._apply(tg, step)
+            # The demo ends as a power cut for every box: drop every connection (the broker
+            # publishes the wills) and leave without closing ~1,400 SQLite files one fsync at a
+            # time. Nothing is lost by it: every accepted event is already committed.
             for r in self.running.values():
-                r.stop.set()
-            tasks = [r.task for r in self.running.values()]
-            _, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S) if tasks else ((), ())
-            for t in pending:
-                t.cancel()
+                await r.agent.crash()
+            log.info("fleet: %d agents cut off", len(self.running))
+            logging.shutdown()
+            os._exit(0)
 
 
 def _raise_fd_limit() -> None:
