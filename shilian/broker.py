@@ -116,14 +116,14 @@ log_type notice
         self.stop()
         raise RuntimeError(f"mosquitto did not listen on {self.port} in {START_TIMEOUT_S} s")
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> None:
         """Stop the broker: SIGTERM saves persistence; SIGKILL simulates a crash."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                self.proc.wait(STOP_TIMEOUT_S)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

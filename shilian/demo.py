@@ -31,6 +31,8 @@ CENTRAL_START_TIMEOUT_S = 60.0
 CHILD_STOP_TIMEOUT_S = 5.0
 #: Seconds between summary refreshes; without a terminal, a plain line every this many refreshes.
 REFRESH_S = 1.0
+#: Seconds the demo's broker gets to save and exit before SIGKILL.
+BROKER_STOP_TIMEOUT_S = 2.0
 PLAIN_EVERY = 10
 
 
@@ -182,12 +184,15 @@ def run_demo(city: str = "4501", online_share: float = 0.7688) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        # Fleet first (each agent says "stopped"), then central, then the broker.
+        # Fleet and central together, then the broker; each step bounded, so Ctrl-C ends the
+        # demo within seconds (the demo's data is throwaway).
         with contextlib.suppress(KeyboardInterrupt):
-            console.print("停止中 / stopping …")
+            t0 = time.monotonic()
+            print("停止中 / stopping …", flush=True)
             _stop(fleet, central)
-            broker.stop()
+            broker.stop(timeout=BROKER_STOP_TIMEOUT_S)
             shutil.rmtree(workdir, ignore_errors=True)
+            print(f"已停止 / stopped in {time.monotonic() - t0:.1f} s", flush=True)
 
 
 def _watch(console: Console, api: str, city: str, *children: subprocess.Popen[bytes]) -> bool:
