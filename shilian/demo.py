@@ -122,7 +122,15 @@ def _table(cov: dict[str, Any], api: str) -> Table:
     return t
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(city: str = "4501", online_share: float = 0.7688) -> int:
+    # Ctrl-C and SIGTERM both stop the demo cleanly, even when started from a script whose
+    # shell left SIGINT ignored for background jobs (Python keeps an inherited SIG_IGN).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     console = Console()
     workdir = Path(tempfile.mkdtemp(prefix="shilian-demo-"))
     broker = Mosquitto(workdir=workdir / "broker", tie_to_parent=True)
