@@ -133,24 +133,19 @@ def list_alarms(
     conn: sqlite3.Connection, f: AlarmFilter, limit: int, offset: int
 ) -> tuple[int, list[dict[str, Any]]]:
     """(total matching, one page): open alarms first, then oldest first (event time, arrival)."""
-    clauses = ["e.priority = 'alarm'"]  # literal: lets SQLite use the partial index
-    args: list[Any] = []
+    state: views.Cond = None
     if f.state == "open":
-        clauses.append("a.event_id IS NULL")
+        state = ("a.event_id IS NULL", ())
     elif f.state == "acked":
-        clauses.append("a.event_id IS NOT NULL")
-    if f.node is not None:
-        clauses.append("e.node_id = ?")
-        args.append(f.node)
-    if f.village is not None:
-        clauses.append("e.village = ?")
-        args.append(f.village)
-    if f.county is not None:
-        clauses.append("e.village BETWEEN ? AND ?")
-        args += [f.county + "000000", f.county + "999999"]
-    sql = " FROM events e LEFT JOIN alarm_acks a ON a.event_id = e.id WHERE " + " AND ".join(
-        clauses
+        state = ("a.event_id IS NOT NULL", ())
+    sql_where, args = views.where(
+        ("e.priority = 'alarm'", ()),  # a literal: lets SQLite use the partial index
+        state,
+        views.eq("e.node_id", f.node),
+        views.eq("e.village", f.village),
+        views.under("e.village", f.county),
     )
+    sql = " FROM events e LEFT JOIN alarm_acks a ON a.event_id = e.id" + sql_where
     conn.execute("BEGIN")  # one snapshot for the count and the page
     try:
         total = conn.execute("SELECT count(*)" + sql, args).fetchone()[0]

@@ -98,33 +98,47 @@ def _event(row: sqlite3.Row) -> dict[str, Any]:
     return d
 
 
+#: One condition of a WHERE clause with its parameters; None means "no condition".
+Cond = tuple[str, tuple[Any, ...]] | None
+
+
+def where(*conds: Cond) -> tuple[str, list[Any]]:
+    """``(" WHERE a AND b", args)`` for the given conditions, or ``("", [])`` for none."""
+    used = [c for c in conds if c is not None]
+    args = [a for _, values in used for a in values]
+    return (" WHERE " + " AND ".join(sql for sql, _ in used)) if used else "", args
+
+
+def eq(column: str, value: object) -> Cond:
+    return None if value is None else (f"{column} = ?", (value,))
+
+
+def under(column: str, code: str | None) -> Cond:
+    """Village codes under ``code`` (a township or county): a range on the indexed 12-digit
+    column instead of substr(), so the index serves it."""
+    if code is None:
+        return None
+    pad = 12 - len(code)
+    return f"{column} BETWEEN ? AND ?", (code + "0" * pad, code + "9" * pad)
+
+
 def _node_where(f: NodeFilter) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    args: list[Any] = []
-    if f.village is not None:
-        clauses.append("village = ?")
-        args.append(f.village)
-    if f.township is not None:
-        # A range on the indexed column instead of substr(): the index serves it.
-        clauses.append("village BETWEEN ? AND ?")
-        args += [f.township + "000", f.township + "999"]
-    if f.county is not None:
-        clauses.append("county = ?")
-        args.append(f.county)
-    if f.state is not None:
-        clauses.append("state = ?")
-        args.append(f.state)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+    return where(
+        eq("village", f.village),
+        under("village", f.township),
+        eq("county", f.county),
+        eq("state", f.state),
+    )
 
 
 def list_nodes(
     conn: sqlite3.Connection, f: NodeFilter, limit: int, offset: int
 ) -> tuple[int, list[dict[str, Any]]]:
     """(total matching, one page in node id order)."""
-    where, args = _node_where(f)
-    total = conn.execute(f"SELECT count(*) FROM nodes{where}", args).fetchone()[0]
+    sql_where, args = _node_where(f)
+    total = conn.execute(f"SELECT count(*) FROM nodes{sql_where}", args).fetchone()[0]
     rows = conn.execute(
-        f"SELECT {_NODE_COLUMNS} FROM nodes{where} ORDER BY node_id LIMIT ? OFFSET ?",
+        f"SELECT {_NODE_COLUMNS} FROM nodes{sql_where} ORDER BY node_id LIMIT ? OFFSET ?",
         [*args, limit, offset],
     ).fetchall()
     return int(total), [_node(r) for r in rows]
@@ -200,26 +214,15 @@ def node_detail(conn: sqlite3.Connection, node_id: str) -> dict[str, Any] | None
 
 def list_events(conn: sqlite3.Connection, f: EventFilter, limit: int) -> list[dict[str, Any]]:
     """Events newest first by event time (ties: newest received first)."""
-    clauses: list[str] = []
-    args: list[Any] = []
-    if f.node is not None:
-        clauses.append("node_id = ?")
-        args.append(f.node)
-    if f.village is not None:
-        clauses.append("village = ?")
-        args.append(f.village)
-    if f.county is not None:
-        clauses.append("village BETWEEN ? AND ?")
-        args += [f.county + "000000", f.county + "999999"]
-    if f.priority is not None:
-        clauses.append("priority = ?")
-        args.append(f.priority)
-    if f.since is not None:
-        clauses.append("ts >= ?")
-        args.append(f.since)
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    sql_where, args = where(
+        eq("node_id", f.node),
+        eq("village", f.village),
+        under("village", f.county),
+        eq("priority", f.priority),
+        None if f.since is None else ("ts >= ?", (f.since,)),
+    )
     rows = conn.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM events{where} ORDER BY ts DESC, id DESC LIMIT ?",
+        f"SELECT {_EVENT_COLUMNS} FROM events{sql_where} ORDER BY ts DESC, id DESC LIMIT ?",
         [*args, limit],
     ).fetchall()
     return [_event(r) for r in rows]
