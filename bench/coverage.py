@@ -31,6 +31,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from central.accounts import AccountStore, Role
 from central.api import ApiContext, make_app
 from central.coverage import CoverageIndex
 from central.registry import Registry
@@ -55,6 +56,9 @@ async def _measure(requests: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "central.db"
         sqlite3.connect(db).close()
+        accounts = AccountStore(db)  # the API needs a login (central.auth)
+        accounts.add("bench", Role.viewer, "", "bench-password", time.time())
+        accounts.close()
         ctx = ApiContext(
             db, registry, index, prometheus_client.CollectorRegistry(), None, clock=time.time
         )
@@ -65,7 +69,12 @@ async def _measure(requests: int) -> dict[str, object]:
         port = runner.addresses[0][1]
         per_path: dict[str, list[float]] = {}
         try:
-            async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            async with aiohttp.ClientSession(
+                f"http://127.0.0.1:{port}", cookie_jar=aiohttp.CookieJar(unsafe=True)
+            ) as http:
+                await http.post(
+                    "/api/v1/login", json={"user": "bench", "password": "bench-password"}
+                )
                 for path in PATHS:
                     for _ in range(WARMUP):
                         async with http.get(path) as r:

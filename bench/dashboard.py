@@ -94,6 +94,9 @@ def _measure(scope: str, runs: int, work: Path) -> dict[str, float | int]:
             try:
                 for _ in range(runs + 1):  # the first load warms the OS page cache, not counted
                     ctx = browser.new_context(viewport={"width": 1920, "height": 1080})
+                    if central.token:  # central.auth: the page needs a session
+                        cookie = {"name": "shilian_session", "value": central.token}
+                        ctx.add_cookies([{**cookie, "url": central.api}])
                     page = ctx.new_page()
                     page.goto(central.api + "/dashboard/")
                     page.wait_for_selector('body[data-ready="1"]', timeout=60_000)

@@ -3,7 +3,8 @@
 An alarm is an event of priority ``alarm`` (panic, intrusion, fire, tamper from the village
 alarm board or panels; docs/protocol.md). It stays *open* until an operator acknowledges it
 (who, when, a note); acknowledging twice is refused (409) so two operators never both believe
-they are the one handling it. Auth comes later: ``by`` is free text for now.
+they are the one handling it. Who acknowledged is the logged-in user (role operator or admin,
+the alarm's village in their scope: central.auth); each acknowledgement is in the audit log.
 
 Storage: table ``alarm_acks`` in central's SQLite file (created here, ``IF NOT EXISTS``), one
 row per acknowledged event, committed with ``synchronous=FULL`` before the API answers: an
@@ -31,7 +32,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from central import api, views
+from central import api, auth, views
 from central.store import connect
 
 log = logging.getLogger("shilian.central.alarms")
@@ -72,6 +73,7 @@ class AlarmFilter:
     node: str | None = None
     village: str | None = None  # 12 digits
     county: str | None = None  # 6 digits
+    scope: str | None = None  # a division-code prefix: the user's scope (central.auth)
 
 
 class AckStore:
@@ -144,6 +146,7 @@ def list_alarms(
         views.eq("e.node_id", f.node),
         views.eq("e.village", f.village),
         views.under("e.village", f.county),
+        views.under("e.village", f.scope),
     )
     sql = " FROM events e LEFT JOIN alarm_acks a ON a.event_id = e.id" + sql_where
     conn.execute("BEGIN")  # one snapshot for the count and the page
@@ -202,7 +205,12 @@ class OpenAlarmsCollector(Collector):
 class AckBody(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
-    by: str = Field(min_length=1, max_length=MAX_BY_CHARS, description="operator name")
+    by: str | None = Field(
+        default=None,
+        max_length=MAX_BY_CHARS,
+        description="ignored (kept for old clients): the acknowledging operator is the logged-in "
+        "user",
+    )
     note: str = Field(default="", max_length=MAX_NOTE_CHARS, description="what was done")
 
 
@@ -262,6 +270,7 @@ async def alarms(request: web.Request) -> web.Response:
         node=api._node_id(q.get("node")),
         village=api._digits(q, "village", 12),
         county=api._digits(q, "county", 6),
+        scope=auth.list_scope(request),
     )
     limit = api._int(q, "limit", api.DEFAULT_PAGE, 1, api.MAX_PAGE)
     offset = api._int(q, "offset", 0, 0, 2**31)
@@ -310,23 +319,30 @@ async def ack(request: web.Request) -> web.Response:
     api._params(request, ())
     event_id = _event_id(request)
     body = _ack_body(await request.read())
+    before = await request.app[api.READS].run(lambda c: get_alarm(c, event_id))
+    if before is None:
+        raise _unknown_alarm(event_id)
+    auth.check_scope(request, before["village"])  # before writing: 403 leaves no trace
+    by = auth.principal(request).user
     store = request.app[_ACKS]
     at = ctx.clock()
     loop = asyncio.get_running_loop()
     try:
-        await loop.run_in_executor(
-            request.app[_WRITER], store.ack, event_id, body.by, body.note, at
-        )
+        await loop.run_in_executor(request.app[_WRITER], store.ack, event_id, by, body.note, at)
     except UnknownAlarm:
         raise _unknown_alarm(event_id) from None
     except AlreadyAcked as e:
+        await auth.audit(request, "alarm_ack", str(event_id), "already_acked", by=e.by)
         raise api.ApiError(
             409,
             "already_acked",
             f"报警 {event_id} 已由 {e.by} 于 {e.at:.0f} 确认",
             f"alarm {event_id} was already acknowledged by {e.by} at {e.at:.0f}",
         ) from None
-    log.info("报警已确认 / alarm %d acknowledged by %s", event_id, body.by)
+    await auth.audit(
+        request, "alarm_ack", str(event_id), "ok", node=before["node_id"], note=body.note
+    )
+    log.info("报警已确认 / alarm %d acknowledged by %s", event_id, by)
     alarm = await request.app[api.READS].run(lambda c: get_alarm(c, event_id))
     assert alarm is not None  # acked alarms are never deleted
     return api._ok(_names(ctx, alarm))

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,8 +23,9 @@ import prometheus_client
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from central import views
+from central import auth, views
 from central.commands import CommandError
+from central.config import AuthConfig
 from central.coverage import CoverageIndex, UnitCoverage
 from central.registry import Registry, Unit
 from wire import MAX_PAYLOAD_BYTES, Priority, valid_node_id
@@ -66,21 +67,30 @@ class ApiContext:
     metrics_registry: prometheus_client.CollectorRegistry
     commands: CommandSender | None
     clock: Callable[[], float]
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
 class ApiError(Exception):
     """An error answer: HTTP status, a stable machine code, and a message in zh and en."""
 
-    def __init__(self, status: int, code: str, zh: str, en: str) -> None:
+    def __init__(
+        self, status: int, code: str, zh: str, en: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(f"{code}: {en}")
         self.status = status
         self.code = code
         self.message = f"{zh} / {en}"
+        self.headers = dict(headers or {})
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
     return web.json_response(
-        {"error": {"code": code, "message": message}}, status=status, dumps=_JSON_DUMPS
+        {"error": {"code": code, "message": message}},
+        status=status,
+        dumps=_JSON_DUMPS,
+        headers=headers,
     )
 
 
@@ -101,7 +111,7 @@ async def json_errors(
     try:
         return await handler(request)
     except ApiError as e:
-        return error_response(e.status, e.code, e.message)
+        return error_response(e.status, e.code, e.message, e.headers)
     except web.HTTPException as e:
         if e.status < 400:
             raise
@@ -117,9 +127,13 @@ READS: web.AppKey[views.ReadViews] = web.AppKey("reads", views.ReadViews)
 
 
 def make_app(ctx: ApiContext) -> web.Application:
-    """The API application; its read pool is closed on the app's cleanup."""
-    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
+    """The API application; its read pool is closed on the app's cleanup. Every route needs a
+    login unless central.auth lists it as public (routes added later included)."""
+    app = web.Application(
+        middlewares=[json_errors, auth.require_login], client_max_size=MAX_BODY_BYTES
+    )
     app[CTX] = ctx
+    auth.setup(app, ctx, ctx.clock)
     app[READS] = views.ReadViews(ctx.db_path)
 
     async def close_reads(app: web.Application) -> None:
@@ -195,6 +209,24 @@ def _int(q: Mapping[str, str], name: str, default: int, low: int, high: int) -> 
     return n
 
 
+def _unix(q: Mapping[str, str], name: str) -> float | None:
+    value = q.get(name)
+    if not value:
+        return None
+    try:
+        ts = float(value)
+    except ValueError:
+        ts = -1.0
+    if not 0 <= ts < float("inf"):
+        raise ApiError(
+            400,
+            "bad_param",
+            f"参数 {name} 应为 Unix 秒：{value[:40]!r}",
+            f"{name} must be Unix seconds: {value[:40]!r}",
+        )
+    return ts
+
+
 def _choice(q: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str | None:
     value = q.get(name)
     if value is None or value == "":
@@ -245,7 +277,8 @@ def _crumb(u: Unit) -> dict[str, Any]:
 async def coverage(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     _params(request, ())
-    code = request.match_info.get("code", ctx.registry.scope)
+    code = request.match_info.get("code") or auth.root_of(request)
+    scope = auth.scope_of(request)
     unit = ctx.registry.unit(code) if (code == ctx.registry.scope or _CODE_RE.match(code)) else None
     if unit is None:
         root = ctx.registry.root()
@@ -258,7 +291,7 @@ async def coverage(request: web.Request) -> web.Response:
     body: dict[str, Any] = {
         "scope": ctx.registry.scope,
         "unit": _unit_json(ctx.coverage.summary(code)),
-        "ancestors": [_crumb(u) for u in ctx.registry.ancestors(code)],
+        "ancestors": [_crumb(u) for u in ctx.registry.ancestors(code) if u.code.startswith(scope)],
         "children": [_unit_json(c) for c in ctx.coverage.children(code)],
     }
     if ctx.registry.has_village(code):
@@ -279,12 +312,16 @@ def _with_names(registry: Registry, node: dict[str, Any]) -> dict[str, Any]:
 
 async def nodes(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    q = _params(request, ("village", "township", "county", "state", "limit", "offset"))
+    q = _params(
+        request, ("village", "township", "county", "state", "seen_before", "limit", "offset")
+    )
     f = views.NodeFilter(
         village=_digits(q, "village", 12),
         township=_digits(q, "township", 9),
         county=_digits(q, "county", 6),
         state=_choice(q, "state", ("online", "offline")),
+        scope=auth.list_scope(request),
+        seen_before=_unix(q, "seen_before"),
     )
     limit = _int(q, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     offset = _int(q, "offset", 0, 0, 2**31)
@@ -337,6 +374,7 @@ async def events(request: web.Request) -> web.Response:
         county=_digits(q, "county", 6),
         priority=_choice(q, "priority", tuple(p.value for p in Priority)),
         since=since,
+        scope=auth.list_scope(request),
     )
     limit = _int(q, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     rows = await request.app[READS].run(lambda c: views.list_events(c, f, limit))
@@ -398,14 +436,17 @@ async def command(request: web.Request) -> web.Response:
             "本中心未启用节点命令",
             "commands to nodes are not enabled on this central",
         )
+    outcome = "ok"
     try:
         async with asyncio.timeout(body.timeout_s + COMMAND_GRACE_S):
             result = await ctx.commands.request(node_id, body.cmd, body.args, body.timeout_s)
     except TimeoutError:
+        outcome = "timeout"
         raise ApiError(
             504, "timeout", f"节点 {node_id} 未在规定时间内应答", f"no reply from {node_id} in time"
         ) from None
     except CommandError as e:
+        outcome = e.code
         if e.code == "timeout":
             raise ApiError(
                 504,
@@ -417,6 +458,8 @@ async def command(request: web.Request) -> web.Response:
             status, code = _CLIENT_ERRORS[e.code]
             return error_response(status, code, e.message)
         return error_response(502, e.code, e.message)  # the node's own error code
+    finally:
+        await auth.audit(request, "command", node_id, outcome, cmd=body.cmd, args=body.args)
     return _ok({"node": node_id, "cmd": body.cmd, "result": result})
 
 

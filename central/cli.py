@@ -80,3 +80,184 @@ def import_registry_cmd(
     finally:
         store.close()
     typer.echo(f"已导入 {count} 个村级单位 / imported {count} villages (scope {code or 'all'})")
+
+
+user_app = typer.Typer(
+    help="登录用户 / operator accounts: add, list, passwd, disable, enable.", no_args_is_help=True
+)
+app.add_typer(user_app, name="user")
+
+DbOption = Annotated[
+    Path, typer.Option("--db", help="中心数据库 / central's SQLite database ([store] path)")
+]
+
+
+def _password(stdin: bool) -> str:
+    import sys
+
+    if stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(typer.prompt("密码 / password", hide_input=True, confirmation_prompt=True))
+
+
+def _fail(e: Exception) -> typer.Exit:
+    typer.echo(f"失败 / failed: {e}", err=True)
+    return typer.Exit(1)
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="用户名 / user name")],
+    db: DbOption,
+    role: Annotated[
+        str, typer.Option("--role", help="viewer | operator | admin（查看/值班/管理）")
+    ] = "viewer",
+    scope: Annotated[
+        str,
+        typer.Option("--scope", help='管辖范围：区划代码，"" 为全部 / division code, "" for all'),
+    ] = "",
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="从标准输入读密码 / read it from stdin")
+    ] = False,
+) -> None:
+    """新增用户 / add a user (the password is prompted for, or read from stdin)."""
+    import time
+
+    from central import audit
+    from central.accounts import AccountError, AccountStore, parse_role
+    from central.registry import Registry
+
+    store = AccountStore(db)
+    try:
+        r = parse_role(role)
+        registry = Registry.from_db(store.conn)
+        if scope and registry is not None and registry.unit(scope) is None:
+            raise AccountError(
+                "unknown_unit",
+                f"区划代码 {scope} 不在本中心的登记范围内",
+                f"{scope} is not a unit of this central's registry",
+            )
+        user = store.add(name, r, scope, _password(password_stdin), time.time())
+        store.audit(
+            audit.Entry(
+                time.time(),
+                f"cli:{audit._login()}",
+                None,
+                "local",
+                "user_add",
+                name,
+                "ok",
+                {"role": r.name, "scope": scope},
+            )
+        )
+    except AccountError as e:
+        raise _fail(e) from None
+    finally:
+        store.close()
+    typer.echo(
+        f"已添加用户 {user.name}（{user.role.name}，范围 {user.scope or '全部'}）"
+        f" / added {user.name} ({user.role.name}, scope {user.scope or 'all'})"
+    )
+
+
+@user_app.command("list")
+def user_list(db: DbOption) -> None:
+    """列出用户 / list users."""
+    from central.accounts import AccountStore
+
+    store = AccountStore(db)
+    try:
+        users = store.users()
+    finally:
+        store.close()
+    if not users:
+        typer.echo("尚无用户 / no users")
+    for u in users:
+        state = "停用 disabled" if u.disabled else "启用 enabled"
+        typer.echo(f"{u.name}\t{u.role.name}\t{u.scope or '*'}\t{state}")
+
+
+def _change(
+    db: Path, name: str, action: str, *, password: str | None = None, disable: bool = False
+) -> None:
+    """Set ``password``, or disable/enable ``name``; audited as ``action``."""
+    import time
+
+    from central import audit
+    from central.accounts import AccountError, AccountStore
+
+    store = AccountStore(db)
+    try:
+        if password is not None:
+            store.set_password(name, password, time.time())
+        else:
+            store.set_disabled(name, disable, time.time())
+        store.audit(
+            audit.Entry(time.time(), f"cli:{audit._login()}", None, "local", action, name, "ok", {})
+        )
+    except AccountError as e:
+        raise _fail(e) from None
+    finally:
+        store.close()
+
+
+@user_app.command("passwd")
+def user_passwd(
+    name: Annotated[str, typer.Argument(help="用户名 / user name")],
+    db: DbOption,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="从标准输入读密码 / read it from stdin")
+    ] = False,
+) -> None:
+    """修改密码（并注销其会话）/ set a new password (ends the user's sessions)."""
+    _change(db, name, "user_passwd", password=_password(password_stdin))
+    typer.echo(f"已修改 {name} 的密码 / password of {name} changed")
+
+
+@user_app.command("disable")
+def user_disable(
+    name: Annotated[str, typer.Argument(help="用户名 / user name")], db: DbOption
+) -> None:
+    """停用用户（立即注销其会话）/ disable a user (ends their sessions at once)."""
+    _change(db, name, "user_disable", disable=True)
+    typer.echo(f"已停用 {name} / {name} disabled")
+
+
+@user_app.command("enable")
+def user_enable(
+    name: Annotated[str, typer.Argument(help="用户名 / user name")], db: DbOption
+) -> None:
+    """启用用户 / enable a user."""
+    _change(db, name, "user_enable", disable=False)
+    typer.echo(f"已启用 {name} / {name} enabled")
+
+
+@app.command("audit")
+def audit_cmd(
+    db: DbOption,
+    user: Annotated[str | None, typer.Option("--user", help="按用户 / by user")] = None,
+    action: Annotated[str | None, typer.Option("--action", help="按操作 / by action")] = None,
+    since: Annotated[
+        float | None, typer.Option("--since", help="起始时间（Unix 秒）/ since (Unix s)")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000)] = 100,
+) -> None:
+    """审计日志（最新在前）/ the audit log, newest first."""
+    import json
+    import time
+
+    from central import audit
+    from central.accounts import AccountStore
+
+    store = AccountStore(db)  # creates the table if central never ran: an empty log
+    try:
+        _, rows = audit.list_audit(store.conn, audit.AuditFilter(user, action, since), limit, 0)
+    finally:
+        store.close()
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ts"]))
+        detail = json.dumps(r["detail"], ensure_ascii=False) if r["detail"] else ""
+        typer.echo(
+            f"{when}\t{r['user'] or '-'}\t{r['role'] or '-'}\t{r['address']}\t{r['action']}"
+            f"\t{r['target']}\t{r['outcome']}\t{detail}".rstrip()
+        )

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from central.alerts import AlertsConfig
+
 #: MQTT session expiry central asks for: one week. Central's session is persistent so that QoS 1
 #: events queue in the broker while central is down (an upgrade, a crash, a weekend outage).
 DEFAULT_SESSION_EXPIRY_S = 7 * 24 * 3600
@@ -91,6 +93,38 @@ class CaConfig(_Section):
     )
 
 
+class AuthConfig(_Section):
+    """Operator login (central.auth; docs/api.md "Authentication")."""
+
+    session_idle_minutes: float = Field(
+        default=60,
+        gt=0,
+        le=7 * 24 * 60,
+        description="a session unused this long ends / 会话闲置多久后失效（分钟）",
+    )
+    session_max_hours: float = Field(
+        default=12,
+        gt=0,
+        le=30 * 24,
+        description="a session ends this long after login, used or not (one shift) / "
+        "会话自登录起的最长有效期（小时）",
+    )
+    metrics_public: bool = Field(
+        default=True,
+        description="serve /metrics without login (Prometheus scrapes it; bind http.host to a "
+        "private address or set false behind a proxy) / /metrics 无需登录",
+    )
+
+
+class FirmwareConfig(_Section):
+    """Signed alarm-board firmware images (central.firmware; docs/edge.md "Firmware")."""
+
+    dir: Path = Field(description="where uploaded images are kept / 固件镜像存放目录")
+    public_key: Path = Field(
+        description="Ed25519 public key (hex file) images must be signed with / 固件签名公钥"
+    )
+
+
 class CentralConfig(_Section):
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="MQTT broker / 代理")
     store: StoreConfig = Field(default_factory=StoreConfig, description="storage / 存储")
@@ -103,6 +137,13 @@ class CentralConfig(_Section):
     )
     ca: CaConfig | None = Field(
         default=None, description="enrolment CA (none: no /api/v1/enrol) / 入网证书签发"
+    )
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="operator login / 登录")
+    firmware: FirmwareConfig | None = Field(
+        default=None, description="firmware images (none: no /api/v1/firmware) / 固件镜像"
+    )
+    alerts: AlertsConfig = Field(
+        default_factory=AlertsConfig, description="alert rules and webhooks / 告警规则与推送"
     )
 
 

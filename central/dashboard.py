@@ -3,7 +3,8 @@ assets (vendored ECharts and county shapes: nothing is loaded from the internet)
 stream of changes (server-sent events) and the few read routes the page needs beyond the API.
 
 Routes (docs/dashboard.md):
-- ``GET /`` → redirect to ``/dashboard/``; ``GET /dashboard/`` the page (``?lang=en``, ``?wall=1``);
+- ``GET /`` → redirect to ``/dashboard/``; ``GET /dashboard/`` the page (``?lang=en``, ``?wall=1``),
+  which starts at the logged-in user's scope (the login page and session: central.auth);
 - ``GET /dashboard/static/...`` assets;
 - ``GET /api/v1/live`` server-sent events: ``hello`` on connect, then ``node``, ``coverage``,
   ``event`` and ``resync`` messages as central commits them (central.live);
@@ -29,8 +30,8 @@ from typing import Any
 
 from aiohttp import web
 
-from central import api, i18n, views
-from central.live import LiveHub, Message, TooManySubscribers
+from central import api, auth, i18n, pinyin, views
+from central.live import LiveHub, Message, TooManySubscribers, visible
 from central.registry import LEN_BY_LEVEL, Registry
 
 #: Seconds between comments on an idle live stream: keeps proxies and the browser from
@@ -54,6 +55,7 @@ class SearchEntry:
     code: str
     name: str
     path: str  # names of the ancestors below the scope, joined by " › "
+    pinyin: tuple[tuple[str, ...], ...] = ()  # readings per character (central.pinyin)
 
 
 HUB: web.AppKey[LiveHub] = web.AppKey("live_hub", LiveHub)
@@ -93,13 +95,17 @@ async def root(request: web.Request) -> web.StreamResponse:
     )
 
 
-def boot_config(registry: Registry, lang: str, wall: bool, alarms: bool) -> dict[str, Any]:
-    """What the page needs before its first request: language, strings, scope, maps."""
-    root_unit = registry.root()
+def boot_config(
+    registry: Registry, lang: str, wall: bool, alarms: bool, root: str | None = None
+) -> dict[str, Any]:
+    """What the page needs before its first request: language, strings, scope, maps. ``root``:
+    the unit the page starts at (the user's scope, central.auth.root_of); default the registry's
+    root."""
+    root_unit = registry.root() if root is None else registry.unit(root) or registry.root()
     return {
         "lang": lang,
         "strings": i18n.strings(lang),
-        "scope": registry.scope,
+        "scope": root_unit.code,
         "scope_name": root_unit.name,
         "scope_level": root_unit.level,
         "maps": [m for m in MAPS if registry.unit(m) is not None],
@@ -125,7 +131,7 @@ async def page(request: web.Request) -> web.Response:
     lang = i18n.language(request.query.get("lang"))
     wall = request.query.get("wall", "") not in ("", "0")
     alarms = importlib.util.find_spec("central.alarms") is not None
-    body = render_page(boot_config(ctx.registry, lang, wall, alarms))
+    body = render_page(boot_config(ctx.registry, lang, wall, alarms, auth.root_of(request)))
     return web.Response(
         text=body, content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-cache"}
     )
@@ -142,6 +148,7 @@ def sse(message: Message) -> bytes:
 async def live(request: web.Request) -> web.StreamResponse:
     ctx = request.app[api.CTX]
     hub = request.app[HUB]
+    session = auth.principal(request)
     try:
         sub = hub.subscribe()
     except TooManySubscribers:
@@ -160,16 +167,18 @@ async def live(request: web.Request) -> web.StreamResponse:
             }
         )
         await resp.prepare(request)
-        hello = Message("hello", {"scope": ctx.registry.scope, "time": ctx.clock()})
+        hello = Message("hello", {"scope": auth.root_of(request), "time": ctx.clock()})
         await resp.write(f"retry: {RECONNECT_MS}\n".encode() + sse(hello))
-        while not sub.closed:
+        # The stream ends with the session's absolute expiry (the page reconnects and is sent to
+        # the login page); a logout or a disabled user ends it at that time at the latest.
+        while not sub.closed and ctx.clock() < session.absolute_expiry:
             try:
                 async with asyncio.timeout(KEEPALIVE_S):
                     await sub.wake.wait()
             except TimeoutError:
                 await resp.write(b": keepalive\n\n")
                 continue
-            messages = sub.take()
+            messages = [m for m in sub.take() if visible(m, session.scope)]
             if messages:
                 await resp.write(b"".join(sse(m) for m in messages))
         return resp
@@ -184,7 +193,7 @@ async def live(request: web.Request) -> web.StreamResponse:
 
 def _unit_code(request: web.Request) -> str:
     ctx = request.app[api.CTX]
-    code = request.query.get("code", ctx.registry.scope)
+    code = request.query.get("code") or auth.root_of(request)
     if ctx.registry.unit(code) is None:
         raise api.ApiError(
             404,
@@ -270,29 +279,41 @@ def search_index(registry: Registry) -> list[SearchEntry]:
     while stack:
         code, path = stack.pop()
         for u in registry.children(code):
-            out.append(SearchEntry(u.code, u.name, path))
+            out.append(SearchEntry(u.code, u.name, path, pinyin.readings(u.name)))
             if u.level < 5:
                 stack.append((u.code, f"{path} › {u.name}" if path else u.name))
     return out
 
 
 def find(index: list[SearchEntry], query: str, limit: int = MAX_RESULTS) -> list[SearchEntry]:
-    """Units whose code starts with ``query`` (digits) or whose name contains it; exact names
-    first, then by level and code."""
+    """Units whose code starts with ``query`` (digits), whose name contains it, or, for a query
+    of letters, whose name's pinyin it matches (initials ``xnq``, full ``xingning`` or a mix:
+    central.pinyin); exact names first, then names matched from their start, then by level
+    and code."""
     q = query.strip()
     if not q:
         return []
     if q.isdigit():
-        hits = [e for e in index if e.code.startswith(q)]
+        hits = [(0, e) for e in index if e.code.startswith(q)]
+    elif pinyin.is_pinyin_query(q):
+        pq = pinyin.normalise(q)
+        hits = [(at, e) for e in index if (at := pinyin.match(pq, e.pinyin)) is not None]
     else:
-        hits = [e for e in index if q in e.name]
-    hits.sort(key=lambda e: (e.name != q, len(e.code), e.code))
-    return hits[:limit]
+        hits = [(e.name.find(q), e) for e in index if q in e.name]
+    hits.sort(key=lambda h: (h[1].name != q, h[0] != 0, len(h[1].code), h[1].code))
+    return [e for _, e in hits[:limit]]
 
 
 async def search(request: web.Request) -> web.Response:
     q = request.query.get("q", "")[:MAX_QUERY_CHARS]
-    hits = find(request.app[INDEX], q)
+    # Off the loop: a pinyin match over a province's 55,000 names takes tens of milliseconds.
+    scope = auth.scope_of(request)
+    index = request.app[INDEX]
+
+    def scoped_find() -> list[SearchEntry]:
+        return find([e for e in index if e.code.startswith(scope)] if scope else index, q)
+
+    hits = await asyncio.to_thread(scoped_find)
     return web.json_response(
         {
             "query": q,

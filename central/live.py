@@ -39,6 +39,17 @@ class Message:
     data: dict[str, Any]
 
 
+def visible(message: Message, scope: str) -> bool:
+    """Whether a user whose scope is ``scope`` (a division-code prefix) may see ``message``:
+    node and event messages by their village, coverage by its unit (units above the scope are
+    not shown: their figures include other counties); hello and resync go to everyone."""
+    if message.kind in ("node", "event"):
+        return str(message.data.get("village", "")).startswith(scope)
+    if message.kind == "coverage":
+        return str(message.data.get("code", "")).startswith(scope)
+    return True
+
+
 class TooManySubscribers(Exception):
     """Central already serves :data:`MAX_SUBSCRIBERS` live streams."""
 

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -30,6 +31,9 @@ from central.liveness import Liveness
 from central.metrics import CentralMetrics
 from central.registry import Registry, import_registry
 from central.store import SqliteStore, Write
+
+if TYPE_CHECKING:
+    from provisioning.renewal import RenewalService
 
 log = logging.getLogger("shilian.central")
 
@@ -52,6 +56,7 @@ class CentralService:
         self._write_lock = asyncio.Lock()
         self._log_limiter = LogLimiter(BAD_INPUT_LOG_WINDOW_S)
         self.http_port: int | None = None
+        self.renewal: RenewalService | None = None  # certificate renewal, when [ca] is set
 
     def stop(self) -> None:
         self._stop.set()
@@ -78,6 +83,14 @@ class CentralService:
             self.live = LiveHub(
                 coverage, lambda v: (u.code for u in registry.ancestors(v)), self.clock
             )
+            from central.alerting import AlertTask
+            from central.history import HistoryTask
+
+            self.history = HistoryTask(cfg.store.path, registry, coverage, self.clock)
+            self.alerts = AlertTask(
+                cfg.alerts, cfg.store.path, registry, coverage, lambda: self.ingest.nodes.values(),
+                self.live, self.metrics.registry, self.clock,
+            )  # fmt: skip
             self.link = link = MqttLink(
                 cfg.broker, self._handle_batch, on_up=self._link_up, on_down=self._link_down
             )
@@ -87,6 +100,15 @@ class CentralService:
                 ),
                 node_online=coverage.node_online,
             )
+            if cfg.ca is not None:
+                from provisioning.renewal import RenewalService
+
+                self.renewal = RenewalService(
+                    cfg.ca,
+                    lambda t, p, cd: link.publish(t, p, correlation_data=cd),
+                    self.metrics.registry,
+                    self.clock,
+                )
             runner = await self._start_http()
             try:
                 self._started.set()
@@ -100,6 +122,10 @@ class CentralService:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(link.run())
                     tg.create_task(self._ticker())
+                    tg.create_task(self.history.run(self._stop))
+                    tg.create_task(self.alerts.run(self._stop))
+                    if self.renewal is not None:
+                        tg.create_task(self.renewal.run(self._stop))
                     await self._stop.wait()
                     link.stop()
             finally:
@@ -132,11 +158,23 @@ class CentralService:
             metrics_registry=self.metrics.registry,
             commands=self.commands,
             clock=self.clock,
+            auth=self.cfg.auth,
         )
         app = make_app(ctx)
         from central.dashboard import add_routes as add_dashboard_routes
 
         add_dashboard_routes(app, self.live)
+        from central import alert_routes, reports
+
+        alert_routes.add_routes(app, self.alerts)
+        reports.add_routes(app, self.history)
+        from provisioning.commissioning import add_commissioning_routes
+
+        add_commissioning_routes(app, self.cfg.store.path, self.registry, self.clock)
+        if (fw := self.cfg.firmware) is not None:
+            from central import firmware
+
+            firmware.add_routes(app, firmware.FirmwareStore.from_config(fw.dir, fw.public_key))
         if self.cfg.ca is not None:
             from provisioning.enrol import add_enrol_routes
 
@@ -165,6 +203,8 @@ class CentralService:
         self.metrics.connected.set(0)
 
     async def _handle_batch(self, batch: list[Inbound]) -> None:
+        if self.renewal is not None:
+            batch = self.renewal.take(batch)  # cert/req: answered by the renewal service
         async with self._write_lock:
             t0 = time.perf_counter()
             now = self.clock()

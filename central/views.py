@@ -48,6 +48,8 @@ class NodeFilter:
     township: str | None = None  # 9 digits
     county: str | None = None  # 6 digits
     state: str | None = None  # "online" | "offline"
+    scope: str | None = None  # a division-code prefix: the user's scope (central.auth)
+    seen_before: float | None = None  # last seen before this, Unix seconds (exclusive)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,7 @@ class EventFilter:
     county: str | None = None
     priority: str | None = None
     since: float | None = None  # event time (the node's clock), Unix seconds, inclusive
+    scope: str | None = None  # a division-code prefix: the user's scope (central.auth)
 
 
 class ReadViews:
@@ -114,9 +117,10 @@ def eq(column: str, value: object) -> Cond:
 
 
 def under(column: str, code: str | None) -> Cond:
-    """Village codes under ``code`` (a township or county): a range on the indexed 12-digit
-    column instead of substr(), so the index serves it."""
-    if code is None:
+    """Village codes under ``code`` (any division-code prefix: a user's scope, a county, a
+    township): a range on the indexed 12-digit column instead of substr(), so the index serves
+    it. "" or None: no condition."""
+    if not code:
         return None
     pad = 12 - len(code)
     return f"{column} BETWEEN ? AND ?", (code + "0" * pad, code + "9" * pad)
@@ -128,6 +132,8 @@ def _node_where(f: NodeFilter) -> tuple[str, list[Any]]:
         under("village", f.township),
         eq("county", f.county),
         eq("state", f.state),
+        under("village", f.scope),
+        None if f.seen_before is None else ("last_seen < ?", (f.seen_before,)),
     )
 
 
@@ -220,6 +226,7 @@ def list_events(conn: sqlite3.Connection, f: EventFilter, limit: int) -> list[di
         under("village", f.county),
         eq("priority", f.priority),
         None if f.since is None else ("ts >= ?", (f.since,)),
+        under("village", f.scope),
     )
     rows = conn.execute(
         f"SELECT {_EVENT_COLUMNS} FROM events{sql_where} ORDER BY ts DESC, id DESC LIMIT ?",

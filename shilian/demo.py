@@ -59,8 +59,40 @@ port = {http_port}
     return path
 
 
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=2) as r:
+#: The demo's administrator; its password is random per run and printed in the header.
+DEMO_USER = "demo-admin"
+
+
+def _demo_admin(db: Path) -> str:
+    """Create the demo's admin account (all of the registry's scope); return its password."""
+    import secrets
+
+    from central.accounts import AccountStore, Role
+
+    password = secrets.token_urlsafe(12)
+    store = AccountStore(db)
+    try:
+        store.add(DEMO_USER, Role.admin, "", password, time.time())
+    finally:
+        store.close()
+    return password
+
+
+def _login(api: str, password: str) -> str:
+    """A session token for the demo's own API reads (the terminal summary)."""
+    req = urllib.request.Request(
+        f"{api}/api/v1/login",
+        data=json.dumps({"user": DEMO_USER, "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return str(json.load(r)["token"])
+
+
+def _get(url: str, token: str | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2) as r:
         return json.load(r)
 
 
@@ -143,6 +175,7 @@ def run_demo(city: str = "4501", online_share: float = 0.7688) -> int:
         http_port = free_port()
         api = f"http://127.0.0.1:{http_port}"
         conf = _central_config(workdir, broker.port, http_port, city)
+        password = _demo_admin(workdir / "central.sqlite3")
         py = sys.executable
         central = _spawn(
             [py, "-m", "shilian", "central", "run", "--config", str(conf)], workdir / "central.log"
@@ -159,6 +192,7 @@ def run_demo(city: str = "4501", online_share: float = 0.7688) -> int:
                     )
                     return 1
                 time.sleep(0.2)
+        token = _login(api, password)
         fleet = _spawn(
             [
                 py,
@@ -177,10 +211,11 @@ def run_demo(city: str = "4501", online_share: float = 0.7688) -> int:
         )
         console.print(
             f"看板 dashboard  {api}/dashboard/\n"
+            f"登录 login      用户 user {DEMO_USER}  密码 password {password}\n"
             f"接口 API        {api}/api/v1/coverage/{city}  ·  {api}/metrics\n"
             f"broker          mqtt://127.0.0.1:{broker.port}\nlogs            {workdir}"
         )
-        if _watch(console, api, city, fleet, central):
+        if _watch(console, api, token, city, fleet, central):
             return 0
         for name, proc in (("fleet", fleet), ("central", central)):
             if proc.poll() is not None:
@@ -203,12 +238,14 @@ def run_demo(city: str = "4501", online_share: float = 0.7688) -> int:
             print(f"已停止 / stopped in {time.monotonic() - t0:.1f} s", flush=True)
 
 
-def _watch(console: Console, api: str, city: str, *children: subprocess.Popen[bytes]) -> bool:
+def _watch(
+    console: Console, api: str, token: str, city: str, *children: subprocess.Popen[bytes]
+) -> bool:
     """Show coverage until a child exits, then return False (Ctrl-C ends the watch otherwise)."""
 
     def fetch() -> dict[str, Any] | None:
         try:
-            data: dict[str, Any] = _get(f"{api}/api/v1/coverage/{city}")
+            data: dict[str, Any] = _get(f"{api}/api/v1/coverage/{city}", token)
             return data
         except (OSError, urllib.error.URLError, ValueError):
             return None

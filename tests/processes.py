@@ -1,5 +1,9 @@
 """Real product processes for end-to-end tests: ``shilian central run`` and ``shilian edge run``
-as subprocesses with generated configs, plus small sync clients for their interfaces."""
+as subprocesses with generated configs, plus small sync clients for their interfaces.
+
+Central's API needs a login (central.auth): :class:`Central` creates an admin account in its
+database before the first start and logs in after each start; :func:`add_user` and
+:func:`login` serve the in-process API tests too."""
 
 from __future__ import annotations
 
@@ -23,6 +27,35 @@ T = TypeVar("T")
 WAIT_S = 60.0
 #: Requests per connection when emitting many events (the agent allows 256 outstanding).
 EMIT_CHUNK = 200
+#: The account end-to-end tests act as (scope "": everything central serves).
+ADMIN = "admin"
+ADMIN_PASSWORD = "e2e-admin-password"
+
+
+def add_user(db: Path, name: str, role: str, scope: str = "", password: str = "") -> str:
+    """Create an account in central's database (as ``shilian central user add`` does); return
+    its password."""
+    import time
+
+    from central.accounts import AccountStore, parse_role
+
+    password = password or f"pw-{name}-0123"
+    store = AccountStore(db)
+    try:
+        if store.get(name) is None:
+            store.add(name, parse_role(role), scope, password, time.time())
+    finally:
+        store.close()
+    return password
+
+
+async def login(http: Any, user: str, password: str) -> dict[str, Any]:
+    """Log ``http`` (an aiohttp.ClientSession with ``CookieJar(unsafe=True)``: the cookie is
+    for 127.0.0.1) in through ``POST /api/v1/login``; return the answer (token, role, scope)."""
+    async with http.post("/api/v1/login", json={"user": user, "password": password}) as r:
+        assert r.status == 200, await r.text()
+        body: dict[str, Any] = await r.json()
+        return body
 
 
 def wait_for(cond: Callable[[], T | None], timeout: float = WAIT_S, what: str = "") -> T:
@@ -79,6 +112,8 @@ class Central(Proc):
         workdir.mkdir(parents=True, exist_ok=True)
         self.http_port = free_port()
         self.api = f"http://127.0.0.1:{self.http_port}"
+        self.db = workdir / "central.sqlite3"
+        self.token: str | None = None
         conf = workdir / "central.toml"
         conf.write_text(
             f'[store]\npath = "{workdir / "central.sqlite3"}"\n'
@@ -93,12 +128,39 @@ class Central(Proc):
         )
 
     def start(self) -> None:
+        add_user(self.db, ADMIN, "admin", "", ADMIN_PASSWORD)
         super().start()
         self.ready(lambda: self.get("/healthz"), what="central /healthz")
+        self.token = self.login(ADMIN, ADMIN_PASSWORD)["token"]
+
+    def login(self, user: str, password: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.call(
+            "POST", "/api/v1/login", {"user": user, "password": password}
+        )
+        return body
+
+    def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
+        """One API call with the admin's session (or ``token``); raises HTTPError on >= 400."""
+        token = token or self.token
+        req = urllib.request.Request(
+            self.api + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.load(r)
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.api + path, timeout=5) as r:
-            return json.load(r)
+        return self.call("GET", path)
+
+    def open(self, path: str, timeout: float = 10) -> Any:
+        """``urlopen`` of ``path`` with the admin's session (a stream, a page, a redirect)."""
+        req = urllib.request.Request(self.api + path)
+        req.add_header("Authorization", f"Bearer {self.token}")
+        return urllib.request.urlopen(req, timeout=timeout)
 
     def node(self, node_id: str) -> dict[str, Any]:
         n: dict[str, Any] = self.get(f"/api/v1/nodes/{node_id}")

@@ -23,6 +23,7 @@ from central.api import MAX_BODY_BYTES, ApiContext, make_app
 from central.commands import CommandClient, CommandError
 from central.coverage import CoverageIndex
 from central.registry import Registry
+from tests.processes import add_user, login
 
 NANNING = Registry.from_package("4501")
 V1 = "450102001003"  # 兴宁区 › 民生街道 › 兴宁社区居委会
@@ -116,9 +117,13 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         index.set_node(node_id, state == "online")
     writer.node(f"{V3}-a", "online")
     index.set_node(f"{V3}-a", True)
+    password = add_user(tmp_path / "central.db", "admin", "admin")
     runner, port = await _serve(ctx)
     try:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+        async with aiohttp.ClientSession(
+            f"http://127.0.0.1:{port}", cookie_jar=aiohttp.CookieJar(unsafe=True)
+        ) as http:
+            await login(http, "admin", password)
             yield Api(http, ctx, writer)
     finally:
         await runner.cleanup()
@@ -380,6 +385,7 @@ async def test_metrics_healthz_and_json_for_everything_else(api: Api) -> None:
 
 async def test_a_bug_is_a_json_500(tmp_path: Path) -> None:
     sqlite3.connect(tmp_path / "empty.db").close()  # no tables: every read fails
+    password = add_user(tmp_path / "empty.db", "admin", "admin")  # only the account tables
     ctx = ApiContext(
         tmp_path / "empty.db",
         NANNING,
@@ -390,10 +396,11 @@ async def test_a_bug_is_a_json_500(tmp_path: Path) -> None:
     )
     runner, port = await _serve(ctx)
     try:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{port}/api/v1/nodes") as r,
-        ):
+        async with aiohttp.ClientSession(
+            f"http://127.0.0.1:{port}", cookie_jar=aiohttp.CookieJar(unsafe=True)
+        ) as http:
+            await login(http, "admin", password)
+            r = await http.get("/api/v1/nodes")
             assert r.status == 500
             assert (await r.json())["error"]["code"] == "internal"
             assert "Traceback" not in await r.text()

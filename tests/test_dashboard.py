@@ -14,7 +14,6 @@ import csv
 import io
 import signal
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ import pytest
 import wire
 from central.registry import Registry
 from shilian.broker import Mosquitto
-from tests.processes import Central, wait_for
+from tests.processes import ADMIN, ADMIN_PASSWORD, Central, add_user, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -181,6 +180,32 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
+@pytest.fixture(scope="module")
+def login_state(browser: Any, site: tuple[Central, Fleet]) -> dict[str, Any]:
+    """Log in once through the login page (which is tested so), keep the session cookie for
+    every page of the module."""
+    central, _ = site
+    ctx = browser.new_context(locale="zh-CN")
+    try:
+        pg = ctx.new_page()
+        pg.set_default_timeout(PAGE_TIMEOUT_MS)
+        pg.goto(central.api + "/dashboard/#/u/450102")
+        pg.wait_for_selector("[data-test=login-form]")  # redirected: no session yet
+        assert "/dashboard/login?next=" in pg.url
+        pg.fill("[data-test=login-user]", ADMIN)
+        pg.fill("[data-test=login-password]", "wrong-password")
+        pg.click("[data-test=login-submit]")
+        pg.wait_for_selector("[data-test=login-error]:has-text('用户名或密码错误')")
+        pg.fill("[data-test=login-password]", ADMIN_PASSWORD)
+        pg.click("[data-test=login-submit]")
+        pg.wait_for_selector('body[data-ready="1"]')
+        assert pg.url.endswith("/dashboard/")  # back where it was going
+        state: dict[str, Any] = ctx.storage_state()
+    finally:
+        ctx.close()
+    return state
+
+
 class Recorder:
     def __init__(self) -> None:
         self.errors: list[str] = []
@@ -195,9 +220,12 @@ class Recorder:
 
 
 @pytest.fixture
-def page(browser: Any, site: tuple[Central, Fleet]) -> Iterator[Any]:
-    """A fresh 1366x768 page; the test fails on a console error or a request off localhost."""
-    ctx = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
+def page(browser: Any, login_state: dict[str, Any]) -> Iterator[Any]:
+    """A fresh 1366x768 page, logged in as the admin; the test fails on a console error or a
+    request off localhost."""
+    ctx = browser.new_context(
+        viewport={"width": 1366, "height": 768}, locale="zh-CN", storage_state=login_state
+    )
     pg = ctx.new_page()
     pg.set_default_timeout(PAGE_TIMEOUT_MS)
     rec = Recorder()
@@ -399,10 +427,10 @@ def test_english_and_csv_report(page: Any, site: tuple[Central, Fleet]) -> None:
 
 
 def test_wall_screen_rotates_counties_at_1920x1080(
-    browser: Any, site: tuple[Central, Fleet]
+    browser: Any, site: tuple[Central, Fleet], login_state: dict[str, Any]
 ) -> None:
     central, _ = site
-    ctx = browser.new_context(viewport={"width": 1920, "height": 1080})
+    ctx = browser.new_context(viewport={"width": 1920, "height": 1080}, storage_state=login_state)
     try:
         pg = ctx.new_page()
         errors: list[str] = []
@@ -429,14 +457,14 @@ def test_live_stream_says_hello_and_the_page_assets_are_all_local(
     site: tuple[Central, Fleet],
 ) -> None:
     central, _ = site
-    with urllib.request.urlopen(central.api + "/api/v1/live", timeout=10) as r:
+    with central.open("/api/v1/live") as r:
         assert r.headers["Content-Type"].startswith("text/event-stream")
         first = [r.readline() for _ in range(3)]
     assert first[0] == b"retry: 1000\n" and first[1] == b"event: hello\n"
-    with urllib.request.urlopen(central.api + "/dashboard/", timeout=10) as r:
+    with central.open("/dashboard/") as r:
         html = r.read().decode()
     assert "http://" not in html.replace(central.api, "") and "https://" not in html
-    with urllib.request.urlopen(central.api + "/", timeout=10) as r:
+    with central.open("/") as r:
         assert r.url.endswith("/dashboard/")
 
 
@@ -445,10 +473,47 @@ def test_central_stops_promptly_with_a_live_stream_open(broker: Mosquitto, tmp_p
     central = Central(tmp_path / "central", broker.port)
     try:
         central.start()
-        with urllib.request.urlopen(central.api + "/api/v1/live", timeout=30) as stream:
+        with central.open("/api/v1/live", timeout=30) as stream:
             assert stream.readline() == b"retry: 1000\n"
             assert central.signal(signal.SIGTERM) == 0
             rest = stream.read()  # the stream ends (EOF) rather than hanging
         assert b"event: hello" in rest
     finally:
         central.close()
+
+
+def test_a_county_viewer_sees_only_their_county_and_can_log_out(
+    browser: Any, site: tuple[Central, Fleet]
+) -> None:
+    """Scope in the browser: the page starts at the user's county, the corner shows who is
+    logged in, and logging out leads back to the login page (the session is dead)."""
+    central, _ = site
+    county = NANNING.unit(DRILL_COUNTY)
+    assert county is not None
+    password = add_user(central.db, "county-viewer", "viewer", DRILL_COUNTY)
+    ctx = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
+    try:
+        pg = ctx.new_page()
+        pg.set_default_timeout(PAGE_TIMEOUT_MS)
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.goto(central.api + "/dashboard/login")
+        pg.fill("[data-test=login-user]", "county-viewer")
+        pg.fill("[data-test=login-password]", password)
+        pg.click("[data-test=login-submit]")
+        pg.wait_for_selector('body[data-ready="1"]')
+        pg.wait_for_selector("[data-test=session-user]")
+        assert "county-viewer" in pg.inner_text("[data-test=session-user]")
+        assert "查看员" in pg.inner_text("[data-test=session-user]")
+        assert county.name in pg.inner_text("[data-test=brand]")
+        session = pg.evaluate("window.shilianSession")
+        assert (session["role"], session["scope"]) == ("viewer", DRILL_COUNTY)
+        api = central.get(f"/api/v1/coverage/{DRILL_COUNTY}")["unit"]
+        assert _covered(pg) == api["covered"]
+        pg.click("[data-test=logout]")
+        pg.wait_for_selector("[data-test=login-form]")
+        pg.goto(central.api + "/dashboard/")
+        pg.wait_for_selector("[data-test=login-form]")  # logged out for good
+        assert errors == []
+    finally:
+        ctx.close()

@@ -40,8 +40,9 @@ from firmware_bridge.link import (
     LinkUp,
 )
 from firmware_bridge.simulator import BoardSimulator, simulate_board
-from firmware_bridge.zones import Zone
+from firmware_bridge.zones import Debounce, Zone
 from shilian.broker import Mosquitto
+from tests.processes import add_user, login
 from wire import Event, Priority
 
 BOARD = BoardInfo("SIM-0001", "1.2.3", 0xB007, 1, 0, 8)
@@ -78,6 +79,9 @@ class RecordingSink:
         kind: str,
         device: str | None = None,
         data: dict[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        key_ttl_s: float | None = None,
     ) -> Event:
         await asyncio.sleep(0)  # a real outbox yields while committing
         self.log.add("emit", (str(priority), str(kind), device, data))
@@ -135,7 +139,7 @@ async def test_alarm_is_emitted_before_the_ack_and_link_state_is_published() -> 
     port = ScriptedPort(log)
     zones = [
         Zone(1, AlarmKind.PANIC, "紧急按钮", debounce_ms=0),
-        Zone(2, AlarmKind.INTRUSION, "东门", debounce_ms=50),
+        Zone(2, AlarmKind.INTRUSION, "东门", debounce_ms=50, debounce=Debounce.TRAILING),
     ]
     src = BoardSource(zones, device="/dev/null", opener=_opener(port))
     task = asyncio.create_task(src.run(RecordingSink(log)))
@@ -281,7 +285,11 @@ async def stack(broker: Mosquitto, tmp_path: Path, noise: float = 0.0) -> AsyncI
             await until(lambda: ctask.done() or central._started.is_set(), "central started")
             etask = tg.create_task(agent.run(stop))
             try:
-                async with aiohttp.ClientSession(f"http://127.0.0.1:{central.http_port}") as http:
+                async with aiohttp.ClientSession(
+                    f"http://127.0.0.1:{central.http_port}",
+                    cookie_jar=aiohttp.CookieJar(unsafe=True),  # the login cookie, for 127.0.0.1
+                ) as http:
+                    await login(http, "值班员", add_user(ccfg.store.path, "值班员", "operator"))
                     s = Stack(sim, central, agent, http)
                     await until(
                         lambda: etask.done() or agent.started.is_set(), "edge agent started"

@@ -1,0 +1,121 @@
+"""The audit log: who did what at central, from where, and how it ended (issue 5 §4).
+
+One row per login, logout, failed login, alarm acknowledgement, command to a node, user change,
+enrolment token creation, revocation and firmware upload. Table ``audit`` in central's SQLite
+file, written with ``synchronous=FULL`` before the action is answered (central.accounts owns the
+connection). Rows are never updated or deleted by central.
+
+Writers: the API through ``central.auth.audit(request, ...)``; command-line tools on the box
+through :func:`record_local` (user ``cli:<login name>``, address ``local``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit(id INTEGER PRIMARY KEY, ts REAL NOT NULL, user TEXT,
+  role TEXT, address TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+  outcome TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '{}');
+CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);
+CREATE INDEX IF NOT EXISTS audit_user ON audit(user, ts);
+CREATE INDEX IF NOT EXISTS audit_action ON audit(action, ts);
+"""
+
+#: Longest detail stored per row: enough for a command's arguments or a note, bounded so one
+#: request cannot grow the log by megabytes.
+MAX_DETAIL_CHARS = 4000
+
+_AUDIT_COLUMNS = ("id", "ts", "user", "role", "address", "action", "target", "outcome")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    ts: float
+    user: str | None  # None: nobody logged in (e.g. a failed login)
+    role: str | None
+    address: str
+    action: str  # login | login_failed | logout | alarm_ack | command | user_add | ...
+    target: str  # what it was done to: a user, a node, an alarm id, a file
+    outcome: str  # ok | denied | error code
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    user: str | None = None
+    action: str | None = None
+    since: float | None = None
+
+
+def record(conn: sqlite3.Connection, e: Entry) -> None:
+    detail = json.dumps(e.detail, ensure_ascii=False, default=str)
+    if len(detail) > MAX_DETAIL_CHARS:
+        detail = json.dumps({"truncated": detail[:MAX_DETAIL_CHARS]}, ensure_ascii=False)
+    conn.execute(
+        "INSERT INTO audit(ts, user, role, address, action, target, outcome, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (e.ts, e.user, e.role, e.address[:64], e.action, e.target[:200], e.outcome, detail),
+    )
+
+
+def record_local(db: Path, action: str, target: str, outcome: str, **detail: Any) -> None:
+    """An audit row for a command run on central's box (``shilian central user …``,
+    ``shilian provision token create`` …)."""
+    import time
+
+    from central.accounts import AccountStore
+
+    store = AccountStore(db)
+    try:
+        store.audit(
+            Entry(time.time(), f"cli:{_login()}", None, "local", action, target, outcome, detail)
+        )
+    finally:
+        store.close()
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def list_audit(
+    conn: sqlite3.Connection, f: AuditFilter, limit: int, offset: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """(total matching, one page newest first)."""
+    conds: list[str] = []
+    args: list[Any] = []
+    if f.user is not None:
+        conds.append("user = ?")
+        args.append(f.user)
+    if f.action is not None:
+        conds.append("action = ?")
+        args.append(f.action)
+    if f.since is not None:
+        conds.append("ts >= ?")
+        args.append(f.since)
+    where = (" WHERE " + " AND ".join(conds)) if conds else ""
+    conn.execute("BEGIN")  # one snapshot for the count and the page
+    try:
+        total = conn.execute(f"SELECT count(*) FROM audit{where}", args).fetchone()[0]
+        rows = conn.execute(
+            "SELECT id, ts, user, role, address, action, target, outcome, detail FROM audit"
+            f"{where} ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    out = []
+    for r in rows:
+        d = dict(zip(_AUDIT_COLUMNS, r[:8], strict=True))
+        d["detail"] = json.loads(r[8])
+        out.append(d)
+    return int(total), out
