@@ -10,7 +10,7 @@ from pathlib import Path
 import prometheus_client
 import pytest
 
-from central import dashboard, i18n
+from central import dashboard, i18n, pinyin
 from central.api import ApiContext
 from central.coverage import CoverageIndex
 from central.live import MAX_EVENTS_PER_BATCH, MAX_QUEUE, LiveHub, Message
@@ -39,6 +39,10 @@ def test_catalogue_has_every_key_in_both_languages_and_every_key_the_page_uses()
     used |= {f"priority_{p}" for p in ("alarm", "device", "info")}
     used |= {f"device_{d}" for d in ("up", "down", "degraded", "unknown")}
     used |= {f"reason_{r}" for r in ("connect", "will", "stopped", "health_timeout", "health")}
+    used |= {f"seen_{s}" for s in ("any", "1h", "24h", "7d")}
+    used |= {f"severity_{s}" for s in ("warning", "critical")}
+    used |= {"action_ping", "action_get_config"}
+    used |= {f"source_{s}" for s in ("snapshot", "derived", "live")}  # the report page
     assert used - set(cat) == set()
     assert len(used) > 40  # the regex still finds the page's keys
 
@@ -141,3 +145,27 @@ def test_csv_rows_match_the_coverage_index(code: str) -> None:
     assert rows[0][0] == code
     assert rows[0][5] == "1"
     assert sum(int(r[3]) for r in rows[1:]) == int(rows[0][3])
+
+
+def test_search_by_pinyin_initials_full_pinyin_and_a_mix() -> None:
+    index = dashboard.search_index(NANNING)
+    assert dashboard.find(index, "xnq")[0].code == COUNTY  # 兴宁区
+    assert dashboard.find(index, "xingningqu")[0].code == COUNTY
+    assert dashboard.find(index, "XingNing Q")[0].code == COUNTY  # case and spaces ignored
+    assert dashboard.find(index, "xingnq")[0].code == COUNTY
+    assert dashboard.find(index, "hzs")[0].code == "450181"  # 横州市
+    village = NANNING.unit(VILLAGE)
+    assert village is not None
+    initials = "".join(r[0][0] for r in pinyin.readings(village.name))
+    assert VILLAGE in [h.code for h in dashboard.find(index, initials)]
+    assert dashboard.find(index, "qqqqqqqq") == []
+
+
+def test_pinyin_keeps_every_reading_of_a_polyphonic_character() -> None:
+    chars = pinyin.readings("长安村")
+    assert {"chang", "zhang"} <= set(chars[0])
+    assert pinyin.match("zac", chars) == 0 and pinyin.match("changan", chars) == 0
+    assert pinyin.match("ancun", chars) == 1  # from the second character
+    assert pinyin.match("chan", chars) == 0  # a syllable still being typed
+    assert pinyin.match("x", chars) is None
+    assert not pinyin.is_pinyin_query("长安") and not pinyin.is_pinyin_query("4501")

@@ -19,6 +19,17 @@ const REFRESH_FIRST_MS = 100;
 // Wall screen: seconds each county stays in focus (``&rotate=S`` overrides, 2 to 600 s).
 const WALL_ROTATE_MS = 1000 * Math.min(600, Math.max(2, Number(new URLSearchParams(location.search).get("rotate")) || 8));
 const WEAKEST_SHOWN = 6;
+// Firing alerts listed in the banner (the rest are counted); the banner re-reads the alerts on
+// every "alert" message of the live stream and at least this often (their since-when ages).
+const ALERTS_SHOWN = 5;
+const ALERTS_POLL_MS = 30000;
+// Last-seen filter of the drill-down tables: seconds a node has not been heard from.
+const SEEN = { any: 0, "1h": 3600, "24h": 86400, "7d": 7 * 86400 };
+// Nodes read for the last-seen filter: pages of the API's maximum, at most this many.
+const SEEN_MAX_NODES = 5000;
+const ROLES = { viewer: 1, operator: 2, admin: 3 };
+// The trend changes once a day (and its live last point slowly): re-read it at most this often.
+const TREND_REFRESH_MS = 60000;
 
 const COLON = LANG === "en" ? ": " : "：";
 const SEMI = LANG === "en" ? "; " : "；";
@@ -37,6 +48,8 @@ function t(key, vars = {}) {
 const fmtInt = (n) => NUM.format(n);
 const fmtPct = (r) => `${(r * 100).toFixed(2)}%`;
 const fmtTime = (ts) => (ts == null ? "—" : DATE.format(new Date(ts * 1000)));
+const DAY = new Intl.DateTimeFormat(LOCALE, { month: LANG === "en" ? "short" : "long", day: "numeric", timeZone: "Asia/Shanghai" });
+const fmtDay = (iso) => DAY.format(new Date(`${iso}T12:00:00+08:00`));
 function fmtDuration(s) {
   const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
   if (d) return t("days", { d, h });
@@ -51,8 +64,10 @@ function el(html) {
   tpl.innerHTML = html.trim();
   return tpl.content.firstElementChild;
 }
-async function api(path) {
-  const r = await fetch(path, { headers: { Accept: "application/json" } });
+async function api(path, method = "GET", payload = undefined) {
+  const init = { method, headers: { Accept: "application/json" } };
+  if (payload !== undefined) { init.body = JSON.stringify(payload); init.headers["Content-Type"] = "application/json"; }
+  const r = await fetch(path, init);
   const body = await r.json();
   if (!r.ok) throw new Error(body.error ? body.error.message : r.statusText);
   return body;
@@ -63,6 +78,13 @@ const unitHref = (code) => `#/u/${code}`;
 const nodeHref = (id) => `#/n/${encodeURIComponent(id)}`;
 function ratioColor(r) {
   return r >= 0.9 ? "#2fbf71" : r >= 0.75 ? "#8bc34a" : r >= 0.5 ? "#f2a93b" : "#e5484d";
+}
+
+// The logged-in user's role (session.js, central.auth); without logins everything is allowed.
+async function roleRank() {
+  if (!window.shilianSessionReady) return ROLES.admin;
+  const s = await window.shilianSessionReady;
+  return s ? ROLES[s.role] || 0 : 0;
 }
 
 // -- shared state ------------------------------------------------------------------------------
@@ -149,6 +171,7 @@ function unitView(code) {
       ${hasMap ? `<section class="card span7"><h2>${esc(t("map_title"))}</h2><div class="chart" data-test="map"></div></section>` : ""}
       ${hasRank ? `<section class="card ${hasMap ? "span5" : "span7"}"><h2>${esc(t("rank_title"))}</h2><div class="chart" data-test="rank"></div></section>` : ""}
       ${eventsFirst ? events : ""}
+      ${isVillage ? "" : `<section class="card span12" data-test="trend-card" hidden><h2>${esc(t("trend_title"))}</h2><div class="chart small" data-test="trend"></div></section>`}
       ${BOOT.wall && code === BOOT.scope ? `<section class="card span12" data-test="wall-focus"></section>` : ""}
       <section class="card ${eventsFirst ? "span12" : "span8"}" ${BOOT.wall ? "hidden" : ""}>
         <div class="tools">
@@ -156,7 +179,12 @@ function unitView(code) {
           ${isVillage ? "" : `<label>${esc(t("filter_label"))} <select data-test="filter">
             ${Object.keys(FILTERS).map((f) => `<option value="${f}">${esc(t(`filter_${f}`))}</option>`).join("")}
           </select></label>
-          <a data-test="csv" href="/api/v1/dashboard/coverage.csv?code=${code}" download>${esc(t("download_csv"))}</a>`}
+          <label>${esc(t("seen_label"))} <select data-test="seen-filter">
+            ${Object.keys(SEEN).map((f) => `<option value="${f}">${esc(t(`seen_${f}`))}</option>`).join("")}
+          </select></label>
+          <a data-test="csv" href="/api/v1/dashboard/coverage.csv?code=${code}" download>${esc(t("download_csv"))}</a>
+          <a data-test="report-xlsx" href="/api/v1/reports/coverage.xlsx?code=${code}" download>${esc(t("download_xlsx"))}</a>
+          <a data-test="report-page" href="/dashboard/report?code=${code}${LANG === "en" ? "&lang=en" : ""}" target="_blank">${esc(t("report_link"))}</a>`}
         </div>
         <div class="table-wrap" data-test="table"></div>
       </section>
@@ -198,6 +226,31 @@ function unitView(code) {
   }
   const filterSel = $("[data-test=filter]", root);
   if (filterSel) filterSel.addEventListener("change", () => { filter = filterSel.value; renderTable(); });
+  // Last-seen filter: the nodes under the unit not heard from for the chosen time, by child.
+  let seen = "any", unseen = null; // unseen: child code -> nodes not seen (null: filter off)
+  const seenSel = $("[data-test=seen-filter]", root);
+  if (seenSel) seenSel.addEventListener("change", async () => {
+    seen = seenSel.value;
+    await loadUnseen();
+    renderTable();
+  });
+  async function loadUnseen() {
+    if (seen === "any" || !data) { unseen = null; return; }
+    const param = code.length === 6 ? `county=${code}&` : code.length === 9 ? `township=${code}&` : "";
+    const before = data.overview.time - SEEN[seen]; // central's clock, not the browser's
+    const counts = {};
+    for (let offset = 0; offset < SEEN_MAX_NODES; offset += 1000) {
+      const r = await api(`/api/v1/nodes?${param}seen_before=${before}&limit=1000&offset=${offset}`);
+      for (const n of r.nodes) {
+        if (!n.village.startsWith(code)) continue;
+        const child = data.coverage.children.find((c) => n.village.startsWith(c.code));
+        if (child) counts[child.code] = (counts[child.code] || 0) + 1;
+      }
+      if (offset + r.nodes.length >= r.total) break;
+    }
+    unseen = counts;
+    root.dataset.seen = seen;
+  }
 
   function renderTable() {
     const box = $("[data-test=table]", root);
@@ -212,18 +265,18 @@ function unitView(code) {
       box.querySelectorAll("tr[data-node]").forEach((tr) => tr.addEventListener("click", () => { location.hash = nodeHref(tr.dataset.node); }));
       return;
     }
-    const rows = data.coverage.children.filter(FILTERS[filter]).slice();
+    const rows = data.coverage.children.filter(FILTERS[filter]).filter((u) => !unseen || unseen[u.code]).slice();
     const k = sort.key;
     rows.sort((a, b) => (a[k] < b[k] ? -sort.dir : a[k] > b[k] ? sort.dir : a.code < b.code ? -1 : 1));
     const villages = data.coverage.children.length && data.coverage.children[0].level === 5;
     box.innerHTML = `<table data-test="children-table"><thead><tr>
       ${COLUMNS.map((c) => `<th data-sort="${c.key}" class="${c.num ? "num" : ""} ${sort.key === c.key ? `sorted ${sort.dir > 0 ? "asc" : "desc"}` : ""}">${esc(t(`col_${c.key}`))}</th>`).join("")}
-      ${villages ? `<th>${esc(t("col_state"))}</th>` : ""}
+      ${villages ? `<th>${esc(t("col_state"))}</th>` : ""}${unseen ? `<th class="num">${esc(t("col_unseen"))}</th>` : ""}
       </tr></thead><tbody>${rows.map((u) => `<tr class="link" data-code="${u.code}">
         <td data-col="name"><a href="${unitHref(u.code)}">${esc(u.name)}</a></td><td data-col="code" class="muted">${u.code}</td>
         <td data-col="villages" class="num">${fmtInt(u.villages)}</td><td data-col="provisioned" class="num">${fmtInt(u.provisioned)}</td>
         <td data-col="covered" class="num">${fmtInt(u.covered)}</td><td data-col="ratio" class="num">${fmtPct(u.ratio)}</td>
-        ${villages ? `<td data-col="state">${pill(...childState(u))}</td>` : ""}</tr>`).join("")}</tbody></table>`;
+        ${villages ? `<td data-col="state">${pill(...childState(u))}</td>` : ""}${unseen ? `<td data-col="unseen" class="num">${fmtInt(unseen[u.code])}</td>` : ""}</tr>`).join("")}</tbody></table>`;
     box.querySelectorAll("th[data-sort]").forEach((th) => th.addEventListener("click", () => {
       sort.dir = sort.key === th.dataset.sort ? -sort.dir : 1;
       sort.key = th.dataset.sort;
@@ -253,6 +306,33 @@ function unitView(code) {
           label: { show: true, position: "right", color: "#e6edf5", formatter: (p) => fmtPct(p.data.ratio) } }],
       });
     }
+  }
+
+  let trend = null, trendAt = -Infinity;
+  async function loadTrend() {
+    const card = $("[data-test=trend-card]", root);
+    if (!card) return;
+    let r;
+    try {
+      r = await api(`/api/v1/history/coverage?code=${code}`);
+    } catch (e) {
+      console.warn("trend", e);
+      return;
+    }
+    // Only where history exists: today's live figure alone is no trend.
+    card.hidden = r.days.length < 2;
+    card.dataset.days = String(r.days.length);
+    if (card.hidden) return;
+    if (!trend) trend = chart("trend", $("[data-test=trend]", root));
+    trend.setOption({
+      animation: false,
+      grid: { left: 48, right: 16, top: 16, bottom: 24 },
+      tooltip: { trigger: "axis", formatter: (ps) => ps.map((p) => `${esc(fmtDay(p.data.day))}<br>${fmtPct(p.data.ratio)} (${fmtInt(p.data.covered)} / ${fmtInt(p.data.villages)})`).join("") },
+      xAxis: { type: "category", data: r.days.map((d) => fmtDay(d.day)), axisLabel: { color: "#8fa3bb" } },
+      yAxis: { type: "value", scale: true, axisLabel: { color: "#8fa3bb", formatter: "{value}%" }, splitLine: { lineStyle: { color: "#26405f" } } },
+      series: [{ type: "line", smooth: false, symbolSize: 6, lineStyle: { color: "#4aa3ff" }, itemStyle: { color: "#4aa3ff" },
+        data: r.days.map((d) => ({ value: +(d.ratio * 100).toFixed(2), day: d.day, ratio: d.ratio, covered: d.covered, villages: d.villages, source: d.source })) }],
+    });
   }
 
   function render() {
@@ -317,7 +397,9 @@ function unitView(code) {
         api(`/api/v1/dashboard/overview?code=${code}`),
       ]);
       data = { coverage, overview };
+      if (unseen) await loadUnseen();
       render();
+      if (performance.now() - trendAt > TREND_REFRESH_MS) { trendAt = performance.now(); loadTrend(); } // not on the first paint's path
       if (BOOT.wall && code === BOOT.scope && wallTimer === null) {
         wallStep();
         wallTimer = setInterval(wallStep, WALL_ROTATE_MS);
@@ -340,9 +422,56 @@ function nodeView(id) {
     <section class="card span12"><h2>${esc(t("timeline_title"))}</h2><div data-test="timeline"></div></section>
     <section class="card span6"><h2>${esc(t("devices_title"))}</h2><div data-test="devices"></div></section>
     <section class="card span6"><h2>${esc(t("events_title"))}</h2><div data-test="node-events"></div></section>
+    <section class="card span6"><h2>${esc(t("commissioning_title"))}</h2><div data-test="commissioning"></div></section>
+    <section class="card span6"><h2>${esc(t("actions_title"))}</h2><div data-test="actions"></div><div data-test="open-alarms"></div></section>
   </div>`;
   const hchart = chart("health", $("[data-test=health-chart]", root));
-  let ancestors = null;
+  let ancestors = null, rank = null, actionsDrawn = false;
+
+  async function renderExtras() {
+    // The commissioning report (provisioning) when there is one.
+    const c = (await api(`/api/v1/dashboard/nodes/${encodeURIComponent(id)}/reports`)).commissioning;
+    const box = $("[data-test=commissioning]", root);
+    box.dataset.present = c ? "1" : "0";
+    box.innerHTML = c ? `${pill(c.ok ? "online" : "offline", c.ok ? "✓" : "✗")} ${esc(fmtTime(c.uploaded_at))}
+      ${c.technician ? ` · ${esc(c.technician)}` : ""} · <a data-test="commissioning-link" target="_blank"
+      href="/dashboard/commissioning/${encodeURIComponent(id)}${LANG === "en" ? "?lang=en" : ""}">${esc(t("commissioning_open"))}</a>`
+      : `<p class="muted">${esc(t("commissioning_none"))}</p>`;
+    // What the user's role allows: operator acknowledges alarms, admin sends commands.
+    if (rank === null) rank = await roleRank();
+    if (!actionsDrawn) {
+      actionsDrawn = true;
+      const acts = $("[data-test=actions]", root);
+      acts.innerHTML = rank >= ROLES.admin ? ["ping", "get-config"].map((cmd) =>
+        `<button type="button" data-cmd="${cmd}">${esc(t(`action_${cmd.replace("-", "_")}`))}</button>`).join(" ") + `<pre data-test="action-result" class="result"></pre>`
+        : rank < ROLES.operator ? `<p class="muted" data-test="view-only">${esc(t("no_actions"))}</p>` : "";
+      acts.querySelectorAll("button[data-cmd]").forEach((b) => b.addEventListener("click", async () => {
+        const out = $("[data-test=action-result]", root);
+        try {
+          const r = await api(`/api/v1/nodes/${encodeURIComponent(id)}/commands`, "POST", { cmd: b.dataset.cmd });
+          out.textContent = `${t("action_ok")}${COLON}${JSON.stringify(r.result)}`;
+        } catch (e) {
+          out.textContent = t("action_failed", { message: e.message });
+        }
+      }));
+    }
+    const alarmsBox = $("[data-test=open-alarms]", root);
+    if (rank < ROLES.operator) { alarmsBox.innerHTML = ""; return; }
+    const open = (await api(`/api/v1/alarms?node=${encodeURIComponent(id)}&state=open&limit=20`)).alarms;
+    alarmsBox.innerHTML = `<h2>${esc(t("open_alarms_title"))}</h2>` + (open.length ? `<ul class="events">${open.map((a) => `<li data-alarm="${a.id}">
+      ${priorityPill("alarm")} ${esc(a.kind)} <span class="muted">${esc(fmtTime(a.ts))}</span>
+      <button type="button" data-ack="${a.id}">${esc(t("action_ack"))}</button></li>`).join("")}</ul>`
+      : `<p class="muted">${esc(t("no_open_alarms"))}</p>`);
+    alarmsBox.querySelectorAll("button[data-ack]").forEach((b) => b.addEventListener("click", async () => {
+      b.disabled = true;
+      try {
+        await api(`/api/v1/alarms/${b.dataset.ack}/ack`, "POST", { note: "" });
+      } catch (e) {
+        console.warn("ack", e);
+      }
+      scheduleRefresh();
+    }));
+  }
 
   function render(n) {
     crumbs(ancestors.ancestors.concat([{ code: n.village, name: n.village_name || n.village }]), { name: n.node_id });
@@ -399,9 +528,37 @@ function nodeView(id) {
       const n = await api(`/api/v1/nodes/${encodeURIComponent(id)}`);
       if (ancestors === null) ancestors = await api(coveragePath(n.village));
       render(n);
+      await renderExtras();
     },
     dispose() {},
   };
+}
+
+// -- alerts banner -----------------------------------------------------------------------------
+
+let alertsTimer = null;
+async function refreshAlerts() {
+  if (alertsTimer !== null) { clearTimeout(alertsTimer); alertsTimer = null; }
+  const box = $("[data-test=alerts]");
+  try {
+    const r = await api("/api/v1/alerts");
+    const firing = r.firing;
+    box.dataset.count = String(firing.length);
+    box.hidden = firing.length === 0;
+    const shown = firing.slice(0, ALERTS_SHOWN);
+    box.innerHTML = firing.length ? `<strong>${esc(t("alerts_firing", { n: fmtInt(firing.length) }))}</strong>
+      <ul>${shown.map((a) => `<li data-alert="${esc(`${a.rule}:${a.key}`)}" class="${esc(a.severity)}">
+        ${pill(a.severity === "critical" ? "alarm" : "device", t(`severity_${a.severity}`))}
+        ${a.labels.node ? `<a href="${nodeHref(a.labels.node)}">${esc(LANG === "en" ? a.summary.en : a.summary.zh)}</a>`
+          : a.labels.code ? `<a href="${unitHref(a.labels.code)}">${esc(LANG === "en" ? a.summary.en : a.summary.zh)}</a>`
+          : esc(LANG === "en" ? a.summary.en : a.summary.zh)}
+        <span class="muted">${esc(t("alerts_since", { time: fmtTime(a.since) }))}</span></li>`).join("")}</ul>
+      ${firing.length > shown.length ? `<span class="muted">${esc(t("alerts_more", { n: fmtInt(firing.length - shown.length) }))}</span>` : ""}` : "";
+  } catch (e) {
+    console.warn("alerts", e);
+  } finally {
+    alertsTimer = setTimeout(refreshAlerts, ALERTS_POLL_MS);
+  }
 }
 
 // -- routing, refresh, live -------------------------------------------------------------------------
@@ -454,7 +611,9 @@ function connectLive() {
     badge.className = "live on";
     badge.textContent = t("live_on");
     scheduleRefresh(); // anything missed while disconnected
+    refreshAlerts();
   });
+  src.addEventListener("alert", refreshAlerts);
   for (const kind of ["node", "coverage", "event", "resync"]) {
     src.addEventListener(kind, scheduleRefresh);
   }
@@ -469,24 +628,38 @@ function setupSearch() {
   const list = $("[data-test=search-results]");
   input.placeholder = t("search_placeholder");
   let seq = 0;
-  input.addEventListener("input", async () => {
-    const q = input.value.trim();
-    const mine = ++seq;
-    if (!q) { list.hidden = true; return; }
+  // The search answering the input as it is now: Enter waits for it, so it never opens a hit of
+  // an earlier query whose list is still in the DOM.
+  let pending = Promise.resolve();
+  const open = (code) => {
+    list.hidden = true;
+    input.value = "";
+    location.hash = unitHref(code);
+  };
+  const run = async (q, mine) => {
     const r = await api(`/api/v1/dashboard/search?q=${encodeURIComponent(q)}`);
     if (mine !== seq) return;
     list.innerHTML = r.results.length ? r.results.map((u) => `<li data-code="${u.code}">${esc(u.name)}<small>${esc(u.path)} · ${u.code}</small></li>`).join("")
       : `<li class="muted">${esc(t("search_none"))}</li>`;
     list.hidden = false;
-    list.querySelectorAll("li[data-code]").forEach((li) => li.addEventListener("click", () => {
-      list.hidden = true;
-      input.value = "";
-      location.hash = unitHref(li.dataset.code);
-    }));
+    list.querySelectorAll("li[data-code]").forEach((li) => li.addEventListener("click", () => open(li.dataset.code)));
+  };
+  input.addEventListener("input", () => {
+    const q = input.value.trim();
+    const mine = ++seq;
+    list.innerHTML = "";
+    list.hidden = true;
+    if (!q) { pending = Promise.resolve(); return; }
+    pending = run(q, mine).catch(() => {});  // a failed search leaves the list empty
   });
-  input.addEventListener("keydown", (e) => {
-    if (e.key === "Enter") { const first = $("li[data-code]", list); if (first) first.click(); }
-    if (e.key === "Escape") list.hidden = true;
+  input.addEventListener("keydown", async (e) => {
+    if (e.key === "Escape") { list.hidden = true; return; }
+    if (e.key !== "Enter") return;
+    const mine = seq;
+    await pending;
+    if (mine !== seq) return;
+    const first = $("li[data-code]", list);
+    if (first) open(first.dataset.code);
   });
 }
 

@@ -1,0 +1,21 @@
+"""Who is asking, for the dashboard's routes (alerts, reports, history).
+
+Logins, roles and county scope are enforced for every route by central.auth's middleware (GET:
+viewer; changing alert rules: admin by its default rule; ``code`` query parameters must lie in
+the user's scope). The handlers here only need the user's name (recorded with a rule change)
+and the scope prefix to narrow an unfiltered list to. On an app without auth set up (a test
+app) everyone is ``api`` with no narrowing.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from central import auth
+
+
+def caller(request: web.Request) -> tuple[str, str | None]:
+    """(user name, scope prefix to narrow lists to, or None for everything)."""
+    if auth.AUTH not in request.app:
+        return "api", None
+    return auth.principal(request).user, auth.list_scope(request)

@@ -1,0 +1,106 @@
+"""HTTP routes of the alerts (docs/dashboard.md "Routes"): ``GET /api/v1/alerts`` (firing and
+recently resolved alerts, the rules, the webhook queues), ``GET /api/v1/alerts/rules`` and
+``PUT /api/v1/alerts/rules`` (admin: central.auth's default rule for a non-GET route)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
+
+from central import api
+from central.access import caller
+from central.alerting import AlertTask, alert_json
+from central.alerts import AlertRule, check_unique
+
+#: Largest rule set accepted through the API.
+MAX_RULES = 200
+
+_RULES = TypeAdapter(list[AlertRule])
+# -- routes -------------------------------------------------------------------------------------
+
+
+def _ok(data: Any) -> web.Response:
+    return web.json_response(data, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
+ALERTS: web.AppKey[AlertTask] = web.AppKey("alerts", AlertTask)
+
+
+def add_routes(app: web.Application, task: AlertTask) -> None:
+    app[ALERTS] = task
+    app.router.add_get("/api/v1/alerts", list_alerts)
+    app.router.add_get("/api/v1/alerts/rules", get_rules)
+    app.router.add_put("/api/v1/alerts/rules", put_rules)
+
+
+def _code_param(request: web.Request) -> str | None:
+    code = request.query.get("code") or None
+    if code is not None and request.app[api.CTX].registry.unit(code) is None:
+        raise api.ApiError(
+            404,
+            "unknown_unit",
+            f"区划代码 {code[:40]!r} 不在登记范围内",
+            f"no unit {code[:40]!r} in the registry scope",
+        )
+    return code
+
+
+async def list_alerts(request: web.Request) -> web.Response:
+    task = request.app[ALERTS]
+    _, scope = caller(request)
+    code = _code_param(request) or scope
+    recent = [a for a in task.recent if not code or a.labels.get("code", "").startswith(code)]
+    return _ok(
+        {
+            "time": task.clock(),
+            "firing": [alert_json(a) for a in task.firing(code)],
+            "resolved": [alert_json(a) for a in recent],
+            "rules": [r.model_dump() for r in task.evaluator.rules.values()],
+            "webhooks": [{"url": s.cfg.url, "queued": len(s.queue)} for s in task.senders],
+        }
+    )
+
+
+async def get_rules(request: web.Request) -> web.Response:
+    task = request.app[ALERTS]
+    return _ok(
+        {
+            "source": task.rules_source,
+            "rules": [r.model_dump() for r in task.evaluator.rules.values()],
+        }
+    )
+
+
+async def put_rules(request: web.Request) -> web.Response:
+    """Body ``{"rules": [...]}`` replaces the rules; ``{"rules": null}`` returns to the config's."""
+    task = request.app[ALERTS]
+    by, _ = caller(request)
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise api.ApiError(
+            400, "bad_json", f"请求体不是有效 JSON：{e}", f"body is not JSON: {e}"
+        ) from None
+    if not isinstance(body, dict) or set(body) != {"rules"}:
+        raise api.ApiError(
+            400, "bad_body", '请求体应为 {"rules": [...]}', 'body must be {"rules": [...]}'
+        )
+    rules: list[AlertRule] | None = None
+    if body["rules"] is not None:
+        try:
+            rules = _RULES.validate_python(body["rules"])
+            check_unique(rules)
+        except (ValidationError, ValueError) as e:
+            detail = str(e).replace("\n", " ")[:500]
+            raise api.ApiError(
+                400, "bad_rules", f"告警规则无效：{detail}", f"invalid rules: {detail}"
+            ) from None
+        if len(rules) > MAX_RULES:
+            raise api.ApiError(
+                400, "bad_rules", f"规则过多（最多 {MAX_RULES} 条）", f"at most {MAX_RULES} rules"
+            )
+    await task.replace_rules(rules, by)
+    return await get_rules(request)

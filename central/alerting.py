@@ -1,0 +1,369 @@
+"""Alerts at run time: the task that evaluates the rules (central.alerts) every few seconds,
+their storage, the webhooks, and the HTTP routes.
+
+- Storage: tables ``alert_rules`` (the rules an admin set through the API; they replace the
+  config's until cleared) and ``alerts`` (every firing alert with its start and, once resolved,
+  its end) in central's SQLite file, written on the task's own connection (``synchronous=FULL``).
+  Firing alerts survive a restart with their since-when, and are not announced twice.
+- Webhooks (docs/dashboard.md): one JSON POST per transition (firing or resolved) to every
+  configured URL, Alertmanager-like with a zh/en ``text``. Each receiver has its own bounded
+  queue and worker, so a slow or dead receiver delays nobody else and never the ingest; retries
+  with capped, fully jittered exponential backoff; outcomes counted in
+  ``shilian_webhook_deliveries_total{outcome}``.
+- Routes (central.alert_routes): ``GET /api/v1/alerts``, ``GET|PUT /api/v1/alerts/rules``. A
+  change is published on the live stream as ``alert``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import prometheus_client
+from pydantic import TypeAdapter
+
+from central import views
+from central.alerts import (
+    Alert,
+    AlertRule,
+    AlertsConfig,
+    Condition,
+    Evaluator,
+    Transition,
+    observe_alarms,
+    observe_backlog,
+    observe_coverage,
+    observe_offline,
+)
+from central.coverage import CoverageIndex
+from central.live import LiveHub, Message
+from central.registry import Registry
+from central.store import NodeRow, connect
+from central.webhooks import WebhookSender, webhook_body
+
+log = logging.getLogger("shilian.central.alerts")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alert_rules(id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL,
+  updated REAL NOT NULL, updated_by TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alerts(id INTEGER PRIMARY KEY, rule TEXT NOT NULL, key TEXT NOT NULL,
+  kind TEXT NOT NULL, severity TEXT NOT NULL, labels TEXT NOT NULL, zh TEXT NOT NULL,
+  en TEXT NOT NULL, value REAL NOT NULL, since REAL NOT NULL, fired REAL NOT NULL, resolved REAL);
+CREATE INDEX IF NOT EXISTS alerts_firing ON alerts(rule, key) WHERE resolved IS NULL;
+"""
+
+#: Open alarms / backlogged nodes read per rule and evaluation (MAX_ALERTS_PER_RULE fire anyway).
+OBSERVE_ROWS = 500
+#: Resolved alerts listed with the firing ones by GET /api/v1/alerts (what just cleared).
+RECENT_RESOLVED = 20
+
+_RULES = TypeAdapter(list[AlertRule])
+
+
+def alert_json(a: Alert) -> dict[str, Any]:
+    return {
+        "rule": a.rule,
+        "kind": a.kind,
+        "severity": a.severity,
+        "key": a.key,
+        "labels": dict(a.labels),
+        "summary": {"zh": a.zh, "en": a.en},
+        "value": a.value,
+        "since": a.since,
+        "fired": a.fired,
+        "resolved": a.resolved,
+    }
+
+
+# -- storage ------------------------------------------------------------------------------------
+
+
+class AlertStore:
+    """Writer of ``alert_rules`` and ``alerts``: one connection, used from one thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = connect(path)
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def rules(self) -> list[AlertRule] | None:
+        row = self.conn.execute("SELECT body FROM alert_rules WHERE id = 1").fetchone()
+        return None if row is None else _RULES.validate_json(row[0])
+
+    def set_rules(self, rules: list[AlertRule] | None, by: str, at: float) -> None:
+        if rules is None:
+            self.conn.execute("DELETE FROM alert_rules")
+            return
+        body = _RULES.dump_json(rules).decode()
+        self.conn.execute(
+            "INSERT INTO alert_rules(id, body, updated, updated_by) VALUES (1,?,?,?)"
+            " ON CONFLICT(id) DO UPDATE SET body=excluded.body, updated=excluded.updated,"
+            " updated_by=excluded.updated_by",
+            (body, at, by),
+        )
+
+    def firing(self) -> list[Alert]:
+        rows = self.conn.execute(
+            "SELECT rule, kind, severity, key, labels, zh, en, value, since, fired FROM alerts"
+            " WHERE resolved IS NULL"
+        ).fetchall()
+        return [
+            Alert(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], r[9])
+            for r in rows
+        ]
+
+    def recent_resolved(self, limit: int) -> list[Alert]:
+        rows = self.conn.execute(
+            "SELECT rule, kind, severity, key, labels, zh, en, value, since, fired, resolved"
+            " FROM alerts WHERE resolved IS NOT NULL ORDER BY resolved DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            Alert(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], r[9], r[10])
+            for r in rows
+        ]
+
+    def record(self, transitions: list[Transition]) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for t in transitions:
+                a = t.alert
+                if t.status == "firing":
+                    c.execute(
+                        "INSERT INTO alerts(rule, key, kind, severity, labels, zh, en, value,"
+                        " since, fired) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (
+                            a.rule, a.key, a.kind, a.severity,
+                            json.dumps(dict(a.labels), ensure_ascii=False),
+                            a.zh, a.en, a.value, a.since, a.fired,
+                        ),
+                    )  # fmt: skip
+                else:
+                    c.execute(
+                        "UPDATE alerts SET resolved = ? WHERE rule = ? AND key = ?"
+                        " AND resolved IS NULL",
+                        (a.resolved, a.rule, a.key),
+                    )
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+
+# -- the task -----------------------------------------------------------------------------------
+
+
+class AlertTask:
+    """Evaluates the rules every ``eval_interval_s``; owned by central's supervisor."""
+
+    def __init__(
+        self,
+        cfg: AlertsConfig,
+        db_path: Path,
+        registry: Registry,
+        coverage: CoverageIndex,
+        nodes: Callable[[], Iterable[NodeRow]],
+        hub: LiveHub,
+        metrics: prometheus_client.CollectorRegistry,
+        clock: Callable[[], float],
+    ) -> None:
+        self.cfg = cfg
+        self.db_path = db_path
+        self.registry = registry
+        self.coverage = coverage
+        self.nodes = nodes
+        self.hub = hub
+        self.clock = clock
+        self.evaluator = Evaluator()
+        self.rules_source = "config"
+        self.recent: deque[Alert] = deque(maxlen=RECENT_RESOLVED)
+        self.evaluations = 0
+        self._names: dict[str, str] = {}
+        self._store: AlertStore | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts")
+        self._reads = views.ReadViews(db_path, workers=1)
+        self._changed = asyncio.Event()
+        self.outcomes = prometheus_client.Counter(
+            "shilian_webhook_deliveries",
+            "告警推送结果 / webhook deliveries by outcome (delivered, retried, rejected, failed, "
+            "dropped)",
+            ["outcome"],
+            registry=metrics,
+        )
+        for outcome in ("delivered", "retried", "rejected", "failed", "dropped"):
+            self.outcomes.labels(outcome)
+        self.firing_gauge = prometheus_client.Gauge(
+            "shilian_alerts_firing",
+            "正在告警的数量 / alerts firing, by rule and severity",
+            ["rule", "severity"],
+            registry=metrics,
+        )
+        self.senders = [WebhookSender(w, self.outcomes) for w in cfg.webhooks]
+
+    async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._store = store = await self._db(AlertStore, self.db_path)
+        try:
+            saved = await self._db(store.rules)
+            if saved is not None:
+                self.rules_source = "api"
+            self.evaluator.set_rules(saved if saved is not None else self.cfg.rules)
+            self.evaluator.restore(await self._db(store.firing))
+            self.recent.extend(reversed(await self._db(store.recent_resolved, RECENT_RESOLVED)))
+            async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tg:
+                workers = [tg.create_task(s.run(session)) for s in self.senders]
+                while not stop.is_set():
+                    try:
+                        await self.evaluate()
+                    except sqlite3.Error as e:  # a locked or failing disk: try again next time
+                        log.warning("告警评估失败 / alert evaluation failed: %s", e)
+                    self._changed.clear()
+                    try:
+                        async with asyncio.timeout(self.cfg.eval_interval_s):
+                            await _first(stop.wait(), self._changed.wait())
+                    except TimeoutError:
+                        pass
+                for w in workers:
+                    w.cancel()
+        finally:
+            await self._db(store.close)
+            self._writer.shutdown(wait=True)
+            await asyncio.to_thread(self._reads.close)
+
+    def _name(self, code: str) -> str:
+        if code not in self._names:
+            u = self.registry.unit(code)
+            self._names[code] = u.name if u is not None else code
+        return self._names[code]
+
+    async def observe(self, now: float) -> dict[str, list[Condition]]:
+        observed: dict[str, list[Condition]] = {}
+        for rule in self.evaluator.rules.values():
+            code = rule.code or self.registry.scope
+            if self.registry.unit(code) is None:
+                observed[rule.id] = []  # outside this central's scope: never fires
+                continue
+            low, high = code.ljust(12, "0"), code.ljust(12, "9")
+            if rule.kind == "coverage_below":
+                c = self.coverage.summary(code)
+                observed[rule.id] = observe_coverage(rule, c.ratio, c.covered, c.villages, c.name)
+            elif rule.kind == "node_offline":
+                cutoff = now - rule.minutes * 60
+                offline = sorted(
+                    (n.node_id, n.state_since)
+                    for n in self.nodes()
+                    if n.state == "offline" and n.state_since <= cutoff and low <= n.village <= high
+                )
+                names = {v: self._name(v) for v in {n[:12] for n, _ in offline}}
+                observed[rule.id] = observe_offline(rule, offline, names, now)
+            elif rule.kind == "alarm_unacked":
+                due = now - rule.minutes * 60
+                rows = await self._reads.run(
+                    functools.partial(_alarms, low=low, high=high, due=due)
+                )
+                names = {v: self._name(v) for v in {r[1][:12] for r in rows}}
+                observed[rule.id] = observe_alarms(rule, rows, names, now)
+            else:
+                assert rule.backlog is not None
+                rows2 = await self._reads.run(
+                    functools.partial(_backlogs, low=low, high=high, backlog=rule.backlog)
+                )
+                names = {v: self._name(v) for v in {r[0][:12] for r in rows2}}
+                observed[rule.id] = observe_backlog(rule, rows2, names)
+        return observed
+
+    async def evaluate(self) -> list[Transition]:
+        now = self.clock()
+        observed = await self.observe(now)
+        transitions = self.evaluator.step(observed, self.clock())
+        self.evaluations += 1
+        if transitions:
+            assert self._store is not None
+            try:
+                await self._db(self._store.record, transitions)
+            except sqlite3.Error as e:  # the disk: alerts still show and webhooks still go out
+                log.warning("告警记录写入失败 / alerts not recorded: %s", e)
+            for t in transitions:
+                if t.status == "resolved":
+                    self.recent.appendleft(t.alert)
+                log.info(
+                    "告警%s / alert %s: %s / %s",
+                    "触发" if t.status == "firing" else "恢复",
+                    t.status,
+                    t.alert.zh,
+                    t.alert.en,
+                )
+                body = webhook_body(t)
+                for s in self.senders:
+                    s.put(body)
+            self.hub.publish([Message("alert", {"firing": len(self.evaluator.firing)})])
+        self.firing_gauge.clear()
+        counts: dict[tuple[str, str], int] = {}
+        for a in self.evaluator.firing.values():
+            counts[a.rule, a.severity] = counts.get((a.rule, a.severity), 0) + 1
+        for (rule_id, sev), n in counts.items():
+            self.firing_gauge.labels(rule_id, sev).set(n)
+        return transitions
+
+    async def replace_rules(self, rules: list[AlertRule] | None, by: str) -> None:
+        """Admin's rules (None: back to the config's); persisted, then applied at once."""
+        assert self._store is not None
+        await self._db(self._store.set_rules, rules, by, self.clock())
+        self.rules_source = "config" if rules is None else "api"
+        self.evaluator.set_rules(self.cfg.rules if rules is None else rules)
+        self._changed.set()
+
+    def firing(self, code: str | None) -> list[Alert]:
+        alerts = sorted(
+            self.evaluator.firing.values(), key=lambda a: (a.severity != "critical", a.fired)
+        )
+        if code:
+            alerts = [a for a in alerts if a.labels.get("code", "").startswith(code)]
+        return alerts
+
+
+async def _first(*aws: Any) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+def _alarms(
+    conn: sqlite3.Connection, low: str, high: str, due: float
+) -> list[tuple[int, str, str, float]]:
+    try:
+        rows = conn.execute(
+            "SELECT e.id, e.node_id, e.kind, e.recv_ts FROM events e WHERE e.priority = 'alarm'"
+            " AND e.village BETWEEN ? AND ? AND e.recv_ts <= ? AND NOT EXISTS"
+            " (SELECT 1 FROM alarm_acks a WHERE a.event_id = e.id) ORDER BY e.recv_ts LIMIT ?",
+            (low, high, due, OBSERVE_ROWS),
+        ).fetchall()
+    except sqlite3.OperationalError:  # alarm_acks not created yet (alarm routes not started)
+        return []
+    return [(int(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in rows]
+
+
+def _backlogs(conn: sqlite3.Connection, low: str, high: str, backlog: int) -> list[tuple[str, int]]:
+    rows = conn.execute(
+        "SELECT node_id, CAST(json_extract(last_health, '$.outbox_depth') AS INTEGER) AS d"
+        " FROM nodes WHERE village BETWEEN ? AND ? AND d > ? ORDER BY d DESC LIMIT ?",
+        (low, high, backlog, OBSERVE_ROWS),
+    ).fetchall()
+    return [(str(r[0]), int(r[1])) for r in rows]

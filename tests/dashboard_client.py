@@ -1,0 +1,162 @@
+"""An HTTP client for a real central, logged in as a given user (central.auth), and the peers
+the alert, report and history tests drive: a fleet of nodes over MQTT and a webhook receiver.
+
+Accounts are written into central's database before central starts; ``POST /api/v1/login``
+then gives a bearer token.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+PASSWORD = "h5-test-password"
+
+
+def add_user(db: Path, name: str, role: str, scope: str = "") -> None:
+    """Create ``name`` (password :data:`PASSWORD`) in central's database before it starts."""
+    from tests.processes import add_user as add_account
+
+    add_account(db, name, role, scope, PASSWORD)
+
+
+class Client:
+    def __init__(self, base: str, user: str) -> None:
+        self.base = base
+        self.headers: dict[str, str] = {}
+        token = self.call("POST", "/api/v1/login", {"user": user, "password": PASSWORD})
+        self.headers["Authorization"] = f"Bearer {token['token']}"
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        status, data = self.raw(method, path, body)
+        if status >= 400:
+            raise AssertionError(f"{method} {path}: {status} {data[:500]!r}")
+        return json.loads(data)
+
+    def raw(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        for k, v in self.headers.items():
+            req.add_header(k, v)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def get(self, path: str) -> Any:
+        return self.call("GET", path)
+
+
+class Fleet:
+    """Publishes nodes' retained state as their agents would (one MQTT client for all)."""
+
+    def __init__(self, port: int) -> None:
+        import uuid
+
+        import paho.mqtt.client as mqtt
+
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.boot = uuid.uuid4().hex
+        self.births: dict[str, int] = {}
+
+    def state(self, node_ids: list[str], online: bool) -> None:
+        import wire
+
+        infos = []
+        for node_id in node_ids:
+            seq = self.births.get(node_id, 0) + (1 if online else 0)
+            self.births[node_id] = max(seq, 1)
+            msg = wire.NodeState(
+                node=node_id,
+                state="online" if online else "offline",
+                boot_id=self.boot,
+                birth_seq=max(seq, 1),
+                ts=time.time(),
+                reason="connect" if online else "stopped",
+                health_interval_s=wire.limits.MAX_HEALTH_INTERVAL_S,  # no expiry during tests
+            )
+            infos.append(
+                self.client.publish(wire.Topics(node_id).state, wire.encode(msg), 1, retain=True)
+            )
+        for info in infos:
+            info.wait_for_publish(30)
+
+    def alarm(self, node_id: str, seq: int, kind: str = "panic") -> None:
+        """One alarm event from ``node_id`` (as the alarm board's source sends it)."""
+        import wire
+
+        event = wire.Event(
+            node=node_id,
+            boot_id=self.boot,
+            seq=seq,
+            ts=time.time(),
+            priority=wire.Priority("alarm"),
+            kind=kind,
+        )
+        info = self.client.publish(wire.Topics(node_id).event, wire.encode(event), 1)
+        info.wait_for_publish(30)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class Receiver:
+    """A real webhook receiver: an aiohttp server on a free loopback port in its own thread.
+    ``statuses``: the answers to give, in order (then 200)."""
+
+    def __init__(self, statuses: list[int] | None = None) -> None:
+        import asyncio
+        import threading
+
+        from aiohttp import web
+
+        self.bodies: list[dict[str, Any]] = []
+        self.attempts = 0
+        self.statuses = list(statuses or [])
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+
+        async def hook(request: web.Request) -> web.Response:
+            self.attempts += 1
+            status = self.statuses.pop(0) if self.statuses else 200
+            if status == 200:
+                self.bodies.append(await request.json())
+            return web.Response(status=status)
+
+        async def start() -> None:
+            app = web.Application()
+            app.router.add_post("/hook", hook)
+            self._runner = web.AppRunner(app)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = int(self._runner.addresses[0][1])
+            self._ready.set()
+
+        def main() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(start())
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=main, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(30)
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+
+    def close(self) -> None:
+        import asyncio
+
+        fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+        fut.result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
