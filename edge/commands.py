@@ -5,13 +5,19 @@ topic is inside this node's subtree and is not one of the node's own data topics
 never overwrite our state, health, events or devices): a node never publishes outside its
 subtree, whatever a request asks. A request whose message expiry has passed is not answered
 (the caller has given up).
+
+Long-running commands (``firmware-update``) are not run here: :meth:`CommandHandler.handle`
+stays synchronous and only hands the job to its owner (a :class:`FirmwareTarget`, the alarm
+board source, which runs it in its own task group); the reply says ``started`` or why not.
+Progress and the outcome are in the target's retained device state and a final event.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from edge.mqtt_link import Incoming
 from wire import CommandRequest, CommandResponse, RemoteWireError, Topics, decode, encode
@@ -35,6 +41,57 @@ class Refused:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class FirmwareJob:
+    """A firmware update to run: from ``url`` (central's download) or a local ``path`` (the
+    ``shilian firmware flash`` CLI); ``sha256`` is the image id it must have."""
+
+    url: str | None = None
+    path: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+
+
+class FirmwareRefused(Exception):
+    """The update cannot start (``code``: busy, no_board, no_key, bad_request); str is zh/en."""
+
+    def __init__(self, code: str, zh: str, en: str) -> None:
+        super().__init__(f"{zh} / {en}")
+        self.code = code
+
+
+@runtime_checkable
+class FirmwareTarget(Protocol):
+    """What runs firmware updates (firmware_bridge.board_source.BoardSource)."""
+
+    def firmware_start(self, job: FirmwareJob) -> None:
+        """Queue ``job`` (returns at once) or raise :class:`FirmwareRefused`."""
+        ...
+
+    def firmware_status(self) -> dict[str, Any]:
+        """Running version and the current/last update (as in the device state)."""
+        ...
+
+
+#: Largest image the edge downloads (header + 512 KiB payload + signature, with margin).
+MAX_FIRMWARE_BYTES = 1024 * 1024
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def firmware_job(args: dict[str, Any]) -> FirmwareJob:
+    """``firmware-update`` args -> a job; :class:`FirmwareRefused` ``bad_request`` if invalid."""
+    url, sha, size = args.get("url"), args.get("sha256"), args.get("size")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise FirmwareRefused("bad_request", "url 应为 http(s) 地址", "url must be http(s)")
+    if not isinstance(sha, str) or not _SHA256.match(sha):
+        raise FirmwareRefused("bad_request", "sha256 应为 64 位十六进制", "sha256: 64 hex digits")
+    if not isinstance(size, int) or not 0 < size <= MAX_FIRMWARE_BYTES:
+        raise FirmwareRefused(
+            "bad_request", f"size 应为 1..{MAX_FIRMWARE_BYTES}", f"size: 1..{MAX_FIRMWARE_BYTES}"
+        )
+    return FirmwareJob(url=url, sha256=sha, size=size)
+
+
 class CommandHandler:
     def __init__(
         self,
@@ -42,8 +99,10 @@ class CommandHandler:
         boot_id: str,
         config_json: Callable[[], dict[str, Any]],
         clock: Callable[[], float],
+        firmware: FirmwareTarget | None = None,
     ) -> None:
         self.topics = topics
+        self.firmware = firmware
         self.boot_id = boot_id
         self._config_json = config_json
         self._clock = clock
@@ -81,11 +140,25 @@ class CommandHandler:
             )
         if req.cmd == "get-config":
             return self._reply(rt, msg.correlation, req.cmd, result=self._config_json())
+        if req.cmd == "firmware-update":
+            try:
+                if self.firmware is None:
+                    raise FirmwareRefused("no_board", "本节点没有报警板", "no alarm board here")
+                job = firmware_job(req.args)
+                self.firmware.firmware_start(job)
+            except FirmwareRefused as e:
+                return self._reply(rt, msg.correlation, req.cmd, error=(e.code, str(e)))
+            return self._reply(
+                rt, msg.correlation, req.cmd, result={"started": True, "sha256": job.sha256}
+            )
         return self._reply(
             rt,
             msg.correlation,
             req.cmd,
-            error=("unknown_command", f"unknown command {req.cmd!r}; known: ping, get-config"),
+            error=(
+                "unknown_command",
+                f"unknown command {req.cmd!r}; known: ping, get-config, firmware-update",
+            ),
         )
 
     def _reply(

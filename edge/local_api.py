@@ -7,6 +7,8 @@ Requests (one JSON object per line) and replies (one per request, in order):
     {"op":"device","device_id":"cam1","kind":"camera","state":"up","name":null,"detail":{}}
     {"op":"device","device_id":"cam1","remove":true}
     {"op":"status"}
+    {"op":"firmware-update","path":"/abs/image.bin"}   -> {"ok":true,"started":true}
+    {"op":"firmware-status"}   -> {"ok":true,"firmware_version":...,"update":{state,bytes,...}}
     bad input -> {"ok":false,"error":"..."}; the connection and the agent survive.
 
 A connection may pipeline requests (up to ``PIPELINE`` outstanding): the outbox then commits
@@ -27,6 +29,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from edge.commands import FirmwareJob, FirmwareRefused, FirmwareTarget
 from edge.outbox import OutboxError
 from edge.sources import EventSink
 from wire import WireError
@@ -56,16 +59,25 @@ def parse_request(line: bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise RequestError("request must be a JSON object")
     op = obj.get("op")
-    if op not in ("emit", "device", "status"):
-        raise RequestError(f"unknown op {op!r}; known: emit, device, status")
+    if op not in ("emit", "device", "status", "firmware-update", "firmware-status"):
+        raise RequestError(
+            f"unknown op {op!r}; known: emit, device, status, firmware-update, firmware-status"
+        )
     return obj
 
 
 class LocalApi:
-    def __init__(self, path: Path, sink: EventSink, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        sink: EventSink,
+        status: Callable[[], dict[str, Any]],
+        firmware: FirmwareTarget | None = None,
+    ) -> None:
         self.path = path
         self.sink = sink
         self.status = status
+        self.firmware = firmware
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Serve until cancelled; the socket file is removed at the end."""
@@ -137,6 +149,8 @@ class LocalApi:
         op = req["op"]
         if op == "status":
             return {"ok": True, **self.status()}
+        if op in ("firmware-update", "firmware-status"):
+            return self._firmware(op, req)
         if op == "emit":
             data = req.get("data")
             if data is not None and not isinstance(data, dict):
@@ -156,6 +170,20 @@ class LocalApi:
             device_id, _str(req, "kind"), _str(req, "state"), _opt_str(req, "name"), detail
         )
         return {"ok": True}
+
+    def _firmware(self, op: str, req: dict[str, Any]) -> Reply:
+        if self.firmware is None:
+            return {"ok": False, "error": "本节点没有报警板 / no alarm board here"}
+        if op == "firmware-status":
+            return {"ok": True, **self.firmware.firmware_status()}
+        path = _str(req, "path")
+        if not Path(path).is_absolute():
+            raise RequestError("path must be absolute")
+        try:
+            self.firmware.firmware_start(FirmwareJob(path=path))
+        except FirmwareRefused as e:
+            return {"ok": False, "error": str(e), "code": e.code}
+        return {"ok": True, "started": True}
 
 
 async def _const(reply: Reply) -> Reply:

@@ -29,8 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from firmware_bridge import fw_frames
+from firmware_bridge.bootloader import Bootloader
 from firmware_bridge.framing import (
     CAP_FLASH_QUEUE,
+    CAP_FW_UPDATE,
     CAP_INPUTS,
     CAP_PANEL,
     MAX_INPUTS,
@@ -48,6 +51,7 @@ from firmware_bridge.framing import (
     decode_host_frame,
     encode_frame,
 )
+from firmware_bridge.image import SimBehaviour
 from firmware_bridge.link import HEARTBEAT_S, LINK_TIMEOUT_S, bitmap
 
 #: HELLO repeat while waiting for HELLO_ACK.
@@ -92,6 +96,7 @@ class BoardCore:
         n_inputs: int = 8,
         queue_max: int = QUEUE_MAX,
         rng: Callable[[], int] | None = None,
+        bootloader: Bootloader | None = None,
     ) -> None:
         if not 0 < n_inputs <= MAX_INPUTS:
             raise ValueError(f"n_inputs must be in 1..{MAX_INPUTS}")
@@ -110,6 +115,8 @@ class BoardCore:
         self._sends = 0
         self.rehandshakes = 0
         self._tx = bytearray()
+        #: Firmware update (two slots, trial, rollback); None: a board without CAP_FW_UPDATE.
+        self.bootloader = bootloader
         self._boot(now)
 
     def _boot(self, now: float) -> None:
@@ -120,6 +127,9 @@ class BoardCore:
         self._last_rx = now
         self._next_hello = now
         self._next_heartbeat = now
+        if self.bootloader is not None:
+            self.bootloader.on_boot(self.boot_id, now)
+            self.fw_version = self.bootloader.running.version
 
     def reboot(self, now: float, keep_queue: bool = True) -> None:
         """A new boot: new boot id, seqs from 1, handshake again. Queued events keep their
@@ -196,6 +206,9 @@ class BoardCore:
             if not isinstance(item, Frame):
                 self.faults[item.fault.value] += 1
                 continue
+            if item.type in fw_frames.FW_TYPES:
+                self._firmware(item, now)
+                continue
             try:
                 msg = decode_host_frame(item)
             except MessageError as e:
@@ -244,16 +257,20 @@ class BoardCore:
         if self.state == "hello":
             return self._next_hello
         due = [q.due for q in self._window()]
+        if self.bootloader is not None:
+            due.append(self.bootloader.next_deadline())
         return min([self._last_rx + LINK_TIMEOUT_S, self._next_heartbeat, *due])
 
     def on_timer(self, now: float) -> None:
+        if self.bootloader is not None and self.bootloader.reboot_due(now):
+            self.reboot(now)
         if self.state == "up" and now >= self._last_rx + LINK_TIMEOUT_S:
             self._rehandshake(now)
         if self.state == "hello":
             if now >= self._next_hello:
                 self._send_hello(now)
             return
-        if now >= self._next_heartbeat:
+        if now >= self._next_heartbeat and self._heartbeats_on():
             hb = HeartbeatMsg(
                 self.boot_id,
                 self.board_ms(now),
@@ -263,6 +280,31 @@ class BoardCore:
             )
             self._tx += encode_frame(hb.to_frame())
             self._next_heartbeat = now + HEARTBEAT_S
+
+    def _heartbeats_on(self) -> bool:
+        """False while a (simulated) firmware that fails its trial runs: it never gets to its
+        main loop, so it handshakes but sends no heartbeat."""
+        b = self.bootloader
+        return b is None or not b.trial or b.behaviour is not SimBehaviour.NO_HEARTBEAT
+
+    def _firmware(self, frame: Frame, now: float) -> None:
+        """FW_* frames go to the bootloader; its FW_STATUS answers go out with the control
+        frames, ahead of queued events."""
+        if self.bootloader is None:
+            self.faults["unknown_type"] += 1
+            return
+        try:
+            msg = fw_frames.decode(frame)
+        except MessageError as e:
+            self.faults[e.fault] += 1
+            return
+        if self.state == "up":
+            self._last_rx = now
+        status = self.bootloader.on_message(msg, now)
+        if status is not None:
+            self._tx += fw_frames.encode(status)
+            if status.state is fw_frames.FwState.CONFIRMED and self.state == "up":
+                self._send_hello(now)  # same boot id: the host sees boot_state NORMAL
 
     def _window(self) -> list[_Queued]:
         if not self.queue:
@@ -307,13 +349,16 @@ class BoardCore:
         self._send_hello(now)
 
     def _send_hello(self, now: float) -> None:
+        b = self.bootloader
         hello = HelloMsg(
             PROTOCOL_VERSION,
             self.boot_id,
-            CAPABILITIES,
+            CAPABILITIES | (CAP_FW_UPDATE if b is not None else 0),
             self.n_inputs,
             self.board_id,
             self.fw_version,
+            b.boot_state if b is not None else 0,
+            b.rollback if b is not None else 0,
         )
         self._tx += encode_frame(hello.to_frame())
         self._next_hello = now + HELLO_INTERVAL_S

@@ -22,17 +22,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any, Protocol
 
 from edge.backoff import Backoff
+from edge.commands import MAX_FIRMWARE_BYTES, FirmwareJob, FirmwareRefused
 from edge.sources import EventSink
 from firmware_bridge.alarms import AlarmKind
 from firmware_bridge.link import (
     BoardInfo,
     EventKey,
     Heartbeat,
+    HostLink,
     InputChanged,
     LinkDown,
     LinkEvent,
@@ -40,7 +44,7 @@ from firmware_bridge.link import (
     PanelMessage,
 )
 from firmware_bridge.transport import PortError
-from firmware_bridge.zones import Report, Zone, Zones
+from firmware_bridge.zones import Debounce, Report, Zone, Zones
 
 log = logging.getLogger("shilian.firmware_bridge.board_source")
 
@@ -105,6 +109,12 @@ class BoardSource:
         self._device_changed = asyncio.Event()
         self._last_refresh = float("-inf")
         self._heartbeat: dict[str, Any] = {}
+        #: Link counters of ports closed since start (each open has a fresh HostLink) and the
+        #: current port's link; :meth:`link_counters` adds them up for the metrics.
+        self._past_link: Counter[str] = Counter()
+        self._link: HostLink | None = None
+        self.link_downs: Counter[str] = Counter()
+        self.board_id: str | None = None
 
     @classmethod
     def from_config(cls, cfg: Any) -> BoardSource:
@@ -118,10 +128,13 @@ class BoardSource:
                 normally_closed=z.normally_closed,
                 debounce_ms=z.debounce_ms,
                 always_armed=z.always_armed,
+                debounce=Debounce(z.debounce),
             )
             for z in cfg.zones
         ]
-        return cls(zones, device=cfg.device, baudrate=cfg.baudrate, device_id=cfg.device_id)
+        src = cls(zones, device=cfg.device, baudrate=cfg.baudrate, device_id=cfg.device_id)
+        src.firmware_key = getattr(cfg, "firmware_public_key", None)  # firmware update (H1)
+        return src
 
     def _open_serial(self) -> AbstractAsyncContextManager[Port]:
         from firmware_bridge.transport import BoardPort
@@ -134,10 +147,12 @@ class BoardSource:
     async def run(self, sink: EventSink) -> None:
         async with asyncio.TaskGroup() as tg:
             publisher = tg.create_task(self._publish_device(sink), name="alarm_board_state")
+            updater = tg.create_task(self._firmware_worker(sink), name="alarm_board_firmware")
             try:
                 await self._serve(sink)
             finally:
                 publisher.cancel()
+                updater.cancel()
 
     async def _serve(self, sink: EventSink) -> None:
         failing = False
@@ -161,8 +176,27 @@ class BoardSource:
                 self._set_device("down", {"reason": "port_error", "error": str(e)[:200]})
             await asyncio.sleep(self._backoff.next())
 
+    @property
+    def link_up(self) -> bool:
+        return self._device_state is not None and self._device_state[0] == "up"
+
+    @property
+    def heartbeat(self) -> dict[str, Any]:
+        """The newest heartbeat's detail (``queued``, ``dropped``, ``inputs``), if any."""
+        return self._heartbeat
+
+    def link_counters(self) -> Counter[str]:
+        """Link faults by reason (framing and protocol), ``duplicates`` (retransmissions of
+        delivered events, suppressed) and ``naks_sent``, since the source started."""
+        out = Counter(self._past_link)
+        if self._link is not None:
+            out.update(_link_counts(self._link))
+        return out
+
     async def _pump(self, port: Port, sink: EventSink) -> None:
         queue: asyncio.Queue[LinkEvent | None] = asyncio.Queue(EVENT_QUEUE_MAX)
+        link = getattr(port, "link", None)  # a BoardPort's HostLink (absent on test ports)
+        self._link = link if isinstance(link, HostLink) else None
 
         async def read() -> None:
             async for ev in port.events():
@@ -176,6 +210,9 @@ class BoardSource:
                     await self._handle(ev, port, sink)
             finally:
                 reader.cancel()
+                if self._link is not None:
+                    self._past_link.update(_link_counts(self._link))
+                    self._link = None
 
     async def _next_event(
         self, queue: asyncio.Queue[LinkEvent | None], port: Port, sink: EventSink
@@ -214,6 +251,7 @@ class BoardSource:
                 self._set_up(port.board)
         elif isinstance(ev, LinkUp):
             self.stats["link_up"] += 1
+            self.board_id = ev.board.board_id
             log.debug(  # the transport logs the state change once, with the downtime
                 "board %s: link up (board %s, firmware %s)",
                 self.device_id,
@@ -223,6 +261,7 @@ class BoardSource:
             self._set_up(ev.board)
         elif isinstance(ev, LinkDown):
             self.stats["link_down"] += 1
+            self.link_downs[ev.reason] += 1
             log.debug("board %s: link down (%s)", self.device_id, ev.reason)
             self._set_device("down", {"reason": ev.reason, **self._heartbeat})
         await self._settle(port, sink)
@@ -233,13 +272,21 @@ class BoardSource:
         for d in self.zones.decisions():
             if d.alarm is not None:
                 a = d.alarm
-                await sink.emit(a.priority, a.kind, a.device, a.event_data())
+                # The first board event behind the alarm names it: after an edge crash
+                # between this commit and the ack, the board retransmits it and the outbox
+                # returns the stored event instead of storing a second one.
+                await sink.emit(
+                    a.priority, a.kind, a.device, a.event_data(), key=self._idem_key(d.acks[0])
+                )
                 self.stats["emitted"] += 1
             for key in d.acks:
                 port.ack(key)  # after the emit: the alarm is in the outbox on disk
                 self.stats["acked"] += 1
 
     # -- device state ---------------------------------------------------------------------------
+
+    def _idem_key(self, key: EventKey) -> str:
+        return f"board:{self.device_id}:{self.board_id or '?'}:{key.boot_id:08x}:{key.seq}"
 
     def _set_up(self, board: BoardInfo | None) -> None:
         detail: dict[str, Any] = dict(self._heartbeat)
@@ -253,7 +300,7 @@ class BoardSource:
         self._set_device("up", detail)
 
     def _set_device(self, state: str, detail: dict[str, Any]) -> None:
-        self._device_state = (state, detail)
+        self._device_state = (state, {**detail, **self._firmware_detail()})
         self._last_refresh = self.clock()
         self._device_changed.set()
 
@@ -264,6 +311,148 @@ class BoardSource:
             assert self._device_state is not None
             state, detail = self._device_state
             await sink.set_device(self.device_id, DEVICE_KIND, state, detail=detail)
+
+    # -- firmware update (helper H1; issue 4 item 6) ---------------------------------------
+    # One job at a time, queued by the firmware-update command or the local API and run here,
+    # beside the alarm path on the same open port (firmware_bridge.flasher). Progress and
+    # outcome are merged into this device's retained state (``firmware_version``, ``update``)
+    # and the end is an event of kind ``firmware_update``.
+
+    firmware_key: Path | None = None  # public key file (AlarmBoardConfig.firmware_public_key)
+    _fw_jobs: asyncio.Queue[FirmwareJob] | None = None
+    _fw_update: dict[str, Any] | None = None
+    _fw_busy = False
+    _fw_version: str | None = None
+
+    def firmware_start(self, job: FirmwareJob) -> None:
+        """Queue an update (edge.commands.FirmwareTarget); FirmwareRefused if it cannot run."""
+        from firmware_bridge.transport import BoardPort
+
+        if self.firmware_key is None:
+            raise FirmwareRefused(
+                "no_key", "未配置固件公钥，拒绝升级", "no firmware public key configured"
+            )
+        if self._fw_busy or self._fw_jobs is None:
+            raise FirmwareRefused("busy", "已有升级在进行", "an update is already running")
+        port = BoardPort.find(self.device)
+        if port is None or port.board is None:
+            raise FirmwareRefused("no_board", "报警板未连接", "the alarm board is not connected")
+        self._fw_busy = True
+        self._fw_update = {"state": "queued", "bytes": 0, "total": job.size, "result": None}
+        self._fw_jobs.put_nowait(job)
+
+    def firmware_status(self) -> dict[str, Any]:
+        return self._firmware_detail()
+
+    def _firmware_detail(self) -> dict[str, Any]:
+        from firmware_bridge.transport import BoardPort
+
+        port = BoardPort.find(self.device) if self._fw_jobs is not None else None
+        board = port.board if port is not None else None
+        out: dict[str, Any] = {}
+        if board is not None:
+            self._fw_version = board.fw_version
+            out["firmware_state"] = ("normal", "trial", "rolled_back")[min(board.boot_state, 2)]
+            if board.rollback_reason:
+                out["rollback_reason"] = board.rollback_reason
+        if self._fw_version is not None:
+            out["firmware_version"] = self._fw_version
+        if self._fw_update is not None:
+            out["update"] = dict(self._fw_update)
+        return out
+
+    def _republish(self) -> None:
+        if self._device_state is not None:
+            self._set_device(*self._device_state)
+
+    async def _firmware_worker(self, sink: EventSink) -> None:
+        self._fw_jobs = asyncio.Queue(1)
+        while True:
+            job = await self._fw_jobs.get()
+            try:
+                result, detail, version = await self._firmware_job(job)
+            except Exception as e:  # a bug or an unexpected I/O error: report, keep running
+                log.exception("board %s: firmware update failed", self.device_id)
+                result, detail, version = "error", str(e)[:200], None
+            assert self._fw_update is not None
+            self._fw_update.update(state="done", result=result, detail=detail)
+            self._fw_busy = False
+            self._republish()
+            log.info("board %s: firmware update %s %s", self.device_id, result, detail)
+            data = {"result": result, "detail": detail, "version": version, "sha256": job.sha256}
+            await sink.emit("device", "firmware_update", self.device_id, data)
+
+    async def _firmware_job(self, job: FirmwareJob) -> tuple[str, str, str | None]:
+        from firmware_bridge import image as fw_image
+        from firmware_bridge.flasher import flash
+        from firmware_bridge.transport import BoardPort
+        from firmware_bridge.update import Progress
+
+        assert self._fw_update is not None and self.firmware_key is not None
+        self._fw_update["state"] = "downloading"
+        self._republish()
+        try:
+            data = await asyncio.to_thread(_fetch_image, job)
+            key = fw_image.load_key(self.firmware_key, fw_image.PUBLIC_KEY_SIZE)
+            img = fw_image.verify(data, key, image_id=job.sha256)
+        except fw_image.ImageError as e:
+            return e.fault.value, str(e), None
+        except (OSError, ValueError) as e:
+            return "download_failed", str(e)[:200], None
+        self._fw_update.update(version=img.version, sha256=img.image_id, total=len(img.signed))
+        port = BoardPort.find(self.device)
+        if port is None:
+            return "no_board", "", img.version
+        last = [0.0]
+
+        def progress(p: Progress) -> None:
+            assert self._fw_update is not None
+            changed = self._fw_update.get("state") != p.phase.value
+            self._fw_update.update(
+                state=p.phase.value, bytes=p.sent, total=p.total, resumed_from=p.resumed_from
+            )
+            if changed or self.clock() - last[0] >= FIRMWARE_PROGRESS_S:
+                last[0] = self.clock()
+                self._republish()
+
+        final = await flash(port, img, clock=self.clock, on_progress=progress)
+        assert final.result is not None
+        return final.result.value, final.detail, img.version
+
+
+def _link_counts(link: HostLink) -> Counter[str]:
+    out = Counter(link.faults)
+    out["duplicates"] += link.duplicates
+    out["naks_sent"] += link.naks_sent
+    return out
+
+
+# -- firmware update (H1): the image download -----------------------------------------------
+
+#: Device-state publishes of update progress at most this often (plus every phase change).
+FIRMWARE_PROGRESS_S = 2.0
+#: Download timeout per socket operation.
+FIRMWARE_HTTP_TIMEOUT_S = 30.0
+
+
+def _fetch_image(job: FirmwareJob) -> bytes:
+    """The image bytes (blocking: run in a thread). stdlib urllib: no extra import weight."""
+    limit = job.size if job.size is not None else MAX_FIRMWARE_BYTES
+    if job.path is not None:
+        with open(job.path, "rb") as f:
+            data = f.read(MAX_FIRMWARE_BYTES + 1)
+    else:
+        import urllib.request
+
+        assert job.url is not None
+        with urllib.request.urlopen(job.url, timeout=FIRMWARE_HTTP_TIMEOUT_S) as resp:
+            data = resp.read(limit + 1)
+    if len(data) > limit or (job.size is not None and len(data) != job.size):
+        raise ValueError(f"下载大小不符 / size mismatch: {len(data)} bytes, expected {limit}")
+    return bytes(data)
+
+
+# -- end of firmware update (H1) ------------------------------------------------------------
 
 
 def _bitmap(inputs: Sequence[bool]) -> int:

@@ -43,7 +43,7 @@ class FrameType(IntEnum):
     PANEL_MESSAGE = 0x11  # B→H a Contact ID message relayed from the local panel
     ACK = 0x12  # H→B event (origin boot, seq) is durable on the edge box
     NAK = 0x13  # H→B event (origin boot, seq) is missing (a later one arrived): resend it now
-    # Reserved for firmware update (issue 4 §6); not implemented in protocol version 1.
+    # Firmware update (issue 4 §6; payloads in firmware_bridge/fw_frames.py).
     FW_BEGIN = 0x20  # H→B image size, version, signature digest
     FW_CHUNK = 0x21  # H→B offset + bytes
     FW_END = 0x22  # H→B image complete: verify and boot it in test state
@@ -236,7 +236,21 @@ MAX_NAME = 32
 CAP_INPUTS = 0x0001  # reports input changes
 CAP_PANEL = 0x0002  # relays Contact ID messages from a local alarm panel
 CAP_FLASH_QUEUE = 0x0004  # unacknowledged events survive a reboot (kept in flash)
-CAP_FW_UPDATE = 0x0008  # accepts FW_* frames (reserved)
+CAP_FW_UPDATE = 0x0008  # accepts FW_* frames; HELLO then carries boot state and rollback
+
+#: HELLO ``boot_state`` (present with CAP_FW_UPDATE): how the running image was booted.
+BOOT_NORMAL = 0  # a confirmed image
+BOOT_TRIAL = 1  # a new image on trial: the host sends BOOT_CONFIRM once it runs well
+BOOT_ROLLED_BACK = 2  # the last new image failed its trial; the previous one runs again
+#: HELLO ``rollback`` reason (with BOOT_ROLLED_BACK).
+ROLLBACK_NONE = 0
+ROLLBACK_NOT_CONFIRMED = 1  # the trial watchdog expired without BOOT_CONFIRM
+ROLLBACK_CRASH = 2  # the new image rebooted itself too often during its trial
+ROLLBACK_REASONS = {
+    ROLLBACK_NONE: "",
+    ROLLBACK_NOT_CONFIRMED: "not_confirmed",
+    ROLLBACK_CRASH: "crash",
+}
 
 _HELLO = struct.Struct(">BIHB")
 _HELLO_ACK = struct.Struct(">BI")
@@ -283,10 +297,15 @@ class HelloMsg:
     n_inputs: int
     board_id: str
     fw_version: str
+    boot_state: int = BOOT_NORMAL  # sent only with CAP_FW_UPDATE
+    rollback: int = ROLLBACK_NONE
 
     def to_frame(self) -> Frame:
         head = _HELLO.pack(self.version, self.boot_id, self.capabilities, self.n_inputs)
-        return Frame(FrameType.HELLO, 0, head + _str8(self.board_id) + _str8(self.fw_version))
+        body = head + _str8(self.board_id) + _str8(self.fw_version)
+        if self.capabilities & CAP_FW_UPDATE:
+            body += bytes([self.boot_state, self.rollback])
+        return Frame(FrameType.HELLO, 0, body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,10 +395,22 @@ def decode_board_frame(frame: Frame) -> BoardMessage:
             i += 1 + p[i]
             _need(p, i + 1, "HELLO")
             fw = p[i + 1 : i + 1 + p[i]]
-            if len(fw) != p[i] or i + 1 + p[i] != len(p) or n_inputs > MAX_INPUTS:
+            end = i + 1 + p[i]
+            ext = p[end:] if caps & CAP_FW_UPDATE else b""
+            if len(fw) != p[i] or end + len(ext) != len(p) or n_inputs > MAX_INPUTS:
                 raise MessageError("malformed", "HELLO strings or input count")
+            if caps & CAP_FW_UPDATE and (len(ext) != 2 or ext[0] > BOOT_ROLLED_BACK):
+                raise MessageError("malformed", "HELLO boot state")
+            state, rollback = (ext[0], ext[1]) if ext else (BOOT_NORMAL, ROLLBACK_NONE)
             return HelloMsg(
-                version, boot_id, caps, n_inputs, board_id.decode("utf-8"), fw.decode("utf-8")
+                version,
+                boot_id,
+                caps,
+                n_inputs,
+                board_id.decode("utf-8"),
+                fw.decode("utf-8"),
+                state,
+                rollback,
             )
         if frame.type == FrameType.HEARTBEAT:
             _need(p, _HEARTBEAT.size, "HEARTBEAT")

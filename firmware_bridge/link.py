@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
+from firmware_bridge import fw_frames
 from firmware_bridge.framing import (
+    BOOT_NORMAL,
     PROTOCOL_VERSION,
+    ROLLBACK_REASONS,
     EventKey,
     Frame,
     FrameDecoder,
@@ -60,6 +63,7 @@ __all__ = [
     "LINK_TIMEOUT_S",
     "BoardInfo",
     "EventKey",
+    "FirmwareStatus",
     "Heartbeat",
     "HostLink",
     "InputChanged",
@@ -90,6 +94,12 @@ class BoardInfo:
     protocol_version: int
     capabilities: int
     n_inputs: int
+    boot_state: int = BOOT_NORMAL  # framing.BOOT_*: normal, trial (new image), rolled back
+    rollback: int = 0  # framing.ROLLBACK_*: why the last new image was rolled back
+
+    @property
+    def rollback_reason(self) -> str:
+        return ROLLBACK_REASONS.get(self.rollback, f"code_{self.rollback}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +136,14 @@ class Heartbeat:
     dropped: int  # events the board lost because its queue was full (since boot)
 
 
-LinkEvent = LinkUp | LinkDown | InputChanged | PanelMessage | Heartbeat
+@dataclass(frozen=True, slots=True)
+class FirmwareStatus:
+    """FW_STATUS from the board (progress or outcome of a firmware transfer)."""
+
+    status: fw_frames.FwStatus
+
+
+LinkEvent = LinkUp | LinkDown | InputChanged | PanelMessage | Heartbeat | FirmwareStatus
 
 
 class HostLink:
@@ -139,8 +156,10 @@ class HostLink:
         #: Faults by reason (framing faults and :class:`LinkFault`), for metrics.
         self.faults: Counter[str] = Counter()
         self.duplicates = 0
+        self.naks_sent = 0  # gaps asked to be resent (metrics)
         self._events: list[LinkEvent] = []
         self._tx = bytearray()
+        self._tx_fw = bytearray()  # firmware frames: sent after the control frames (ACKs)
         self._last_rx = now
         self._last_tx_heartbeat = now
         self._last_host_hello = now
@@ -156,9 +175,17 @@ class HostLink:
         return out
 
     def data_to_send(self) -> bytes:
-        out = bytes(self._tx)
+        """Control frames (ACK, NAK, heartbeats) first, then firmware frames: an alarm's ACK
+        never waits behind more than the update's window."""
+        out = bytes(self._tx + self._tx_fw)
         self._tx.clear()
+        self._tx_fw.clear()
         return out
+
+    def send_firmware(self, data: bytes) -> None:
+        """Queue encoded FW_* frames (the update core bounds how many are in flight)."""
+        if self.state == "up":
+            self._tx_fw += data
 
     def ack(self, key: EventKey) -> None:
         """The event ``key`` is durable: the board may forget it. Acknowledging while the link
@@ -176,6 +203,7 @@ class HostLink:
         """The port is gone: the link is down until :meth:`open` and a new handshake."""
         self._down(reason)
         self._tx.clear()
+        self._tx_fw.clear()
 
     def next_deadline(self) -> float:
         if self.state == "up":
@@ -202,6 +230,9 @@ class HostLink:
                 self.faults[item.fault.value] += 1
 
     def _frame(self, frame: Frame, now: float) -> None:
+        if frame.type == FrameType.FW_STATUS:
+            self._fw_status(frame, now)
+            return
         try:
             msg = decode_board_frame(frame)
         except MessageError as e:
@@ -229,18 +260,38 @@ class HostLink:
         else:
             self._board_event(msg, self.board)
 
+    def _fw_status(self, frame: Frame, now: float) -> None:
+        try:
+            msg = fw_frames.decode(frame)
+        except MessageError as e:
+            self.faults[e.fault] += 1
+            return
+        if self.state == "up" and isinstance(msg, fw_frames.FwStatus):
+            self._last_rx = now
+            self._events.append(FirmwareStatus(msg))
+
     def _hello(self, msg: HelloMsg, now: float) -> None:
         if msg.version != PROTOCOL_VERSION:
             self.faults[LinkFault.VERSION] += 1
             return
         info = BoardInfo(
-            msg.board_id, msg.fw_version, msg.boot_id, msg.version, msg.capabilities, msg.n_inputs
+            msg.board_id,
+            msg.fw_version,
+            msg.boot_id,
+            msg.version,
+            msg.capabilities,
+            msg.n_inputs,
+            msg.boot_state,
+            msg.rollback,
         )
         self._tx += hello_ack_frame(msg.boot_id)
         self._last_rx = now
         if self.state == "up" and self.board is not None:
             if self.board.boot_id == info.boot_id:
-                return  # re-handshake of the same boot (our HELLO_ACK or ACKs were lost)
+                # Re-handshake of the same boot (our HELLO_ACK or ACKs were lost, or the board
+                # reports a new boot state after BOOT_CONFIRM): no state change.
+                self.board = info
+                return
             self._down("board_rebooted")
         self.state = "up"
         self.board = info
@@ -271,6 +322,7 @@ class HostLink:
             # Serial lines keep order: nxt was lost. The board resends it if its last send
             # went out before this event's (else the resend is already on its way).
             self._tx += nak_frame(EventKey(msg.origin, nxt), msg.seq)
+            self.naks_sent += 1
         self._held[key] = ev
         while (k := EventKey(msg.origin, nxt)) in self._held:
             self._deliver(self._held.pop(k))
@@ -294,6 +346,7 @@ class HostLink:
             self._events.append(LinkDown(reason))
         # Held-back events are retransmitted by the board after the next handshake.
         self._held.clear()
+        self._tx_fw.clear()  # the update core resends from the board's resume point
 
     def _send_host_hello(self, now: float) -> None:
         self._tx += encode_frame(Frame(FrameType.HOST_HELLO, 0))

@@ -2,8 +2,14 @@
 
 The simulator holds the master side of ``os.openpty()``; the edge opens :attr:`slave_path`
 with pyserial as it would ``/dev/ttyUSB0``. The board's protocol is :class:`BoardCore`;
-bytes to the host are paced at the configured baud (8N1: baud/10 bytes per second, 11,520 B/s
-at 115200) so timing is realistic; bytes from the host are not paced (they are a few ACKs).
+bytes in both directions are paced at the configured baud (8N1: baud/10 bytes per second,
+11,520 B/s at 115200) so timing is realistic: the board reads at most RX_CHUNK bytes per line
+interval and the rest waits in the pty buffer, as it would in a UART's (a pty ignores baud).
+
+Firmware update: the board has a bootloader (:mod:`firmware_bridge.bootloader`) holding
+``public_key``, two slots and a trial watchdog of ``trial_s``; with ``flash_dir`` its slots
+and a partial image survive a restart of the simulator. Images built with
+``shilian firmware sign --sim-behaviour no-heartbeat|crash`` fail their trial and roll back.
 
 Faults it injects: ``cut(seconds)`` (both directions dropped, as an unplugged cable; the board
 keeps running and queues what happens meanwhile), ``set_noise(rate)`` (each byte in either
@@ -28,11 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from firmware_bridge.board import BoardCore
+from firmware_bridge.bootloader import TRIAL_S, Bootloader
 from firmware_bridge.framing import EventKey
 
 #: Bytes taken from the board per pacing step (at least one whole frame): 64 bytes is
 #: ~5.6 ms of line time at 115200 baud, like a small UART FIFO.
 TX_CHUNK = 64
+#: Bytes the board reads per line interval (host to board), like a small UART FIFO.
+RX_CHUNK = 64
 #: Shortest sleep of the board loop while an event waits for the paced writer.
 MIN_WAIT_S = 0.002
 #: Bits per byte on an 8N1 line (start + 8 data + stop).
@@ -48,6 +57,7 @@ SCRIPT_HELP = """\
   cut SECONDS        断线 / cut the line;   replug: end a cut now
   noise RATE         误码率（每字节）/ bit errors per byte, e.g. 0.01
   reboot [lose]      重启（lose：丢弃未确认事件）/ reboot (lose: drop unacked events)
+  firmware           固件槽位与升级状态 / firmware slots and update state
   sleep SECONDS      等待 / wait;   status: 状态 / show state;   quit: 退出 / exit"""
 
 
@@ -65,15 +75,27 @@ class BoardSimulator:
         seed: int | None = None,
         link_path: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        board_model: str = "SIM-BOARD",
+        public_key: bytes | None = None,
+        trial_s: float = TRIAL_S,
+        flash_dir: Path | None = None,
     ) -> None:
         self._clock = clock
         self._rng = random.Random(seed)
+        self.bootloader = Bootloader(
+            public_key=public_key,
+            board_model=board_model,
+            factory_version=fw_version,
+            trial_s=trial_s,
+            flash_dir=flash_dir,
+        )
         self.core = BoardCore(
             clock(),
             board_id=board_id,
             fw_version=fw_version,
             n_inputs=n_inputs,
             rng=lambda: self._rng.getrandbits(32),
+            bootloader=self.bootloader,
         )
         self.bytes_per_s = baudrate / BITS_PER_BYTE
         self.noise = noise
@@ -89,6 +111,7 @@ class BoardSimulator:
         self._wake = asyncio.Event()
         self._timers: list[tuple[float, int, Callable[[], object]]] = []
         self._timer_seq = 0
+        self._reading = False
 
     # -- script actions (call from the event loop's thread) ---------------------------------
 
@@ -177,12 +200,14 @@ class BoardSimulator:
     async def run(self) -> None:
         """Play the board until cancelled (the pty must be open)."""
         loop = asyncio.get_running_loop()
+        self._reading = True
         loop.add_reader(self._master, self._on_readable)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._writer(), name="board-sim writer")
                 await self._board_loop()
         finally:
+            self._reading = False
             loop.remove_reader(self._master)
 
     def _kick(self) -> None:
@@ -194,14 +219,23 @@ class BoardSimulator:
 
     def _on_readable(self) -> None:
         try:
-            data = os.read(self._master, 4096)
+            data = os.read(self._master, RX_CHUNK)
         except (BlockingIOError, OSError):
             return
+        if data:
+            # Pace the host's bytes at line rate: read again after their line time.
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self._master)
+            loop.call_later(len(data) / self.bytes_per_s, self._resume_reading)
         if not data or self.is_cut:
             return
         self.bytes_in += len(data)
         self.core.receive_data(self._corrupt(data), self._clock())
         self._kick()
+
+    def _resume_reading(self) -> None:
+        if self._reading and self._master >= 0:
+            asyncio.get_running_loop().add_reader(self._master, self._on_readable)
 
     async def _board_loop(self) -> None:
         while True:
@@ -256,8 +290,20 @@ class BoardSimulator:
         return (
             f"state={c.state} boot={c.boot_id:08x} seq={c.seq} queued={len(c.queue)} "
             f"dropped={c.dropped} sent={c.sent_events} retransmits={c.retransmits} "
-            f"rehandshakes={c.rehandshakes} "
+            f"rehandshakes={c.rehandshakes} fw={c.fw_version} "
             f"cut={self.is_cut} noise={self.noise} faults={dict(c.faults)}"
+        )
+
+    def firmware_status(self) -> str:
+        b = self.bootloader
+        slots = " ".join(
+            f"{k}={v.version}{'*' if k == b.active else ''}" if v else f"{k}=-"
+            for k, v in b.slots.items()
+        )
+        partial = f"{len(b.data)}/{b.partial.total}" if b.partial else "-"
+        return (
+            f"slots {slots} trial={b.trial} boot_state={b.boot_state} rollback={b.rollback} "
+            f"receiving={partial} refused={b.refused}"
         )
 
 
@@ -324,6 +370,8 @@ def execute(sim: BoardSimulator, cmd: str, args: list[str]) -> str:
         return f"已重启 / rebooted, boot {sim.core.boot_id:08x}"
     elif cmd == "status":
         return sim.status()
+    elif cmd == "firmware":
+        return sim.firmware_status()
     elif cmd == "help":
         return SCRIPT_HELP
     else:

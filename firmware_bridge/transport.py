@@ -23,13 +23,14 @@ import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from typing import Literal
+from typing import ClassVar, Literal
 
 import serial
 
 from firmware_bridge.link import (
     BoardInfo,
     EventKey,
+    FirmwareStatus,
     Heartbeat,
     HostLink,
     LinkDown,
@@ -56,8 +57,18 @@ class PortError(Exception):
     """The serial port cannot be opened (wrong path, permissions, device gone)."""
 
 
+Listener = Callable[[LinkEvent], None]
+
+
 class BoardPort:
-    """An open board link; see the module docstring."""
+    """An open board link; see the module docstring.
+
+    A firmware update runs beside the event consumer on the same open port: it finds the port
+    with :meth:`find`, sees every link event through :meth:`add_listener` (FW_STATUS only goes
+    there) and writes with :meth:`send_firmware` (queued behind ACKs)."""
+
+    #: Open ports by device path: the agent owns the port; an update borrows it.
+    _open_ports: ClassVar[dict[str, BoardPort]] = {}
 
     def __init__(self, device: str, baudrate: int, clock: Callable[[], float]) -> None:
         self.device = device
@@ -73,6 +84,7 @@ class BoardPort:
         self._down_since: float | None = clock()
         self._fault_logged: dict[str, float] = {}
         self._faults_seen: Counter[str] = Counter()
+        self._listeners: list[Listener] = []
 
     @property
     def state(self) -> Literal["up", "down"]:
@@ -96,6 +108,7 @@ class BoardPort:
     ) -> AsyncIterator[BoardPort]:
         port = cls(device, baudrate, clock)
         port._open_serial()  # a failure here reaches the caller
+        cls._open_ports[device] = port
         try:
             async with asyncio.TaskGroup() as tg:
                 task = tg.create_task(port._run(), name=f"board-port {device}")
@@ -104,7 +117,25 @@ class BoardPort:
                 finally:
                     task.cancel()
         finally:
+            if cls._open_ports.get(device) is port:
+                del cls._open_ports[device]
             port._close_serial("port_closed")
+
+    @classmethod
+    def find(cls, device: str) -> BoardPort | None:
+        """The open port of ``device`` in this process, if any."""
+        return cls._open_ports.get(device)
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with every link event (synchronously, in the event loop);
+        returns the function that removes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def send_firmware(self, data: bytes) -> None:
+        """Write encoded FW_* frames (after any pending ACKs)."""
+        self.link.send_firmware(data)
+        self._flush()
 
     def ack(self, key: EventKey) -> None:
         """The event is durable on the edge box: tell the board."""
@@ -189,6 +220,10 @@ class BoardPort:
 
     def _drain_events(self) -> None:
         for ev in self.link.events():
+            for listener in list(self._listeners):
+                listener(ev)
+            if isinstance(ev, FirmwareStatus):
+                continue  # only the update listens to these
             if isinstance(ev, Heartbeat):
                 if self._heartbeats_queued >= HEARTBEAT_BACKLOG:
                     continue

@@ -7,6 +7,7 @@ import typer
 
 from central.cli import app as central_app
 from edge.cli import app as edge_app
+from firmware_bridge.cli import firmware_app
 from firmware_bridge.cli import sim as firmware_sim
 from provisioning.cli import app as provision_app
 
@@ -20,6 +21,7 @@ app.add_typer(edge_app, name="edge")
 app.add_typer(central_app, name="central")
 app.add_typer(provision_app, name="provision")
 app.command("firmware-sim")(firmware_sim)
+app.add_typer(firmware_app, name="firmware")
 
 
 @app.command()
