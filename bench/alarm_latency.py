@@ -1,6 +1,6 @@
 """Alarm latency: a button press in the board simulator → the alarm stored at central.
 
-    python bench/alarm_latency.py [--alarms 1000] [--debounce-ms 0]
+    python bench/alarm_latency.py [--alarms 1000] [--debounce-ms N] [--trailing]
 
 Path measured, all real: simulator on a pty (paced at 115200 baud) → edge agent (board source,
 zones, durable outbox) → private mosquitto → ``shilian central run`` (a separate process,
@@ -11,8 +11,9 @@ them, so each figure includes up to that much polling delay. Presses are one at 
 next after the previous one is stored): the figure is unloaded latency, as for one village.
 
 Prints one final JSON line: p50_ms, p99_ms (targets 20 and 100 on loopback), max_ms, mean_ms,
-alarms, debounce_ms (the zones' debounce adds itself to every alarm; 0 here by default, as the
-board's own firmware debounces its buttons).
+alarms, debounce_ms, debounce. By default the zone is configured as a user would leave it (no
+debounce settings: leading edge, 50 ms), so the alarm is reported at its first transition;
+``--trailing`` measures a trailing-edge zone, whose debounce adds itself to every alarm.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge.agent import Agent  # noqa: E402
-from edge.config import parse_config  # noqa: E402
+from edge.config import ZoneConfig, parse_config  # noqa: E402
 from firmware_bridge.simulator import simulate_board  # noqa: E402
 from shilian.broker import Mosquitto, free_port  # noqa: E402
 
@@ -121,7 +122,7 @@ def start_central(work: Path, broker_port: int) -> tuple[subprocess.Popen[bytes]
 
 
 async def measure(
-    work: Path, broker_port: int, db: Path, alarms: int, debounce: int
+    work: Path, broker_port: int, db: Path, alarms: int, zone: dict[str, object]
 ) -> list[float]:
     watcher = Watcher(db)
     watcher.start()
@@ -135,7 +136,7 @@ async def measure(
                 "metrics": {"enabled": False},
                 "alarm_board": {
                     "device": sim.slave_path,
-                    "zones": [{"input": 1, "kind": "panic", "debounce_ms": debounce}],
+                    "zones": [zone],
                 },
             }
         )
@@ -144,6 +145,7 @@ async def measure(
             tg.create_task(agent.run(stop))
             try:
                 await asyncio.wait_for(agent.started.wait(), 60)
+                debounce = ZoneConfig.model_validate(zone).debounce_ms
                 hold = (debounce + 20) / 1000  # held past the debounce, so it counts
                 latencies: list[float] = []
                 for i in range(WARMUP + alarms):
@@ -169,13 +171,20 @@ async def measure(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--alarms", type=int, default=1000)
-    ap.add_argument("--debounce-ms", type=int, default=0)
+    ap.add_argument("--debounce-ms", type=int, default=None, help="default: the config's")
+    ap.add_argument("--trailing", action="store_true", help="a trailing-edge zone")
     args = ap.parse_args()
+    zone: dict[str, object] = {"input": 1, "kind": "panic"}
+    if args.debounce_ms is not None:
+        zone["debounce_ms"] = args.debounce_ms
+    if args.trailing:
+        zone["debounce"] = "trailing"
+    zcfg = ZoneConfig.model_validate(zone)
     with tempfile.TemporaryDirectory() as tmp, Mosquitto() as broker:
         work = Path(tmp)
         central, db = start_central(work, broker.port)
         try:
-            lat = asyncio.run(measure(work, broker.port, db, args.alarms, args.debounce_ms))
+            lat = asyncio.run(measure(work, broker.port, db, args.alarms, zone))
         finally:
             central.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -193,7 +202,8 @@ def main() -> None:
                 "max_ms": round(ms[-1], 2),
                 "mean_ms": round(statistics.fmean(ms), 2),
                 "alarms": len(ms),
-                "debounce_ms": args.debounce_ms,
+                "debounce_ms": zcfg.debounce_ms,
+                "debounce": zcfg.debounce,
                 "target_p50_ms": 20,
                 "target_p99_ms": 100,
             }

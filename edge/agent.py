@@ -6,6 +6,11 @@ local API end), send the outbox for up to ``shutdown_flush_s``, publish the reta
 ``offline/stopped``, DISCONNECT (no will), cancel the rest. :meth:`Agent.crash` ends as a power
 cut would: TCP dropped without DISCONNECT (the broker publishes the will), nothing flushed.
 Either way every accepted event is on disk and is sent by the next run.
+
+Fault injection (tests only, docs/faults.md): with ``SHILIAN_FAULT_KILL_AFTER_COMMIT=1`` in its
+environment the agent kills itself with SIGKILL right after the first keyed event (an alarm of
+the board or of a panel) is committed to the outbox, before its source acknowledges the peer:
+the crash that idempotency keys exist for, placed deterministically.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import signal
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -23,14 +30,14 @@ from prometheus_client import CollectorRegistry
 
 import shilian
 from edge.backoff import Backoff
-from edge.commands import CommandHandler
+from edge.commands import CommandHandler, FirmwareTarget
 from edge.config import EdgeConfig
 from edge.health import HostProbe
 from edge.local_api import LocalApi
 from edge.metrics import EdgeMetrics
 from edge.metrics_http import MetricsServer
 from edge.mqtt_link import LinkError, PublishRejected
-from edge.outbox import Outbox, OutboxError
+from edge.outbox import DEFAULT_KEY_TTL_S, Outbox, OutboxError
 from edge.sender import Sender
 from edge.session import NodeSession
 from edge.sources import EventSink, EventSource
@@ -42,6 +49,8 @@ log = logging.getLogger("shilian.edge.agent")
 #: Announced in birth and health. The distribution's version, from its root package (not
 #: importlib.metadata: that import alone costs an idle node ~1 MB).
 SW_VERSION: str = shilian.__version__
+#: Environment variable of the fault injection described in the module docstring.
+FAULT_KILL_AFTER_COMMIT = "SHILIAN_FAULT_KILL_AFTER_COMMIT"
 
 
 class AgentNotRunning(OutboxError):
@@ -60,14 +69,30 @@ class _Sink:
         kind: str,
         device: str | None = None,
         data: dict[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        key_ttl_s: float | None = None,
     ) -> Event:
         a = self._agent
         if a.outbox is None or not a.accepting:
             raise AgentNotRunning("agent is not accepting events (starting or stopping)")
-        ev = await a.outbox.accept(priority, kind, device, data)
-        a.metrics.accepted.labels(ev.priority.value).inc()
+        ttl = DEFAULT_KEY_TTL_S if key_ttl_s is None else key_ttl_s
+        stored = await a.outbox.store(priority, kind, device, data, key=key, key_ttl_s=ttl)
+        if stored.duplicate:
+            log.info(
+                "node %s: %s event %s stored before (key %s); not stored again",
+                a.config.node_id,
+                kind,
+                stored.event.seq,
+                key,
+            )
+            return stored.event
+        a.metrics.accepted.labels(stored.event.priority.value).inc()
         a.metrics.outbox_depth.set(a.outbox.depth)
-        return ev
+        if key is not None and a.kill_after_commit:
+            log.warning("node %s: %s set: SIGKILL now", a.config.node_id, FAULT_KILL_AFTER_COMMIT)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return stored.event
 
     async def set_device(
         self,
@@ -123,6 +148,16 @@ class Agent:
             from firmware_bridge.board_source import BoardSource
 
             self.sources.append(BoardSource.from_config(config.alarm_board))
+        if config.sia is not None:
+            # Likewise the SIA receiver (and cryptography only with an encrypted account).
+            from firmware_bridge.sia_receiver import SiaReceiver, SiaReceiverConfig
+
+            self.sources.append(SiaReceiver(SiaReceiverConfig.from_edge(config.sia)))
+        if any(s.name in ("alarm_board", "sia_receiver") for s in self.sources):
+            from firmware_bridge.link_metrics import LinkMetrics
+
+            self.registry.register(LinkMetrics(self.sources, lambda: self.outbox))
+        self.kill_after_commit = os.environ.get(FAULT_KILL_AFTER_COMMIT) == "1"
         self._rng = rng
         self.topics = Topics(config.node_id)
         self.boot_id = uuid.uuid4().hex
@@ -141,13 +176,17 @@ class Agent:
         return self.session is not None and self.session.connected
 
     def status(self) -> dict[str, Any]:
-        return {
+        st: dict[str, Any] = {
             "node_id": self.config.node_id,
             "boot_id": self.boot_id,
             "connected": self.connected,
             "outbox_depth": self.outbox.depth if self.outbox else None,
             "birth_seq": self.session.birth_seq if self.session else None,
         }
+        board = next((s for s in self.sources if s.name == "alarm_board"), None)
+        if board is not None:  # `shilian edge doctor` shows the board's link state
+            st["alarm_board"] = {"state": "up" if getattr(board, "link_up", False) else "down"}
+        return st
 
     async def crash(self) -> None:
         """End :meth:`run` as a power cut would (no clean offline, no flush): the TCP
@@ -170,7 +209,8 @@ class Agent:
             on_drop=lambda p: self.metrics.dropped.labels(p.value).inc(),
         )
         self.metrics.outbox_depth.set(outbox.depth)
-        commands = CommandHandler(self.topics, self.boot_id, cfg.redacted, self.clock)
+        fw = next((s for s in self.sources if isinstance(s, FirmwareTarget)), None)
+        commands = CommandHandler(self.topics, self.boot_id, cfg.redacted, self.clock, fw)
         self.session = session = NodeSession(
             cfg,
             self.topics,
@@ -183,6 +223,11 @@ class Agent:
             backoff=Backoff(self._rng),
         )
         self.sender = sender = Sender(session, outbox, self.metrics, self.clock)
+        if cfg.broker.tls is not None:  # certificate renewal over MQTT (edge.renew)
+            from edge.renew import CertRenewer
+
+            session.renewal = CertRenewer(cfg, self.topics, session, self.registry, self.clock)
+            session.renewal.recover()
         try:
             async with asyncio.TaskGroup() as tg:
                 core = [
@@ -191,9 +236,11 @@ class Agent:
                     tg.create_task(sender.run(), name="sender"),
                     tg.create_task(self._health(), name="health"),
                 ]
+                if session.renewal is not None:
+                    core.append(tg.create_task(session.renewal.run(), name="renew"))
                 intake = [tg.create_task(s.run(self.sink), name=s.name) for s in self.sources]
                 if self.serve_local_socket:
-                    api = LocalApi(cfg.local_socket.path, self.sink, self.status)
+                    api = LocalApi(cfg.local_socket.path, self.sink, self.status, fw)
                     ready = asyncio.Event()
                     intake.append(tg.create_task(api.run(ready), name="local_api"))
                     await ready.wait()
@@ -249,6 +296,7 @@ class Agent:
                 temp_c=probe.temp_c(),
                 outbox_depth=self.outbox.depth,
                 last_publish_age_s=max(0.0, self.clock() - last) if last is not None else None,
+                cert_not_after=self.session.renewal.not_after if self.session.renewal else None,
             )
             try:
                 await link.publish(self.topics.health, encode(h))

@@ -40,6 +40,15 @@ class TlsConfig(_Section):
     ca_file: Path = Field(description="CA certificate that signed the broker's (PEM)")
     cert_file: Path = Field(description="this node's certificate, CN = node id (PEM)")
     key_file: Path = Field(description="this node's private key (PEM, mode 0600)")
+    renew_before_days: int = Field(
+        default=30,
+        ge=1,
+        le=300,
+        description="renew the certificate over MQTT when fewer days than this are left",
+    )
+    renew_check_interval_s: float = Field(
+        default=86400.0, ge=60, le=7 * 86400, description="how often the expiry is checked"
+    )
 
 
 class BrokerConfig(_Section):
@@ -111,7 +120,13 @@ class ZoneConfig(_Section):
         default=50,
         ge=0,
         le=MAX_DEBOUNCE_MS,
-        description="a change counts once it has lasted this long on the board's clock",
+        description="stability time on the board's clock: before a restore (leading) or before "
+        "any change (trailing) counts",
+    )
+    debounce: Literal["leading", "trailing"] = Field(
+        default="leading",
+        description="leading: alarm at the first transition, chatter suppressed, restore once "
+        "stable; trailing: the alarm too waits for debounce_ms (glitch filter, adds latency)",
     )
     always_armed: bool = Field(
         default=True, description="24-hour zone (24 小时防区): alarms even when disarmed"
@@ -129,6 +144,11 @@ class AlarmBoardConfig(_Section):
     zones: list[ZoneConfig] = Field(
         default_factory=list, max_length=MAX_BOARD_INPUTS, description="one entry per input"
     )
+    firmware_public_key: Path | None = Field(
+        default=None,
+        description="Ed25519 public key (hex file) firmware images must be signed with "
+        "(shilian firmware keygen); none: firmware updates are refused",
+    )
 
     @field_validator("zones")
     @classmethod
@@ -142,6 +162,90 @@ class AlarmBoardConfig(_Section):
                     {"input": z.input},
                 )
             seen.add(z.input)
+        return v
+
+
+#: SIA DC-09 defaults (mirrors firmware_bridge.sia_dc09 / sia_receiver, not imported here):
+#: the standard's timestamp window (+20 s / -40 s) and the panels' retransmission span.
+SIA_DEFAULT_PORT = 12128
+SIA_PAST_S = 40.0
+SIA_FUTURE_S = 20.0
+SIA_DEDUP_WINDOW_S = 120.0
+
+
+class SiaAccountConfig(_Section):
+    account: str = Field(
+        description="panel account number (3-16 hex digits, as programmed in the panel)"
+    )
+    key_hex: str | None = Field(
+        default=None,
+        description="AES-128/192/256 key in hex for this account's encrypted (*SIA-DCS, "
+        "*ADM-CID) reports; absent: the account reports unencrypted",
+    )
+
+    @field_validator("account")
+    @classmethod
+    def _account(cls, v: str) -> str:
+        if not (3 <= len(v) <= 16 and all(c in "0123456789abcdefABCDEF" for c in v)):
+            raise PydanticCustomError("sia_account", "the account must be 3-16 hex digits")
+        return v
+
+    @field_validator("key_hex")
+    @classmethod
+    def _key(cls, v: str | None) -> str | None:
+        if v is not None and not (
+            len(v) in (32, 48, 64) and all(c in "0123456789abcdefABCDEF" for c in v)
+        ):
+            raise PydanticCustomError(
+                "sia_key", "the key must be 32, 48 or 64 hex digits (AES-128/192/256)"
+            )
+        return v
+
+
+class SiaConfig(_Section):
+    """SIA DC-09 receiver: alarm panels on the village LAN report to the edge box over TCP."""
+
+    host: str = Field(
+        default="0.0.0.0", min_length=1, description="address to listen on (the LAN side)"
+    )
+    port: int = Field(
+        default=SIA_DEFAULT_PORT, ge=0, le=65535, description="TCP port panels report to"
+    )
+    device: str = Field(
+        default="panel1",
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$",
+        description="device id the panels' alarms are reported under",
+    )
+    accounts: list[SiaAccountConfig] = Field(
+        default_factory=list,
+        max_length=256,
+        description="accepted accounts (others get DUH); empty: any unencrypted account",
+    )
+    timestamp_past_s: float = Field(
+        default=SIA_PAST_S, gt=0, le=86400, description="oldest report timestamp accepted (s)"
+    )
+    timestamp_future_s: float = Field(
+        default=SIA_FUTURE_S, gt=0, le=86400, description="newest report timestamp accepted (s)"
+    )
+    dedup_window_s: float = Field(
+        default=SIA_DEDUP_WINDOW_S,
+        gt=0,
+        le=86400,
+        description="a report seen again within this time is a retransmission (ACK lost)",
+    )
+
+    @field_validator("accounts")
+    @classmethod
+    def _unique_accounts(cls, v: list[SiaAccountConfig]) -> list[SiaAccountConfig]:
+        seen: set[str] = set()
+        for a in v:
+            if a.account.upper() in seen:
+                raise PydanticCustomError(
+                    "sia_account_twice",
+                    "account {account} is configured twice",
+                    {"account": a.account},
+                )
+            seen.add(a.account.upper())
         return v
 
 
@@ -170,6 +274,9 @@ class EdgeConfig(_Section):
     alarm_board: AlarmBoardConfig | None = Field(
         default=None, description="the village alarm board on a serial line (absent: none)"
     )
+    sia: SiaConfig | None = Field(
+        default=None, description="SIA DC-09 receiver for LAN alarm panels (absent: none)"
+    )
 
     @field_validator("node_id")
     @classmethod
@@ -187,6 +294,9 @@ class EdgeConfig(_Section):
         data = self.model_dump(mode="json")
         if data["broker"].get("password") is not None:
             data["broker"]["password"] = "***"
+        for acct in (data.get("sia") or {}).get("accounts", []):
+            if acct.get("key_hex") is not None:
+                acct["key_hex"] = "***"
         return data
 
 

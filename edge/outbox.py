@@ -5,6 +5,13 @@ before the caller hears of it), the ``birth_seq`` counter, the eviction and dead
 and the dead letters themselves. An acknowledgement (delete after PUBACK) lost in a power cut
 only means the event is sent again; central deduplicates by (node, boot_id, seq).
 
+Idempotent accept: an event may carry a key naming it at its source (the alarm board's
+``(board id, boot id, seq)``, a panel report's ``(account, receiver, line, seq)``). The key is
+committed with the event (UNIQUE, in table ``idem``, kept after the event is sent, for the
+key's time to live); accepting the same key again stores nothing and returns the first event.
+So a source that crashed after the commit but before acknowledging its peer, and hears the
+peer retransmit after the restart, stores the event once (issue 4).
+
 All SQLite work runs on one writer thread shared by every outbox of the process (the demo runs
 ~1,800 agents in one process), serialised per outbox by ``run()``, which applies queued
 operations in order and commits each batch in one transaction (group commit: concurrent
@@ -23,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.outbox_policy import admit
-from wire import Event, Priority, encode
+from wire import Event, Priority, decode, encode
 
 #: One writer thread for the whole process: SQLite commits are fsync-bound, more threads
 #: would only contend for the same disk, and the demo must not start a thread per agent.
@@ -33,8 +40,19 @@ _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-writer"
 #: index: a small cache suffices, and the demo keeps ~1,800 outboxes open in one process.
 CACHE_KIB = 256
 
+#: Default time to live of an idempotency key: the longest a source's peer may hold an
+#: unacknowledged event and retransmit it (a board keeps events in flash across an edge outage
+#: of days). Sources with reused identities (SIA seq wraps at 9999) pass a shorter one.
+DEFAULT_KEY_TTL_S = 30 * 86400.0
+#: Keys kept at most, newest first: bounds the table if a source keys a flood of events.
+MAX_KEYS = 100_000
+#: Longest key accepted (keys are short ids; refuse rather than store an unbounded string).
+MAX_KEY_LEN = 200
+
 _RANKS = {p.rank: p for p in Priority}
 
+#: The version-0 schema (files written before idempotency keys); :data:`_MIGRATIONS` bring a
+#: file from ``PRAGMA user_version`` n-1 to n.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events(
     id INTEGER PRIMARY KEY, prio INTEGER NOT NULL, accepted REAL NOT NULL, payload BLOB NOT NULL);
@@ -44,6 +62,16 @@ CREATE TABLE IF NOT EXISTS dead(
     reason INTEGER NOT NULL, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: idempotency keys (issue 4: an alarm retransmitted after an edge crash is stored once).
+    """
+    CREATE TABLE idem(
+        id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, expires REAL NOT NULL,
+        payload BLOB NOT NULL);
+    CREATE INDEX idem_expires ON idem(expires);
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 class OutboxError(Exception):
@@ -52,6 +80,15 @@ class OutboxError(Exception):
 
 class OutboxFull(OutboxError):
     """A non-alarm event was refused: the outbox is full of more important events."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """The result of :meth:`Outbox.store`: the event, and whether its key was seen before (then
+    ``event`` is the first event stored under it and nothing new was stored)."""
+
+    event: Event
+    duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +239,11 @@ class Outbox:
     def birth_seq(self) -> int:
         return self._meta.get("birth_seq", 0)
 
+    @property
+    def duplicates_total(self) -> int:
+        """Keyed events accepted again and not stored a second time (persisted)."""
+        return self._meta.get("duplicates_total", 0)
+
     async def accept(
         self,
         priority: Priority | str,
@@ -215,6 +257,23 @@ class Outbox:
         (nothing stored), :class:`OutboxFull` when refused by the bound, :class:`OutboxError`
         when the disk write failed.
         """
+        return (await self.store(priority, kind, device, data)).event
+
+    async def store(
+        self,
+        priority: Priority | str,
+        kind: str,
+        device: str | None = None,
+        data: dict[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        key_ttl_s: float = DEFAULT_KEY_TTL_S,
+    ) -> Stored:
+        """:meth:`accept`, idempotent when ``key`` is given: if an event was stored under
+        ``key`` less than ``key_ttl_s`` ago, nothing is stored and that first event is returned
+        (``duplicate`` set). Raises ``ValueError`` for a key longer than :data:`MAX_KEY_LEN`."""
+        if key is not None and not 0 < len(key) <= MAX_KEY_LEN:
+            raise ValueError(f"idempotency key must be 1..{MAX_KEY_LEN} characters")
         ev = Event(
             node=self.node_id,
             boot_id=self.boot_id,
@@ -226,7 +285,7 @@ class Outbox:
             data=data or {},
         )
         encode(ev)  # refuse an oversize event here, where the caller can be told
-        result: Event = await self._submit("accept", ev)
+        result: Stored = await self._submit("accept", (ev, key, key_ttl_s))
         return result
 
     async def peek(self, n: int, exclude: Collection[int] = ()) -> list[Pending]:
@@ -271,9 +330,9 @@ class Outbox:
     def _settle(self, batch: list[_Op], results: list[Any]) -> None:
         stored = False
         for op, res in zip(batch, results, strict=True):
-            if op.kind == "accept" and isinstance(res, tuple):  # (event or OutboxFull, dropped)
+            if op.kind == "accept" and isinstance(res, tuple):  # (Stored or OutboxFull, dropped)
                 res, dropped = res
-                stored = stored or isinstance(res, Event)
+                stored = stored or (isinstance(res, Stored) and not res.duplicate)
                 if self._on_drop is not None and dropped is not None:
                     self._on_drop(dropped)
             if op.fut.done():
@@ -296,12 +355,27 @@ class Outbox:
         meta = dict(self._meta)
         seq = self._seq
         results: list[Any] = []
+        pruned = False
         cur = self._conn.cursor()
         try:
             cur.execute("BEGIN IMMEDIATE")
             for op in batch:
                 if op.kind == "accept":
-                    ev: Event = op.arg
+                    ev: Event
+                    key: str | None
+                    ev, key, ttl = op.arg
+                    if key is not None:
+                        if not pruned:  # once per batch: expired keys, then the count bound
+                            _prune_keys(cur, ev.ts)
+                            pruned = True
+                        row = cur.execute(
+                            "SELECT payload FROM idem WHERE key = ? AND expires > ?", (key, ev.ts)
+                        ).fetchone()
+                        if row is not None:
+                            first = decode(Event, bytes(row[0]))
+                            meta["duplicates_total"] = meta.get("duplicates_total", 0) + 1
+                            results.append((Stored(first, duplicate=True), None))
+                            continue
                     decision = admit(ev.priority, counts, self.max_events)
                     if decision.refuse:
                         meta["evicted_total"] = meta.get("evicted_total", 0) + 1
@@ -322,12 +396,18 @@ class Outbox:
                         dropped = victim
                     seq += 1
                     final = ev.model_copy(update={"seq": seq})
+                    payload = encode(final)
                     cur.execute(
                         "INSERT INTO events(prio, accepted, payload) VALUES (?, ?, ?)",
-                        (ev.priority.rank, ev.ts, encode(final)),
+                        (ev.priority.rank, ev.ts, payload),
                     )
+                    if key is not None:  # same transaction: the key exists iff the event does
+                        cur.execute(
+                            "INSERT OR REPLACE INTO idem(key, expires, payload) VALUES (?, ?, ?)",
+                            (key, ev.ts + ttl, payload),
+                        )
                     counts[ev.priority] = counts.get(ev.priority, 0) + 1
-                    results.append((final, dropped))
+                    results.append((Stored(final), dropped))
                 elif op.kind == "peek":
                     n, exclude = op.arg
                     results.append(_peek(cur, n, exclude))
@@ -391,6 +471,35 @@ def _peek(cur: sqlite3.Cursor, n: int, exclude: tuple[int, ...]) -> list[Pending
     return [Pending(r[0], _RANKS[r[1]], r[2], bytes(r[3])) for r in rows]
 
 
+def _prune_keys(cur: sqlite3.Cursor, now: float) -> None:
+    cur.execute("DELETE FROM idem WHERE expires <= ?", (now,))
+    cur.execute("DELETE FROM idem WHERE id <= (SELECT max(id) FROM idem) - ?", (MAX_KEYS,))
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring an outbox file to :data:`SCHEMA_VERSION`, one transaction per step (a crash
+    mid-way leaves a consistent older version, migrated again on the next open)."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise OutboxError(
+            f"发件箱文件 {path} 的格式版本 {version} 比本程序新（{SCHEMA_VERSION}）；"
+            "请升级 shilian / "
+            f"outbox file {path} has schema version {version}, newer than this program's "
+            f"{SCHEMA_VERSION}: upgrade shilian"
+        )
+    for n in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _MIGRATIONS[n - 1].split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {n}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
 def _open_db(path: Path) -> tuple[sqlite3.Connection, dict[Priority, int], dict[str, int]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -398,6 +507,11 @@ def _open_db(path: Path) -> tuple[sqlite3.Connection, dict[Priority, int], dict[
     conn.execute("PRAGMA synchronous=FULL")  # a committed event survives a power cut
     conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     conn.executescript(_SCHEMA)
+    try:
+        _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
     counts = {p: 0 for p in Priority}
     for prio, n in conn.execute("SELECT prio, count(*) FROM events GROUP BY prio"):
         counts[_RANKS[prio]] = n

@@ -17,8 +17,13 @@ class EventSink(Protocol):
         kind: str,
         device: str | None = None,
         data: dict[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        key_ttl_s: float | None = None,
     ) -> Event:
-        """Durably accept an event (in the outbox on disk when this returns)."""
+        """Durably accept an event (in the outbox on disk when this returns). With ``key``
+        (the event's identity at its source), idempotent: the same key again within
+        ``key_ttl_s`` stores nothing and returns the first event (edge/outbox.py)."""
         ...
 
     async def set_device(

@@ -35,6 +35,12 @@ CONFIG_ERRORS: dict[str, tuple[str, str]] = {
         "节点编号应为「12 位村级统计代码-名称」，如 450102001001-a",
         "node id must be <12-digit village code>-<name>, e.g. 450102001001-a",
     ),
+    "sia_account": ("账号应为 3–16 位十六进制数字", "the account must be 3-16 hex digits"),
+    "sia_key": (
+        "密钥应为 32、48 或 64 位十六进制数字（AES-128/192/256）",
+        "the key must be 32, 48 or 64 hex digits (AES-128/192/256)",
+    ),
+    "sia_account_twice": ("账号 {account} 配置了两次", "account {account} is configured twice"),
     "toml": ("TOML 语法错误：{detail}", "TOML syntax error: {detail}"),
     "file": ("无法读取配置文件：{detail}", "cannot read the config file: {detail}"),
 }

@@ -26,8 +26,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+if TYPE_CHECKING:  # imported in _cipher: an edge without encrypted panels never loads it
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 from firmware_bridge.alarms import Alarm, AlarmKind, AlarmSource
 from firmware_bridge.contact_id import ContactIdError, PanelEvent, parse_event, to_event
@@ -131,6 +133,8 @@ def crc16(data: bytes) -> int:
 
 
 def _cipher(key: bytes) -> Cipher[modes.CBC]:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     if len(key) not in KEY_SIZES:
         raise ValueError("AES key must be 16, 24 or 32 bytes")
     return Cipher(algorithms.AES(key), modes.CBC(bytes(AES_BLOCK)))

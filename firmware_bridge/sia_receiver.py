@@ -6,20 +6,28 @@ Pure core (:class:`FrameSplitter`, :class:`SiaSession`) and a thin asyncio shell
 the outbox on disk (``sink.emit`` returned for each of its events before the ACK was written);
 if the agent cannot take it, no ACK is sent and the connection is closed, so the panel
 retransmits. A retransmission of a report whose ACK was lost is recognised within
-``dedup_window_s`` by (account, seq, payload) and ACKed again without a second event.
+``dedup_window_s`` by (account, seq, payload) and ACKed again without a second event; across a
+restart of the agent (stored, then the agent died before the ACK) by the outbox's idempotency
+key ``sia:<account>:<receiver>:<line>:<seq>:<payload digest>:<n>``, kept for
+:data:`IDEMPOTENCY_TTL_S`.
+
+Keys: each account may have its own AES key (``keys``), else ``key_hex`` applies; the account
+is read from the frame's clear header before decrypting. ``cryptography`` is imported only when
+a key is configured (an idle edge without encrypted panels stays small).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.outbox import OutboxError
@@ -33,6 +41,7 @@ from firmware_bridge.sia_dc09 import (
     SiaError,
     SiaFrame,
     SiaLengthError,
+    SiaUnsupported,
     ack,
     check_timestamp,
     duh,
@@ -58,6 +67,11 @@ IDLE_TIMEOUT_S = 600.0
 READ_CHUNK = 4096
 #: A peer's faults are logged at most once per peer and reason in this many seconds.
 LOG_EVERY_S = 60.0
+#: Life of a report's idempotency key in the outbox: covers an agent restart and the panel's
+#: retries (minutes), far shorter than the wrap of the 4-digit seq at a few reports a day.
+IDEMPOTENCY_TTL_S = 86400.0
+
+_HEX_KEY = r"^(?:[0-9A-Fa-f]{32}|[0-9A-Fa-f]{48}|[0-9A-Fa-f]{64})$"
 
 
 class SiaReceiverConfig(BaseModel):
@@ -76,8 +90,12 @@ class SiaReceiverConfig(BaseModel):
     )
     key_hex: str | None = Field(
         default=None,
-        pattern=r"^(?:[0-9A-Fa-f]{32}|[0-9A-Fa-f]{48}|[0-9A-Fa-f]{64})$",
+        pattern=_HEX_KEY,
         description="AES key (128/192/256-bit, hex) for encrypted (*SIA-DCS, *ADM-CID) frames",
+    )
+    keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per-account AES keys (account hex → key hex); before key_hex",
     )
     accounts: list[str] = Field(
         default_factory=list, description="Accepted panel accounts (hex); empty accepts any"
@@ -101,6 +119,24 @@ class SiaReceiverConfig(BaseModel):
     @property
     def key(self) -> bytes | None:
         return bytes.fromhex(self.key_hex) if self.key_hex else None
+
+    def account_keys(self) -> dict[str, bytes]:
+        return {a.upper(): bytes.fromhex(k) for a, k in self.keys.items()}
+
+    @classmethod
+    def from_edge(cls, cfg: Any) -> SiaReceiverConfig:
+        """From ``edge.config.SiaConfig`` (typed loosely: edge.config stays importable without
+        this package)."""
+        return cls(
+            host=cfg.host,
+            port=cfg.port,
+            device=cfg.device,
+            accounts=[a.account for a in cfg.accounts],
+            keys={a.account: a.key_hex for a in cfg.accounts if a.key_hex},
+            timestamp_past_s=cfg.timestamp_past_s,
+            timestamp_future_s=cfg.timestamp_future_s,
+            dedup_window_s=cfg.dedup_window_s,
+        )
 
 
 class FrameSplitter:
@@ -155,6 +191,7 @@ class SiaSession:
         self.config = config
         self.clock = clock
         self._key = config.key
+        self._keys = config.account_keys()
         self._accounts = {a.upper() for a in config.accounts}
         self._seen: OrderedDict[tuple[str, str, str, str], float] = OrderedDict()
 
@@ -174,19 +211,43 @@ class SiaSession:
         """Never raises for peer input: every refusal is a Decision with ``error`` set."""
         now = self.clock()
         cfg = self.config
+        key = self._key
         try:
-            frame = parse_frame(raw, key=self._key)
+            try:
+                frame = parse_frame(raw, key=None if self._keys else key)
+            except SiaUnsupported as e:  # encrypted: decrypt with the account's key
+                f = e.frame
+                key = self._keys.get(f.account.upper(), self._key) if f is not None else None
+                if f is None or not f.encrypted or key is None:
+                    raise
+                frame = parse_frame(raw, key=key)
+            if not frame.encrypted and frame.account.upper() in self._keys:
+                # An account with a key reports encrypted: a clear frame under its number is
+                # a misconfigured panel or a spoof on the LAN; never an alarm.
+                return Decision(
+                    duh(frame), frame, error=SiaUnsupported("account requires encryption", frame)
+                )
             if self._accounts and frame.account.upper() not in self._accounts:
                 return Decision(duh(frame), frame, error=SiaError("unknown account", frame))
             check_timestamp(frame, now, cfg.timestamp_past_s, cfg.timestamp_future_s)
             self._expire(now)
             if self._dedup_key(frame) in self._seen:
-                return Decision(ack(frame, now, self._key), frame, duplicate=True)
+                return Decision(ack(frame, now, key), frame, duplicate=True)
             events = frame_events(frame, cfg.device)
         except SiaError as e:
             resp = duh(e.frame) if e.response == "DUH" else nak(now)
             return Decision(resp, e.frame, error=e)
-        return Decision(ack(frame, now, self._key), frame, events)
+        return Decision(ack(frame, now, key), frame, events)
+
+    @staticmethod
+    def idempotency_key(frame: SiaFrame, n: int) -> str:
+        """The outbox key of the ``n``-th event of ``frame``: the same on a retransmission
+        (timestamp and pad excluded), different for a new report reusing the seq."""
+        digest = hashlib.sha256(
+            (frame.token + "|" + frame.data + "".join(frame.extended)).encode()
+        ).hexdigest()[:16]
+        where = f"{frame.receiver or ''}:{frame.prefix}"
+        return f"sia:{frame.account.upper()}:{where}:{frame.seq}:{digest}:{n}"
 
     def commit(self, frame: SiaFrame) -> None:
         """Remember a frame whose events are stored, so a retransmission is not stored twice."""
@@ -196,18 +257,24 @@ class SiaSession:
         self._expire(self.clock())
 
 
-async def emit(sink: EventSink, ev: Alarm | PanelEvent) -> None:
+async def emit(sink: EventSink, ev: Alarm | PanelEvent, key: str | None = None) -> None:
     """Durably hand one event to the edge agent (returns once it is in the outbox)."""
     kind = ev.kind if isinstance(ev.kind, str) else ev.kind.value
-    await sink.emit(ev.priority, kind, ev.device, ev.event_data())
+    if key is None:
+        await sink.emit(ev.priority, kind, ev.device, ev.event_data())
+    else:
+        await sink.emit(
+            ev.priority, kind, ev.device, ev.event_data(), key=key, key_ttl_s=IDEMPOTENCY_TTL_S
+        )
 
 
 class SiaReceiver:
     """An edge ``EventSource``: ``await receiver.run(sink)`` serves until cancelled.
 
     ``ready`` is set once listening (``port`` then holds the bound port, useful with port 0).
-    Counters by outcome are in ``counts`` and, with a registry, in
-    ``shilian_sia_frames_total{outcome}``."""
+    Counters by outcome are in ``counts`` and of the answers sent (ACK/NAK/DUH) in
+    ``responses``; the edge agent exports both as ``shilian_edge_sia_frames_total`` and
+    ``shilian_edge_sia_responses_total`` (:mod:`firmware_bridge.link_metrics`)."""
 
     name = "sia_receiver"
 
@@ -216,7 +283,6 @@ class SiaReceiver:
         config: SiaReceiverConfig,
         *,
         clock: Callable[[], float] = time.time,
-        registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config
         self.session = SiaSession(config, clock)
@@ -224,23 +290,16 @@ class SiaReceiver:
         self.ready = asyncio.Event()
         self.port: int | None = None
         self.counts: dict[str, int] = {}
-        self._frames = (
-            Counter(
-                "shilian_sia_frames",
-                "SIA DC-09 frames by outcome (ack, duplicate, or the refusal reason)",
-                ["outcome"],
-                registry=registry,
-            )
-            if registry is not None
-            else None
-        )
+        self.responses: dict[str, int] = {"ack": 0, "nak": 0, "duh": 0}
+        if config.key is not None or config.keys:
+            # Load the AES implementation now: a broken install fails at start, not at the
+            # first encrypted alarm.
+            import cryptography.hazmat.primitives.ciphers  # noqa: F401
         self._logged: dict[tuple[str, str], float] = {}
         self._writers: set[asyncio.StreamWriter] = set()
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
-        if self._frames is not None:
-            self._frames.labels(outcome).inc()
 
     def _log_peer_fault(self, peer: str, err: SiaError) -> None:
         now = self.clock()
@@ -301,7 +360,7 @@ class SiaReceiver:
                     if isinstance(item, SiaError):
                         self._count(item.reason)
                         self._log_peer_fault(peer, item)
-                        writer.write(nak(self.clock()))
+                        self._respond(writer, nak(self.clock()))
                     elif not await self._handle(item, writer, sink, peer):
                         return
                 await writer.drain()
@@ -326,8 +385,8 @@ class SiaReceiver:
         else:
             assert d.frame is not None
             try:
-                for ev in d.events:
-                    await emit(sink, ev)
+                for n, ev in enumerate(d.events):
+                    await emit(sink, ev, SiaSession.idempotency_key(d.frame, n))
             except OutboxError:
                 # Not stored, so not ACKed: the panel retransmits (to us once we can store).
                 self._count("not_stored")
@@ -339,5 +398,11 @@ class SiaReceiver:
                 return False
             self.session.commit(d.frame)
             self._count("ack")
-        writer.write(d.response)
+        self._respond(writer, d.response)
         return True
+
+    def _respond(self, writer: asyncio.StreamWriter, response: bytes) -> None:
+        body = response[9:]  # after LF, crc and 0LLL: '"ACK"', '"*ACK"', '"NAK"' or '"DUH"'
+        name = "nak" if body.startswith(b'"NAK"') else "duh" if body.startswith(b'"DUH"') else "ack"
+        self.responses[name] += 1
+        writer.write(response)

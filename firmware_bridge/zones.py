@@ -4,9 +4,17 @@ may be acknowledged to the board when.
 Each configured zone is one board input (panic button, door contact, PIR, smoke detector,
 tamper switch). The board reports raw input changes ("contact closed" = ``active``) with its own
 millisecond timestamp; a normally-closed zone is in alarm when its contact opens, a
-normally-open one when it closes. A change counts only once the input has stayed in the new
-state for the zone's debounce time, measured on the board's clock: a bounce that goes back
-within the debounce time produces nothing. A zone leaving alarm produces a RESTORE.
+normally-open one when it closes. A zone leaving alarm produces a RESTORE. Debouncing, per zone
+(docs/edge.md "Debouncing"), measured on the board's clock:
+
+- ``leading`` (default): the first transition into alarm is reported at once (issue 4's
+  latency target, p50 <= 20 ms, leaves no room for waiting); contact chatter that follows is
+  suppressed, because the RESTORE is reported only once the input has stayed normal for the
+  debounce time: a bounce back into alarm within that time cancels it (noise, no event).
+- ``trailing``: every change, alarm or restore, counts only once the input has stayed in the
+  new state for the debounce time; a glitch shorter than that produces nothing. For inputs
+  whose short pulses are known to be noise (long unshielded runs, vibration sensors), at the
+  price of the debounce time added to every alarm.
 
 Acknowledgement rule (issue 4: "ACK only after the event is in the edge outbox"): every board
 event fed in is returned in exactly one :class:`Decision`'s ``acks``, together with the alarm it
@@ -28,6 +36,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
 from firmware_bridge.alarms import Alarm, AlarmKind, AlarmSource
@@ -37,8 +46,8 @@ log = logging.getLogger("shilian.firmware_bridge.zones")
 
 #: Zone kinds an input can have: trouble and restore are produced, never configured.
 ZONE_KINDS = (AlarmKind.PANIC, AlarmKind.INTRUSION, AlarmKind.FIRE, AlarmKind.TAMPER)
-#: Default debounce: mechanical contacts and reed switches settle within ~20 ms; 50 ms rejects
-#: that chatter while adding little to an alarm's latency.
+#: Default debounce: mechanical contacts and reed switches settle within ~20 ms; 50 ms of
+#: stability rejects that chatter (with leading-edge zones it delays only the restore).
 DEFAULT_DEBOUNCE_MS = 50
 #: Longest debounce accepted: beyond a few seconds a "debounce" hides real alarms.
 MAX_DEBOUNCE_MS = 10_000
@@ -49,6 +58,14 @@ BOARD_MS_WRAP = 2**32
 #: Board boots whose clock offset is remembered: events of older boots still queued in the
 #: board's flash arrive after a reboot, a few boots at most.
 CLOCKS_MAX = 8
+
+
+class Debounce(StrEnum):
+    """How a zone's debounce time applies (module docstring)."""
+
+    LEADING = "leading"  # alarm at once, restore after the input is stable
+    TRAILING = "trailing"  # alarm and restore after the input is stable
+
 
 #: The board event's identity, acknowledged back to the board (the link's ``EventKey``).
 Key = TypeVar("Key", bound=Hashable)
@@ -83,6 +100,7 @@ class Zone:
     normally_closed: bool = False
     debounce_ms: int = DEFAULT_DEBOUNCE_MS
     always_armed: bool = True
+    debounce: Debounce = Debounce.LEADING
 
     def __post_init__(self) -> None:
         if not 1 <= self.input_no <= MAX_INPUTS:
@@ -177,19 +195,23 @@ class Zones(Generic[Key]):
             if alarming == s.alarming:
                 self._ignore("no_change", key)  # e.g. a change that restated the current state
                 return
-            s.pending = _Pending(alarming, board_ms, boot, [key])
         elif alarming == p.alarming:
             p.keys.append(key)  # restated while pending: keep the first time
+            self._settle_due(now)
+            return
+        elif p.boot == boot and _delta(p.board_ms, board_ms) < s.zone.debounce_ms:
+            # A bounce: back to the reported state before the debounce time. Noise only.
+            self._ready.append(Decision(None, (*p.keys, key)))
+            s.pending = None
+            self._settle_due(now)
+            return
         else:
-            if p.boot == boot and _delta(p.board_ms, board_ms) < s.zone.debounce_ms:
-                # A bounce: back to the reported state before the debounce time. Noise only.
-                self._ready.append(Decision(None, (*p.keys, key)))
-                s.pending = None
-                return
             # It did stay long enough (we learned it late, or the board rebooted meanwhile):
             # report it, then the new change.
             self._settle(s)
-            s.pending = _Pending(alarming, board_ms, boot, [key])
+        s.pending = _Pending(alarming, board_ms, boot, [key])
+        if alarming and s.zone.debounce is Debounce.LEADING:
+            self._settle(s)  # leading edge: the alarm now; chatter is caught by the restore
         self._settle_due(now)
 
     def panel_message(self, key: Key, raw: str) -> None:

@@ -319,6 +319,9 @@ class RecordingSink:
         kind: str,
         device: str | None = None,
         data: dict[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        key_ttl_s: float | None = None,
     ) -> Event:
         if self.fail:
             raise AgentNotRunning("agent is stopping")

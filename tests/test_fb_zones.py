@@ -8,11 +8,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware_bridge.alarms import Alarm, AlarmKind, AlarmSource
-from firmware_bridge.zones import Decision, Zone, Zones
+from firmware_bridge.zones import Debounce, Decision, Zone, Zones
 
-PANIC = Zone(1, AlarmKind.PANIC, "村委会紧急按钮", debounce_ms=50)
+# Trailing-edge zones: every change waits out its debounce (tests/test_fb_debounce.py has the
+# default, leading-edge zones).
+T = Debounce.TRAILING
+PANIC = Zone(1, AlarmKind.PANIC, "村委会紧急按钮", debounce_ms=50, debounce=T)
 DOOR = Zone(
-    2, AlarmKind.INTRUSION, "东门", normally_closed=True, debounce_ms=100, always_armed=False
+    2,
+    AlarmKind.INTRUSION,
+    "东门",
+    normally_closed=True,
+    debounce_ms=100,
+    always_armed=False,
+    debounce=T,
 )
 FIRE0 = Zone(3, AlarmKind.FIRE, "烟感", debounce_ms=0)
 

@@ -1,0 +1,149 @@
+"""Prometheus view of the alarm links: the board's serial link and the SIA DC-09 receiver.
+
+A collector read at scrape time from the counters the sources keep anyway (nothing is
+incremented twice on the alarm path). Registered by the edge agent on its own registry when a
+board or an SIA receiver is configured; names are ``shilian_edge_board_*`` and
+``shilian_edge_sia_*`` (docs/edge.md lists them, docs/faults.md says which fault moves which).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from firmware_bridge.framing import FrameFault
+
+#: Framing faults: each one is a frame dropped and the decoder resynchronised at the next 0x00.
+FRAME_FAULTS = tuple(f.value for f in FrameFault)
+#: Counter keys of ``BoardSource.link_counters`` that are not protocol faults.
+_NOT_PROTOCOL = frozenset({"duplicates", "naks_sent", *FRAME_FAULTS})
+#: SIA responses, always exported (a zero is information: no NAK was needed).
+SIA_RESPONSES = ("ack", "nak", "duh")
+
+
+class LinkMetrics(Collector):
+    """Collects from every source that is a ``BoardSource`` or ``SiaReceiver`` (duck-typed by
+    ``name``), plus the outbox's count of idempotent duplicates."""
+
+    def __init__(self, sources: Sequence[Any], outbox: Callable[[], Any]) -> None:
+        self._boards = [s for s in sources if getattr(s, "name", "") == "alarm_board"]
+        self._sia = [s for s in sources if getattr(s, "name", "") == "sia_receiver"]
+        self._outbox = outbox
+
+    def describe(self) -> Iterable[Any]:
+        return []  # collected at scrape time only (names depend on the configured sources)
+
+    def collect(self) -> Iterator[Any]:
+        if self._boards:
+            yield from self._board_metrics()
+        if self._sia:
+            yield from self._sia_metrics()
+        ob = self._outbox()
+        dup = CounterMetricFamily(
+            "shilian_edge_events_deduplicated",
+            "keyed events offered again (a peer retransmitted after an edge crash) and not "
+            "stored twice",
+        )
+        dup.add_metric([], ob.duplicates_total if ob is not None else 0)
+        yield dup
+
+    def _board_metrics(self) -> Iterator[Any]:
+        p = "shilian_edge_board_"
+        labels = ["device"]
+        up = GaugeMetricFamily(p + "link_up", "1 while the board link is up", labels=labels)
+        downs = CounterMetricFamily(
+            p + "link_downs",
+            "board link went down, by reason (timeout, board_rebooted, port_error...)",
+            labels=[*labels, "reason"],
+        )
+        ups = CounterMetricFamily(
+            p + "handshakes",
+            "board link came up (handshake): the first one and every resync after a down",
+            labels=labels,
+        )
+        frames = CounterMetricFamily(
+            p + "frame_errors",
+            "frames dropped by the decoder, by fault (crc, cobs, short, oversize = frame too "
+            "large); each is a resync at the next 0x00 delimiter",
+            labels=[*labels, "fault"],
+        )
+        proto = CounterMetricFamily(
+            p + "protocol_errors",
+            "valid frames refused, by fault (malformed, version, bad_input, out_of_window...)",
+            labels=[*labels, "fault"],
+        )
+        naks = CounterMetricFamily(
+            p + "naks_sent", "NAKs sent: a gap in the board's seqs, resend asked", labels=labels
+        )
+        dups = CounterMetricFamily(
+            p + "duplicates",
+            "board retransmissions of events already delivered, suppressed (ACK re-sent)",
+            labels=labels,
+        )
+        emitted = CounterMetricFamily(
+            p + "alarms_emitted", "alarms and restores stored in the outbox", labels=labels
+        )
+        acked = CounterMetricFamily(
+            p + "events_acked", "board events acknowledged to the board", labels=labels
+        )
+        ignored = CounterMetricFamily(
+            p + "events_ignored",
+            "board events that made no alarm, by reason (unconfigured_input, bad_contact_id...)",
+            labels=[*labels, "reason"],
+        )
+        queued = GaugeMetricFamily(
+            p + "queued", "events the board holds unacknowledged (its heartbeat)", labels=labels
+        )
+        lost = GaugeMetricFamily(
+            p + "queue_overflows",
+            "events the board lost since its boot because its queue was full (its heartbeat)",
+            labels=labels,
+        )
+        for b in self._boards:
+            dev = [b.device_id]
+            up.add_metric(dev, 1 if b.link_up else 0)
+            for reason, n in sorted(b.link_downs.items()):
+                downs.add_metric([*dev, reason], n)
+            ups.add_metric(dev, b.stats["link_up"])
+            c = b.link_counters()
+            for fault in FRAME_FAULTS:
+                frames.add_metric([*dev, fault], c.get(fault, 0))
+            for fault, n in sorted(c.items()):
+                if fault not in _NOT_PROTOCOL:
+                    proto.add_metric([*dev, fault], n)
+            naks.add_metric(dev, c.get("naks_sent", 0))
+            dups.add_metric(dev, c.get("duplicates", 0))
+            emitted.add_metric(dev, b.stats["emitted"])
+            acked.add_metric(dev, b.stats["acked"])
+            for reason, n in sorted(b.zones.ignored.items()):
+                ignored.add_metric([*dev, reason], n)
+            hb = b.heartbeat
+            if "queued" in hb:
+                queued.add_metric(dev, hb["queued"])
+                lost.add_metric(dev, hb["dropped"])
+        yield from (up, downs, ups, frames, proto, naks, dups, emitted, acked, ignored)
+        yield from (queued, lost)
+
+    def _sia_metrics(self) -> Iterator[Any]:
+        p = "shilian_edge_sia_"
+        labels = ["device"]
+        frames = CounterMetricFamily(
+            p + "frames",
+            "SIA DC-09 frames by outcome: ack, duplicate (retransmission, ACKed again), or the "
+            "refusal (crc, length, format, decrypt, timestamp, unsupported, not_stored)",
+            labels=[*labels, "outcome"],
+        )
+        responses = CounterMetricFamily(
+            p + "responses", "responses sent to panels (ack, nak, duh)", labels=[*labels, "type"]
+        )
+        for r in self._sia:
+            dev = [r.config.device]
+            for outcome, n in sorted(r.counts.items()):
+                frames.add_metric([*dev, outcome], n)
+            for kind in SIA_RESPONSES:
+                responses.add_metric([*dev, kind], r.responses.get(kind, 0))
+        yield frames
+        yield responses
