@@ -176,6 +176,7 @@ class Link:
         *,
         retain: bool = False,
         correlation: bytes | None = None,
+        response_topic: str | None = None,
     ) -> asyncio.Future[int]:
         """Send a QoS 1 publish; the future gives the PUBACK reason code or fails with
         :class:`LinkError` if the link dies first."""
@@ -184,9 +185,12 @@ class Link:
             fut.set_exception(self._lost)
             return fut
         props = None
-        if correlation is not None:
+        if correlation is not None or response_topic is not None:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.CorrelationData = correlation
+            if correlation is not None:
+                props.CorrelationData = correlation
+            if response_topic is not None:
+                props.ResponseTopic = response_topic
         info = self._paho.publish(topic, payload, 1, retain, props)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             fut.set_exception(LinkError(f"publish failed: {paho.error_string(info.rc)}"))
@@ -196,10 +200,18 @@ class Link:
         return fut
 
     async def publish(
-        self, topic: str, payload: bytes, *, retain: bool = False, correlation: bytes | None = None
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        correlation: bytes | None = None,
+        response_topic: str | None = None,
     ) -> None:
         """QoS 1 publish awaiting its PUBACK; :class:`PublishRejected` on a failure reason."""
-        fut = self.publish_nowait(topic, payload, retain=retain, correlation=correlation)
+        fut = self.publish_nowait(
+            topic, payload, retain=retain, correlation=correlation, response_topic=response_topic
+        )
         try:
             reason = await asyncio.wait_for(fut, OPERATION_TIMEOUT_S)
         except TimeoutError:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.backoff import Backoff
 from edge.commands import CommandHandler, Refused
@@ -32,6 +32,9 @@ from edge.mqtt_link import (
 )
 from edge.outbox import Outbox
 from wire import DeviceState, NodeState, RemoteWireError, Topics, decode, encode
+
+if TYPE_CHECKING:
+    from edge.renew import CertRenewer
 
 log = logging.getLogger("shilian.edge.session")
 
@@ -72,6 +75,9 @@ class NodeSession:
         self._removed: set[str] = set()
         self._warned_higher_birth = False
         self._peer_fault_logged: dict[str, float] = {}
+        #: Certificate renewal (edge.renew), set by the agent when [broker.tls] is configured:
+        #: chooses the TLS files of each connect and takes the answers on our cert/res topic.
+        self.renewal: CertRenewer | None = None
 
     # -- for the other tasks ---------------------------------------------------------------
 
@@ -110,6 +116,7 @@ class NodeSession:
         down_since: float | None = None
         while not self._closing:
             self.birth_seq = await self.outbox.next_birth_seq()
+            tls = self.renewal.tls_files() if self.renewal else self.config.broker.tls
             try:
                 link = await Link.connect(
                     host=self.config.broker.host,
@@ -119,9 +126,11 @@ class NodeSession:
                     will=Will(self.topics.state, self._state("offline", "will")),
                     username=self.config.broker.username,
                     password=self.config.broker.password,
-                    tls=self.config.broker.tls,
+                    tls=tls,
                 )
             except LinkError as e:
+                if self.renewal:
+                    self.renewal.connect_failed(tls, e)
                 self.metrics.connect_failures.inc()
                 delay = self.backoff.to_cap() if isinstance(e, ConnectRefused) else None
                 delay = self.backoff.next() if delay is None else delay
@@ -132,6 +141,8 @@ class NodeSession:
                     log.debug("node %s: retry in %.1f s: %s", self.topics.node_id, delay, e)
                 await asyncio.sleep(delay)
                 continue
+            if self.renewal:
+                self.renewal.connected(tls)
             try:
                 await self._serve(link, down_since)
                 down_since = None
@@ -172,7 +183,8 @@ class NodeSession:
         for device_id in list(self._removed):
             await link.publish(self.topics.device(device_id), b"", retain=True)
             self._removed.discard(device_id)
-        await link.subscribe(self.topics.cmd_req, self.topics.state)
+        renewal = (self.topics.cert_res,) if self.renewal else ()
+        await link.subscribe(self.topics.cmd_req, self.topics.state, *renewal)
         self.backoff.reset()
         self._connections += 1
         if self._connections > 1:
@@ -199,6 +211,8 @@ class NodeSession:
     async def _dispatch(self, link: Link, msg: Incoming) -> None:
         if msg.topic == self.topics.state:
             await self._on_state(link, msg)
+        elif msg.topic == self.topics.cert_res and self.renewal:
+            self.renewal.on_answer(msg)
         elif msg.topic == self.topics.cmd_req:
             out = self.commands.handle(msg, self._clock())
             if isinstance(out, Refused):
@@ -247,6 +261,13 @@ class NodeSession:
         ):
             self._peer_fault_logged[reason] = now
             log.warning("node %s: %s", self.topics.node_id, message[:500])
+
+    async def reconnect(self) -> None:
+        """End the connection cleanly (no will) so the loop connects again at once, e.g. with a
+        renewed certificate. Unsent events stay in the outbox and follow the new birth."""
+        link = self.link
+        if link is not None and link.alive:
+            await link.close()
 
     # -- ending ----------------------------------------------------------------------------
 

@@ -273,3 +273,34 @@ def test_expired_certificate_refused(
     c = Client(broker.port, Creds(_CA[0], d / "c.pem", d / "k.pem"), A)
     assert not c.connect()
     c.close()
+
+
+def test_renewal_topics_node_reads_only_its_own_answers(
+    setup: tuple[CertificateAuthority, GeneratedBroker], tmp_path: Path
+) -> None:
+    """Renewal (docs/provisioning.md): a node writes its own cert/req and reads its own cert/res
+    only; central writes cert/res (never cert/req, never state)."""
+    ca, broker = setup
+    a = Client(broker.port, node_creds(ca, tmp_path / "a", A), A)
+    assert a.connect()
+    try:
+        assert a.publish(f"shilian/v1/{A}/cert/req") < OK
+        assert a.subscribe(f"shilian/v1/{A}/cert/res") == [1]
+        assert a.subscribe(f"shilian/v1/{B}/cert/res")[0] in (1, 0x87)  # granted, never delivered
+        central = _central(ca, broker, tmp_path)
+        try:
+            assert central.publish(f"shilian/v1/{B}/cert/res") < OK
+            assert central.publish(f"shilian/v1/{A}/cert/res") < OK
+            assert central.publish(f"shilian/v1/{A}/cert/req") == 135  # cannot ask for a node
+        finally:
+            central.close()
+        assert a._wait(lambda: any(t.endswith(f"{A}/cert/res") for t, _ in a.messages))
+        assert [t for t, _ in a.messages if B in t] == []
+    finally:
+        a.close()
+    a = Client(broker.port, node_creds(ca, tmp_path / "a2", A), A)
+    assert a.connect()
+    try:
+        assert a.publish(f"shilian/v1/{B}/cert/req") == 135  # cannot ask for another node
+    finally:
+        a.close()

@@ -12,6 +12,8 @@ from wire.errors import Fault, LocalWireError, RemoteWireError
 from wire.limits import MAX_PAYLOAD_BYTES, PROTOCOL_VERSION
 from wire.messages import (
     AnyMessage,
+    CertRequest,
+    CertResponse,
     CommandRequest,
     CommandResponse,
     DeviceState,
@@ -30,6 +32,8 @@ SCHEMAS: dict[Kind, type[AnyMessage]] = {
     Kind.DEVICE: DeviceState,
     Kind.CMD_REQ: CommandRequest,
     Kind.CMD_RES: CommandResponse,
+    Kind.CERT_REQ: CertRequest,
+    Kind.CERT_RES: CertResponse,
 }
 
 

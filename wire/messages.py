@@ -87,6 +87,9 @@ class Health(_Payload):
     last_publish_age_s: float | None = Field(
         default=None, ge=0, description="seconds since the last PUBACK; null before the first"
     )
+    cert_not_after: Timestamp | None = Field(
+        default=None, description="expiry of the node's client certificate (absent: no TLS)"
+    )
 
 
 class Event(_Payload):
@@ -139,4 +142,47 @@ class CommandResponse(_Payload):
     error: CommandError | None = None
 
 
-AnyMessage = NodeState | Health | Event | DeviceState | CommandRequest | CommandResponse
+#: Largest CSR in a renewal request (a P-256 CSR is ~500 bytes; provisioning.ca checks the same).
+MAX_CSR_CHARS = 16 * 1024
+#: Largest certificate PEM in a renewal answer (a node certificate is ~800 bytes).
+MAX_CERT_CHARS = 8 * 1024
+
+
+class CertRequest(_Payload):
+    """Node -> central on its own ``cert/req``: renew my certificate. The key was made on the
+    box and never leaves it; ``csr_pem``'s CN must be the node id of the topic. MQTT 5 response
+    topic (the node's own ``cert/res``) and correlation data as for commands."""
+
+    node: NodeId
+    ts: Timestamp
+    csr_pem: str = Field(max_length=MAX_CSR_CHARS, description="PEM CSR, EC P-256, CN = node")
+    serial: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{1,40}$",
+        description="serial (hex) of the certificate the node uses now",
+    )
+
+
+class CertResponse(_Payload):
+    """Central -> node on the node's ``cert/res`` with the request's correlation data: the new
+    certificate, or a refusal (``error.code``, message zh-CN / English)."""
+
+    node: NodeId
+    ok: bool
+    cert_pem: str | None = Field(default=None, max_length=MAX_CERT_CHARS)
+    ca_pem: str | None = Field(default=None, max_length=MAX_CERT_CHARS)
+    serial: str | None = Field(default=None, pattern=r"^[0-9a-f]{1,40}$")
+    not_after: Timestamp | None = None
+    error: CommandError | None = None
+
+
+AnyMessage = (
+    NodeState
+    | Health
+    | Event
+    | DeviceState
+    | CommandRequest
+    | CommandResponse
+    | CertRequest
+    | CertResponse
+)

@@ -10,6 +10,8 @@ CN) confines a node to its own subtree.
     shilian/v1/<node>/device/<device>    retained, QoS 1   DeviceState (empty payload: removed)
     shilian/v1/<node>/cmd/req            QoS 1, central -> node   CommandRequest
     shilian/v1/<node>/cmd/res            QoS 1, node -> central   CommandResponse
+    shilian/v1/<node>/cert/req           QoS 1, node -> central   CertRequest (renewal CSR)
+    shilian/v1/<node>/cert/res           QoS 1, central -> node   CertResponse
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Kind(StrEnum):
     DEVICE = "device"
     CMD_REQ = "cmd/req"
     CMD_RES = "cmd/res"
+    CERT_REQ = "cert/req"
+    CERT_RES = "cert/res"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,14 @@ class Topics:
     def cmd_res(self) -> str:
         return f"{self.base}/cmd/res"
 
+    @property
+    def cert_req(self) -> str:
+        return f"{self.base}/cert/req"
+
+    @property
+    def cert_res(self) -> str:
+        return f"{self.base}/cert/res"
+
     def owns(self, topic: str) -> bool:
         """True if ``topic`` is inside this node's subtree (e.g. a command's response topic)."""
         return topic.startswith(self.base + "/")
@@ -113,6 +125,7 @@ CENTRAL_SUBSCRIPTIONS: tuple[str, ...] = (
     f"{TOPIC_ROOT}/+/event",
     f"{TOPIC_ROOT}/+/device/+",
     f"{TOPIC_ROOT}/+/cmd/res",
+    f"{TOPIC_ROOT}/+/cert/req",
 )
 
 
@@ -135,6 +148,6 @@ def parse_topic(topic: str) -> Route:
     elif len(rest) == 2:
         if rest[0] == "device" and DEVICE_ID_RE.match(rest[1]):
             return Route(node_id, Kind.DEVICE, rest[1])
-        if rest[0] == "cmd" and rest[1] in ("req", "res"):
-            return Route(node_id, Kind(f"cmd/{rest[1]}"))
+        if rest[0] in ("cmd", "cert") and rest[1] in ("req", "res"):
+            return Route(node_id, Kind(f"{rest[0]}/{rest[1]}"))
     raise RemoteWireError(Fault.BAD_TOPIC, f"unknown topic: {topic[:200]!r}")

@@ -1,0 +1,309 @@
+"""Commissioning reports stored at central, per node, with their history.
+
+Routes (docs/api.md):
+
+- ``POST /api/v1/nodes/{node_id}/commissioning`` the JSON report of ``shilian provision check``,
+  with ``Authorization: Bearer <enrolment token>``: the token that enrolled this node, accepted
+  for :data:`UPLOAD_WINDOW_S` after the enrolment. The route is public to the login middleware:
+  this handler checks the token itself. 201 ``{"id", "node_id", "uploaded_at"}``.
+- ``GET /api/v1/nodes/{node_id}/commissioning`` ``{"node_id", "latest", "reports"}`` (the latest
+  report whole, then every upload newest first: id, time, ok, technician). 404 when none.
+- ``GET /dashboard/commissioning/{node_id}`` the latest report as a printable A4 page
+  (zh-CN; ``?lang=en``).
+- ``GET /api/v1/nodes/{node_id}/commissioning/status`` what the commissioning check needs
+  (``state``, ``birth_seq``, ``health``: the number of health reports stored; central's ``Date``
+  header), with the same enrolment token: a technician has no operator login. Public to the
+  login middleware, like the upload.
+
+Storage: table ``commissioning_reports`` in central's SQLite (WAL); an upload is committed before
+the 201, so a report acknowledged to the technician survives a power cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from central.registry import Registry
+from provisioning.report_page import place_from_registry, render
+from provisioning.tokens import token_hash
+from wire import valid_node_id
+
+#: How long after enrolment the enrolment token may upload reports: a visit, and the re-checks
+#: of the following days, not a standing credential.
+UPLOAD_WINDOW_S = 7 * 24 * 3600.0
+#: Largest report accepted: four steps are ~1 KiB; details are capped by the checker.
+MAX_REPORT_BYTES = 64 * 1024
+#: Uploads listed by the GET (newest first); older ones stay in the table.
+MAX_LISTED = 100
+#: Seconds a request waits for central's database lock (ingest commits are short).
+DB_TIMEOUT_S = 10.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS commissioning_reports(
+  id INTEGER PRIMARY KEY,
+  node_id TEXT NOT NULL,
+  uploaded_at REAL NOT NULL,
+  ok INTEGER NOT NULL,
+  technician TEXT NOT NULL DEFAULT '',
+  report TEXT NOT NULL            -- the JSON as uploaded (validated)
+);
+CREATE INDEX IF NOT EXISTS commissioning_by_node ON commissioning_reports(node_id, id);
+"""
+
+_DUMPS = functools.partial(json.dumps, ensure_ascii=False)
+
+
+class UploadRefused(Exception):
+    def __init__(self, status: int, code: str, zh: str, en: str) -> None:
+        super().__init__(f"{code}: {en}")
+        self.status, self.code, self.zh, self.en = status, code, zh, en
+
+
+def _error(status: int, code: str, zh: str, en: str) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": f"{zh} / {en}"}}, status=status, dumps=_DUMPS
+    )
+
+
+def check_token(conn: sqlite3.Connection, token: str, node_id: str, now: float) -> None:
+    """The token enrolled ``node_id`` less than :data:`UPLOAD_WINDOW_S` ago, or
+    :class:`UploadRefused` (401 unknown, 403 another node or never used, 410 too late)."""
+    try:
+        row = conn.execute(
+            "SELECT used_at, used_by FROM enrol_tokens WHERE token_sha256 = ?",
+            (token_hash(token),),
+        ).fetchone()
+    except sqlite3.OperationalError:  # no token was ever created here
+        row = None
+    if row is None:
+        raise UploadRefused(
+            401,
+            "token_unknown",
+            "令牌无效：上传调试报告需使用该节点的入网令牌",
+            "unknown token: upload the report with the node's enrolment token",
+        )
+    used_at, used_by = row
+    if used_at is None or used_by != node_id:
+        raise UploadRefused(
+            403,
+            "token_other_node",
+            f"此令牌未用于节点 {node_id} 入网，不能上传它的调试报告",
+            f"this token did not enrol node {node_id}; it cannot upload its report",
+        )
+    if now > used_at + UPLOAD_WINDOW_S:
+        raise UploadRefused(
+            410,
+            "token_expired",
+            f"入网已超过 {UPLOAD_WINDOW_S / 86400:g} 天，令牌不能再上传报告；请联系管理员",
+            f"enrolment was more than {UPLOAD_WINDOW_S / 86400:g} days ago: the token can no "
+            "longer upload reports; contact the administrator",
+        )
+
+
+def validate_report(body: Any, node_id: str) -> dict[str, Any]:
+    """The report's shape (provisioning.check.Report.to_json) or :class:`UploadRefused` 400."""
+    steps = body.get("steps") if isinstance(body, dict) else None
+    good = (
+        isinstance(body, dict)
+        and body.get("node_id") == node_id
+        and isinstance(body.get("ok"), bool)
+        and isinstance(body.get("started_at"), int | float)
+        and isinstance(body.get("technician", ""), str)
+        and len(body.get("technician", "")) <= 64
+        and isinstance(steps, list)
+        and len(steps) <= 16
+        and all(
+            isinstance(s, dict)
+            and isinstance(s.get("step"), str)
+            and isinstance(s.get("ok"), bool)
+            and isinstance(s.get("detail", ""), str)
+            and isinstance(s.get("seconds", 0), int | float)
+            for s in steps
+        )
+    )
+    if not good:
+        raise UploadRefused(
+            400,
+            "bad_report",
+            "报告格式错误：应为 shilian provision check 生成的 report.json，且节点编号与地址一致",
+            "malformed report: expected the report.json of shilian provision check, for the "
+            "node named in the URL",
+        )
+    return dict(body)
+
+
+class ReportStore:
+    """The reports table (blocking: used from worker threads, one connection per call)."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db_path, timeout=DB_TIMEOUT_S, isolation_level=None)
+        conn.executescript(SCHEMA)
+        return conn
+
+    def upload(self, token: str, node_id: str, body: Any, now: float) -> int:
+        report = validate_report(body, node_id)
+        conn = self._connect()
+        try:
+            check_token(conn, token, node_id, now)
+            cur = conn.execute(
+                "INSERT INTO commissioning_reports(node_id, uploaded_at, ok, technician, report) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (node_id, now, int(report["ok"]), report.get("technician", ""), _DUMPS(report)),
+            )
+            return int(cur.lastrowid or 0)
+        finally:
+            conn.close()
+
+    def status(self, token: str, node_id: str, now: float) -> dict[str, Any] | None:
+        conn = self._connect()
+        try:
+            check_token(conn, token, node_id, now)
+            try:
+                row = conn.execute(
+                    "SELECT state, birth_seq, "
+                    "(SELECT count(*) FROM health WHERE node_id = ?) FROM nodes WHERE node_id = ?",
+                    (node_id, node_id),
+                ).fetchone()
+            except sqlite3.OperationalError:  # central has not created its tables yet
+                row = None
+        finally:
+            conn.close()
+        if row is None:
+            return None
+        return {"node_id": node_id, "state": row[0], "birth_seq": row[1], "health": row[2]}
+
+    def reports(self, node_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """(latest report with its upload metadata, the list newest first)."""
+        conn = self._connect()
+        try:
+            rows = conn.execute(
+                "SELECT id, uploaded_at, ok, technician, report FROM commissioning_reports "
+                "WHERE node_id = ? ORDER BY id DESC LIMIT ?",
+                (node_id, MAX_LISTED),
+            ).fetchall()
+        finally:
+            conn.close()
+        listed = [
+            {"id": i, "uploaded_at": at, "ok": bool(ok), "technician": tech}
+            for i, at, ok, tech, _ in rows
+        ]
+        if not rows:
+            return None, []
+        latest = json.loads(rows[0][4])
+        latest["id"], latest["uploaded_at"] = rows[0][0], rows[0][1]
+        return latest, listed
+
+
+def _node_id(request: web.Request) -> str:
+    node_id = request.match_info["node_id"]
+    if not valid_node_id(node_id):
+        raise UploadRefused(
+            400,
+            "bad_node_id",
+            "节点编号格式错误（应为 12 位村代码-名称）",
+            "not a node id (12-digit village code, dash, name)",
+        )
+    return node_id
+
+
+def _bearer(request: web.Request) -> str:
+    auth = request.headers.get("Authorization", "")
+    if not auth.startswith("Bearer ") or not auth[7:].strip():
+        raise UploadRefused(
+            401,
+            "token_missing",
+            "缺少令牌：请求头应为 Authorization: Bearer <入网令牌>",
+            "missing token: send Authorization: Bearer <enrolment token>",
+        )
+    return auth[7:].strip()
+
+
+def add_commissioning_routes(
+    app: web.Application,
+    db_path: Path,
+    registry: Registry,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    store = ReportStore(db_path)
+
+    async def upload(request: web.Request) -> web.Response:
+        try:
+            node_id = _node_id(request)
+            token = _bearer(request)
+            raw = await request.content.read(MAX_REPORT_BYTES + 1)
+            if len(raw) > MAX_REPORT_BYTES:
+                raise UploadRefused(413, "body_too_large", "报告过大", "report too large")
+            try:
+                body = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                body = None
+            rid = await asyncio.to_thread(store.upload, token, node_id, body, clock())
+        except UploadRefused as e:
+            return _error(e.status, e.code, e.zh, e.en)
+        return web.json_response(
+            {"id": rid, "node_id": node_id, "uploaded_at": clock()}, status=201, dumps=_DUMPS
+        )
+
+    async def status(request: web.Request) -> web.Response:
+        try:
+            node_id = _node_id(request)
+            token = _bearer(request)
+            st = await asyncio.to_thread(store.status, token, node_id, clock())
+        except UploadRefused as e:
+            return _error(e.status, e.code, e.zh, e.en)
+        if st is None:
+            return _error(
+                404, "unknown_node", "中心尚未见过本节点", "central has not seen this node yet"
+            )
+        return web.json_response(st, dumps=_DUMPS)
+
+    async def get_reports(request: web.Request) -> web.Response:
+        try:
+            node_id = _node_id(request)
+        except UploadRefused as e:
+            return _error(e.status, e.code, e.zh, e.en)
+        latest, listed = await asyncio.to_thread(store.reports, node_id)
+        if latest is None:
+            return _error(
+                404,
+                "no_report",
+                f"节点 {node_id} 还没有调试报告",
+                f"no commissioning report for node {node_id} yet",
+            )
+        return web.json_response(
+            {"node_id": node_id, "latest": latest, "reports": listed}, dumps=_DUMPS
+        )
+
+    async def page(request: web.Request) -> web.Response:
+        lang = "en" if request.query.get("lang") == "en" else "zh"
+        try:
+            node_id = _node_id(request)
+        except UploadRefused as e:
+            return web.Response(status=e.status, text=f"{e.zh} / {e.en}")
+        latest, _ = await asyncio.to_thread(store.reports, node_id)
+        if latest is None:
+            text = (
+                f"no commissioning report for node {node_id} yet"
+                if lang == "en"
+                else f"节点 {node_id} 还没有调试报告"
+            )
+            return web.Response(status=404, text=text)
+        body = render(latest, place_from_registry(registry, node_id), lang, request.path)
+        return web.Response(text=body, content_type="text/html", charset="utf-8")
+
+    app.router.add_post("/api/v1/nodes/{node_id}/commissioning", upload)
+    app.router.add_get("/api/v1/nodes/{node_id}/commissioning", get_reports)
+    app.router.add_get("/api/v1/nodes/{node_id}/commissioning/status", status)
+    app.router.add_get("/dashboard/commissioning/{node_id}", page)
