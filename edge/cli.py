@@ -131,3 +131,29 @@ def emit(
         typer.echo(json.dumps({"ok": failed == 0, "sent": count - failed, "failed": failed}))
     if failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def doctor(
+    config: Annotated[Path, typer.Option("--config", "-c", help="配置文件 / config file")],
+    central: Annotated[
+        str | None, typer.Option(help="中心地址（核对时钟）/ central URL (clock check)")
+    ] = None,
+    lang: Annotated[str, typer.Option(help="zh | en")] = "zh",
+) -> None:
+    """检查本机安装：配置、发件箱、证书、代理、agent、时钟、串口、systemd / check an install.
+
+    退出码 / exit code: 0 正常 / all good, 1 警告 / warnings, 2 故障 / failures.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from edge.doctor import Doctor, exit_code, render
+
+    findings = Doctor(config, central=central).run()
+    en = lang == "en"
+    table = Table("", "check" if en else "检查项", "result" if en else "结果", show_lines=False)
+    for row in render(findings, lang):
+        table.add_row(*row)
+    Console().print(table)
+    raise typer.Exit(exit_code(findings))

@@ -2,7 +2,8 @@
 
 ``shilian edge run`` execs this module (same PID, so signals and supervisors see one process)
 so the agent does not carry the CLI framework and the other subcommands' imports: an idle node
-must stay small (issue 3 bench: RSS <= 40 MB). Exit codes: 0 clean stop, 1 bad config.
+must stay small (issue 3 bench: RSS <= 40 MB). Exit codes: 0 clean stop, 1 bad config or an
+outbox file that cannot be used (e.g. written by a newer release).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from edge.agent import Agent
 from edge.config import ConfigError, EdgeConfig, load_config
+from edge.outbox import OutboxError
+from edge.sdnotify import Notifier
 from edge.texts import text
 
 log = logging.getLogger("shilian.edge")
@@ -46,19 +49,40 @@ async def serve(cfg: EdgeConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
+    agent = Agent(cfg)
+    notifier = Notifier()  # systemd (deploy/shilian-edge.service); a no-op elsewhere
+
     def on_signal(sig: int) -> None:
         if stop.is_set() and sig == signal.SIGINT:
             os._exit(130)  # second Ctrl-C: every accepted event is already on disk
+        if not stop.is_set():
+            notifier.stopping(f"stopping: flushing {_pending(agent)} pending")
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    agent = Agent(cfg)
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(agent.run(stop))
-        await agent.started.wait()
-        _give_back_memory()
-        await task
+    try:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(agent.run(stop))
+            await agent.started.wait()
+            _give_back_memory()
+            notifier.ready(_status(agent))
+            # Pinged from this loop: a hung loop stops the pings and systemd restarts us.
+            watchdog = tg.create_task(notifier.watchdog(lambda: _status(agent)))
+            await task
+            watchdog.cancel()
+    finally:
+        notifier.close()
+
+
+def _pending(agent: Agent) -> int:
+    return agent.outbox.depth if agent.outbox is not None else 0
+
+
+def _status(agent: Agent) -> str:
+    """systemd's STATUS= line (``systemctl status`` shows it)."""
+    link = "connected" if agent.connected else "disconnected"
+    return f"{link}, {_pending(agent)} pending"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,8 +101,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    asyncio.run(serve(cfg))
+    try:
+        asyncio.run(serve(cfg))
+    except (OutboxError, ExceptionGroup) as e:
+        err = _outbox_error(e)
+        if err is None:
+            raise
+        print(err, file=sys.stderr)  # e.g. an outbox file from a newer release (zh/en)
+        return 1
     return 0
+
+
+def _outbox_error(e: BaseException) -> OutboxError | None:
+    """The outbox error behind ``e`` (the task groups wrap it), if that is what ended us."""
+    if isinstance(e, OutboxError):
+        return e
+    if isinstance(e, BaseExceptionGroup):
+        for sub in e.exceptions:
+            if (found := _outbox_error(sub)) is not None:
+                return found
+    return None
 
 
 if __name__ == "__main__":

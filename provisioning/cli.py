@@ -105,6 +105,55 @@ def enrol(
     _ok(f"已入网 / enrolled {answer['node_id']}，证书有效至 / valid until {answer['not_after']}")
 
 
+@app.command()
+def discover(
+    workdir: WorkDir = DEFAULT_DIR,
+    camera: Annotated[
+        list[str] | None, typer.Option(help="摄像机 IP（定向探测，可多次）/ camera IP, unicast")
+    ] = None,
+    no_multicast: Annotated[
+        bool, typer.Option("--no-multicast", help="不做组播探测 / no multicast probe")
+    ] = False,
+    serial: Annotated[
+        list[str] | None, typer.Option(help="串口（可多次）/ serial port to try")
+    ] = None,
+    no_serial_scan: Annotated[
+        bool, typer.Option("--no-serial-scan", help="只试 --serial / only --serial ports")
+    ] = False,
+    sip: Annotated[
+        list[str] | None, typer.Option(help="SIP 终端 host[:port]（可多次）/ SIP terminal")
+    ] = None,
+    wait: Annotated[float, typer.Option(help="组播等待秒数 / seconds to listen")] = 3.0,
+    camera_port: Annotated[int, typer.Option(hidden=True)] = 3702,
+    as_json: Annotated[bool, typer.Option("--json", help="输出 JSON / print JSON")] = False,
+) -> None:
+    """发现本地设备：ONVIF 摄像机、报警板串口、SIP 终端 / find cameras, the board, SIP terminals."""
+    import asyncio
+    import json
+
+    from provisioning.discover import discover as run_discovery
+    from provisioning.discover import record, show
+    from provisioning.flow import STATE, State
+
+    found = asyncio.run(
+        run_discovery(
+            camera_hosts=camera or [],
+            multicast=not no_multicast,
+            serial=serial or [],
+            scan_serial=not no_serial_scan,
+            sip=sip or [],
+            wait_s=wait,
+            camera_port=camera_port,
+        )
+    )
+    record(State.open(workdir), found)
+    if as_json:
+        typer.echo(json.dumps(found.to_json(), ensure_ascii=False))
+        return
+    show(found)
+    _ok(f"结果已保存 / saved in {workdir / STATE}")
+
+
 def _overrides(
     outbox: Path | None, socket: Path | None, metrics_port: int | None, health: float | None
 ) -> dict[str, Any]:
@@ -144,7 +193,7 @@ def write_config(
     _ok(f"配置已写入并通过校验 / config written and valid: {path}")
 
 
-def _run_check(workdir: Path, central: str | None, timeout: float) -> bool:
+def _run_check(workdir: Path, central: str | None, timeout: float, technician: str = "") -> bool:
     from rich.console import Console
 
     from provisioning.check import STEP_TITLES, CheckTarget, StepResult, run_check
@@ -163,6 +212,7 @@ def _run_check(workdir: Path, central: str | None, timeout: float) -> bool:
         ca_file=workdir / CA,
         cert_file=workdir / CERT,
         key_file=workdir / KEY,
+        token=state.data.get("upload_token"),
     )
     console = Console()
     status = console.status("")
@@ -175,8 +225,11 @@ def _run_check(workdir: Path, central: str | None, timeout: float) -> bool:
         console.print(f"{mark} {STEP_TITLES[r.step]}: {r.detail} ({r.seconds:.1f} s)")
 
     with status:
-        report = run_check(target, timeout_s=timeout, on_step=on_step, on_result=on_result)
+        report = run_check(
+            target, timeout_s=timeout, on_step=on_step, on_result=on_result, technician=technician
+        )
     report.save(workdir / REPORT)
+    _report_html_and_upload(state, report.to_json(), url)
     if report.ok:
         state.mark("check")
         console.print(
@@ -189,7 +242,28 @@ def _run_check(workdir: Path, central: str | None, timeout: float) -> bool:
     return report.ok
 
 
+def _report_html_and_upload(state: Any, report: dict[str, Any], central: str | None) -> None:
+    """report.html beside report.json, then the upload to central (a failure is a warning:
+    ``provision node`` resumes it)."""
+    from rich.console import Console
+
+    from provisioning.flow import FlowError, upload_report, write_report_html
+
+    console = Console()
+    console.print(f"可打印报告 / printable report: {write_report_html(state, report)}")
+    state.forget("upload")
+    if not state.data.get("upload_token"):
+        return
+    try:
+        rid = upload_report(state, central)
+    except FlowError as e:
+        console.print(f"[bold yellow]![/] {e}", highlight=False)
+        return
+    console.print(f"[bold green]✓[/] 报告已上传中心 / report stored at central (#{rid})")
+
+
 CheckTimeout = Annotated[float, typer.Option(help="每步最长秒数 / seconds per step")]
+Technician = Annotated[str, typer.Option(help="调试人员姓名 / technician's name")]
 
 
 @app.command()
@@ -197,9 +271,10 @@ def check(
     workdir: WorkDir = DEFAULT_DIR,
     central: Annotated[str | None, typer.Option(help="中心地址 / central URL")] = None,
     timeout: CheckTimeout = 60.0,
+    technician: Technician = "",
 ) -> None:
     """调试检查：代理 TLS、上线、健康、时钟 / commissioning check: TLS, birth, health, clock."""
-    if not _run_check(workdir, central, timeout):
+    if not _run_check(workdir, central, timeout, technician):
         raise typer.Exit(1)
 
 
@@ -215,6 +290,7 @@ def node(
     health_interval: HealthInterval = None,
     skip_check: Annotated[bool, typer.Option(help="不做调试检查 / skip the check")] = False,
     timeout: CheckTimeout = 60.0,
+    technician: Technician = "",
 ) -> None:
     """全流程（可中断续做）：keygen → enrol → write-config → check / the whole flow, resumable."""
     from provisioning.flow import FlowError, State
@@ -237,8 +313,24 @@ def node(
             _ok("配置已写入 / config written")
     except FlowError as e:
         raise _fail(str(e)) from None
-    if not skip_check and not _run_check(workdir, central, timeout):
+    _resume_upload(state, central)
+    if not skip_check and not _run_check(workdir, central, timeout, technician):
         raise typer.Exit(1)
+
+
+def _resume_upload(state: Any, central: str) -> None:
+    """A report saved while central was unreachable is uploaded now."""
+    from provisioning.flow import REPORT, FlowError, upload_report
+
+    pending = (state.dir / REPORT).exists() and not state.done("upload")
+    if pending and state.data.get("upload_token"):
+        try:
+            rid = upload_report(state, central)
+            _ok(f"已续传调试报告 / report uploaded (#{rid})")
+        except FlowError as e:
+            from rich.console import Console
+
+            Console(stderr=True).print(f"[bold yellow]![/] {e}", highlight=False)
 
 
 # -- administrator ------------------------------------------------------------------------------
@@ -267,6 +359,9 @@ def token_create(
             conn.close()
     except ValueError as e:
         raise _fail(str(e), 2) from None
+    from central.audit import record_local
+
+    record_local(db, "token_create", node_id or village or "", "created", ttl_s=seconds)
     typer.echo(tok)
 
 
@@ -335,6 +430,10 @@ def broker_config(
 def revoke(
     node_id: Annotated[str, typer.Option("--node", help="节点编号或账户 / node id or account")],
     ca_dir: Annotated[Path, typer.Option(help="CA 目录 / CA directory")],
+    db: Annotated[
+        Path | None,
+        typer.Option(help="中心数据库：写入审计日志 / central's database, for the audit log"),
+    ] = None,
 ) -> None:
     """吊销节点证书并更新 CRL / revoke a node's certificates and rewrite the CRL."""
     from provisioning.ca import CaError, CertificateAuthority
@@ -343,6 +442,10 @@ def revoke(
         serials = CertificateAuthority.load(ca_dir).revoke(node_id)
     except CaError as e:
         raise _fail(str(e)) from None
+    if db is not None:
+        from central.audit import record_local
+
+        record_local(db, "revoke", node_id, "revoked", serials=[str(n) for n in serials])
     _ok(f"已吊销 / revoked {len(serials)} 张证书 / certificate(s) of {node_id}")
     typer.echo(
         "请向代理发送 SIGHUP 使其重读 CRL（如 systemctl reload mosquitto）；已连接的会话不受影响，"

@@ -4,7 +4,8 @@ work directory) records what is done, so re-running picks up where the last run 
     keygen        node.key (EC P-256, 0600, never leaves the box) + node.csr       offline
     enrol         POST the CSR with a one-time token → node.pem, ca.pem, broker    needs central
     write-config  edge.toml with broker TLS paths, validated by edge.config         offline
-    check         the commissioning check → report.json                            needs both
+    check         the commissioning check → report.json + report.html              needs both
+    upload        report.json to central with the enrolment token                  needs central
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from provisioning.ca import CaError, key_pem, make_csr, new_key, write_private, 
 #: Seconds the enrol request may take (a CSR and a certificate over a poor uplink).
 ENROL_TIMEOUT_S = 30.0
 
-KEY, CSR, CERT, CA, CONFIG, STATE, REPORT = (
+KEY, CSR, CERT, CA, CONFIG, STATE, REPORT, REPORT_HTML = (
     "node.key",
     "node.csr",
     "node.pem",
@@ -34,6 +35,7 @@ KEY, CSR, CERT, CA, CONFIG, STATE, REPORT = (
     "edge.toml",
     "state.json",
     "report.json",
+    "report.html",
 )
 
 
@@ -138,8 +140,16 @@ def enrol(state: State, central: str, token: str) -> dict[str, Any]:
         raise FlowError("中心返回的节点编号不符 / central answered for another node")
     write_public(state.dir / CERT, answer["cert_pem"].encode())
     write_public(state.dir / CA, answer["ca_pem"].encode())
-    state.mark("enrol", central=central, broker=answer["broker"], not_after=answer["not_after"])
-    state.forget("config", "check")
+    # The token stays (in this 0700 directory) to upload commissioning reports: central accepts
+    # it for that alone, and only for a week after the enrolment.
+    state.mark(
+        "enrol",
+        central=central,
+        broker=answer["broker"],
+        not_after=answer["not_after"],
+        upload_token=token.strip(),
+    )
+    state.forget("config", "check", "upload")
     return answer
 
 
@@ -158,6 +168,9 @@ def edge_config_data(state: State, **overrides: Any) -> dict[str, Any]:
             },
         },
     }
+    board = (state.data.get("discovered") or {}).get("board")
+    if board:  # found by ``provision discover``
+        data["alarm_board"] = {"device": board["device"]}
     for key, value in overrides.items():
         if value is not None:
             section, _, field = key.partition(".")
@@ -211,3 +224,52 @@ def write_config(state: State, out: Path | None = None, **overrides: Any) -> Pat
     write_public(path, to_toml(data).encode("utf-8"))
     state.mark("config", config=str(path))
     return path
+
+
+def write_report_html(state: State, report: dict[str, Any]) -> Path:
+    """``report.html``: the printable page, made offline (place names from the packaged
+    registry when it has the village)."""
+    from central.registry import Registry, RegistryError
+    from provisioning.report_page import Place, place_from_registry, render
+
+    try:
+        place = place_from_registry(Registry.from_package(report["node_id"][:4]), report["node_id"])
+    except (RegistryError, OSError, ValueError, KeyError):
+        place = Place()
+    path = state.dir / REPORT_HTML
+    write_public(path, render(report, place).encode("utf-8"))
+    return path
+
+
+def upload_report(state: State, central: str | None = None) -> int:
+    """POST ``report.json`` to central with the enrolment token; the upload's id. Marks the step
+    done; :class:`FlowError` when central refuses or cannot be reached (re-run to resume)."""
+    token = state.data.get("upload_token")
+    if not token:
+        raise FlowError("没有入网令牌，无法上传报告 / no enrolment token to upload the report")
+    url = (central or state.data["central"]).rstrip("/")
+    body = (state.dir / REPORT).read_bytes()
+    req = urllib.request.Request(
+        f"{url}/api/v1/nodes/{state.data['node_id']}/commissioning",
+        data=body,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=ENROL_TIMEOUT_S) as r:
+            rid = int(json.load(r)["id"])
+    except urllib.error.HTTPError as e:
+        try:
+            message = json.load(e)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = f"HTTP {e.code}"
+        raise FlowError(
+            f"报告上传被拒绝 / report upload refused (HTTP {e.code}): {message}"
+        ) from None
+    except (OSError, ValueError, KeyError) as e:
+        raise FlowError(
+            f"无法连接中心，报告未上传；重新运行 provision node 会续传 / "
+            f"cannot reach central, report not uploaded (provision node resumes it): {e}"
+        ) from None
+    state.mark("upload", report_id=rid)
+    return rid

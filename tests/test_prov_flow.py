@@ -107,6 +107,12 @@ def test_second_use_of_a_token_is_refused_clearly(site: Site) -> None:
     assert codes == [0, 1]
     said = "".join(r.output.split())  # rich wraps long lines, Chinese anywhere
     assert "409" in said and "只能用一次" in said and "worksonce" in said
+    # Who issued the token is in central's audit log (admins read it over the API).
+    rows = site.central.get("/api/v1/audit?action=token_create")["entries"]
+    assert [(r["target"], r["outcome"], r["address"]) for r in rows] == [
+        (node_id, "created", "local")
+    ]
+    assert rows[0]["user"].startswith("cli:")
 
 
 def provision_and_run(site: Site, query: str, name: str) -> tuple[str, Path, Proc]:
@@ -143,13 +149,21 @@ def test_full_provisioning_flow(site: Site) -> None:
             "health",
             "clock",
         ]
-        cov = site.central.get(f"/api/v1/coverage/{node_id[:12]}")["unit"]
+        # the report is stored at central with the node, and printable there and locally
+        from tests.test_prov_commissioning import fetch, get_json
+
+        stored = get_json(site, f"/api/v1/nodes/{node_id}/commissioning")["latest"]
+        assert stored["ok"] and stored["started_at"] == report["started_at"]
+        assert "三塘镇" in (work / "report.html").read_text("utf-8")
+        status, page = fetch(site, f"/dashboard/commissioning/{node_id}")
+        assert status == 200 and "通过" in page and node_id in page
+        cov = get_json(site, f"/api/v1/coverage/{node_id[:12]}")["unit"]
         assert (cov["provisioned"], cov["covered"]) == (1, 1)
-        county = site.central.get("/api/v1/coverage/450102")["unit"]
+        county = get_json(site, "/api/v1/coverage/450102")["unit"]
         assert county["covered"] == 1
         # Re-running the flow resumes: every step is done, nothing is redone, the check passes.
         state = json.loads((work / "state.json").read_text("utf-8"))
-        assert set(state["done"]) == {"keygen", "enrol", "config", "check"}
+        assert set(state["done"]) == {"keygen", "enrol", "config", "check", "upload"}
         key_before = (work / "node.key").read_bytes()
         cli("node", "--node", node_id, "--central", site.central.api, "--dir", str(work))
         assert (work / "node.key").read_bytes() == key_before
@@ -160,7 +174,13 @@ def test_full_provisioning_flow(site: Site) -> None:
 def test_revoked_node_cannot_reconnect(site: Site) -> None:
     node_id, work, edge = provision_and_run(site, "450102101201", "b")
     try:
-        wait_for(lambda: site.central.node(node_id)["state"] == "online", what="online")
+        from tests.test_prov_commissioning import fetch
+
+        def online() -> bool:
+            status, text = fetch(site, f"/api/v1/nodes/{node_id}")
+            return status == 200 and json.loads(text)["state"] == "online"
+
+        wait_for(online, what="online")
         out = cli("revoke", "--node", node_id, "--ca-dir", str(site.root / "ca"))
         assert "SIGHUP" in out
         assert site.broker.proc is not None
