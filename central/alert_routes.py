@@ -38,14 +38,7 @@ def add_routes(app: web.Application, task: AlertTask) -> None:
 
 def _code_param(request: web.Request) -> str | None:
     code = request.query.get("code") or None
-    if code is not None and request.app[api.CTX].registry.unit(code) is None:
-        raise api.ApiError(
-            404,
-            "unknown_unit",
-            f"区划代码 {code[:40]!r} 不在登记范围内",
-            f"no unit {code[:40]!r} in the registry scope",
-        )
-    return code
+    return None if code is None else api.known_unit(request.app[api.CTX].registry, code)
 
 
 async def list_alerts(request: web.Request) -> web.Response:

@@ -221,6 +221,12 @@ def _minutes(m: float) -> str:
     return f"{m:g}"
 
 
+def _node_labels(node_id: str, village_name: Mapping[str, str]) -> dict[str, str]:
+    """Labels of a condition about one node: the node, its village's code and name."""
+    village = node_id[:12]
+    return {"code": village, "node": node_id, "village": village_name.get(village, village)}
+
+
 def observe_coverage(
     rule: AlertRule, ratio: float, covered: int, villages: int, name: str
 ) -> list[Condition]:
@@ -249,12 +255,12 @@ def observe_offline(
     """``offline``: (node id, offline since) of the offline nodes under the rule's code."""
     out = []
     for node_id, since in offline:
-        village = node_id[:12]
-        name = village_name.get(village, village)
+        labels = _node_labels(node_id, village_name)
+        name = labels["village"]
         out.append(
             Condition(
                 key=node_id,
-                labels={"code": village, "node": node_id, "village": name},
+                labels=labels,
                 zh=f"节点 {node_id}（{name}）离线超过 {_minutes(rule.minutes)} 分钟",
                 en=f"node {node_id} ({name}) offline for more than {_minutes(rule.minutes)} min",
                 value=now - since,
@@ -273,12 +279,12 @@ def observe_alarms(
     """``alarms``: (event id, node id, kind, received at) of open alarms under the code."""
     out = []
     for event_id, node_id, kind, received in alarms:
-        village = node_id[:12]
-        name = village_name.get(village, village)
+        labels = _node_labels(node_id, village_name) | {"alarm": str(event_id)}
+        name = labels["village"]
         out.append(
             Condition(
                 key=str(event_id),
-                labels={"code": village, "node": node_id, "village": name, "alarm": str(event_id)},
+                labels=labels,
                 zh=f"报警 {kind}（{name}，节点 {node_id}）{_minutes(rule.minutes)} 分钟未确认",
                 en=f"alarm {kind} ({name}, node {node_id}) not acknowledged in "
                 f"{_minutes(rule.minutes)} min",
@@ -298,12 +304,12 @@ def observe_backlog(
     for node_id, depth in depths:
         if depth <= rule.backlog:
             continue
-        village = node_id[:12]
-        name = village_name.get(village, village)
+        labels = _node_labels(node_id, village_name)
+        name = labels["village"]
         out.append(
             Condition(
                 key=node_id,
-                labels={"code": village, "node": node_id, "village": name},
+                labels=labels,
                 zh=f"节点 {node_id}（{name}）待发消息 {depth} 条，超过 {rule.backlog}",
                 en=f"node {node_id} ({name}) has {depth} messages queued, over {rule.backlog}",
                 value=float(depth),

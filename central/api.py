@@ -254,6 +254,18 @@ def _node_id(value: str | None, status: int = 400) -> str | None:
     return value
 
 
+def known_unit(registry: Registry, code: str) -> str:
+    """``code`` if it is a unit of ``registry``, else a 404 ``unknown_unit``."""
+    if registry.unit(code) is None:
+        raise ApiError(
+            404,
+            "unknown_unit",
+            f"区划代码 {code[:40]!r} 不在登记范围内",
+            f"no unit {code[:40]!r} in the registry scope",
+        )
+    return code
+
+
 # -- coverage -----------------------------------------------------------------------------------
 
 
@@ -355,25 +367,12 @@ async def node(request: web.Request) -> web.Response:
 
 async def events(request: web.Request) -> web.Response:
     q = _params(request, ("node", "village", "county", "priority", "since", "limit"))
-    since: float | None = None
-    if q.get("since"):
-        try:
-            since = float(q["since"])
-        except ValueError:
-            since = -1.0
-        if not 0 <= since < float("inf"):
-            raise ApiError(
-                400,
-                "bad_param",
-                f"参数 since 应为 Unix 秒：{q['since'][:40]!r}",
-                f"since must be Unix seconds: {q['since'][:40]!r}",
-            )
     f = views.EventFilter(
         node=_node_id(q.get("node")),
         village=_digits(q, "village", 12),
         county=_digits(q, "county", 6),
         priority=_choice(q, "priority", tuple(p.value for p in Priority)),
-        since=since,
+        since=_unix(q, "since"),
         scope=auth.list_scope(request),
     )
     limit = _int(q, "limit", DEFAULT_PAGE, 1, MAX_PAGE)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from central.accounts import AccountStore
 
 app = typer.Typer(
     help="中心汇聚服务 / central aggregator: ingest, coverage, HTTP API.", no_args_is_help=True
@@ -90,6 +93,10 @@ app.add_typer(user_app, name="user")
 DbOption = Annotated[
     Path, typer.Option("--db", help="中心数据库 / central's SQLite database ([store] path)")
 ]
+UserName = Annotated[str, typer.Argument(help="用户名 / user name")]
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="从标准输入读密码 / read it from stdin")
+]
 
 
 def _password(stdin: bool) -> str:
@@ -105,9 +112,20 @@ def _fail(e: Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _audit(store: AccountStore, action: str, name: str, detail: dict[str, Any]) -> None:
+    """Record a successful account change made here, as the local login user."""
+    import time
+
+    from central import audit
+
+    store.audit(
+        audit.Entry(time.time(), f"cli:{audit._login()}", None, "local", action, name, "ok", detail)
+    )
+
+
 @user_app.command("add")
 def user_add(
-    name: Annotated[str, typer.Argument(help="用户名 / user name")],
+    name: UserName,
     db: DbOption,
     role: Annotated[
         str, typer.Option("--role", help="viewer | operator | admin（查看/值班/管理）")
@@ -116,14 +134,11 @@ def user_add(
         str,
         typer.Option("--scope", help='管辖范围：区划代码，"" 为全部 / division code, "" for all'),
     ] = "",
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="从标准输入读密码 / read it from stdin")
-    ] = False,
+    password_stdin: PasswordStdin = False,
 ) -> None:
     """新增用户 / add a user (the password is prompted for, or read from stdin)."""
     import time
 
-    from central import audit
     from central.accounts import AccountError, AccountStore, parse_role
     from central.registry import Registry
 
@@ -138,18 +153,7 @@ def user_add(
                 f"{scope} is not a unit of this central's registry",
             )
         user = store.add(name, r, scope, _password(password_stdin), time.time())
-        store.audit(
-            audit.Entry(
-                time.time(),
-                f"cli:{audit._login()}",
-                None,
-                "local",
-                "user_add",
-                name,
-                "ok",
-                {"role": r.name, "scope": scope},
-            )
-        )
+        _audit(store, "user_add", name, {"role": r.name, "scope": scope})
     except AccountError as e:
         raise _fail(e) from None
     finally:
@@ -183,7 +187,6 @@ def _change(
     """Set ``password``, or disable/enable ``name``; audited as ``action``."""
     import time
 
-    from central import audit
     from central.accounts import AccountError, AccountStore
 
     store = AccountStore(db)
@@ -192,9 +195,7 @@ def _change(
             store.set_password(name, password, time.time())
         else:
             store.set_disabled(name, disable, time.time())
-        store.audit(
-            audit.Entry(time.time(), f"cli:{audit._login()}", None, "local", action, name, "ok", {})
-        )
+        _audit(store, action, name, {})
     except AccountError as e:
         raise _fail(e) from None
     finally:
@@ -203,11 +204,9 @@ def _change(
 
 @user_app.command("passwd")
 def user_passwd(
-    name: Annotated[str, typer.Argument(help="用户名 / user name")],
+    name: UserName,
     db: DbOption,
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="从标准输入读密码 / read it from stdin")
-    ] = False,
+    password_stdin: PasswordStdin = False,
 ) -> None:
     """修改密码（并注销其会话）/ set a new password (ends the user's sessions)."""
     _change(db, name, "user_passwd", password=_password(password_stdin))
@@ -215,18 +214,14 @@ def user_passwd(
 
 
 @user_app.command("disable")
-def user_disable(
-    name: Annotated[str, typer.Argument(help="用户名 / user name")], db: DbOption
-) -> None:
+def user_disable(name: UserName, db: DbOption) -> None:
     """停用用户（立即注销其会话）/ disable a user (ends their sessions at once)."""
     _change(db, name, "user_disable", disable=True)
     typer.echo(f"已停用 {name} / {name} disabled")
 
 
 @user_app.command("enable")
-def user_enable(
-    name: Annotated[str, typer.Argument(help="用户名 / user name")], db: DbOption
-) -> None:
+def user_enable(name: UserName, db: DbOption) -> None:
     """启用用户 / enable a user."""
     _change(db, name, "user_enable", disable=False)
     typer.echo(f"已启用 {name} / {name} enabled")

@@ -192,16 +192,8 @@ async def live(request: web.Request) -> web.StreamResponse:
 
 
 def _unit_code(request: web.Request) -> str:
-    ctx = request.app[api.CTX]
     code = request.query.get("code") or auth.root_of(request)
-    if ctx.registry.unit(code) is None:
-        raise api.ApiError(
-            404,
-            "unknown_unit",
-            f"区划代码 {code[:40]!r} 不在登记范围内",
-            f"no unit {code[:40]!r} in the registry scope",
-        )
-    return code
+    return api.known_unit(request.app[api.CTX].registry, code)
 
 
 def unit_counts(conn: sqlite3.Connection, code: str) -> dict[str, int]:

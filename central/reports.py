@@ -238,15 +238,7 @@ def _code(request: web.Request) -> str:
     ctx = request.app[api.CTX]
     _, scope = caller(request)
     default = scope if scope and ctx.registry.unit(scope) is not None else ctx.registry.scope
-    code = request.query.get("code", default)
-    if ctx.registry.unit(code) is None:
-        raise api.ApiError(
-            404,
-            "unknown_unit",
-            f"区划代码 {code[:40]!r} 不在登记范围内",
-            f"no unit {code[:40]!r} in the registry scope",
-        )
-    return code
+    return api.known_unit(ctx.registry, request.query.get("code", default))
 
 
 def _range(request: web.Request, today: dt.date) -> tuple[dt.date, dt.date]:

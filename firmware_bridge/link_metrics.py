@@ -52,55 +52,43 @@ class LinkMetrics(Collector):
 
     def _board_metrics(self) -> Iterator[Any]:
         p = "shilian_edge_board_"
-        labels = ["device"]
-        up = GaugeMetricFamily(p + "link_up", "1 while the board link is up", labels=labels)
-        downs = CounterMetricFamily(
+        up = _gauge(p + "link_up", "1 while the board link is up")
+        downs = _counter(
             p + "link_downs",
             "board link went down, by reason (timeout, board_rebooted, port_error...)",
-            labels=[*labels, "reason"],
+            "reason",
         )
-        ups = CounterMetricFamily(
+        ups = _counter(
             p + "handshakes",
             "board link came up (handshake): the first one and every resync after a down",
-            labels=labels,
         )
-        frames = CounterMetricFamily(
+        frames = _counter(
             p + "frame_errors",
             "frames dropped by the decoder, by fault (crc, cobs, short, oversize = frame too "
             "large); each is a resync at the next 0x00 delimiter",
-            labels=[*labels, "fault"],
+            "fault",
         )
-        proto = CounterMetricFamily(
+        proto = _counter(
             p + "protocol_errors",
             "valid frames refused, by fault (malformed, version, bad_input, out_of_window...)",
-            labels=[*labels, "fault"],
+            "fault",
         )
-        naks = CounterMetricFamily(
-            p + "naks_sent", "NAKs sent: a gap in the board's seqs, resend asked", labels=labels
-        )
-        dups = CounterMetricFamily(
+        naks = _counter(p + "naks_sent", "NAKs sent: a gap in the board's seqs, resend asked")
+        dups = _counter(
             p + "duplicates",
             "board retransmissions of events already delivered, suppressed (ACK re-sent)",
-            labels=labels,
         )
-        emitted = CounterMetricFamily(
-            p + "alarms_emitted", "alarms and restores stored in the outbox", labels=labels
-        )
-        acked = CounterMetricFamily(
-            p + "events_acked", "board events acknowledged to the board", labels=labels
-        )
-        ignored = CounterMetricFamily(
+        emitted = _counter(p + "alarms_emitted", "alarms and restores stored in the outbox")
+        acked = _counter(p + "events_acked", "board events acknowledged to the board")
+        ignored = _counter(
             p + "events_ignored",
             "board events that made no alarm, by reason (unconfigured_input, bad_contact_id...)",
-            labels=[*labels, "reason"],
+            "reason",
         )
-        queued = GaugeMetricFamily(
-            p + "queued", "events the board holds unacknowledged (its heartbeat)", labels=labels
-        )
-        lost = GaugeMetricFamily(
+        queued = _gauge(p + "queued", "events the board holds unacknowledged (its heartbeat)")
+        lost = _gauge(
             p + "queue_overflows",
             "events the board lost since its boot because its queue was full (its heartbeat)",
-            labels=labels,
         )
         for b in self._boards:
             dev = [b.device_id]
@@ -129,16 +117,13 @@ class LinkMetrics(Collector):
 
     def _sia_metrics(self) -> Iterator[Any]:
         p = "shilian_edge_sia_"
-        labels = ["device"]
-        frames = CounterMetricFamily(
+        frames = _counter(
             p + "frames",
             "SIA DC-09 frames by outcome: ack, duplicate (retransmission, ACKed again), or the "
             "refusal (crc, length, format, decrypt, timestamp, unsupported, not_stored)",
-            labels=[*labels, "outcome"],
+            "outcome",
         )
-        responses = CounterMetricFamily(
-            p + "responses", "responses sent to panels (ack, nak, duh)", labels=[*labels, "type"]
-        )
+        responses = _counter(p + "responses", "responses sent to panels (ack, nak, duh)", "type")
         for r in self._sia:
             dev = [r.config.device]
             for outcome, n in sorted(r.counts.items()):
@@ -147,3 +132,13 @@ class LinkMetrics(Collector):
                 responses.add_metric([*dev, kind], r.responses.get(kind, 0))
         yield frames
         yield responses
+
+
+def _counter(name: str, doc: str, *labels: str) -> CounterMetricFamily:
+    """A counter labelled by the source's ``device``, then ``labels``."""
+    return CounterMetricFamily(name, doc, labels=["device", *labels])
+
+
+def _gauge(name: str, doc: str) -> GaugeMetricFamily:
+    """A gauge labelled by the source's ``device``."""
+    return GaugeMetricFamily(name, doc, labels=["device"])

@@ -20,7 +20,7 @@ import secrets
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from provisioning import wsdiscovery as wsd
@@ -131,14 +131,7 @@ class SipResult:
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "address": self.address,
-            "reachable": self.reachable,
-            "status": self.status,
-            "reason": self.reason,
-            "user_agent": self.user_agent,
-            "error": self.error,
-        }
+        return asdict(self)
 
 
 @dataclass
@@ -151,14 +144,7 @@ class BoardResult:
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "device": self.device,
-            "found": self.found,
-            "board_id": self.board_id,
-            "fw_version": self.fw_version,
-            "n_inputs": self.n_inputs,
-            "error": self.error,
-        }
+        return asdict(self)
 
 
 @dataclass

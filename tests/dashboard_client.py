@@ -90,6 +90,49 @@ class Fleet:
         for info in infos:
             info.wait_for_publish(30)
 
+    def details(self, node_id: str) -> None:
+        """Health reports, a camera and a few events, as a running agent would send them."""
+        import wire
+
+        now = time.time()
+        topics = wire.Topics(node_id)
+        msgs: list[tuple[str, wire.Health | wire.DeviceState | wire.Event, bool]] = []
+        for i in range(6):
+            health = wire.Health(
+                node=node_id,
+                boot_id=self.boot,
+                ts=now - 30 * (5 - i),
+                interval_s=wire.limits.MAX_HEALTH_INTERVAL_S,
+                uptime_s=86400 + 30 * i,
+                sw_version="0.1.0",
+                cpu_pct=10 + 3 * i,
+                mem_used_pct=40 + i,
+                disk_used_pct=21.5,
+                temp_c=48 + i / 2,
+                outbox_depth=0,
+            )
+            msgs.append((topics.health, health, False))
+        camera = wire.DeviceState(
+            node=node_id, ts=now, kind="camera", state="up", name="村委会门口"
+        )
+        msgs.append((topics.device("cam1"), camera, True))
+        for seq, (priority, kind) in enumerate(
+            [("info", "door_open"), ("device", "camera_up"), ("alarm", "panic")], start=1
+        ):
+            event = wire.Event(
+                node=node_id,
+                boot_id=self.boot,
+                seq=seq,
+                ts=now - 60 + seq,
+                priority=wire.Priority(priority),
+                kind=kind,
+                device="cam1" if priority == "device" else None,
+            )
+            msgs.append((topics.event, event, False))
+        infos = [self.client.publish(t, wire.encode(m), 1, retain=r) for t, m, r in msgs]
+        for info in infos:
+            info.wait_for_publish(30)
+
     def alarm(self, node_id: str, seq: int, kind: str = "panic") -> None:
         """One alarm event from ``node_id`` (as the alarm board's source sends it)."""
         import wire

@@ -10,22 +10,20 @@ in docs/screenshots/.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import signal
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import paho.mqtt.client as mqtt
 import pytest
 
-import wire
 from central.registry import Registry
 from shilian.broker import Mosquitto
+from tests.dashboard_client import Fleet
 from tests.processes import ADMIN, ADMIN_PASSWORD, Central, add_user, wait_for
 
 pytestmark = pytest.mark.slow
@@ -54,82 +52,6 @@ if not CHROMIUM.exists():
         "Debian's chromium is not installed (apt-get install chromium): no browser to test in",
         allow_module_level=True,
     )
-
-
-class Fleet:
-    """Publishes nodes' retained state as their agents would (one MQTT client for all)."""
-
-    def __init__(self, port: int) -> None:
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        self.boot = uuid.uuid4().hex
-        self.births: dict[str, int] = {}
-
-    def state(self, node_ids: list[str], online: bool) -> None:
-        infos = []
-        for node_id in node_ids:
-            seq = self.births.get(node_id, 0) + (1 if online else 0)
-            self.births[node_id] = max(seq, 1)
-            msg = wire.NodeState(
-                node=node_id,
-                state="online" if online else "offline",
-                boot_id=self.boot,
-                birth_seq=max(seq, 1),
-                ts=time.time(),
-                reason="connect" if online else "stopped",
-                health_interval_s=wire.limits.MAX_HEALTH_INTERVAL_S,  # no expiry during tests
-            )
-            infos.append(
-                self.client.publish(wire.Topics(node_id).state, wire.encode(msg), 1, retain=True)
-            )
-        for info in infos:
-            info.wait_for_publish(30)
-
-    def details(self, node_id: str) -> None:
-        """Health reports, a camera and a few events, as a running agent would send them."""
-        now = time.time()
-        topics = wire.Topics(node_id)
-        msgs: list[tuple[str, wire.Health | wire.DeviceState | wire.Event, bool]] = []
-        for i in range(6):
-            health = wire.Health(
-                node=node_id,
-                boot_id=self.boot,
-                ts=now - 30 * (5 - i),
-                interval_s=wire.limits.MAX_HEALTH_INTERVAL_S,
-                uptime_s=86400 + 30 * i,
-                sw_version="0.1.0",
-                cpu_pct=10 + 3 * i,
-                mem_used_pct=40 + i,
-                disk_used_pct=21.5,
-                temp_c=48 + i / 2,
-                outbox_depth=0,
-            )
-            msgs.append((topics.health, health, False))
-        camera = wire.DeviceState(
-            node=node_id, ts=now, kind="camera", state="up", name="村委会门口"
-        )
-        msgs.append((topics.device("cam1"), camera, True))
-        for seq, (priority, kind) in enumerate(
-            [("info", "door_open"), ("device", "camera_up"), ("alarm", "panic")], start=1
-        ):
-            event = wire.Event(
-                node=node_id,
-                boot_id=self.boot,
-                seq=seq,
-                ts=now - 60 + seq,
-                priority=wire.Priority(priority),
-                kind=kind,
-                device="cam1" if priority == "device" else None,
-            )
-            msgs.append((topics.event, event, False))
-        infos = [self.client.publish(t, wire.encode(m), 1, retain=r) for t, m, r in msgs]
-        for info in infos:
-            info.wait_for_publish(30)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 @pytest.fixture(scope="module")
@@ -170,14 +92,21 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Central, Fl
         broker.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium, headless (one per test module: starting it is most of the cost)."""
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +136,8 @@ def login_state(browser: Any, site: tuple[Central, Fleet]) -> dict[str, Any]:
 
 
 class Recorder:
+    """A page's console errors and its requests off localhost."""
+
     def __init__(self) -> None:
         self.errors: list[str] = []
         self.foreign: list[str] = []
@@ -218,6 +149,22 @@ class Recorder:
         if u.hostname not in ("127.0.0.1", "localhost"):
             self.foreign.append(url)
 
+    def check(self) -> None:
+        """Fail the test on a console error or a request off localhost."""
+        assert self.errors == [], self.errors
+        assert self.foreign == [], self.foreign
+
+
+def watched(pg: Any) -> Any:
+    """``pg`` with the page timeout set and a :class:`Recorder` attached as ``pg.rec``."""
+    pg.set_default_timeout(PAGE_TIMEOUT_MS)
+    rec = Recorder()
+    pg.on("console", lambda m: rec.errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: rec.errors.append(str(e)))
+    pg.on("request", lambda r: rec.request(r.url))
+    pg.rec = rec
+    return pg
+
 
 @pytest.fixture
 def page(browser: Any, login_state: dict[str, Any]) -> Iterator[Any]:
@@ -226,27 +173,20 @@ def page(browser: Any, login_state: dict[str, Any]) -> Iterator[Any]:
     ctx = browser.new_context(
         viewport={"width": 1366, "height": 768}, locale="zh-CN", storage_state=login_state
     )
-    pg = ctx.new_page()
-    pg.set_default_timeout(PAGE_TIMEOUT_MS)
-    rec = Recorder()
-    pg.on("console", lambda m: rec.errors.append(m.text) if m.type == "error" else None)
-    pg.on("pageerror", lambda e: rec.errors.append(str(e)))
-    pg.on("request", lambda r: rec.request(r.url))
-    pg.rec = rec
+    pg = watched(ctx.new_page())
     try:
         yield pg
     finally:
         ctx.close()
-    assert rec.errors == [], rec.errors
-    assert rec.foreign == [], rec.foreign
+    pg.rec.check()
 
 
-def _open(page: Any, central: Central, path: str = "/dashboard/") -> None:
+def open_dashboard(page: Any, central: Central, path: str = "/dashboard/") -> None:
     page.goto(central.api + path)
     page.wait_for_selector('body[data-ready="1"]')
 
 
-def _shot(page: Any, name: str) -> None:
+def screenshot(page: Any, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
@@ -263,7 +203,7 @@ def test_overview_shows_the_api_figures_for_the_city_and_every_county(
     page: Any, site: tuple[Central, Fleet]
 ) -> None:
     central, _ = site
-    _open(page, central)
+    open_dashboard(page, central)
     # Stable figures: wait until the page shows what the API says now.
     api = central.get("/api/v1/coverage/4501")
     city = api["unit"]
@@ -304,7 +244,7 @@ def test_overview_shows_the_api_figures_for_the_city_and_every_county(
         "() => window.__shilian.charts.rank.getOption().series[0].data.map(d => d.code)"
     )
     assert sorted(ranked) == sorted(COUNTIES)
-    _shot(page, "overview")
+    screenshot(page, "overview")
 
 
 def test_node_offline_is_on_screen_within_2_s_and_back_online_restores_it(
@@ -314,7 +254,7 @@ def test_node_offline_is_on_screen_within_2_s_and_back_online_restores_it(
     village = next(v.code for i, v in enumerate(NANNING.villages()) if i % 3 == 0)
     node = f"{village}-a"
     county = village[:6]
-    _open(page, central)
+    open_dashboard(page, central)
     before = central.get("/api/v1/coverage/4501")["unit"]["covered"]
     shown_covered = "n => document.querySelector('[data-test=covered-of]').dataset.covered == n"
     page.wait_for_function(shown_covered, arg=str(before))
@@ -346,7 +286,7 @@ def test_drill_down_from_the_map_to_a_node_and_back_by_clicks(
 ) -> None:
     central, _ = site
     county = DRILL_COUNTY
-    _open(page, central)
+    open_dashboard(page, central)
     # Click the county on the map where ECharts drew it (its centre point in the shape file).
     x, y = page.evaluate(
         """code => {
@@ -362,7 +302,7 @@ def test_drill_down_from_the_map_to_a_node_and_back_by_clicks(
     page.wait_for_function(f"() => location.hash == '#/u/{county}'")
     page.wait_for_selector(f"[data-test=crumbs] >> text={NANNING.unit(county).name}")  # type: ignore[union-attr]
     page.wait_for_selector("[data-test=children-table] tr[data-code]")
-    _shot(page, "county")
+    screenshot(page, "county")
     township = NANNING.children(county)[0]
     page.click(f"[data-test=children-table] tr[data-code='{township.code}'] td[data-col=ratio]")
     page.wait_for_function(f"() => location.hash == '#/u/{township.code}'")
@@ -377,12 +317,12 @@ def test_drill_down_from_the_map_to_a_node_and_back_by_clicks(
     page.click(f"[data-test=children-table] tr[data-code='{village['code']}'] td[data-col=code]")
     page.wait_for_selector("[data-test=nodes-table]")
     assert page.inner_text("[data-test=unit-name]") == village["name"]
-    _shot(page, "village")
+    screenshot(page, "village")
     node = f"{village['code']}-a"
     page.click(f"[data-test=nodes-table] a[href='#/n/{node}']")
     page.wait_for_selector("[data-test=node-state][data-state=online]")
     assert page.locator("[data-test=timeline] .timeline div").count() >= 1
-    _shot(page, "node")
+    screenshot(page, "node")
     # Back up by the breadcrumb, then by the browser's back button.
     page.click(f"[data-test=crumbs] a[href='#/u/{county}']")
     page.wait_for_function(f"() => location.hash == '#/u/{county}'")
@@ -395,7 +335,7 @@ def test_search_finds_a_village_by_name_and_a_county_by_code(
     page: Any, site: tuple[Central, Fleet]
 ) -> None:
     central, _ = site
-    _open(page, central)
+    open_dashboard(page, central)
     village = next(v for v in NANNING.villages() if v.code.startswith("450181"))
     page.fill("[data-test=search]", village.name)
     page.click(f"[data-test=search-results] li[data-code='{village.code}']")
@@ -409,7 +349,7 @@ def test_search_finds_a_village_by_name_and_a_county_by_code(
 
 def test_english_and_csv_report(page: Any, site: tuple[Central, Fleet]) -> None:
     central, _ = site
-    _open(page, central, "/dashboard/?lang=en")
+    open_dashboard(page, central, "/dashboard/?lang=en")
     assert "Video network coverage" in page.inner_text("[data-test=headline]")
     assert page.evaluate("document.documentElement.lang") == "en"
     with page.expect_download() as dl:

@@ -26,11 +26,10 @@ from central.store import IntervalRow, NodeRow, SqliteStore
 from shilian.broker import Mosquitto
 from tests.dashboard_client import Fleet
 from tests.processes import ADMIN, ADMIN_PASSWORD, Central, add_user, wait_for
-from tests.test_dashboard import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PAGE_TIMEOUT_MS, Recorder
+from tests.test_dashboard import chromium, open_dashboard, screenshot, watched
 
 pytestmark = pytest.mark.slow
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) not installed")
+# (Importing tests.test_dashboard skips this module too when playwright or chromium is missing.)
 
 NANNING = Registry.from_package("4501")
 COUNTY = "450102"
@@ -136,28 +135,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Central, Fl
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed: no browser to test in")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def _page(browser: Any, central: Central, user: str = ADMIN, password: str = ADMIN_PASSWORD) -> Any:
     ctx = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
     token = central.login(user, password)["token"]
     ctx.add_cookies([{"name": "shilian_session", "value": token, "url": central.api}])
-    pg = ctx.new_page()
-    pg.set_default_timeout(PAGE_TIMEOUT_MS)
-    rec = Recorder()
-    pg.on("console", lambda m: rec.errors.append(m.text) if m.type == "error" else None)
-    pg.on("pageerror", lambda e: rec.errors.append(str(e)))
-    pg.on("request", lambda r: rec.request(r.url))
-    pg.rec = rec
-    return pg
+    return watched(ctx.new_page())
 
 
 @pytest.fixture
@@ -168,18 +154,7 @@ def page(browser: Any, site: tuple[Central, Fleet]) -> Iterator[Any]:
         yield pg
     finally:
         pg.context.close()
-    assert pg.rec.errors == [], pg.rec.errors
-    assert pg.rec.foreign == [], pg.rec.foreign
-
-
-def _open(page: Any, central: Central, path: str = "/dashboard/") -> None:
-    page.goto(central.api + path)
-    page.wait_for_selector('body[data-ready="1"]')
-
-
-def _shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    pg.rec.check()
 
 
 def test_alert_banner_appears_when_a_node_is_offline_past_the_rule_and_clears(
@@ -187,7 +162,7 @@ def test_alert_banner_appears_when_a_node_is_offline_past_the_rule_and_clears(
 ) -> None:
     central, fleet = site
     node = ONLINE[0]
-    _open(page, central)
+    open_dashboard(page, central)
     page.wait_for_selector("[data-test=live].on")
     assert page.get_attribute("[data-test=alerts]", "data-count") == "0"
     assert not page.is_visible("[data-test=alerts]")
@@ -196,7 +171,7 @@ def test_alert_banner_appears_when_a_node_is_offline_past_the_rule_and_clears(
     banner = page.inner_text("[data-test=alerts]")
     assert "正在告警 1 条" in banner and node in banner and "离线超过" in banner
     assert central.get("/api/v1/alerts")["firing"][0]["key"] == node
-    _shot(page, "alerts")
+    screenshot(page, "alerts")
     fleet.state([node], True)
     page.wait_for_selector("[data-test=alerts]", state="hidden")
     assert page.get_attribute("[data-test=alerts]", "data-count") == "0"
@@ -206,7 +181,7 @@ def test_report_download_and_printable_page_totals_match_the_api(
     page: Any, site: tuple[Central, Fleet]
 ) -> None:
     central, _ = site
-    _open(page, central, f"/dashboard/#/u/{COUNTY}")
+    open_dashboard(page, central, f"/dashboard/#/u/{COUNTY}")
     page.wait_for_selector("[data-test=children-table] tr[data-code]")
     api = central.get(f"/api/v1/coverage/{COUNTY}")
     want = (api["unit"]["villages"], api["unit"]["provisioned"], api["unit"]["covered"])
@@ -228,14 +203,14 @@ def test_report_download_and_printable_page_totals_match_the_api(
     assert report.locator("[data-test=report-daily] tbody tr").count() == 30
     assert report.locator("[data-test=report-trend] polyline").count() == 1
     report.set_viewport_size({"width": 900, "height": 1200})
-    _shot(report, "report")
+    screenshot(report, "report")
     pdf = report.pdf(format="A4")  # the print layout renders (headless Chromium prints to PDF)
     assert pdf.startswith(b"%PDF")
 
 
 def test_trend_chart_shows_the_history_and_today(page: Any, site: tuple[Central, Fleet]) -> None:
     central, _ = site
-    _open(page, central, f"/dashboard/#/u/{COUNTY}")
+    open_dashboard(page, central, f"/dashboard/#/u/{COUNTY}")
     page.wait_for_selector("[data-test=trend-card]:not([hidden])")
     assert page.get_attribute("[data-test=trend-card]", "data-days") == "30"
     points = page.evaluate(
@@ -245,12 +220,12 @@ def test_trend_chart_shows_the_history_and_today(page: Any, site: tuple[Central,
     covered = central.get(f"/api/v1/coverage/{COUNTY}")["unit"]["covered"]
     assert points[-1][1:] == [covered, "live"]
     assert points[0][2] == "snapshot"
-    _shot(page, "trend")
+    screenshot(page, "trend")
 
 
 def test_pinyin_initials_find_a_village(page: Any, site: tuple[Central, Fleet]) -> None:
     central, _ = site
-    _open(page, central)
+    open_dashboard(page, central)
     village = NANNING.unit(VILLAGES[2])
     assert village is not None
     initials = "".join(r[0][0] for r in pinyin.readings(village.name))
@@ -266,7 +241,7 @@ def test_last_seen_filter_keeps_the_units_with_silent_nodes(
     page: Any, site: tuple[Central, Fleet]
 ) -> None:
     central, _ = site
-    _open(page, central, f"/dashboard/#/u/{COUNTY}")
+    open_dashboard(page, central, f"/dashboard/#/u/{COUNTY}")
     page.wait_for_selector("[data-test=children-table] tr[data-code]")
     page.select_option("[data-test=seen-filter]", "24h")
     page.wait_for_selector("[data-test=children-table] td[data-col=unseen]")
@@ -291,18 +266,18 @@ def test_node_page_shows_the_commissioning_report_and_what_the_role_may_do(
     try:
         admin = _page(browser, central)
         pages.append(admin)
-        _open(admin, central, f"/dashboard/#/n/{ONLINE[0]}")
+        open_dashboard(admin, central, f"/dashboard/#/n/{ONLINE[0]}")
         admin.wait_for_selector("[data-test=commissioning][data-present='1']")
         href = admin.get_attribute("[data-test=commissioning-link]", "href")
         assert href == f"/dashboard/commissioning/{ONLINE[0]}"
         assert "李工" in admin.inner_text("[data-test=commissioning]")
         admin.wait_for_selector("[data-test=actions] button[data-cmd=ping]")
         assert admin.locator("[data-test=actions] button[data-cmd=get-config]").count() == 1
-        _shot(admin, "node-actions")
+        screenshot(admin, "node-actions")
 
         viewer = _page(browser, central, "h5viewer", PASSWORDS["viewer"])
         pages.append(viewer)
-        _open(viewer, central, f"/dashboard/#/n/{ONLINE[1]}")
+        open_dashboard(viewer, central, f"/dashboard/#/n/{ONLINE[1]}")
         viewer.wait_for_selector("[data-test=view-only]")
         assert viewer.locator("[data-test=actions] button").count() == 0
         assert viewer.locator("[data-test=open-alarms] button").count() == 0
@@ -310,7 +285,7 @@ def test_node_page_shows_the_commissioning_report_and_what_the_role_may_do(
 
         operator = _page(browser, central, "h5operator", PASSWORDS["operator"])
         pages.append(operator)
-        _open(operator, central, f"/dashboard/#/n/{ONLINE[1]}")
+        open_dashboard(operator, central, f"/dashboard/#/n/{ONLINE[1]}")
         operator.wait_for_selector("[data-test=open-alarms] button[data-ack]")
         assert operator.locator("[data-test=actions] button").count() == 0  # no commands
         operator.click("[data-test=open-alarms] button[data-ack]")
@@ -321,8 +296,7 @@ def test_node_page_shows_the_commissioning_report_and_what_the_role_may_do(
         for pg in pages:
             pg.context.close()
     for pg in pages:
-        assert pg.rec.errors == [], pg.rec.errors
-        assert pg.rec.foreign == [], pg.rec.foreign
+        pg.rec.check()
 
 
 def test_a_township_report_lists_its_villages_today(site: tuple[Central, Fleet]) -> None:

@@ -23,6 +23,7 @@ from firmware_bridge.link import InputChanged
 from firmware_bridge.simulator import BoardSimulator, simulate_board
 from firmware_bridge.transport import BoardPort
 from firmware_bridge.update import Progress, Result
+from tests.test_fb_sim import until
 
 BAUD = 460800
 SIZE = 64 * 1024
@@ -73,14 +74,6 @@ async def host_on(sim: BoardSimulator) -> AsyncIterator[Host]:
                 yield host
             finally:
                 task.cancel()
-
-
-async def until(cond: Callable[[], bool], limit_s: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + limit_s
-    while not cond():
-        assert loop.time() < end, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 def board(keys: tuple[bytes, bytes], **kw: Any) -> AbstractAsyncContextManager[BoardSimulator]:

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import os
 import sqlite3
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,23 +30,12 @@ from firmware_bridge import image as fi
 from firmware_bridge.simulator import BoardSimulator, simulate_board
 from shilian.broker import Mosquitto
 from tests.processes import add_user, login
+from tests.test_fb_board_source import until
 
 NODE = "450102001003-fw"
 MODEL = "SIM-BOARD"
+#: Deadline of the flash subprocess (``until`` has its own, tests.test_fb_board_source.WAIT_S).
 WAIT_S = 60.0
-
-
-async def until(cond: Callable[[], Awaitable[bool]] | Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        v = cond()
-        if inspect.isawaitable(v):
-            v = await v
-        if v:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass
