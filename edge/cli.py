@@ -66,6 +66,10 @@ def run(
     pkg_root = str(Path(edge.__file__).resolve().parents[1])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
+    # glibc reads this at start: one malloc arena, as the agent's few threads (outbox writer,
+    # name lookups) allocate little and every extra arena is resident memory. Other C
+    # libraries ignore it; an operator's own value wins.
+    env.setdefault("MALLOC_ARENA_MAX", "1")
     sys.stdout.flush()
     sys.stderr.flush()
     # no_debug_ranges: no per-instruction column tables (tracebacks lose only the ^^^ markers);

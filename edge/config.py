@@ -30,7 +30,9 @@ Port = Annotated[int, PlainValidator(_port, json_schema_input_type=int)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: built on first use. Loading a file builds EdgeConfig's validator, which
+    # includes every section; a section's own validator is built only if it is used alone.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class TlsConfig(_Section):

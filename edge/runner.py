@@ -9,8 +9,6 @@ outbox file that cannot be used (e.g. written by a newer release).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import gc
 import logging
 import os
@@ -27,21 +25,14 @@ from edge.texts import text
 log = logging.getLogger("shilian.edge")
 
 
-#: glibc mallopt parameter: number of malloc arenas. One arena: the agent's few threads (outbox
-#: writer, connect) do little allocation, and each extra arena is resident memory.
-_M_ARENA_MAX = -8
-
-
-def _one_malloc_arena() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, 1)
-
-
 def _give_back_memory() -> None:
-    """Return the heap freed after start-up (import-time garbage) to the OS (glibc only)."""
+    """Free the start-up garbage (pymalloc hands arenas left empty back to the OS).
+
+    Deliberately no glibc ``malloc_trim`` through ctypes: ctypes and libffi stay resident and
+    cost more than the trim returns (net ~0.2 MB worse, docs/edge.md). The one-malloc-arena cap
+    comes from ``MALLOC_ARENA_MAX`` in the environment that ``shilian edge run`` sets.
+    """
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 async def serve(cfg: EdgeConfig) -> None:
@@ -87,7 +78,6 @@ def _status(agent: Agent) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    _one_malloc_arena()
     if len(args) != 2 or args[0] not in ("--config", "-c"):
         print("usage: python -m edge.runner --config FILE", file=sys.stderr)
         return 2

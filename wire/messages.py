@@ -48,7 +48,9 @@ _RANK = {Priority.ALARM: 2, Priority.DEVICE: 1, Priority.INFO: 0}
 
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # defer_build: a model's validator and serializer are built on its first use, so a process
+    # holds only those it uses (an idle edge: state and health, never the certificate ones).
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     v: int = Field(default=PROTOCOL_VERSION, description="major schema version")
 
@@ -127,7 +129,7 @@ class CommandRequest(_Payload):
 
 
 class CommandError(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     code: Name
     message: str = Field(max_length=1024)
