@@ -37,7 +37,7 @@ from edge.local_api import LocalApi
 from edge.metrics import EdgeMetrics
 from edge.metrics_http import MetricsServer
 from edge.mqtt_link import LinkError, PublishRejected
-from edge.outbox import DEFAULT_KEY_TTL_S, Outbox, OutboxError
+from edge.outbox import DEFAULT_KEY_TTL_S, Outbox, OutboxDiskFull, OutboxError
 from edge.sender import Sender
 from edge.session import NodeSession
 from edge.sources import EventSink, EventSource
@@ -51,6 +51,12 @@ log = logging.getLogger("shilian.edge.agent")
 SW_VERSION: str = shilian.__version__
 #: Environment variable of the fault injection described in the module docstring.
 FAULT_KILL_AFTER_COMMIT = "SHILIAN_FAULT_KILL_AFTER_COMMIT"
+#: At most one "outbox disk full" log line per this many seconds (a source may retry often).
+DISK_FULL_LOG_EVERY_S = 60.0
+#: While the outbox disk is full, the board source's emit tries again this often.
+DISK_FULL_RETRY_S = 1.0
+#: Sources whose emit waits for room instead of failing (see :class:`_WaitingSink`).
+WAIT_FOR_ROOM = frozenset({"alarm_board"})
 
 
 class AgentNotRunning(OutboxError):
@@ -62,6 +68,19 @@ class _Sink:
 
     def __init__(self, agent: Agent) -> None:
         self._agent = agent
+
+    def _disk_full(self, e: OutboxDiskFull) -> None:
+        """Count a refused event, remember since when, log once a minute at most. The caller
+        gets the error (local software hears it; the board source's sink waits and retries)."""
+        a = self._agent
+        now = a.clock()
+        a.metrics.outbox_write_errors.labels("disk_full").inc()
+        if a.disk_full_since is None:
+            a.disk_full_since = now
+        last = a.disk_full_logged
+        if last is None or now - last >= DISK_FULL_LOG_EVERY_S:
+            a.disk_full_logged = now
+            log.error("node %s: %s (%s)", a.config.node_id, e, e.detail)
 
     async def emit(
         self,
@@ -77,7 +96,14 @@ class _Sink:
         if a.outbox is None or not a.accepting:
             raise AgentNotRunning("agent is not accepting events (starting or stopping)")
         ttl = DEFAULT_KEY_TTL_S if key_ttl_s is None else key_ttl_s
-        stored = await a.outbox.store(priority, kind, device, data, key=key, key_ttl_s=ttl)
+        try:
+            stored = await a.outbox.store(priority, kind, device, data, key=key, key_ttl_s=ttl)
+        except OutboxDiskFull as e:
+            self._disk_full(e)
+            raise
+        if a.disk_full_since is not None:
+            a.disk_full_since = a.disk_full_logged = None
+            log.warning("node %s: 发件箱又可写入 / outbox accepts events again", a.config.node_id)
         if stored.duplicate:
             log.info(
                 "node %s: %s event %s stored before (key %s); not stored again",
@@ -124,6 +150,32 @@ class _Sink:
         await a.session.remove_device(device_id)
 
 
+class _WaitingSink(_Sink):
+    """The sink of the board source: while the outbox disk is full an emit waits for room
+    (each failed try counted, logged once a minute) instead of failing. The board source
+    acknowledges the board only after the emit returns, so the board keeps the event (and
+    everything after it) meanwhile; it decides the alarm before the emit, so failing would
+    lose it. Sending stored events deletes them and makes the room."""
+
+    async def emit(
+        self,
+        priority: Priority | str,
+        kind: str,
+        device: str | None = None,
+        data: dict[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        key_ttl_s: float | None = None,
+    ) -> Event:
+        while True:
+            try:
+                return await super().emit(
+                    priority, kind, device, data, key=key, key_ttl_s=key_ttl_s
+                )
+            except OutboxDiskFull:
+                await asyncio.sleep(DISK_FULL_RETRY_S)
+
+
 class Agent:
     def __init__(
         self,
@@ -147,7 +199,8 @@ class Agent:
             # Imported only when a board is configured: an edge without one stays small.
             from firmware_bridge.board_source import BoardSource
 
-            self.sources.append(BoardSource.from_config(config.alarm_board))
+            board = BoardSource.from_config(config.alarm_board, state_dir=config.outbox.path.parent)
+            self.sources.append(board)
         if config.sia is not None:
             # Likewise the SIA receiver (and cryptography only with an encrypted account).
             from firmware_bridge.sia_receiver import SiaReceiver, SiaReceiverConfig
@@ -166,10 +219,17 @@ class Agent:
         self.session: NodeSession | None = None
         self.sender: Sender | None = None
         self.accepting = False
+        #: Clock time of the first event refused because the outbox disk is full; None while
+        #: events are stored (health and status report it).
+        self.disk_full_since: float | None = None
+        self.disk_full_logged: float | None = None  # clock time of the last such log line
         #: Set once the outbox is open and every task started (events may be emitted).
         self.started = asyncio.Event()
         self._crash = asyncio.Event()
         self._started_at = time.monotonic()
+
+    def _sink_for(self, source: EventSource) -> EventSink:
+        return _WaitingSink(self) if source.name in WAIT_FOR_ROOM else self.sink
 
     @property
     def connected(self) -> bool:
@@ -182,6 +242,7 @@ class Agent:
             "connected": self.connected,
             "outbox_depth": self.outbox.depth if self.outbox else None,
             "birth_seq": self.session.birth_seq if self.session else None,
+            "outbox_disk_full_since": self.disk_full_since,
         }
         board = next((s for s in self.sources if s.name == "alarm_board"), None)
         if board is not None:  # `shilian edge doctor` shows the board's link state
@@ -238,7 +299,9 @@ class Agent:
                 ]
                 if session.renewal is not None:
                     core.append(tg.create_task(session.renewal.run(), name="renew"))
-                intake = [tg.create_task(s.run(self.sink), name=s.name) for s in self.sources]
+                intake = [
+                    tg.create_task(s.run(self._sink_for(s)), name=s.name) for s in self.sources
+                ]
                 if self.serve_local_socket:
                     api = LocalApi(cfg.local_socket.path, self.sink, self.status, fw)
                     ready = asyncio.Event()
@@ -297,6 +360,7 @@ class Agent:
                 outbox_depth=self.outbox.depth,
                 last_publish_age_s=max(0.0, self.clock() - last) if last is not None else None,
                 cert_not_after=self.session.renewal.not_after if self.session.renewal else None,
+                outbox_disk_full_since=self.disk_full_since,
             )
             try:
                 await link.publish(self.topics.health, encode(h))

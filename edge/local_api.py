@@ -10,6 +10,8 @@ Requests (one JSON object per line) and replies (one per request, in order):
     {"op":"firmware-update","path":"/abs/image.bin"}   -> {"ok":true,"started":true}
     {"op":"firmware-status"}   -> {"ok":true,"firmware_version":...,"update":{state,bytes,...}}
     bad input -> {"ok":false,"error":"..."}; the connection and the agent survive.
+    outbox disk full -> {"ok":false,"error":"发件箱所在磁盘已满… / outbox disk full…",
+        "code":"disk_full"}: the event was NOT stored; keep it and send it again later.
 
 A connection may pipeline requests (up to ``PIPELINE`` outstanding): the outbox then commits
 them together. A line longer than ``MAX_LINE_BYTES`` is refused before it is buffered, and the
@@ -30,7 +32,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from edge.commands import FirmwareJob, FirmwareRefused, FirmwareTarget
-from edge.outbox import OutboxError
+from edge.outbox import OutboxDiskFull, OutboxError
 from edge.sources import EventSink
 from wire import WireError
 
@@ -142,6 +144,8 @@ class LocalApi:
             first = e.errors(include_url=False, include_input=False)[0]
             loc = ".".join(str(p) for p in first["loc"])
             return {"ok": False, "error": f"invalid {loc}: {first['msg']}"}
+        except OutboxDiskFull as e:  # not stored: the client keeps the event and retries later
+            return {"ok": False, "error": str(e), "code": "disk_full"}
         except (WireError, OutboxError, ValueError, TypeError) as e:
             return {"ok": False, "error": str(e)}
 

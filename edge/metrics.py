@@ -55,3 +55,9 @@ class EdgeMetrics:
         self.bad_input = Counter(
             p + "bad_input", "refused input from a peer, by reason", ["reason"], registry=registry
         )
+        self.outbox_write_errors = Counter(
+            p + "outbox_write_errors",
+            "events not stored because the outbox write failed (disk_full, io)",
+            ["reason"],
+            registry=registry,
+        )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,13 @@ MAX_KEY_LEN = 200
 
 _RANKS = {p.rank: p for p in Priority}
 
+#: Writes that are retried (their callers wait) rather than failed while the disk is full:
+#: deleting sent events, dead-lettering, the birth counter. Without them the sender or the
+#: MQTT session would stop; new events are refused instead (their senders keep them).
+_RETRY_WHEN_FULL = frozenset({"ack", "dead", "birth"})
+#: Seconds between tries of those writes while the disk stays full.
+DISK_FULL_RETRY_S = 1.0
+
 #: The version-0 schema (files written before idempotency keys); :data:`_MIGRATIONS` bring a
 #: file from ``PRAGMA user_version`` n-1 to n.
 _SCHEMA = """
@@ -76,6 +84,17 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 class OutboxError(Exception):
     """The outbox could not store or change events (disk full, I/O error, closed)."""
+
+
+class OutboxDiskFull(OutboxError):
+    """The disk (or the file's size limit) is full: nothing of the failed batch was stored.
+    Not fatal: sending stored events deletes them and frees room."""
+
+    MESSAGE = "发件箱所在磁盘已满，事件未保存 / outbox disk full: event not stored"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(self.MESSAGE)
+        self.detail = detail
 
 
 class OutboxFull(OutboxError):
@@ -321,6 +340,15 @@ class Outbox:
         self._wake.set()
         return fut
 
+    def _requeue(self, ops: list[_Op]) -> None:
+        if self._closed:
+            for op in ops:
+                if not op.fut.done():
+                    op.fut.set_exception(OutboxError("outbox closed"))
+            return
+        self._ops[:0] = ops  # before later operations: an ack still precedes what follows it
+        self._wake.set()
+
     def _fail_all(self, exc: Exception) -> None:
         ops, self._ops = self._ops, []
         for op in ops:
@@ -329,7 +357,11 @@ class Outbox:
 
     def _settle(self, batch: list[_Op], results: list[Any]) -> None:
         stored = False
+        retry: list[_Op] = []
         for op, res in zip(batch, results, strict=True):
+            if op.kind in _RETRY_WHEN_FULL and isinstance(res, OutboxDiskFull):
+                retry.append(op)  # the caller waits: nothing sent is lost, the sender pauses
+                continue
             if op.kind == "accept" and isinstance(res, tuple):  # (Stored or OutboxFull, dropped)
                 res, dropped = res
                 stored = stored or (isinstance(res, Stored) and not res.duplicate)
@@ -341,6 +373,8 @@ class Outbox:
                 op.fut.set_exception(res)
             else:
                 op.fut.set_result(res)
+        if retry:
+            asyncio.get_running_loop().call_later(DISK_FULL_RETRY_S, self._requeue, retry)
         if stored:
             self.new_events.set()
         if self.depth == 0:
@@ -445,15 +479,32 @@ class Outbox:
                 if value != self._meta.get(key):
                     cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
             cur.execute("COMMIT")
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OSError) as e:
             with contextlib.suppress(sqlite3.Error):
                 cur.execute("ROLLBACK")
-            err = OutboxError(f"outbox write failed: {e}")
-            return [err for _ in batch]
+            if not _is_disk_full(e):
+                err = OutboxError(f"outbox write failed: {e}")
+                return [err for _ in batch]
+            full = OutboxDiskFull(str(e))
+            rest = [op for op in batch if op.kind != "accept"]
+            if rest and len(rest) < len(batch):
+                # New events filled the disk; acks and reads need no new room (acks free it):
+                # apply them alone so the sender keeps sending.
+                done = iter(self._apply(rest))
+                return [full if op.kind == "accept" else next(done) for op in batch]
+            return [full for _ in batch]
         finally:
             cur.close()
         self._counts, self._meta, self._seq = counts, meta, seq
         return results
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    """SQLITE_FULL (disk full, or ``max_page_count`` reached) or ENOSPC."""
+    if isinstance(e, sqlite3.Error):
+        code = getattr(e, "sqlite_errorcode", None)  # Python >= 3.11
+        return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(e)
+    return isinstance(e, OSError) and e.errno == errno.ENOSPC
 
 
 def _peek(cur: sqlite3.Cursor, n: int, exclude: tuple[int, ...]) -> list[Pending]:

@@ -92,6 +92,9 @@ class Health(_Payload):
     cert_not_after: Timestamp | None = Field(
         default=None, description="expiry of the node's client certificate (absent: no TLS)"
     )
+    outbox_disk_full_since: Timestamp | None = Field(
+        default=None, description="the outbox has refused events since then: disk full"
+    )
 
 
 class Event(_Payload):
