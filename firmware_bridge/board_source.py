@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,6 +34,7 @@ from edge.backoff import Backoff
 from edge.commands import MAX_FIRMWARE_BYTES, FirmwareJob, FirmwareRefused
 from edge.sources import EventSink
 from firmware_bridge.alarms import AlarmKind
+from firmware_bridge.job_store import MAX_JOB_ATTEMPTS, JobStore, PendingJob
 from firmware_bridge.link import (
     BoardInfo,
     EventKey,
@@ -117,9 +120,10 @@ class BoardSource:
         self.board_id: str | None = None
 
     @classmethod
-    def from_config(cls, cfg: Any) -> BoardSource:
+    def from_config(cls, cfg: Any, *, state_dir: Path | None = None) -> BoardSource:
         """From ``edge.config.AlarmBoardConfig`` (typed loosely: edge.config stays importable
-        without this package)."""
+        without this package); ``state_dir`` (the outbox's directory) keeps a firmware update
+        job across restarts."""
         zones = [
             Zone(
                 z.input,
@@ -134,6 +138,8 @@ class BoardSource:
         ]
         src = cls(zones, device=cfg.device, baudrate=cfg.baudrate, device_id=cfg.device_id)
         src.firmware_key = getattr(cfg, "firmware_public_key", None)  # firmware update (H1)
+        if state_dir is not None:
+            src.firmware_store = JobStore(state_dir, cfg.device_id)
         return src
 
     def _open_serial(self) -> AbstractAsyncContextManager[Port]:
@@ -259,6 +265,8 @@ class BoardSource:
                 ev.board.fw_version,
             )
             self._set_up(ev.board)
+            if self._fw_link is not None:
+                self._fw_link.set()  # a firmware job resumed at start waits for this
         elif isinstance(ev, LinkDown):
             self.stats["link_down"] += 1
             self.link_downs[ev.reason] += 1
@@ -316,16 +324,21 @@ class BoardSource:
     # One job at a time, queued by the firmware-update command or the local API and run here,
     # beside the alarm path on the same open port (firmware_bridge.flasher). Progress and
     # outcome are merged into this device's retained state (``firmware_version``, ``update``)
-    # and the end is an event of kind ``firmware_update``.
+    # and the end is an event of kind ``firmware_update``. With a ``firmware_store`` (the
+    # agent's, next to the outbox) an accepted job and its verified image are on disk until
+    # the job ends: an agent that restarts mid-update resumes it once the board link is up.
 
     firmware_key: Path | None = None  # public key file (AlarmBoardConfig.firmware_public_key)
-    _fw_jobs: asyncio.Queue[FirmwareJob] | None = None
+    firmware_store: JobStore | None = None
+    _fw_jobs: asyncio.Queue[PendingJob] | None = None
     _fw_update: dict[str, Any] | None = None
     _fw_busy = False
     _fw_version: str | None = None
+    _fw_link: asyncio.Event | None = None
 
     def firmware_start(self, job: FirmwareJob) -> None:
-        """Queue an update (edge.commands.FirmwareTarget); FirmwareRefused if it cannot run."""
+        """Queue an update (edge.commands.FirmwareTarget); FirmwareRefused if it cannot run.
+        The job is on disk before this returns (the command's reply says "started")."""
         from firmware_bridge.transport import BoardPort
 
         if self.firmware_key is None:
@@ -337,9 +350,20 @@ class BoardSource:
         port = BoardPort.find(self.device)
         if port is None or port.board is None:
             raise FirmwareRefused("no_board", "报警板未连接", "the alarm board is not connected")
+        pending = PendingJob.of(job, job_id=uuid.uuid4().hex)
+        if self.firmware_store is not None:
+            try:
+                self.firmware_store.save(pending)
+            except OSError as e:
+                log.warning("board %s: cannot store the firmware job (%s)", self.device_id, e)
+                raise FirmwareRefused(
+                    "storage",
+                    f"无法保存升级任务（{e.strerror or e}），请检查磁盘",
+                    f"cannot store the update job ({e.strerror or e}); check the disk",
+                ) from e
         self._fw_busy = True
         self._fw_update = {"state": "queued", "bytes": 0, "total": job.size, "result": None}
-        self._fw_jobs.put_nowait(job)
+        self._fw_jobs.put_nowait(pending)
 
     def firmware_status(self) -> dict[str, Any]:
         return self._firmware_detail()
@@ -367,38 +391,99 @@ class BoardSource:
 
     async def _firmware_worker(self, sink: EventSink) -> None:
         self._fw_jobs = asyncio.Queue(1)
+        self._fw_link = asyncio.Event()
+        store = self.firmware_store
+        pending = await asyncio.to_thread(store.load) if store is not None else None
+        if store is not None and pending is not None:
+            # Accepted by an earlier run and not finished: count this start (a job that keeps
+            # killing the agent is given up), then run it as if just queued.
+            pending = replace(pending, attempts=pending.attempts + 1)
+            self._fw_busy = True
+            self._fw_update = {
+                "state": "queued",
+                "bytes": 0,
+                "total": pending.size,
+                "result": None,
+                "resumed": True,
+            }
+            if pending.attempts > MAX_JOB_ATTEMPTS:
+                await self._firmware_end(sink, pending, "too_many_restarts", "", pending.version)
+            else:
+                try:
+                    await asyncio.to_thread(store.save, pending)
+                except OSError as e:  # run it anyway; only this start goes uncounted
+                    log.warning("board %s: cannot update the firmware job (%s)", self.device_id, e)
+                log.info(
+                    "board %s: resuming firmware update %s (start %d)",
+                    self.device_id,
+                    pending.sha256,
+                    pending.attempts,
+                )
+                self._fw_jobs.put_nowait(pending)
         while True:
-            job = await self._fw_jobs.get()
+            pending = await self._fw_jobs.get()
+            if pending.attempts > 0:  # resumed: the port may not be open yet
+                await self._fw_link.wait()
             try:
-                result, detail, version = await self._firmware_job(job)
+                result, detail, version = await self._firmware_job(pending)
             except Exception as e:  # a bug or an unexpected I/O error: report, keep running
                 log.exception("board %s: firmware update failed", self.device_id)
                 result, detail, version = "error", str(e)[:200], None
-            assert self._fw_update is not None
-            self._fw_update.update(state="done", result=result, detail=detail)
-            self._fw_busy = False
-            self._republish()
-            log.info("board %s: firmware update %s %s", self.device_id, result, detail)
-            data = {"result": result, "detail": detail, "version": version, "sha256": job.sha256}
-            await sink.emit("device", "firmware_update", self.device_id, data)
+            await self._firmware_end(sink, pending, result, detail, version)
 
-    async def _firmware_job(self, job: FirmwareJob) -> tuple[str, str, str | None]:
+    async def _firmware_end(
+        self, sink: EventSink, pending: PendingJob, result: str, detail: str, version: str | None
+    ) -> None:
+        """Report the outcome, then forget the job: a crash in between repeats the job (the
+        board answers "already"), and the event's key keeps it single at central."""
+        assert self._fw_update is not None
+        self._fw_update.update(state="done", result=result, detail=detail)
+        self._fw_busy = False
+        self._republish()
+        log.info("board %s: firmware update %s %s", self.device_id, result, detail)
+        data = {"result": result, "detail": detail, "version": version, "sha256": pending.sha256}
+        key = f"fw:{self.device_id}:{pending.job_id}" if pending.job_id else None
+        await sink.emit("device", "firmware_update", self.device_id, data, key=key)
+        if self.firmware_store is not None:
+            await asyncio.to_thread(self.firmware_store.clear)
+
+    async def _firmware_image(self, pending: PendingJob) -> bytes:
+        """The image bytes: the stored copy of a resumed job, else downloaded (or read)."""
+        store = self.firmware_store
+        if store is not None and pending.state == "flashing":
+            data = await asyncio.to_thread(store.load_image)
+            if data is not None:
+                return data
+            log.warning("board %s: stored firmware image missing; downloading", self.device_id)
+        return await asyncio.to_thread(_fetch_image, pending.job())
+
+    async def _firmware_job(self, pending: PendingJob) -> tuple[str, str, str | None]:
         from firmware_bridge import image as fw_image
         from firmware_bridge.flasher import flash
         from firmware_bridge.transport import BoardPort
         from firmware_bridge.update import Progress
 
-        assert self._fw_update is not None and self.firmware_key is not None
+        assert self._fw_update is not None
+        if self.firmware_key is None:  # resumed after the key was removed from the config
+            return "no_key", "no firmware public key configured", None
         self._fw_update["state"] = "downloading"
         self._republish()
         try:
-            data = await asyncio.to_thread(_fetch_image, job)
+            data = await self._firmware_image(pending)
             key = fw_image.load_key(self.firmware_key, fw_image.PUBLIC_KEY_SIZE)
-            img = fw_image.verify(data, key, image_id=job.sha256)
+            img = fw_image.verify(data, key, image_id=pending.sha256)
         except fw_image.ImageError as e:
             return e.fault.value, str(e), None
         except (OSError, ValueError) as e:
             return "download_failed", str(e)[:200], None
+        if self.firmware_store is not None and pending.state != "flashing":
+            # Verified: keep it, so a restart from here on does not download again.
+            try:
+                await asyncio.to_thread(
+                    self.firmware_store.save_image, data, replace(pending, version=img.version)
+                )
+            except OSError as e:  # flash anyway: a restart would download again
+                log.warning("board %s: cannot store the firmware image (%s)", self.device_id, e)
         self._fw_update.update(version=img.version, sha256=img.image_id, total=len(img.signed))
         port = BoardPort.find(self.device)
         if port is None:

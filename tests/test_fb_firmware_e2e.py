@@ -246,13 +246,16 @@ async def test_local_flash_via_agent_socket_and_rollback(broker: Mosquitto, tmp_
 
 
 async def test_edge_crash_mid_transfer_resumes(broker: Mosquitto, tmp_path: Path) -> None:
-    """The agent dies (as a power cut) mid-transfer; the next agent is asked again and starts
-    at the board's resume point, not at 0."""
+    """The agent dies (as a power cut) mid-transfer; the next agent resumes the job by itself
+    (no second command) from the image it stored (central no longer serves it) at the board's
+    resume point, not at 0, and reports the outcome once."""
     async with site(broker, tmp_path) as s:
         img = s.build("4.0.0")
         info = await s.upload(img)
         url = f"http://127.0.0.1:{s.central.http_port}{info['path']}"
         args = {"url": url, "sha256": img.image_id, "size": info["size"]}
+        job_file = tmp_path / "firmware-alarm_board.json"
+        image_file = tmp_path / "firmware-alarm_board.img"
         async with running_agent(s) as agent:
             await until(lambda: s.board_detail(), "board state at central")
             status, reply = await s.command(args)
@@ -261,19 +264,49 @@ async def test_edge_crash_mid_transfer_resumes(broker: Mosquitto, tmp_path: Path
             await agent.crash()
         held = len(s.sim.bootloader.data)
         assert 0 < held < len(img.signed)
+        job = json.loads(job_file.read_text())
+        assert job["sha256"] == img.image_id and job["state"] == "flashing"
+        assert job["version"] == "4.0.0" and image_file.read_bytes() == img.to_bytes()
+        # a re-download would now fail: the resumed job must use the stored image
+        stored = [p for p in (tmp_path / "images").rglob("*") if p.is_file()]
+        assert stored
+        for p in stored:
+            p.unlink()
+        async with aiohttp.ClientSession() as anon, anon.get(url) as r:
+            assert r.status == 404
+
         async with running_agent(s):
-
-            async def board_up() -> bool:
-                return (await s.board_detail()).get("firmware_version") == "1.0.0"
-
-            await until(board_up, "board up after the edge restart")
-            status, reply = await s.command(args)
-            assert status == 200, reply
 
             async def done() -> bool:
                 return (await s.board_detail()).get("update", {}).get("result") == "success"
 
-            await until(done, "update done after the restart")
+            await until(done, "update done after the restart, without a second command")
             d = await s.board_detail()
-            assert d["update"]["resumed_from"] >= held
+            assert d["update"]["resumed"] is True
+            assert d["update"]["resumed_from"] > 0 and d["update"]["resumed_from"] >= held
             assert d["firmware_version"] == "4.0.0"
+            assert s.sim.core.fw_version == "4.0.0"
+            await until(lambda: not job_file.exists(), "job cleared after success")
+            assert not image_file.exists()
+
+            def fw_events() -> list[dict[str, Any]]:
+                with contextlib.closing(sqlite3.connect(s.central.cfg.store.path)) as c:
+                    rows = c.execute(
+                        "SELECT data FROM events WHERE kind = 'firmware_update'"
+                    ).fetchall()
+                return [json.loads(r[0]) for r in rows]
+
+            await until(lambda: len(fw_events()) == 1, "firmware_update event at central")
+            assert fw_events()[0]["result"] == "success"
+            # the job is over: a new command is accepted; its download fails (central lost the
+            # image), a final failure, and that job is cleared too
+            status, reply = await s.command(args)
+            assert status == 200 and reply["result"]["started"] is True, reply
+
+            async def failed() -> bool:
+                d = await s.board_detail()
+                return d.get("update", {}).get("result") == "download_failed"
+
+            await until(failed, "download failure reported")
+            await until(lambda: not job_file.exists(), "job cleared after a final failure")
+            assert s.sim.core.fw_version == "4.0.0"
