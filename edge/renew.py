@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from edge.config import EdgeConfig, TlsConfig
+from edge.durable_file import fsync_dir, write_atomic
 from edge.mqtt_link import Incoming, LinkError, PublishRejected
 from wire import RemoteWireError, Topics, decode, encode
 from wire.messages import CertRequest, CertResponse
@@ -86,28 +87,6 @@ def cert_info(path: Path) -> CertInfo:
 
 def _new(path: Path) -> Path:
     return path.with_name(path.name + ".new")
-
-
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """tmp + fsync + rename + fsync of the directory: the old file or the new, never half."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +149,7 @@ class CertRenewer:
         the first connect."""
         if self.cert_new.exists() and not self.key_new.exists():
             os.replace(self.cert_new, self.tls.cert_file)  # the key was renamed already
-            _fsync_dir(self.tls.cert_file.parent)
+            fsync_dir(self.tls.cert_file.parent)
             log.info("node %s: completed an interrupted certificate switch", self.topics.node_id)
         self._read_expiry()
 
@@ -252,7 +231,7 @@ class CertRenewer:
             raise RenewError("switch_failed", "the broker refused the new certificate")
         os.replace(self.key_new, self.tls.key_file)
         os.replace(self.cert_new, self.tls.cert_file)
-        _fsync_dir(self.tls.key_file.parent)
+        fsync_dir(self.tls.key_file.parent)
         self._candidate_failures = 0
         self._read_expiry()
         self.renewed_at = self.clock()

@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from edge.commands import MAX_FIRMWARE_BYTES, FirmwareJob
+from edge.durable_file import fsync_dir, write_atomic
 
 log = logging.getLogger("shilian.firmware_bridge.job_store")
 
@@ -110,32 +110,13 @@ class JobStore:
             for p in (self.job_file, self.image_file):
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError as e:  # read-only: the next start resumes it, the board answers "already"
             log.warning("cannot clear firmware job %s (%s)", self.job_file, e)
 
     def _write(self, target: Path, data: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-        _fsync_dir(self.directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename/unlink in ``directory`` durable (POSIX: the entry lives in the dir)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        write_atomic(target, data, 0o600)
 
 
 def _parse(d: Any) -> PendingJob:
