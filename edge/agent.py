@@ -54,9 +54,6 @@ FAULT_KILL_AFTER_COMMIT = "SHILIAN_FAULT_KILL_AFTER_COMMIT"
 #: At most one "outbox disk full" log line per this many seconds (a source may retry often).
 DISK_FULL_LOG_EVERY_S = 60.0
 #: While the outbox disk is full, the board source's emit tries again this often.
-DISK_FULL_RETRY_S = 1.0
-#: Sources whose emit waits for room instead of failing (see :class:`_WaitingSink`).
-WAIT_FOR_ROOM = frozenset({"alarm_board"})
 
 
 class AgentNotRunning(OutboxError):
@@ -150,32 +147,6 @@ class _Sink:
         await a.session.remove_device(device_id)
 
 
-class _WaitingSink(_Sink):
-    """The sink of the board source: while the outbox disk is full an emit waits for room
-    (each failed try counted, logged once a minute) instead of failing. The board source
-    acknowledges the board only after the emit returns, so the board keeps the event (and
-    everything after it) meanwhile; it decides the alarm before the emit, so failing would
-    lose it. Sending stored events deletes them and makes the room."""
-
-    async def emit(
-        self,
-        priority: Priority | str,
-        kind: str,
-        device: str | None = None,
-        data: dict[str, Any] | None = None,
-        *,
-        key: str | None = None,
-        key_ttl_s: float | None = None,
-    ) -> Event:
-        while True:
-            try:
-                return await super().emit(
-                    priority, kind, device, data, key=key, key_ttl_s=key_ttl_s
-                )
-            except OutboxDiskFull:
-                await asyncio.sleep(DISK_FULL_RETRY_S)
-
-
 class Agent:
     def __init__(
         self,
@@ -227,9 +198,6 @@ class Agent:
         self.started = asyncio.Event()
         self._crash = asyncio.Event()
         self._started_at = time.monotonic()
-
-    def _sink_for(self, source: EventSource) -> EventSink:
-        return _WaitingSink(self) if source.name in WAIT_FOR_ROOM else self.sink
 
     @property
     def connected(self) -> bool:
@@ -299,9 +267,7 @@ class Agent:
                 ]
                 if session.renewal is not None:
                     core.append(tg.create_task(session.renewal.run(), name="renew"))
-                intake = [
-                    tg.create_task(s.run(self._sink_for(s)), name=s.name) for s in self.sources
-                ]
+                intake = [tg.create_task(s.run(self.sink), name=s.name) for s in self.sources]
                 if self.serve_local_socket:
                     api = LocalApi(cfg.local_socket.path, self.sink, self.status, fw)
                     ready = asyncio.Event()

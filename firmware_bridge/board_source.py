@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from edge.backoff import Backoff
 from edge.commands import MAX_FIRMWARE_BYTES, FirmwareJob, FirmwareRefused
+from edge.outbox import DISK_FULL_RETRY_S, OutboxDiskFull
 from edge.sources import EventSink
 from firmware_bridge.alarms import AlarmKind
 from firmware_bridge.job_store import MAX_JOB_ATTEMPTS, JobStore, PendingJob
@@ -283,8 +284,8 @@ class BoardSource:
                 # The first board event behind the alarm names it: after an edge crash
                 # between this commit and the ack, the board retransmits it and the outbox
                 # returns the stored event instead of storing a second one.
-                await sink.emit(
-                    a.priority, a.kind, a.device, a.event_data(), key=self._idem_key(d.acks[0])
+                await _emit_waiting_for_room(
+                    sink, a.priority, a.kind, a.device, a.event_data(), self._idem_key(d.acks[0])
                 )
                 self.stats["emitted"] += 1
             for key in d.acks:
@@ -443,7 +444,7 @@ class BoardSource:
         log.info("board %s: firmware update %s %s", self.device_id, result, detail)
         data = {"result": result, "detail": detail, "version": version, "sha256": pending.sha256}
         key = f"fw:{self.device_id}:{pending.job_id}" if pending.job_id else None
-        await sink.emit("device", "firmware_update", self.device_id, data, key=key)
+        await _emit_waiting_for_room(sink, "device", "firmware_update", self.device_id, data, key)
         if self.firmware_store is not None:
             await asyncio.to_thread(self.firmware_store.clear)
 
@@ -543,3 +544,23 @@ def _fetch_image(job: FirmwareJob) -> bytes:
 def _bitmap(inputs: Sequence[bool]) -> int:
     """Inputs as an integer bitmap (bit ``n-1`` = input ``n`` active), compact in JSON."""
     return sum(1 << i for i, on in enumerate(inputs) if on)
+
+
+async def _emit_waiting_for_room(
+    sink: EventSink,
+    priority: str,
+    kind: str,
+    device: str | None,
+    data: dict[str, Any],
+    key: str | None,
+) -> None:
+    """Emit; while the outbox disk is full, try again every second (the sink counts each
+    refusal) instead of failing. The board is acknowledged only after this returns, so it keeps
+    the event (and everything after it) meanwhile; the zones decided the alarm before the emit,
+    so failing here would lose it. Sending stored events deletes them and makes the room."""
+    while True:
+        try:
+            await sink.emit(priority, kind, device, data, key=key)
+            return
+        except OutboxDiskFull:
+            await asyncio.sleep(DISK_FULL_RETRY_S)
