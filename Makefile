@@ -32,6 +32,7 @@ demo: sysdeps venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy
@@ -53,7 +54,7 @@ bench: sysdeps venv
 soak: sysdeps venv
 	SHILIAN_SOAK=1 SHILIAN_FB_PRESSES=10000 $(BIN)/pytest -q -s --timeout 3600 tests/test_fb_soak.py
 	SHILIAN_SOAK=1 SHILIAN_ALARM_PRESSES=10000 $(BIN)/pytest -q --timeout 7200 \
-	  tests/test_fb_board_source.py::test_noisy_line_with_cuts_delivers_every_press_exactly_once_in_order
+	  tests/test_edge_board_source.py::test_noisy_line_with_cuts_delivers_every_press_exactly_once_in_order
 
 # Refresh the README's dashboard screenshots from a browser-test run.
 screenshots: sysdeps venv

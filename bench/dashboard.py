@@ -29,7 +29,7 @@ from playwright.sync_api import sync_playwright
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import wire
-from central.registry import Registry
+from registry import Registry
 from shilian.broker import Mosquitto
 from tests.processes import Central, wait_for
 

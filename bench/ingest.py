@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import wire
 from central.config import BrokerConfig, CentralConfig, HttpConfig, StoreConfig
 from central.link import Inbound
-from central.registry import Registry
 from central.service import CentralService
+from registry import Registry
 from shilian.broker import Mosquitto
 from wire.topics import CENTRAL_SUBSCRIPTIONS
 

@@ -46,9 +46,9 @@ from central.alerts import (
 )
 from central.coverage import CoverageIndex
 from central.live import LiveHub, Message
-from central.registry import Registry
 from central.store import NodeRow, connect
 from central.webhooks import WebhookSender, webhook_body
+from registry import Registry
 
 log = logging.getLogger("shilian.central.alerts")
 

@@ -27,7 +27,7 @@ from central import auth, views
 from central.commands import CommandError
 from central.config import AuthConfig
 from central.coverage import CoverageIndex, UnitCoverage
-from central.registry import Registry, Unit
+from registry import Registry, Unit
 from wire import MAX_PAYLOAD_BYTES, Priority, valid_node_id
 
 log = logging.getLogger(__name__)

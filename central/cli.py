@@ -70,8 +70,8 @@ def import_registry_cmd(
     ],
 ) -> None:
     """导入行政区划 / import the village registry for a province, city, county or the country."""
-    from central.registry import RegistryError, import_registry
     from central.store import SqliteStore
+    from registry import RegistryError, import_registry
 
     code = "" if scope.strip().lower() in ("", "all") else scope.strip()
     store = SqliteStore(db)
@@ -140,7 +140,7 @@ def user_add(
     import time
 
     from central.accounts import AccountError, AccountStore, parse_role
-    from central.registry import Registry
+    from registry import Registry
 
     store = AccountStore(db)
     try:

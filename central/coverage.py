@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from central.registry import VILLAGE_LEVEL, Registry
+from registry import VILLAGE_LEVEL, Registry
 from wire import valid_node_id
 
 

@@ -32,7 +32,7 @@ from aiohttp import web
 
 from central import api, auth, i18n, pinyin, views
 from central.live import LiveHub, Message, TooManySubscribers, visible
-from central.registry import LEN_BY_LEVEL, Registry
+from registry import LEN_BY_LEVEL, Registry
 
 #: Seconds between comments on an idle live stream: keeps proxies and the browser from
 #: timing the stream out, and finds closed connections.

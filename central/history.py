@@ -27,8 +27,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from central.coverage import CoverageIndex
-from central.registry import Registry
 from central.store import connect
+from registry import Registry
 
 log = logging.getLogger("shilian.central.history")
 

@@ -13,7 +13,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from central.coverage import CoverageIndex
-from central.registry import Registry
+from registry import Registry
 
 #: Registry levels exported as coverage series: 2 city (市), 3 county (县).
 COVERAGE_LEVELS = (2, 3)

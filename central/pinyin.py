@@ -1,7 +1,7 @@
 """Pinyin matching of unit names for the dashboard's search: initials (``xnq`` → 兴宁区), full
 pinyin (``xingning``) and any mix (``xingnq``), toneless, without pypinyin at run time.
 
-The readings come from ``registry_data/pinyin.tsv.xz`` (built by scripts/build_pinyin_table.py
+The readings come from ``registry/data/pinyin.tsv.xz`` (built by scripts/build_pinyin_table.py
 from pypinyin for every character of the registry's names: ~5,000 characters, 19 KB). Importing
 pypinyin itself would add ~57 MB to central's memory (measured). Polyphonic characters keep all
 their readings, so 长 matches ``c``/``chang`` and ``z``/``zhang``: a wrong reading never hides a
@@ -23,7 +23,7 @@ MAX_QUERY = 64
 @functools.cache
 def table() -> dict[str, tuple[str, ...]]:
     """``{character: (reading, ...)}``, the most common reading first."""
-    raw = (resources.files("central") / "registry_data" / "pinyin.tsv.xz").read_bytes()
+    raw = (resources.files("registry") / "data" / "pinyin.tsv.xz").read_bytes()
     out: dict[str, tuple[str, ...]] = {}
     for line in lzma.decompress(raw).decode("utf-8").splitlines():
         char, _, readings = line.partition("\t")

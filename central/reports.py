@@ -39,7 +39,7 @@ from central.history import (
     read_days,
     row_json,
 )
-from central.registry import Registry
+from registry import Registry
 
 REPORT_HTML = dashboard.ASSETS / "report.html"
 HISTORY: web.AppKey[HistoryTask] = web.AppKey("history", HistoryTask)
@@ -389,7 +389,7 @@ def render_report(r: Report, s: dict[str, str], lang: str) -> str:
 
 
 def commissioning_summary(conn: sqlite3.Connection, node_id: str) -> dict[str, Any] | None:
-    """The node's latest commissioning report in brief (provisioning.commissioning stores
+    """The node's latest commissioning report in brief (central.commissioning stores
     them), or None: none uploaded, or no provisioning on this central (no table)."""
     try:
         row = conn.execute(

@@ -29,11 +29,11 @@ from central.link import Inbound, MqttLink
 from central.live import LiveHub
 from central.liveness import Liveness
 from central.metrics import CentralMetrics
-from central.registry import Registry, import_registry
 from central.store import SqliteStore, Write
+from registry import Registry, import_registry
 
 if TYPE_CHECKING:
-    from provisioning.renewal import RenewalService
+    from central.renewal import RenewalService
 
 log = logging.getLogger("shilian.central")
 
@@ -101,7 +101,7 @@ class CentralService:
                 node_online=coverage.node_online,
             )
             if cfg.ca is not None:
-                from provisioning.renewal import RenewalService
+                from central.renewal import RenewalService
 
                 self.renewal = RenewalService(
                     cfg.ca,
@@ -168,7 +168,7 @@ class CentralService:
 
         alert_routes.add_routes(app, self.alerts)
         reports.add_routes(app, self.history)
-        from provisioning.commissioning import add_commissioning_routes
+        from central.commissioning import add_commissioning_routes
 
         add_commissioning_routes(app, self.cfg.store.path, self.registry, self.clock)
         if (fw := self.cfg.firmware) is not None:
@@ -176,7 +176,7 @@ class CentralService:
 
             firmware.add_routes(app, firmware.FirmwareStore.from_config(fw.dir, fw.public_key))
         if self.cfg.ca is not None:
-            from provisioning.enrol import add_enrol_routes
+            from central.enrol import add_enrol_routes
 
             add_enrol_routes(app, self.cfg.ca, self.cfg.store.path, self.clock)
         runner = web.AppRunner(app, access_log=None)

@@ -28,7 +28,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-import shilian
 from edge.backoff import Backoff
 from edge.commands import CommandHandler, FirmwareTarget
 from edge.config import EdgeConfig
@@ -42,13 +41,14 @@ from edge.sender import Sender
 from edge.session import NodeSession
 from edge.sources import EventSink, EventSource
 from wire import DeviceState, Event, Health, Priority, Topics, encode
+from wire.version import __version__
 
 log = logging.getLogger("shilian.edge.agent")
 
 
 #: Announced in birth and health. The distribution's version, from its root package (not
 #: importlib.metadata: that import alone costs an idle node ~1 MB).
-SW_VERSION: str = shilian.__version__
+SW_VERSION: str = __version__
 #: Environment variable of the fault injection described in the module docstring.
 FAULT_KILL_AFTER_COMMIT = "SHILIAN_FAULT_KILL_AFTER_COMMIT"
 #: At most one "outbox disk full" log line per this many seconds (a source may retry often).
@@ -168,13 +168,13 @@ class Agent:
         self.sources = list(sources)
         if config.alarm_board is not None:
             # Imported only when a board is configured: an edge without one stays small.
-            from firmware_bridge.board_source import BoardSource
+            from edge.board_source import BoardSource
 
             board = BoardSource.from_config(config.alarm_board, state_dir=config.outbox.path.parent)
             self.sources.append(board)
         if config.sia is not None:
             # Likewise the SIA receiver (and cryptography only with an encrypted account).
-            from firmware_bridge.sia_receiver import SiaReceiver, SiaReceiverConfig
+            from edge.sia_receiver import SiaReceiver, SiaReceiverConfig
 
             self.sources.append(SiaReceiver(SiaReceiverConfig.from_edge(config.sia)))
         if any(s.name in ("alarm_board", "sia_receiver") for s in self.sources):

@@ -62,7 +62,7 @@ class FirmwareRefused(Exception):
 
 @runtime_checkable
 class FirmwareTarget(Protocol):
-    """What runs firmware updates (firmware_bridge.board_source.BoardSource)."""
+    """What runs firmware updates (edge.board_source.BoardSource)."""
 
     def firmware_start(self, job: FirmwareJob) -> None:
         """Queue ``job`` (returns at once) or raise :class:`FirmwareRefused`."""

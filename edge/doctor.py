@@ -246,13 +246,12 @@ class Doctor:
             )
         if cfg.broker.tls is None:
             return _f("broker", "ok", f"{host}:{port} TCP 可达", f"{host}:{port} reachable (TCP)")
-        from provisioning.check import CheckTarget, StepFailed, check_tls
+        from edge.tls_probe import HandshakeFailed, tls_handshake
 
         t = cfg.broker.tls
-        target = CheckTarget(cfg.node_id, "", host, port, t.ca_file, t.cert_file, t.key_file)
         try:
-            detail = check_tls(target)
-        except StepFailed as e:
+            detail = tls_handshake(host, port, t.ca_file, t.cert_file, t.key_file)
+        except HandshakeFailed as e:
             return _f(
                 "broker",
                 "fail",

@@ -330,7 +330,7 @@ def make_key_and_csr(node_id: str, key_path: Path) -> bytes:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from provisioning.ca import key_pem, make_csr, new_key
+    from pki.ca import key_pem, make_csr, new_key
 
     if key_path.exists():
         key = serialization.load_pem_private_key(key_path.read_bytes(), None)

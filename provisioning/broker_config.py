@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioning.ca import CENTRAL_CN, CertificateAuthority, write_private, write_public
+from pki.ca import CENTRAL_CN, CertificateAuthority, write_private, write_public
 from wire.limits import MAX_PAYLOAD_BYTES, TOPIC_ROOT
 
 #: Default MQTT-over-TLS port (IANA).

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import email.utils
 import json
-import socket
-import ssl
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from edge.tls_probe import HandshakeFailed, tls_handshake
 
 #: Seconds each step may take before it is declared failed (a 4G uplink, an agent starting).
 STEP_TIMEOUT_S = 60.0
@@ -92,21 +92,13 @@ class CheckTarget:
 
 
 def check_tls(t: CheckTarget) -> str:
-    """A full TLS handshake with our certificate (no MQTT session: that would take over the
-    running agent's). Capped at TLS 1.2: in TLS 1.3 the client's handshake completes before the
-    server has checked the client certificate, so a revoked certificate would look accepted."""
+    """The broker accepts this node's certificate (see :func:`edge.tls_probe.tls_handshake`)."""
     try:
-        ctx = ssl.create_default_context(cafile=str(t.ca_file))
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(str(t.cert_file), str(t.key_file))
-        with (
-            socket.create_connection((t.broker_host, t.broker_port), IO_TIMEOUT_S) as raw,
-            ctx.wrap_socket(raw, server_hostname=t.broker_host) as s,
-        ):
-            version = s.version()
-    except (OSError, ssl.SSLError) as e:
-        raise StepFailed(f"无法与代理建立 TLS 连接 / TLS to the broker failed: {e}") from None
-    return f"{t.broker_host}:{t.broker_port} {version}"
+        return tls_handshake(
+            t.broker_host, t.broker_port, t.ca_file, t.cert_file, t.key_file, IO_TIMEOUT_S
+        )
+    except HandshakeFailed as e:
+        raise StepFailed(str(e)) from None
 
 
 def _get_node(t: CheckTarget) -> tuple[dict[str, Any], str | None]:

@@ -53,8 +53,8 @@ def village_search(
     from rich.console import Console
     from rich.table import Table
 
-    from central.registry import Registry, RegistryError
     from provisioning.search import search
+    from registry import Registry, RegistryError
 
     try:
         registry = Registry.from_package(scope)
@@ -346,7 +346,7 @@ def token_create(
     """签发一次性入网令牌 / create a one-time enrolment token."""
     import sqlite3
 
-    from provisioning.tokens import TokenStore, parse_ttl
+    from central.tokens import TokenStore, parse_ttl
 
     if (node_id is None) == (village is None):
         raise _fail("请指定 --node 或 --village 之一 / give exactly one of --node, --village", 2)
@@ -371,7 +371,7 @@ def ca_init(
     name: Annotated[str, typer.Option(help="CA 名称 / CA name")] = "shilian CA",
 ) -> None:
     """新建 CA（EC P-256，私钥 0600）与空吊销列表 / create the CA and an empty CRL."""
-    from provisioning.ca import CaError, CertificateAuthority
+    from pki.ca import CaError, CertificateAuthority
 
     try:
         CertificateAuthority.create(ca_dir, name=name)
@@ -387,7 +387,7 @@ def ca_client_cert(
     cn: Annotated[str, typer.Option(help="账户名 / account")] = "shilian-central",
 ) -> None:
     """为中心或操作员签发客户端证书 / issue central's or an operator's client certificate."""
-    from provisioning.ca import CaError, CertificateAuthority, write_private, write_public
+    from pki.ca import CaError, CertificateAuthority, write_private, write_public
 
     try:
         ca = CertificateAuthority.load(ca_dir)
@@ -413,8 +413,8 @@ def broker_config(
     log_file: Annotated[bool, typer.Option(help="日志写入文件 / log to a file")] = False,
 ) -> None:
     """生成 mosquitto 配置：TLS、证书身份、ACL、CRL / write the mosquitto config."""
+    from pki.ca import CaError, CertificateAuthority
     from provisioning.broker_config import write_broker_config
-    from provisioning.ca import CaError, CertificateAuthority
 
     try:
         ca = CertificateAuthority.load(ca_dir)
@@ -436,7 +436,7 @@ def revoke(
     ] = None,
 ) -> None:
     """吊销节点证书并更新 CRL / revoke a node's certificates and rewrite the CRL."""
-    from provisioning.ca import CaError, CertificateAuthority
+    from pki.ca import CaError, CertificateAuthority
 
     try:
         serials = CertificateAuthority.load(ca_dir).revoke(node_id)

@@ -22,7 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from provisioning.ca import CaError, key_pem, make_csr, new_key, write_private, write_public
+from pki.ca import CaError, key_pem, make_csr, new_key, write_private, write_public
 
 #: Seconds the enrol request may take (a CSR and a certificate over a poor uplink).
 ENROL_TIMEOUT_S = 30.0
@@ -229,8 +229,8 @@ def write_config(state: State, out: Path | None = None, **overrides: Any) -> Pat
 def write_report_html(state: State, report: dict[str, Any]) -> Path:
     """``report.html``: the printable page, made offline (place names from the packaged
     registry when it has the village)."""
-    from central.registry import Registry, RegistryError
-    from provisioning.report_page import Place, place_from_registry, render
+    from central.commissioning_page import Place, place_from_registry, render
+    from registry import Registry, RegistryError
 
     try:
         place = place_from_registry(Registry.from_package(report["node_id"][:4]), report["node_id"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from central.registry import VILLAGE_LEVEL, Registry
+from registry import VILLAGE_LEVEL, Registry
 
 #: Results shown by default: a technician picks from a screenful.
 DEFAULT_LIMIT = 10

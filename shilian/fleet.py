@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from central.registry import Registry
 from edge.agent import Agent
 from edge.config import EdgeConfig
 from edge.outbox import OutboxError
+from registry import Registry
 from shilian.churn import Action, ChurnPlan, Step
 
 log = logging.getLogger("shilian.fleet")

@@ -25,8 +25,8 @@ from central.alerts import (
     observe_offline,
 )
 from central.config import CentralConfig
-from central.registry import Registry
 from central.webhooks import WEBHOOK_QUEUE, WebhookSender, webhook_body
+from registry import Registry
 from shilian.broker import Mosquitto
 from tests.dashboard_client import Client, Fleet, Receiver, add_user
 from tests.processes import Central, wait_for

@@ -29,8 +29,8 @@ from central.config import AuthConfig
 from central.coverage import CoverageIndex
 from central.dashboard import add_routes as add_dashboard_routes
 from central.live import LiveHub, Message
-from central.registry import Registry
 from central.store import EventRow, NodeRow, SqliteStore
+from registry import Registry
 from tests.processes import add_user, login
 
 NANNING = Registry.from_package("4501")

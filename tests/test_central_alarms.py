@@ -17,8 +17,8 @@ from aiohttp import web
 from central.alarms import AckStore, AlreadyAcked
 from central.api import ApiContext, make_app
 from central.coverage import CoverageIndex
-from central.registry import Registry
 from central.store import EventRow, SqliteStore
+from registry import Registry
 from tests.processes import add_user, login
 
 NANNING = Registry.from_package("4501")

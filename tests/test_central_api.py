@@ -22,7 +22,7 @@ import wire
 from central.api import MAX_BODY_BYTES, ApiContext, make_app
 from central.commands import CommandClient, CommandError
 from central.coverage import CoverageIndex
-from central.registry import Registry
+from registry import Registry
 from tests.processes import add_user, login
 
 NANNING = Registry.from_package("4501")

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from central.coverage import CoverageIndex, UnitCoverage
-from central.registry import Registry
+from registry import Registry
 
 NANNING = Registry.from_package("4501")
 

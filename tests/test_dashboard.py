@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from central.registry import Registry
+from registry import Registry
 from shilian.broker import Mosquitto
 from tests.dashboard_client import Fleet
 from tests.processes import ADMIN, ADMIN_PASSWORD, Central, add_user, wait_for

@@ -21,8 +21,8 @@ import pytest
 
 from central import history, pinyin
 from central.history import DayRow, HistoryStore
-from central.registry import Registry
 from central.store import IntervalRow, NodeRow, SqliteStore
+from registry import Registry
 from shilian.broker import Mosquitto
 from tests.dashboard_client import Fleet
 from tests.processes import ADMIN, ADMIN_PASSWORD, Central, add_user, wait_for
@@ -67,7 +67,7 @@ def _seed(db: Path, now: float) -> None:
             )
             rows.append(IntervalRow(node, "offline", old, "will"))
         store.apply(rows)
-        from provisioning.commissioning import SCHEMA
+        from central.commissioning import SCHEMA
 
         store.conn.executescript(SCHEMA)
         report = {"node_id": ONLINE[0], "ok": True, "started_at": now - 86400, "steps": []}

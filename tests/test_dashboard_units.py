@@ -14,8 +14,8 @@ from central import dashboard, i18n, pinyin
 from central.api import ApiContext
 from central.coverage import CoverageIndex
 from central.live import MAX_EVENTS_PER_BATCH, MAX_QUEUE, LiveHub, Message
-from central.registry import Registry
 from central.store import EventRow
+from registry import Registry
 
 NANNING = Registry.from_package("4501")
 COUNTY = "450102"

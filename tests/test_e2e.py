@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from central.registry import Registry
+from registry import Registry
 from shilian.broker import Mosquitto
 from tests.processes import Central, Edge, wait_for
 

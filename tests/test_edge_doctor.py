@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from edge.cli import app
 from edge.doctor import Doctor, Finding, exit_code
 from firmware_bridge.simulator import simulate_board
-from provisioning.ca import CertificateAuthority, key_pem, make_csr, new_key
+from pki.ca import CertificateAuthority, key_pem, make_csr, new_key
 from shilian.broker import Mosquitto
 from tests.processes import Central, Proc
 from tests.test_prov_broker import GeneratedBroker

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from edge.config import ConfigError, parse_config
+from edge.sia_receiver import SiaReceiverConfig, SiaSession
 from firmware_bridge import sia_dc09 as sia
-from firmware_bridge.sia_receiver import SiaReceiverConfig, SiaSession
 from shilian.broker import Mosquitto, free_port
 from tests.processes import Central, Edge, wait_for
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge.board_source import BoardSource
 from edge.config import parse_config
 from firmware_bridge.alarms import Alarm, AlarmKind
-from firmware_bridge.board_source import BoardSource
 from firmware_bridge.zones import DEFAULT_DEBOUNCE_MS, Debounce, Decision, Zone, Zones
 
 PANIC = Zone(1, AlarmKind.PANIC, "紧急按钮")  # defaults: leading edge, 50 ms

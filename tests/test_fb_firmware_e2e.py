@@ -30,11 +30,11 @@ from firmware_bridge import image as fi
 from firmware_bridge.simulator import BoardSimulator, simulate_board
 from shilian.broker import Mosquitto
 from tests.processes import add_user, login
-from tests.test_fb_board_source import until
+from tests.test_edge_board_source import until
 
 NODE = "450102001003-fw"
 MODEL = "SIM-BOARD"
-#: Deadline of the flash subprocess (``until`` has its own, tests.test_fb_board_source.WAIT_S).
+#: Deadline of the flash subprocess (``until`` has its own, tests.test_edge_board_source.WAIT_S).
 WAIT_S = 60.0
 
 

@@ -17,10 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.agent import AgentNotRunning
+from edge.sia_receiver import FrameSplitter, SiaReceiver, SiaReceiverConfig, SiaSession
 from firmware_bridge import sia_dc09 as sia
 from firmware_bridge.alarms import AlarmKind
 from firmware_bridge.contact_id import PanelEvent
-from firmware_bridge.sia_receiver import FrameSplitter, SiaReceiver, SiaReceiverConfig, SiaSession
 from shilian.broker import Mosquitto
 from tests.test_edge_agent import NODE, Running, make_config, wait_for
 from wire import Event, Priority, Topics, decode

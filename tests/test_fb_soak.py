@@ -7,7 +7,7 @@
 - the cable unplugged for 30 s with the whole edge → broker → central path: link down reported
   within 3 s (measured and printed), up again on replug, presses made meanwhile at central.
 
-The 10,000-press end-to-end run is tests/test_fb_board_source.py with SHILIAN_ALARM_PRESSES
+The 10,000-press end-to-end run is tests/test_edge_board_source.py with SHILIAN_ALARM_PRESSES
 (``make soak`` runs it too)."""
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from firmware_bridge.board_source import BoardSource
+from edge.board_source import BoardSource
 from firmware_bridge.link import InputChanged, LinkDown, LinkUp
 from shilian.broker import Mosquitto
-from tests.test_fb_board_source import Stack, _eq, check_presses, stack, until
+from tests.test_edge_board_source import Stack, _eq, check_presses, stack, until
 from tests.test_fb_sim import rig
 
 pytestmark = [

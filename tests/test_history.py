@@ -12,8 +12,8 @@ from pathlib import Path
 from central import history
 from central.coverage import CoverageIndex
 from central.history import DayRow, HistoryStore, HistoryTask
-from central.registry import Registry
 from central.store import IntervalRow, NodeRow, SqliteStore
+from registry import Registry
 
 NANNING = Registry.from_package("4501")
 COUNTY = "450102"

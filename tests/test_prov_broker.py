@@ -16,8 +16,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from pki.ca import CertificateAuthority, key_pem, make_csr, new_key
 from provisioning.broker_config import write_broker_config
-from provisioning.ca import CertificateAuthority, key_pem, make_csr, new_key
 from shilian.broker import Mosquitto, free_port
 
 A, B = "450102001001-a", "450102001002-b"

@@ -150,7 +150,7 @@ def test_full_provisioning_flow(site: Site) -> None:
             "clock",
         ]
         # the report is stored at central with the node, and printable there and locally
-        from tests.test_prov_commissioning import fetch, get_json
+        from tests.test_central_commissioning import fetch, get_json
 
         stored = get_json(site, f"/api/v1/nodes/{node_id}/commissioning")["latest"]
         assert stored["ok"] and stored["started_at"] == report["started_at"]
@@ -174,7 +174,7 @@ def test_full_provisioning_flow(site: Site) -> None:
 def test_revoked_node_cannot_reconnect(site: Site) -> None:
     node_id, work, edge = provision_and_run(site, "450102101201", "b")
     try:
-        from tests.test_prov_commissioning import fetch
+        from tests.test_central_commissioning import fetch
 
         def online() -> bool:
             status, text = fetch(site, f"/api/v1/nodes/{node_id}")

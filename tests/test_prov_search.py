@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from central.registry import Registry
 from edge.config import parse_config
 from provisioning.broker_config import acl_text
 from provisioning.flow import State, edge_config_data, to_toml
 from provisioning.search import search
+from registry import Registry
 
 
 @pytest.fixture(scope="module")

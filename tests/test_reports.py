@@ -15,7 +15,7 @@ import pytest
 
 from central import reports
 from central.history import DayRow, HistoryStore
-from central.registry import Registry
+from registry import Registry
 from shilian.broker import Mosquitto
 from tests.dashboard_client import Client, Fleet, add_user
 from tests.processes import Central, wait_for

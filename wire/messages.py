@@ -147,7 +147,7 @@ class CommandResponse(_Payload):
     error: CommandError | None = None
 
 
-#: Largest CSR in a renewal request (a P-256 CSR is ~500 bytes; provisioning.ca checks the same).
+#: Largest CSR in a renewal request (a P-256 CSR is ~500 bytes; pki.ca checks the same).
 MAX_CSR_CHARS = 16 * 1024
 #: Largest certificate PEM in a renewal answer (a node certificate is ~800 bytes).
 MAX_CERT_CHARS = 8 * 1024

@@ -15,9 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from central.config import CaConfig
-from provisioning.ca import CertificateAuthority, make_csr, new_key
-from provisioning.enrol import add_enrol_routes
-from provisioning.tokens import TokenError, TokenStore, parse_ttl, token_hash
+from central.enrol import add_enrol_routes
+from central.tokens import TokenError, TokenStore, parse_ttl, token_hash
+from pki.ca import CertificateAuthority, make_csr, new_key
 
 NODE = "450102001001-a"
 

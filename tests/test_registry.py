@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from central.coverage import CoverageIndex
-from central.registry import COUNTRY_NAME, Registry, RegistryError, Unit, import_registry
+from registry import COUNTRY_NAME, Registry, RegistryError, Unit, import_registry
 
 
 def _count_levels(registry: Registry) -> dict[int, int]:

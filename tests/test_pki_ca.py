@@ -14,7 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provisioning.ca import (
+from pki.ca import (
     CaError,
     CertificateAuthority,
     CsrError,

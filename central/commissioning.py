@@ -32,9 +32,9 @@ from typing import Any
 
 from aiohttp import web
 
-from central.registry import Registry
-from provisioning.report_page import place_from_registry, render
-from provisioning.tokens import token_hash
+from central.commissioning_page import place_from_registry, render
+from central.tokens import token_hash
+from registry import Registry
 from wire import valid_node_id
 
 #: How long after enrolment the enrolment token may upload reports: a visit, and the re-checks

@@ -21,8 +21,8 @@ from typing import Any
 from aiohttp import web
 
 from central.config import CaConfig
-from provisioning.ca import CaError, CertificateAuthority, Issued, parse_csr
-from provisioning.tokens import TokenError, TokenStore
+from central.tokens import TokenError, TokenStore
+from pki.ca import CaError, CertificateAuthority, Issued, parse_csr
 
 #: Largest enrol request: a CSR (capped at 16 KiB by the CA) and a token, with room for JSON.
 MAX_ENROL_BODY = 32 * 1024

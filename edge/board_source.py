@@ -32,10 +32,10 @@ from typing import Any, Protocol
 
 from edge.backoff import Backoff
 from edge.commands import MAX_FIRMWARE_BYTES, FirmwareJob, FirmwareRefused
+from edge.firmware_jobs import MAX_JOB_ATTEMPTS, JobStore, PendingJob
 from edge.outbox import DISK_FULL_RETRY_S, OutboxDiskFull
 from edge.sources import EventSink
 from firmware_bridge.alarms import AlarmKind
-from firmware_bridge.job_store import MAX_JOB_ATTEMPTS, JobStore, PendingJob
 from firmware_bridge.link import (
     BoardInfo,
     EventKey,
@@ -50,7 +50,7 @@ from firmware_bridge.link import (
 from firmware_bridge.transport import PortError
 from firmware_bridge.zones import Debounce, Report, Zone, Zones
 
-log = logging.getLogger("shilian.firmware_bridge.board_source")
+log = logging.getLogger("shilian.edge.board_source")
 
 #: Device-state refresh while up: heartbeats come every second; a retained update every few
 #: seconds keeps "last heartbeat" useful to an operator without a publish per heartbeat.

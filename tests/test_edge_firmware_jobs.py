@@ -1,4 +1,4 @@
-"""The firmware job on disk (firmware_bridge.job_store) and how the board source treats a
+"""The firmware job on disk (edge.firmware_jobs) and how the board source treats a
 job left by an earlier run that cannot be resumed. The resume itself, over a real pty board,
 is tests/test_fb_firmware_e2e.py::test_edge_crash_mid_transfer_resumes."""
 
@@ -9,12 +9,12 @@ import contextlib
 import json
 from pathlib import Path
 
+from edge.board_source import BoardSource
 from edge.commands import FirmwareJob
+from edge.firmware_jobs import MAX_JOB_ATTEMPTS, JobStore, PendingJob
 from firmware_bridge.alarms import AlarmKind
-from firmware_bridge.board_source import BoardSource
-from firmware_bridge.job_store import MAX_JOB_ATTEMPTS, JobStore, PendingJob
 from firmware_bridge.zones import Zone
-from tests.test_fb_board_source import Log, RecordingSink, ScriptedPort, _opener, until
+from tests.test_edge_board_source import Log, RecordingSink, ScriptedPort, _opener, until
 
 SHA = "ab" * 32
 

@@ -1,6 +1,6 @@
 """The official village registry that coverage is measured against.
 
-The NBS 统计用区划代码 (2023) ship inside the package (``central/registry_data``, see its
+The NBS 统计用区划代码 (2023) ship inside the package (``registry/data``, see its
 README); a *scope* selects the part central serves: ``""`` (the whole country), a province
 (``"45"``), a city (``"4501"``), a county (``"450102"``) or a township (9 digits). Levels:
 1 province (2 digits), 2 city (4), 3 county (6), 4 township (9), 5 village (12). A unit's
@@ -219,7 +219,7 @@ def _check_scope(scope: str) -> None:
 
 
 def _package_units(scope: str) -> Iterator[tuple[str, str, str | None]]:
-    data = resources.files("central") / "registry_data"
+    data = resources.files("registry") / "data"
     provinces = [
         line.split("\t", 1)[0]
         for line in (data / "index.tsv").read_text(encoding="utf-8").splitlines()

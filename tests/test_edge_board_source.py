@@ -1,4 +1,4 @@
-"""The board event source (firmware_bridge.board_source).
+"""The board event source (edge.board_source).
 
 First against a scripted port (link events in, acks recorded) and a recording sink, for the
 rules: an alarm is emitted before its board event is acknowledged, bounces are acknowledged
@@ -27,9 +27,9 @@ import pytest
 from central.config import BrokerConfig, CentralConfig, HttpConfig, StoreConfig
 from central.service import CentralService
 from edge.agent import Agent
+from edge.board_source import BoardSource
 from edge.config import ConfigError, parse_config
 from firmware_bridge.alarms import AlarmKind
-from firmware_bridge.board_source import BoardSource
 from firmware_bridge.link import (
     BoardInfo,
     EventKey,

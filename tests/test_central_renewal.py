@@ -25,10 +25,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.renew import cert_info
-from provisioning.ca import CertificateAuthority, key_pem, make_csr, new_key
+from pki.ca import CertificateAuthority, key_pem, make_csr, new_key
 from shilian.broker import free_port
 from tests.processes import Proc, wait_for
-from tests.test_prov_commissioning import get_json
+from tests.test_central_commissioning import get_json
 from tests.test_prov_flow import Site, cli, make_site
 
 A, B = "450102101201-a", "450102101201-b"

@@ -133,7 +133,7 @@ def render(report: dict[str, Any], place: Place, lang: str = "zh", href: str = "
 
 
 def place_from_registry(registry: Any, node_id: str) -> Place:
-    """Names from a :class:`central.registry.Registry` (unknown codes give empty names)."""
+    """Names from a :class:`registry.Registry` (unknown codes give empty names)."""
     code = node_id[:12]
     unit = registry.unit(code)
     if unit is None:

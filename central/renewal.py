@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, Counter
 from central.config import CaConfig
 from central.ingest import LogLimiter
 from central.link import Inbound
-from provisioning.ca import CaError, CertificateAuthority, Issued, parse_csr
+from pki.ca import CaError, CertificateAuthority, Issued, parse_csr
 from wire import Kind, RemoteWireError, Topics, decode, encode, parse_topic
 from wire.messages import CertRequest, CertResponse, CommandError
 
