@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # chromium + a CJK font: the dashboard's browser tests (Chinese renders as boxes without the font)
 # prometheus: its promtool validates deploy/prometheus/shilian-alerts.yml (tests/test_alerts.py)
 # sip-tester (sipp): SIP terminal discovery; shellcheck: deploy/install.sh (tests/test_prov_discover.py, test_deploy.py)
-SYS_PKGS := mosquitto mosquitto-clients chromium fonts-wqy-microhei prometheus sip-tester shellcheck
+SYS_PKGS := mosquitto mosquitto-clients chromium fonts-wqy-microhei prometheus sip-tester shellcheck systemd
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck pytest bench soak screenshots sysdeps venv clean

@@ -28,6 +28,8 @@ from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from paho.mqtt.enums import CallbackAPIVersion
+
 import wire
 from registry import Registry
 from shilian.broker import Mosquitto
@@ -50,7 +52,7 @@ PUBLISH_WINDOW = 2000
 def _publish_fleet(port: int, scope: str) -> tuple[int, int]:
     villages = [v.code for v in Registry.from_package(scope).villages()]
     online_until = round(len(villages) * ONLINE_SHARE)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(PUBLISH_WINDOW)
     client.connect("127.0.0.1", port)
     client.loop_start()
@@ -95,8 +97,15 @@ def _measure(scope: str, runs: int, work: Path) -> dict[str, float | int]:
                 for _ in range(runs + 1):  # the first load warms the OS page cache, not counted
                     ctx = browser.new_context(viewport={"width": 1920, "height": 1080})
                     if central.token:  # central.auth: the page needs a session
-                        cookie = {"name": "shilian_session", "value": central.token}
-                        ctx.add_cookies([{**cookie, "url": central.api}])
+                        ctx.add_cookies(
+                            [
+                                {
+                                    "name": "shilian_session",
+                                    "value": central.token,
+                                    "url": central.api,
+                                }
+                            ]
+                        )
                     page = ctx.new_page()
                     page.goto(central.api + "/dashboard/")
                     page.wait_for_selector('body[data-ready="1"]', timeout=60_000)

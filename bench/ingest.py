@@ -29,6 +29,11 @@ import paho.mqtt.client as paho
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
 import wire
 from central.config import BrokerConfig, CentralConfig, HttpConfig, StoreConfig
 from central.link import Inbound
@@ -75,7 +80,7 @@ def publish_all(port: int, msgs: list[tuple[str, bytes]]) -> float:
         if acked == len(msgs):
             done.set()
 
-    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-pub", protocol=paho.MQTTv5)
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub", protocol=paho.MQTTv5)
     c.max_inflight_messages_set(PUBLISH_INFLIGHT)
     c.max_queued_messages_set(0)
     c.on_publish = on_publish
@@ -100,7 +105,7 @@ def paho_subscriber(port: int, n: int | None) -> float:
 
     def on_connect(c: paho.Client, u: object, f: object, rc: object, p: object) -> None:
         if n is None:
-            c.subscribe([(t, paho.SubscribeOptions(qos=1)) for t in CENTRAL_SUBSCRIPTIONS])
+            c.subscribe([(t, SubscribeOptions(qos=1)) for t in CENTRAL_SUBSCRIPTIONS])
 
     def on_subscribe(c: paho.Client, u: object, mid: int, rc: object, p: object) -> None:
         if n is None:
@@ -116,9 +121,9 @@ def paho_subscriber(port: int, n: int | None) -> float:
             last = time.perf_counter()
             done.set()
 
-    props = paho.Properties(paho.PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 3600
-    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-paho", protocol=paho.MQTTv5)
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-paho", protocol=paho.MQTTv5)
     c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
     c.connect("127.0.0.1", port, clean_start=False, properties=props)
     c.loop_start()

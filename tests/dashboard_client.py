@@ -61,8 +61,9 @@ class Fleet:
         import uuid
 
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         self.boot = uuid.uuid4().hex

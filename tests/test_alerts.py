@@ -5,7 +5,6 @@ alert fires after N, the webhook arrives, the node comes back, the resolved webh
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from central.webhooks import WEBHOOK_QUEUE, WebhookSender, webhook_body
 from registry import Registry
 from shilian.broker import Mosquitto
 from tests.dashboard_client import Client, Fleet, Receiver, add_user
+from tests.peers import program
 from tests.processes import Central, wait_for
 
 NANNING = Registry.from_package("4501")
@@ -311,9 +311,7 @@ def urlopen_text(url: str) -> str:
 
 
 def test_prometheus_rules_pass_promtool() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (apt-get install prometheus): rules not validated")
+    promtool = program("promtool", "apt-get install prometheus")
     out = subprocess.run(
         [promtool, "check", "rules", str(RULES_FILE)], capture_output=True, text=True, timeout=60
     )

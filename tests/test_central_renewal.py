@@ -102,7 +102,7 @@ def test_expiring_certificate_is_renewed_and_used(site: Site) -> None:
         edge.ready(lambda: sock.exists(), "edge socket")
         emitter.start()
         new = wait_for(
-            lambda: (c := cert_info(work / "node.pem")).serial != old.serial and c,
+            lambda: c if (c := cert_info(work / "node.pem")).serial != old.serial else None,
             what="certificate replaced",
         )
         assert new.not_after - time.time() > 300 * 86400  # central's cert_days (365)
@@ -186,7 +186,7 @@ class NodeClient:
         self.answers[bytes(corr or b"")] = json.loads(m.payload)
 
     def ask(self, payload: bytes, corr: bytes) -> dict[str, Any]:
-        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props = Properties(PacketTypes.PUBLISH)
         props.CorrelationData = corr
         props.ResponseTopic = f"shilian/v1/{self.node_id}/cert/res"
         self.c.publish(f"shilian/v1/{self.node_id}/cert/req", payload, qos=1, properties=props)

@@ -16,6 +16,7 @@ import aiohttp
 import aiomqtt
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -184,7 +185,7 @@ async def test_node_online_covers_its_village_and_ratios_move_by_one_village(
 
 def _paho_node_with_will(port: int, node: Node) -> paho.Client:
     node.birth += 1
-    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=node.node_id, protocol=paho.MQTTv5)
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=node.node_id, protocol=paho.MQTTv5)
     c.will_set(node.topics.state, node.state("offline", "will"), qos=1, retain=True)
     c.connect("127.0.0.1", port, keepalive=5)
     c.loop_start()
@@ -390,7 +391,7 @@ async def _responder(broker: Mosquitto, node_id: str, ready: asyncio.Event) -> N
         await c.subscribe(topics.cmd_req, qos=1)
         ready.set()
         async for msg in c.messages:
-            req = wire.decode(wire.CommandRequest, bytes(msg.payload))  # type: ignore[arg-type]
+            req = wire.decode(wire.CommandRequest, bytes(msg.payload))  # type: ignore[arg-type, unused-ignore]
             props = msg.properties
             assert props is not None
             if req.cmd == "ping":
@@ -402,8 +403,9 @@ async def _responder(broker: Mosquitto, node_id: str, ready: asyncio.Event) -> N
                     error={"code": "unknown_command", "message": req.cmd},  # type: ignore[arg-type]
                 )
             out = Properties(PacketTypes.PUBLISH)
-            out.CorrelationData = props.CorrelationData
-            await c.publish(props.ResponseTopic, wire.encode(resp), qos=1, properties=out)
+            out.CorrelationData = props.CorrelationData  # type: ignore[attr-defined]
+            reply_to: str = props.ResponseTopic  # type: ignore[attr-defined]
+            await c.publish(reply_to, wire.encode(resp), qos=1, properties=out)
 
 
 async def test_command_round_trip_error_and_timeout(broker: Mosquitto, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import pytest
 from registry import Registry
 from shilian.broker import Mosquitto
 from tests.dashboard_client import Fleet
+from tests.peers import missing
 from tests.processes import ADMIN, ADMIN_PASSWORD, Central, add_user, wait_for
 
 pytestmark = pytest.mark.slow
@@ -46,12 +47,12 @@ COUNTIES = [u.code for u in NANNING.children("4501")]
 #: Drilled into by clicking the map: 武鸣区 is large there (small city districts sit under labels).
 DRILL_COUNTY = "450110"
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) not installed")
+try:
+    from playwright import sync_api
+except ImportError:
+    missing("playwright (Python)", "pip install -e '.[dev]'", module_level=True)
 if not CHROMIUM.exists():
-    pytest.skip(
-        "Debian's chromium is not installed (apt-get install chromium): no browser to test in",
-        allow_module_level=True,
-    )
+    missing("Debian's chromium", "apt-get install chromium", module_level=True)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers import program
+
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "deploy" / "install.sh"
 UNIT = REPO / "deploy" / "shilian-edge.service"
@@ -125,10 +127,10 @@ def test_the_venv_runs_the_installed_package(installed: Installed) -> None:
     assert doc.exists()  # the unit's Documentation= points here
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 def test_unit_file_verifies(installed: Installed, tmp_path: Path) -> None:
     """``systemd-analyze verify`` checks every directive and that ExecStart is executable: the
     unit is verified with its paths pointed at the venv this test installed."""
+    program("systemd-analyze", "apt-get install systemd")
     text = (installed.root / "etc/systemd/system/shilian-edge.service").read_text()
     assert text == UNIT.read_text()  # default user: the file as shipped
     local = tmp_path / "shilian-edge.service"
@@ -155,9 +157,9 @@ def test_unit_has_the_promised_settings() -> None:
     assert s["ExecStart"].endswith("edge run --config /etc/shilian/node/edge.toml")
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="no shellcheck")
 def test_install_script_passes_shellcheck() -> None:
-    r = subprocess.run(["shellcheck", str(INSTALL)], capture_output=True, text=True)
+    shellcheck = program("shellcheck", "apt-get install shellcheck")
+    r = subprocess.run([shellcheck, str(INSTALL)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
 
 

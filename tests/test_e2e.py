@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,9 @@ import pytest
 from registry import Registry
 from shilian.broker import Mosquitto
 from tests.processes import Central, Edge, wait_for
+
+#: Starts an edge agent process for a node (default: the test village's node).
+MakeEdge = Callable[..., Edge]
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +36,7 @@ def central(broker: Mosquitto, tmp_path: Path) -> Iterator[Central]:
 
 
 @pytest.fixture
-def make_edge(broker: Mosquitto, tmp_path: Path) -> Iterator[type[Edge]]:
+def make_edge(broker: Mosquitto, tmp_path: Path) -> Iterator[MakeEdge]:
     made: list[Edge] = []
 
     def make(node_id: str = NODE, **kw: object) -> Edge:
@@ -41,7 +44,7 @@ def make_edge(broker: Mosquitto, tmp_path: Path) -> Iterator[type[Edge]]:
         made.append(e)
         return e
 
-    yield make  # type: ignore[misc]
+    yield make
     for e in made:
         e.close()
 
@@ -59,7 +62,7 @@ def _state(central: Central, node: str) -> str | None:
 
 
 def test_node_up_covers_its_village_and_moves_ratios_by_exactly_one(
-    central: Central, make_edge: type[Edge]
+    central: Central, make_edge: MakeEdge
 ) -> None:
     before = {c: _cov(central, c) for c in ("4501", COUNTY, VILLAGE)}
     assert before[VILLAGE] == {"villages": 1, "provisioned": 0, "covered": 0}
@@ -77,7 +80,7 @@ def test_node_up_covers_its_village_and_moves_ratios_by_exactly_one(
 
 
 def test_kill_9_goes_offline_by_will_and_sigterm_by_clean_stop(
-    central: Central, make_edge: type[Edge]
+    central: Central, make_edge: MakeEdge
 ) -> None:
     # Health every 10 min: an offline seen here can only come from the will or the clean stop.
     edge = make_edge(keepalive_s=5)
@@ -103,7 +106,7 @@ def _assert_exactly_once_in_order(central: Central, n: int) -> None:
 
 
 def test_broker_restart_while_emitting_1000_events(
-    broker: Mosquitto, central: Central, make_edge: type[Edge]
+    broker: Mosquitto, central: Central, make_edge: MakeEdge
 ) -> None:
     edge = make_edge()
     edge.start()
@@ -127,7 +130,7 @@ def test_broker_restart_while_emitting_1000_events(
 
 
 def test_edge_killed_with_pending_events_while_broker_down(
-    broker: Mosquitto, central: Central, make_edge: type[Edge]
+    broker: Mosquitto, central: Central, make_edge: MakeEdge
 ) -> None:
     edge = make_edge()
     edge.start()
@@ -142,7 +145,7 @@ def test_edge_killed_with_pending_events_while_broker_down(
 
 
 def test_central_restart_restores_state_without_duplicates_or_false_offline(
-    central: Central, make_edge: type[Edge]
+    central: Central, make_edge: MakeEdge
 ) -> None:
     edge = make_edge(health_interval_s=2.0)
     edge.start()
@@ -159,7 +162,7 @@ def test_central_restart_restores_state_without_duplicates_or_false_offline(
     assert [h["state"] for h in history] == ["online"], history
 
 
-def test_central_kill_9_loses_nothing(central: Central, make_edge: type[Edge]) -> None:
+def test_central_kill_9_loses_nothing(central: Central, make_edge: MakeEdge) -> None:
     edge = make_edge()
     edge.start()
     wait_for(lambda: _state(central, NODE) == "online", what="online")

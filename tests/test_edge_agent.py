@@ -49,7 +49,7 @@ class Observer:
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
         while True:
             try:
@@ -220,7 +220,7 @@ async def _request(
     port: int, cmd: str, response_topic: str, expiry: int | None = None
 ) -> tuple[str, bytes | None]:
     """Publish a command request; return the topic it will be answered on."""
-    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props = Properties(PacketTypes.PUBLISH)
     props.ResponseTopic = response_topic
     props.CorrelationData = cmd.encode()
     if expiry is not None:

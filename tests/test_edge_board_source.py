@@ -201,7 +201,7 @@ INPUTS = 8
 WAIT_S = 120.0
 
 
-async def until(cond: Callable[[], Awaitable[bool]] | Callable[[], bool], what: str) -> None:
+async def until(cond: Callable[[], Awaitable[object]] | Callable[[], object], what: str) -> None:
     """Poll ``cond`` (sync or async) until true; fail after WAIT_S."""
     deadline = time.monotonic() + WAIT_S
     while True:

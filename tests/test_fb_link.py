@@ -255,6 +255,7 @@ def test_host_restart_redelivers_unacked_with_the_same_key() -> None:
     line.run(0.1)
     keys = [line.board.set_input(n, True, line.now) for n in (1, 2)]
     line.run(0.2)
+    assert keys[0] is not None
     line.host.ack(keys[0])  # the first one was durable before the edge process died
     line.run(0.1)
     line.host = HostLink(line.now)  # edge restart: a fresh host end

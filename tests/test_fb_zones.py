@@ -38,7 +38,7 @@ def acked(ds: list[Decision]) -> list[object]:
 
 
 def test_a_press_held_past_the_debounce_is_one_alarm_then_a_restore() -> None:
-    z = Zones([PANIC])
+    z: Zones[str] = Zones([PANIC])
     z.input_changed("k1", 1, True, board_ms=1000, now=10.0)
     assert z.decisions() == []  # not yet: the debounce has not passed
     assert z.next_deadline() == pytest.approx(10.05)
@@ -65,7 +65,7 @@ def test_a_press_held_past_the_debounce_is_one_alarm_then_a_restore() -> None:
 
 
 def test_a_bounce_shorter_than_the_debounce_is_noise_but_still_acked() -> None:
-    z = Zones([PANIC])
+    z: Zones[str] = Zones([PANIC])
     z.input_changed("k1", 1, True, board_ms=1000, now=10.0)
     z.input_changed("k2", 1, False, board_ms=1020, now=10.02)
     [d] = z.decisions()
@@ -76,7 +76,7 @@ def test_a_bounce_shorter_than_the_debounce_is_noise_but_still_acked() -> None:
 
 def test_the_debounce_is_measured_on_the_board_clock_not_arrival() -> None:
     """Both changes arrive together (e.g. after a retransmit): board time decides."""
-    z = Zones([PANIC])
+    z: Zones[str] = Zones([PANIC])
     z.input_changed("k1", 1, True, board_ms=1000, now=50.0)
     z.input_changed("k2", 1, False, board_ms=1200, now=50.0)
     z.on_timer(50.05)
@@ -86,7 +86,7 @@ def test_the_debounce_is_measured_on_the_board_clock_not_arrival() -> None:
 
 
 def test_normally_closed_zone_alarms_on_open_and_disarmed_zone_is_silent_but_acked() -> None:
-    z = Zones([DOOR], armed=True)
+    z: Zones[str] = Zones([DOOR], armed=True)
     z.input_changed("a", 2, False, board_ms=0, now=1.0)  # NC contact opens: intrusion
     z.on_timer(1.1)
     assert kinds(z.decisions()) == [("intrusion", 2)]
@@ -98,7 +98,7 @@ def test_normally_closed_zone_alarms_on_open_and_disarmed_zone_is_silent_but_ack
 
 
 def test_zero_debounce_is_immediate_and_unconfigured_inputs_are_acked() -> None:
-    z = Zones([FIRE0])
+    z: Zones[str] = Zones([FIRE0])
     z.input_changed("x", 9, True, board_ms=5, now=0.0)
     z.input_changed("y", 3, True, board_ms=5, now=0.0)
     ds = z.decisions()
@@ -113,13 +113,13 @@ def test_panel_messages_go_through_the_parser_and_bad_ones_are_acked() -> None:
             raise ValueError("bad checksum")
         return Alarm(AlarmKind.INTRUSION, 15, AlarmSource.CONTACT_ID, device)
 
-    z = Zones([], panel_parser=parse)
+    z: Zones[str] = Zones([], panel_parser=parse)
     z.panel_message("p1", "1234181130010159")
     z.panel_message("p2", "1234181130010150")
     ds = z.decisions()
     assert kinds(ds) == [("intrusion", 15), (None, None)] and acked(ds) == ["p1", "p2"]
     assert z.ignored == {"bad_contact_id": 1}
-    nop = Zones([])
+    nop: Zones[str] = Zones([])
     nop.panel_message("p3", "1234181130010159")
     assert acked(nop.decisions()) == ["p3"]
 
@@ -144,7 +144,7 @@ def test_bad_zone_configs_are_refused() -> None:
 def test_every_event_is_acked_once_and_alarms_alternate_per_zone(
     changes: list[tuple[int, bool, int]],
 ) -> None:
-    z = Zones([PANIC, DOOR, FIRE0])
+    z: Zones[int] = Zones([PANIC, DOOR, FIRE0])
     board_ms, now = 0, 100.0
     keys = []
     out: list[Decision] = []
@@ -166,7 +166,7 @@ def test_every_event_is_acked_once_and_alarms_alternate_per_zone(
 
 
 def test_board_clock_wrap_and_a_reboot_between_two_changes() -> None:
-    z = Zones([PANIC])
+    z: Zones[str] = Zones([PANIC])
     z.input_changed("k1", 1, True, board_ms=2**32 - 10, now=5.0, boot=7)
     z.input_changed("k2", 1, False, board_ms=20, now=5.03, boot=7)  # 30 ms later, wrapped
     [d] = z.decisions()
@@ -180,7 +180,7 @@ def test_board_clock_wrap_and_a_reboot_between_two_changes() -> None:
 
 
 def test_a_late_retransmitted_event_does_not_move_the_board_clock() -> None:
-    z = Zones([PANIC, FIRE0])
+    z: Zones[str] = Zones([PANIC, FIRE0])
     z.observe_clock(1, 10_000, now=100.0)
     z.input_changed("old", 3, True, board_ms=9_000, now=100.5, boot=1)  # sent 1 s ago
     z.input_changed("k", 1, True, board_ms=10_500, now=100.5, boot=1)
@@ -193,7 +193,7 @@ def test_relayed_contact_id_through_the_real_parser() -> None:
     def parse(device: str, raw: str) -> Alarm | contact_id.PanelEvent:
         return contact_id.to_event(contact_id.parse(raw), device)
 
-    z = Zones([], panel_parser=parse)
+    z: Zones[str] = Zones([], panel_parser=parse)
     good = contact_id.build("1234", 1, "130", 1, 15)
     z.panel_message("a", good)
     z.panel_message("b", good[:-1] + ("0" if good[-1] != "0" else "1"))

@@ -122,6 +122,7 @@ class Client:
 
     def subscribe(self, topic: str) -> list[int]:
         _, mid = self.c.subscribe(topic, options=SubscribeOptions(qos=1))
+        assert mid is not None
         assert self._wait(lambda: mid in self.subacks), "no SUBACK"
         return self.subacks[mid]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +71,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
     yield from make_site(tmp_path)
 
 
-def make_site(tmp_path: Path) -> Iterator[Site]:
+def make_site(tmp_path: Path) -> Generator[Site, None, None]:
     """The administrator's part: CA, central's certificate, broker config, broker, central."""
     ca_dir, certs, out = tmp_path / "ca", tmp_path / "central-certs", tmp_path / "broker"
     cli("ca", "init", "--dir", str(ca_dir))

@@ -9,6 +9,7 @@ import datetime as dt
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import openpyxl
 import pytest
@@ -57,7 +58,7 @@ def test_xlsx_has_a_summary_with_totals_and_every_day(tmp_path: Path) -> None:
     summary = list(wb["汇总"].iter_rows(values_only=True))
     assert summary[1][0] == "统计日期：2026年11月22日；范围 2026年11月20日 至 2026年11月23日"
     assert summary[2] == reports.SUMMARY_HEADER
-    unit, *kids, total = summary[3:]
+    unit, *kids, total = cast(list[tuple[Any, ...]], summary[3:])
     assert unit[:2] == (COUNTY, "兴宁区") and len(kids) == len(TOWNSHIPS)
     assert total[1] == "合计" and total[3:6] == unit[3:6]
     assert total[5] == sum(k[5] for k in kids) == 4 * len(TOWNSHIPS)
