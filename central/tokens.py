@@ -6,7 +6,9 @@ of the database does not let anyone enrol. Redeeming is one ``BEGIN IMMEDIATE`` 
 two concurrent uses of one token cannot both succeed; a use survives a power cut once committed.
 
 Errors are :class:`TokenError` with the HTTP status the enrol endpoint answers: 401 unknown or
-malformed token, 409 already used, 410 expired, 400 the token is for another node / village.
+malformed token, 409 already used, 410 expired or revoked, 400 the token is for another node /
+village. An administrator lists tokens by their id (the first hex digits of the hash: enough to
+name one, useless to enrol with) and revokes an unused one.
 """
 
 from __future__ import annotations
@@ -25,11 +27,16 @@ from wire import valid_node_id
 TOKEN_BYTES = 32
 #: Longest lifetime a token may have: a token is for one visit, not a standing credential.
 MAX_TTL_S = 30 * 24 * 3600.0
+#: Shortest lifetime: a token must outlast the drive to the village; anything shorter is a typo
+#: (``--ttl 1`` meaning one second).
+MIN_TTL_S = 10 * 60.0
+#: Hex digits of the hash shown as a token's id in lists and used to revoke it.
+TOKEN_ID_LEN = 10
 #: Longest token string looked at (urlsafe base64 of 32 bytes is 43 characters).
 MAX_TOKEN_LEN = 128
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
-_TTL_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
-_TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_TTL_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS enrol_tokens(
@@ -41,6 +48,8 @@ CREATE TABLE IF NOT EXISTS enrol_tokens(
   used_by TEXT                   -- the node id enrolled with it
 );
 """
+#: Added after the first release: databases made before it gain the column at open.
+_MIGRATIONS = ("ALTER TABLE enrol_tokens ADD COLUMN revoked_at REAL",)
 
 
 class TokenError(Exception):
@@ -55,19 +64,42 @@ class TokenError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """One token as an administrator sees it (never the token itself)."""
+
+    token_id: str
+    target: str
+    created_at: float
+    expires_at: float
+    used_at: float | None
+    used_by: str | None
+    revoked_at: float | None
+
+    def status(self, now: float) -> str:
+        """``used``, ``revoked``, ``expired`` or ``unused``."""
+        if self.used_at is not None:
+            return "used"
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if now >= self.expires_at else "unused"
+
+
+@dataclass(frozen=True, slots=True)
 class Redeemed:
     target: str
     node_id: str
 
 
 def parse_ttl(text: str) -> float:
-    """``"24h"``, ``"30m"``, ``"7d"``, ``"90s"`` or plain seconds → seconds (≤ 30 days)."""
+    """``"24h"``, ``"30m"``, ``"7d"`` or ``"900s"`` → seconds, from 10 minutes to 30 days. A
+    number without a unit is refused: ``1`` is more likely "one day" than one second."""
     m = _TTL_RE.match(text.strip())
     seconds = float(m.group(1)) * _TTL_UNITS[m.group(2)] if m else 0.0
-    if not 0 < seconds <= MAX_TTL_S:
+    if not MIN_TTL_S <= seconds <= MAX_TTL_S:
         raise ValueError(
-            f"有效期应为如 24h、30m、7d 的时长，且不超过 30 天：{text[:40]!r} / "
-            f"TTL must look like 24h, 30m or 7d and be at most 30 days: {text[:40]!r}"
+            f"有效期应为带单位的时长（如 24h、30m、7d），10 分钟到 30 天：{text[:40]!r} / "
+            f"TTL must have a unit (24h, 30m, 7d) and be from 10 minutes to 30 days: "
+            f"{text[:40]!r}"
         )
     return seconds
 
@@ -88,6 +120,11 @@ class TokenStore:
         self.clock = clock
         with conn:
             conn.executescript(SCHEMA)
+        have = {str(r[1]) for r in conn.execute("PRAGMA table_info(enrol_tokens)")}
+        for statement in _MIGRATIONS:
+            if statement.split()[-2] not in have:
+                with conn:
+                    conn.execute(statement)
 
     def create(self, target: str, ttl_s: float) -> str:
         """A new token for ``target`` (node id or 12-digit village code); only its hash is kept."""
@@ -97,7 +134,7 @@ class TokenStore:
                 f"expected a node id or a 12-digit village code: {target[:60]!r}"
             )
         if not 0 < ttl_s <= MAX_TTL_S:
-            raise ValueError("有效期应在 0 到 30 天之间 / TTL must be within 30 days")
+            raise ValueError("有效期应在 30 天以内 / TTL must be within 30 days")
         token = secrets.token_urlsafe(TOKEN_BYTES)
         now = self.clock()
         with self.conn:
@@ -107,6 +144,42 @@ class TokenStore:
                 (token_hash(token), target, now, now + ttl_s),
             )
         return token
+
+    def tokens(self) -> list[TokenInfo]:
+        """Every token, newest first."""
+        rows = self.conn.execute(
+            "SELECT substr(token_sha256, 1, ?), target, created_at, expires_at, used_at, "
+            "used_by, revoked_at FROM enrol_tokens ORDER BY created_at DESC",
+            (TOKEN_ID_LEN,),
+        )
+        return [TokenInfo(*row) for row in rows]
+
+    def revoke(self, token_id: str) -> TokenInfo:
+        """Revoke the unused token whose id (hash prefix, :data:`TOKEN_ID_LEN` hex digits) is
+        ``token_id``. ValueError (zh / en) when there is none, or it was used already."""
+        if len(token_id) != TOKEN_ID_LEN or not all(c in "0123456789abcdef" for c in token_id):
+            raise ValueError(
+                f"令牌编号应为 {TOKEN_ID_LEN} 位十六进制（见 token list）/ "
+                f"a token id is {TOKEN_ID_LEN} hex digits (see token list)"
+            )
+        with self.conn:
+            found = [t for t in self.tokens() if t.token_id == token_id]
+            if not found:
+                raise ValueError(f"没有编号为 {token_id} 的令牌 / no token with id {token_id}")
+            t = found[0]
+            if t.used_at is not None:
+                raise ValueError(
+                    f"令牌 {token_id} 已被 {t.used_by} 使用，无法吊销；"
+                    "如需停用该节点请吊销其证书 / "
+                    f"token {token_id} was used by {t.used_by}; "
+                    "revoke the node's certificate instead"
+                )
+            self.conn.execute(
+                "UPDATE enrol_tokens SET revoked_at = ? WHERE substr(token_sha256, 1, ?) = ? "
+                "AND used_at IS NULL AND revoked_at IS NULL",
+                (self.clock(), TOKEN_ID_LEN, token_id),
+            )
+        return next(t for t in self.tokens() if t.token_id == token_id)
 
     def redeem(self, token: str, node_id: str) -> Redeemed:
         """Use ``token`` for ``node_id``, once. Raises :class:`TokenError`; a refused attempt
@@ -124,7 +197,7 @@ class TokenStore:
         conn.execute("BEGIN IMMEDIATE")  # one writer: a token is used at most once
         try:
             row = conn.execute(
-                "SELECT target, expires_at, used_at, used_by FROM enrol_tokens "
+                "SELECT target, expires_at, used_at, used_by, revoked_at FROM enrol_tokens "
                 "WHERE token_sha256 = ?",
                 (h,),
             ).fetchone()
@@ -135,7 +208,14 @@ class TokenStore:
                     "入网令牌无效（中心没有这个令牌），请向管理员重新申请",
                     "unknown enrolment token; ask the administrator for a new one",
                 )
-            target, expires_at, used_at, used_by = row
+            target, expires_at, used_at, used_by, revoked_at = row
+            if revoked_at is not None and used_at is None:
+                raise TokenError(
+                    410,
+                    "token_revoked",
+                    "入网令牌已被管理员吊销，请向管理员申请新令牌",
+                    "this enrolment token was revoked by the administrator; ask for a new one",
+                )
             if used_at is not None:
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(used_at))
                 raise TokenError(

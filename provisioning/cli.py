@@ -6,9 +6,12 @@ Only typer is imported at module level; each command loads what it needs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    import sqlite3
 
 app = typer.Typer(
     help="节点入网与代理安全 / node enrolment, certificates and broker security.",
@@ -336,33 +339,132 @@ def _resume_upload(state: Any, central: str) -> None:
 # -- administrator ------------------------------------------------------------------------------
 
 
+def _central_db(db: Path) -> sqlite3.Connection:
+    """Central's existing database, opened read-write; a mistyped path is refused, never
+    created (a new empty database would take tokens central never sees)."""
+    import sqlite3
+
+    if not db.is_file():
+        raise _fail(
+            f"中心数据库不存在：{db}（检查路径，应为 central 配置 [store] path）/ "
+            f"central's database does not exist: {db} (check the path: central's [store] path)",
+            2,
+        )
+    try:
+        return sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=10, isolation_level=None)
+    except sqlite3.Error as e:
+        raise _fail(
+            f"无法打开中心数据库 {db}：{e} / cannot open central's database {db}", 2
+        ) from None
+
+
+def _when(ts: float | None) -> str:
+    import time
+
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
 @token_app.command("create")
 def token_create(
     db: Annotated[Path, typer.Option(help="中心数据库 / central's SQLite database")],
     node_id: Annotated[str | None, typer.Option("--node", help="节点编号 / node id")] = None,
     village: Annotated[str | None, typer.Option(help="12 位村代码 / village code")] = None,
-    ttl: Annotated[str, typer.Option(help="有效期 / time to live, e.g. 24h, 30m, 7d")] = "24h",
+    ttl: Annotated[
+        str, typer.Option(help="有效期，10 分钟到 30 天 / time to live: 30m, 24h, 7d")
+    ] = "24h",
 ) -> None:
-    """签发一次性入网令牌 / create a one-time enrolment token."""
-    import sqlite3
+    """签发一次性入网令牌：令牌单独输出在标准输出，用途与有效期输出在标准错误 /
+    create a one-time enrolment token (the token alone on stdout; target and expiry on stderr)."""
+    import time
+
+    from rich.console import Console
 
     from central.tokens import TokenStore, parse_ttl
+    from registry import village_in_db, village_in_package
 
     if (node_id is None) == (village is None):
         raise _fail("请指定 --node 或 --village 之一 / give exactly one of --node, --village", 2)
+    target = node_id or village or ""
     try:
         seconds = parse_ttl(ttl)
-        conn = sqlite3.connect(db, timeout=10)
-        try:
-            tok = TokenStore(conn).create(node_id or village or "", seconds)
-        finally:
-            conn.close()
     except ValueError as e:
         raise _fail(str(e), 2) from None
+    conn = _central_db(db)
+    try:
+        code = target[:12]
+        unit = village_in_db(conn, code)
+        if unit is False:  # central has not imported its registry yet: the packaged table
+            unit = village_in_package(code)
+        if not unit:
+            raise _fail(
+                f"村代码 {code} 不在中心的村级登记表中（国家统计局区划代码）：核对代码 / "
+                f"village code {code} is unknown to central's registry (NBS codes): check it",
+                2,
+            )
+        tok = TokenStore(conn).create(target, seconds)
+    except ValueError as e:
+        raise _fail(str(e), 2) from None
+    finally:
+        conn.close()
     from central.audit import record_local
 
-    record_local(db, "token_create", node_id or village or "", "created", ttl_s=seconds)
+    record_local(db, "token_create", target, "created", ttl_s=seconds)
+    until = _when(time.time() + seconds)
+    name = unit.name if not isinstance(unit, bool) else ""
+    Console(stderr=True).print(
+        f"[bold green]✓[/] 入网令牌：{target} {name}，有效至 {until}，仅可使用一次 / "
+        f"enrolment token for {target} {name}, valid until {until}, works once",
+        highlight=False,
+    )
     typer.echo(tok)
+
+
+@token_app.command("list")
+def token_list(
+    db: Annotated[Path, typer.Option(help="中心数据库 / central's SQLite database")],
+) -> None:
+    """列出入网令牌（不显示令牌本身）/ list enrolment tokens (never the tokens themselves)."""
+    import time
+
+    from central.tokens import TokenStore
+
+    labels = {"unused": "未使用/unused", "used": "已使用/used", "expired": "已过期/expired"}
+    labels["revoked"] = "已吊销/revoked"
+    conn = _central_db(db)
+    try:
+        infos = TokenStore(conn).tokens()
+    finally:
+        conn.close()
+    now = time.time()
+    typer.echo(
+        "编号/id    对象/target          状态/status      签发/created      "
+        "有效至/expires   使用者/used by"
+    )
+    for t in infos:
+        typer.echo(
+            f"{t.token_id} {t.target:<20} {labels[t.status(now)]:<15} {_when(t.created_at)} "
+            f"{_when(t.expires_at)} {t.used_by or '-'}"
+        )
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="令牌编号（见 token list）/ token id")],
+    db: Annotated[Path, typer.Option(help="中心数据库 / central's SQLite database")],
+) -> None:
+    """吊销未使用的入网令牌 / revoke an unused enrolment token."""
+    from central.audit import record_local
+    from central.tokens import TokenStore
+
+    conn = _central_db(db)
+    try:
+        info = TokenStore(conn).revoke(token_id.strip().lower())
+    except ValueError as e:
+        raise _fail(str(e), 2) from None
+    finally:
+        conn.close()
+    record_local(db, "token_revoke", info.target, "revoked", token_id=info.token_id)
+    _ok(f"已吊销令牌 {info.token_id}（{info.target}）/ token {info.token_id} revoked")
 
 
 @ca_app.command("init")

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pki.ca import CaError, key_pem, make_csr, new_key, write_private, write_public
+from wire import valid_node_id
 
 #: Seconds the enrol request may take (a CSR and a certificate over a poor uplink).
 ENROL_TIMEOUT_S = 30.0
@@ -92,6 +93,15 @@ def keygen(state: State, node_id: str) -> Path:
         raise FlowError(
             f"此目录已为节点 {state.data['node_id']} 入网；换节点请用新目录 / "
             f"this directory is enrolled as {state.data['node_id']}; use a new directory"
+        )
+    from registry import village_in_package
+
+    if valid_node_id(node_id) and village_in_package(node_id[:12]) is None:
+        raise FlowError(
+            f"节点编号 {node_id} 中的村代码 {node_id[:12]} 不在国家统计局区划代码中："
+            "核对节点编号 / "
+            f"village code {node_id[:12]} of node {node_id} is not an NBS village code: "
+            "check the node id"
         )
     key_path = state.dir / KEY
     if key_path.exists():

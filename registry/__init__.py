@@ -10,6 +10,8 @@ from registry.divisions import (
     RegistryError,
     Unit,
     import_registry,
+    village_in_db,
+    village_in_package,
 )
 
 __all__ = [
@@ -21,4 +23,6 @@ __all__ = [
     "RegistryError",
     "Unit",
     "import_registry",
+    "village_in_db",
+    "village_in_package",
 ]

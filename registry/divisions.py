@@ -210,6 +210,31 @@ def import_registry(conn: sqlite3.Connection, scope: str) -> int:
     return sum(1 for code in registry._names if len(code) == 12)
 
 
+def village_in_package(code: str) -> Unit | None:
+    """The village-level unit ``code`` in the packaged NBS table, or None (a mistyped or
+    retired code). Loads only the village's city (a few ms)."""
+    if len(code) != LEN_BY_LEVEL[VILLAGE_LEVEL] or not code.isdigit():
+        return None
+    try:
+        unit = Registry.from_package(code[:4]).unit(code)
+    except RegistryError:
+        return None
+    return unit if unit is not None and unit.level == VILLAGE_LEVEL else None
+
+
+def village_in_db(conn: sqlite3.Connection, code: str) -> Unit | bool | None:
+    """The village-level unit ``code`` in the registry imported into central's database; None
+    when the code is not there; False when no registry was imported at all."""
+    conn.executescript(_SCHEMA)
+    if conn.execute("SELECT 1 FROM registry_meta WHERE key = 'scope'").fetchone() is None:
+        return False
+    row = conn.execute(
+        "SELECT code, name, level, parent FROM units WHERE code = ? AND level = ?",
+        (code, VILLAGE_LEVEL),
+    ).fetchone()
+    return None if row is None else Unit(str(row[0]), str(row[1]), int(row[2]), row[3])
+
+
 def _check_scope(scope: str) -> None:
     if scope and (not scope.isdigit() or len(scope) not in LEVEL_BY_LEN or len(scope) == 12):
         raise RegistryError(

@@ -27,7 +27,7 @@ runner = CliRunner()
 def cli(*args: str) -> str:
     r = runner.invoke(app, list(args))
     assert r.exit_code == 0, r.output
-    return r.output
+    return r.stdout
 
 
 class ConfBroker(Mosquitto):

@@ -1,0 +1,89 @@
+"""The administrator's token commands as a technician's supervisor uses them: mistakes are
+refused at the first step with the reason, not discovered at the end of a site visit."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from central.tokens import TokenStore
+from provisioning.cli import app
+from registry import import_registry
+
+runner = CliRunner()
+#: A real village of 兴宁区 (NBS 2023) and a code with a valid shape that is no village.
+VILLAGE = "450102001003"
+NOT_A_VILLAGE = "450102999999"
+
+
+@pytest.fixture
+def central_db(tmp_path: Path) -> Path:
+    """A central database as central leaves it: the Nanning registry imported."""
+    db = tmp_path / "central.sqlite3"
+    conn = sqlite3.connect(db)
+    import_registry(conn, "4501")
+    conn.close()
+    return db
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    r = runner.invoke(app, list(args))
+    return r.exit_code, r.stdout, r.stderr
+
+
+def test_unknown_village_is_refused_by_token_create(central_db: Path) -> None:
+    code, _, err = run("token", "create", "--village", NOT_A_VILLAGE, "--db", str(central_db))
+    assert code == 2 and NOT_A_VILLAGE in err and "unknown" in err
+    code, _, err = run("token", "create", "--node", f"{NOT_A_VILLAGE}-a", "--db", str(central_db))
+    assert code == 2 and NOT_A_VILLAGE in err
+    conn = sqlite3.connect(central_db)
+    assert TokenStore(conn).tokens() == []
+
+
+def test_unknown_village_is_refused_by_keygen(tmp_path: Path) -> None:
+    code, _, err = run("keygen", "--node", f"{NOT_A_VILLAGE}-a", "--dir", str(tmp_path / "n"))
+    assert code != 0 and NOT_A_VILLAGE in err
+    assert not (tmp_path / "n" / "node.key").exists()
+
+
+def test_mistyped_database_path_is_refused_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "centrl.sqlite3"
+    code, _, err = run("token", "create", "--village", VILLAGE, "--db", str(missing))
+    assert code == 2 and str(missing) in err
+    assert not missing.exists()
+
+
+def test_ttl_needs_a_unit_and_a_usable_length(central_db: Path) -> None:
+    for ttl in ("1", "30", "10s"):
+        code, _, err = run(
+            "token", "create", "--village", VILLAGE, "--ttl", ttl, "--db", str(central_db)
+        )
+        assert code == 2, (ttl, err)
+
+
+def test_create_says_what_the_token_is_for_and_until_when(central_db: Path) -> None:
+    code, out, err = run(
+        "token", "create", "--village", VILLAGE, "--ttl", "2h", "--db", str(central_db)
+    )
+    assert code == 0
+    token = out.strip()
+    assert len(token) >= 40 and "\n" not in token  # stdout: the token alone, for scripts
+    assert VILLAGE in err and "兴宁社区居委会" in err and "有效至" in err and "valid until" in err
+
+
+def test_list_and_revoke(central_db: Path) -> None:
+    _, tok, _ = run("token", "create", "--village", VILLAGE, "--ttl", "2h", "--db", str(central_db))
+    code, out, _ = run("token", "list", "--db", str(central_db))
+    assert code == 0 and VILLAGE in out and "未使用" in out and tok.strip() not in out
+    token_id = next(line.split()[0] for line in out.splitlines() if VILLAGE in line)
+    code, _, _ = run("token", "revoke", token_id, "--db", str(central_db))
+    assert code == 0
+    conn = sqlite3.connect(central_db, isolation_level=None)
+    with pytest.raises(Exception) as e:
+        TokenStore(conn).redeem(tok.strip(), f"{VILLAGE}-a")
+    assert getattr(e.value, "code", "") == "token_revoked"
+    code, out, _ = run("token", "list", "--db", str(central_db))
+    assert "已吊销" in out
