@@ -317,8 +317,11 @@ async def coverage(request: web.Request) -> web.Response:
 def _with_names(registry: Registry, node: dict[str, Any]) -> dict[str, Any]:
     village = registry.unit(node["village"])
     county = registry.unit(node["county"])
-    node["village_name"] = village.name if village else None
+    retired = registry.retired_village(node["village"])
+    node["village_name"] = village.name if village else retired
     node["county_name"] = county.name if county else None
+    # The village code is gone from the imported registry edition: the node is kept, flagged.
+    node["village_retired"] = retired is not None
     return node
 
 

@@ -68,21 +68,77 @@ def import_registry_cmd(
             "--scope", help='省/市/县代码，"" 或 all 为全国 / province, city or county code, or all'
         ),
     ],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="新版区划数据目录（与 registry/data 同结构），默认用软件包自带的 / "
+            "folder of a newer edition laid out like registry/data (default: the packaged one)",
+        ),
+    ] = None,
 ) -> None:
-    """导入行政区划 / import the village registry for a province, city, county or the country."""
+    """导入或更新行政区划：新增、改名、撤销的代码都会报告；撤销的村保留，其节点被标记而不丢失 /
+    import or update the village registry; retired villages are kept and their nodes flagged."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     from central.store import SqliteStore
-    from registry import RegistryError, import_registry
+    from registry import RegistryError, import_edition
 
     code = "" if scope.strip().lower() in ("", "all") else scope.strip()
     store = SqliteStore(db)
     try:
-        count = import_registry(store.conn, code)
-    except RegistryError as e:
+        with Progress(
+            TextColumn("导入 / importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            transient=True,
+            console=_stderr_console(),
+        ) as bar:
+            task = bar.add_task("units", total=None)
+            report = import_edition(
+                store.conn,
+                code,
+                data,
+                lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        flagged = (
+            [
+                str(row[0])
+                for retired in report.retired
+                for row in store.conn.execute(
+                    "SELECT node_id FROM nodes WHERE village = ?", (retired,)
+                )
+            ]
+            if report.retired and _has_table(store.conn, "nodes")
+            else []
+        )
+    except (RegistryError, OSError) as e:
         typer.echo(f"导入失败 / import failed: {e}", err=True)
         raise typer.Exit(1) from None
     finally:
         store.close()
-    typer.echo(f"已导入 {count} 个村级单位 / imported {count} villages (scope {code or 'all'})")
+    typer.echo(
+        f"已导入 {report.villages} 个村级单位（新增 {report.added}，改名 {report.renamed}，"
+        f"撤销 {len(report.retired)}）/ imported {report.villages} villages (added "
+        f"{report.added}, renamed {report.renamed}, retired {len(report.retired)}; "
+        f"scope {code or 'all'})"
+    )
+    for node in flagged:
+        typer.echo(
+            f"注意：节点 {node} 所在村代码已被撤销，节点保留并标记 / "
+            f"note: node {node} is bound to a retired village code; kept and flagged"
+        )
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _has_table(conn: Any, name: str) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return row.fetchone() is not None
 
 
 user_app = typer.Typer(

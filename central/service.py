@@ -74,7 +74,9 @@ class CentralService:
             self.registry = registry = await asyncio.to_thread(self._load_registry)
             snapshot = store.load()
             self.liveness = Liveness()
-            self.ingest = Ingest(snapshot, registry.has_village, self.liveness)
+            # A node bound to a village a newer registry edition retired is still accepted
+            # (and flagged in the API); only current villages count for coverage.
+            self.ingest = Ingest(snapshot, registry.knows_village, self.liveness)
             self.coverage = coverage = CoverageIndex(registry)
             for n in snapshot.nodes.values():
                 if registry.has_village(n.village):
@@ -224,6 +226,7 @@ class CentralService:
             # for their own commit.
             self.store.stage(writes)
             await asyncio.get_running_loop().run_in_executor(self._db_thread, self.store.commit)
+        changes = [c for c in changes if self.registry.has_village(c[0][:12])]
         for node_id, online in changes:
             self.coverage.set_node(node_id, online)
         self.live.committed(writes, changes)  # after the store and coverage: pages re-read both

@@ -13,8 +13,14 @@ municipalities have city-level units named 市辖区 / 县 (e.g. 1101 北京市 
 (东莞 4419, 中山 4420, 儋州 4604, 嘉峪关 6202) have one county-level unit that repeats the city.
 
 In the database (``import_registry`` / ``Registry.from_db``) the scope's units live in table
-``units`` and the scope in ``registry_meta``; an import replaces both in one transaction, so a
-power cut leaves either the old registry or the new one.
+``units`` and the scope in ``registry_meta``; an import is one transaction, so a power cut leaves
+either the old registry or the new one.
+
+Editions: the NBS republishes the table every year; importing a newer edition (``data_dir``, a
+folder laid out like ``registry/data``) updates names, adds codes and *retires* the codes of the
+scope it no longer has. A retired unit keeps its row (``retired = 1``) and its last name, so a
+node bound to a village that disappeared is still known and can be flagged, never dropped;
+retired units are not part of the tree, so coverage counts only current villages.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from __future__ import annotations
 import io
 import lzma
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 
 #: Level number by code length.
 LEVEL_BY_LEN = {2: 1, 4: 2, 6: 3, 9: 4, 12: 5}
@@ -38,10 +46,20 @@ CREATE TABLE IF NOT EXISTS units(
   code TEXT PRIMARY KEY,
   name TEXT NOT NULL,
   level INTEGER NOT NULL,
-  parent TEXT
+  parent TEXT,
+  retired INTEGER NOT NULL DEFAULT 0   -- 1: absent from the imported edition, kept for bindings
 );
 CREATE TABLE IF NOT EXISTS registry_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+#: Rows written per progress report during an import (~0.2 s of work each).
+IMPORT_CHUNK = 50_000
+
+
+def _ensure_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables, and add ``retired`` to databases made before editions existed."""
+    conn.executescript(_SCHEMA)
+    if "retired" not in {str(r[1]) for r in conn.execute("PRAGMA table_info(units)")}:
+        conn.execute("ALTER TABLE units ADD COLUMN retired INTEGER NOT NULL DEFAULT 0")
 
 
 class RegistryError(ValueError):
@@ -70,13 +88,15 @@ class Registry:
     (~665k units) takes about 125 MB and loads in about 3 s.
     """
 
-    __slots__ = ("_children", "_names", "_parents", "_root", "scope")
+    __slots__ = ("_children", "_names", "_parents", "_retired", "_root", "scope")
 
     def __init__(self, scope: str, units: Iterable[tuple[str, str, str | None]]) -> None:
         """``units``: (code, name, parent) with every parent before its children; the scope's
         own unit first (omitted for the whole country). A unit whose parent is not already
         there is refused, so the tree is always whole."""
         self.scope = scope
+        #: Retired village codes (absent from the imported edition) and their last names.
+        self._retired: dict[str, str] = {}
         self._names: dict[str, str] = {}
         # Only parents that differ from the prefix rule are stored.
         self._parents: dict[str, str | None] = {}
@@ -112,22 +132,32 @@ class Registry:
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_package(cls, scope: str) -> Registry:
-        """Load ``scope`` from the packaged data (stream-decompressed, one province file each)."""
+    def from_package(cls, scope: str, data_dir: Path | None = None) -> Registry:
+        """Load ``scope`` from the packaged data (stream-decompressed, one province file each),
+        or from ``data_dir``, another edition laid out the same way."""
         _check_scope(scope)
-        return cls(scope, _package_units(scope))
+        return cls(scope, _package_units(scope, data_dir))
 
     @classmethod
     def from_db(cls, conn: sqlite3.Connection) -> Registry | None:
         """The registry imported into ``conn``, or None when none was imported."""
-        conn.executescript(_SCHEMA)
+        _ensure_schema(conn)
         row = conn.execute("SELECT value FROM registry_meta WHERE key = 'scope'").fetchone()
         if row is None:
             return None
         scope = str(row[0])
         # ORDER BY level, code: every parent before its children.
-        rows = conn.execute("SELECT code, name, parent FROM units ORDER BY level, code")
-        return cls(scope, ((str(c), str(n), p) for c, n, p in rows))
+        rows = conn.execute(
+            "SELECT code, name, parent FROM units WHERE retired = 0 ORDER BY level, code"
+        )
+        registry = cls(scope, ((str(c), str(n), p) for c, n, p in rows))
+        registry._retired = {
+            str(c): str(n)
+            for c, n in conn.execute(
+                "SELECT code, name FROM units WHERE retired = 1 AND level = ?", (VILLAGE_LEVEL,)
+            )
+        }
+        return registry
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -175,6 +205,15 @@ class Registry:
     def has_village(self, code: str) -> bool:
         return len(code) == 12 and code in self._names
 
+    def retired_village(self, code: str) -> str | None:
+        """The last name of a village the imported edition no longer has, else None."""
+        return self._retired.get(code)
+
+    def knows_village(self, code: str) -> bool:
+        """A current or retired village: a node bound to either is accepted (and a retired
+        one flagged), so a new edition never cuts a node off."""
+        return self.has_village(code) or code in self._retired
+
     def villages(self) -> Iterator[Unit]:
         for code, name in self._names.items():
             if len(code) == 12:
@@ -190,24 +229,81 @@ class Registry:
         return _prefix_parent(code)
 
 
-def import_registry(conn: sqlite3.Connection, scope: str) -> int:
-    """Replace the registry in ``conn`` with ``scope`` from the packaged data (one transaction).
-    Returns the number of villages imported."""
-    registry = Registry.from_package(scope)
-    rows = (
-        (code, registry._names[code], LEVEL_BY_LEN[len(code)], registry._parent(code))
-        for code in registry._names
-    )
-    with conn:
-        conn.executescript(_SCHEMA)
-        conn.execute("DELETE FROM units")
-        conn.executemany("INSERT INTO units(code, name, level, parent) VALUES (?, ?, ?, ?)", rows)
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    """What an import changed, in villages (the units coverage counts)."""
+
+    scope: str
+    villages: int  # current villages after the import
+    added: int  # villages new to this database
+    renamed: int  # villages whose name changed
+    retired: list[str]  # village codes of the scope the edition no longer has
+
+
+def import_edition(
+    conn: sqlite3.Connection,
+    scope: str,
+    data_dir: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportReport:
+    """Make ``scope`` of an edition (the packaged one, or ``data_dir``) the registry in
+    ``conn``, in one transaction. Units of the previous import that the edition lacks are
+    retired, not deleted, when they lie inside ``scope``; units outside ``scope`` (a narrower
+    scope than before) are removed. ``progress(done, total)`` is called as rows are written."""
+    registry = Registry.from_package(scope, data_dir)
+    names = registry._names
+    _ensure_schema(conn)
+    old = {
+        str(c): (str(n), int(r))
+        for c, n, r in conn.execute("SELECT code, name, retired FROM units WHERE level = ?", (5,))
+    }
+    added = sum(1 for c in names if len(c) == 12 and c not in old)
+    renamed = sum(1 for c, (n, r) in old.items() if not r and c in names and names[c] != n)
+    # Membership by code prefix: an exception to the prefix rule would need its parent chain
+    # from the old import, and the 2023 table has none (registry/data/README.md).
+    retired = sorted(c for c in old if c not in names and c.startswith(scope))
+    codes = list(names)
+    total = len(codes)
+    conn.execute("BEGIN IMMEDIATE")  # one transaction even on an autocommit connection
+    try:
+        conn.execute("DELETE FROM units WHERE retired = 0")
+        for start in range(0, total, IMPORT_CHUNK):
+            chunk = codes[start : start + IMPORT_CHUNK]
+            conn.executemany(
+                "INSERT OR REPLACE INTO units(code, name, level, parent, retired) "
+                "VALUES (?, ?, ?, ?, 0)",
+                ((c, names[c], LEVEL_BY_LEN[len(c)], registry._parent(c)) for c in chunk),
+            )
+            if progress is not None:
+                progress(min(start + IMPORT_CHUNK, total), total)
+        # Retired villages keep their last name; a retired code back in the edition was
+        # replaced above and is current again.
+        conn.executemany(
+            "INSERT OR IGNORE INTO units(code, name, level, parent, retired) "
+            "VALUES (?, ?, 5, NULL, 1)",
+            ((c, old[c][0]) for c in retired),
+        )
+        conn.execute(
+            "DELETE FROM units WHERE retired = 1 AND substr(code, 1, ?) != ?",
+            (len(scope), scope),
+        )
         conn.execute(
             "INSERT INTO registry_meta(key, value) VALUES ('scope', ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (scope,),
         )
-    return sum(1 for code in registry._names if len(code) == 12)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    villages = sum(1 for c in names if len(c) == 12)
+    return ImportReport(scope, villages, added, renamed, retired)
+
+
+def import_registry(conn: sqlite3.Connection, scope: str) -> int:
+    """Make ``scope`` of the packaged edition the registry in ``conn`` (:func:`import_edition`).
+    Returns the number of villages imported."""
+    return import_edition(conn, scope).villages
 
 
 def village_in_package(code: str) -> Unit | None:
@@ -243,8 +339,12 @@ def _check_scope(scope: str) -> None:
         )
 
 
-def _package_units(scope: str) -> Iterator[tuple[str, str, str | None]]:
-    data = resources.files("registry") / "data"
+def _package_units(
+    scope: str, data_dir: Path | None = None
+) -> Iterator[tuple[str, str, str | None]]:
+    data: Traversable | Path = (
+        data_dir if data_dir is not None else resources.files("registry") / "data"
+    )
     provinces = [
         line.split("\t", 1)[0]
         for line in (data / "index.tsv").read_text(encoding="utf-8").splitlines()
