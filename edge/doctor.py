@@ -263,7 +263,7 @@ class Doctor:
     def check_agent(self) -> Finding:
         path = self._cfg.local_socket.path
         try:
-            self.status = _agent_status(path, self.socket_timeout)
+            self.status = agent_status(path, self.socket_timeout)
         except (OSError, ValueError) as e:
             return _f(
                 "agent",
@@ -412,7 +412,9 @@ def _certificate_finding(ca_file: Path, cert_file: Path, key_file: Path, node_id
     return _f("certificate", "ok", f"有效，{days:.0f} 天后过期", f"valid, expires in {days:.0f} d")
 
 
-def _agent_status(path: Path, timeout: float) -> dict[str, Any]:
+def agent_status(path: Path, timeout: float) -> dict[str, Any]:
+    """The running agent's status over its local socket; OSError / ValueError when none answers
+    (the technician's tools ask it too before checking a node)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(str(path))

@@ -200,11 +200,19 @@ def _run_check(workdir: Path, central: str | None, timeout: float, technician: s
     from rich.console import Console
 
     from provisioning.check import STEP_TITLES, CheckTarget, StepResult, run_check
-    from provisioning.flow import CA, CERT, KEY, REPORT, State
+    from provisioning.flow import CA, CERT, CONFIG, KEY, REPORT, State
 
     state = State.open(workdir)
     if not state.done("enrol"):
         raise _fail("请先完成入网（enrol）/ enrol first")
+    if not _agent_answers(workdir, AGENT_START_WAIT_S):
+        config = workdir / CONFIG
+        raise _fail(
+            f"本机代理未运行，中心收不到本节点：先启动代理（systemctl start shilian-edge，或 "
+            f"shilian edge run --config {config}）再检查 / the agent is not running, so central "
+            f"cannot see this node: start the agent (systemctl start shilian-edge, or "
+            f"shilian edge run --config {config}), then check again"
+        )
     url = central or state.data["central"]
     broker = state.data["broker"]
     target = CheckTarget(
@@ -317,8 +325,57 @@ def node(
     except FlowError as e:
         raise _fail(str(e)) from None
     _resume_upload(state, central)
-    if not skip_check and not _run_check(workdir, central, timeout, technician):
+    if skip_check:
+        return
+    if not _agent_answers(workdir):
+        _next_start_agent(workdir)
+        return
+    if not _run_check(workdir, central, timeout, technician):
         raise typer.Exit(1)
+
+
+#: Seconds to wait for the local agent's status reply (it answers in milliseconds).
+AGENT_PROBE_TIMEOUT_S = 3.0
+#: How long the check waits for an agent that was just started to open its socket (~1 s on a
+#: Pi-class box; the rest is margin).
+AGENT_START_WAIT_S = 15.0
+
+
+def _agent_answers(workdir: Path, wait_s: float = 0.0) -> bool:
+    """Is the node's agent running on this box (its local socket answers), within ``wait_s``?
+    The check can only pass once it runs; checking before would wait a minute for a node that
+    cannot be online."""
+    import time
+
+    from edge.config import ConfigError, load_config
+    from edge.doctor import agent_status
+    from provisioning.flow import CONFIG
+
+    try:
+        path = load_config(workdir / CONFIG).local_socket.path
+    except ConfigError:
+        return False
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            agent_status(path, AGENT_PROBE_TIMEOUT_S)
+            return True
+        except (OSError, ValueError):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+
+
+def _next_start_agent(workdir: Path) -> None:
+    from provisioning.flow import CONFIG
+
+    config = workdir / CONFIG
+    _ok(
+        f"下一步：启动代理（systemctl start shilian-edge，或 shilian edge run --config {config}），"
+        f"再运行 shilian provision check --dir {workdir} / next: start the agent "
+        f"(systemctl start shilian-edge, or shilian edge run --config {config}), then run "
+        f"shilian provision check --dir {workdir}"
+    )
 
 
 def _resume_upload(state: Any, central: str) -> None:

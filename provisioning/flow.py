@@ -120,8 +120,24 @@ def keygen(state: State, node_id: str) -> Path:
     return key_path
 
 
+def central_url(url: str) -> str:
+    """Central's base URL as typed by a technician, or :class:`FlowError` saying how to write
+    it (``10.0.0.1:8080`` without a scheme would otherwise fail as a network error)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FlowError(
+            f"中心地址应写成 http://主机:端口，例如 http://10.0.0.1:8080：{url[:80]!r} / "
+            f"central's address must look like http://host:port, e.g. http://10.0.0.1:8080: "
+            f"{url[:80]!r}"
+        )
+    return url.strip().rstrip("/")
+
+
 def enrol(state: State, central: str, token: str) -> dict[str, Any]:
     """Send the CSR with the token; save the certificate, the CA and the broker address."""
+    central = central_url(central)
     if not state.done("keygen"):
         raise FlowError("请先运行 keygen / run keygen first")
     body = json.dumps(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +21,7 @@ from typer.testing import CliRunner
 
 from provisioning.cli import app
 from shilian.broker import free_port
+from tests.processes import Proc
 from tests.test_prov_flow import Site, cli, make_site
 
 A, B, C = "450102101201-a", "450102101201-b", "450102101201-c"
@@ -169,9 +171,22 @@ def test_printable_page(site: Site) -> None:
 def test_cli_saves_html_and_resumes_the_upload(site: Site) -> None:
     node = "450102101201-d"
     _, work = enrol(site, node)
-    # central unreachable: the report is saved (JSON + HTML), the upload is left pending
-    dead = f"http://127.0.0.1:{free_port()}"
-    r = runner.invoke(app, ["check", "--dir", str(work), "--central", dead, "--timeout", "0"])
+    cli(
+        "write-config",
+        *("--dir", str(work), "--outbox", str(work / "o.sqlite3"), "--socket", str(work / "s")),
+        *("--metrics-port", str(free_port())),
+    )
+    agent = Proc(
+        [sys.executable, "-m", "shilian", "edge", "run", "--config", str(work / "edge.toml")],
+        work / "edge.log",
+    )
+    agent.start()
+    try:
+        # central unreachable: the report is saved (JSON + HTML), the upload is left pending
+        dead = f"http://127.0.0.1:{free_port()}"
+        r = runner.invoke(app, ["check", "--dir", str(work), "--central", dead, "--timeout", "0"])
+    finally:
+        agent.close()
     assert r.exit_code == 1
     assert (work / "report.json").exists() and (work / "report.html").exists()
     assert "三塘镇" in (work / "report.html").read_text("utf-8")

@@ -87,3 +87,11 @@ def test_list_and_revoke(central_db: Path) -> None:
     assert getattr(e.value, "code", "") == "token_revoked"
     code, out, _ = run("token", "list", "--db", str(central_db))
     assert "已吊销" in out
+
+
+def test_central_address_without_scheme_is_explained(tmp_path: Path) -> None:
+    work = str(tmp_path / "n")
+    assert run("keygen", "--node", f"{VILLAGE}-a", "--dir", work)[0] == 0
+    code, out, err = run("enrol", "--central", "10.0.0.1:8080", "--token", "x" * 43, "--dir", work)
+    said = "".join((out + err).split())
+    assert code != 0 and "http://10.0.0.1:8080" in said and "网络" not in said
