@@ -6,8 +6,10 @@ Routes (docs/api.md):
   with ``Authorization: Bearer <enrolment token>``: the token that enrolled this node, accepted
   for :data:`UPLOAD_WINDOW_S` after the enrolment. The route is public to the login middleware:
   this handler checks the token itself. 201 ``{"id", "node_id", "uploaded_at"}``.
-- ``GET /api/v1/nodes/{node_id}/commissioning`` ``{"node_id", "latest", "reports"}`` (the latest
-  report whole, then every upload newest first: id, time, ok, technician). 404 when none.
+- ``GET /api/v1/nodes/{node_id}/commissioning`` ``{"node_id", "latest", "reports"}``: the
+  node's record whole (the newest report that passed, else the newest; ``failed_since`` counts
+  the failed uploads after it, ``last_attempt_at`` the newest one's time), then every upload
+  newest first (id, time, ok, technician). 404 when none.
 - ``GET /dashboard/commissioning/{node_id}`` the latest report as a printable A4 page
   (zh-CN; ``?lang=en``).
 - ``GET /api/v1/nodes/{node_id}/commissioning/status`` what the commissioning check needs
@@ -109,6 +111,27 @@ def check_token(conn: sqlite3.Connection, token: str, node_id: str, now: float) 
         )
 
 
+#: Devices a report may list (provisioning.check.MAX_REPORT_DEVICES) and the longest value.
+MAX_DEVICES = 64
+MAX_DEVICE_FIELD = 128
+
+
+def _valid_devices(devices: Any) -> bool:
+    return (
+        isinstance(devices, list)
+        and len(devices) <= MAX_DEVICES
+        and all(
+            isinstance(d, dict)
+            and len(d) <= 8
+            and all(
+                isinstance(k, str) and isinstance(v, str) and len(v) <= MAX_DEVICE_FIELD
+                for k, v in d.items()
+            )
+            for d in devices
+        )
+    )
+
+
 def validate_report(body: Any, node_id: str) -> dict[str, Any]:
     """The report's shape (provisioning.check.Report.to_json) or :class:`UploadRefused` 400."""
     steps = body.get("steps") if isinstance(body, dict) else None
@@ -129,6 +152,7 @@ def validate_report(body: Any, node_id: str) -> dict[str, Any]:
             and isinstance(s.get("seconds", 0), int | float)
             for s in steps
         )
+        and _valid_devices(body.get("devices", []))
     )
     if not good:
         raise UploadRefused(
@@ -201,8 +225,15 @@ class ReportStore:
         ]
         if not rows:
             return None, []
-        latest = json.loads(rows[0][4])
-        latest["id"], latest["uploaded_at"] = rows[0][0], rows[0][1]
+        # The record is the newest report that passed: a later failed re-check (a technician
+        # trying from a laptop without the agent, a broker down for an hour) does not replace
+        # the node's commissioning; it is noted beside it. Without a pass, the newest report.
+        chosen = next((r for r in rows if r[2]), rows[0])
+        latest = json.loads(chosen[4])
+        latest["id"], latest["uploaded_at"] = chosen[0], chosen[1]
+        later = [r for r in rows if r[0] > chosen[0]]
+        latest["failed_since"] = len(later)
+        latest["last_attempt_at"] = rows[0][1] if later else None
         return latest, listed
 
 

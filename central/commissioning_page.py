@@ -6,6 +6,7 @@ to an HTML page. Used by central (``GET /dashboard/commissioning/{node_id}``) an
 from __future__ import annotations
 
 import html
+import re
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -28,7 +29,7 @@ LABELS = {
         "other_lang": "English",
         "l_node": "节点编号",
         "l_village": "村（社区）",
-        "l_county": "县（区）",
+        "l_county": "县（市、区）",
         "l_township": "乡镇（街道）",
         "l_central": "中心",
         "l_technician": "调试人员",
@@ -38,6 +39,13 @@ LABELS = {
         "l_outcome": "结果",
         "l_detail": "说明",
         "l_seconds": "用时（秒）",
+        "colon": "：",
+        "l_devices": "本地设备",
+        "l_kind": "类别",
+        "l_name": "名称",
+        "l_address": "地址",
+        "no_devices": "未发现本地设备（未运行 provision discover）",
+        "later_failed": "此后有 {n} 次复检未通过（最近一次 {when}）；本报告为最近一次通过的调试。",
         "l_sign_tech": "调试人员签字",
         "l_sign_village": "村（社区）确认签字",
         "pass": "通过",
@@ -60,6 +68,14 @@ LABELS = {
         "l_outcome": "Outcome",
         "l_detail": "Detail",
         "l_seconds": "Seconds",
+        "colon": ": ",
+        "l_devices": "Local devices",
+        "l_kind": "Kind",
+        "l_name": "Name",
+        "l_address": "Address",
+        "no_devices": "No local devices found (provision discover was not run)",
+        "later_failed": "{n} later re-check(s) failed (last {when}); this is the newest passing "
+        "commissioning.",
         "l_sign_tech": "Technician's signature",
         "l_sign_village": "Village's signature",
         "pass": "PASSED",
@@ -69,6 +85,33 @@ LABELS = {
 }
 
 ORDER = ("tls", "birth", "health", "clock")
+
+KINDS = {
+    "zh": {"camera": "摄像机", "alarm_board": "报警板", "conference_terminal": "视频会议终端"},
+    "en": {"camera": "Camera", "alarm_board": "Alarm board", "conference_terminal": "Terminal"},
+}
+
+#: A passed step's detail as the check writes it (machine text), in words per language.
+_PASSED: dict[str, tuple[re.Pattern[str], str, str]] = {
+    "tls": (re.compile(r"^(\S+) (TLSv[\d.]+)$"), "TLS 握手成功（{1}，{0}）", "TLS ok ({1}, {0})"),
+    "birth": (re.compile(r"^online$"), "节点在线", "node online"),
+    "health": (re.compile(r"^(\d+) report\(s\)$"), "已收到 {0} 份健康报告", "{0} report(s)"),
+    "clock": (re.compile(r"^skew ([+-][\d.]+) s$"), "与中心相差 {0} 秒", "{0} s from central"),
+}
+
+
+def step_detail(step: str, ok: bool, detail: str, lang: str) -> str:
+    """The step's detail in the page's language: a passed step's machine text in words, a
+    failure's ``中文 / English`` message cut to its half."""
+    if ok and step in _PASSED:
+        pattern, zh, en = _PASSED[step]
+        m = pattern.match(detail)
+        if m:
+            return (zh if lang == "zh" else en).format(*m.groups())
+    if " / " in detail:
+        zh_part, _, en_part = detail.partition(" / ")
+        return zh_part if lang == "zh" else en_part
+    return detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +147,25 @@ def render(report: dict[str, Any], place: Place, lang: str = "zh", href: str = "
         else:
             ok = bool(s.get("ok"))
             outcome, cls = (lab["pass"], "ok") if ok else (lab["fail"], "fail")
-            detail = str(s.get("detail", ""))
+            detail = step_detail(step, ok, str(s.get("detail", "")), lang)
             secs = f"{float(s.get('seconds', 0.0)):.1f}"
         rows.append(
             f'<tr><td>{e(STEP_NAMES[lang][step])}</td><td class="{cls}">{e(outcome)}</td>'
             f"<td>{e(detail)}</td><td>{e(secs)}</td></tr>"
         )
+    devices = [d for d in report.get("devices") or [] if isinstance(d, dict)]
+    device_rows = [
+        f"<tr><td>{e(KINDS[lang].get(str(d.get('kind')), str(d.get('kind', ''))))}</td>"
+        f"<td>{e(str(d.get('name', '')))}</td><td>{e(str(d.get('address', '')))}</td>"
+        f"<td>{e(str(d.get('detail', '')))}</td></tr>"
+        for d in devices
+    ] or [f'<tr><td colspan="4">{e(lab["no_devices"])}</td></tr>']
+    later = int(report.get("failed_since") or 0)
+    last = report.get("last_attempt_at")
+    note = ""
+    if later and isinstance(last, int | float):
+        when = chinese_date(last) if lang == "zh" else english_date(last)
+        note = lab["later_failed"].format(n=later, when=when)
     ok = bool(report.get("ok"))
     started = float(report.get("started_at", 0.0))
     other = "zh" if lang == "en" else "en"
@@ -126,6 +182,8 @@ def render(report: dict[str, Any], place: Place, lang: str = "zh", href: str = "
         "verdict": e(lab["pass"] if ok else lab["fail"]),
         "verdict_class": "ok" if ok else "fail",
         "rows": "\n".join(rows),
+        "device_rows": "\n".join(device_rows),
+        "later_note": f'<p class="note">{e(note)}</p>' if note else "",
         "other_lang_href": e(f"{href}?lang={other}" if other == "en" else href or "?lang=zh"),
     }
     text = (resources.files("central") / "dashboard" / TEMPLATE).read_text("utf-8")

@@ -54,6 +54,8 @@ class Report:
     started_at: float
     steps: list[StepResult] = field(default_factory=list)
     technician: str = ""
+    #: The box's local devices as found by ``provision discover`` (:func:`devices_from_state`).
+    devices: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -67,10 +69,53 @@ class Report:
             "ok": self.ok,
             "technician": self.technician,
             "steps": [asdict(s) for s in self.steps],
+            "devices": self.devices,
         }
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), ensure_ascii=False, indent=2), "utf-8")
+
+
+#: Devices listed in a report at most (a village has a few cameras, a board, a terminal).
+MAX_REPORT_DEVICES = 64
+
+
+def devices_from_state(discovered: dict[str, Any] | None) -> list[dict[str, str]]:
+    """The devices ``provision discover`` found, as report rows: kind (``camera``,
+    ``alarm_board``, ``conference_terminal``), name, address and a short detail."""
+    found = discovered or {}
+    rows: list[dict[str, str]] = []
+    for c in found.get("cameras") or []:
+        xaddrs = c.get("xaddrs") or []
+        rows.append(
+            {
+                "kind": "camera",
+                "name": str(c.get("name") or c.get("hardware") or ""),
+                "address": str(c.get("source") or (xaddrs[0] if xaddrs else "")),
+                "detail": str(c.get("hardware") or ""),
+            }
+        )
+    board = found.get("board")
+    if board:
+        rows.append(
+            {
+                "kind": "alarm_board",
+                "name": str(board.get("board_id") or ""),
+                "address": str(board.get("device") or ""),
+                "detail": f"fw {board.get('fw_version') or '?'}, {board.get('n_inputs') or 0} in",
+            }
+        )
+    for t in found.get("sip") or []:
+        if t.get("reachable"):
+            rows.append(
+                {
+                    "kind": "conference_terminal",
+                    "name": str(t.get("user_agent") or ""),
+                    "address": str(t.get("address") or ""),
+                    "detail": f"SIP {t.get('status') or ''} {t.get('reason') or ''}".strip(),
+                }
+            )
+    return [{k: v[:128] for k, v in r.items()} for r in rows[:MAX_REPORT_DEVICES]]
 
 
 class StepFailed(Exception):

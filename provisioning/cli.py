@@ -199,7 +199,13 @@ def write_config(
 def _run_check(workdir: Path, central: str | None, timeout: float, technician: str = "") -> bool:
     from rich.console import Console
 
-    from provisioning.check import STEP_TITLES, CheckTarget, StepResult, run_check
+    from provisioning.check import (
+        STEP_TITLES,
+        CheckTarget,
+        StepResult,
+        devices_from_state,
+        run_check,
+    )
     from provisioning.flow import CA, CERT, CONFIG, KEY, REPORT, State
 
     state = State.open(workdir)
@@ -239,6 +245,7 @@ def _run_check(workdir: Path, central: str | None, timeout: float, technician: s
         report = run_check(
             target, timeout_s=timeout, on_step=on_step, on_result=on_result, technician=technician
         )
+    report.devices = devices_from_state(state.data.get("discovered"))
     report.save(workdir / REPORT)
     _report_html_and_upload(state, report.to_json(), url)
     if report.ok:

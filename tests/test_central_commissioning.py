@@ -119,7 +119,8 @@ def test_upload_needs_the_token_that_enrolled_the_node(site: Site) -> None:
     status, body = post(site, A, report(A, ok=False, technician="王工"), token_a)
     assert status == 201
     got = get_json(site, f"/api/v1/nodes/{A}/commissioning")
-    assert got["latest"]["ok"] is False and got["latest"]["technician"] == "王工"
+    # the passed report stays the record; the later failure is counted beside it
+    assert got["latest"]["ok"] is True and got["latest"]["failed_since"] == 1
     assert [r["technician"] for r in got["reports"]] == ["王工", "李工"]  # history, newest first
 
     refusals = {
@@ -198,3 +199,44 @@ def test_cli_saves_html_and_resumes_the_upload(site: Site) -> None:
     got = get_json(site, f"/api/v1/nodes/{node}/commissioning")
     saved = json.loads((work / "report.json").read_text("utf-8"))
     assert got["latest"]["started_at"] == saved["started_at"] and got["latest"]["ok"] is False
+
+
+def test_page_reads_top_down_in_one_language_with_devices() -> None:
+    from central.commissioning_page import Place, render
+
+    r = report(C)
+    r["steps"] = [
+        {"step": "tls", "ok": True, "detail": "127.0.0.1:8883 TLSv1.2", "seconds": 0.1},
+        {"step": "birth", "ok": True, "detail": "online", "seconds": 1.0},
+        {"step": "health", "ok": True, "detail": "3 report(s)", "seconds": 2.0},
+        {"step": "clock", "ok": True, "detail": "skew +0.4 s", "seconds": 0.1},
+    ]
+    r["devices"] = [
+        {"kind": "camera", "name": "村委会大门", "address": "192.168.1.64", "detail": "DS-2CD"},
+        {"kind": "alarm_board", "name": "b1", "address": "/dev/ttyS1", "detail": "fw 1.0, 8 in"},
+    ]
+    page = render(r, Place(village="三塘村委会", county="兴宁区", township="三塘镇"))
+    body = page[page.index("<body>") :]
+    # county › township › village › node, top-down; the county label is the official one
+    assert body.index("兴宁区") < body.index("三塘镇") < body.index("三塘村委会") < body.index(C)
+    assert "县（市、区）" in page
+    assert "结论：" in page and "结论:" not in page  # full-width colon in Chinese
+    for english in ("report(s)", "online", "skew", "TLSv1.2)"):  # 说明 column in Chinese
+        assert english not in body.split('<table class="steps">')[1].split("</table>")[0]
+    assert "已收到 3 份健康报告" in page and "与中心相差 +0.4 秒" in page
+    assert "摄像机" in page and "村委会大门" in page and "报警板" in page and "/dev/ttyS1" in page
+    en = render(r, Place(village="三塘村委会", county="兴宁区", township="三塘镇"), "en")
+    assert "Result: " in en and "3 report(s)" in en and "Camera" in en
+
+
+def test_a_failed_recheck_does_not_replace_the_passed_report(site: Site) -> None:
+    node = "450102101201-r"
+    token, _ = enrol(site, node)
+    assert post(site, node, report(node, ok=True, technician="张工"), token)[0] == 201
+    assert post(site, node, report(node, ok=False, technician="李工"), token)[0] == 201
+    got = get_json(site, f"/api/v1/nodes/{node}/commissioning")
+    assert got["latest"]["ok"] is True and got["latest"]["technician"] == "张工"
+    assert got["latest"]["failed_since"] == 1 and got["latest"]["last_attempt_at"] is not None
+    assert [r["ok"] for r in got["reports"]] == [False, True]  # the history keeps both
+    status, page = fetch(site, f"/dashboard/commissioning/{node}")
+    assert status == 200 and "通过" in page and "此后有 1 次复检未通过" in page
