@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.functional_validators import PlainValidator
 from pydantic_core import PydanticCustomError
 
-from edge.texts import config_error
+from edge.texts import config_error, os_error_zh, toml_where_zh
 from wire import valid_node_id
 from wire.limits import DEFAULT_HEALTH_INTERVAL_S, MAX_HEALTH_INTERVAL_S, MIN_HEALTH_INTERVAL_S
 
@@ -341,13 +341,11 @@ def load_config(path: Path) -> EdgeConfig:
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise ConfigError(
-            [ConfigProblem("", config_error("file", {"detail": e}, str(e)))]
-        ) from None
+        ctx = {"detail": e, "path": path, "why_zh": os_error_zh(e)}
+        raise ConfigError([ConfigProblem("", config_error("file", ctx, str(e)))]) from None
     try:
         data = tomllib.loads(raw.decode("utf-8", errors="replace"))
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(
-            [ConfigProblem("", config_error("toml", {"detail": e}, str(e)))]
-        ) from None
+        ctx = {"detail": e, "where_zh": toml_where_zh(e)}
+        raise ConfigError([ConfigProblem("", config_error("toml", ctx, str(e)))]) from None
     return parse_config(data)

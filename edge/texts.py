@@ -6,6 +6,8 @@ placeholders; an unknown key falls back to pydantic's own (English) message.
 
 from __future__ import annotations
 
+import errno
+import re
 from typing import Any
 
 #: pydantic error type -> (zh-CN, English). Placeholders come from the error's ``ctx``.
@@ -41,8 +43,8 @@ CONFIG_ERRORS: dict[str, tuple[str, str]] = {
         "the key must be 32, 48 or 64 hex digits (AES-128/192/256)",
     ),
     "sia_account_twice": ("账号 {account} 配置了两次", "account {account} is configured twice"),
-    "toml": ("TOML 语法错误：{detail}", "TOML syntax error: {detail}"),
-    "file": ("无法读取配置文件：{detail}", "cannot read the config file: {detail}"),
+    "toml": ("TOML 语法错误：{where_zh}", "TOML syntax error: {detail}"),
+    "file": ("无法读取配置文件 {path}：{why_zh}", "cannot read the config file: {detail}"),
 }
 
 #: Other user-facing lines (CLI, local API).
@@ -68,11 +70,35 @@ def _fill(template: str, ctx: dict[str, Any]) -> str:
         return template
 
 
+_TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
+_TOML_END = re.compile(r"\(at end of document\)")
+_OS_ZH = {
+    errno.ENOENT: "文件不存在，检查路径",
+    errno.EACCES: "没有读取权限（代理以 shilian 用户运行）",
+    errno.EISDIR: "这是一个目录，不是文件",
+}
+
+
+def toml_where_zh(err: Exception) -> str:
+    """Where a TOML syntax error is, in Chinese (tomllib's text is English only)."""
+    m = _TOML_AT.search(str(err))
+    if m:
+        return f"第 {m.group(1)} 行第 {m.group(2)} 列附近，检查引号、等号与方括号"
+    if _TOML_END.search(str(err)):
+        return "文件末尾不完整，检查引号与方括号是否成对"
+    return "检查引号、等号与方括号"
+
+
+def os_error_zh(err: OSError) -> str:
+    """Why a file could not be read, in Chinese."""
+    return _OS_ZH.get(err.errno or 0, f"读取失败（错误码 {err.errno}）")
+
+
 def config_error(err_type: str, ctx: dict[str, Any] | None, fallback: str) -> str:
     """``"<zh> / <en>"`` for one config error; pydantic's message when the type is unknown."""
     pair = CONFIG_ERRORS.get(err_type)
-    if pair is None:
-        return f"{fallback} / {fallback}"
+    if pair is None:  # a check this catalogue does not name yet: no English in the zh half
+        return f"配置值无效（{err_type}）/ {fallback}"
     c = ctx or {}
     return f"{_fill(pair[0], c)} / {_fill(pair[1], c)}"
 

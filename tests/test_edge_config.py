@@ -116,3 +116,22 @@ def test_check_config_cli(tmp_path: Path) -> None:
     assert res.exit_code == 1
     assert "broker.port: 应为 1–65535 的整数 / must be an integer 1–65535" in res.output
     assert "7 error(s)" in res.output
+
+
+def _zh_part(problem: str) -> str:
+    return problem.split(" / ", 1)[0]
+
+
+def test_file_and_syntax_errors_are_chinese_in_the_chinese_part(tmp_path: Path) -> None:
+    import re
+
+    missing = tmp_path / "edge.toml"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('node_id = "450102001001-a"\n[broker\nport = 1883\n')
+    for path, expect in ((missing, "文件不存在"), (bad, "第 2 行")):
+        with pytest.raises(ConfigError) as e:
+            load_config(path)
+        zh = _zh_part(e.value.problems[0].message)
+        assert expect in zh, zh
+        # no English words from the parser or the OS in the Chinese half (the path may appear)
+        assert not re.search(r"\b[a-z]{3,}\b", zh.replace(str(path), "")), zh
