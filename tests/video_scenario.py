@@ -26,12 +26,13 @@ class SimDevice:
     kind: str
     health: str
     model: str = ""
+    age_s: float = 3600.0  # how long ago this health began
 
     def state(self, node_id: str, ts: float) -> wire.DeviceState:
         detail: dict[str, Any] = {
             "health": self.health,
             "reason": f"{self.health} / {self.health}",
-            "since": ts - 3600,
+            "since": ts - self.age_s,
         }
         if self.model:
             detail["model"] = self.model
@@ -68,7 +69,8 @@ class Scenario:
                     n = SimNode(f"{village}-{name}", rng.random() < 0.75)
                     for i in range(rng.randint(0, 4)):
                         health = CameraHealth.OK if rng.random() < 0.6 else rng.choice(cam)
-                        n.devices.append(SimDevice(f"cam{i + 1}", "camera", health, "DS-2CD"))
+                        age = rng.uniform(60, 7 * 86400)
+                        n.devices.append(SimDevice(f"cam{i + 1}", "camera", health, "DS-2CD", age))
                     if rng.random() < 0.7:
                         th = (
                             TerminalHealth.OK

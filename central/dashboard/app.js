@@ -155,6 +155,7 @@ function unitView(code) {
   const hasMap = BOOT.maps.includes(code) && SHAPES[code] && typeof echarts.getMap === "function" && echarts.getMap(SHAPES[code]);
   const hasRank = !isVillage && code.length < 9;
   const eventsFirst = !hasMap && hasRank; // beside the ranking when there is no map
+  const video = videoView(code, hasRank); // video.js: the stricter figure and the devices
   const events = `<section class="card ${BOOT.wall ? "span12" : eventsFirst ? "span5" : "span4"}"><h2>${esc(t("events_title"))}</h2><div data-test="events"></div></section>`;
   root.innerHTML = `
     <div class="grid">
@@ -168,6 +169,7 @@ function unitView(code) {
       <section class="card stat ok span2"><h2>${esc(t("nodes_online"))}</h2><div class="big" data-test="nodes-online"></div></section>
       <section class="card stat bad span2"><h2>${esc(t("nodes_offline"))}</h2><div class="big" data-test="nodes-offline"></div></section>
       <section class="card stat warn span2" ${BOOT.alarms ? "" : "hidden"}><h2>${esc(t("alarms_open"))}</h2><div class="big" data-test="alarms-open"></div></section>
+      ${video.html}
       ${hasMap ? `<section class="card span7"><h2>${esc(t("map_title"))}</h2><div class="chart" data-test="map"></div></section>` : ""}
       ${hasRank ? `<section class="card ${hasMap ? "span5" : "span7"}"><h2>${esc(t("rank_title"))}</h2><div class="chart" data-test="rank"></div></section>` : ""}
       ${eventsFirst ? events : ""}
@@ -191,6 +193,7 @@ function unitView(code) {
       ${eventsFirst ? "" : events}
     </div>`;
 
+  video.mount(root);
   let map = null, rank = null, mapBase = null;
   if (hasMap) {
     const geo = echarts.getMap(SHAPES[code]);
@@ -359,6 +362,7 @@ function unitView(code) {
     $("[data-test=events]", root).innerHTML = eventsList(overview.events);
     renderTable();
     renderCharts();
+    video.render(coverage);
     if (!map) markReady();
   }
 
@@ -399,6 +403,7 @@ function unitView(code) {
       data = { coverage, overview };
       if (unseen) await loadUnseen();
       render();
+      await video.load();
       if (performance.now() - trendAt > TREND_REFRESH_MS) { trendAt = performance.now(); loadTrend(); } // not on the first paint's path
       if (BOOT.wall && code === BOOT.scope && wallTimer === null) {
         wallStep();
@@ -614,7 +619,7 @@ function connectLive() {
     refreshAlerts();
   });
   src.addEventListener("alert", refreshAlerts);
-  for (const kind of ["node", "coverage", "event", "resync"]) {
+  for (const kind of ["node", "coverage", "event", "devices", "resync"]) {
     src.addEventListener(kind, scheduleRefresh);
   }
   src.onerror = () => {
