@@ -27,7 +27,7 @@ from central import auth, views
 from central.commands import CommandError
 from central.config import AuthConfig
 from central.coverage import CoverageIndex, UnitCoverage
-from central.devices import DeviceIndex, unit_json
+from central.devices import DeviceIndex, suppress, unit_json
 from registry import Registry, Unit
 from wire import MAX_PAYLOAD_BYTES, Priority, valid_node_id
 
@@ -367,6 +367,7 @@ async def node(request: web.Request) -> web.Response:
     detail = await request.app[READS].run(lambda c: views.node_detail(c, node_id))
     if detail is None:
         raise _unknown_node(node_id)
+    suppress(detail["devices"], detail["state"] == "online")  # offline: devices unknown
     return _ok(_with_names(ctx.registry, detail))
 
 

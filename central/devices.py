@@ -367,6 +367,17 @@ def _kind_json(s: UnitDevices, kind: str) -> dict[str, Any]:
     return {"total": sum(states.values()), "state": dict(states), "health": dict(s.healths[kind])}
 
 
+def suppress(devices: list[dict[str, Any]], node_online: bool) -> None:
+    """Mark a node detail's device rows (central.views) with their effective state: while the
+    node is offline every device is ``unknown`` (``suppressed``), what it last said kept as
+    ``reported_state``."""
+    for d in devices:
+        d["reported_state"] = d["state"]
+        d["suppressed"] = not node_online
+        if not node_online:
+            d["state"] = "unknown"
+
+
 def device_json(v: DeviceView) -> dict[str, Any]:
     """One device in the API: effective ``state``/``health`` and what the node last reported."""
     d = v.device

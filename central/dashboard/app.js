@@ -521,7 +521,7 @@ function nodeView(id) {
     const devs = n.devices.filter((d) => !d.removed);
     $("[data-test=devices]", root).innerHTML = devs.length ? `<table><thead><tr><th>${esc(t("col_device"))}</th><th>${esc(t("col_kind"))}</th>
       <th>${esc(t("col_state"))}</th><th>${esc(t("col_time"))}</th></tr></thead><tbody>${devs.map((d) => `<tr data-device="${esc(d.device_id)}">
-      <td>${esc(d.name || d.device_id)}</td><td>${esc(kindName(d.kind))}</td><td>${pill(d.state === "up" ? "online" : d.state === "unknown" ? "never" : "offline", t(`device_${d.state}`))}</td><td>${esc(fmtTime(d.ts))}</td></tr>`).join("")}</tbody></table>`
+      <td>${esc(d.name || d.device_id)}</td><td>${esc(kindName(d.kind))}</td><td>${pill(d.state === "up" ? "online" : d.state === "unknown" ? "never" : "offline", d.suppressed ? t("health_node_offline") : t(`device_${d.state}`))}</td><td>${esc(fmtTime(d.ts))}</td></tr>`).join("")}</tbody></table>`
       : `<p class="muted">${esc(t("no_devices"))}</p>`;
     $("[data-test=node-events]", root).innerHTML = eventsList(n.events);
     markReady();
