@@ -7,7 +7,9 @@ from __future__ import annotations
 import random
 
 from central.alerts import AlertRule, Evaluator, observe_devices
+from central.device_feed import MAX_VILLAGES_PER_BATCH, device_messages
 from central.devices import NODE_OFFLINE, DeviceIndex, parse_device
+from central.live import visible
 from central.store import DeviceRow
 from tests.video_scenario import NANNING, Scenario, SimDevice
 from wire.devices import CameraHealth
@@ -147,3 +149,11 @@ def test_held_device_conditions_neither_fire_nor_resolve() -> None:
     assert len(ev.firing) == 2
     # Back online, the cameras fine again: the two old alerts resolve, nothing else happens.
     assert [t.status for t in ev.step({"cams": []}, 300.0)] == ["resolved", "resolved"]
+
+
+def test_live_devices_messages_are_per_village_scoped_and_capped() -> None:
+    msgs = device_messages({VILLAGE, "450103001001"})
+    assert [m.data["village"] for m in msgs] == sorted({VILLAGE, "450103001001"})
+    assert [visible(m, "450102") for m in msgs] == [True, False]  # a 兴宁区 user sees 兴宁区's
+    many = {f"450102{i:06d}" for i in range(MAX_VILLAGES_PER_BATCH + 1)}
+    assert [m.kind for m in device_messages(many)] == ["resync"]
