@@ -27,7 +27,8 @@ from central import auth, views
 from central.commands import CommandError
 from central.config import AuthConfig
 from central.coverage import CoverageIndex, UnitCoverage
-from central.devices import DeviceIndex, suppress, unit_json
+from central.device_json import suppress, unit_json
+from central.devices import DeviceIndex
 from registry import Registry, Unit
 from wire import MAX_PAYLOAD_BYTES, Priority, valid_node_id
 

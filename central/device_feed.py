@@ -28,15 +28,15 @@ def load_devices(
 ) -> DeviceIndex:
     """The index as the store has it (villages outside the registry are skipped)."""
     index = DeviceIndex(registry)
-    for n in nodes:
-        index.set_node(n.node_id, n.state == "online")
     marks = ",".join("?" * len(KINDS))
-    for row in conn.execute(
+    rows = conn.execute(
         "SELECT node_id, device_id, kind, state, name, ts, detail FROM devices"
         f" WHERE removed = 0 AND kind IN ({marks})",
         KINDS,
-    ):
-        index.set_device(parse_device(*row))
+    )
+    index.apply(
+        (), [(n.node_id, n.state == "online") for n in nodes], (parse_device(*r) for r in rows)
+    )
     return index
 
 

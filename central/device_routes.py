@@ -17,7 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from central import api, auth
-from central.devices import KINDS, DeviceIndex, DeviceView, device_json
+from central.device_json import device_json
+from central.devices import KINDS, DeviceIndex, DeviceView
 
 #: Page sizes: a township's devices fit in the default; the cap keeps one answer bounded (a
 #: county has a few thousand cameras: page with offset).

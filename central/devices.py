@@ -169,52 +169,78 @@ class DeviceIndex:
 
     def set_node(self, node_id: str, online: bool) -> bool:
         """A node is known and online or not. True if a figure changed."""
-        village = node_id[:12]
-        v = self._village(village)
-        if v is None or v.nodes.get(node_id) == online:
-            return False
-        v.nodes[node_id] = online
-        return self._refresh(village, v)
+        return self._refreshed(self._put_node(node_id, online))
 
     def set_device(self, device: Device) -> bool:
         """Add or replace a device (other kinds than :data:`KINDS` are ignored)."""
-        if device.kind not in KINDS:
-            return self.remove_device(device.node_id, device.device_id)
-        v = self._village(device.village)
-        if v is None:
-            return False
-        key = (device.node_id, device.device_id)
-        v.nodes.setdefault(device.node_id, False)
-        if v.devices.get(key) == device:
-            return False
-        v.devices[key] = device
-        return self._refresh(device.village, v)
+        return self._refreshed(self._put_device(device))
 
     def remove_device(self, node_id: str, device_id: str) -> bool:
-        v = self._villages.get(node_id[:12])
-        if v is None or v.devices.pop((node_id, device_id), None) is None:
-            return False
-        return self._refresh(node_id[:12], v)
+        return self._refreshed(self._drop_device(node_id, device_id))
 
-    def apply(self, rows: Iterable[object], changes: Iterable[tuple[str, bool]]) -> set[str]:
-        """A committed batch: its ``DeviceRow`` writes (other writes are skipped) and node
-        changes. Returns the villages whose figures or device list changed."""
+    def apply(
+        self,
+        rows: Iterable[object],
+        changes: Iterable[tuple[str, bool]],
+        devices: Iterable[Device] = (),
+    ) -> set[str]:
+        """A committed batch: its ``DeviceRow`` writes (other writes are skipped), node changes
+        and (at load) parsed ``devices``; each touched village is recounted once. Returns the
+        villages whose figures or device list changed."""
         touched: set[str] = set()
         for r in rows:
             if not isinstance(r, DeviceRow):
                 continue
             if r.removed:
-                changed = self.remove_device(r.node_id, r.device_id)
+                village = self._drop_device(r.node_id, r.device_id)
             else:
-                changed = self.set_device(
+                village = self._put_device(
                     parse_device(r.node_id, r.device_id, r.kind, r.state, r.name, r.ts, r.detail)
                 )
-            if changed:
-                touched.add(r.node_id[:12])
+            if village is not None:
+                touched.add(village)
+        for d in devices:
+            if (village := self._put_device(d)) is not None:
+                touched.add(village)
         for node_id, online in changes:
-            if self.set_node(node_id, online):
-                touched.add(node_id[:12])
+            if (village := self._put_node(node_id, online)) is not None:
+                touched.add(village)
+        for village in touched:
+            self._refresh(village, self._villages[village])
         return touched
+
+    def _put_node(self, node_id: str, online: bool) -> str | None:
+        """Record a node's state; its village if that changed anything (not yet recounted)."""
+        v = self._village(node_id[:12])
+        if v is None or v.nodes.get(node_id) == online:
+            return None
+        v.nodes[node_id] = online
+        return node_id[:12]
+
+    def _put_device(self, device: Device) -> str | None:
+        if device.kind not in KINDS:
+            return self._drop_device(device.node_id, device.device_id)
+        v = self._village(device.village)
+        if v is None:
+            return None
+        key = (device.node_id, device.device_id)
+        v.nodes.setdefault(device.node_id, False)
+        if v.devices.get(key) == device:
+            return None
+        v.devices[key] = device
+        return device.village
+
+    def _drop_device(self, node_id: str, device_id: str) -> str | None:
+        v = self._villages.get(node_id[:12])
+        if v is None or v.devices.pop((node_id, device_id), None) is None:
+            return None
+        return node_id[:12]
+
+    def _refreshed(self, village: str | None) -> bool:
+        if village is None:
+            return False
+        self._refresh(village, self._villages[village])
+        return True
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -282,12 +308,12 @@ class DeviceIndex:
             v = self._villages[village] = _Village()
         return v
 
-    def _refresh(self, village: str, v: _Village) -> bool:
+    def _refresh(self, village: str, v: _Village) -> None:
         """Recount ``village`` and move the difference up its chain of units."""
         new = self._count(v)
         old = v.counts
         if new == old:
-            return True  # the device list changed (a name, a reason), the counts did not
+            return  # the device list changed (a name, a reason), the counts did not
         delta = {k: new.get(k, 0) - old.get(k, 0) for k in new.keys() | old.keys()}
         v.counts = new
         for unit in self._ancestors[village]:
@@ -301,7 +327,6 @@ class DeviceIndex:
                         del counts[k]
             if not counts:
                 del self._units[unit]
-        return True
 
     def _count(self, v: _Village) -> dict[tuple[str, ...], int]:
         c: dict[tuple[str, ...], int] = {}
@@ -337,64 +362,3 @@ class DeviceIndex:
                         stack.append(child)
             self._villages_under[code] = n
         return n
-
-
-def unit_json(index: DeviceIndex, code: str) -> dict[str, Any]:
-    """The ``video`` object of a unit in the coverage API (docs/api.md)."""
-    s = index.summary(code)
-    out: dict[str, Any] = {
-        "fully_connected": s.fully_connected,
-        "fully_connected_ratio": s.ratio,
-        "networks": dict(s.networks),
-        "cameras": _kind_json(s, CAMERA),
-        "terminals": _kind_json(s, CONFERENCE_TERMINAL),
-        "info_system": _kind_json(s, INFO_SYSTEM),
-    }
-    if len(code) == 12:
-        n = index.networks(code)
-        out["village"] = {
-            "video_network": n.video_network,
-            "public_video": n.public_video,
-            "info_system": n.info_system,
-            "terminal": n.terminal,
-            "fully_connected": n.fully_connected,
-        }
-    return out
-
-
-def _kind_json(s: UnitDevices, kind: str) -> dict[str, Any]:
-    states = s.states[kind]
-    return {"total": sum(states.values()), "state": dict(states), "health": dict(s.healths[kind])}
-
-
-def suppress(devices: list[dict[str, Any]], node_online: bool) -> None:
-    """Mark a node detail's device rows (central.views) with their effective state: while the
-    node is offline every device is ``unknown`` (``suppressed``), what it last said kept as
-    ``reported_state``."""
-    for d in devices:
-        d["reported_state"] = d["state"]
-        d["suppressed"] = not node_online
-        if not node_online:
-            d["state"] = "unknown"
-
-
-def device_json(v: DeviceView) -> dict[str, Any]:
-    """One device in the API: effective ``state``/``health`` and what the node last reported."""
-    d = v.device
-    return {
-        "node_id": d.node_id,
-        "device_id": d.device_id,
-        "village": d.village,
-        "kind": d.kind,
-        "name": d.name,
-        "state": v.state,
-        "health": v.health,
-        "suppressed": v.suppressed,
-        "reported_state": d.state,
-        "reported_health": d.health,
-        "reason": d.reason,
-        "since": d.since,
-        "model": d.model,
-        "firmware": d.firmware,
-        "ts": d.ts,
-    }
