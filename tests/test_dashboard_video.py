@@ -133,7 +133,13 @@ def test_a_village_shows_its_three_networks_and_its_devices(
 ) -> None:
     central, scn = site
     # A village with an offline node and devices: its devices show unknown (node offline).
-    village = next(n.node_id[:12] for n in scn.nodes if not n.online and n.devices)
+    village = next(
+        n.node_id[:12]
+        for n in scn.nodes
+        if n.devices and not any(m.online for m in scn.nodes if m.node_id[:12] == n.node_id[:12])
+    )
+    overview = central.get(f"/api/v1/dashboard/overview?code={village}")
+    assert {d["state"] for d in overview["devices"]} == {"unknown"}  # not what it last said
     _open(page, central, village)
     flags = scn.village_flags(village)
     for net in ("video_network", "public_video", "info_system", "terminal"):
