@@ -58,8 +58,8 @@ soak: sysdeps venv
 
 # Refresh the README's dashboard screenshots from a browser-test run.
 screenshots: sysdeps venv
-	$(BIN)/pytest -q tests/test_dashboard.py tests/test_dashboard_ops.py
-	for n in overview county village node wall alerts trend report; do \
+	$(BIN)/pytest -q tests/test_dashboard.py tests/test_dashboard_ops.py tests/test_dashboard_video.py
+	for n in overview county village node wall alerts trend report video-county video-village; do \
 	  cp test-artifacts/dashboard/$$n.png docs/screenshots/dashboard-$$n.png; done
 
 clean:

@@ -42,9 +42,11 @@ from central.alerts import (
     observe_alarms,
     observe_backlog,
     observe_coverage,
+    observe_devices,
     observe_offline,
 )
 from central.coverage import CoverageIndex
+from central.devices import DeviceIndex
 from central.live import LiveHub, Message
 from central.store import NodeRow, connect
 from central.webhooks import WebhookSender, webhook_body
@@ -178,6 +180,7 @@ class AlertTask:
         hub: LiveHub,
         metrics: prometheus_client.CollectorRegistry,
         clock: Callable[[], float],
+        devices: DeviceIndex | None = None,
     ) -> None:
         self.cfg = cfg
         self.db_path = db_path
@@ -186,6 +189,7 @@ class AlertTask:
         self.nodes = nodes
         self.hub = hub
         self.clock = clock
+        self.devices = devices
         self.evaluator = Evaluator()
         self.rules_source = "config"
         self.recent: deque[Alert] = deque(maxlen=RECENT_RESOLVED)
@@ -277,6 +281,10 @@ class AlertTask:
                 )
                 names = {v: self._name(v) for v in {r[1][:12] for r in rows}}
                 observed[rule.id] = observe_alarms(rule, rows, names, now)
+            elif rule.kind == "device_down":
+                rows3 = self._device_faults(code)
+                names = {v: self._name(v) for v in {r[0][:12] for r in rows3}}
+                observed[rule.id] = observe_devices(rule, rows3, names, now)
             else:
                 assert rule.backlog is not None
                 rows2 = await self._reads.run(
@@ -285,6 +293,21 @@ class AlertTask:
                 names = {v: self._name(v) for v in {r[0][:12] for r in rows2}}
                 observed[rule.id] = observe_backlog(rule, rows2, names)
         return observed
+
+    def _device_faults(self, code: str) -> list[tuple[str, str, str, str, float, bool]]:
+        """Devices under ``code`` whose node last reported them not ok (central.alerts)."""
+        if self.devices is None:
+            return []
+        online_since = {n.node_id: n.state_since for n in self.nodes() if n.state == "online"}
+        out = []
+        for v in self.devices.devices(code):
+            d = v.device
+            if d.health == "ok":
+                continue
+            began = d.since if d.since is not None else d.ts
+            since = max(began, online_since.get(d.node_id, 0.0))
+            out.append((d.node_id, d.device_id, d.kind, d.health, since, v.suppressed))
+        return out
 
     async def evaluate(self) -> list[Transition]:
         now = self.clock()

@@ -6,7 +6,12 @@ Rules (``[[alerts.rules]]`` in central.toml, or replaced by an admin through the
 - ``node_offline``: a node under ``code`` offline for more than ``minutes`` (one alert per node);
 - ``alarm_unacked``: an alarm under ``code`` not acknowledged ``minutes`` after central received
   it (one alert per alarm);
-- ``outbox_backlog``: a node's last reported outbox depth above ``backlog`` (for ``minutes``).
+- ``outbox_backlog``: a node's last reported outbox depth above ``backlog`` (for ``minutes``);
+- ``device_down``: a camera, conference terminal or information-system link under ``code`` not
+  ``ok`` for more than ``minutes`` while its node is online (one alert per device). Counted from
+  when the fault began or the node came back online, whichever is later; while the node is
+  offline its devices neither fire nor resolve (child suppression: the node's silence is one
+  fault, reported by ``node_offline``, not one per camera).
 
 Each evaluation turns *observations* (the conditions that hold now, per rule and instance key)
 into *transitions*: an alert fires when its condition has held for the rule's duration, and
@@ -26,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 #: this the oldest conditions are shown and the rest are summarised by the count.
 MAX_ALERTS_PER_RULE = 500
 
-Kind = Literal["coverage_below", "node_offline", "alarm_unacked", "outbox_backlog"]
+Kind = Literal["coverage_below", "node_offline", "alarm_unacked", "outbox_backlog", "device_down"]
 
 
 class _Model(BaseModel):
@@ -66,7 +71,7 @@ class AlertRule(_Model):
             raise ValueError("coverage_below needs threshold_pct / 需要 threshold_pct")
         if self.kind == "outbox_backlog" and self.backlog is None:
             raise ValueError("outbox_backlog needs backlog / 需要 backlog")
-        if self.kind in ("node_offline", "alarm_unacked") and self.minutes <= 0:
+        if self.kind in ("node_offline", "alarm_unacked", "device_down") and self.minutes <= 0:
             raise ValueError(f"{self.kind} needs minutes > 0 / 需要 minutes > 0")
         return self
 
@@ -111,7 +116,8 @@ def check_unique(rules: Iterable[AlertRule]) -> None:
 class Condition:
     """A rule's condition holding now for one instance (``key``: a unit code, node id or alarm
     id). ``since``: when it began if known (a node's offline time); None: the evaluator counts
-    from the first evaluation that saw it."""
+    from the first evaluation that saw it. ``held``: the instance cannot be observed now (its
+    node is offline): a firing alert stays as it is, nothing new fires."""
 
     key: str
     labels: Mapping[str, str]
@@ -119,6 +125,7 @@ class Condition:
     en: str
     value: float
     since: float | None = None
+    held: bool = False
 
 
 @dataclass(slots=True)
@@ -183,6 +190,10 @@ class Evaluator:
             for c in conditions:
                 key = (rule_id, c.key)
                 existing = self.firing.get(key)
+                if c.held:
+                    if existing is not None:
+                        live.add(key)
+                    continue
                 if existing is not None:
                     live.add(key)
                     existing.value, existing.zh, existing.en = c.value, c.zh, c.en
@@ -313,6 +324,48 @@ def observe_backlog(
                 zh=f"节点 {node_id}（{name}）待发消息 {depth} 条，超过 {rule.backlog}",
                 en=f"node {node_id} ({name}) has {depth} messages queued, over {rule.backlog}",
                 value=float(depth),
+            )
+        )
+    return out
+
+
+#: Names of the device kinds in alert texts (zh, en).
+_DEVICE_KIND = {
+    "camera": ("摄像机", "camera"),
+    "conference_terminal": ("会议终端", "conference terminal"),
+    "info_system": ("综治信息系统链路", "information-system link"),
+}
+
+
+def observe_devices(
+    rule: AlertRule,
+    devices: Iterable[tuple[str, str, str, str, float, bool]],
+    village_name: Mapping[str, str],
+    now: float,
+) -> list[Condition]:
+    """``devices``: (node id, device id, kind, health, since, suppressed) of the devices under
+    the code that are not ok; ``since``: when the fault began or the node came back online,
+    whichever is later; ``suppressed``: the node is offline (the condition is held)."""
+    out = []
+    for node_id, device_id, kind, health, since, suppressed in devices:
+        labels = _node_labels(node_id, village_name) | {
+            "device": device_id,
+            "device_kind": kind,
+            "health": health,
+        }
+        name = labels["village"]
+        zh_kind, en_kind = _DEVICE_KIND.get(kind, (kind, kind))
+        out.append(
+            Condition(
+                key=f"{node_id}/{device_id}",
+                labels=labels,
+                zh=f"{zh_kind} {device_id}（{name}，节点 {node_id}）{health} 超过 "
+                f"{_minutes(rule.minutes)} 分钟",
+                en=f"{en_kind} {device_id} ({name}, node {node_id}) {health} for more than "
+                f"{_minutes(rule.minutes)} min",
+                value=now - since,
+                since=since,
+                held=suppressed,
             )
         )
     return out

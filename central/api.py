@@ -27,6 +27,8 @@ from central import auth, views
 from central.commands import CommandError
 from central.config import AuthConfig
 from central.coverage import CoverageIndex, UnitCoverage
+from central.device_json import suppress, unit_json
+from central.devices import DeviceIndex
 from registry import Registry, Unit
 from wire import MAX_PAYLOAD_BYTES, Priority, valid_node_id
 
@@ -68,6 +70,7 @@ class ApiContext:
     commands: CommandSender | None
     clock: Callable[[], float]
     auth: AuthConfig = field(default_factory=AuthConfig)
+    devices: DeviceIndex | None = None  # cameras, terminals: the stricter figure
 
 
 class ApiError(Exception):
@@ -306,6 +309,9 @@ async def coverage(request: web.Request) -> web.Response:
         "ancestors": [_crumb(u) for u in ctx.registry.ancestors(code) if u.code.startswith(scope)],
         "children": [_unit_json(c) for c in ctx.coverage.children(code)],
     }
+    if ctx.devices is not None:
+        for u in (body["unit"], *body["children"]):
+            u["video"] = unit_json(ctx.devices, u["code"])
     if ctx.registry.has_village(code):
         body["nodes"] = await request.app[READS].run(lambda c: views.village_nodes(c, code))
     return _ok(body)
@@ -365,6 +371,7 @@ async def node(request: web.Request) -> web.Response:
     detail = await request.app[READS].run(lambda c: views.node_detail(c, node_id))
     if detail is None:
         raise _unknown_node(node_id)
+    suppress(detail["devices"], detail["state"] == "online")  # offline: devices unknown
     return _ok(_with_names(ctx.registry, detail))
 
 

@@ -209,12 +209,14 @@ def unit_counts(conn: sqlite3.Connection, code: str) -> dict[str, int]:
 
 
 def device_counts(conn: sqlite3.Connection, code: str) -> list[dict[str, Any]]:
-    """Devices (not removed) of the nodes under ``code``, counted by kind and state."""
+    """Devices (not removed) of the nodes under ``code``, counted by kind and state; a device
+    of an offline node counts as ``unknown`` (what it last reported is not known to hold)."""
     low, high = code.ljust(12, "0"), code.ljust(12, "9")
     rows = conn.execute(
-        "SELECT d.kind, d.state, count(*) FROM devices d JOIN nodes n ON n.node_id = d.node_id"
-        " WHERE d.removed = 0 AND n.village BETWEEN ? AND ? GROUP BY d.kind, d.state"
-        " ORDER BY d.kind, d.state",
+        "SELECT d.kind, CASE WHEN n.state = 'online' THEN d.state ELSE 'unknown' END AS st,"
+        " count(*) FROM devices d JOIN nodes n ON n.node_id = d.node_id"
+        " WHERE d.removed = 0 AND n.village BETWEEN ? AND ? GROUP BY d.kind, st"
+        " ORDER BY d.kind, st",
         (low, high),
     )
     return [{"kind": k, "state": st, "count": int(n)} for k, st, n in rows]

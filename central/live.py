@@ -41,9 +41,10 @@ class Message:
 
 def visible(message: Message, scope: str) -> bool:
     """Whether a user whose scope is ``scope`` (a division-code prefix) may see ``message``:
-    node and event messages by their village, coverage by its unit (units above the scope are
-    not shown: their figures include other counties); hello and resync go to everyone."""
-    if message.kind in ("node", "event"):
+    node, event and devices messages by their village, coverage by its unit (units above the
+    scope are not shown: their figures include other counties); hello and resync go to
+    everyone."""
+    if message.kind in ("node", "event", "devices"):
         return str(message.data.get("village", "")).startswith(scope)
     if message.kind == "coverage":
         return str(message.data.get("code", "")).startswith(scope)

@@ -24,6 +24,8 @@ from aiohttp import web
 from central.commands import CommandClient
 from central.config import CentralConfig
 from central.coverage import CoverageIndex
+from central.device_feed import device_messages, load_devices
+from central.device_metrics import DeviceCollector
 from central.ingest import Ingest, LogLimiter, Outcome
 from central.link import Inbound, MqttLink
 from central.live import LiveHub
@@ -82,6 +84,8 @@ class CentralService:
                 if registry.has_village(n.village):
                     coverage.set_node(n.node_id, n.state == "online")
             self.metrics.add_coverage(registry, coverage)
+            self.devices = load_devices(store.conn, registry, snapshot.nodes.values())
+            self.metrics.registry.register(DeviceCollector(registry, self.devices))
             self.live = LiveHub(
                 coverage, lambda v: (u.code for u in registry.ancestors(v)), self.clock
             )
@@ -91,7 +95,7 @@ class CentralService:
             self.history = HistoryTask(cfg.store.path, registry, coverage, self.clock)
             self.alerts = AlertTask(
                 cfg.alerts, cfg.store.path, registry, coverage, lambda: self.ingest.nodes.values(),
-                self.live, self.metrics.registry, self.clock,
+                self.live, self.metrics.registry, self.clock, devices=self.devices,
             )  # fmt: skip
             self.link = link = MqttLink(
                 cfg.broker, self._handle_batch, on_up=self._link_up, on_down=self._link_down
@@ -161,6 +165,7 @@ class CentralService:
             commands=self.commands,
             clock=self.clock,
             auth=self.cfg.auth,
+            devices=self.devices,
         )
         app = make_app(ctx)
         from central.dashboard import add_routes as add_dashboard_routes
@@ -170,6 +175,9 @@ class CentralService:
 
         alert_routes.add_routes(app, self.alerts)
         reports.add_routes(app, self.history)
+        from central import device_routes
+
+        device_routes.add_routes(app, self.devices)
         from central.commissioning import add_commissioning_routes
 
         add_commissioning_routes(app, self.cfg.store.path, self.registry, self.clock)
@@ -229,7 +237,12 @@ class CentralService:
         changes = [c for c in changes if self.registry.has_village(c[0][:12])]
         for node_id, online in changes:
             self.coverage.set_node(node_id, online)
-        self.live.committed(writes, changes)  # after the store and coverage: pages re-read both
+        villages = self.devices.apply(writes, changes)
+        self.live.committed(writes, changes)
+        if villages:
+            self.live.publish(
+                device_messages(villages)
+            )  # after the store and coverage: pages re-read both
 
     def _account(self, batch: list[Inbound], outcomes: list[Outcome], now: float) -> None:
         """Metrics (summed per batch: a labelled ``inc`` per message is measurable at 15k/s),

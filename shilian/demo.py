@@ -126,11 +126,17 @@ def _pct(x: float) -> str:
     return f"{x * 100:.2f}%"
 
 
+def _full(u: dict[str, Any]) -> str:
+    """The fully-connected figure of a unit (absent from an older central: "—")."""
+    v = u.get("video")
+    return "—" if v is None else f"{_pct(v['fully_connected_ratio'])} ({v['fully_connected']})"
+
+
 def _table(cov: dict[str, Any], api: str) -> Table:
     unit = cov["unit"]
     t = Table(
         title=f"{unit['name']} 综治视联网覆盖率 / coverage: {_pct(unit['ratio'])} "
-        f"({unit['covered']}/{unit['villages']})",
+        f"({unit['covered']}/{unit['villages']})  ·  完全接通 / fully connected: {_full(unit)}",
         caption=f"API {api}/api/v1/coverage/{unit['code']}  ·  Ctrl-C 停止 / stop",
     )
     for col in (
@@ -142,6 +148,7 @@ def _table(cov: dict[str, Any], api: str) -> Table:
     ):
         t.add_column(col, justify="right" if "code" not in col and "county" not in col else "left")
     t.add_column("覆盖率 ratio", justify="right")
+    t.add_column("完全接通 fully connected", justify="right")
     for c in cov["children"]:
         t.add_row(
             c["code"],
@@ -150,6 +157,7 @@ def _table(cov: dict[str, Any], api: str) -> Table:
             str(c["provisioned"]),
             str(c["covered"]),
             _pct(c["ratio"]),
+            _full(c),
         )
     return t
 
@@ -264,7 +272,8 @@ def _watch(
             if cov and n % PLAIN_EVERY == 0:
                 u = cov["unit"]
                 console.print(
-                    f"{u['name']} coverage {_pct(u['ratio'])} ({u['covered']}/{u['villages']}); "
+                    f"{u['name']} coverage {_pct(u['ratio'])} ({u['covered']}/{u['villages']}), "
+                    f"fully connected {_full(u)}; "
                     + ", ".join(f"{c['name']} {_pct(c['ratio'])}" for c in cov["children"])
                 )
             n += 1

@@ -19,11 +19,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.agent import Agent
+from edge.agent import Agent, AgentNotRunning
 from edge.config import EdgeConfig
 from edge.outbox import OutboxError
 from registry import Registry
-from shilian.churn import Action, ChurnPlan, Step
+from shilian.churn import Action, ChurnPlan, SimDevice, Step
+from wire.devices import device_state
 
 log = logging.getLogger("shilian.fleet")
 
@@ -72,11 +73,26 @@ class Fleet:
     async def _guarded(self, node_id: str, agent: Agent, stop: asyncio.Event) -> None:
         # One simulated node failing must not take the other 1,800 down with it: log it loudly
         # and leave that village offline, as a broken box would.
+        devices = asyncio.create_task(self._devices(node_id, agent), name=f"devices {node_id}")
         try:
             await agent.run(stop)
         except Exception:
             log.exception("fleet: agent %s failed", node_id)
             self.running.pop(node_id, None)
+        finally:
+            devices.cancel()
+
+    async def _devices(self, node_id: str, agent: Agent) -> None:
+        """Once the agent runs: its devices' retained states, as its probes would publish them
+        (again after every restart: the plan keeps their current health)."""
+        await agent.started.wait()
+        with contextlib.suppress(AgentNotRunning):
+            for d in self.plan.devices.get(node_id, []):
+                await self._set_device(agent, d)
+
+    @staticmethod
+    async def _set_device(agent: Agent, d: SimDevice) -> None:
+        await agent.sink.set_device(d.device_id, d.kind, device_state(d.health), d.name, d.detail())
 
     async def _apply(self, tg: asyncio.TaskGroup, step: Step) -> None:
         r = self.running.get(step.node_id)
@@ -95,6 +111,12 @@ class Fleet:
             # An agent still starting or already stopping refuses events; the plan moves on.
             with contextlib.suppress(OutboxError):
                 await r.agent.sink.emit(step.priority, step.kind, None, {"simulated": True})
+        elif step.action is Action.DEVICE and r.agent.started.is_set() and step.device:
+            # The contract: the retained state, and a device_health event for the change.
+            d = step.device
+            with contextlib.suppress(OutboxError, AgentNotRunning):
+                await self._set_device(r.agent, d)
+                await r.agent.sink.emit("device", "device_health", d.device_id, d.detail())
 
     async def run(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -130,7 +152,7 @@ def _raise_fd_limit() -> None:
 async def _main(args: argparse.Namespace) -> None:
     registry = Registry.from_package(args.city)
     villages = [u.code for u in registry.villages()]
-    plan = ChurnPlan(villages, args.share, random.Random(args.seed))
+    plan = ChurnPlan(villages, args.share, random.Random(args.seed), start_time=time.time())
     fleet = Fleet(args.host, args.port, Path(args.workdir), args.health_interval, plan)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -238,6 +238,8 @@ async def test_node_detail(api: Api) -> None:
             "ts": 5.0,
             "detail": {"fps": 25},
             "removed": False,
+            "reported_state": "up",
+            "suppressed": False,
         }
     ]
     assert [(h["state"], h["end"]) for h in d["state_history"]] == [
@@ -245,6 +247,19 @@ async def test_node_detail(api: Api) -> None:
         ("offline", 100.0),
     ]
     assert d["gaps"] == [{"boot_id": BOOT, "first_seq": 3, "last_seq": 7, "detected": 310.0}]
+
+
+async def test_devices_of_an_offline_node_are_unknown_not_down(api: Api) -> None:
+    node = f"{V1}-b"  # offline
+    api.db.conn.execute(
+        "INSERT INTO devices VALUES (?, 'cam1', 'camera', 'down', NULL, 5.0,"
+        ' \'{"health": "unreachable"}\', 0)',
+        (node,),
+    )
+    d = await api.get(f"/api/v1/nodes/{node}")
+    assert d["state"] == "offline"
+    [cam] = d["devices"]
+    assert (cam["state"], cam["reported_state"], cam["suppressed"]) == ("unknown", "down", True)
 
 
 @pytest.mark.parametrize("node_id", ["450102001003-zz", "not-a-node", "450102001003-A"])

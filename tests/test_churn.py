@@ -38,3 +38,28 @@ def test_churn_keeps_the_share_and_only_touches_known_nodes() -> None:
                 events += 1
         assert len(up) == 928 and up == plan.up
     assert drops > 50 and events > 300
+
+
+def test_every_node_has_devices_whose_health_varies_and_changes_only_on_up_nodes() -> None:
+    plan = ChurnPlan(VILLAGES, 0.5, random.Random(3), start_time=1_764_000_000.0)
+    plan.initial()
+    devices = [d for n in plan.nodes for d in plan.devices[n]]
+    assert all(any(d.kind == "camera" for d in plan.devices[n]) for n in plan.nodes)
+    kinds = {d.kind for d in devices}
+    assert kinds == {"camera", "conference_terminal", "info_system"}
+    healths = {d.health for d in devices}
+    assert {"ok", "black", "stalled", "unavailable", "down"} <= healths
+    assert any(
+        not any(d.kind == "conference_terminal" for d in plan.devices[n]) for n in plan.nodes
+    )
+    assert all(d.since < plan.start_time for d in devices)
+    changes = 0
+    for t in range(1, 301):
+        up = set(plan.up)
+        for step in plan.step(1000.0 + t):
+            if step.action is Action.DEVICE:
+                assert step.node_id in up and step.device is not None
+                assert step.device in plan.devices[step.node_id]
+                assert step.device.since == plan.start_time + t - 1  # wall time from step one
+                changes += 1
+    assert changes > 20

@@ -155,6 +155,7 @@ function unitView(code) {
   const hasMap = BOOT.maps.includes(code) && SHAPES[code] && typeof echarts.getMap === "function" && echarts.getMap(SHAPES[code]);
   const hasRank = !isVillage && code.length < 9;
   const eventsFirst = !hasMap && hasRank; // beside the ranking when there is no map
+  const video = videoView(code, hasRank); // video.js: the stricter figure and the devices
   const events = `<section class="card ${BOOT.wall ? "span12" : eventsFirst ? "span5" : "span4"}"><h2>${esc(t("events_title"))}</h2><div data-test="events"></div></section>`;
   root.innerHTML = `
     <div class="grid">
@@ -168,6 +169,7 @@ function unitView(code) {
       <section class="card stat ok span2"><h2>${esc(t("nodes_online"))}</h2><div class="big" data-test="nodes-online"></div></section>
       <section class="card stat bad span2"><h2>${esc(t("nodes_offline"))}</h2><div class="big" data-test="nodes-offline"></div></section>
       <section class="card stat warn span2" ${BOOT.alarms ? "" : "hidden"}><h2>${esc(t("alarms_open"))}</h2><div class="big" data-test="alarms-open"></div></section>
+      ${video.html}
       ${hasMap ? `<section class="card span7"><h2>${esc(t("map_title"))}</h2><div class="chart" data-test="map"></div></section>` : ""}
       ${hasRank ? `<section class="card ${hasMap ? "span5" : "span7"}"><h2>${esc(t("rank_title"))}</h2><div class="chart" data-test="rank"></div></section>` : ""}
       ${eventsFirst ? events : ""}
@@ -191,6 +193,7 @@ function unitView(code) {
       ${eventsFirst ? "" : events}
     </div>`;
 
+  video.mount(root);
   let map = null, rank = null, mapBase = null;
   if (hasMap) {
     const geo = echarts.getMap(SHAPES[code]);
@@ -359,6 +362,7 @@ function unitView(code) {
     $("[data-test=events]", root).innerHTML = eventsList(overview.events);
     renderTable();
     renderCharts();
+    video.render(coverage);
     if (!map) markReady();
   }
 
@@ -399,6 +403,7 @@ function unitView(code) {
       data = { coverage, overview };
       if (unseen) await loadUnseen();
       render();
+      await video.load();
       if (performance.now() - trendAt > TREND_REFRESH_MS) { trendAt = performance.now(); loadTrend(); } // not on the first paint's path
       if (BOOT.wall && code === BOOT.scope && wallTimer === null) {
         wallStep();
@@ -516,7 +521,7 @@ function nodeView(id) {
     const devs = n.devices.filter((d) => !d.removed);
     $("[data-test=devices]", root).innerHTML = devs.length ? `<table><thead><tr><th>${esc(t("col_device"))}</th><th>${esc(t("col_kind"))}</th>
       <th>${esc(t("col_state"))}</th><th>${esc(t("col_time"))}</th></tr></thead><tbody>${devs.map((d) => `<tr data-device="${esc(d.device_id)}">
-      <td>${esc(d.name || d.device_id)}</td><td>${esc(kindName(d.kind))}</td><td>${pill(d.state === "up" ? "online" : d.state === "unknown" ? "never" : "offline", t(`device_${d.state}`))}</td><td>${esc(fmtTime(d.ts))}</td></tr>`).join("")}</tbody></table>`
+      <td>${esc(d.name || d.device_id)}</td><td>${esc(kindName(d.kind))}</td><td>${pill(d.state === "up" ? "online" : d.state === "unknown" ? "never" : "offline", d.suppressed ? t("health_node_offline") : t(`device_${d.state}`))}</td><td>${esc(fmtTime(d.ts))}</td></tr>`).join("")}</tbody></table>`
       : `<p class="muted">${esc(t("no_devices"))}</p>`;
     $("[data-test=node-events]", root).innerHTML = eventsList(n.events);
     markReady();
@@ -614,7 +619,7 @@ function connectLive() {
     refreshAlerts();
   });
   src.addEventListener("alert", refreshAlerts);
-  for (const kind of ["node", "coverage", "event", "resync"]) {
+  for (const kind of ["node", "coverage", "event", "devices", "resync"]) {
     src.addEventListener(kind, scheduleRefresh);
   }
   src.onerror = () => {
