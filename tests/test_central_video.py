@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
 import wire
@@ -37,7 +38,7 @@ HOLD_MIN = 0.05
 
 
 def _publisher(port: int) -> paho.Client:
-    c = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    c = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
     c.connect("127.0.0.1", port)
     c.loop_start()
     return c
@@ -259,7 +260,8 @@ async def test_node_death_with_16_cameras_raises_no_device_alert_and_its_return_
         msgs = [m for m in sub.take() if m.data.get("village") == VILLAGE]
         svc.live.unsubscribe(sub)
         # One message per batch that changed the village (the birth, then the re-asserted
-        # states), never one per camera.
-        assert 1 <= sum(m.kind == "devices" for m in msgs) <= 3, msgs
+        # states), never one per camera: how many batches 17 re-asserted states fall into
+        # depends on the machine's load, a storm would be one per device.
+        assert 1 <= sum(m.kind == "devices" for m in msgs) <= len(cams) // 2, msgs
         await asyncio.to_thread(_kill, c)
         await other.close()
