@@ -7,10 +7,10 @@ this module.
   async ``on_message`` whose return sends the PUBACK) costs a task, a future wake-up and a socket
   write per message: measured, it capped central's whole pipeline near 9-10k msg/s
   (docs/central.md). So the link takes QoS 1 deliveries straight from gmqtt's packet handler
-  (``_handle_qos_1_publish_packet``, gmqtt 0.8 internals, pinned and confined to this class),
-  appends them to the current batch with their packet id, and after the service has committed
-  the batch writes all its PUBACKs in one socket write, on the connection that delivered them
-  (or not at all if that connection is gone: the broker redelivers, ingest deduplicates).
+  (gmqtt 0.8.0 internals, pinned and confined to :mod:`central.gmqtt_adapter`), appends them to
+  the current batch with their packet id, and after the service has committed the batch writes
+  all its PUBACKs in one socket write, on the connection that delivered them (or not at all if
+  that connection is gone: the broker redelivers, ingest deduplicates).
 - Reconnection is ours, not gmqtt's (its fixed-delay loop is disabled): exponential backoff with
   full jitter capped at 60 s, auth refusals straight to the cap; the first failure is a WARNING,
   retries DEBUG, recovery INFO with the downtime. Each connection gets a fresh gmqtt client, so
@@ -23,7 +23,6 @@ import asyncio
 import logging
 import random
 import ssl
-import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -31,9 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import gmqtt
-from gmqtt.mqtt.handler import MQTTConnectError
+from gmqtt import MQTTConnectError
 
 from central.config import BrokerConfig
+from central.gmqtt_adapter import Delivering, IngestClient, refusal_code, send_pubacks
 from wire.topics import CENTRAL_SUBSCRIPTIONS
 
 log = logging.getLogger("shilian.central.link")
@@ -90,41 +90,6 @@ class Backoff:
         self.attempt = 0
 
 
-#: (topic, payload, properties, packet id or None for QoS 0, connection it came on)
-_Sink = Callable[[str, bytes, dict[str, Any], int | None, Any], None]
-
-
-class _Client(gmqtt.Client):  # type: ignore[misc]  # gmqtt ships no type hints
-    """gmqtt client whose reconnect loop is replaced by a signal to :class:`MqttLink`, and whose
-    QoS 1 deliveries go to ``sink`` unacknowledged (see module doc)."""
-
-    def __init__(self, *args: Any, lost: asyncio.Event, sink: _Sink, **kwargs: Any) -> None:
-        self._lost_signal = lost
-        super().__init__(*args, optimistic_acknowledgement=False, **kwargs)
-        self._sink = sink
-        self.on_message = self._on_qos0
-        self._package_handler._handle_qos_1_publish_packet = self._on_qos1
-
-    async def reconnect(self, delay: bool = False) -> None:
-        self._lost_signal.set()
-
-    def _on_qos0(self, client: Any, topic: str, payload: bytes, qos: int, props: Any) -> int:
-        self._sink(topic, payload, props, None, None)
-        return 0
-
-    def _on_qos1(self, mid: int, payload: bytes, topic: str, props: dict[str, Any]) -> None:
-        self._sink(topic, payload, props, mid, self._connection)
-
-
-def _send_pubacks(conn: Any, mids: list[int]) -> None:
-    """One write for a batch's PUBACKs (MQTT 5: reason 0 success, no properties)."""
-    if conn is not None and not conn.is_closing():
-        conn.send_package(b"".join([_PUBACK.pack(0x40, 4, mid, 0, 0) for mid in mids]))
-
-
-_PUBACK = struct.Struct("!BBHBB")
-
-
 class MqttLink:
     """Keeps central connected and subscribed; hands batches of messages to ``handle_batch``.
 
@@ -146,11 +111,11 @@ class MqttLink:
         self._handle_batch = handle_batch
         self._on_up, self._on_down = on_up, on_down
         self._backoff = Backoff(rng=rng)
-        self._client: _Client | None = None
+        self._client: IngestClient | None = None
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         # Batches being filled, oldest first: the messages, and (connection, packet id) to ack.
-        self._chunks: deque[tuple[list[Inbound], list[tuple[Any, int]]]] = deque()
+        self._chunks: deque[tuple[list[Inbound], list[tuple[Delivering | None, int]]]] = deque()
         self._closed = False
         self._idle = asyncio.Event()  # set when every received message is committed
         self._idle.set()
@@ -202,7 +167,7 @@ class MqttLink:
         down_since: float | None = None
         while not self._stop.is_set():
             lost = asyncio.Event()
-            client = _Client(
+            client = IngestClient(
                 self.cfg.client_id,
                 clean_session=False,
                 lost=lost,
@@ -222,7 +187,7 @@ class MqttLink:
                     )
             except (OSError, TimeoutError, MQTTConnectError) as e:
                 await _close_quietly(client)
-                auth = isinstance(e, MQTTConnectError) and e._code in _AUTH_REFUSALS
+                auth = refusal_code(e) in _AUTH_REFUSALS
                 delay = self._backoff.next(to_cap=auth)
                 if down_since is None:
                     down_since = time.monotonic()
@@ -262,8 +227,8 @@ class MqttLink:
             self.connected = False
             self._on_down()
             if self._stop.is_set():
-                # Stop taking messages, commit and acknowledge what was received, disconnect.
-                _pause_reading(client)
+                # Messages received from now on are ignored in _receive (unacknowledged, so the
+                # broker keeps them); commit and acknowledge what was received, disconnect.
                 self._wake.set()
                 try:
                     async with asyncio.timeout(DRAIN_TIMEOUT_S):
@@ -300,8 +265,15 @@ class MqttLink:
     # -- batching ---------------------------------------------------------------------------------
 
     def _receive(
-        self, topic: str, payload: bytes, props: dict[str, Any], mid: int | None, conn: Any
+        self,
+        topic: str,
+        payload: bytes,
+        props: dict[str, Any],
+        mid: int | None,
+        conn: Delivering | None,
     ) -> None:
+        if self._stop.is_set():
+            return  # stopping: not acknowledged, so the broker delivers it to the next session
         chunks = self._chunks
         if not chunks or len(chunks[-1][0]) >= MAX_BATCH:
             chunks.append(([], []))
@@ -320,25 +292,17 @@ class MqttLink:
             while self._chunks:
                 batch, acks = self._chunks.popleft()
                 await self._handle_batch(batch)
-                by_conn: dict[int, tuple[Any, list[int]]] = {}
+                by_conn: dict[int, tuple[Delivering | None, list[int]]] = {}
                 for conn, mid in acks:
                     by_conn.setdefault(id(conn), (conn, []))[1].append(mid)
                 for conn, mids in by_conn.values():
-                    _send_pubacks(conn, mids)
+                    send_pubacks(conn, mids)
             self._idle.set()
             if self._closed:
                 return
 
 
-def _pause_reading(client: _Client) -> None:
-    """Take no more messages from this connection (its socket stays open for the PUBACKs)."""
-    conn = client._connection
-    transport = getattr(conn, "_transport", None)
-    if transport is not None and not transport.is_closing():
-        transport.pause_reading()
-
-
-async def _close_quietly(client: _Client) -> None:
+async def _close_quietly(client: IngestClient) -> None:
     try:
         await client.disconnect()
     except Exception as e:  # the socket may already be gone; nothing to save

@@ -2,8 +2,9 @@
 
 Why not aiomqtt's ``publish()`` alone: it ignores the PUBACK reason code, so a publish the
 broker refused (e.g. 135 Not authorized outside the node's ACL) would look delivered. We publish
-through paho and resolve our own future per message id with the PUBACK reason code, hooking
-paho's ``on_publish``/``on_disconnect`` (aiomqtt's handlers still run after ours).
+through the paho client inside aiomqtt and resolve our own future per message id with the PUBACK
+reason code; everything that needs aiomqtt's internals for that is in
+:mod:`edge.aiomqtt_adapter` (which names them, and the version they were read from).
 
 Errors, by whose fault: :class:`LinkError` the connection is gone or could not be made (retry),
 :class:`ConnectRefused` the broker refused the CONNECT (credentials, id: retrying soon will not
@@ -19,13 +20,14 @@ import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiomqtt
-import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from edge.aiomqtt_adapter import NotQueued, PahoInside
 
 #: Seconds to wait for CONNACK / SUBACK / DISCONNECT before declaring the link dead.
 OPERATION_TIMEOUT_S = 10.0
@@ -106,15 +108,12 @@ class Link:
 
     def __init__(self, client: aiomqtt.Client) -> None:
         self._client = client
-        self._paho: paho.Client = client._client
+        self._session = contextlib.AsyncExitStack()
+        self._paho = PahoInside(client, self._on_puback, self._on_lost)
         self._pubs: dict[int, asyncio.Future[int]] = {}
         self._lost: LinkError | None = None
         #: Set once the link is gone (lost, closed or aborted).
         self.closed = asyncio.Event()
-        self._aiomqtt_on_publish: Any = self._paho.on_publish
-        self._aiomqtt_on_disconnect: Any = self._paho.on_disconnect
-        self._paho.on_publish = self._on_publish
-        self._paho.on_disconnect = self._on_disconnect
 
     @classmethod
     async def connect(
@@ -147,7 +146,7 @@ class Link:
             tls_context=tls_context(tls) if tls is not None else None,
         )
         link = cls(client)
-        attempt = asyncio.ensure_future(client.__aenter__())
+        attempt = asyncio.ensure_future(link._session.enter_async_context(client))
         try:
             # Shielded: the blocking part runs in a thread that cancellation cannot stop, and
             # a connection it completes later would be left open with nobody owning it.
@@ -191,12 +190,13 @@ class Link:
                 props.CorrelationData = correlation
             if response_topic is not None:
                 props.ResponseTopic = response_topic
-        info = self._paho.publish(topic, payload, 1, retain, props)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            fut.set_exception(LinkError(f"publish failed: {paho.error_string(info.rc)}"))
+        try:
+            mid = self._paho.publish(topic, payload, retain, props)
+        except NotQueued as e:
+            fut.set_exception(LinkError(f"publish failed: {e}"))
             return fut
         # PUBACK is read by a loop callback, never inside publish(): registering now is safe.
-        self._pubs[info.mid] = fut
+        self._pubs[mid] = fut
         return fut
 
     async def publish(
@@ -239,35 +239,26 @@ class Link:
         """Clean DISCONNECT: the broker discards the will."""
         self._set_lost(LinkError("closed"))
         with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-            await asyncio.wait_for(self._client.__aexit__(None, None, None), OPERATION_TIMEOUT_S)
+            await asyncio.wait_for(self._session.aclose(), OPERATION_TIMEOUT_S)
 
     def abort(self) -> None:
         """Drop the TCP connection without DISCONNECT, as a power cut would: the broker
         publishes the will."""
         self._set_lost(LinkError("aborted"))
-        self._paho._sock_close()
-        disconnected: asyncio.Future[None] = self._client._disconnected
-        if not disconnected.done():
-            disconnected.set_exception(aiomqtt.MqttError("aborted"))
-            disconnected.exception()  # retrieved: nobody else will ask
+        self._paho.drop_connection()
 
-    # -- paho callbacks (run on the event loop by aiomqtt's socket callbacks) --------------
+    # -- from the paho client (run on the event loop by aiomqtt's socket callbacks) ---------
 
-    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+    def _on_puback(self, mid: int, reason: int) -> bool:
         fut = self._pubs.pop(mid, None)
         if fut is None:
-            self._aiomqtt_on_publish(client, userdata, mid, reason, props)
-        elif not fut.done():
-            fut.set_result(int(getattr(reason, "value", reason)))
+            return False
+        if not fut.done():
+            fut.set_result(reason)
+        return True
 
-    def _on_disconnect(
-        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
-    ) -> None:
+    def _on_lost(self, reason: str) -> None:
         self._set_lost(LinkError(f"disconnected: {reason}"))
-        self._aiomqtt_on_disconnect(client, userdata, flags, reason, props)
-        disconnected: asyncio.Future[None] = self._client._disconnected
-        if disconnected.done() and not disconnected.cancelled():
-            disconnected.exception()  # we report the loss ourselves; no "never retrieved" noise
 
     def _set_lost(self, exc: LinkError) -> None:
         if self._lost is None:
