@@ -81,7 +81,7 @@ async def _watch(port: int, topic: str, got: list[bytes], ready: asyncio.Event) 
         await c.subscribe(topic, qos=1)
         ready.set()
         async for m in c.messages:
-            got.append(bytes(m.payload))  # type: ignore[arg-type]
+            got.append(bytes(m.payload))
 
 
 async def _first(it: AsyncIterator[Incoming]) -> Incoming:
