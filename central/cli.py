@@ -44,10 +44,20 @@ def run(
 
 @app.command("check-config")
 def check_config(
-    file: Annotated[Path, typer.Argument(help="配置文件 / central.toml")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="配置文件 / central.toml")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Argument(help="配置文件（同 --config）/ central.toml, as --config")
+    ] = None,
 ) -> None:
     """检查配置文件 / validate a config file and explain every error."""
     from central.config import ConfigError, load_config
+
+    file = config or file
+    if file is None:
+        typer.echo("请用 --config 指定配置文件 / give the config file with --config", err=True)
+        raise typer.Exit(2)
 
     try:
         load_config(file)
@@ -77,8 +87,10 @@ def import_registry_cmd(
         ),
     ] = None,
 ) -> None:
-    """导入或更新行政区划：新增、改名、撤销的代码都会报告；撤销的村保留，其节点被标记而不丢失 /
-    import or update the village registry; retired villages are kept and their nodes flagged."""
+    """导入或更新行政区划 / import or update the village registry.
+
+    新增、改名、撤销的代码都会报告；撤销的村保留，其节点被标记而不丢失 / added, renamed and
+    retired codes are reported; retired villages are kept and their nodes flagged."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from central.store import SqliteStore
@@ -283,13 +295,38 @@ def user_enable(name: UserName, db: DbOption) -> None:
     typer.echo(f"已启用 {name} / {name} enabled")
 
 
+def parse_since(text: str) -> float:
+    """``2026-12-01``, ``2026-12-01 08:00[:00]`` (local time) or Unix seconds → Unix seconds."""
+    import datetime as dt
+
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    for fmt in ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return dt.datetime.strptime(text, fmt).timestamp()
+        except ValueError:
+            continue
+    raise ValueError(
+        f"无法识别的时间 {text[:40]!r}：应为 2026-12-01、2026-12-01 08:00 或 Unix 秒 / "
+        f"unknown time {text[:40]!r}: use 2026-12-01, 2026-12-01 08:00 or Unix seconds"
+    )
+
+
 @app.command("audit")
 def audit_cmd(
     db: DbOption,
     user: Annotated[str | None, typer.Option("--user", help="按用户 / by user")] = None,
     action: Annotated[str | None, typer.Option("--action", help="按操作 / by action")] = None,
     since: Annotated[
-        float | None, typer.Option("--since", help="起始时间（Unix 秒）/ since (Unix s)")
+        str | None,
+        typer.Option(
+            "--since",
+            help="起始时间：2026-12-01、2026-12-01 08:00 或 Unix 秒 / since: a date, a date and "
+            "time (local) or Unix seconds",
+        ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=100_000)] = 100,
 ) -> None:
@@ -300,9 +337,16 @@ def audit_cmd(
     from central import audit
     from central.accounts import AccountStore
 
+    if since is not None:
+        try:
+            parse_since(since)
+        except ValueError as e:
+            typer.echo(str(e), err=True)
+            raise typer.Exit(2) from None
     store = AccountStore(db)  # creates the table if central never ran: an empty log
     try:
-        _, rows = audit.list_audit(store.conn, audit.AuditFilter(user, action, since), limit, 0)
+        start = None if since is None else parse_since(since)
+        _, rows = audit.list_audit(store.conn, audit.AuditFilter(user, action, start), limit, 0)
     finally:
         store.close()
     for r in rows:

@@ -25,11 +25,21 @@ EMIT_TIMEOUT_S = 30.0
 
 @app.command("check-config")
 def check_config(
-    file: Annotated[Path, typer.Argument(help="配置文件 / config file (TOML)")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="配置文件 / config file (TOML)")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Argument(help="配置文件（同 --config）/ config file, as --config")
+    ] = None,
 ) -> None:
     """检查配置文件并解释每个错误 / check a config file and explain every error."""
     from edge.config import ConfigError, load_config
     from edge.texts import text
+
+    file = config or file
+    if file is None:
+        typer.echo("请用 --config 指定配置文件 / give the config file with --config", err=True)
+        raise typer.Exit(2)
 
     try:
         cfg = load_config(file)

@@ -437,8 +437,10 @@ def token_create(
         str, typer.Option(help="有效期，10 分钟到 30 天 / time to live: 30m, 24h, 7d")
     ] = "24h",
 ) -> None:
-    """签发一次性入网令牌：令牌单独输出在标准输出，用途与有效期输出在标准错误 /
-    create a one-time enrolment token (the token alone on stdout; target and expiry on stderr)."""
+    """签发一次性入网令牌 / create a one-time enrolment token.
+
+    令牌单独输出在标准输出，用途与有效期输出在标准错误 / the token alone on stdout; its target
+    and expiry on stderr."""
     import time
 
     from rich.console import Console
@@ -533,7 +535,9 @@ def token_revoke(
 
 @ca_app.command("init")
 def ca_init(
-    ca_dir: Annotated[Path, typer.Option("--dir", help="CA 目录 / CA directory")],
+    ca_dir: Annotated[
+        Path, typer.Option("--ca-dir", "--dir", help="CA 目录 / CA directory (--dir: old name)")
+    ],
     name: Annotated[str, typer.Option(help="CA 名称 / CA name")] = "shilian CA",
 ) -> None:
     """新建 CA（EC P-256，私钥 0600）与空吊销列表 / create the CA and an empty CRL."""
@@ -548,7 +552,9 @@ def ca_init(
 
 @ca_app.command("client-cert")
 def ca_client_cert(
-    ca_dir: Annotated[Path, typer.Option("--dir", help="CA 目录 / CA directory")],
+    ca_dir: Annotated[
+        Path, typer.Option("--ca-dir", "--dir", help="CA 目录 / CA directory (--dir: old name)")
+    ],
     out: Annotated[Path, typer.Option(help="输出目录 / output directory")],
     cn: Annotated[str, typer.Option(help="账户名 / account")] = "shilian-central",
 ) -> None:

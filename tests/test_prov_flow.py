@@ -74,8 +74,8 @@ def site(tmp_path: Path) -> Iterator[Site]:
 def make_site(tmp_path: Path) -> Generator[Site, None, None]:
     """The administrator's part: CA, central's certificate, broker config, broker, central."""
     ca_dir, certs, out = tmp_path / "ca", tmp_path / "central-certs", tmp_path / "broker"
-    cli("ca", "init", "--dir", str(ca_dir))
-    cli("ca", "client-cert", "--dir", str(ca_dir), "--out", str(certs))
+    cli("ca", "init", "--ca-dir", str(ca_dir))
+    cli("ca", "client-cert", "--ca-dir", str(ca_dir), "--out", str(certs))
     port = free_port()
     cli(
         "broker-config",
