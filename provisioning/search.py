@@ -3,7 +3,8 @@
 Every word of the query must match the village's path (county, township or village name, or
 the code): a digit word matches a code prefix (or, weaker, any part of it); other words match a
 name exactly, as a substring, or as a subsequence of characters (``兴宁区`` ~ ``兴宁``,
-``三塘`` ~ ``三塘镇``, ``XNQ`` never). A match on the village's own name weighs more than on its
+``三塘`` ~ ``三塘镇``, ``XNQ`` never). A renamed unit's former name matches too (``横县`` finds
+the villages of 横州市). A match on the village's own name weighs more than on its
 township, which weighs more than on its county. Pure: the registry is passed in.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from registry import VILLAGE_LEVEL, Registry
+from registry import VILLAGE_LEVEL, Registry, former_names
 
 #: Results shown by default: a technician picks from a screenful.
 DEFAULT_LIMIT = 10
@@ -64,14 +65,19 @@ def search(registry: Registry, query: str, limit: int = DEFAULT_LIMIT) -> list[V
     if not words:
         return []
     found: list[VillageMatch] = []
-    path_cache: dict[str, list[tuple[int, str]]] = {}
+    path_cache: dict[str, tuple[list[tuple[int, str]], list[tuple[int, str]]]] = {}
+    former = former_names()
     for village in registry.villages():
         parent = village.parent or ""
-        above = path_cache.get(parent)
-        if above is None:
-            above = [(u.level, u.name) for u in registry.ancestors(village.code) if u.level]
-            path_cache[parent] = above
-        names = [*above, (VILLAGE_LEVEL, village.name)]
+        cached = path_cache.get(parent)
+        if cached is None:
+            chain = [u for u in registry.ancestors(village.code) if u.level]
+            shown = [(u.level, u.name) for u in chain]
+            also = [(u.level, old) for u in chain for old in former.get(u.code, ())]
+            cached = path_cache[parent] = (shown, shown + also)
+        shown, matched = cached
+        own = (VILLAGE_LEVEL, village.name)
+        names = [*matched, own]
         total = 0
         for word in words:
             s = _word_score(word, village.code, names)
@@ -79,8 +85,7 @@ def search(registry: Registry, query: str, limit: int = DEFAULT_LIMIT) -> list[V
                 break
             total += s
         else:
-            found.append(
-                VillageMatch(village.code, village.name, tuple(n for _, n in names), total)
-            )
+            path = tuple(n for _, n in (*shown, own))
+            found.append(VillageMatch(village.code, village.name, path, total))
     found.sort(key=lambda m: (-m.score, m.code))
     return found[:limit]

@@ -306,6 +306,18 @@ def import_registry(conn: sqlite3.Connection, scope: str) -> int:
     return import_edition(conn, scope).villages
 
 
+def former_names() -> dict[str, tuple[str, ...]]:
+    """Names people still use for renamed units (code → former names), from the shipped table
+    ``data/former_names.tsv``; searches match them too (横县 finds 横州市)."""
+    text = (resources.files("registry") / "data" / "former_names.tsv").read_text("utf-8")
+    out: dict[str, tuple[str, ...]] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            code, _, names = line.partition("\t")
+            out[code] = tuple(n.strip() for n in names.split(",") if n.strip())
+    return out
+
+
 def village_in_package(code: str) -> Unit | None:
     """The village-level unit ``code`` in the packaged NBS table, or None (a mistyped or
     retired code). Loads only the village's city (a few ms)."""

@@ -30,6 +30,14 @@ def test_search_by_names_and_codes(nanning: Registry) -> None:
     assert len(search(nanning, "村", limit=5)) == 5
 
 
+def test_former_names_still_find_renamed_units(nanning: Registry) -> None:
+    """横县 became 横州市 in 2021; people and old maps still say 横县."""
+    found = search(nanning, "横县", limit=5)
+    assert found and all(m.code.startswith("450181") for m in found)
+    assert "横州市" in found[0].path and "横县" not in found[0].path  # shown by today's name
+    assert all(m.code.startswith("450110") for m in search(nanning, "武鸣县", limit=5))
+
+
 def test_acl_confines_nodes() -> None:
     acl = acl_text()
     assert "pattern write shilian/v1/%u/#" in acl
