@@ -9,7 +9,7 @@ page's own mark (``window.__shilian.ready``, ``performance.now()`` since navigat
 headline figures are in the DOM and the map has finished rendering (the ranking chart where the
 scope has no map). Nanning (4501, 1,856 villages, with the county map) and a province of more
 than 40,000 villages (河南 41, 52,378; no province map is vendored, so headline and ranking).
-Targets: nanning_ms <= 1,500, province_ms <= 3,000 (issue 6). Prints one JSON line.
+Targets: nanning_ms <= 1,500, province_ms <= 3,000. Prints one JSON line.
 """
 
 from __future__ import annotations

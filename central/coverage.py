@@ -1,6 +1,6 @@
 """Coverage of the registry by nodes: a pure, in-memory, incremental index (no I/O).
 
-Definitions (issue 3): a village is *provisioned* when at least one node of it is known (seen by
+Definitions: a village is *provisioned* when at least one node of it is known (seen by
 central, or enrolled by provisioning), and *covered* when at least one of its nodes is online
 now. For any unit: ``villages`` in the registry under it, how many are provisioned, how many
 covered, and ``ratio = covered / villages``.

@@ -1,4 +1,4 @@
-"""The village node agent (issue 3 §3): durable outbox, MQTT session, health, local API.
+"""The village node agent: durable outbox, MQTT session, health, local API.
 
 Heavy modules are imported lazily by ``edge.cli`` so an idle node stays small.
 """

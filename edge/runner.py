@@ -2,7 +2,7 @@
 
 ``shilian edge run`` execs this module (same PID, so signals and supervisors see one process)
 so the agent does not carry the CLI framework and the other subcommands' imports: an idle node
-must stay small (issue 3 bench: RSS <= 40 MB). Exit codes: 0 clean stop, 1 bad config or an
+must stay small (bench/edge_footprint.py: RSS <= 40 MB). Exit codes: 0 clean stop, 1 bad config or an
 outbox file that cannot be used (e.g. written by a newer release).
 """
 

@@ -43,7 +43,7 @@ class FrameType(IntEnum):
     PANEL_MESSAGE = 0x11  # B→H a Contact ID message relayed from the local panel
     ACK = 0x12  # H→B event (origin boot, seq) is durable on the edge box
     NAK = 0x13  # H→B event (origin boot, seq) is missing (a later one arrived): resend it now
-    # Firmware update (issue 4 §6; payloads in firmware_bridge/fw_frames.py).
+    # Firmware update (payloads in firmware_bridge/fw_frames.py).
     FW_BEGIN = 0x20  # H→B image size, version, signature digest
     FW_CHUNK = 0x21  # H→B offset + bytes
     FW_END = 0x22  # H→B image complete: verify and boot it in test state

@@ -46,7 +46,7 @@ from firmware_bridge.framing import (
 
 #: The board sends a heartbeat every second; the host answers with its own at the same pace.
 HEARTBEAT_S = 1.0
-#: Silence after which the link is down (issue 4: 3 s; three missed heartbeats).
+#: Silence after which the link is down: 3 s, three missed heartbeats (docs/serial-protocol.md).
 LINK_TIMEOUT_S = 3.0
 #: While down, how often the host asks the board for a HELLO (a HELLO is also sent on open).
 HOST_HELLO_INTERVAL_S = 1.0

@@ -53,7 +53,7 @@ MAX_STALLS = 5
 #: Repeat of FW_BEGIN / FW_END / BOOT_CONFIRM while their answer is missing.
 CONTROL_RETRY_S = 1.0
 #: The new image must handshake and heartbeat this long before the host confirms it
-#: (issue 4: "the board boots the new image in a test state and confirms").
+#: (the board boots the new image in a trial state and confirms it: docs/serial-protocol.md).
 CONFIRM_AFTER_S = 3.0
 #: Give up after this long without progress (link down, board silent): the board keeps what
 #: it holds; the next attempt resumes.

@@ -7,8 +7,8 @@ millisecond timestamp; a normally-closed zone is in alarm when its contact opens
 normally-open one when it closes. A zone leaving alarm produces a RESTORE. Debouncing, per zone
 (docs/edge.md "Debouncing"), measured on the board's clock:
 
-- ``leading`` (default): the first transition into alarm is reported at once (issue 4's
-  latency target, p50 <= 20 ms, leaves no room for waiting); contact chatter that follows is
+- ``leading`` (default): the first transition into alarm is reported at once (the alarm
+  latency target, p50 <= 20 ms in bench/alarm_latency.py, leaves no room for waiting); contact chatter that follows is
   suppressed, because the RESTORE is reported only once the input has stayed normal for the
   debounce time: a bounce back into alarm within that time cancels it (noise, no event).
 - ``trailing``: every change, alarm or restore, counts only once the input has stayed in the
@@ -16,7 +16,7 @@ normally-open one when it closes. A zone leaving alarm produces a RESTORE. Debou
   whose short pulses are known to be noise (long unshielded runs, vibration sensors), at the
   price of the debounce time added to every alarm.
 
-Acknowledgement rule (issue 4: "ACK only after the event is in the edge outbox"): every board
+Acknowledgement rule (ACK only after the event is in the edge outbox): every board
 event fed in is returned in exactly one :class:`Decision`'s ``acks``, together with the alarm it
 produced, if any. The caller must emit the alarm durably first and only then ack the keys; a
 bounce is acked without an alarm. So an input change that was acked is either in the outbox or

@@ -32,7 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from wire import valid_node_id
 
-#: Node certificates live at most a year (issue 5): a stolen box stops working by itself.
+#: Node certificates live at most a year: a stolen box stops working by itself.
 MAX_NODE_CERT_DAYS = 365
 #: The CA itself: ten years, longer than any box's service life.
 CA_DAYS = 3650

@@ -1,4 +1,4 @@
-"""Alerts (issue 6 §5): the pure evaluator, the rule models, webhook delivery against a real
+"""Alerts: the pure evaluator, the rule models, webhook delivery against a real
 aiohttp receiver, and end to end with a real central and mosquitto: a node goes offline, the
 alert fires after N, the webhook arrives, the node comes back, the resolved webhook arrives."""
 

@@ -190,7 +190,7 @@ async def test_a_port_that_cannot_be_opened_is_reported_down_and_retried() -> No
 
 #: Presses in the noisy-line test: small for `make test`; SHILIAN_ALARM_PRESSES=10000 for a soak.
 PRESSES = int(os.environ.get("SHILIAN_ALARM_PRESSES", "300"))
-#: The unplug scenario of issue 4 is 30 s; tests use a cut just past the 3 s link timeout, the
+#: The unplug scenario is 30 s (make soak); tests use a cut just past the 3 s link timeout, the
 #: soak run (SHILIAN_SOAK=1) the real 30 s.
 UNPLUG_S = 30.0 if os.environ.get("SHILIAN_SOAK") else 4.0
 #: Events the board may hold before the test waits: well under the board's queue (1024), so a

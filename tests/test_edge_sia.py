@@ -1,4 +1,4 @@
-"""The SIA DC-09 receiver inside the edge agent (issue 4): its config section, per-account AES
+"""The SIA DC-09 receiver inside the edge agent: its config section, per-account AES
 keys, ``cryptography`` loaded only for encrypted accounts, and the whole path: a real TCP panel
 client (our codec on the sending side, itself checked against published frames in
 tests/test_fb_sia.py) → ``shilian edge run`` subprocess → real mosquitto → ``shilian central

@@ -1,4 +1,4 @@
-"""Idempotent emit (issue 4): an edge crash between the outbox commit and the board's ACK makes
+"""Idempotent emit: an edge crash between the outbox commit and the board's ACK makes
 the board retransmit after the restart; the alarm must still be stored once.
 
 First the outbox's keyed store on real SQLite files (duplicates, restart, expiry, migration of

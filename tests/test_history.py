@@ -1,4 +1,4 @@
-"""Coverage history (issue 6 §1): snapshot times in Asia/Shanghai, what is kept, snapshots over
+"""Coverage history: snapshot times in Asia/Shanghai, what is kept, snapshots over
 derived rows, days derived from the nodes' online/offline intervals in a real SQLite store, and
 the task's start-up catch-up with an injected clock."""
 

@@ -3,7 +3,7 @@
 - ONVIF WS-Discovery: the third-party ``wsdiscovery`` package's publisher (a real WS-Discovery
   implementation) — a directed probe on loopback inside a private network namespace
   (``unshare -n``: its Hello multicasts never leave the test), and a multicast probe between two
-  network namespaces joined by a veth pair with a 224.0.0.0/4 route (FIELD-NOTES);
+  network namespaces joined by a veth pair with a 224.0.0.0/4 route (docs/evidence.md);
 - the alarm board: the board simulator on a pty; a silent pty; a missing port;
 - SIP terminals: real ``sipp`` answering OPTIONS with 200, a sipp scenario answering 503, and a
   port where nothing listens.

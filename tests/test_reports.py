@@ -1,4 +1,4 @@
-"""Coverage reports (issue 6 §6) and the trend: XLSX/CSV/printable page from the daily history,
+"""Coverage reports and the trend: XLSX/CSV/printable page from the daily history,
 checked against a real central (mosquitto, nodes published by the test) and opened with
 openpyxl; the totals match the API."""
 

@@ -1,4 +1,4 @@
-// The operators' dashboard (issue 6). Plain browser JavaScript, no build step: central serves
+// The operators' dashboard. Plain browser JavaScript, no build step: central serves
 // this file as it is. Routes (location.hash): "#/" the scope's overview, "#/u/<code>" a unit,
 // "#/n/<node id>" a node. Figures come from central's API; a server-sent events stream
 // (/api/v1/live) says when they changed, and the view re-reads them (throttled).
