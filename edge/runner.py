@@ -2,8 +2,8 @@
 
 ``shilian edge run`` execs this module (same PID, so signals and supervisors see one process)
 so the agent does not carry the CLI framework and the other subcommands' imports: an idle node
-must stay small (bench/edge_footprint.py: RSS <= 40 MB). Exit codes: 0 clean stop, 1 bad config or an
-outbox file that cannot be used (e.g. written by a newer release).
+must stay small (bench/edge_footprint.py: RSS <= 40 MB). Exit codes: 0 clean stop, 1 bad config
+or an outbox file that cannot be used (e.g. written by a newer release).
 """
 
 from __future__ import annotations
