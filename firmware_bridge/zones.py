@@ -9,8 +9,9 @@ normally-open one when it closes. A zone leaving alarm produces a RESTORE. Debou
 
 - ``leading`` (default): the first transition into alarm is reported at once (the alarm
   latency target, p50 <= 20 ms in bench/alarm_latency.py, leaves no room for waiting); contact
-  chatter that follows is suppressed, because the RESTORE is reported only once the input has stayed normal for the
-  debounce time: a bounce back into alarm within that time cancels it (noise, no event).
+  chatter that follows is suppressed, because the RESTORE is reported only once the input has
+  stayed normal for the debounce time: a bounce back into alarm within that time cancels it
+  (noise, no event).
 - ``trailing``: every change, alarm or restore, counts only once the input has stayed in the
   new state for the debounce time; a glitch shorter than that produces nothing. For inputs
   whose short pulses are known to be noise (long unshielded runs, vibration sensors), at the
