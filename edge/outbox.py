@@ -52,10 +52,6 @@ MAX_KEY_LEN = 200
 
 _RANKS = {p.rank: p for p in Priority}
 
-#: Writes that are retried (their callers wait) rather than failed while the disk is full:
-#: deleting sent events, dead-lettering, the birth counter. Without them the sender or the
-#: MQTT session would stop; new events are refused instead (their senders keep them).
-_RETRY_WHEN_FULL = frozenset({"ack", "dead", "birth"})
 #: Seconds between tries of those writes while the disk stays full.
 DISK_FULL_RETRY_S = 1.0
 
@@ -120,11 +116,175 @@ class Pending:
     payload: bytes
 
 
+# -- the operations queued for the writer thread: one dataclass per kind, one method each in
+# -- :class:`_Batch` (the SQL of one kind stays in one place).
+
+
+@dataclass(frozen=True, slots=True)
+class _Accept:
+    """Store ``event`` (seq assigned in the batch), idempotent under ``key`` for ``ttl`` s."""
+
+    event: Event
+    key: str | None
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Peek:
+    n: int
+    exclude: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Ack:
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Dead:
+    row_id: int
+    reason: int
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Birth:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _DeadList:
+    pass
+
+
+_Operation = _Accept | _Peek | _Ack | _Dead | _Birth | _DeadList
+#: Writes that are retried (their callers wait) rather than failed while the disk is full:
+#: deleting sent events, dead-lettering, the birth counter. Without them the sender or the
+#: MQTT session would stop; new events are refused instead (their senders keep them).
+_RETRY_WHEN_FULL = (_Ack, _Dead, _Birth)
+
+
 @dataclass(slots=True)
 class _Op:
-    kind: str
-    arg: Any
+    operation: _Operation
     fut: asyncio.Future[Any]
+
+
+class _Batch:
+    """Writer thread: the operations of one transaction on ``cur``, each changing copies of the
+    outbox's counters; the caller adopts them only once the commit succeeded."""
+
+    def __init__(
+        self,
+        cur: sqlite3.Cursor,
+        counts: dict[Priority, int],
+        meta: dict[str, int],
+        seq: int,
+        max_events: int,
+    ) -> None:
+        self.cur = cur
+        self.counts = counts
+        self.meta = meta
+        self.seq = seq
+        self.max_events = max_events
+        self._pruned = False
+
+    def apply(self, op: _Operation) -> Any:
+        match op:
+            case _Accept():
+                return self.accept(op)
+            case _Peek():
+                return _peek(self.cur, op.n, op.exclude)
+            case _Ack():
+                return self.ack(op)
+            case _Dead():
+                return self.dead(op)
+            case _Birth():
+                return self.birth()
+            case _DeadList():
+                return self.dead_list()
+
+    def _bump(self, name: str) -> int:
+        self.meta[name] = self.meta.get(name, 0) + 1
+        return self.meta[name]
+
+    def accept(self, op: _Accept) -> tuple[Stored | OutboxFull, Priority | None]:
+        """(the stored event, or its refusal; the priority of an event evicted for it)."""
+        cur, ev, key = self.cur, op.event, op.key
+        if key is not None:
+            if not self._pruned:  # once per batch: expired keys, then the count bound
+                _prune_keys(cur, ev.ts)
+                self._pruned = True
+            row = cur.execute(
+                "SELECT payload FROM idem WHERE key = ? AND expires > ?", (key, ev.ts)
+            ).fetchone()
+            if row is not None:
+                first = decode(Event, bytes(row[0]))
+                self._bump("duplicates_total")
+                return Stored(first, duplicate=True), None
+        decision = admit(ev.priority, self.counts, self.max_events)
+        if decision.refuse:
+            self._bump("evicted_total")
+            return OutboxFull("outbox full of more important events"), ev.priority
+        dropped = None
+        if decision.evict is not None:
+            victim = decision.evict
+            cur.execute(
+                "DELETE FROM events WHERE id = "
+                "(SELECT id FROM events WHERE prio = ? ORDER BY id LIMIT 1)",
+                (victim.rank,),
+            )
+            self.counts[victim] -= cur.rowcount
+            self._bump("evicted_total")
+            dropped = victim
+        self.seq += 1
+        final = ev.model_copy(update={"seq": self.seq})
+        payload = encode(final)
+        cur.execute(
+            "INSERT INTO events(prio, accepted, payload) VALUES (?, ?, ?)",
+            (ev.priority.rank, ev.ts, payload),
+        )
+        if key is not None:  # same transaction: the key exists iff the event does
+            cur.execute(
+                "INSERT OR REPLACE INTO idem(key, expires, payload) VALUES (?, ?, ?)",
+                (key, ev.ts + op.ttl, payload),
+            )
+        self.counts[ev.priority] = self.counts.get(ev.priority, 0) + 1
+        return Stored(final), dropped
+
+    def ack(self, op: _Ack) -> None:
+        for row_id in op.ids:
+            row = self.cur.execute(
+                "DELETE FROM events WHERE id = ? RETURNING prio", (row_id,)
+            ).fetchone()
+            if row is not None:
+                self.counts[_RANKS[row[0]]] -= 1
+
+    def dead(self, op: _Dead) -> None:
+        row = self.cur.execute(
+            "DELETE FROM events WHERE id = ? RETURNING prio, accepted, payload",
+            (op.row_id,),
+        ).fetchone()
+        if row is not None:
+            self.counts[_RANKS[row[0]]] -= 1
+            self.cur.execute(
+                "INSERT OR REPLACE INTO dead VALUES (?, ?, ?, ?, ?, ?)",
+                (op.row_id, row[0], row[1], op.now, op.reason, row[2]),
+            )
+            self._bump("dead_total")
+
+    def birth(self) -> int:
+        return self._bump("birth_seq")
+
+    def dead_list(self) -> list[tuple[int, int, bytes]]:
+        rows = self.cur.execute("SELECT id, reason, payload FROM dead ORDER BY id")
+        return [(r[0], r[1], bytes(r[2])) for r in rows]
+
+    def write_meta(self, before: dict[str, int]) -> None:
+        """Persist the counters that changed in this batch (same transaction)."""
+        for key, value in self.meta.items():
+            if value != before.get(key):
+                self.cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
 
 class Outbox:
@@ -304,39 +464,39 @@ class Outbox:
             data=data or {},
         )
         encode(ev)  # refuse an oversize event here, where the caller can be told
-        result: Stored = await self._submit("accept", (ev, key, key_ttl_s))
+        result: Stored = await self._submit(_Accept(ev, key, key_ttl_s))
         return result
 
     async def peek(self, n: int, exclude: Collection[int] = ()) -> list[Pending]:
         """The next ``n`` events to send in send order, skipping ``exclude`` (in flight)."""
-        result: list[Pending] = await self._submit("peek", (n, tuple(exclude)))
+        result: list[Pending] = await self._submit(_Peek(n, tuple(exclude)))
         return result
 
     async def ack(self, ids: Collection[int]) -> None:
         """Delete events after their PUBACK. Unknown ids (already evicted) are ignored."""
-        await self._submit("ack", tuple(ids))
+        await self._submit(_Ack(tuple(ids)))
 
     async def dead_letter(self, row_id: int, reason: int) -> None:
         """Move an event the broker rejected (PUBACK reason >= 0x80) to the dead-letter table."""
-        await self._submit("dead", (row_id, reason, self._clock()))
+        await self._submit(_Dead(row_id, reason, self._clock()))
 
     async def next_birth_seq(self) -> int:
         """Increment and persist the birth sequence (before every connect attempt)."""
-        result: int = await self._submit("birth", None)
+        result: int = await self._submit(_Birth())
         return result
 
     async def dead_letters(self) -> list[tuple[int, int, bytes]]:
         """``(id, reason, payload)`` of every dead letter, oldest first."""
-        result: list[tuple[int, int, bytes]] = await self._submit("dead_list", None)
+        result: list[tuple[int, int, bytes]] = await self._submit(_DeadList())
         return result
 
     # -- internals -------------------------------------------------------------------------
 
-    def _submit(self, kind: str, arg: Any) -> asyncio.Future[Any]:
+    def _submit(self, operation: _Operation) -> asyncio.Future[Any]:
         if self._closed:
             raise OutboxError("outbox closed")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._ops.append(_Op(kind, arg, fut))
+        self._ops.append(_Op(operation, fut))
         self._wake.set()
         return fut
 
@@ -359,10 +519,10 @@ class Outbox:
         stored = False
         retry: list[_Op] = []
         for op, res in zip(batch, results, strict=True):
-            if op.kind in _RETRY_WHEN_FULL and isinstance(res, OutboxDiskFull):
+            if isinstance(op.operation, _RETRY_WHEN_FULL) and isinstance(res, OutboxDiskFull):
                 retry.append(op)  # the caller waits: nothing sent is lost, the sender pauses
                 continue
-            if op.kind == "accept" and isinstance(res, tuple):  # (Stored or OutboxFull, dropped)
+            if isinstance(op.operation, _Accept) and isinstance(res, tuple):  # (result, dropped)
                 res, dropped = res
                 stored = stored or (isinstance(res, Stored) and not res.duplicate)
                 if self._on_drop is not None and dropped is not None:
@@ -385,99 +545,14 @@ class Outbox:
     def _apply(self, batch: list[_Op]) -> list[Any]:
         """Writer thread: apply ``batch`` in one transaction. In-memory state changes only
         once the commit succeeded."""
-        counts = dict(self._counts)
-        meta = dict(self._meta)
-        seq = self._seq
         results: list[Any] = []
-        pruned = False
         cur = self._conn.cursor()
+        txn = _Batch(cur, dict(self._counts), dict(self._meta), self._seq, self.max_events)
         try:
             cur.execute("BEGIN IMMEDIATE")
             for op in batch:
-                if op.kind == "accept":
-                    ev: Event
-                    key: str | None
-                    ev, key, ttl = op.arg
-                    if key is not None:
-                        if not pruned:  # once per batch: expired keys, then the count bound
-                            _prune_keys(cur, ev.ts)
-                            pruned = True
-                        row = cur.execute(
-                            "SELECT payload FROM idem WHERE key = ? AND expires > ?", (key, ev.ts)
-                        ).fetchone()
-                        if row is not None:
-                            first = decode(Event, bytes(row[0]))
-                            meta["duplicates_total"] = meta.get("duplicates_total", 0) + 1
-                            results.append((Stored(first, duplicate=True), None))
-                            continue
-                    decision = admit(ev.priority, counts, self.max_events)
-                    if decision.refuse:
-                        meta["evicted_total"] = meta.get("evicted_total", 0) + 1
-                        results.append(
-                            (OutboxFull("outbox full of more important events"), ev.priority)
-                        )
-                        continue
-                    dropped = None
-                    if decision.evict is not None:
-                        victim = decision.evict
-                        cur.execute(
-                            "DELETE FROM events WHERE id = "
-                            "(SELECT id FROM events WHERE prio = ? ORDER BY id LIMIT 1)",
-                            (victim.rank,),
-                        )
-                        counts[victim] -= cur.rowcount
-                        meta["evicted_total"] = meta.get("evicted_total", 0) + 1
-                        dropped = victim
-                    seq += 1
-                    final = ev.model_copy(update={"seq": seq})
-                    payload = encode(final)
-                    cur.execute(
-                        "INSERT INTO events(prio, accepted, payload) VALUES (?, ?, ?)",
-                        (ev.priority.rank, ev.ts, payload),
-                    )
-                    if key is not None:  # same transaction: the key exists iff the event does
-                        cur.execute(
-                            "INSERT OR REPLACE INTO idem(key, expires, payload) VALUES (?, ?, ?)",
-                            (key, ev.ts + ttl, payload),
-                        )
-                    counts[ev.priority] = counts.get(ev.priority, 0) + 1
-                    results.append((Stored(final), dropped))
-                elif op.kind == "peek":
-                    n, exclude = op.arg
-                    results.append(_peek(cur, n, exclude))
-                elif op.kind == "ack":
-                    for row_id in op.arg:
-                        row = cur.execute(
-                            "DELETE FROM events WHERE id = ? RETURNING prio", (row_id,)
-                        ).fetchone()
-                        if row is not None:
-                            counts[_RANKS[row[0]]] -= 1
-                    results.append(None)
-                elif op.kind == "dead":
-                    row_id, reason, now = op.arg
-                    row = cur.execute(
-                        "DELETE FROM events WHERE id = ? RETURNING prio, accepted, payload",
-                        (row_id,),
-                    ).fetchone()
-                    if row is not None:
-                        counts[_RANKS[row[0]]] -= 1
-                        cur.execute(
-                            "INSERT OR REPLACE INTO dead VALUES (?, ?, ?, ?, ?, ?)",
-                            (row_id, row[0], row[1], now, reason, row[2]),
-                        )
-                        meta["dead_total"] = meta.get("dead_total", 0) + 1
-                    results.append(None)
-                elif op.kind == "birth":
-                    meta["birth_seq"] = meta.get("birth_seq", 0) + 1
-                    results.append(meta["birth_seq"])
-                elif op.kind == "dead_list":
-                    rows = cur.execute("SELECT id, reason, payload FROM dead ORDER BY id")
-                    results.append([(r[0], r[1], bytes(r[2])) for r in rows])
-                else:  # pragma: no cover - a bug in this module
-                    raise AssertionError(op.kind)
-            for key, value in meta.items():
-                if value != self._meta.get(key):
-                    cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+                results.append(txn.apply(op.operation))
+            txn.write_meta(self._meta)
             cur.execute("COMMIT")
         except (sqlite3.Error, OSError) as e:
             with contextlib.suppress(sqlite3.Error):
@@ -486,16 +561,16 @@ class Outbox:
                 err = OutboxError(f"outbox write failed: {e}")
                 return [err for _ in batch]
             full = OutboxDiskFull(str(e))
-            rest = [op for op in batch if op.kind != "accept"]
+            rest = [op for op in batch if not isinstance(op.operation, _Accept)]
             if rest and len(rest) < len(batch):
                 # New events filled the disk; acks and reads need no new room (acks free it):
                 # apply them alone so the sender keeps sending.
                 done = iter(self._apply(rest))
-                return [full if op.kind == "accept" else next(done) for op in batch]
+                return [full if isinstance(op.operation, _Accept) else next(done) for op in batch]
             return [full for _ in batch]
         finally:
             cur.close()
-        self._counts, self._meta, self._seq = counts, meta, seq
+        self._counts, self._meta, self._seq = txn.counts, txn.meta, txn.seq
         return results
 
 
