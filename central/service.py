@@ -171,13 +171,14 @@ class CentralService:
         from central.dashboard import add_routes as add_dashboard_routes
 
         add_dashboard_routes(app, self.live)
-        from central import alert_routes, reports
+        from central import alert_routes, commissioning_summary, reports
 
         alert_routes.add_routes(app, self.alerts)
         reports.add_routes(app, self.history)
         from central import device_routes
 
         device_routes.add_routes(app, self.devices)
+        commissioning_summary.add_routes(app)
         from central.commissioning import add_commissioning_routes
 
         add_commissioning_routes(app, self.cfg.store.path, self.registry, self.clock)

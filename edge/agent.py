@@ -24,7 +24,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -42,6 +42,9 @@ from edge.session import NodeSession
 from edge.sources import EventSink, EventSource
 from wire import DeviceState, Event, Health, Priority, Topics, encode
 from wire.version import __version__
+
+if TYPE_CHECKING:
+    from edge.renew import CertRenewer
 
 log = logging.getLogger("shilian.edge.agent")
 
@@ -188,6 +191,9 @@ class Agent:
         self.sink: EventSink = _Sink(self)
         self.outbox: Outbox | None = None
         self.session: NodeSession | None = None
+        #: Certificate renewal (edge.renew) when [broker.tls] is set; the session holds it as
+        #: its ``renewal`` hooks, the agent runs its task and reports its expiry in health.
+        self.renewer: CertRenewer | None = None
         self.sender: Sender | None = None
         self.accepting = False
         #: Clock time of the first event refused because the outbox disk is full; None while
@@ -255,8 +261,9 @@ class Agent:
         if cfg.broker.tls is not None:  # certificate renewal over MQTT (edge.renew)
             from edge.renew import CertRenewer
 
-            session.renewal = CertRenewer(cfg, self.topics, session, self.registry, self.clock)
-            session.renewal.recover()
+            self.renewer = CertRenewer(cfg, self.topics, session, self.registry, self.clock)
+            self.renewer.recover()
+            session.renewal = self.renewer
         try:
             async with asyncio.TaskGroup() as tg:
                 core = [
@@ -265,8 +272,8 @@ class Agent:
                     tg.create_task(sender.run(), name="sender"),
                     tg.create_task(self._health(), name="health"),
                 ]
-                if session.renewal is not None:
-                    core.append(tg.create_task(session.renewal.run(), name="renew"))
+                if self.renewer is not None:
+                    core.append(tg.create_task(self.renewer.run(), name="renew"))
                 intake = [tg.create_task(s.run(self.sink), name=s.name) for s in self.sources]
                 if self.serve_local_socket:
                     api = LocalApi(cfg.local_socket.path, self.sink, self.status, fw)
@@ -325,7 +332,7 @@ class Agent:
                 temp_c=probe.temp_c(),
                 outbox_depth=self.outbox.depth,
                 last_publish_age_s=max(0.0, self.clock() - last) if last is not None else None,
-                cert_not_after=self.session.renewal.not_after if self.session.renewal else None,
+                cert_not_after=self.renewer.not_after if self.renewer else None,
                 outbox_disk_full_since=self.disk_full_since,
             )
             try:

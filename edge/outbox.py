@@ -10,19 +10,19 @@ Idempotent accept: an event may carry a key naming it at its source (the alarm b
 committed with the event (UNIQUE, in table ``idem``, kept after the event is sent, for the
 key's time to live); accepting the same key again stores nothing and returns the first event.
 So a source that crashed after the commit but before acknowledging its peer, and hears the
-peer retransmit after the restart, stores the event once (issue 4).
+peer retransmit after the restart, stores the event once.
 
 All SQLite work runs on one writer thread shared by every outbox of the process (the demo runs
 ~1,800 agents in one process), serialised per outbox by ``run()``, which applies queued
 operations in order and commits each batch in one transaction (group commit: concurrent
-``accept`` calls share one fsync).
+``accept`` calls share one fsync). The SQL (schema, migrations, each operation) is
+:mod:`edge.outbox_db`; this module queues, batches and settles.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
@@ -30,100 +30,62 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.outbox_policy import admit
-from wire import Event, Priority, decode, encode
+from edge.outbox_db import (
+    SCHEMA_VERSION,
+    Accept,
+    Ack,
+    Batch,
+    Birth,
+    Dead,
+    DeadList,
+    Operation,
+    OutboxDiskFull,
+    OutboxError,
+    OutboxFull,
+    Peek,
+    Pending,
+    Stored,
+    is_disk_full,
+    open_db,
+)
+from wire import Event, Priority, encode
+
+__all__ = [
+    "DEFAULT_KEY_TTL_S",
+    "DISK_FULL_RETRY_S",
+    "MAX_KEY_LEN",
+    "SCHEMA_VERSION",
+    "Outbox",
+    "OutboxDiskFull",
+    "OutboxError",
+    "OutboxFull",
+    "Pending",
+    "Stored",
+]
 
 #: One writer thread for the whole process: SQLite commits are fsync-bound, more threads
 #: would only contend for the same disk, and the demo must not start a thread per agent.
 _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-writer")
 
-#: SQLite page cache per outbox (KiB). Access is append at the tail, read at the head of one
-#: index: a small cache suffices, and the demo keeps ~1,800 outboxes open in one process.
-CACHE_KIB = 256
-
 #: Default time to live of an idempotency key: the longest a source's peer may hold an
 #: unacknowledged event and retransmit it (a board keeps events in flash across an edge outage
 #: of days). Sources with reused identities (SIA seq wraps at 9999) pass a shorter one.
 DEFAULT_KEY_TTL_S = 30 * 86400.0
-#: Keys kept at most, newest first: bounds the table if a source keys a flood of events.
-MAX_KEYS = 100_000
 #: Longest key accepted (keys are short ids; refuse rather than store an unbounded string).
 MAX_KEY_LEN = 200
 
-_RANKS = {p.rank: p for p in Priority}
 
 #: Writes that are retried (their callers wait) rather than failed while the disk is full:
 #: deleting sent events, dead-lettering, the birth counter. Without them the sender or the
 #: MQTT session would stop; new events are refused instead (their senders keep them).
-_RETRY_WHEN_FULL = frozenset({"ack", "dead", "birth"})
+_RETRY_WHEN_FULL = (Ack, Dead, Birth)
 #: Seconds between tries of those writes while the disk stays full.
 DISK_FULL_RETRY_S = 1.0
-
-#: The version-0 schema (files written before idempotency keys); :data:`_MIGRATIONS` bring a
-#: file from ``PRAGMA user_version`` n-1 to n.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events(
-    id INTEGER PRIMARY KEY, prio INTEGER NOT NULL, accepted REAL NOT NULL, payload BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS events_send_order ON events(prio DESC, id);
-CREATE TABLE IF NOT EXISTS dead(
-    id INTEGER PRIMARY KEY, prio INTEGER NOT NULL, accepted REAL NOT NULL, rejected REAL NOT NULL,
-    reason INTEGER NOT NULL, payload BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-_MIGRATIONS: tuple[str, ...] = (
-    # 1: idempotency keys (issue 4: an alarm retransmitted after an edge crash is stored once).
-    """
-    CREATE TABLE idem(
-        id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, expires REAL NOT NULL,
-        payload BLOB NOT NULL);
-    CREATE INDEX idem_expires ON idem(expires);
-    """,
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
-
-
-class OutboxError(Exception):
-    """The outbox could not store or change events (disk full, I/O error, closed)."""
-
-
-class OutboxDiskFull(OutboxError):
-    """The disk (or the file's size limit) is full: nothing of the failed batch was stored.
-    Not fatal: sending stored events deletes them and frees room."""
-
-    MESSAGE = "发件箱所在磁盘已满，事件未保存 / outbox disk full: event not stored"
-
-    def __init__(self, detail: str = "") -> None:
-        super().__init__(self.MESSAGE)
-        self.detail = detail
-
-
-class OutboxFull(OutboxError):
-    """A non-alarm event was refused: the outbox is full of more important events."""
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """The result of :meth:`Outbox.store`: the event, and whether its key was seen before (then
-    ``event`` is the first event stored under it and nothing new was stored)."""
-
-    event: Event
-    duplicate: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """An event waiting for its PUBACK: row id, priority, accept time, encoded payload."""
-
-    id: int
-    priority: Priority
-    accepted: float
-    payload: bytes
 
 
 @dataclass(slots=True)
 class _Op:
-    kind: str
-    arg: Any
+    operation: Operation
     fut: asyncio.Future[Any]
 
 
@@ -182,7 +144,7 @@ class Outbox:
         on_drop: Callable[[Priority], None] | None = None,
     ) -> Outbox:
         loop = asyncio.get_running_loop()
-        conn, counts, meta = await loop.run_in_executor(_EXECUTOR, _open_db, path)
+        conn, counts, meta = await loop.run_in_executor(_EXECUTOR, open_db, path)
         return cls(
             conn,
             node_id=node_id,
@@ -304,39 +266,39 @@ class Outbox:
             data=data or {},
         )
         encode(ev)  # refuse an oversize event here, where the caller can be told
-        result: Stored = await self._submit("accept", (ev, key, key_ttl_s))
+        result: Stored = await self._submit(Accept(ev, key, key_ttl_s))
         return result
 
     async def peek(self, n: int, exclude: Collection[int] = ()) -> list[Pending]:
         """The next ``n`` events to send in send order, skipping ``exclude`` (in flight)."""
-        result: list[Pending] = await self._submit("peek", (n, tuple(exclude)))
+        result: list[Pending] = await self._submit(Peek(n, tuple(exclude)))
         return result
 
     async def ack(self, ids: Collection[int]) -> None:
         """Delete events after their PUBACK. Unknown ids (already evicted) are ignored."""
-        await self._submit("ack", tuple(ids))
+        await self._submit(Ack(tuple(ids)))
 
     async def dead_letter(self, row_id: int, reason: int) -> None:
         """Move an event the broker rejected (PUBACK reason >= 0x80) to the dead-letter table."""
-        await self._submit("dead", (row_id, reason, self._clock()))
+        await self._submit(Dead(row_id, reason, self._clock()))
 
     async def next_birth_seq(self) -> int:
         """Increment and persist the birth sequence (before every connect attempt)."""
-        result: int = await self._submit("birth", None)
+        result: int = await self._submit(Birth())
         return result
 
     async def dead_letters(self) -> list[tuple[int, int, bytes]]:
         """``(id, reason, payload)`` of every dead letter, oldest first."""
-        result: list[tuple[int, int, bytes]] = await self._submit("dead_list", None)
+        result: list[tuple[int, int, bytes]] = await self._submit(DeadList())
         return result
 
     # -- internals -------------------------------------------------------------------------
 
-    def _submit(self, kind: str, arg: Any) -> asyncio.Future[Any]:
+    def _submit(self, operation: Operation) -> asyncio.Future[Any]:
         if self._closed:
             raise OutboxError("outbox closed")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._ops.append(_Op(kind, arg, fut))
+        self._ops.append(_Op(operation, fut))
         self._wake.set()
         return fut
 
@@ -359,10 +321,10 @@ class Outbox:
         stored = False
         retry: list[_Op] = []
         for op, res in zip(batch, results, strict=True):
-            if op.kind in _RETRY_WHEN_FULL and isinstance(res, OutboxDiskFull):
+            if isinstance(op.operation, _RETRY_WHEN_FULL) and isinstance(res, OutboxDiskFull):
                 retry.append(op)  # the caller waits: nothing sent is lost, the sender pauses
                 continue
-            if op.kind == "accept" and isinstance(res, tuple):  # (Stored or OutboxFull, dropped)
+            if isinstance(op.operation, Accept) and isinstance(res, tuple):  # (result, dropped)
                 res, dropped = res
                 stored = stored or (isinstance(res, Stored) and not res.duplicate)
                 if self._on_drop is not None and dropped is not None:
@@ -385,186 +347,30 @@ class Outbox:
     def _apply(self, batch: list[_Op]) -> list[Any]:
         """Writer thread: apply ``batch`` in one transaction. In-memory state changes only
         once the commit succeeded."""
-        counts = dict(self._counts)
-        meta = dict(self._meta)
-        seq = self._seq
         results: list[Any] = []
-        pruned = False
         cur = self._conn.cursor()
+        txn = Batch(cur, dict(self._counts), dict(self._meta), self._seq, self.max_events)
         try:
             cur.execute("BEGIN IMMEDIATE")
             for op in batch:
-                if op.kind == "accept":
-                    ev: Event
-                    key: str | None
-                    ev, key, ttl = op.arg
-                    if key is not None:
-                        if not pruned:  # once per batch: expired keys, then the count bound
-                            _prune_keys(cur, ev.ts)
-                            pruned = True
-                        row = cur.execute(
-                            "SELECT payload FROM idem WHERE key = ? AND expires > ?", (key, ev.ts)
-                        ).fetchone()
-                        if row is not None:
-                            first = decode(Event, bytes(row[0]))
-                            meta["duplicates_total"] = meta.get("duplicates_total", 0) + 1
-                            results.append((Stored(first, duplicate=True), None))
-                            continue
-                    decision = admit(ev.priority, counts, self.max_events)
-                    if decision.refuse:
-                        meta["evicted_total"] = meta.get("evicted_total", 0) + 1
-                        results.append(
-                            (OutboxFull("outbox full of more important events"), ev.priority)
-                        )
-                        continue
-                    dropped = None
-                    if decision.evict is not None:
-                        victim = decision.evict
-                        cur.execute(
-                            "DELETE FROM events WHERE id = "
-                            "(SELECT id FROM events WHERE prio = ? ORDER BY id LIMIT 1)",
-                            (victim.rank,),
-                        )
-                        counts[victim] -= cur.rowcount
-                        meta["evicted_total"] = meta.get("evicted_total", 0) + 1
-                        dropped = victim
-                    seq += 1
-                    final = ev.model_copy(update={"seq": seq})
-                    payload = encode(final)
-                    cur.execute(
-                        "INSERT INTO events(prio, accepted, payload) VALUES (?, ?, ?)",
-                        (ev.priority.rank, ev.ts, payload),
-                    )
-                    if key is not None:  # same transaction: the key exists iff the event does
-                        cur.execute(
-                            "INSERT OR REPLACE INTO idem(key, expires, payload) VALUES (?, ?, ?)",
-                            (key, ev.ts + ttl, payload),
-                        )
-                    counts[ev.priority] = counts.get(ev.priority, 0) + 1
-                    results.append((Stored(final), dropped))
-                elif op.kind == "peek":
-                    n, exclude = op.arg
-                    results.append(_peek(cur, n, exclude))
-                elif op.kind == "ack":
-                    for row_id in op.arg:
-                        row = cur.execute(
-                            "DELETE FROM events WHERE id = ? RETURNING prio", (row_id,)
-                        ).fetchone()
-                        if row is not None:
-                            counts[_RANKS[row[0]]] -= 1
-                    results.append(None)
-                elif op.kind == "dead":
-                    row_id, reason, now = op.arg
-                    row = cur.execute(
-                        "DELETE FROM events WHERE id = ? RETURNING prio, accepted, payload",
-                        (row_id,),
-                    ).fetchone()
-                    if row is not None:
-                        counts[_RANKS[row[0]]] -= 1
-                        cur.execute(
-                            "INSERT OR REPLACE INTO dead VALUES (?, ?, ?, ?, ?, ?)",
-                            (row_id, row[0], row[1], now, reason, row[2]),
-                        )
-                        meta["dead_total"] = meta.get("dead_total", 0) + 1
-                    results.append(None)
-                elif op.kind == "birth":
-                    meta["birth_seq"] = meta.get("birth_seq", 0) + 1
-                    results.append(meta["birth_seq"])
-                elif op.kind == "dead_list":
-                    rows = cur.execute("SELECT id, reason, payload FROM dead ORDER BY id")
-                    results.append([(r[0], r[1], bytes(r[2])) for r in rows])
-                else:  # pragma: no cover - a bug in this module
-                    raise AssertionError(op.kind)
-            for key, value in meta.items():
-                if value != self._meta.get(key):
-                    cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+                results.append(txn.apply(op.operation))
+            txn.write_meta(self._meta)
             cur.execute("COMMIT")
         except (sqlite3.Error, OSError) as e:
             with contextlib.suppress(sqlite3.Error):
                 cur.execute("ROLLBACK")
-            if not _is_disk_full(e):
+            if not is_disk_full(e):
                 err = OutboxError(f"outbox write failed: {e}")
                 return [err for _ in batch]
             full = OutboxDiskFull(str(e))
-            rest = [op for op in batch if op.kind != "accept"]
+            rest = [op for op in batch if not isinstance(op.operation, Accept)]
             if rest and len(rest) < len(batch):
                 # New events filled the disk; acks and reads need no new room (acks free it):
                 # apply them alone so the sender keeps sending.
                 done = iter(self._apply(rest))
-                return [full if op.kind == "accept" else next(done) for op in batch]
+                return [full if isinstance(op.operation, Accept) else next(done) for op in batch]
             return [full for _ in batch]
         finally:
             cur.close()
-        self._counts, self._meta, self._seq = counts, meta, seq
+        self._counts, self._meta, self._seq = txn.counts, txn.meta, txn.seq
         return results
-
-
-def _is_disk_full(e: BaseException) -> bool:
-    """SQLITE_FULL (disk full, or ``max_page_count`` reached) or ENOSPC."""
-    if isinstance(e, sqlite3.Error):
-        code = getattr(e, "sqlite_errorcode", None)  # Python >= 3.11
-        return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(e)
-    return isinstance(e, OSError) and e.errno == errno.ENOSPC
-
-
-def _peek(cur: sqlite3.Cursor, n: int, exclude: tuple[int, ...]) -> list[Pending]:
-    if exclude:
-        marks = ",".join("?" * len(exclude))
-        sql = (
-            f"SELECT id, prio, accepted, payload FROM events WHERE id NOT IN ({marks}) "
-            "ORDER BY prio DESC, id LIMIT ?"
-        )
-        rows = cur.execute(sql, (*exclude, n))
-    else:
-        rows = cur.execute(
-            "SELECT id, prio, accepted, payload FROM events ORDER BY prio DESC, id LIMIT ?", (n,)
-        )
-    return [Pending(r[0], _RANKS[r[1]], r[2], bytes(r[3])) for r in rows]
-
-
-def _prune_keys(cur: sqlite3.Cursor, now: float) -> None:
-    cur.execute("DELETE FROM idem WHERE expires <= ?", (now,))
-    cur.execute("DELETE FROM idem WHERE id <= (SELECT max(id) FROM idem) - ?", (MAX_KEYS,))
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Bring an outbox file to :data:`SCHEMA_VERSION`, one transaction per step (a crash
-    mid-way leaves a consistent older version, migrated again on the next open)."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise OutboxError(
-            f"发件箱文件 {path} 的格式版本 {version} 比本程序新（{SCHEMA_VERSION}）；"
-            "请升级 shilian / "
-            f"outbox file {path} has schema version {version}, newer than this program's "
-            f"{SCHEMA_VERSION}: upgrade shilian"
-        )
-    for n in range(version + 1, SCHEMA_VERSION + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for stmt in _MIGRATIONS[n - 1].split(";"):
-                if stmt.strip():
-                    conn.execute(stmt)
-            conn.execute(f"PRAGMA user_version = {n}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
-
-def _open_db(path: Path) -> tuple[sqlite3.Connection, dict[Priority, int], dict[str, int]]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")  # a committed event survives a power cut
-    conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-    conn.executescript(_SCHEMA)
-    try:
-        _migrate(conn, path)
-    except BaseException:
-        conn.close()
-        raise
-    counts = {p: 0 for p in Priority}
-    for prio, n in conn.execute("SELECT prio, count(*) FROM events GROUP BY prio"):
-        counts[_RANKS[prio]] = n
-    meta = {k: int(v) for k, v in conn.execute("SELECT key, value FROM meta")}
-    return conn, counts, meta

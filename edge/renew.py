@@ -100,7 +100,8 @@ class Pair:
 
 class CertRenewer:
     """Owned by the agent when ``[broker.tls]`` is set; hooked into :class:`NodeSession` as its
-    ``renewal`` (``tls_files``, ``connected``, ``connect_failed``, ``on_answer``)."""
+    ``renewal`` (an :class:`edge.session.Renewal`: ``tls_files``, ``connected``,
+    ``connect_failed``, ``on_answer``)."""
 
     def __init__(
         self,

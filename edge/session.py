@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from edge.backoff import Backoff
 from edge.commands import CommandHandler, Refused
@@ -28,19 +28,29 @@ from edge.mqtt_link import (
     Link,
     LinkError,
     PublishRejected,
+    TlsFiles,
     Will,
 )
 from edge.outbox import Outbox
 from wire import DeviceState, NodeState, RemoteWireError, Topics, decode, encode
-
-if TYPE_CHECKING:
-    from edge.renew import CertRenewer
 
 log = logging.getLogger("shilian.edge.session")
 
 #: A misbehaving peer (bad command requests, junk on our state topic) is logged at most this
 #: often per reason, so it cannot flood the node's log; the metric counts every occurrence.
 PEER_FAULT_LOG_INTERVAL_S = 60.0
+
+
+class Renewal(Protocol):
+    """Certificate renewal as the session sees it (``edge.renew.CertRenewer`` is one): it
+    chooses the TLS files of each connect, learns whether they were accepted, and takes the
+    answers on our ``cert/res`` topic. Defined here so the session needs nothing of the renewer,
+    which drives the session (``wait_link``, ``reconnect``)."""
+
+    def tls_files(self) -> TlsFiles | None: ...
+    def connected(self, files: object) -> None: ...
+    def connect_failed(self, files: object, error: Exception) -> None: ...
+    def on_answer(self, msg: Incoming) -> None: ...
 
 
 class NodeSession:
@@ -77,7 +87,7 @@ class NodeSession:
         self._peer_fault_logged: dict[str, float] = {}
         #: Certificate renewal (edge.renew), set by the agent when [broker.tls] is configured:
         #: chooses the TLS files of each connect and takes the answers on our cert/res topic.
-        self.renewal: CertRenewer | None = None
+        self.renewal: Renewal | None = None
 
     # -- for the other tasks ---------------------------------------------------------------
 

@@ -1,10 +1,13 @@
-"""The interface between the agent and what produces events (cameras, alarm board, conference
-terminal in later issues; the local socket and health in this one)."""
+"""The interface between the agent and what produces events (the alarm board, the SIA receiver,
+the local socket and health; cameras and the conference terminal later), and the emit a source
+uses when it keeps an event until the outbox has room for it."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
+from edge.outbox import DISK_FULL_RETRY_S, OutboxDiskFull
 from wire import Event, Priority
 
 
@@ -48,3 +51,24 @@ class EventSource(Protocol):
     name: str
 
     async def run(self, sink: EventSink) -> None: ...
+
+
+async def emit_waiting_for_room(
+    sink: EventSink,
+    priority: str,
+    kind: str,
+    device: str | None,
+    data: dict[str, Any],
+    key: str | None,
+) -> None:
+    """Emit; while the outbox disk is full, try again every second (the sink counts each
+    refusal) instead of failing. For a source that holds the event itself until it is stored:
+    the alarm board is acknowledged only after this returns, so it keeps the event (and
+    everything after it) meanwhile; the zones decided the alarm before the emit, so failing here
+    would lose it. Sending stored events deletes them and makes the room."""
+    while True:
+        try:
+            await sink.emit(priority, kind, device, data, key=key)
+            return
+        except OutboxDiskFull:
+            await asyncio.sleep(DISK_FULL_RETRY_S)

@@ -135,7 +135,8 @@ def discover(
     import json
 
     from provisioning.discover import discover as run_discovery
-    from provisioning.discover import record, show
+    from provisioning.discover import record
+    from provisioning.discovery_tables import show
     from provisioning.flow import STATE, State
 
     found = asyncio.run(

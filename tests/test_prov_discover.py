@@ -7,7 +7,8 @@
 - the alarm board: the board simulator on a pty; a silent pty; a missing port;
 - SIP terminals: real ``sipp`` answering OPTIONS with 200, a sipp scenario answering 503, and a
   port where nothing listens.
-Codecs: the probe, a ProbeMatches as the publisher sends it, hostile bytes (hypothesis).
+Codecs: the probe, a ProbeMatches as the publisher sends it, hostile bytes (hypothesis); the SIP
+OPTIONS codec is tests/test_sipcodec.py.
 """
 
 from __future__ import annotations
@@ -28,16 +29,9 @@ from hypothesis import strategies as st
 
 from firmware_bridge.simulator import simulate_board
 from provisioning import wsdiscovery as wsd
-from provisioning.discover import (
-    Discovery,
-    SipReplyError,
-    parse_sip_response,
-    probe_board,
-    probe_sip,
-    record,
-    sip_options,
-)
+from provisioning.discover import Discovery, record
 from provisioning.flow import State, edge_config_data
+from provisioning.lan_probes import probe_board, probe_sip
 from shilian.broker import free_port
 from tests.processes import wait_for
 
@@ -313,27 +307,3 @@ async def test_sip_terminals(sipp: Callable[..., int], tmp_path: Path) -> None:
     assert not dead.reachable and dead.status is None and dead.error
     bad = await probe_sip("no such host name.invalid:5060")
     assert not bad.reachable and "bad address" in (bad.error or "")
-
-
-def test_sip_response_codec() -> None:
-    req = sip_options("192.0.2.9", 5060, "192.0.2.1", 40000)
-    head = req.data.decode().split("\r\n")
-    via = next(h for h in head if h.startswith("Via:"))
-    call = next(h for h in head if h.startswith("Call-ID:"))
-    resp = (
-        f"SIP/2.0 200 OK\r\n{via}\r\ni: {call.split(': ', 1)[1]}\r\nCSeq: 1 OPTIONS\r\n"
-        "Server: Yealink SIP-T46U\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
-    r = parse_sip_response(resp, req)
-    assert r.status == 200 and r.user_agent == "Yealink SIP-T46U"
-    with pytest.raises(SipReplyError, match="Call-ID"):
-        parse_sip_response(resp.replace(req.call_id.encode(), b"other"), req)
-    with pytest.raises(SipReplyError, match="not a SIP"):
-        parse_sip_response(b"HTTP/1.1 200 OK\r\n\r\n", req)
-
-
-@given(st.binary(max_size=1000))
-def test_any_sip_datagram_is_a_response_or_an_error(data: bytes) -> None:
-    req = sip_options("h", 5060, "l", 1)
-    with contextlib.suppress(SipReplyError):
-        assert parse_sip_response(data, req).status >= 0

@@ -14,7 +14,7 @@ from typing import Any, cast
 import openpyxl
 import pytest
 
-from central import reports
+from central import coverage_report
 from central.history import DayRow, HistoryStore
 from registry import Registry
 from shilian.broker import Mosquitto
@@ -43,8 +43,8 @@ def _history(tmp_path: Path) -> HistoryStore:
     return hs
 
 
-def _report(hs: HistoryStore, last: dt.date) -> reports.Report:
-    return reports.build_report(hs.conn, NANNING, {}, COUNTY, DAY, last)
+def _report(hs: HistoryStore, last: dt.date) -> coverage_report.Report:
+    return coverage_report.build_report(hs.conn, NANNING, {}, COUNTY, DAY, last)
 
 
 def test_xlsx_has_a_summary_with_totals_and_every_day(tmp_path: Path) -> None:
@@ -53,18 +53,18 @@ def test_xlsx_has_a_summary_with_totals_and_every_day(tmp_path: Path) -> None:
         r = _report(hs, DAY + dt.timedelta(days=3))  # the 4th day has no history
     finally:
         hs.close()
-    wb = openpyxl.load_workbook(io.BytesIO(reports.to_xlsx(r)))
+    wb = openpyxl.load_workbook(io.BytesIO(coverage_report.to_xlsx(r)))
     assert wb.sheetnames == ["汇总", "逐日明细"]
     summary = list(wb["汇总"].iter_rows(values_only=True))
     assert summary[1][0] == "统计日期：2026年11月22日；范围 2026年11月20日 至 2026年11月23日"
-    assert summary[2] == reports.SUMMARY_HEADER
+    assert summary[2] == coverage_report.SUMMARY_HEADER
     unit, *kids, total = cast(list[tuple[Any, ...]], summary[3:])
     assert unit[:2] == (COUNTY, "兴宁区") and len(kids) == len(TOWNSHIPS)
     assert total[1] == "合计" and total[3:6] == unit[3:6]
     assert total[5] == sum(k[5] for k in kids) == 4 * len(TOWNSHIPS)
     assert abs(total[6] - 0.4) < 1e-9
     daily = list(wb["逐日明细"].iter_rows(values_only=True))
-    assert daily[0] == reports.DAILY_HEADER
+    assert daily[0] == coverage_report.DAILY_HEADER
     assert len(daily) - 1 == 3 * (1 + len(TOWNSHIPS))
     assert daily[1][0] == "2026年11月20日" and daily[1][-1] == "每日快照"
 
@@ -72,15 +72,15 @@ def test_xlsx_has_a_summary_with_totals_and_every_day(tmp_path: Path) -> None:
 def test_csv_has_iso_days_and_the_summary(tmp_path: Path) -> None:
     hs = _history(tmp_path)
     try:
-        body = reports.to_csv(_report(hs, DAY + dt.timedelta(days=2)))
+        body = coverage_report.to_csv(_report(hs, DAY + dt.timedelta(days=2)))
     finally:
         hs.close()
     assert body.startswith("\ufeff".encode())
     rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
-    assert rows[0] == list(reports.DAILY_HEADER)
+    assert rows[0] == list(coverage_report.DAILY_HEADER)
     assert rows[1][0] == "2026-11-20"
     blank = rows.index([])
-    assert rows[blank + 1] == list(reports.SUMMARY_HEADER)
+    assert rows[blank + 1] == list(coverage_report.SUMMARY_HEADER)
     assert rows[-1][1] == "合计" and rows[-1][5] == str(4 * len(TOWNSHIPS))
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from edge.commands import MAX_FIRMWARE_BYTES, FirmwareJob
 from edge.durable_file import fsync_dir, write_atomic
 
-log = logging.getLogger("shilian.edge.firmware_jobs")
+log = logging.getLogger("shilian.edge.firmware_job_store")
 
 #: Format of the job file; a file of another version is discarded (the operator re-sends).
 JOB_FORMAT = 1

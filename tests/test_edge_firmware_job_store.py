@@ -1,4 +1,4 @@
-"""The firmware job on disk (edge.firmware_jobs) and how the board source treats a
+"""The firmware job on disk (edge.firmware_job_store) and how the updater treats a
 job left by an earlier run that cannot be resumed. The resume itself, over a real pty board,
 is tests/test_fb_firmware_e2e.py::test_edge_crash_mid_transfer_resumes."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edge.board_source import BoardSource
 from edge.commands import FirmwareJob
-from edge.firmware_jobs import MAX_JOB_ATTEMPTS, JobStore, PendingJob
+from edge.firmware_job_store import MAX_JOB_ATTEMPTS, JobStore, PendingJob
 from firmware_bridge.alarms import AlarmKind
 from firmware_bridge.zones import Zone
 from tests.test_edge_board_source import Log, RecordingSink, ScriptedPort, _opener, until
@@ -66,8 +66,8 @@ async def test_a_job_that_keeps_killing_the_agent_is_given_up(tmp_path: Path) ->
         [Zone(1, AlarmKind.PANIC, "按钮1")],
         device="/dev/nonexistent-h9",
         opener=_opener(ScriptedPort(log)),
+        firmware_store=store,
     )
-    src.firmware_store = store
     task = asyncio.create_task(src.run(RecordingSink(log)))
     try:
         await log.wait(lambda: any(k == "firmware_update" for _, k, _, _ in log.of("emit")))
@@ -78,7 +78,7 @@ async def test_a_job_that_keeps_killing_the_agent_is_given_up(tmp_path: Path) ->
         }
         await until(lambda: not store.job_file.exists(), "job file cleared")
         assert src.firmware_status()["update"]["result"] == "too_many_restarts"
-        assert src._fw_busy is False  # a new command may start
+        assert src.firmware.busy is False  # a new command may start
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,48 @@
+"""A node's latest commissioning report in brief, for the dashboard's node page.
+
+Route (docs/dashboard.md): ``GET /api/v1/dashboard/nodes/{node_id}/reports`` →
+``{"node_id", "commissioning": {"id", "uploaded_at", "ok", "technician"} | null}``, behind the
+operator login like the rest of the dashboard; the reports themselves are stored and served by
+:mod:`central.commissioning`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from aiohttp import web
+
+from central import api
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/dashboard/nodes/{node_id}/reports", node_reports)
+
+
+def commissioning_summary(conn: sqlite3.Connection, node_id: str) -> dict[str, Any] | None:
+    """The node's latest commissioning report in brief (central.commissioning stores
+    them), or None: none uploaded, or no provisioning on this central (no table)."""
+    try:
+        row = conn.execute(
+            "SELECT id, uploaded_at, ok, technician FROM commissioning_reports WHERE node_id = ?"
+            " ORDER BY id DESC LIMIT 1",
+            (node_id,),
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    if row is None:
+        return None
+    return {"id": row[0], "uploaded_at": row[1], "ok": bool(row[2]), "technician": row[3]}
+
+
+async def node_reports(request: web.Request) -> web.Response:
+    """``{"commissioning": {...} | null}`` for the node page: a 200 either way, so the page can
+    ask without a failed request (a 404 shows as an error in the browser's console)."""
+    node_id = request.match_info["node_id"][:80]
+    summary = await request.app[api.READS].run(lambda c: commissioning_summary(c, node_id))
+    return web.json_response(
+        {"node_id": node_id, "commissioning": summary},
+        dumps=lambda o: json.dumps(o, ensure_ascii=False),
+    )

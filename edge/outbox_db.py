@@ -1,0 +1,318 @@
+"""The outbox's SQLite file (edge.outbox is its asyncio shell): the schema and its migrations,
+opening, and the operations of one write transaction, applied on the writer thread.
+
+Every method of :class:`Batch` only executes SQL on the transaction's cursor and changes copies
+of the outbox's counters; the shell commits, and adopts the counters only once the commit
+succeeded. The file is WAL with ``synchronous=FULL``: a committed event survives a power cut.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.outbox_policy import admit
+from wire import Event, Priority, decode, encode
+
+#: SQLite page cache per outbox (KiB). Access is append at the tail, read at the head of one
+#: index: a small cache suffices, and the demo keeps ~1,800 outboxes open in one process.
+CACHE_KIB = 256
+
+#: Keys kept at most, newest first: bounds the table if a source keys a flood of events.
+MAX_KEYS = 100_000
+_RANKS = {p.rank: p for p in Priority}
+
+#: The version-0 schema (files written before idempotency keys); :data:`_MIGRATIONS` bring a
+#: file from ``PRAGMA user_version`` n-1 to n.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events(
+    id INTEGER PRIMARY KEY, prio INTEGER NOT NULL, accepted REAL NOT NULL, payload BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS events_send_order ON events(prio DESC, id);
+CREATE TABLE IF NOT EXISTS dead(
+    id INTEGER PRIMARY KEY, prio INTEGER NOT NULL, accepted REAL NOT NULL, rejected REAL NOT NULL,
+    reason INTEGER NOT NULL, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: idempotency keys (an alarm retransmitted after an edge crash is stored once).
+    """
+    CREATE TABLE idem(
+        id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, expires REAL NOT NULL,
+        payload BLOB NOT NULL);
+    CREATE INDEX idem_expires ON idem(expires);
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class OutboxError(Exception):
+    """The outbox could not store or change events (disk full, I/O error, closed)."""
+
+
+class OutboxDiskFull(OutboxError):
+    """The disk (or the file's size limit) is full: nothing of the failed batch was stored.
+    Not fatal: sending stored events deletes them and frees room."""
+
+    MESSAGE = "发件箱所在磁盘已满，事件未保存 / outbox disk full: event not stored"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(self.MESSAGE)
+        self.detail = detail
+
+
+class OutboxFull(OutboxError):
+    """A non-alarm event was refused: the outbox is full of more important events."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """The result of :meth:`Outbox.store`: the event, and whether its key was seen before (then
+    ``event`` is the first event stored under it and nothing new was stored)."""
+
+    event: Event
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An event waiting for its PUBACK: row id, priority, accept time, encoded payload."""
+
+    id: int
+    priority: Priority
+    accepted: float
+    payload: bytes
+
+
+# -- the operations queued for the writer thread: one dataclass per kind, one method each in
+# -- :class:`Batch` (the SQL of one kind stays in one place).
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Store ``event`` (seq assigned in the batch), idempotent under ``key`` for ``ttl`` s."""
+
+    event: Event
+    key: str | None
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class Peek:
+    n: int
+    exclude: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    row_id: int
+    reason: int
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Birth:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class DeadList:
+    pass
+
+
+Operation = Accept | Peek | Ack | Dead | Birth | DeadList
+
+
+class Batch:
+    """Writer thread: the operations of one transaction on ``cur``, each changing copies of the
+    outbox's counters; the caller adopts them only once the commit succeeded."""
+
+    def __init__(
+        self,
+        cur: sqlite3.Cursor,
+        counts: dict[Priority, int],
+        meta: dict[str, int],
+        seq: int,
+        max_events: int,
+    ) -> None:
+        self.cur = cur
+        self.counts = counts
+        self.meta = meta
+        self.seq = seq
+        self.max_events = max_events
+        self._pruned = False
+
+    def apply(self, op: Operation) -> Any:
+        match op:
+            case Accept():
+                return self.accept(op)
+            case Peek():
+                return _peek(self.cur, op.n, op.exclude)
+            case Ack():
+                return self.ack(op)
+            case Dead():
+                return self.dead(op)
+            case Birth():
+                return self.birth()
+            case DeadList():
+                return self.dead_list()
+
+    def _bump(self, name: str) -> int:
+        self.meta[name] = self.meta.get(name, 0) + 1
+        return self.meta[name]
+
+    def accept(self, op: Accept) -> tuple[Stored | OutboxFull, Priority | None]:
+        """(the stored event, or its refusal; the priority of an event evicted for it)."""
+        cur, ev, key = self.cur, op.event, op.key
+        if key is not None:
+            if not self._pruned:  # once per batch: expired keys, then the count bound
+                _prune_keys(cur, ev.ts)
+                self._pruned = True
+            row = cur.execute(
+                "SELECT payload FROM idem WHERE key = ? AND expires > ?", (key, ev.ts)
+            ).fetchone()
+            if row is not None:
+                first = decode(Event, bytes(row[0]))
+                self._bump("duplicates_total")
+                return Stored(first, duplicate=True), None
+        decision = admit(ev.priority, self.counts, self.max_events)
+        if decision.refuse:
+            self._bump("evicted_total")
+            return OutboxFull("outbox full of more important events"), ev.priority
+        dropped = None
+        if decision.evict is not None:
+            victim = decision.evict
+            cur.execute(
+                "DELETE FROM events WHERE id = "
+                "(SELECT id FROM events WHERE prio = ? ORDER BY id LIMIT 1)",
+                (victim.rank,),
+            )
+            self.counts[victim] -= cur.rowcount
+            self._bump("evicted_total")
+            dropped = victim
+        self.seq += 1
+        final = ev.model_copy(update={"seq": self.seq})
+        payload = encode(final)
+        cur.execute(
+            "INSERT INTO events(prio, accepted, payload) VALUES (?, ?, ?)",
+            (ev.priority.rank, ev.ts, payload),
+        )
+        if key is not None:  # same transaction: the key exists iff the event does
+            cur.execute(
+                "INSERT OR REPLACE INTO idem(key, expires, payload) VALUES (?, ?, ?)",
+                (key, ev.ts + op.ttl, payload),
+            )
+        self.counts[ev.priority] = self.counts.get(ev.priority, 0) + 1
+        return Stored(final), dropped
+
+    def ack(self, op: Ack) -> None:
+        for row_id in op.ids:
+            row = self.cur.execute(
+                "DELETE FROM events WHERE id = ? RETURNING prio", (row_id,)
+            ).fetchone()
+            if row is not None:
+                self.counts[_RANKS[row[0]]] -= 1
+
+    def dead(self, op: Dead) -> None:
+        row = self.cur.execute(
+            "DELETE FROM events WHERE id = ? RETURNING prio, accepted, payload",
+            (op.row_id,),
+        ).fetchone()
+        if row is not None:
+            self.counts[_RANKS[row[0]]] -= 1
+            self.cur.execute(
+                "INSERT OR REPLACE INTO dead VALUES (?, ?, ?, ?, ?, ?)",
+                (op.row_id, row[0], row[1], op.now, op.reason, row[2]),
+            )
+            self._bump("dead_total")
+
+    def birth(self) -> int:
+        return self._bump("birth_seq")
+
+    def dead_list(self) -> list[tuple[int, int, bytes]]:
+        rows = self.cur.execute("SELECT id, reason, payload FROM dead ORDER BY id")
+        return [(r[0], r[1], bytes(r[2])) for r in rows]
+
+    def write_meta(self, before: dict[str, int]) -> None:
+        """Persist the counters that changed in this batch (same transaction)."""
+        for key, value in self.meta.items():
+            if value != before.get(key):
+                self.cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """SQLITE_FULL (disk full, or ``max_page_count`` reached) or ENOSPC."""
+    if isinstance(e, sqlite3.Error):
+        code = getattr(e, "sqlite_errorcode", None)  # Python >= 3.11
+        return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(e)
+    return isinstance(e, OSError) and e.errno == errno.ENOSPC
+
+
+def _peek(cur: sqlite3.Cursor, n: int, exclude: tuple[int, ...]) -> list[Pending]:
+    if exclude:
+        marks = ",".join("?" * len(exclude))
+        sql = (
+            f"SELECT id, prio, accepted, payload FROM events WHERE id NOT IN ({marks}) "
+            "ORDER BY prio DESC, id LIMIT ?"
+        )
+        rows = cur.execute(sql, (*exclude, n))
+    else:
+        rows = cur.execute(
+            "SELECT id, prio, accepted, payload FROM events ORDER BY prio DESC, id LIMIT ?", (n,)
+        )
+    return [Pending(r[0], _RANKS[r[1]], r[2], bytes(r[3])) for r in rows]
+
+
+def _prune_keys(cur: sqlite3.Cursor, now: float) -> None:
+    cur.execute("DELETE FROM idem WHERE expires <= ?", (now,))
+    cur.execute("DELETE FROM idem WHERE id <= (SELECT max(id) FROM idem) - ?", (MAX_KEYS,))
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring an outbox file to :data:`SCHEMA_VERSION`, one transaction per step (a crash
+    mid-way leaves a consistent older version, migrated again on the next open)."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise OutboxError(
+            f"发件箱文件 {path} 的格式版本 {version} 比本程序新（{SCHEMA_VERSION}）；"
+            "请升级 shilian / "
+            f"outbox file {path} has schema version {version}, newer than this program's "
+            f"{SCHEMA_VERSION}: upgrade shilian"
+        )
+    for n in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _MIGRATIONS[n - 1].split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {n}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def open_db(path: Path) -> tuple[sqlite3.Connection, dict[Priority, int], dict[str, int]]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")  # a committed event survives a power cut
+    conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+    conn.executescript(_SCHEMA)
+    try:
+        _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    counts = {p: 0 for p in Priority}
+    for prio, n in conn.execute("SELECT prio, count(*) FROM events GROUP BY prio"):
+        counts[_RANKS[prio]] = n
+    meta = {k: int(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+    return conn, counts, meta
