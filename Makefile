@@ -6,7 +6,11 @@ BIN := $(VENV)/bin
 # chromium + a CJK font: the dashboard's browser tests (Chinese renders as boxes without the font)
 # prometheus: its promtool validates deploy/prometheus/shilian-alerts.yml (tests/test_alerts.py)
 # sip-tester (sipp): SIP terminal discovery; shellcheck: deploy/install.sh (tests/test_prov_discover.py, test_deploy.py)
-SYS_PKGS := mosquitto mosquitto-clients chromium fonts-wqy-microhei prometheus sip-tester shellcheck
+# gstreamer1.0-rtsp + gir1.2-gst-rtsp-server-1.0 + python3-gi + plugins (x264enc is in -ugly on
+# Debian 12): the real RTSP test camera run by the system python3 (tests/rtsp_camera.py)
+SYS_PKGS := mosquitto mosquitto-clients chromium fonts-wqy-microhei prometheus sip-tester shellcheck \
+  gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base \
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck pytest bench soak screenshots sysdeps venv clean

@@ -177,6 +177,11 @@ class Agent:
             from edge.sia_receiver import SiaReceiver, SiaReceiverConfig
 
             self.sources.append(SiaReceiver(SiaReceiverConfig.from_edge(config.sia)))
+        if config.cameras:
+            # Imported only with cameras configured: the frame check loads FFmpeg (PyAV).
+            from edge.camera_source import CameraSource
+
+            self.sources.append(CameraSource.from_config(config))
         if any(s.name in ("alarm_board", "sia_receiver") for s in self.sources):
             from firmware_bridge.link_metrics import LinkMetrics
 
