@@ -182,6 +182,10 @@ class Agent:
             from edge.camera_source import CameraSource
 
             self.sources.append(CameraSource.from_config(config))
+        if config.terminals or config.info_system is not None:
+            from edge.terminal_source import TerminalSource
+
+            self.sources.append(TerminalSource.from_config(config))
         if any(s.name in ("alarm_board", "sia_receiver") for s in self.sources):
             from firmware_bridge.link_metrics import LinkMetrics
 

@@ -103,7 +103,7 @@ class Sipp:
         cmd += ["-t", "t1" if transport == "tcp" else "u1"]
         cmd += ["-mp", str(free_port()), "-cp", str(free_port())]
         if scenario is None:
-            cmd += ["-sn", "uas"]
+            cmd += ["-sn", "uas", "-aa"]  # -aa: answer OPTIONS with 200 outside calls
         else:
             path = tmp / f"sipp-{self.port}.xml"
             path.write_text(scenario)
