@@ -49,7 +49,7 @@ test: sysdeps venv lint typecheck pytest
 bench: sysdeps venv
 	@for b in bench/ingest.py bench/edge_footprint.py bench/coverage.py bench/dashboard.py \
 	  bench/provision.py bench/serial_throughput.py bench/alarm_latency.py \
-	  bench/firmware_update.py; do \
+	  bench/firmware_update.py bench/camera_probe.py; do \
 	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # Issue 4's long acceptance runs (not part of `make test`): 10,000 presses over a line with 1 %

@@ -5,8 +5,9 @@ The shell (:mod:`edge.camera_source`) reports what it saw: a connection or RTSP 
 RTP and key-frame arrival times (from :class:`edge.rtp_h264.H264Watcher`), a sampled picture's
 thumbnail (:meth:`~CameraJudge.picture`) and the ONVIF clock drift. :meth:`~CameraJudge.verdict`
 answers the health, the outermost fault first (unreachable, auth_failed, no_stream, stalled,
-black, frozen, clock_wrong), with its reason; ``None`` while a fresh stream has not shown
-enough to judge, so a reconnect does not flap the published health.
+black, frozen, clock_wrong), with its reason; ``None`` while a fresh stream has shown no
+picture yet, so a reconnect does not flap the published health. A picture that is not black
+is ``ok`` at once; ``frozen`` needs it unchanged for ``frozen_after_s``.
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ class CameraJudge:
             held = now - self._unchanged_since
             if held >= t.frozen_after_s:
                 self._picture = Verdict(CameraHealth.FROZEN, reason("frozen", seconds=round(held)))
-        elif self._thumb is not None:
+            elif self._picture is None:
+                self._picture = Verdict(CameraHealth.OK, reason("ok"))
+        else:  # the first picture of a stream, or one that changed: a working camera
             self._picture = Verdict(CameraHealth.OK, reason("ok"))
             self._unchanged_since = None
         self._thumb, self._thumb_at = thumb, now

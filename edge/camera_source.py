@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,15 +40,21 @@ from wire.devices import CAMERA, CameraHealth
 
 log = logging.getLogger("shilian.edge.cameras")
 
-#: Bytes read from a camera's socket at a time (several RTP packets; one read per wake-up).
+#: Bytes read from a camera's socket at a time (dozens of RTP packets; :meth:`_Connection.drain`
+#: loops until the socket is empty). Below glibc's 128 KiB mmap threshold, so the buffer is
+#: reused from the heap instead of growing it.
 READ_CHUNK = 64 * 1024
 #: Answers to the same request: the first challenge, then (maybe) a stale nonce.
 MAX_AUTH_ROUNDS = 3
 #: Keep-alive at this share of the session timeout (RFC 2326 12.37: the server may drop a
 #: session idle for the timeout; half leaves room for one lost keep-alive).
 KEEPALIVE_SHARE = 0.5
-#: Longest wait between two checks of a playing stream (stall, sample, keep-alive).
-TICK_MAX_S = 1.0
+#: A playing stream's socket is read this often (see _Connection). Arrival times are
+#: needed to ~1 s against a 20 s stall window; the kernel's receive buffer (Linux autotunes to
+#: MBs) holds half a second of even an 8 Mbit/s main stream.
+READ_PACE_S = 0.5
+#: Most bytes taken from one camera per wake-up (bounds the time spent on one camera).
+MAX_DRAIN_BYTES = 4 * 1024 * 1024
 DEFAULT_RTSP_PORT = 554
 
 
@@ -95,26 +103,19 @@ class _Failed(Exception):
 
 
 class _Connection:
-    """One RTSP connection: requests and their answers, interleaved frames to ``on_frame``."""
+    """One RTSP connection on a non-blocking socket: requests and their answers; interleaved
+    frames go to ``on_frame``. While a stream plays, the socket is not watched by the event
+    loop: :meth:`drain` reads whatever the kernel buffered since the last call, so a camera
+    costs one wake-up per :data:`READ_PACE_S` instead of one per packet."""
 
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        client: RtspClient,
-        timeout_s: float,
-    ) -> None:
-        self.reader, self.writer, self.client, self.timeout_s = reader, writer, client, timeout_s
+    def __init__(self, sock: socket.socket, client: RtspClient, timeout_s: float) -> None:
+        self.sock, self.client, self.timeout_s = sock, client, timeout_s
         self.on_frame: Callable[[Interleaved], None] = lambda _f: None
 
-    async def pump(self, wait_s: float) -> list[Response]:
-        """Read once (up to ``wait_s``); frames go to ``on_frame``; responses are returned.
-        EOF or a reset raises ConnectionError."""
-        try:
-            async with asyncio.timeout(wait_s):
-                data = await self.reader.read(READ_CHUNK)
-        except TimeoutError:
-            return []
+    async def send(self, data: bytes) -> None:
+        await asyncio.get_running_loop().sock_sendall(self.sock, data)
+
+    def _feed(self, data: bytes) -> list[Response]:
         if not data:
             raise ConnectionError("the camera closed the connection")
         self.client.receive_data(data)
@@ -126,9 +127,31 @@ class _Connection:
                 out.append(ev)
         return out
 
+    async def pump(self, wait_s: float) -> list[Response]:
+        """Wait up to ``wait_s`` for data and take it. EOF or a reset raises ConnectionError."""
+        try:
+            async with asyncio.timeout(wait_s):
+                data = await asyncio.get_running_loop().sock_recv(self.sock, READ_CHUNK)
+        except TimeoutError:
+            return []
+        return self._feed(data)
+
+    def drain(self) -> list[Response]:
+        """Take what the kernel holds now (at most :data:`MAX_DRAIN_BYTES`), without waiting."""
+        out: list[Response] = []
+        taken = 0
+        while taken < MAX_DRAIN_BYTES:
+            try:
+                data = self.sock.recv(READ_CHUNK)
+            except (BlockingIOError, InterruptedError):
+                break
+            out += self._feed(data)
+            taken += len(data)
+        return out
+
     async def call(self, method: str, uri: str, headers: dict[str, str] | None = None) -> Response:
         for _ in range(MAX_AUTH_ROUNDS):
-            self.writer.write(self.client.request(method, uri, headers))
+            await self.send(self.client.request(method, uri, headers))
             cseq = self.client.last_cseq
             resp = await self._answer(method, cseq)
             if resp.status == 401:
@@ -146,6 +169,34 @@ class _Connection:
                 if resp.cseq in (cseq, None):
                     return resp
         raise _Failed(CameraHealth.NO_STREAM, reason("rtsp_silent", method=method))
+
+
+def _literal(host: str, port: int) -> tuple[socket.AddressFamily | None, tuple[Any, ...]]:
+    """The address of an IP literal (cameras are usually configured by IP), else None."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family, (host, port)
+    return None, ()
+
+
+async def _connect(host: str, port: int, timeout_s: float) -> socket.socket:
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout_s):
+        family, addr = _literal(host, port)
+        if family is None:  # a name: resolved in the loop's executor (threads cost RSS)
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            family, _, _, _, addr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, addr)
+        except BaseException:
+            sock.close()
+            raise
+    return sock
 
 
 class CameraSource:
@@ -184,6 +235,15 @@ class CameraSource:
         return cls(cfg.node_id, specs, ProbeSettings.from_config(cfg.camera_probe))
 
     async def run(self, sink: EventSink) -> None:
+        # One decoding thread for all cameras: samples are rare, and one thread keeps FFmpeg's
+        # buffers and glibc's per-thread malloc arenas to one set (RSS).
+        self._decoder = ThreadPoolExecutor(1, thread_name_prefix="camera_picture")
+        try:
+            await self._run(sink)
+        finally:
+            self._decoder.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, sink: EventSink) -> None:
         async with asyncio.TaskGroup() as tg:
             for cam in self.cameras:
                 judge = CameraJudge(self.settings.thresholds)
@@ -231,19 +291,18 @@ class CameraSource:
         u = urlsplit(cam.rtsp_url)
         host, port = u.hostname or "", u.port or DEFAULT_RTSP_PORT
         try:
-            async with asyncio.timeout(s.timeout_s):
-                reader, writer = await asyncio.open_connection(host, port)
+            sock = await _connect(host, port, s.timeout_s)
         except (OSError, TimeoutError) as e:
             detail = "timeout" if isinstance(e, TimeoutError) else (e.strerror or str(e))
             raise _Failed(
                 CameraHealth.UNREACHABLE, reason("tcp_failed", addr=f"{host}:{port}", detail=detail)
             ) from None
         self.stats["sessions"] += 1
-        conn = _Connection(reader, writer, RtspClient(cam.username, cam.password), s.timeout_s)
+        conn = _Connection(sock, RtspClient(cam.username, cam.password), s.timeout_s)
         try:
             await self._play(cam, conn, judge, report, sink)
         finally:
-            writer.close()
+            sock.close()
 
     async def _play(
         self,
@@ -276,7 +335,8 @@ class CameraSource:
         keepalive_every = conn.client.session_timeout_s * KEEPALIVE_SHARE
         next_keepalive = now + keepalive_every
         next_sample = now  # the first picture is judged as soon as a key frame comes
-        decoding: asyncio.Task[bytes] | None = None
+        decoding: asyncio.Future[bytes] | None = None
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 now = self.clock()
@@ -285,12 +345,14 @@ class CameraSource:
                     await self._report(judge, report, sink)
                     return  # reconnect after the interval: a fresh session may recover it
                 if now >= next_keepalive:
-                    conn.writer.write(conn.client.request("GET_PARAMETER", base))
+                    await conn.send(conn.client.request("GET_PARAMETER", base))
                     next_keepalive = now + keepalive_every
                 if decoding is None:
                     sample = watcher.take_sample()
                     if sample is not None:
-                        decoding = asyncio.create_task(asyncio.to_thread(_thumbnail, sample))
+                        decoding = asyncio.ensure_future(
+                            loop.run_in_executor(self._decoder, _thumbnail, sample)
+                        )
                     elif now >= next_sample:
                         watcher.want_sample()
                         next_sample = now + self.settings.picture_interval_s
@@ -298,15 +360,15 @@ class CameraSource:
                     self._judge_picture(decoding, judge, now)
                     decoding = None
                     await self._report(judge, report, sink)
-                await conn.writer.drain()
                 stall_at = judge.next_stall_check()
-                wait = TICK_MAX_S if stall_at is None else min(TICK_MAX_S, stall_at - now)
-                await conn.pump(max(0.01, wait))
+                wait = READ_PACE_S if stall_at is None else min(READ_PACE_S, stall_at - now)
+                await asyncio.sleep(max(0.01, wait))
+                conn.drain()
         finally:
             if decoding is not None:
                 decoding.cancel()
 
-    def _judge_picture(self, task: asyncio.Task[bytes], judge: CameraJudge, now: float) -> None:
+    def _judge_picture(self, task: asyncio.Future[bytes], judge: CameraJudge, now: float) -> None:
         from edge.picture import PictureError
 
         self.stats["decodes"] += 1

@@ -35,6 +35,7 @@ def thumbnail(annexb: bytes) -> bytes:
     import av  # lazily: see the module docstring
 
     ctx: Any = av.CodecContext.create("h264", "r")
+    ctx.thread_count = 1  # one picture: frame threads would only add buffers (RSS)
     try:
         frames = list(ctx.decode(av.Packet(annexb)))
         frames += list(ctx.decode(None))  # flush: a decoder may hold the picture back
@@ -46,7 +47,30 @@ def thumbnail(annexb: bytes) -> bytes:
     plane = small.planes[0]
     stride = plane.line_size
     raw = bytes(plane)
+    del ctx, frames, small, plane
+    _release_memory()
     return b"".join(raw[y * stride : y * stride + THUMB_W] for y in range(THUMB_H))
+
+
+def _release_memory() -> None:
+    """Give the decoder's freed buffers back to the OS (glibc ``malloc_trim``): a decode every
+    minute or so would otherwise keep its peak in the decoding thread's malloc arena for good
+    (measured: ~4 MB of RSS for 16 cameras at 320x240, more for larger pictures)."""
+    global _trim
+    if _trim is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _trim = libc.malloc_trim
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+            _trim = False
+    if _trim:
+        _trim(0)
+
+
+_trim: Any = None
 
 
 def is_black(thumb: bytes, max_luma: int = BLACK_MAX_LUMA, ratio: float = BLACK_RATIO) -> bool:

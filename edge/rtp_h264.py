@@ -120,6 +120,9 @@ class H264Watcher:
         return s
 
     def feed(self, data: bytes, now: float) -> None:
+        if not (self._want or self._ts is not None):
+            self._glance(data, now)
+            return
         try:
             pkt = parse_rtp(data)
         except RtpError:
@@ -135,8 +138,37 @@ class H264Watcher:
         for t, body, _, _ in units:
             if t in (NAL_SPS, NAL_PPS) and len(body) <= MAX_KEYFRAME_BYTES // 64:
                 self._inband[t] = body
-        if self._want or self._ts is not None:
-            self._gather(pkt, units)
+        self._gather(pkt, units)
+
+    def _glance(self, data: bytes, now: float) -> None:
+        """The common case, between samples: read header bytes only, copy nothing (this runs
+        for every packet of every camera)."""
+        n = len(data)
+        if n < RTP_HEADER + 2 or data[0] >> 6 != 2:
+            self.bad_packets += 1
+            return
+        if data[1] & 0x7F != self.payload_type:
+            return
+        off = RTP_HEADER + 4 * (data[0] & 0x0F)
+        if data[0] & 0x10:
+            if n < off + 4:
+                self.bad_packets += 1
+                return
+            off += 4 + 4 * ((data[off + 2] << 8) | data[off + 3])
+        if off + 1 >= n:
+            self.bad_packets += 1
+            return
+        self.packets += 1
+        self.last_rtp = now
+        t = data[off] & 0x1F
+        if t == NAL_IDR or (t == FU_A and data[off + 1] & 0x9F == 0x80 | NAL_IDR):
+            self.last_keyframe = now
+        elif t == STAP_A or t in (NAL_SPS, NAL_PPS):
+            for t2, body, _, _ in _units(data[off:]):  # rare: parameter sets, aggregates
+                if t2 == NAL_IDR:
+                    self.last_keyframe = now
+                elif t2 in (NAL_SPS, NAL_PPS) and len(body) <= MAX_KEYFRAME_BYTES // 64:
+                    self._inband[t2] = body
 
     def _gather(self, pkt: RtpPacket, units: list[tuple[int, bytes, bool, bool]]) -> None:
         if self._ts is not None:

@@ -77,35 +77,41 @@ class RtspParser:
 
     def receive_data(self, data: bytes) -> None:
         self._buf += data
-        while self._parse_one():
-            pass
+        pos = 0
+        try:
+            while (n := self._parse_one(pos)) > pos:
+                pos = n
+        finally:
+            del self._buf[:pos]  # once per call: no copy of the rest per frame
 
     def events(self) -> list[Event]:
         out = list(self._events)
         self._events.clear()
         return out
 
-    def _parse_one(self) -> bool:
+    def _parse_one(self, pos: int) -> int:
+        """Parse one message at ``pos``; return the position after it (``pos``: incomplete)."""
         buf = self._buf
-        if not buf:
-            return False
-        if buf[0] == 0x24:  # '$'
-            if len(buf) < 4:
-                return False
-            size = int.from_bytes(buf[2:4], "big")
-            if len(buf) < 4 + size:
-                return False
-            self._events.append(Interleaved(buf[1], bytes(buf[4 : 4 + size])))
-            del buf[: 4 + size]
-            return True
-        end = buf.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
+        left = len(buf) - pos
+        if left <= 0:
+            return pos
+        if buf[pos] == 0x24:  # '$'
+            if left < 4:
+                return pos
+            size = (buf[pos + 2] << 8) | buf[pos + 3]
+            if left < 4 + size:
+                return pos
+            self._events.append(Interleaved(buf[pos + 1], bytes(buf[pos + 4 : pos + 4 + size])))
+            return pos + 4 + size
+        end = buf.find(b"\r\n\r\n", pos, pos + MAX_HEAD_BYTES + 4)
         if end < 0:
-            if len(buf) > MAX_HEAD_BYTES:
-                raise RtspProtocolError("head_too_large", f"{len(buf)} bytes without an end")
-            if not b"RTSP/"[: len(buf)].startswith(bytes(buf[:5])):
-                raise RtspProtocolError("not_rtsp", repr(bytes(buf[:16])))
-            return False
-        status, reason, headers = _parse_head(bytes(buf[:end]))
+            if left > MAX_HEAD_BYTES:
+                raise RtspProtocolError("head_too_large", f"{left} bytes without an end")
+            start = bytes(buf[pos : pos + 5])
+            if not b"RTSP/".startswith(start):
+                raise RtspProtocolError("not_rtsp", repr(bytes(buf[pos : pos + 16])))
+            return pos
+        status, reason, headers = _parse_head(bytes(buf[pos:end]))
         length = 0
         for k, v in headers:
             if k.lower() == "content-length":
@@ -116,10 +122,9 @@ class RtspParser:
             raise RtspProtocolError("body_too_large", str(length))
         total = end + 4 + length
         if len(buf) < total:
-            return False
+            return pos
         self._events.append(Response(status, reason, headers, bytes(buf[end + 4 : total])))
-        del buf[:total]
-        return True
+        return total
 
 
 def _parse_head(head: bytes) -> tuple[int, str, tuple[tuple[str, str], ...]]:

@@ -56,15 +56,19 @@ def test_black_at_once_frozen_only_after_the_window_ok_when_the_picture_moves() 
     assert v is not None and v.health is CameraHealth.OK
 
 
-def test_a_fresh_stream_gives_no_verdict_until_two_samples_differ() -> None:
+def test_a_fresh_stream_has_no_verdict_until_its_first_picture_then_ok() -> None:
     j = CameraJudge(T)
     j.playing(0.0)
     j.last_rtp = j.last_keyframe = 0.5
-    j.picture(moving(1), 1.0)
-    assert j.verdict(1.0) is None
-    j.picture(moving(2), 2.0)
-    v = j.verdict(2.0)
+    assert j.verdict(0.5) is None  # a reconnect keeps the published health meanwhile
+    j.picture(GREY, 1.0)
+    v = j.verdict(1.0)
     assert v is not None and v.health is CameraHealth.OK
+    j.picture(GREY, 40.0)
+    j.last_rtp = j.last_keyframe = 61.0
+    j.picture(GREY, 61.0)
+    v = j.verdict(61.0)
+    assert v is not None and v.health is CameraHealth.FROZEN and "60" in v.reason
 
 
 def test_outer_faults_win_and_clock_drift_degrades_an_ok_camera() -> None:

@@ -132,8 +132,8 @@ async def test_frozen_picture_without_auth(
     async with Running(config(tmp_path, broker, camera.url())):
         await reaches(obs, "frozen")
         assert obs.states("cam-gate")[-1].state == "degraded"
-        # a frozen camera was never reported ok first: "unchanged" needs the whole window
-        assert [e["health"] for e in obs.health_events("cam-gate")] == ["frozen"]
+        # its first picture was a picture (ok); unchanged for the window, it is frozen
+        assert [e["health"] for e in obs.health_events("cam-gate")] == ["ok", "frozen"]
 
 
 async def test_wrong_password_is_auth_failed(
