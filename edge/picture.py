@@ -58,12 +58,10 @@ def _release_memory() -> None:
     (measured: ~4 MB of RSS for 16 cameras at 320x240, more for larger pictures)."""
     global _trim
     if _trim is None:
-        import ctypes
-        import ctypes.util
+        import ctypes  # not ctypes.util: it imports subprocess and shutil (~2 MB RSS)
 
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _trim = libc.malloc_trim
+            _trim = ctypes.CDLL(None).malloc_trim  # the process's own libc
         except (OSError, AttributeError):  # not glibc (musl): nothing to trim
             _trim = False
     if _trim:
