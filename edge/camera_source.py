@@ -383,6 +383,7 @@ class CameraSource:
         from edge.onvif import OnvifError, device_info
 
         assert cam.onvif_url is not None
+        failing = False
         while True:
             try:
                 info = await device_info(
@@ -393,8 +394,13 @@ class CameraSource:
                     wall=self.wall,
                 )
             except OnvifError as e:
-                log.info("camera %s: ONVIF check failed (%s)", cam.id, e)
+                if not failing:  # logged once per failure spell
+                    log.warning("camera %s: ONVIF check failed (%s)", cam.id, e)
+                failing = True
             else:
+                if failing:
+                    log.info("camera %s: ONVIF answers again", cam.id)
+                failing = False
                 judge.clock_drift_s = info.clock_drift_s
                 report.update_extra(
                     model=info.model,
