@@ -186,6 +186,10 @@ class Agent:
             from edge.terminal_source import TerminalSource
 
             self.sources.append(TerminalSource.from_config(config))
+        if config.cameras or config.terminals or config.info_system is not None:
+            from edge.device_metrics import DeviceMetrics
+
+            self.registry.register(DeviceMetrics(self.sources))
         if any(s.name in ("alarm_board", "sia_receiver") for s in self.sources):
             from firmware_bridge.link_metrics import LinkMetrics
 

@@ -234,6 +234,9 @@ class CameraSource:
         ]
         return cls(cfg.node_id, specs, ProbeSettings.from_config(cfg.camera_probe))
 
+    def health_reports(self) -> list[DeviceHealth]:
+        return list(self.reports.values())
+
     async def run(self, sink: EventSink) -> None:
         # One decoding thread for all cameras: samples are rare, and one thread keeps FFmpeg's
         # buffers and glibc's per-thread malloc arenas to one set (RSS).

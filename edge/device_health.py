@@ -37,6 +37,8 @@ class DeviceHealth:
         self.since = 0.0
         self._dirty = False
         self._changed = False
+        #: Health changes since start (each one a ``device_health`` event), for metrics.
+        self.changes = 0
 
     def set(self, health: str, reason: str, wall: float) -> bool:
         """Record the health (``wall``: Unix time, the ``since`` of a new health); True if it
@@ -48,6 +50,7 @@ class DeviceHealth:
         prev = self.health
         self.health, self.reason, self.since = health, reason, wall
         self._dirty = self._changed = True
+        self.changes += 1
         level = logging.INFO if health == "ok" else logging.WARNING
         log.log(
             level,

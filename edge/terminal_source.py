@@ -122,6 +122,9 @@ class TerminalSource:
             )
         return cls(devices)
 
+    def health_reports(self) -> list[DeviceHealth]:
+        return [d.report for d in self.devices]
+
     async def run(self, sink: EventSink) -> None:
         async with asyncio.TaskGroup() as tg:
             for d in self.devices:

@@ -5,6 +5,7 @@ real agent, a real broker. Each case reads the camera's retained device state an
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -139,9 +140,21 @@ async def test_frozen_picture_without_auth(
 async def test_wrong_password_is_auth_failed(
     tmp_path: Path, broker: Mosquitto, obs: CameraObserver, camera: RtspCamera
 ) -> None:
-    async with Running(config(tmp_path, broker, camera.url(), password="wrong")):
+    cfg = config(tmp_path, broker, camera.url(), password="wrong")
+    async with Running(cfg):
         await reaches(obs, "auth_failed")
         assert "401" in obs.states("cam-gate")[-1].detail["reason"]
+        url = f"http://127.0.0.1:{cfg.metrics.port}/metrics"
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
+    metrics = text.decode()
+    assert (
+        'shilian_edge_device_health{device="cam-gate",health="auth_failed",kind="camera"} 1.0'
+        in metrics
+    )
+    assert 'shilian_edge_device_health_changes_total{device="cam-gate",kind="camera"} 1.0' in (
+        metrics
+    )
+    assert "shilian_edge_camera_rtsp_sessions_total" in metrics
 
 
 async def test_unknown_mount_is_no_stream(
