@@ -6,7 +6,11 @@ BIN := $(VENV)/bin
 # chromium + a CJK font: the dashboard's browser tests (Chinese renders as boxes without the font)
 # prometheus: its promtool validates deploy/prometheus/shilian-alerts.yml (tests/test_alerts.py)
 # sip-tester (sipp): SIP terminal discovery; shellcheck: deploy/install.sh (tests/test_prov_discover.py, test_deploy.py)
-SYS_PKGS := mosquitto mosquitto-clients chromium fonts-wqy-microhei prometheus sip-tester shellcheck systemd
+# gstreamer1.0-rtsp + gir1.2-gst-rtsp-server-1.0 + python3-gi + plugins (x264enc is in -ugly on
+# Debian 12): the real RTSP test camera run by the system python3 (tests/rtsp_camera.py)
+SYS_PKGS := mosquitto mosquitto-clients chromium fonts-wqy-microhei prometheus sip-tester shellcheck \
+  gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base \
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly systemd
 STAMP := $(VENV)/.installed
 # Exact versions of every package the project and its dev extras install (the ones the tests
 # passed with); pyproject.toml keeps ranges. `make lock` rewrites it.
@@ -60,7 +64,7 @@ test: sysdeps venv lint typecheck pytest
 bench: sysdeps venv
 	@for b in bench/ingest.py bench/edge_footprint.py bench/coverage.py bench/dashboard.py \
 	  bench/provision.py bench/serial_throughput.py bench/alarm_latency.py \
-	  bench/firmware_update.py bench/registry_import.py; do \
+	  bench/firmware_update.py bench/registry_import.py bench/camera_probe.py; do \
 	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # Issue 4's long acceptance runs (not part of `make test`): 10,000 presses over a line with 1 %

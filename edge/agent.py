@@ -180,6 +180,19 @@ class Agent:
             from edge.sia_receiver import SiaReceiver, SiaReceiverConfig
 
             self.sources.append(SiaReceiver(SiaReceiverConfig.from_edge(config.sia)))
+        if config.cameras:
+            # Imported only with cameras configured: the frame check loads FFmpeg (PyAV).
+            from edge.camera_source import CameraSource
+
+            self.sources.append(CameraSource.from_config(config))
+        if config.terminals or config.info_system is not None:
+            from edge.terminal_source import TerminalSource
+
+            self.sources.append(TerminalSource.from_config(config))
+        if config.cameras or config.terminals or config.info_system is not None:
+            from edge.device_metrics import DeviceMetrics
+
+            self.registry.register(DeviceMetrics(self.sources))
         if any(s.name in ("alarm_board", "sia_receiver") for s in self.sources):
             from firmware_bridge.link_metrics import LinkMetrics
 

@@ -11,10 +11,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.functional_validators import PlainValidator
 from pydantic_core import PydanticCustomError
 
+from edge.config_devices import (
+    MAX_CAMERAS,
+    MAX_TERMINALS,
+    CameraConfig,
+    CameraProbeConfig,
+    InfoSystemConfig,
+    TerminalConfig,
+    TerminalProbeConfig,
+)
 from edge.texts import config_error, os_error_zh, toml_where_zh
 from wire import valid_node_id
 from wire.limits import DEFAULT_HEALTH_INTERVAL_S, MAX_HEALTH_INTERVAL_S, MIN_HEALTH_INTERVAL_S
@@ -279,6 +295,21 @@ class EdgeConfig(_Section):
     sia: SiaConfig | None = Field(
         default=None, description="SIA DC-09 receiver for LAN alarm panels (absent: none)"
     )
+    cameras: list[CameraConfig] = Field(
+        default_factory=list, max_length=MAX_CAMERAS, description="cameras whose health is watched"
+    )
+    camera_probe: CameraProbeConfig = Field(
+        default_factory=CameraProbeConfig, description="camera probe intervals and thresholds"
+    )
+    terminals: list[TerminalConfig] = Field(
+        default_factory=list, max_length=MAX_TERMINALS, description="conference terminals"
+    )
+    terminal_probe: TerminalProbeConfig = Field(
+        default_factory=TerminalProbeConfig, description="conference terminal probe settings"
+    )
+    info_system: InfoSystemConfig | None = Field(
+        default=None, description="the information-system link check (absent: none)"
+    )
 
     @field_validator("node_id")
     @classmethod
@@ -286,6 +317,18 @@ class EdgeConfig(_Section):
         if not valid_node_id(v):
             raise PydanticCustomError("node_id", "not a node id")
         return v
+
+    @model_validator(mode="after")
+    def _unique_devices(self) -> EdgeConfig:
+        seen: set[str] = set()
+        ids = [c.id for c in self.cameras] + [t.id for t in self.terminals]
+        if self.info_system is not None:
+            ids.append(self.info_system.id)
+        for i in ids:
+            if i in seen:
+                raise PydanticCustomError("device_twice", "device id {id} is used twice", {"id": i})
+            seen.add(i)
+        return self
 
     @property
     def client_id(self) -> str:
@@ -296,6 +339,9 @@ class EdgeConfig(_Section):
         data = self.model_dump(mode="json")
         if data["broker"].get("password") is not None:
             data["broker"]["password"] = "***"
+        for cam in data.get("cameras", []):
+            if cam.get("password"):
+                cam["password"] = "***"
         for acct in (data.get("sia") or {}).get("accounts", []):
             if acct.get("key_hex") is not None:
                 acct["key_hex"] = "***"

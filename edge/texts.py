@@ -43,6 +43,17 @@ CONFIG_ERRORS: dict[str, tuple[str, str]] = {
         "the key must be 32, 48 or 64 hex digits (AES-128/192/256)",
     ),
     "sia_account_twice": ("账号 {account} 配置了两次", "account {account} is configured twice"),
+    "url": ("不是合法的 URL", "not a valid URL"),
+    "url_scheme": ("应为带主机的 {schemes} URL", "must be a {schemes} URL with a host"),
+    "url_userinfo": (
+        "用户名和密码请写在 username / password 项，不要写在 URL 里",
+        "put the user name and password in their keys, not in the URL",
+    ),
+    "info_system_target": (
+        "请设置 url，或同时设置 host 和 port（二选一）",
+        "set either url, or host and port",
+    ),
+    "device_twice": ("设备编号 {id} 用了两次", "device id {id} is used twice"),
     "toml": ("TOML 语法错误：{where_zh}", "TOML syntax error: {detail}"),
     "file": ("无法读取配置文件 {path}：{why_zh}", "cannot read the config file: {detail}"),
 }
@@ -60,6 +71,37 @@ TEXTS: dict[str, tuple[str, str]] = {
     ),
     "emit_failed": ("事件未被接受：{detail}", "event not accepted: {detail}"),
     "bad_json": ("--data 不是合法的 JSON 对象", "--data is not a JSON object"),
+}
+
+#: Why a camera, terminal or link has its health (``detail.reason`` of its device state).
+DEVICE_REASONS: dict[str, tuple[str, str]] = {
+    "ok": ("工作正常", "working normally"),
+    "tcp_failed": ("无法连接 {addr}：{detail}", "cannot connect to {addr}: {detail}"),
+    "auth_failed": (
+        "RTSP 用户名或密码错误（401），请核对配置",
+        "RTSP user name or password refused (401): check the configuration",
+    ),
+    "rtsp_status": ("RTSP {method} 返回 {status}", "RTSP {method} answered {status}"),
+    "rtsp_silent": ("RTSP {method} 无应答", "no answer to RTSP {method}"),
+    "rtsp_protocol": (
+        "摄像机应答不符合 RTSP：{detail}",
+        "the camera's answer is not RTSP: {detail}",
+    ),
+    "no_h264": ("没有 H.264 视频流：{detail}", "no H.264 video stream: {detail}"),
+    "undecodable": ("关键帧无法解码：{detail}", "key frame does not decode: {detail}"),
+    "no_rtp": ("{seconds} 秒未收到视频数据（RTP）", "no video data (RTP) for {seconds} s"),
+    "no_keyframe": ("{seconds} 秒未收到关键帧", "no key frame for {seconds} s"),
+    "black": ("画面全黑", "the picture is black"),
+    "frozen": ("画面 {seconds} 秒无变化（冻结）", "the picture has not changed for {seconds} s"),
+    "clock_wrong": (
+        "摄像机时钟偏差 {drift} 秒，录像时间不可信",
+        "camera clock off by {drift} s: recording times are wrong",
+    ),
+    "sip_status": ("SIP OPTIONS 返回 {status}", "SIP OPTIONS answered {status}"),
+    "sip_silent": ("SIP OPTIONS {seconds} 秒无应答", "no answer to SIP OPTIONS in {seconds} s"),
+    "sip_refused": ("端口不可达：{detail}", "port unreachable: {detail}"),
+    "http_status": ("健康检查返回 HTTP {status}", "health check answered HTTP {status}"),
+    "http_failed": ("健康检查失败：{detail}", "health check failed: {detail}"),
 }
 
 
@@ -106,4 +148,10 @@ def config_error(err_type: str, ctx: dict[str, Any] | None, fallback: str) -> st
 def text(key: str, **ctx: Any) -> str:
     """``"<zh> / <en>"`` for a catalogue key."""
     zh, en = TEXTS[key]
+    return f"{_fill(zh, ctx)} / {_fill(en, ctx)}"
+
+
+def reason(key: str, **ctx: Any) -> str:
+    """``"<zh> / <en>"`` for a device-health reason key."""
+    zh, en = DEVICE_REASONS[key]
     return f"{_fill(zh, ctx)} / {_fill(en, ctx)}"

@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 IMPORT_LOG_HEADER = "import time: self [us] | cumulative | imported package"
 #: The CLI's framework: only the short-lived CLI process may import these.
 CLI_ONLY = ("typer", "click", "rich")
+#: Loaded only when cameras are configured (FFmpeg through PyAV: ~22 MB of RSS) or ONVIF /
+#: camera probing is on: an agent without cameras never imports them.
+CAMERA_ONLY = ("av", "edge.camera_source", "edge.picture", "edge.rtsp", "edge.onvif")
 
 
 def _imported(log: str) -> set[str]:
@@ -70,3 +73,5 @@ def test_agent_process_does_not_import_the_cli_framework(tmp_path: Path, broker:
     assert {"edge.agent", "edge.outbox", "wire"} <= agent  # (edge.runner runs as __main__)
     carried = sorted(n for n in agent if n.split(".")[0] in CLI_ONLY)
     assert carried == [], f"the agent process imported {carried}"
+    camera = sorted(n for n in agent if n in CAMERA_ONLY or n.split(".")[0] == "av")
+    assert camera == [], f"the agent without cameras imported {camera}"
