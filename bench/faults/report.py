@@ -65,7 +65,7 @@ def main() -> None:
             "",
             f"**Found:** {lost} events were lost, every one inside a broker crash's window",
             f"({broker} broker kills in the random cycles): the broker had acknowledged them to",
-            "the node,"
+            "the node, "
             "which deleted them from its outbox, and died before saving or delivering them.",
             "docs/faults.md names this window; under repeated crashes it is not rare. Closing it",
             "needs an end-to-end acknowledgement (the node keeps an event until central says it is",
