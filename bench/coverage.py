@@ -32,8 +32,9 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from central.accounts import AccountStore, Role
-from central.api import ApiContext, make_app
+from central.app import make_app
 from central.coverage import CoverageIndex
+from central.http import ApiContext
 from registry import Registry
 
 ONLINE_SHARE = 0.7688  # the 2022 report's figure for Nanning

@@ -22,6 +22,7 @@ import hashlib
 import re
 import secrets
 import sqlite3
+import time
 from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
@@ -411,3 +412,24 @@ class Throttle:
             self._recent(key, now)
         while len(self._fails) >= self.max_keys:  # still full: forget the oldest keys
             del self._fails[next(iter(self._fails))]
+
+
+def record_local(db: Path, action: str, target: str, outcome: str, **detail: Any) -> None:
+    """An audit row for a command run on central's box (``shilian central user …``,
+    ``shilian provision token create`` …)."""
+    store = AccountStore(db)
+    try:
+        store.audit(
+            audit.Entry(
+                time.time(),
+                f"cli:{audit.local_login()}",
+                None,
+                "local",
+                action,
+                target,
+                outcome,
+                detail,
+            )
+        )
+    finally:
+        store.close()

@@ -32,7 +32,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from central import api, auth, views
+from central import auth, http, views
 from central.store import connect
 
 log = logging.getLogger("shilian.central.alarms")
@@ -226,7 +226,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/alarms/{event_id}/ack", ack)
 
     async def acks(app: web.Application) -> AsyncIterator[None]:
-        ctx = app[api.CTX]
+        ctx = app[http.CTX]
         # One writer thread: acks are serialised, and the connection stays on one thread.
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alarm-ack")
         loop = asyncio.get_running_loop()
@@ -253,8 +253,8 @@ def _event_id(request: web.Request) -> int:
     return int(raw)
 
 
-def _unknown_alarm(raw: object) -> api.ApiError:
-    return api.ApiError(
+def _unknown_alarm(raw: object) -> http.ApiError:
+    return http.ApiError(
         404,
         "unknown_alarm",
         f"没有编号为 {str(raw)[:40]} 的报警",
@@ -263,19 +263,19 @@ def _unknown_alarm(raw: object) -> api.ApiError:
 
 
 async def alarms(request: web.Request) -> web.Response:
-    ctx = request.app[api.CTX]
-    q = api._params(request, ("state", "node", "village", "county", "limit", "offset"))
+    ctx = request.app[http.CTX]
+    q = http.params(request, ("state", "node", "village", "county", "limit", "offset"))
     f = AlarmFilter(
-        state=api._choice(q, "state", _STATES) or "open",
-        node=api._node_id(q.get("node")),
-        village=api._digits(q, "village", 12),
-        county=api._digits(q, "county", 6),
+        state=http.choice(q, "state", _STATES) or "open",
+        node=http.node_id_param(q.get("node")),
+        village=http.digits(q, "village", 12),
+        county=http.digits(q, "county", 6),
         scope=auth.list_scope(request),
     )
-    limit = api._int(q, "limit", api.DEFAULT_PAGE, 1, api.MAX_PAGE)
-    offset = api._int(q, "offset", 0, 0, 2**31)
-    total, rows = await request.app[api.READS].run(lambda c: list_alarms(c, f, limit, offset))
-    return api._ok(
+    limit = http.int_param(q, "limit", http.DEFAULT_PAGE, 1, http.MAX_PAGE)
+    offset = http.int_param(q, "offset", 0, 0, 2**31)
+    total, rows = await request.app[http.READS].run(lambda c: list_alarms(c, f, limit, offset))
+    return http.ok(
         {
             "state": f.state,
             "total": total,
@@ -286,7 +286,7 @@ async def alarms(request: web.Request) -> web.Response:
     )
 
 
-def _names(ctx: api.ApiContext, alarm: dict[str, Any]) -> dict[str, Any]:
+def _names(ctx: http.ApiContext, alarm: dict[str, Any]) -> dict[str, Any]:
     village = ctx.registry.unit(alarm["village"])
     county = ctx.registry.unit(alarm["county"])
     alarm["village_name"] = village.name if village else None
@@ -298,28 +298,28 @@ def _ack_body(raw: bytes) -> AckBody:
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
-        raise api.ApiError(
+        raise http.ApiError(
             400, "bad_json", f"请求体不是有效 JSON：{e}", f"body is not JSON: {e}"
         ) from None
     if not isinstance(data, dict):
-        raise api.ApiError(400, "bad_json", "请求体应为 JSON 对象", "body must be a JSON object")
+        raise http.ApiError(400, "bad_json", "请求体应为 JSON 对象", "body must be a JSON object")
     try:
         return AckBody.model_validate(data)
     except ValidationError as e:
         where = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors()
         )
-        raise api.ApiError(
+        raise http.ApiError(
             400, "bad_body", f"请求体字段无效：{where}", f"invalid body: {where}"
         ) from None
 
 
 async def ack(request: web.Request) -> web.Response:
-    ctx = request.app[api.CTX]
-    api._params(request, ())
+    ctx = request.app[http.CTX]
+    http.params(request, ())
     event_id = _event_id(request)
     body = _ack_body(await request.read())
-    before = await request.app[api.READS].run(lambda c: get_alarm(c, event_id))
+    before = await request.app[http.READS].run(lambda c: get_alarm(c, event_id))
     if before is None:
         raise _unknown_alarm(event_id)
     auth.check_scope(request, before["village"])  # before writing: 403 leaves no trace
@@ -333,7 +333,7 @@ async def ack(request: web.Request) -> web.Response:
         raise _unknown_alarm(event_id) from None
     except AlreadyAcked as e:
         await auth.audit(request, "alarm_ack", str(event_id), "already_acked", by=e.by)
-        raise api.ApiError(
+        raise http.ApiError(
             409,
             "already_acked",
             f"报警 {event_id} 已由 {e.by} 于 {e.at:.0f} 确认",
@@ -343,6 +343,6 @@ async def ack(request: web.Request) -> web.Response:
         request, "alarm_ack", str(event_id), "ok", node=before["node_id"], note=body.note
     )
     log.info("报警已确认 / alarm %d acknowledged by %s", event_id, by)
-    alarm = await request.app[api.READS].run(lambda c: get_alarm(c, event_id))
+    alarm = await request.app[http.READS].run(lambda c: get_alarm(c, event_id))
     assert alarm is not None  # acked alarms are never deleted
-    return api._ok(_names(ctx, alarm))
+    return http.ok(_names(ctx, alarm))

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from central import api
+from central import http
 from central.access import caller
 from central.alerting import AlertTask, alert_json
 from central.alerts import AlertRule, check_unique
@@ -38,7 +38,7 @@ def add_routes(app: web.Application, task: AlertTask) -> None:
 
 def _code_param(request: web.Request) -> str | None:
     code = request.query.get("code") or None
-    return None if code is None else api.known_unit(request.app[api.CTX].registry, code)
+    return None if code is None else http.known_unit(request.app[http.CTX].registry, code)
 
 
 async def list_alerts(request: web.Request) -> web.Response:
@@ -74,11 +74,11 @@ async def put_rules(request: web.Request) -> web.Response:
     try:
         body = json.loads(await request.read())
     except (ValueError, UnicodeDecodeError) as e:
-        raise api.ApiError(
+        raise http.ApiError(
             400, "bad_json", f"请求体不是有效 JSON：{e}", f"body is not JSON: {e}"
         ) from None
     if not isinstance(body, dict) or set(body) != {"rules"}:
-        raise api.ApiError(
+        raise http.ApiError(
             400, "bad_body", '请求体应为 {"rules": [...]}', 'body must be {"rules": [...]}'
         )
     rules: list[AlertRule] | None = None
@@ -88,11 +88,11 @@ async def put_rules(request: web.Request) -> web.Response:
             check_unique(rules)
         except (ValidationError, ValueError) as e:
             detail = str(e).replace("\n", " ")[:500]
-            raise api.ApiError(
+            raise http.ApiError(
                 400, "bad_rules", f"告警规则无效：{detail}", f"invalid rules: {detail}"
             ) from None
         if len(rules) > MAX_RULES:
-            raise api.ApiError(
+            raise http.ApiError(
                 400, "bad_rules", f"规则过多（最多 {MAX_RULES} 条）", f"at most {MAX_RULES} rules"
             )
     await task.replace_rules(rules, by)

@@ -1,4 +1,4 @@
-"""The audit log: who did what at central, from where, and how it ended (issue 5 §4).
+"""The audit log: who did what at central, from where, and how it ended.
 
 One row per login, logout, failed login, alarm acknowledgement, command to a node, user change,
 enrolment token creation, revocation and firmware upload. Table ``audit`` in central's SQLite
@@ -6,7 +6,7 @@ file, written with ``synchronous=FULL`` before the action is answered (central.a
 connection). Rows are never updated or deleted by central.
 
 Writers: the API through ``central.auth.audit(request, ...)``; command-line tools on the box
-through :func:`record_local` (user ``cli:<login name>``, address ``local``).
+through :func:`central.accounts.record_local` (user ``cli:<login name>``, address ``local``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import getpass
 import json
 import sqlite3
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 SCHEMA = """
@@ -64,23 +63,7 @@ def record(conn: sqlite3.Connection, e: Entry) -> None:
     )
 
 
-def record_local(db: Path, action: str, target: str, outcome: str, **detail: Any) -> None:
-    """An audit row for a command run on central's box (``shilian central user …``,
-    ``shilian provision token create`` …)."""
-    import time
-
-    from central.accounts import AccountStore
-
-    store = AccountStore(db)
-    try:
-        store.audit(
-            Entry(time.time(), f"cli:{_login()}", None, "local", action, target, outcome, detail)
-        )
-    finally:
-        store.close()
-
-
-def _login() -> str:
+def local_login() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):

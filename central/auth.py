@@ -33,8 +33,8 @@ from aiohttp import web
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from central import api
 from central import audit as audit_log
+from central import http
 from central.accounts import (
     MAX_PASSWORD_CHARS,
     AccountStore,
@@ -176,9 +176,9 @@ AUTH: web.AppKey[Auth] = web.AppKey("auth", Auth)
 _PRINCIPAL: web.RequestKey[Session] = web.RequestKey("principal", Session)
 
 
-def setup(app: web.Application, ctx: api.ApiContext, clock: Callable[[], float]) -> Auth:
+def setup(app: web.Application, ctx: http.ApiContext, clock: Callable[[], float]) -> Auth:
     """Mount login/logout/me/audit and the login page on ``app``; the middleware is
-    :func:`require_login` (central.api.make_app puts it after the JSON error handler)."""
+    :func:`require_login` (central.app.make_app puts it after the JSON error handler)."""
     auth = Auth(ctx.auth, ctx.db_path, clock)
     app[AUTH] = auth
     app.router.add_post("/api/v1/login", login)
@@ -249,7 +249,7 @@ async def require_login(
         raise await _unauthenticated(auth, found.reason)
     if session.role < need:
         auth.denied.labels("forbidden").inc()
-        raise api.ApiError(
+        raise http.ApiError(
             403,
             "forbidden",
             f"角色 {session.role.name} 无权执行此操作（需要 {need.name}）",
@@ -263,10 +263,10 @@ async def require_login(
     return await handler(request)
 
 
-async def _unauthenticated(auth: Auth, reason: str) -> api.ApiError:
+async def _unauthenticated(auth: Auth, reason: str) -> http.ApiError:
     headers = {"WWW-Authenticate": 'Bearer realm="shilian"'}
     if reason == "expired":
-        return api.ApiError(
+        return http.ApiError(
             401,
             "session_expired",
             "会话已过期，请重新登录",
@@ -274,7 +274,7 @@ async def _unauthenticated(auth: Auth, reason: str) -> api.ApiError:
             headers,
         )
     if await auth.run(auth.store.user_count) == 0:
-        return api.ApiError(
+        return http.ApiError(
             401,
             "no_users",
             "中心尚无登录用户：请管理员在中心运行 shilian central user add NAME --role admin",
@@ -282,11 +282,11 @@ async def _unauthenticated(auth: Auth, reason: str) -> api.ApiError:
             "`shilian central user add NAME --role admin` on central",
             headers,
         )
-    return api.ApiError(401, "unauthenticated", "请先登录", "log in first", headers)
+    return http.ApiError(401, "unauthenticated", "请先登录", "log in first", headers)
 
 
-def _out_of_scope(scope: str, code: str) -> api.ApiError:
-    return api.ApiError(
+def _out_of_scope(scope: str, code: str) -> http.ApiError:
+    return http.ApiError(
         403,
         "out_of_scope",
         f"{code[:40]} 不在您的管辖范围（{scope}）内",
@@ -301,7 +301,7 @@ def principal(request: web.Request) -> Session:
     """The logged-in user of this request (every non-public route has one)."""
     session = request.get(_PRINCIPAL)
     if not isinstance(session, Session):
-        raise api.ApiError(401, "unauthenticated", "请先登录", "log in first")
+        raise http.ApiError(401, "unauthenticated", "请先登录", "log in first")
     return session
 
 
@@ -326,7 +326,7 @@ def list_scope(request: web.Request) -> str | None:
 def root_of(request: web.Request) -> str:
     """The unit a user's views start at: their scope when it lies inside the registry's,
     else the registry's root."""
-    registry = request.app[api.CTX].registry
+    registry = request.app[http.CTX].registry
     scope = scope_of(request)
     if len(scope) > len(registry.scope) and scope.startswith(registry.scope):
         return scope
@@ -363,7 +363,7 @@ def _login_body(raw: bytes) -> LoginBody:
         data = json.loads(raw)
         return LoginBody.model_validate(data)
     except (ValueError, UnicodeDecodeError, ValidationError):
-        raise api.ApiError(
+        raise http.ApiError(
             400,
             "bad_body",
             '请求体应为 {"user": "...", "password": "..."}',
@@ -372,7 +372,7 @@ def _login_body(raw: bytes) -> LoginBody:
 
 
 def _session_json(request: web.Request, s: Session) -> dict[str, Any]:
-    registry = request.app[api.CTX].registry
+    registry = request.app[http.CTX].registry
     unit = registry.unit(s.scope) if s.scope else registry.root()
     return {
         "user": s.user,
@@ -385,7 +385,7 @@ def _session_json(request: web.Request, s: Session) -> dict[str, Any]:
 
 async def login(request: web.Request) -> web.Response:
     auth = request.app[AUTH]
-    api._params(request, ())
+    http.params(request, ())
     body = _login_body(await request.read())
     now = auth.clock()
     keys = (f"user:{body.user}", f"addr:{_address(request)}")
@@ -394,7 +394,7 @@ async def login(request: web.Request) -> web.Response:
         auth.logins.labels("throttled").inc()
         await audit(request, "login_failed", body.user, "throttled", user=body.user)
         retry = max(1, int(wait + 0.999))
-        raise api.ApiError(
+        raise http.ApiError(
             429,
             "throttled",
             f"登录失败次数过多，请 {retry} 秒后再试",
@@ -412,7 +412,7 @@ async def login(request: web.Request) -> web.Response:
             auth.throttle.failed(k, now)
         auth.logins.labels("bad_credentials").inc()
         await audit(request, "login_failed", body.user, "bad_credentials", user=body.user)
-        raise api.ApiError(
+        raise http.ApiError(
             401, "bad_credentials", "用户名或密码错误", "wrong user name or password"
         )
     auth.throttle.succeeded(keys[0])
@@ -427,7 +427,7 @@ async def login(request: web.Request) -> web.Response:
     request[_PRINCIPAL] = session
     auth.logins.labels("ok").inc()
     await audit(request, "login", session.user, "ok")
-    resp = api._ok({"token": token, **_session_json(request, session)})
+    resp = http.ok({"token": token, **_session_json(request, session)})
     resp.set_cookie(
         COOKIE,
         token,
@@ -451,24 +451,24 @@ async def logout(request: web.Request) -> web.Response:
             request[_PRINCIPAL] = found.session
             await audit(request, "logout", found.session.user, "ok")
             ended = True
-    resp = api._ok({"logged_out": ended})
+    resp = http.ok({"logged_out": ended})
     resp.del_cookie(COOKIE, path="/")
     return resp
 
 
 async def me(request: web.Request) -> web.Response:
-    api._params(request, ())
-    return api._ok(_session_json(request, principal(request)))
+    http.params(request, ())
+    return http.ok(_session_json(request, principal(request)))
 
 
 async def audit_list(request: web.Request) -> web.Response:
-    q = api._params(request, ("user", "action", "since", "limit", "offset"))
+    q = http.params(request, ("user", "action", "since", "limit", "offset"))
     since = None
     if q.get("since"):
         try:
             since = float(q["since"])
         except ValueError:
-            raise api.ApiError(
+            raise http.ApiError(
                 400,
                 "bad_param",
                 f"参数 since 应为 Unix 秒：{q['since'][:40]!r}",
@@ -477,19 +477,19 @@ async def audit_list(request: web.Request) -> web.Response:
     f = audit_log.AuditFilter(
         user=q.get("user") or None, action=q.get("action") or None, since=since
     )
-    limit = api._int(q, "limit", api.DEFAULT_PAGE, 1, api.MAX_PAGE)
-    offset = api._int(q, "offset", 0, 0, 2**31)
-    total, rows = await request.app[api.READS].run(
+    limit = http.int_param(q, "limit", http.DEFAULT_PAGE, 1, http.MAX_PAGE)
+    offset = http.int_param(q, "offset", 0, 0, 2**31)
+    total, rows = await request.app[http.READS].run(
         lambda c: audit_log.list_audit(c, f, limit, offset)
     )
-    return api._ok({"total": total, "limit": limit, "offset": offset, "entries": rows})
+    return http.ok({"total": total, "limit": limit, "offset": offset, "entries": rows})
 
 
 async def login_page(request: web.Request) -> web.Response:
-    from central import dashboard, i18n
+    from central import assets, i18n
 
     lang = i18n.language(request.query.get("lang"))
-    html = (dashboard.ASSETS / "login.html").read_text(encoding="utf-8")
+    html = (assets.ASSETS / "login.html").read_text(encoding="utf-8")
     return web.Response(
         text=html.replace("{{lang}}", lang),
         content_type="text/html",

@@ -187,7 +187,9 @@ def _audit(store: AccountStore, action: str, name: str, detail: dict[str, Any]) 
     from central import audit
 
     store.audit(
-        audit.Entry(time.time(), f"cli:{audit._login()}", None, "local", action, name, "ok", detail)
+        audit.Entry(
+            time.time(), f"cli:{audit.local_login()}", None, "local", action, name, "ok", detail
+        )
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from central import api
+from central import http
 
 
 def add_routes(app: web.Application) -> None:
@@ -41,7 +41,7 @@ async def node_reports(request: web.Request) -> web.Response:
     """``{"commissioning": {...} | null}`` for the node page: a 200 either way, so the page can
     ask without a failed request (a 404 shows as an error in the browser's console)."""
     node_id = request.match_info["node_id"][:80]
-    summary = await request.app[api.READS].run(lambda c: commissioning_summary(c, node_id))
+    summary = await request.app[http.READS].run(lambda c: commissioning_summary(c, node_id))
     return web.json_response(
         {"node_id": node_id, "commissioning": summary},
         dumps=lambda o: json.dumps(o, ensure_ascii=False),

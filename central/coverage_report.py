@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from central import api, dashboard
+from central import assets, http
 from central.history import DayRow, read_days
 from registry import Registry
 
-REPORT_HTML = dashboard.ASSETS / "report.html"
+REPORT_HTML = assets.ASSETS / "report.html"
 
 SUMMARY_HEADER = ("区划代码", "名称", "层级", "村（社区）数", "已部署", "已覆盖", "覆盖率")
 DAILY_HEADER = ("日期", *SUMMARY_HEADER, "数据来源")
@@ -101,7 +101,7 @@ def build_report(
 
 
 def _level(level: int) -> str:
-    return api.LEVEL_NAMES[level]
+    return http.LEVEL_NAMES[level]
 
 
 def summary_rows(r: Report) -> list[tuple[Any, ...]]:

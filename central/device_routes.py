@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from central import api, auth
+from central import auth, http
 from central.device_json import device_json
 from central.devices import KINDS, DeviceIndex, DeviceView
 
@@ -54,18 +54,18 @@ def _since(v: DeviceView) -> float:
 
 
 async def devices(request: web.Request) -> web.Response:
-    ctx = request.app[api.CTX]
+    ctx = request.app[http.CTX]
     allowed = ("code", "kind", "status", "sort", "limit", "offset")
     unknown = sorted(set(request.query) - set(allowed))
     if unknown:
-        raise api.ApiError(
+        raise http.ApiError(
             400,
             "bad_param",
             f"未知参数 {', '.join(unknown)}（可用：{', '.join(allowed)}）",
             f"unknown parameter {', '.join(unknown)} (allowed: {', '.join(allowed)})",
         )
     q = request.query
-    code = api.known_unit(ctx.registry, q.get("code") or auth.root_of(request))
+    code = http.known_unit(ctx.registry, q.get("code") or auth.root_of(request))
     kind = _pick(q.get("kind"), "kind", KINDS, None)
     status = _pick(q.get("status"), "status", STATUSES, "all") or "all"
     sort = _pick(q.get("sort"), "sort", SORTS, "device") or "device"
@@ -97,7 +97,7 @@ def _pick(
     if not value:
         return default
     if value not in choices:
-        raise api.ApiError(
+        raise http.ApiError(
             400,
             "bad_param",
             f"参数 {name} 应为 {' / '.join(choices)} 之一：{value[:40]!r}",
@@ -114,7 +114,7 @@ def _int(value: str | None, name: str, default: int, low: int, high: int) -> int
     except ValueError:
         n = low - 1
     if not low <= n <= high:
-        raise api.ApiError(
+        raise http.ApiError(
             400,
             "bad_param",
             f"参数 {name} 应为 {low} 到 {high} 之间的整数：{value[:40]!r}",

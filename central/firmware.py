@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from central import auth
-from central.api import ApiError, _ok
+from central.http import ApiError, ok
 from firmware_bridge import image as fw_image
 
 #: Largest upload: the header, the largest payload and the signature.
@@ -114,12 +114,12 @@ async def upload(request: web.Request) -> web.Response:
         board_model=img.board_model,
         size=len(data),
     )
-    return _ok(describe(img, len(data)), status=201 if created else 200)
+    return ok(describe(img, len(data)), status=201 if created else 200)
 
 
 async def list_images(request: web.Request) -> web.Response:
     store = request.app[FIRMWARE]
-    return _ok({"images": await asyncio.to_thread(store.list)})
+    return ok({"images": await asyncio.to_thread(store.list)})
 
 
 async def download(request: web.Request) -> web.StreamResponse:

@@ -20,7 +20,7 @@ import json
 
 from aiohttp import web
 
-from central import api, i18n
+from central import http, i18n
 from central.access import caller
 from central.coverage_report import Report, build_report, render_report, to_csv, to_xlsx
 from central.history import (
@@ -45,17 +45,17 @@ def add_routes(app: web.Application, history: HistoryTask) -> None:
     app.router.add_get("/dashboard/report", report_page)
 
 
-def _bad(name: str, value: str, zh: str, en: str) -> api.ApiError:
-    return api.ApiError(
+def _bad(name: str, value: str, zh: str, en: str) -> http.ApiError:
+    return http.ApiError(
         400, "bad_param", f"参数 {name} {zh}：{value[:40]!r}", f"{name} {en}: {value[:40]!r}"
     )
 
 
 def _code(request: web.Request) -> str:
-    ctx = request.app[api.CTX]
+    ctx = request.app[http.CTX]
     _, scope = caller(request)
     default = scope if scope and ctx.registry.unit(scope) is not None else ctx.registry.scope
-    return api.known_unit(ctx.registry, request.query.get("code", default))
+    return http.known_unit(ctx.registry, request.query.get("code", default))
 
 
 def _range(request: web.Request, today: dt.date) -> tuple[dt.date, dt.date]:
@@ -84,13 +84,13 @@ def _range(request: web.Request, today: dt.date) -> tuple[dt.date, dt.date]:
 
 
 async def _report(request: web.Request) -> Report:
-    ctx = request.app[api.CTX]
+    ctx = request.app[http.CTX]
     history = request.app[HISTORY]
     code = _code(request)
     first, last = _range(request, local_day(ctx.clock(), history.tz))
     units = [code, *ctx.registry.child_codes(code)]
     today = {r.code: r for r in history.today_rows(units)}  # on the loop (the coverage index)
-    return await request.app[api.READS].run(
+    return await request.app[http.READS].run(
         lambda conn: build_report(conn, ctx.registry, today, code, first, last)
     )
 
@@ -123,7 +123,7 @@ async def report_csv(request: web.Request) -> web.Response:
 
 
 async def trend(request: web.Request) -> web.Response:
-    ctx = request.app[api.CTX]
+    ctx = request.app[http.CTX]
     history = request.app[HISTORY]
     code = _code(request)
     raw = request.query.get("days", str(TREND_DAYS))
@@ -134,7 +134,7 @@ async def trend(request: web.Request) -> web.Response:
     last = local_day(ctx.clock(), history.tz)
     first = last - dt.timedelta(days=int(raw) - 1)
     today = {r.code: r for r in history.today_rows([code])}
-    r = await request.app[api.READS].run(
+    r = await request.app[http.READS].run(
         lambda conn: build_report(conn, ctx.registry, today, code, first, last)
     )
     days = [row_json(row) for d in r.days if (row := r.at(code, d)) is not None]

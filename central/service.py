@@ -155,7 +155,8 @@ class CentralService:
         return registry
 
     async def _start_http(self) -> web.AppRunner:
-        from central.api import ApiContext, make_app
+        from central.app import make_app
+        from central.http import ApiContext
 
         ctx = ApiContext(
             db_path=self.cfg.store.path,

@@ -473,7 +473,7 @@ def token_create(
         raise _fail(str(e), 2) from None
     finally:
         conn.close()
-    from central.audit import record_local
+    from central.accounts import record_local
 
     record_local(db, "token_create", target, "created", ttl_s=seconds)
     until = _when(time.time() + seconds)
@@ -520,7 +520,7 @@ def token_revoke(
     db: Annotated[Path, typer.Option(help="中心数据库 / central's SQLite database")],
 ) -> None:
     """吊销未使用的入网令牌 / revoke an unused enrolment token."""
-    from central.audit import record_local
+    from central.accounts import record_local
     from central.tokens import TokenStore
 
     conn = _central_db(db)
@@ -616,7 +616,7 @@ def revoke(
     except CaError as e:
         raise _fail(str(e)) from None
     if db is not None:
-        from central.audit import record_local
+        from central.accounts import record_local
 
         record_local(db, "revoke", node_id, "revoked", serials=[str(n) for n in serials])
     _ok(f"已吊销 / revoked {len(serials)} 张证书 / certificate(s) of {node_id}")

@@ -23,11 +23,12 @@ from typer.testing import CliRunner
 
 from central import auth
 from central.accounts import MAX_FAILURES, TOUCH_S, Role, Throttle
-from central.api import ApiContext, make_app
+from central.app import make_app
 from central.cli import app as central_cli
 from central.config import AuthConfig
 from central.coverage import CoverageIndex
 from central.dashboard import add_routes as add_dashboard_routes
+from central.http import ApiContext
 from central.live import LiveHub, Message
 from central.store import EventRow, NodeRow, SqliteStore
 from registry import Registry

@@ -15,8 +15,9 @@ import pytest
 from aiohttp import web
 
 from central.alarms import AckStore, AlreadyAcked
-from central.api import ApiContext, make_app
+from central.app import make_app
 from central.coverage import CoverageIndex
+from central.http import ApiContext
 from central.store import EventRow, SqliteStore
 from registry import Registry
 from tests.processes import add_user, login

@@ -19,9 +19,10 @@ import pytest
 from aiohttp import web
 
 import wire
-from central.api import MAX_BODY_BYTES, ApiContext, make_app
+from central.app import make_app
 from central.commands import CommandClient, CommandError
 from central.coverage import CoverageIndex
+from central.http import MAX_BODY_BYTES, ApiContext
 from registry import Registry
 from tests.processes import add_user, login
 

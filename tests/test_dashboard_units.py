@@ -11,8 +11,8 @@ import prometheus_client
 import pytest
 
 from central import dashboard, i18n, pinyin
-from central.api import ApiContext
 from central.coverage import CoverageIndex
+from central.http import ApiContext
 from central.live import MAX_EVENTS_PER_BATCH, MAX_QUEUE, LiveHub, Message
 from central.store import EventRow
 from registry import Registry
