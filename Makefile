@@ -67,7 +67,7 @@ bench: sysdeps venv
 	  bench/firmware_update.py bench/registry_import.py bench/camera_probe.py; do \
 	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-# Issue 4's long acceptance runs (not part of `make test`): 10,000 presses over a line with 1 %
+# The alarm path's long acceptance runs (not part of `make test`): 10,000 presses over a line with 1 %
 # bit errors and random cuts, at the link and end to end to central (exactly once, in order per
 # zone), and the real 30 s unplug (down reported, up on replug, presses made meanwhile arrive).
 soak: sysdeps venv

@@ -1,4 +1,4 @@
-"""Alarm handling at central (issue 4 §5): the alarm list and operator acknowledgement.
+"""Alarm handling at central: the alarm list and operator acknowledgement.
 
 An alarm is an event of priority ``alarm`` (panic, intrusion, fire, tamper from the village
 alarm board or panels; docs/protocol.md). It stays *open* until an operator acknowledges it

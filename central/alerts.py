@@ -1,4 +1,4 @@
-"""Alert rules and their evaluation (issue 6 §5): the pure core. No I/O, time passed in.
+"""Alert rules and their evaluation: the pure core. No I/O, time passed in.
 
 Rules (``[[alerts.rules]]`` in central.toml, or replaced by an admin through the API):
 

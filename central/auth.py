@@ -1,4 +1,4 @@
-"""Login, roles and county scope on central's HTTP server (issue 5 §4), in one middleware.
+"""Login, roles and county scope on central's HTTP server, in one middleware.
 
 Who may do what is declared in one table (:data:`RULES` over aiohttp's route patterns), not in
 the handlers: any route without an entry needs ``viewer`` for GET/HEAD and ``admin`` for every

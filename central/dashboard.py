@@ -1,4 +1,4 @@
-"""The operators' dashboard (issue 6), served by central's HTTP server: the page, its static
+"""The operators' dashboard, served by central's HTTP server: the page, its static
 assets (vendored ECharts and county shapes: nothing is loaded from the internet), the live
 stream of changes (server-sent events) and the few read routes the page needs beyond the API.
 
@@ -223,7 +223,7 @@ def device_counts(conn: sqlite3.Connection, code: str) -> list[dict[str, Any]]:
 def open_alarms(conn: sqlite3.Connection, code: str) -> int | None:
     """Open (unacknowledged) alarms under ``code``; None when central has no alarm handling."""
     try:
-        from central import alarms  # noqa: F401  (issue 4: present once alarms land)
+        from central import alarms  # noqa: F401  (alarm handling is optional)
     except ImportError:
         return None
     low, high = code.ljust(12, "0"), code.ljust(12, "9")

@@ -38,7 +38,7 @@ from wire.topics import CENTRAL_SUBSCRIPTIONS
 
 log = logging.getLogger("shilian.central.link")
 
-#: Reconnect backoff: first retry within 1 s, doubling, capped at 60 s (issue 3).
+#: Reconnect backoff: first retry within 1 s, doubling, capped at 60 s.
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 #: A broker that accepts TCP but never answers CONNECT is as good as down.

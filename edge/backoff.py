@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 #: First retry window: a broker restart takes ~0.1 s, so most nodes are back within a second.
 BASE_S = 1.0
-#: Upper bound of a retry window (issue 3): a node is never more than a minute from retrying.
+#: Upper bound of a retry window: a node is never more than a minute from retrying.
 CAP_S = 60.0
 
 

@@ -14,7 +14,7 @@ TOPIC_ROOT = "shilian/v1"
 MAX_PAYLOAD_BYTES = 64 * 1024
 
 #: Default and bounds of the health interval a node announces. Central declares a node offline
-#: after 1.5 x the announced interval without health (issue 3).
+#: after 1.5 x the announced interval without health.
 DEFAULT_HEALTH_INTERVAL_S = 30.0
 MIN_HEALTH_INTERVAL_S = 1.0
 MAX_HEALTH_INTERVAL_S = 3600.0
