@@ -28,9 +28,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.aiomqtt_adapter import NotQueued, PahoInside
+from wire.limits import NODE_OPERATION_TIMEOUT_S
 
-#: Seconds to wait for CONNACK / SUBACK / DISCONNECT before declaring the link dead.
-OPERATION_TIMEOUT_S = 10.0
+#: Seconds to wait for CONNACK / SUBACK / DISCONNECT before declaring the link dead: the
+#: contract's bound, from which central's grace after a broker outage is derived.
+OPERATION_TIMEOUT_S = NODE_OPERATION_TIMEOUT_S
 #: MQTT reason codes >= 0x80 are failures (MQTT 5 §2.4).
 REASON_FAILURE = 0x80
 #: paho's own in-flight cap; our sender keeps fewer in flight, so paho never queues silently.

@@ -210,5 +210,9 @@ def test_commands_refuse_response_topics_outside_our_reply_space(rt: str | None)
 
 def test_expired_request_is_not_answered() -> None:
     t = Topics(NODE)
-    assert isinstance(_handler(now=110.0).handle(_req({"cmd": "ping"}, t.cmd_res, 5), 100), Refused)
-    assert isinstance(_handler(now=104.0).handle(_req({"cmd": "ping"}, t.cmd_res, 5), 100), Reply)
+    assert isinstance(
+        _handler(now=110.0).handle(_req({"v": 1, "cmd": "ping"}, t.cmd_res, 5), 100), Refused
+    )
+    assert isinstance(
+        _handler(now=104.0).handle(_req({"v": 1, "cmd": "ping"}, t.cmd_res, 5), 100), Reply
+    )
