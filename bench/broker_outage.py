@@ -5,9 +5,10 @@
 Nanning's 1,856 villages, one node each, every node alive throughout (the truth is 1,856 at
 every moment). Each node is a lightweight MQTT 5 client of ``tests/wire_fleet.py`` on its own
 connection: the same wire messages as the edge (birth with its matching will, health every 30 s,
-a new birth per connection) and the edge's own reconnect backoff (``edge.backoff.Backoff``: 1 s
-doubling, full jitter, cap 60 s; 10 s connect timeout) — not the full edge agent, whose outbox,
-devices and commands the figure does not depend on and which would cost ~1,856 SQLite files.
+a new birth per connection) and the edge's own reconnect backoff
+(``resilience.backoff.Backoff``: 1 s doubling, full jitter, cap 60 s; 10 s connect timeout) —
+not the full edge agent, whose outbox, devices and commands the figure does not depend on and
+which would cost ~1,856 SQLite files.
 Central is the real ``CentralService`` (real MQTT link, ingest, liveness, coverage, SQLite) in
 this process, retrying at once when the broker is back (the worst case: before any node), against
 a real mosquitto (persistence on), which is stopped with SIGTERM (it publishes every node's will,

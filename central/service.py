@@ -27,13 +27,14 @@ from central.config import CentralConfig
 from central.coverage import CoverageIndex
 from central.device_feed import device_messages, load_devices
 from central.device_metrics import DeviceCollector
-from central.ingest import Ingest, LogLimiter, Outcome
+from central.ingest import Ingest, Outcome
 from central.link import Inbound, MqttLink
 from central.live import LiveHub
 from central.liveness import Liveness
 from central.metrics import CentralMetrics
 from central.store import SqliteStore, Write
 from registry import Registry, import_registry
+from resilience.log_limiter import LogLimiter
 from wire.limits import RECONNECT_GRACE_S
 
 if TYPE_CHECKING:

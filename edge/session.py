@@ -16,7 +16,6 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from edge.backoff import Backoff
 from edge.commands import CommandHandler, Refused
 from edge.config import EdgeConfig
 from edge.metrics import EdgeMetrics
@@ -32,6 +31,7 @@ from edge.mqtt_link import (
     Will,
 )
 from edge.outbox import Outbox
+from resilience.backoff import Backoff
 from wire import DeviceState, NodeState, RemoteWireError, Topics, decode, encode
 
 log = logging.getLogger("shilian.edge.session")

@@ -9,10 +9,10 @@ import uuid
 import pytest
 
 import wire
-from central.ingest import Ingest, LogLimiter
-from central.link import Backoff
+from central.ingest import Ingest
 from central.liveness import WILL_CONFIRM_S, Liveness
 from central.store import DeviceRow, EventRow, GapsRow, HealthRow, IntervalRow, NodeRow, Snapshot
+from resilience.log_limiter import LogLimiter
 from wire import Fault
 
 VILLAGE = "450102001003"
@@ -281,15 +281,6 @@ def test_log_limiter_once_per_key_per_window() -> None:
     assert not lim.allow(("n", "schema"), 59.0)
     assert lim.allow(("n", "oversize"), 59.0)
     assert lim.allow(("n", "schema"), 60.0)
-
-
-def test_backoff_is_jittered_exponential_and_capped() -> None:
-    b = Backoff(base_s=1.0, cap_s=60.0, rng=lambda: 1.0)
-    assert [b.next() for _ in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
-    b.reset()
-    assert b.next() == 1
-    assert b.next(to_cap=True) == 60
-    assert Backoff(rng=lambda: 0.25).next() == 0.25
 
 
 def test_after_a_reconnect_nodes_are_held_for_their_whole_reconnect_window() -> None:

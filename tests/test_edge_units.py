@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from edge.backoff import Backoff
 from edge.commands import CommandHandler, Refused, Reply
 from edge.health import (
     CpuTimes,
@@ -21,6 +20,7 @@ from edge.health import (
 from edge.local_api import RequestError, parse_request
 from edge.mqtt_link import Incoming
 from edge.outbox_policy import Admission, admit, send_key
+from resilience.backoff import Backoff
 from wire import CommandResponse, Priority, Topics, decode
 
 NODE = "450102001001-a"

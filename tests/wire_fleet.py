@@ -1,7 +1,7 @@
 """Lightweight nodes for fleet-sized tests and benchmarks: each one a real MQTT 5 client on its own
 TCP connection to a real broker, speaking the wire contract as docs/protocol.md states it (birth
 with a matching will, health every interval, a new birth on every connection), and reconnecting
-with the edge's own backoff (:class:`edge.backoff.Backoff`). What it leaves out is what the
+with the edge's own backoff (:class:`resilience.backoff.Backoff`). What it leaves out is what the
 coverage figure does not depend on: the outbox, events, devices, commands.
 
 A thousand real edge agents (SQLite outbox, paho client, supervisor each) cost a few hundred MB and
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import wire
-from edge.backoff import Backoff
+from resilience.backoff import Backoff
 
 #: MQTT 5 packet types (first byte, high nibble) and the CONNECT flags used here.
 _CONNECT, _CONNACK, _PUBLISH, _PUBACK, _DISCONNECT = 1, 2, 3, 4, 14

@@ -22,7 +22,7 @@ MAX_HEALTH_INTERVAL_S = 3600.0
 #: Factor applied to the announced health interval before a silent node is declared offline.
 HEALTH_GRACE_FACTOR = 1.5
 
-#: The node's reconnect backoff (edge/backoff.py uses these): the first retry window is
+#: The node's reconnect backoff (resilience/backoff.py defaults to these): the first retry window is
 #: ``RECONNECT_BASE_S``, each failure doubles it up to ``RECONNECT_CAP_S``, and the delay is drawn
 #: uniformly inside the window (full jitter), so the cap is also the longest a node ever waits
 #: between two attempts. A broker restart takes ~0.1 s, so most nodes are back within a second;
