@@ -37,7 +37,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from central import auth, http, views
+from central import auth, body_errors, http, views
 from central.store import connect
 from wire import event_kinds
 
@@ -405,12 +405,8 @@ def _ack_body(raw: bytes) -> AckBody:
     try:
         return AckBody.model_validate(data)
     except ValidationError as e:
-        where = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors()
-        )
-        raise http.ApiError(
-            400, "bad_body", f"请求体字段无效：{where}", f"invalid body: {where}"
-        ) from None
+        zh, en = body_errors.explain(e)
+        raise http.ApiError(400, "bad_body", f"请求体有误：{zh}", f"invalid body: {en}") from None
 
 
 async def ack(request: web.Request) -> web.Response:
