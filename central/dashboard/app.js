@@ -1,6 +1,6 @@
 // The operators' dashboard. Plain browser JavaScript, no build step: central serves
 // this file as it is. Routes (location.hash): "#/" the scope's overview, "#/u/<code>" a unit,
-// "#/n/<node id>" a node. Figures come from central's API; a server-sent events stream
+// "#/n/<node id>" a node, "#/alarms" the alarm console (alarms.js). Figures come from central's API; a server-sent events stream
 // (/api/v1/live) says when they changed, and the view re-reads them (throttled).
 "use strict";
 
@@ -90,6 +90,7 @@ async function roleRank() {
 // -- shared state ------------------------------------------------------------------------------
 
 const shilian = (window.__shilian = { ready: null, refreshes: 0, charts: {} });
+const fresh = window.shilianFreshness; // freshness.js: the badge, the stale banner
 let view = null; // the current view: { key, refresh(), dispose() }
 
 function chart(name, node) {
@@ -122,7 +123,7 @@ function eventsList(events) {
   return `<ul class="events">${events.map((e) => `<li data-event="${e.id ?? ""}">
     ${priorityPill(e.priority)} <span class="muted">${esc(fmtTime(e.ts))}</span>
     ${e.village_name ? `<a href="${unitHref(e.village)}">${esc(e.village_name)}</a>` : ""}
-    <a href="${nodeHref(e.node_id)}">${esc(e.node_id)}</a> ${esc(e.kind)}${e.device ? ` · ${esc(e.device)}` : ""}
+    <a href="${nodeHref(e.node_id)}">${esc(e.node_id)}</a> <span data-kind="${esc(e.kind)}">${esc(eventKindName(e.kind))}</span>${e.device ? ` · ${esc(e.device)}` : ""}
   </li>`).join("")}</ul>`;
 }
 
@@ -168,7 +169,7 @@ function unitView(code) {
       </section>
       <section class="card stat ok span2"><h2>${esc(t("nodes_online"))}</h2><div class="big" data-test="nodes-online"></div></section>
       <section class="card stat bad span2"><h2>${esc(t("nodes_offline"))}</h2><div class="big" data-test="nodes-offline"></div></section>
-      <section class="card stat warn span2" ${BOOT.alarms ? "" : "hidden"}><h2>${esc(t("alarms_open"))}</h2><div class="big" data-test="alarms-open"></div></section>
+      <a class="card stat warn span2 link" data-test="alarms-card" href="#/alarms${code.length === 6 ? `?county=${code}` : ""}" ${BOOT.alarms ? "" : "hidden"}><h2>${esc(t("alarms_open"))}</h2><div class="big" data-test="alarms-open"></div></a>
       ${video.html}
       ${hasMap ? `<section class="card span7"><h2>${esc(t("map_title"))}</h2><div class="chart" data-test="map"></div></section>` : ""}
       ${hasRank ? `<section class="card ${hasMap ? "span5" : "span7"}"><h2>${esc(t("rank_title"))}</h2><div class="chart" data-test="rank"></div></section>` : ""}
@@ -278,7 +279,7 @@ function unitView(code) {
       </tr></thead><tbody>${rows.map((u) => `<tr class="link" data-code="${u.code}">
         <td data-col="name"><a href="${unitHref(u.code)}">${esc(u.name)}</a></td><td data-col="code" class="muted">${u.code}</td>
         <td data-col="villages" class="num">${fmtInt(u.villages)}</td><td data-col="provisioned" class="num">${fmtInt(u.provisioned)}</td>
-        <td data-col="covered" class="num">${fmtInt(u.covered)}</td><td data-col="ratio" class="num">${fmtPct(u.ratio)}</td>
+        <td data-col="covered" class="num">${fmtInt(u.covered)}</td><td data-col="ratio" class="num">${u.level === 5 && u.provisioned === 0 ? `<span class="muted">${esc(t("state_never"))}</span>` : fmtPct(u.ratio)}</td>
         ${villages ? `<td data-col="state">${pill(...childState(u))}</td>` : ""}${unseen ? `<td data-col="unseen" class="num">${fmtInt(unseen[u.code])}</td>` : ""}</tr>`).join("")}</tbody></table>`;
     box.querySelectorAll("th[data-sort]").forEach((th) => th.addEventListener("click", () => {
       sort.dir = sort.key === th.dataset.sort ? -sort.dir : 1;
@@ -343,7 +344,8 @@ function unitView(code) {
     const u = coverage.unit;
     crumbs(coverage.ancestors, code === BOOT.scope ? null : u);
     $("[data-test=unit-name]", root).textContent = u.name;
-    $("[data-test=ratio]", root).textContent = fmtPct(u.ratio);
+    // A village without a node has no coverage to speak of: say so, not "0.00%".
+    $("[data-test=ratio]", root).textContent = isVillage && u.provisioned === 0 ? t("no_nodes") : fmtPct(u.ratio);
     $("[data-test=ratio]", root).dataset.ratio = String(u.ratio);
     const cov = $("[data-test=covered-of]", root);
     cov.textContent = t("covered_of", { covered: fmtInt(u.covered), villages: fmtInt(u.villages) });
@@ -401,6 +403,7 @@ function unitView(code) {
         api(`/api/v1/dashboard/overview?code=${code}`),
       ]);
       data = { coverage, overview };
+      fresh.link(overview.link);
       if (unseen) await loadUnseen();
       render();
       await video.load();
@@ -409,6 +412,7 @@ function unitView(code) {
         wallStep();
         wallTimer = setInterval(wallStep, WALL_ROTATE_MS);
       }
+      return overview.time;
     },
     dispose() {
       if (wallTimer !== null) clearInterval(wallTimer);
@@ -448,13 +452,14 @@ function nodeView(id) {
       actionsDrawn = true;
       const acts = $("[data-test=actions]", root);
       acts.innerHTML = rank >= ROLES.admin ? ["ping", "get-config"].map((cmd) =>
-        `<button type="button" data-cmd="${cmd}">${esc(t(`action_${cmd.replace("-", "_")}`))}</button>`).join(" ") + `<pre data-test="action-result" class="result"></pre>`
+        `<button type="button" data-cmd="${cmd}">${esc(t(`action_${cmd.replace("-", "_")}`))}</button>`).join(" ") + `<div data-test="action-result" class="result"></div>`
         : rank < ROLES.operator ? `<p class="muted" data-test="view-only">${esc(t("no_actions"))}</p>` : "";
       acts.querySelectorAll("button[data-cmd]").forEach((b) => b.addEventListener("click", async () => {
         const out = $("[data-test=action-result]", root);
         try {
+          const t0 = performance.now();
           const r = await api(`/api/v1/nodes/${encodeURIComponent(id)}/commands`, "POST", { cmd: b.dataset.cmd });
-          out.textContent = `${t("action_ok")}${COLON}${JSON.stringify(r.result)}`;
+          out.innerHTML = commandResult(b.dataset.cmd, r.result, performance.now() - t0); // readable.js
         } catch (e) {
           out.textContent = t("action_failed", { message: e.message });
         }
@@ -464,7 +469,7 @@ function nodeView(id) {
     if (rank < ROLES.operator) { alarmsBox.innerHTML = ""; return; }
     const open = (await api(`/api/v1/alarms?node=${encodeURIComponent(id)}&state=open&limit=20`)).alarms;
     alarmsBox.innerHTML = `<h2>${esc(t("open_alarms_title"))}</h2>` + (open.length ? `<ul class="events">${open.map((a) => `<li data-alarm="${a.id}">
-      ${priorityPill("alarm")} ${esc(a.kind)} <span class="muted">${esc(fmtTime(a.ts))}</span>
+      ${priorityPill("alarm")} ${esc(eventKindName(a.kind))} <span class="muted">${esc(fmtTime(a.ts))}</span>
       <button type="button" data-ack="${a.id}">${esc(t("action_ack"))}</button></li>`).join("")}</ul>`
       : `<p class="muted">${esc(t("no_open_alarms"))}</p>`);
     alarmsBox.querySelectorAll("button[data-ack]").forEach((b) => b.addEventListener("click", async () => {
@@ -578,11 +583,15 @@ async function refresh() {
   lastRefresh = performance.now();
   const v = view;
   try {
-    await v.refresh();
+    fresh.loaded(await v.refresh());
+    v.shown = true;
     shilian.refreshes += 1;
     document.body.dataset.refreshes = String(shilian.refreshes);
   } catch (e) {
-    if (v === view) $("#view").innerHTML = `<p class="error" data-test="error">${esc(t("error_load", { message: e.message }))}</p>`;
+    // A view already on screen keeps its figures (greyed, under the stale banner); one that
+    // never loaded says why.
+    fresh.failed(e.message);
+    if (v === view && !v.shown) $("#view").innerHTML = `<p class="error" data-test="error">${esc(t("error_load", { message: e.message }))}</p>`;
   } finally {
     refreshing = false;
     if (again) { again = false; scheduleRefresh(); }
@@ -599,33 +608,39 @@ function route() {
   const h = decodeURIComponent(location.hash.replace(/^#\/?/, ""));
   let next;
   if (h.startsWith("n/")) next = ["n", h.slice(2)];
+  else if (h === "alarms" || h.startsWith("alarms?")) next = ["a", h.slice(7)];
   else if (h.startsWith("u/") && /^\d{2,12}$/.test(h.slice(2))) next = ["u", h.slice(2)];
   else next = ["u", BOOT.scope];
   if (view) view.dispose();
   Object.values(shilian.charts).forEach((c) => c.dispose());
   shilian.charts = {};
-  view = next[0] === "n" ? nodeView(next[1]) : unitView(next[1]);
+  view = next[0] === "n" ? nodeView(next[1]) : next[0] === "a" ? window.shilianAlarms.view(next[1]) : unitView(next[1]);
   if (timer !== null) { clearTimeout(timer); timer = null; }
   refresh();
 }
 
 function connectLive() {
-  const badge = $("[data-test=live]");
   const src = new EventSource("/api/v1/live");
-  src.addEventListener("hello", () => {
-    badge.className = "live on";
-    badge.textContent = t("live_on");
+  src.addEventListener("hello", (m) => {
+    fresh.opened(JSON.parse(m.data));
     scheduleRefresh(); // anything missed while disconnected
     refreshAlerts();
   });
-  src.addEventListener("alert", refreshAlerts);
+  src.addEventListener("link", (m) => {
+    fresh.heard();
+    const was = fresh.state.link;
+    const l = JSON.parse(m.data);
+    fresh.link(l);
+    if (was && !was.broker_connected && l.broker_connected) scheduleRefresh(); // back: re-read
+  });
+  src.addEventListener("alert", () => { fresh.heard(); refreshAlerts(); });
   for (const kind of ["node", "coverage", "event", "devices", "resync"]) {
-    src.addEventListener(kind, scheduleRefresh);
+    src.addEventListener(kind, () => { fresh.heard(); scheduleRefresh(); });
   }
-  src.onerror = () => {
-    badge.className = "live off";
-    badge.textContent = t("live_off");
-  };
+  src.addEventListener("event", (m) => window.shilianAlarms.onEvent(JSON.parse(m.data)));
+  src.onerror = () => fresh.lost();
+  // A stream silent past its keepalives is dead: drop it and open a new one.
+  fresh.onDead(() => { src.close(); connectLive(); });
 }
 
 function setupSearch() {
@@ -688,6 +703,7 @@ function setupHeader() {
 
 setupHeader();
 setupSearch();
+window.shilianAlarms.start();
 window.addEventListener("hashchange", route);
 route();
 connectLive();
