@@ -53,3 +53,20 @@ def test_every_string_any_page_script_uses_is_in_the_catalogue() -> None:
     used |= {f"alarm_{s}_by" for s in ("ack", "close")}
     used |= {f"alarm_already_{s}" for s in ("acked", "closed")}
     assert used - set(cat) == set()
+
+
+def test_alert_texts_name_the_alarm_kind_and_the_device_health() -> None:
+    from central.alerts import AlertRule, observe_alarms, observe_devices
+
+    node = "450102001003-a"
+    names = {"450102001003": "兴宁社区居委会"}
+    rule = AlertRule(id="unacked", kind="alarm_unacked", minutes=5)
+    (alarm,) = observe_alarms(rule, [(7, node, "panic", 100.0)], names, 500.0)
+    assert alarm.zh.startswith("紧急求助报警（兴宁社区居委会") and "panic" not in alarm.zh
+    assert alarm.en.startswith("Panic alarm (")
+    rule = AlertRule(id="cams", kind="device_down", minutes=5)
+    (down,) = observe_devices(
+        rule, [(node, "cam1", "camera", "no_stream", 100.0, False)], names, 500.0
+    )
+    assert "无视频流超过 5 分钟" in down.zh and "no_stream" not in down.zh
+    assert "no stream for more than" in down.en
