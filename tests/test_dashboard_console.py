@@ -273,6 +273,35 @@ def test_ping_and_read_config_answers_are_labelled_fields(
     page.rec.check()
 
 
+#: The map's labels as drawn: texts on the canvas that are not hidden (ECharts' display list).
+DRAWN_LABELS = """() => window.__shilian.charts.map.getZr().storage.getDisplayList(true)
+  .filter((e) => e.style && typeof e.style.text === "string" && !e.ignore && !e.invisible
+    && (e.style.opacity === undefined || e.style.opacity > 0))
+  .map((e) => e.style.text)"""
+
+
+def test_every_county_is_labelled_on_the_map_in_the_colour_of_its_ranking_bar(
+    officers: list[Any], site: tuple[Central, Fleet, Mosquitto]
+) -> None:
+    central, _, _ = site
+    page = officers[0]
+    open_dashboard(page, central)
+    drawn = " ".join(page.evaluate(DRAWN_LABELS))
+    counties = central.get("/api/v1/coverage/4501")["children"]
+    # The urban districts' labels drop the 区 to fit (兴宁 for 兴宁区).
+    assert [c["name"] for c in counties if c["name"].removesuffix("区") not in drawn] == []
+    colours = page.evaluate(
+        """() => {
+          const m = window.__shilian.charts.map.getOption().series[0].data;
+          const r = window.__shilian.charts.rank.getOption().series[0].data;
+          return { map: Object.fromEntries(m.map((d) => [d.name, d.itemStyle.areaColor])),
+                   bars: Object.fromEntries(r.map((d) => [d.code, d.itemStyle.color])) };
+        }"""
+    )
+    assert colours["map"] == colours["bars"] and len(colours["map"]) == len(counties)
+    screenshot(page, "map-labels")
+
+
 def _banner(page: Any) -> str | None:
     el = page.query_selector("[data-test=stale]:not([hidden])")
     return None if el is None else str(el.get_attribute("data-reason"))

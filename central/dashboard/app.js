@@ -10,6 +10,8 @@ const LOCALE = LANG === "en" ? "en-GB" : "zh-CN";
 // 南宁市's county shapes predate the 2021 renaming of 横县 (450127) to 横州市 (450181):
 // features join the registry by code, and this maps the one renamed unit.
 const RENAMED = { "450127": "450181" };
+// Districts too small on the city map for a two-line label (南宁's urban districts).
+const SMALL_AREAS = new Set(["450102", "450103", "450105", "450107", "450108", "450109"]);
 // Map names registered by the vendored shape files, by city code.
 const SHAPES = { "4501": "南宁" };
 // Re-read the view at most this often while changes stream in (a churning fleet changes every
@@ -76,8 +78,11 @@ async function api(path, method = "GET", payload = undefined) {
 const coveragePath = (code) => (code ? `/api/v1/coverage/${code}` : "/api/v1/coverage");
 const unitHref = (code) => `#/u/${code}`;
 const nodeHref = (id) => `#/n/${encodeURIComponent(id)}`;
+// Coverage colour steps, highest first: the ranking bars and the map use the same ones, so a
+// county has one colour wherever it is shown.
+const RATIO_STEPS = [[0.9, "#2fbf71"], [0.75, "#8bc34a"], [0.5, "#f2a93b"], [0, "#e5484d"]];
 function ratioColor(r) {
-  return r >= 0.9 ? "#2fbf71" : r >= 0.75 ? "#8bc34a" : r >= 0.5 ? "#f2a93b" : "#e5484d";
+  return RATIO_STEPS.find(([min]) => r >= min)[1];
 }
 
 // The logged-in user's role (session.js, central.auth); without logins everything is allowed.
@@ -212,12 +217,18 @@ function unitView(code) {
     mapBase = {
       animation: false,
       tooltip: { trigger: "item", formatter: (p) => (p.data ? `${esc(p.data.label)}<br>${fmtPct(p.data.ratio)} (${fmtInt(p.data.covered)} / ${fmtInt(p.data.villages)})` : "") },
-      visualMap: { min: 0, max: 100, calculable: false, left: 8, bottom: 8, text: ["100%", "0%"],
-        inRange: { color: ["#e5484d", "#f2a93b", "#8bc34a", "#2fbf71"] }, textStyle: { color: "#e6edf5" } },
+      // The legend of the colour steps; each area is coloured by ratioColor (below).
+      visualMap: { type: "piecewise", show: true, left: 8, bottom: 8, textStyle: { color: "#e6edf5" },
+        pieces: RATIO_STEPS.map(([min, color], i) => ({ gte: min * 100, ...(i ? { lt: RATIO_STEPS[i - 1][0] * 100 } : {}), color,
+          label: i ? `${min * 100}%–${RATIO_STEPS[i - 1][0] * 100}%` : `≥ ${min * 100}%` })) },
       series: [{ type: "map", map: mapName, roam: false, selectedMode: false,
-        layoutCenter: ["50%", "50%"], layoutSize: "100%", labelLayout: { hideOverlap: true },
+        layoutCenter: ["50%", "50%"], layoutSize: "100%",
+        // Every county is labelled (none hidden for overlapping): the small urban districts,
+        // packed together, show their name without "区" in smaller type (their figure is in the
+        // tooltip and the ranking beside the map).
         label: { show: true, color: "#0f1c2e", fontSize: BOOT.wall ? 16 : 11,
-          formatter: (p) => (p.data ? `${p.data.label}\n${fmtPct(p.data.ratio)}` : p.name) },
+          formatter: (p) => (p.data ? (p.data.small ? `{s|${p.data.label.replace(/区$/, "")}}` : `${p.data.label}\n${fmtPct(p.data.ratio)}`) : p.name),
+          rich: { s: { fontSize: BOOT.wall ? 12 : 9, color: "#0f1c2e" } } },
         itemStyle: { borderColor: "#0f1c2e" }, emphasis: { label: { color: "#000" } }, data: [] }],
     };
     map.on("click", (p) => { if (p.data) location.hash = unitHref(p.data.name); });
@@ -294,7 +305,8 @@ function unitView(code) {
   function renderCharts() {
     const kids = data.coverage.children;
     if (map) {
-      const items = kids.map((u) => ({ name: u.code, value: +(u.ratio * 100).toFixed(2), label: u.name, ratio: u.ratio, covered: u.covered, villages: u.villages }));
+      const items = kids.map((u) => ({ name: u.code, value: +(u.ratio * 100).toFixed(2), label: u.name, ratio: u.ratio, covered: u.covered, villages: u.villages,
+        itemStyle: { areaColor: ratioColor(u.ratio) }, small: SMALL_AREAS.has(u.code) }));
       map.setOption(mapBase ? { ...mapBase, series: [{ ...mapBase.series[0], data: items }] } : { series: [{ data: items }] });
       mapBase = null;
     }
