@@ -75,6 +75,7 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
 #: Routes whose minimum role is not the default (GET/HEAD: viewer; anything else: admin).
 RULES: Mapping[tuple[str, str], Role] = {
     ("POST", "/api/v1/alarms/{event_id}/ack"): Role.operator,
+    ("POST", "/api/v1/alarms/{event_id}/close"): Role.operator,
     ("GET", "/api/v1/audit"): Role.admin,
 }
 #: Query parameters that name a unit (or a node: its village) and so must be in scope.

@@ -233,11 +233,13 @@ class CentralService:
         # No false collapse: every node believed online is held for the nodes' reconnect window.
         self.liveness.reset(self.clock(), self.ingest.online_nodes())
         self.metrics.connected.set(1)
+        self.live.link_changed(True)
         if self.link.connects > 1:
             self.metrics.reconnects.inc()
 
     def _link_down(self) -> None:
         self.metrics.connected.set(0)
+        self.live.link_changed(False)
 
     async def _handle_batch(self, batch: list[Inbound]) -> None:
         if self.renewal is not None:
@@ -245,6 +247,7 @@ class CentralService:
         async with self._write_lock:
             t0 = time.perf_counter()
             now = self.clock()
+            self.live.link.heard(now)
             handle = self.ingest.handle
             outcomes = [handle(m.topic, m.payload, now) for m in batch]
             writes, changes = self.ingest.take()
