@@ -88,6 +88,7 @@ class Probe:
     node: str
     row_id: int
     emitted: float  # the event's ts: the edge's clock when it accepted the alarm
+    received: float  # central's clock when its ingest took the alarm (before the commit)
     seen: float  # the reader's wall clock when the row was visible at central
 
 
@@ -117,15 +118,16 @@ class Drain(threading.Thread):
             while not self.stop.is_set():
                 try:
                     rows = conn.execute(
-                        "SELECT id, node_id, kind, ts FROM events WHERE id > ? ORDER BY id",
+                        "SELECT id, node_id, kind, ts, recv_ts FROM events"
+                        " WHERE id > ? ORDER BY id",
                         (last,),
                     ).fetchall()
                 except sqlite3.OperationalError:  # the table is not created yet
                     rows = []
                 now = time.time()
-                for row_id, node, kind, ts in rows:
+                for row_id, node, kind, ts, recv in rows:
                     if kind == PROBE_KIND:
-                        self.probes.append(Probe(node, row_id, float(ts), now))
+                        self.probes.append(Probe(node, row_id, float(ts), float(recv), now))
                         continue
                     self.history[node] = self.history.get(node, 0) + 1
                     self.history_total += 1
