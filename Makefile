@@ -80,12 +80,14 @@ soak: sysdeps venv
 	SHILIAN_SOAK=1 SHILIAN_ALARM_PRESSES=10000 $(BIN)/pytest -q --timeout 7200 \
 	  tests/test_edge_board_source.py::test_noisy_line_with_cuts_delivers_every_press_exactly_once_in_order
 
-# Faults on a real network path (namespaces, veth cuts, kill -9), long forms; the figures are
+# Faults on a real network path (namespaces, veth cuts, kill -9), long forms, and the 24 h backlog
+# drain of 100 nodes (bench/faults/backlog.py, ~2 minutes); the figures are
 # written to docs/reliability.md. The short forms run in `make test`.
 reliability: sysdeps venv
 	mkdir -p test-artifacts && rm -f test-artifacts/reliability.jsonl
 	SHILIAN_RELIABILITY=1 SHILIAN_RELIABILITY_RESULTS=$(CURDIR)/test-artifacts/reliability.jsonl \
 	  $(BIN)/pytest -q --timeout 3600 tests/faults
+	$(BIN)/python bench/faults/backlog.py --results test-artifacts/reliability.jsonl
 	$(BIN)/python bench/faults/report.py test-artifacts/reliability.jsonl > docs/reliability.md
 
 # Refresh the README's dashboard screenshots from a browser-test run.

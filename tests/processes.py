@@ -200,7 +200,14 @@ class Edge(Proc):
         )
 
     def start(self) -> None:
+        self.start_nowait()
+        self.wait_ready()
+
+    def start_nowait(self) -> None:
+        """Start the process without waiting (many agents starting at once)."""
         super().start()
+
+    def wait_ready(self) -> None:
         self.ready(lambda: self.sock.exists() and self.request({"op": "status"}), "edge socket")
 
     def request(self, req: dict[str, Any]) -> dict[str, Any]:
