@@ -148,11 +148,13 @@ class Call:
     :meth:`on_timer`.
     """
 
-    def __init__(self, session: str, node_id: str, now: float) -> None:
+    def __init__(
+        self, session: str, node_id: str, now: float, expiry_s: float = OFFER_EXPIRY_S
+    ) -> None:
         self.session = session
         self.node_id = node_id
         self.started = now
-        self.deadline = now + OFFER_EXPIRY_S
+        self.deadline = now + expiry_s
         self.state = CallState.OFFERED
         self.end: Ended | None = None
         self.camera: str | None = None
