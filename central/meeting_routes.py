@@ -8,6 +8,7 @@
   …}``: the page's getStats figures, stored with the record.
 - ``GET /api/v1/meetings/{session}``, ``GET /api/v1/meetings?village=&limit=&offset=``: one
   record, a village's history (newest first).
+- ``GET /dashboard/meeting?node=&lang=``: the meeting page (central/dashboard/meeting.html).
 
 Calling, hanging up, switching and posting stats need an operator (or admin) whose scope holds
 the node's village; reading needs a viewer in scope. Every call attempt and hang-up is audited
@@ -24,7 +25,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from central import auth, http, views
+from central import assets, auth, http, i18n, views
 from central.meetings import MeetingRefused, MeetingService
 from wire.meeting import MAX_SDP_CHARS, OFFER_EXPIRY_S
 
@@ -61,6 +62,7 @@ def add_routes(app: web.Application, service: MeetingService) -> None:
     app.router.add_delete("/api/v1/meetings/{session}", hang_up)
     app.router.add_post("/api/v1/meetings/{session}/camera", camera)
     app.router.add_post("/api/v1/meetings/{session}/stats", stats)
+    app.router.add_get("/dashboard/meeting", page)
 
 
 def _body(raw: bytes, model: type[BaseModel]) -> Any:
@@ -185,3 +187,22 @@ async def history(request: web.Request) -> web.Response:
     offset = http.int_param(q, "offset", 0, 0, 2**31)
     total, rows = await request.app[MEETINGS].history(village, limit, offset)
     return http.ok({"village": village, "total": total, "meetings": rows})
+
+
+async def page(request: web.Request) -> web.Response:
+    """The meeting page for ``?node=`` (its village in the user's scope: central.auth)."""
+    q = http.params(request, ("node", "lang"))
+    node_id = http.node_id_param(q.get("node"))
+    if node_id is None:
+        raise http.ApiError(400, "bad_param", "请给出 node（节点编号）", "give node (a node id)")
+    lang = i18n.language(q.get("lang"))
+    strings = i18n.strings(lang)
+    boot = {"lang": lang, "node": node_id, "strings": strings}
+    # No "<" inside the inline JSON: nothing in it can end its <script> element.
+    payload = json.dumps(boot, ensure_ascii=False).replace("<", "\\u003c")
+    html = (assets.ASSETS / "meeting.html").read_text(encoding="utf-8")
+    title = strings["meeting_title"].replace("{node}", node_id)
+    body = html.replace("{{lang}}", lang).replace("{{title}}", title).replace("{{boot}}", payload)
+    return web.Response(
+        text=body, content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-cache"}
+    )

@@ -76,6 +76,8 @@ async function api(path, method = "GET", payload = undefined) {
 const coveragePath = (code) => (code ? `/api/v1/coverage/${code}` : "/api/v1/coverage");
 const unitHref = (code) => `#/u/${code}`;
 const nodeHref = (id) => `#/n/${encodeURIComponent(id)}`;
+// The meeting page (meeting.js) is its own page: calls survive navigating the dashboard's views.
+const meetingHref = (id) => `/dashboard/meeting?node=${encodeURIComponent(id)}${LANG === "en" ? "&lang=en" : ""}`;
 function ratioColor(r) {
   return r >= 0.9 ? "#2fbf71" : r >= 0.75 ? "#8bc34a" : r >= 0.5 ? "#f2a93b" : "#e5484d";
 }
@@ -262,10 +264,13 @@ function unitView(code) {
       box.innerHTML = nodes.length ? `<table data-test="nodes-table"><thead><tr>
           <th>${esc(t("col_node"))}</th><th>${esc(t("col_state"))}</th><th>${esc(t("col_since"))}</th><th>${esc(t("col_last_seen"))}</th>
         </tr></thead><tbody>${nodes.map((n) => `<tr class="link" data-node="${esc(n.node_id)}" data-state="${n.state}">
-          <td><a href="${nodeHref(n.node_id)}">${esc(n.node_id)}</a></td><td>${pill(n.state, t(`state_${n.state}`))} <span class="muted">${esc(reasonText(n.state_reason))}</span></td>
+          <td><a href="${nodeHref(n.node_id)}">${esc(n.node_id)}</a> · <a data-test="meeting-link" href="${meetingHref(n.node_id)}">${esc(t("meeting_open"))}</a></td><td>${pill(n.state, t(`state_${n.state}`))} <span class="muted">${esc(reasonText(n.state_reason))}</span></td>
           <td>${esc(fmtTime(n.state_since))}</td><td>${esc(fmtTime(n.last_seen))}</td></tr>`).join("")}</tbody></table>`
         : `<p class="muted">${esc(t("no_nodes"))}</p>`;
-      box.querySelectorAll("tr[data-node]").forEach((tr) => tr.addEventListener("click", () => { location.hash = nodeHref(tr.dataset.node); }));
+      box.querySelectorAll("tr[data-node]").forEach((tr) => tr.addEventListener("click", (ev) => {
+        if (ev.target.closest("[data-test=meeting-link]")) return; // leaves for the meeting page
+        location.hash = nodeHref(tr.dataset.node);
+      }));
       return;
     }
     const rows = data.coverage.children.filter(FILTERS[filter]).filter((u) => !unseen || unseen[u.code]).slice();
@@ -485,7 +490,8 @@ function nodeView(id) {
     st.innerHTML = `<h2>${esc(t("node_title", { id: n.node_id }))}</h2>
       <div class="big">${pill(n.state, t(`state_${n.state}`))}</div>
       <div class="sub">${esc(t("col_since"))}: ${esc(fmtTime(n.state_since))} · ${esc(reasonText(n.state_reason))}</div>
-      <div class="sub">${esc(t("col_last_seen"))}: ${esc(fmtTime(n.last_seen))}</div>`;
+      <div class="sub">${esc(t("col_last_seen"))}: ${esc(fmtTime(n.last_seen))}</div>
+      <div class="sub"><a data-test="meeting-link" href="${meetingHref(n.node_id)}">${esc(t("meeting_open"))}</a></div>`;
     const h = n.last_health;
     $("[data-test=health]", root).innerHTML = h ? `<dl class="kv">
       <dt>${esc(t("h_cpu"))}</dt><dd>${h.cpu_pct.toFixed(1)}%</dd>
