@@ -272,3 +272,32 @@ async def test_agent_stop_hangs_up(tmp_path: Path, broker: Mosquitto, cameras: R
             await running.__aexit__(None, None, None)
         await op.reply(S1, "hangup")
         await viewer.close()
+
+
+async def test_camera_stream_that_ends_is_reopened_and_pictures_resume(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """MediaPlayer never reconnects: a camera that restarts mid-call is opened again and the
+    same call gets pictures again."""
+    cam = RtspCamera("ball", mounts=2).start()
+    try:
+        async with node(tmp_path, broker, cam) as (agent, op):
+            assert agent.meetings is not None
+            viewer = Viewer()
+            await op.send(_offer(S1, await viewer.offer()))
+            await viewer.answer((await op.reply(S1, "answer")).sdp or "")
+            await wait_until(lambda: viewer.frames >= 5, "first frames")
+            cam.stop()  # the camera reboots: its stream ends
+            await asyncio.sleep(1.0)
+            cam = RtspCamera("ball", mounts=2, port=cam.port).start()
+            before = viewer.frames
+            await wait_until(lambda: viewer.frames >= before + 10, "frames after the reopen")
+            assert agent.meetings.line.session == S1  # still the same call
+            assert [r.op for r in op.replies if r.session == S1] == ["answer"]  # no hang-up
+            await op.send(MeetingRequest(session=S1, op="hangup", ts=time.time()))
+            await wait_until(
+                lambda: agent.meetings is not None and agent.meetings.media is None, "freed"
+            )
+            await viewer.close()
+    finally:
+        cam.stop()
