@@ -91,6 +91,12 @@
     pc.ontrack = function (ev) {
       var v = $("[data-test=meeting-video]");
       v.srcObject = ev.streams && ev.streams[0] ? ev.streams[0] : new MediaStream([ev.track]);
+      // The first picture shown, to the frame (getStats below only samples once a second).
+      if (v.requestVideoFrameCallback) {
+        v.requestVideoFrameCallback(function () {
+          if (mine === pc && state.firstFrameMs == null) state.firstFrameMs = performance.now() - state.clickedAt;
+        });
+      }
     };
     pc.onconnectionstatechange = function () {
       if (mine !== pc) return;
