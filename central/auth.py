@@ -77,6 +77,11 @@ RULES: Mapping[tuple[str, str], Role] = {
     ("POST", "/api/v1/alarms/{event_id}/ack"): Role.operator,
     ("POST", "/api/v1/alarms/{event_id}/close"): Role.operator,
     ("GET", "/api/v1/audit"): Role.admin,
+    # meetings: operators call the villages of their scope (central.meeting_routes)
+    ("POST", "/api/v1/meetings"): Role.operator,
+    ("DELETE", "/api/v1/meetings/{session}"): Role.operator,
+    ("POST", "/api/v1/meetings/{session}/camera"): Role.operator,
+    ("POST", "/api/v1/meetings/{session}/stats"): Role.operator,
 }
 #: Query parameters that name a unit (or a node: its village) and so must be in scope.
 SCOPE_PARAMS = ("code", "county", "township", "village", "node")

@@ -131,6 +131,14 @@ class CentralService:
                 ),
                 node_online=coverage.node_online,
             )
+            from central.meetings import MeetingService
+
+            self.meetings = MeetingService(
+                lambda t, p, exp: link.publish(t, p, expiry_s=exp),
+                coverage.node_online,
+                cfg.store.path,
+                self.clock,
+            )
             if cfg.ca is not None:
                 from central.renewal import RenewalService
 
@@ -158,9 +166,12 @@ class CentralService:
                     if self.renewal is not None:
                         tg.create_task(self.renewal.run(self._stop))
                     await self._stop.wait()
+                    await self.meetings.drain()  # hang-ups go out before the link closes
                     link.stop()
             finally:
                 await runner.cleanup()
+                if hasattr(self, "meetings"):
+                    self.meetings.close()
         finally:
             self._db_thread.shutdown(wait=True)
             store.close()
@@ -204,6 +215,9 @@ class CentralService:
         from central import device_routes
 
         device_routes.add_routes(app, self.devices)
+        from central import meeting_routes
+
+        meeting_routes.add_routes(app, self.meetings)
         commissioning_summary.add_routes(app)
         from central.commissioning import add_commissioning_routes
 
@@ -244,6 +258,7 @@ class CentralService:
     async def _handle_batch(self, batch: list[Inbound]) -> None:
         if self.renewal is not None:
             batch = self.renewal.take(batch)  # cert/req: answered by the renewal service
+        batch = self.meetings.take(batch)  # meet/res: answers to operators' calls
         async with self._write_lock:
             t0 = time.perf_counter()
             now = self.clock()

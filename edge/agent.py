@@ -44,6 +44,7 @@ from wire import DeviceState, Event, Health, Priority, Topics, encode
 from wire.version import __version__
 
 if TYPE_CHECKING:
+    from edge.meetings import MeetingDesk
     from edge.renew import CertRenewer
 
 log = logging.getLogger("shilian.edge.agent")
@@ -208,6 +209,8 @@ class Agent:
         #: its ``renewal`` hooks, the agent runs its task and reports its expiry in health.
         self.renewer: CertRenewer | None = None
         self.sender: Sender | None = None
+        #: Meetings (edge.meetings) when [meetings] is enabled.
+        self.meetings: MeetingDesk | None = None
         self.accepting = False
         #: Clock time of the first event refused because the outbox disk is full; None while
         #: events are stored (health and status report it).
@@ -277,6 +280,11 @@ class Agent:
             self.renewer = CertRenewer(cfg, self.topics, session, self.registry, self.clock)
             self.renewer.recover()
             session.renewal = self.renewer
+        if cfg.meetings.enabled:  # aiortc itself is imported only when a call arrives
+            from edge.meetings import MeetingDesk
+
+            self.meetings = MeetingDesk(cfg, self.topics, self.registry, self.clock)
+            session.meetings = self.meetings
         try:
             async with asyncio.TaskGroup() as tg:
                 core = [
@@ -288,6 +296,8 @@ class Agent:
                 if self.renewer is not None:
                     core.append(tg.create_task(self.renewer.run(), name="renew"))
                 intake = [tg.create_task(s.run(self.sink), name=s.name) for s in self.sources]
+                if self.meetings is not None:
+                    intake.append(tg.create_task(self.meetings.run(session), name="meetings"))
                 if self.serve_local_socket:
                     api = LocalApi(cfg.local_socket.path, self.sink, self.status, fw)
                     ready = asyncio.Event()
@@ -303,6 +313,8 @@ class Agent:
                 if self._crash.is_set():
                     session.abort()
                 else:
+                    if self.meetings is not None:
+                        await self.meetings.stop()  # hang-ups go out before the link closes
                     for t in intake:
                         t.cancel()
                     await self._drain(outbox)

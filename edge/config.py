@@ -28,6 +28,7 @@ from edge.config_devices import (
     CameraConfig,
     CameraProbeConfig,
     InfoSystemConfig,
+    MeetingsConfig,
     TerminalConfig,
     TerminalProbeConfig,
 )
@@ -310,6 +311,9 @@ class EdgeConfig(_Section):
     info_system: InfoSystemConfig | None = Field(
         default=None, description="the information-system link check (absent: none)"
     )
+    meetings: MeetingsConfig = Field(
+        default_factory=MeetingsConfig, description="remote meetings (WebRTC) with central"
+    )
 
     @field_validator("node_id")
     @classmethod
@@ -328,7 +332,19 @@ class EdgeConfig(_Section):
             if i in seen:
                 raise PydanticCustomError("device_twice", "device id {id} is used twice", {"id": i})
             seen.add(i)
+        cam = self.meetings.camera
+        if cam is not None and cam not in {c.id for c in self.cameras}:
+            raise PydanticCustomError(
+                "meeting_camera", "meetings.camera {id} is not a [[cameras]] id", {"id": cam}
+            )
         return self
+
+    @property
+    def conference_camera(self) -> str | None:
+        """The camera a call sends unless the operator chooses another."""
+        if self.meetings.camera is not None:
+            return self.meetings.camera
+        return self.cameras[0].id if self.cameras else None
 
     @property
     def client_id(self) -> str:
@@ -342,6 +358,8 @@ class EdgeConfig(_Section):
         for cam in data.get("cameras", []):
             if cam.get("password"):
                 cam["password"] = "***"
+        if data["meetings"].get("turn_password"):
+            data["meetings"]["turn_password"] = "***"
         for acct in (data.get("sia") or {}).get("accounts", []):
             if acct.get("key_hex") is not None:
                 acct["key_hex"] = "***"

@@ -60,6 +60,17 @@ class CameraConfig(_Section):
     def _rtsp(cls, v: str) -> str:
         return _url(v, ("rtsp",))
 
+    @property
+    def player_url(self) -> str:
+        """The RTSP URL with the credentials in it, for FFmpeg (meetings); never logged."""
+        if not self.username:
+            return self.rtsp_url
+        from urllib.parse import quote
+
+        scheme, rest = self.rtsp_url.split("://", 1)
+        user = quote(self.username, safe="")
+        return f"{scheme}://{user}:{quote(self.password, safe='')}@{rest}"
+
     @field_validator("onvif_url")
     @classmethod
     def _onvif(cls, v: str | None) -> str | None:
@@ -158,3 +169,39 @@ class InfoSystemConfig(_Section):
         if (self.url is None) == (self.host is None or self.port is None):
             raise PydanticCustomError("info_system_target", "set either url, or host and port")
         return self
+
+
+class MeetingsConfig(_Section):
+    """Remote meetings (docs/meetings.md): which camera a call sends by default, and a TURN
+    server for a village behind NAT. Without ``turn_url`` only host candidates are offered
+    (the government network or VPN is flat); no public STUN server is ever used."""
+
+    enabled: bool = Field(default=True, description="answer operators' calls")
+    camera: str | None = Field(
+        default=None,
+        pattern=DEVICE_ID,
+        description="the conference camera: id of a [[cameras]] entry (absent: the first one)",
+    )
+    turn_url: str | None = Field(
+        default=None,
+        description="TURN server for NAT-ed villages, e.g. turn:10.8.0.1:3478?transport=udp",
+    )
+    turn_username: str = Field(default="", max_length=128, description="TURN user name")
+    turn_password: str = Field(
+        default="", max_length=128, description="TURN password; never logged or shown"
+    )
+
+    @field_validator("turn_url")
+    @classmethod
+    def _turn(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        scheme, _, rest = v.partition(":")
+        host = rest.split("?", 1)[0].rsplit(":", 1)
+        if scheme not in ("turn", "turns") or not host[0] or rest.startswith("//"):
+            raise PydanticCustomError(
+                "turn_url", "must be turn:HOST[:PORT][?transport=udp|tcp] or turns:..."
+            )
+        if len(host) == 2 and not (host[1].isdigit() and 1 <= int(host[1]) <= 65535):
+            raise PydanticCustomError("turn_url", "port must be 1-65535")
+        return v

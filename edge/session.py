@@ -54,6 +54,12 @@ class Renewal(Protocol):
     def on_answer(self, msg: Incoming) -> None: ...
 
 
+class MeetingInbox(Protocol):
+    """Takes our ``meet/req`` messages without blocking (``edge.meetings.MeetingDesk``)."""
+
+    def on_request(self, msg: Incoming) -> None: ...
+
+
 class NodeSession:
     def __init__(
         self,
@@ -89,6 +95,8 @@ class NodeSession:
         #: Certificate renewal (edge.renew), set by the agent when [broker.tls] is configured:
         #: chooses the TLS files of each connect and takes the answers on our cert/res topic.
         self.renewal: Renewal | None = None
+        #: Meetings (edge.meetings), set by the agent when [meetings] is enabled.
+        self.meetings: MeetingInbox | None = None
 
     # -- for the other tasks ---------------------------------------------------------------
 
@@ -209,7 +217,8 @@ class NodeSession:
             await link.publish(self.topics.device(device_id), b"", retain=True)
             self._removed.discard(device_id)
         renewal = (self.topics.cert_res,) if self.renewal else ()
-        await link.subscribe(self.topics.cmd_req, self.topics.state, *renewal)
+        meetings = (self.topics.meet_req,) if self.meetings else ()
+        await link.subscribe(self.topics.cmd_req, self.topics.state, *renewal, *meetings)
         self.backoff.reset()
         self._connections += 1
         if self._connections > 1:
@@ -238,6 +247,8 @@ class NodeSession:
             await self._on_state(link, msg)
         elif msg.topic == self.topics.cert_res and self.renewal:
             self.renewal.on_answer(msg)
+        elif msg.topic == self.topics.meet_req and self.meetings:
+            self.meetings.on_request(msg)
         elif msg.topic == self.topics.cmd_req:
             out = self.commands.handle(msg, self._clock())
             if isinstance(out, Refused):

@@ -54,6 +54,14 @@ CONFIG_ERRORS: dict[str, tuple[str, str]] = {
         "set either url, or host and port",
     ),
     "device_twice": ("设备编号 {id} 用了两次", "device id {id} is used twice"),
+    "meeting_camera": (
+        "meetings.camera {id} 不是 [[cameras]] 中的摄像机编号",
+        "meetings.camera {id} is not a [[cameras]] id",
+    ),
+    "turn_url": (
+        "TURN 地址应为 turn:主机[:端口][?transport=udp|tcp] 或 turns:…",
+        "must be turn:HOST[:PORT][?transport=udp|tcp] or turns:...",
+    ),
     "toml": ("TOML 语法错误：{where_zh}", "TOML syntax error: {detail}"),
     "file": ("无法读取配置文件 {path}：{why_zh}", "cannot read the config file: {detail}"),
 }

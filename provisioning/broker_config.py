@@ -33,12 +33,16 @@ pattern write {r}/%u/#
 pattern read {r}/%u/cmd/req
 pattern read {r}/%u/state
 pattern read {r}/%u/cert/res
+# meetings: each node reads the signalling addressed to it (its replies are in its subtree)
+pattern read {r}/%u/meet/req
 
 # central: reads everything nodes send, writes command requests and renewal answers only
 user {central_cn}
 topic read {r}/#
 topic write {r}/+/cmd/req
 topic write {r}/+/cert/res
+# meetings: central relays operators' offers and hang-ups
+topic write {r}/+/meet/req
 
 # operators: read only
 user {operator_cn}

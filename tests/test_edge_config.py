@@ -135,3 +135,28 @@ def test_file_and_syntax_errors_are_chinese_in_the_chinese_part(tmp_path: Path) 
         assert expect in zh, zh
         # no English words from the parser or the OS in the Chinese half (the path may appear)
         assert not re.search(r"\b[a-z]{3,}\b", zh.replace(str(path), "")), zh
+
+
+def test_meetings_config_conference_camera_turn_and_redaction() -> None:
+    cams = [
+        {"id": "cam-a", "rtsp_url": "rtsp://10.0.0.2/1"},
+        {"id": "cam-b", "rtsp_url": "rtsp://10.0.0.3/1"},
+    ]
+    base = {"node_id": "450102001001-a", "cameras": cams}
+    assert parse_config(base).conference_camera == "cam-a"  # default: the first camera
+    cfg = parse_config(
+        {**base, "meetings": {"camera": "cam-b", "turn_url": "turn:10.8.0.1:3478?transport=udp",
+                              "turn_username": "v", "turn_password": "secret"}}
+    )  # fmt: skip
+    assert cfg.conference_camera == "cam-b"
+    assert cfg.redacted()["meetings"]["turn_password"] == "***"
+    assert parse_config({"node_id": "450102001001-a"}).conference_camera is None
+    for meetings, key in (
+        ({"camera": "cam-x"}, "meetings.camera"),
+        ({"turn_url": "stun:stun.l.google.com:19302"}, "turn_url"),
+        ({"turn_url": "turn:10.8.0.1:99999"}, "turn_url"),
+    ):
+        with pytest.raises(ConfigError) as e:
+            parse_config({**base, "meetings": meetings})
+        text = str(e.value)
+        assert key in text and ("TURN" in text or "摄像机" in text), text

@@ -24,6 +24,9 @@ CLI_ONLY = ("typer", "click", "rich")
 #: Loaded only when cameras are configured (FFmpeg through PyAV: ~22 MB of RSS) or ONVIF /
 #: camera probing is on: an agent without cameras never imports them.
 CAMERA_ONLY = ("av", "edge.camera_source", "edge.picture", "edge.rtsp", "edge.onvif")
+#: Loaded only while a meeting is set up (WebRTC: aiortc, aioice, their crypto and codecs): an
+#: agent that answers calls but has none never imports them.
+MEETING_ONLY = ("aiortc", "aioice", "pylibsrtp", "edge.meeting_media")
 
 
 def _imported(log: str) -> set[str]:
@@ -75,3 +78,6 @@ def test_agent_process_does_not_import_the_cli_framework(tmp_path: Path, broker:
     assert carried == [], f"the agent process imported {carried}"
     camera = sorted(n for n in agent if n in CAMERA_ONLY or n.split(".")[0] == "av")
     assert camera == [], f"the agent without cameras imported {camera}"
+    assert "edge.meetings" in agent  # meetings are on: the agent listens for calls
+    meeting = sorted(n for n in agent if n.split(".")[0] in MEETING_ONLY or n in MEETING_ONLY)
+    assert meeting == [], f"the agent without a call imported {meeting}"

@@ -305,3 +305,43 @@ def test_renewal_topics_node_reads_only_its_own_answers(
         assert a.publish(f"shilian/v1/{B}/cert/req") == 135  # cannot ask for another node
     finally:
         a.close()
+
+
+def test_meeting_topics_node_reads_only_its_own_signalling(
+    setup: tuple[CertificateAuthority, GeneratedBroker], tmp_path: Path
+) -> None:
+    """Meetings (docs/meetings.md): central writes a node's meet/req; the node reads only its
+    own meet/req and answers on its own meet/res, which central reads; no node can signal for
+    another, and central cannot answer for a node."""
+    ca, broker = setup
+    a = Client(broker.port, node_creds(ca, tmp_path / "a", A), A)
+    assert a.connect()
+    try:
+        assert a.subscribe(f"shilian/v1/{A}/meet/req") == [1]
+        assert a.subscribe(f"shilian/v1/{B}/meet/req")[0] in (1, 0x87)  # granted, never delivered
+        central = _central(ca, broker, tmp_path)
+        try:
+            assert central.subscribe(f"shilian/v1/{A}/meet/res") == [1]
+            assert central.publish(f"shilian/v1/{B}/meet/req") < OK
+            assert central.publish(f"shilian/v1/{A}/meet/req") < OK
+            assert a._wait(lambda: any(t.endswith(f"{A}/meet/req") for t, _ in a.messages))
+            assert a.publish(f"shilian/v1/{A}/meet/res") < OK
+            got = central._wait(lambda: any(t.endswith("meet/res") for t, _ in central.messages))
+            assert got, central.messages
+        finally:
+            central.close()
+        assert [t for t, _ in a.messages if B in t] == []
+    finally:
+        a.close()
+    # mosquitto drops the connection after a 135: one connection per refused attempt
+    central = _central(ca, broker, tmp_path)
+    try:
+        assert central.publish(f"shilian/v1/{A}/meet/res") == 135  # cannot answer for a node
+    finally:
+        central.close()
+    a = Client(broker.port, node_creds(ca, tmp_path / "a2", A), A)
+    assert a.connect()
+    try:
+        assert a.publish(f"shilian/v1/{B}/meet/res") == 135  # cannot answer for another node
+    finally:
+        a.close()

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from wire.errors import Fault, LocalWireError, RemoteWireError
 from wire.limits import MAX_PAYLOAD_BYTES, PROTOCOL_VERSION
+from wire.meeting import MeetingReply, MeetingRequest
 from wire.messages import (
     AnyMessage,
     CertRequest,
@@ -23,9 +24,9 @@ from wire.messages import (
 )
 from wire.topics import Kind
 
-M = TypeVar("M", bound=AnyMessage)
+M = TypeVar("M", bound=AnyMessage | MeetingRequest | MeetingReply)
 
-SCHEMAS: dict[Kind, type[AnyMessage]] = {
+SCHEMAS: dict[Kind, type[AnyMessage | MeetingRequest | MeetingReply]] = {
     Kind.STATE: NodeState,
     Kind.HEALTH: Health,
     Kind.EVENT: Event,
@@ -34,10 +35,12 @@ SCHEMAS: dict[Kind, type[AnyMessage]] = {
     Kind.CMD_RES: CommandResponse,
     Kind.CERT_REQ: CertRequest,
     Kind.CERT_RES: CertResponse,
+    Kind.MEET_REQ: MeetingRequest,
+    Kind.MEET_RES: MeetingReply,
 }
 
 
-def encode(msg: AnyMessage) -> bytes:
+def encode(msg: AnyMessage | MeetingRequest | MeetingReply) -> bytes:
     """Serialise ``msg``; :class:`LocalWireError` if it would exceed the payload limit."""
     if msg.v != PROTOCOL_VERSION:
         raise LocalWireError(Fault.UNKNOWN_VERSION, f"refusing to send v={msg.v}")

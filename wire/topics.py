@@ -12,6 +12,8 @@ CN) confines a node to its own subtree.
     shilian/v1/<node>/cmd/res            QoS 1, node -> central   CommandResponse
     shilian/v1/<node>/cert/req           QoS 1, node -> central   CertRequest (renewal CSR)
     shilian/v1/<node>/cert/res           QoS 1, central -> node   CertResponse
+    shilian/v1/<node>/meet/req           QoS 1, central -> node   MeetingRequest (signalling)
+    shilian/v1/<node>/meet/res           QoS 1, node -> central   MeetingReply
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class Kind(StrEnum):
     CMD_RES = "cmd/res"
     CERT_REQ = "cert/req"
     CERT_RES = "cert/res"
+    MEET_REQ = "meet/req"
+    MEET_RES = "meet/res"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +117,14 @@ class Topics:
     def cert_res(self) -> str:
         return f"{self.base}/cert/res"
 
+    @property
+    def meet_req(self) -> str:
+        return f"{self.base}/meet/req"
+
+    @property
+    def meet_res(self) -> str:
+        return f"{self.base}/meet/res"
+
     def owns(self, topic: str) -> bool:
         """True if ``topic`` is inside this node's subtree (e.g. a command's response topic)."""
         return topic.startswith(self.base + "/")
@@ -126,6 +138,7 @@ CENTRAL_SUBSCRIPTIONS: tuple[str, ...] = (
     f"{TOPIC_ROOT}/+/device/+",
     f"{TOPIC_ROOT}/+/cmd/res",
     f"{TOPIC_ROOT}/+/cert/req",
+    f"{TOPIC_ROOT}/+/meet/res",
 )
 
 
@@ -148,6 +161,6 @@ def parse_topic(topic: str) -> Route:
     elif len(rest) == 2:
         if rest[0] == "device" and DEVICE_ID_RE.match(rest[1]):
             return Route(node_id, Kind.DEVICE, rest[1])
-        if rest[0] in ("cmd", "cert") and rest[1] in ("req", "res"):
+        if rest[0] in ("cmd", "cert", "meet") and rest[1] in ("req", "res"):
             return Route(node_id, Kind(f"{rest[0]}/{rest[1]}"))
     raise RemoteWireError(Fault.BAD_TOPIC, f"unknown topic: {topic[:200]!r}")

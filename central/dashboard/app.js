@@ -81,6 +81,8 @@ const nodeHref = (id) => `#/n/${encodeURIComponent(id)}`;
 // Coverage colour steps, highest first: the ranking bars and the map use the same ones, so a
 // county has one colour wherever it is shown.
 const RATIO_STEPS = [[0.9, "#2fbf71"], [0.75, "#8bc34a"], [0.5, "#f2a93b"], [0, "#e5484d"]];
+// The meeting page (meeting.js) is its own page: calls survive navigating the dashboard's views.
+const meetingHref = (id) => `/dashboard/meeting?node=${encodeURIComponent(id)}${LANG === "en" ? "&lang=en" : ""}`;
 function ratioColor(r) {
   return RATIO_STEPS.find(([min]) => r >= min)[1];
 }
@@ -274,10 +276,13 @@ function unitView(code) {
       box.innerHTML = nodes.length ? `<table data-test="nodes-table"><thead><tr>
           <th>${esc(t("col_node"))}</th><th>${esc(t("col_state"))}</th><th>${esc(t("col_since"))}</th><th>${esc(t("col_last_seen"))}</th>
         </tr></thead><tbody>${nodes.map((n) => `<tr class="link" data-node="${esc(n.node_id)}" data-state="${n.state}">
-          <td><a href="${nodeHref(n.node_id)}">${esc(n.node_id)}</a></td><td>${pill(n.state, t(`state_${n.state}`))} <span class="muted">${esc(reasonText(n.state_reason))}</span></td>
+          <td><a href="${nodeHref(n.node_id)}">${esc(n.node_id)}</a> · <a data-test="meeting-link" href="${meetingHref(n.node_id)}">${esc(t("meeting_open"))}</a></td><td>${pill(n.state, t(`state_${n.state}`))} <span class="muted">${esc(reasonText(n.state_reason))}</span></td>
           <td>${esc(fmtTime(n.state_since))}</td><td>${esc(fmtTime(n.last_seen))}</td></tr>`).join("")}</tbody></table>`
         : `<p class="muted">${esc(t("no_nodes"))}</p>`;
-      box.querySelectorAll("tr[data-node]").forEach((tr) => tr.addEventListener("click", () => { location.hash = nodeHref(tr.dataset.node); }));
+      box.querySelectorAll("tr[data-node]").forEach((tr) => tr.addEventListener("click", (ev) => {
+        if (ev.target.closest("[data-test=meeting-link]")) return; // leaves for the meeting page
+        location.hash = nodeHref(tr.dataset.node);
+      }));
       return;
     }
     const rows = data.coverage.children.filter(FILTERS[filter]).filter((u) => !unseen || unseen[u.code]).slice();
@@ -502,7 +507,8 @@ function nodeView(id) {
     st.innerHTML = `<h2>${esc(t("node_title", { id: n.node_id }))}</h2>
       <div class="big">${pill(n.state, t(`state_${n.state}`))}</div>
       <div class="sub">${esc(t("col_since"))}: ${esc(fmtTime(n.state_since))} · ${esc(reasonText(n.state_reason))}</div>
-      <div class="sub">${esc(t("col_last_seen"))}: ${esc(fmtTime(n.last_seen))}</div>`;
+      <div class="sub">${esc(t("col_last_seen"))}: ${esc(fmtTime(n.last_seen))}</div>
+      <div class="sub"><a data-test="meeting-link" href="${meetingHref(n.node_id)}">${esc(t("meeting_open"))}</a></div>`;
     const h = n.last_health;
     $("[data-test=health]", root).innerHTML = h ? `<dl class="kv">
       <dt>${esc(t("h_cpu"))}</dt><dd>${h.cpu_pct.toFixed(1)}%</dd>

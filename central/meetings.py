@@ -1,0 +1,426 @@
+"""Meetings, central's side: relays an operator's WebRTC offer to a node and its answer back
+(docs/meetings.md, wire contract in docs/protocol.md "meet/req and meet/res").
+
+Central never touches media: the operator's browser and the node's agent exchange it directly
+(host candidates on the government network, or the node's TURN server). Central authorises
+(central.meeting_routes), keeps one :class:`wire.meeting.Call` per session and a record per
+meeting in SQLite (table ``meetings``: who called which node, when it was answered and ended,
+why, and the quality the page reported from getStats). A call record is written before the
+offer is sent and updated when it ends, so a central restart leaves at most a record without an
+end (shown as ended ``central_restart`` on the next start); the node's line is freed by the
+hang-up central sends for every call it forgets.
+
+No half-open session: an offer that is not answered in 30 s, a request the operator abandoned
+(closed page, cancelled HTTP request) and an answer that arrives after either are all followed by
+a ``hangup`` to the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from central.link import Inbound
+from central.store import connect
+from wire import Kind, RemoteWireError, Topics, decode, encode, parse_topic
+from wire.meeting import (
+    OFFER_EXPIRY_S,
+    Answered,
+    Call,
+    Ended,
+    EndReason,
+    MeetingReply,
+    MeetingRequest,
+    Switched,
+)
+
+log = logging.getLogger("shilian.central.meetings")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meetings(session TEXT PRIMARY KEY, node TEXT NOT NULL,
+  village TEXT NOT NULL, camera TEXT, user TEXT, started REAL NOT NULL, answered REAL,
+  ended REAL, end_reason TEXT, detail TEXT NOT NULL DEFAULT '', stats TEXT NOT NULL DEFAULT '{}');
+CREATE INDEX IF NOT EXISTS meetings_village ON meetings(village, started);
+"""
+
+#: Calls in progress at once. A county has a few hundred villages and a handful of operators;
+#: beyond this central refuses rather than hold unbounded state for abandoned pages.
+MAX_CALLS = 256
+#: Session ids are 16 random bytes (32 hex digits, the wire's SessionId).
+SESSION_BYTES = 16
+#: Keys of the quality figures a page may post (from RTCPeerConnection.getStats); anything else
+#: is dropped so a page cannot grow a record without bound.
+STAT_KEYS = (
+    "rtt_ms",
+    "packets_lost",
+    "loss_pct",
+    "bitrate_kbps",
+    "frames_decoded",
+    "frames_dropped",
+    "jitter_ms",
+    "width",
+    "height",
+    "fps",
+    "first_frame_ms",
+)
+
+#: publish(topic, payload, expiry_s); raises ConnectionError when the broker link is down.
+Publish = Callable[[str, bytes, int], None]
+
+
+class MeetingRefused(Exception):
+    """A call central will not make or that did not come about: HTTP status, stable code and
+    a zh / en message."""
+
+    def __init__(self, status: int, code: str, zh: str, en: str) -> None:
+        super().__init__(f"{code}: {en}")
+        self.status = status
+        self.code = code
+        self.zh = zh
+        self.en = en
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    session: str
+    node_id: str
+    sdp: str
+    camera: str | None
+
+
+class MeetingStore:
+    """The ``meetings`` table in central's SQLite file. Every method is blocking: call it from
+    a worker thread (the service does)."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = connect(path)
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def end_orphans(self, now: float) -> int:
+        """Calls without an end (central stopped during them) are ended ``central_restart``."""
+        cur = self.conn.execute(
+            "UPDATE meetings SET ended = ?, end_reason = 'central_restart' WHERE ended IS NULL",
+            (now,),
+        )
+        return cur.rowcount
+
+    def started(self, call: Call, camera: str | None, user: str | None) -> None:
+        self.conn.execute(
+            "INSERT INTO meetings(session, node, village, camera, user, started)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (call.session, call.node_id, call.node_id[:12], camera, user, call.started),
+        )
+
+    def update(self, call: Call) -> None:
+        end = call.end
+        self.conn.execute(
+            "UPDATE meetings SET camera = coalesce(?, camera), answered = ?, ended = ?,"
+            " end_reason = ?, detail = ? WHERE session = ?",
+            (
+                call.camera,
+                call.answered_at,
+                call.ended_at,
+                end.reason.value if end else None,
+                end.detail[:1000] if end else "",
+                call.session,
+            ),
+        )
+
+    def set_stats(self, session: str, stats: dict[str, float]) -> bool:
+        cur = self.conn.execute(
+            "UPDATE meetings SET stats = ? WHERE session = ?", (json.dumps(stats), session)
+        )
+        return cur.rowcount == 1
+
+    def get(self, session: str) -> dict[str, Any] | None:
+        rows = self._select("WHERE session = ?", (session,), 1, 0)
+        return rows[0] if rows else None
+
+    def history(self, village: str, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+        total = self.conn.execute(
+            "SELECT count(*) FROM meetings WHERE village = ?", (village,)
+        ).fetchone()[0]
+        return int(total), self._select("WHERE village = ?", (village,), limit, offset)
+
+    def _select(
+        self, where: str, args: tuple[Any, ...], limit: int, offset: int
+    ) -> list[dict[str, Any]]:
+        cols = (
+            "session, node, village, camera, user, started, answered, ended, end_reason,"
+            " detail, stats"
+        )
+        rows = self.conn.execute(
+            f"SELECT {cols} FROM meetings {where} ORDER BY started DESC LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        ).fetchall()
+        out = []
+        for r in rows:
+            d = dict(zip([c.strip() for c in cols.split(",")], r, strict=True))
+            d["stats"] = json.loads(d["stats"])
+            d["state"] = "ended" if d["ended"] is not None else (
+                "active" if d["answered"] is not None else "offered"
+            )  # fmt: skip
+            out.append(d)
+        return out
+
+
+class MeetingService:
+    """Calls in progress, keyed by session; the records in :class:`MeetingStore`."""
+
+    def __init__(
+        self,
+        publish: Publish,
+        node_online: Callable[[str], bool | None],
+        db_path: Path,
+        clock: Callable[[], float],
+    ) -> None:
+        self._publish = publish
+        self._node_online = node_online
+        self._clock = clock
+        self.store = MeetingStore(db_path)
+        self.store.end_orphans(clock())
+        self.calls: dict[str, Call] = {}
+        self._waiting: dict[str, asyncio.Future[Answered | Ended]] = {}
+        self._lock = asyncio.Lock()  # one writer on the store's connection
+        self._updates: set[asyncio.Task[Any]] = set()
+        #: How long an offer waits for the answer (the contract's 30 s; shorter in tests).
+        self.offer_expiry_s = OFFER_EXPIRY_S
+
+    def close(self) -> None:
+        self.store.close()
+
+    async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        async with self._lock:
+            return await asyncio.to_thread(fn, *args)
+
+    def busy_node(self, node_id: str) -> Call | None:
+        return next((c for c in self.calls.values() if c.node_id == node_id), None)
+
+    async def call(self, node_id: str, sdp: str, camera: str | None, user: str | None) -> Connected:
+        """Offer ``sdp`` to ``node_id`` and wait for its answer; :class:`MeetingRefused`
+        otherwise. Cancelling this (the operator gave up) hangs the call up."""
+        if self._node_online(node_id) is not True:
+            raise MeetingRefused(
+                409, "node_offline", f"节点 {node_id} 离线，无法呼叫", f"node {node_id} is offline"
+            )
+        if self.busy_node(node_id) is not None:
+            raise MeetingRefused(
+                409, "busy", f"节点 {node_id} 正在通话中", f"node {node_id} is already in a call"
+            )
+        if len(self.calls) >= MAX_CALLS:
+            raise MeetingRefused(503, "too_many_calls", "进行中的通话过多", "too many calls")
+        now = self._clock()
+        call = Call(os.urandom(SESSION_BYTES).hex(), node_id, now, self.offer_expiry_s)
+        try:
+            offer = call.offer(sdp, camera, now)
+        except ValueError as e:
+            zh, _, en = str(e).partition(" / ")
+            raise MeetingRefused(
+                400, "malformed_sdp", f"呼叫请求的 SDP 无效：{zh}", f"unusable offer SDP: {en}"
+            ) from None
+        self.calls[call.session] = call
+        fut: asyncio.Future[Answered | Ended] = asyncio.get_running_loop().create_future()
+        self._waiting[call.session] = fut
+        await self._db(self.store.started, call, camera, user)
+        try:
+            try:
+                self._send(call, offer)
+            except ConnectionError:
+                call.hang_up(self._clock())
+                raise MeetingRefused(
+                    503, "broker_unavailable", "MQTT 代理不可用", "the MQTT broker is unavailable"
+                ) from None
+            deadline = call.next_deadline()
+            assert deadline is not None
+            try:
+                async with asyncio.timeout(max(0.0, deadline - self._clock())):
+                    out = await fut
+            except TimeoutError:
+                self._expire(call)
+                raise MeetingRefused(
+                    504,
+                    "expired",
+                    f"节点 {node_id} 未在 {self.offer_expiry_s:g} 秒内接听",
+                    f"node {node_id} did not answer within {self.offer_expiry_s:g} s",
+                ) from None
+            if isinstance(out, Ended):
+                raise _refusal(node_id, out)
+            return Connected(call.session, node_id, out.sdp, out.camera)
+        except BaseException:
+            bye = call.hang_up(self._clock())  # abandoned by the operator: no half-open call
+            if bye is not None:
+                self._send_quiet(call, bye)
+            self._forget(call)
+            await asyncio.shield(self._db(self.store.update, call))
+            raise
+        finally:
+            self._waiting.pop(call.session, None)
+
+    async def hang_up(self, session: str) -> dict[str, Any] | None:
+        """End a call from central; the record afterwards (None: no such meeting)."""
+        call = self.calls.get(session)
+        if call is not None:
+            bye = call.hang_up(self._clock())
+            if bye is not None:
+                self._send_quiet(call, bye)
+            self._forget(call)
+            fut = self._waiting.get(session)
+            if fut is not None and not fut.done() and call.end is not None:
+                fut.set_result(call.end)
+            await self._db(self.store.update, call)
+        result: dict[str, Any] | None = await self._db(self.store.get, session)
+        return result
+
+    async def switch(self, session: str, camera: str) -> None:
+        call = self.calls.get(session)
+        if call is None:
+            raise MeetingRefused(404, "no_meeting", "没有这个进行中的通话", "no such call")
+        try:
+            req = call.switch(camera, self._clock())
+        except ValueError as e:
+            zh, _, en = str(e).partition(" / ")
+            raise MeetingRefused(409, "not_active", zh, en) from None
+        try:
+            self._send(call, req)
+        except ConnectionError:
+            raise MeetingRefused(
+                503, "broker_unavailable", "MQTT 代理不可用", "the MQTT broker is unavailable"
+            ) from None
+
+    async def record_stats(self, session: str, stats: dict[str, Any]) -> bool:
+        clean = {
+            k: float(v)
+            for k, v in stats.items()
+            if k in STAT_KEYS and isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        ok: bool = await self._db(self.store.set_stats, session, clean)
+        return ok
+
+    async def get(self, session: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = await self._db(self.store.get, session)
+        return result
+
+    async def history(
+        self, village: str, limit: int, offset: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        result: tuple[int, list[dict[str, Any]]] = await self._db(
+            self.store.history, village, limit, offset
+        )
+        return result
+
+    # -- from the MQTT link -------------------------------------------------------------------
+
+    def take(self, batch: list[Inbound]) -> list[Inbound]:
+        """Handle the batch's meeting replies; return the other messages (for ingest)."""
+        if not any(m.topic.endswith("/meet/res") for m in batch):
+            return batch
+        rest = []
+        for m in batch:
+            try:
+                route = parse_topic(m.topic) if m.topic.endswith("/meet/res") else None
+            except RemoteWireError:
+                route = None
+            if route is None or route.kind is not Kind.MEET_RES:
+                rest.append(m)
+                continue
+            try:
+                reply = decode(MeetingReply, m.payload, node_id=route.node_id)
+            except RemoteWireError as e:
+                log.warning("拒绝会议信令 / refused meeting reply from %s: %s", route.node_id, e)
+                continue
+            self.on_reply(reply)
+        return rest
+
+    def on_reply(self, reply: MeetingReply) -> None:
+        call = self.calls.get(reply.session)
+        if call is None:
+            if reply.op == "answer":  # answered after central gave up: free the node's line
+                bye = MeetingRequest(session=reply.session, op="hangup", ts=self._clock())
+                self._send_quiet_to(reply.node, bye)
+            return
+        out = call.receive(reply, self._clock())
+        fut = self._waiting.get(call.session)
+        if isinstance(out, Answered | Ended) and fut is not None and not fut.done():
+            fut.set_result(out)
+        if isinstance(out, Ended):
+            if out.reason is EndReason.MALFORMED_SDP:
+                self._send_quiet(
+                    call, MeetingRequest(session=call.session, op="hangup", ts=self._clock())
+                )
+            self._forget(call)
+        if isinstance(out, Answered | Ended | Switched):
+            log.info(
+                "会议 / meeting %s node %s: %s", call.session, call.node_id, type(out).__name__
+            )
+            self._update_later(call)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _expire(self, call: Call) -> None:
+        bye = call.on_timer(self._clock())
+        if bye is None and call.end is None:  # the loop's timer ran a little early
+            bye = call.hang_up(self._clock())
+        if bye is not None:
+            self._send_quiet(call, bye)
+
+    def _send(self, call: Call, req: MeetingRequest) -> None:
+        left = call.deadline - self._clock() if req.op == "offer" else OFFER_EXPIRY_S
+        self._publish(Topics(call.node_id).meet_req, encode(req), max(1, int(left)))
+
+    def _send_quiet(self, call: Call, req: MeetingRequest) -> None:
+        self._send_quiet_to(call.node_id, req)
+
+    def _send_quiet_to(self, node_id: str, req: MeetingRequest) -> None:
+        try:
+            self._publish(Topics(node_id).meet_req, encode(req), int(OFFER_EXPIRY_S))
+        except ConnectionError as e:
+            # The node's line is freed by its own checks (the call's media times out).
+            log.warning("会议挂断未送达 / hang-up to %s not sent: %s", node_id, e)
+
+    def _forget(self, call: Call) -> None:
+        self.calls.pop(call.session, None)
+
+    def _update_later(self, call: Call) -> None:
+        """Write the record from the link's callback without holding up the batch; the task
+        is kept until done and :meth:`drain` awaits the rest at shutdown."""
+        task = asyncio.get_running_loop().create_task(self._db(self.store.update, call))
+        self._updates.add(task)
+        task.add_done_callback(self._updates.discard)
+
+    async def drain(self) -> None:
+        """Hang up every call (central stops) and wait for the records to be written."""
+        for call in list(self.calls.values()):
+            bye = call.hang_up(self._clock())
+            if bye is not None:
+                self._send_quiet(call, bye)
+            self._forget(call)
+            await self._db(self.store.update, call)
+        if self._updates:
+            await asyncio.gather(*self._updates, return_exceptions=True)
+
+
+def _refusal(node_id: str, end: Ended) -> MeetingRefused:
+    detail = end.detail
+    if end.reason is EndReason.BUSY:
+        return MeetingRefused(
+            409, "busy", f"节点 {node_id} 正在通话中", f"node {node_id} is already in a call"
+        )
+    if end.reason is EndReason.MALFORMED_SDP:
+        return MeetingRefused(502, "malformed_sdp", "节点的应答 SDP 无效", f"bad answer: {detail}")
+    if end.reason is EndReason.REJECTED:
+        zh, _, en = detail.partition(" / ")
+        return MeetingRefused(
+            502, "rejected", f"节点拒绝了呼叫：{zh}", f"the node refused the call: {en or zh}"
+        )
+    return MeetingRefused(
+        409, end.reason.value, f"通话已结束（{end.reason.value}）", f"call ended ({end.reason})"
+    )

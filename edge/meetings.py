@@ -1,0 +1,273 @@
+"""Meetings at the node: answers operators' calls relayed by central (docs/meetings.md).
+
+The session hands every ``meet/req`` message to :meth:`MeetingDesk.on_request` (never
+blocking); :meth:`MeetingDesk.run` decides with the pure :class:`wire.meeting.Line` (one call at
+a time: a second offer is ``busy``) and runs the call in a task it owns. A call's media
+(edge.meeting_media: aiortc, imported here only when the first offer arrives) sends the chosen
+camera, or the conference camera, without decoding it.
+
+A call ends when the operator hangs up (``hangup``), when the page's peer connection fails or
+closes, when the camera's stream ended and could not be opened again, or when the agent stops;
+the node tells central (``hangup``) in the last three cases. Ending frees the peer connection
+(its sockets), the camera player (its thread) and the call's task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter
+
+from edge.config import EdgeConfig
+from edge.mqtt_link import Incoming, Link, LinkError, PublishRejected
+from wire import RemoteWireError, Topics, decode, encode
+from wire.meeting import (
+    Answer,
+    Drop,
+    Line,
+    MeetingReply,
+    MeetingRequest,
+    Release,
+    Reply,
+    SwitchCamera,
+)
+
+if TYPE_CHECKING:
+    from edge.meeting_media import MediaCall, TurnServer
+
+log = logging.getLogger("shilian.edge.meetings")
+
+#: Requests waiting for the desk. Signalling is a few messages per call; a burst beyond this
+#: is a misbehaving peer, and the excess is dropped (counted).
+MAX_INBOX = 32
+#: Attempts to open a camera again after its stream ended, and the pause before each: a
+#: camera rebooting comes back within ~10 s; after that the call is ended (hang-up to central).
+REOPEN_ATTEMPTS = 5
+REOPEN_PAUSE_S = 2.0
+#: The page must connect (ICE + DTLS) within this after the answer, else the call is ended:
+#: host candidates on a LAN/VPN connect in well under a second; TURN adds a round trip or two.
+CONNECT_TIMEOUT_S = 20.0
+#: Bound on publishing the hang-up when the agent stops.
+STOP_PUBLISH_S = 2.0
+
+
+class LinkSource(Protocol):
+    async def wait_link(self) -> Link: ...
+
+
+class MeetingDesk:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        topics: Topics,
+        registry: CollectorRegistry,
+        clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.topics = topics
+        self.clock = clock
+        self.urls = {c.id: c.player_url for c in config.cameras}
+        self.line = Line(config.node_id, frozenset(self.urls))
+        self._inbox: asyncio.Queue[tuple[MeetingRequest, bool]] = asyncio.Queue(MAX_INBOX)
+        self._calls: dict[str, asyncio.Task[None]] = {}
+        self._switches: dict[str, asyncio.Queue[str]] = {}
+        self._link: LinkSource | None = None
+        self.signals = Counter(
+            "shilian_edge_meeting_signals",
+            "meeting requests received, by what was done (answer, busy, reject, release, "
+            "switch, or why dropped)",
+            ["result"],
+            registry=registry,
+        )
+        self.calls_ended = Counter(
+            "shilian_edge_meetings_ended", "calls ended, by reason", ["reason"], registry=registry
+        )
+        #: The media of the call in progress (tests and /metrics look at it).
+        self.media: MediaCall | None = None
+
+    # -- from the session -------------------------------------------------------------------
+
+    def on_request(self, msg: Incoming) -> None:
+        try:
+            req = decode(MeetingRequest, msg.payload)
+        except RemoteWireError as e:
+            self.signals.labels(e.fault.value).inc()
+            log.warning("node %s: bad meeting request: %s", self.topics.node_id, e)
+            return
+        expired = msg.expiry_s is not None and msg.expiry_s <= 0
+        try:
+            self._inbox.put_nowait((req, expired))
+        except asyncio.QueueFull:
+            self.signals.labels("inbox_full").inc()
+
+    # -- the desk's task ----------------------------------------------------------------------
+
+    async def run(self, link: LinkSource) -> None:
+        """Take requests until cancelled; on cancel, every call is ended and freed."""
+        self._link = link
+        try:
+            async with asyncio.TaskGroup() as tg:
+                while True:
+                    req, expired = await self._inbox.get()
+                    self._act(tg, self.line.receive(req, expired, self.clock()))
+        finally:
+            for task in list(self._calls.values()):
+                task.cancel()
+
+    def _act(self, tg: asyncio.TaskGroup, action: Any) -> None:
+        if isinstance(action, Answer):
+            self.signals.labels("answer").inc()
+            self._switches[action.session] = asyncio.Queue(MAX_INBOX)
+            self._calls[action.session] = tg.create_task(
+                self._call(action), name=f"meeting-{action.session[:8]}"
+            )
+        elif isinstance(action, Reply):
+            self.signals.labels(action.reply.op).inc()
+            tg.create_task(self._send(action.reply))
+        elif isinstance(action, Release):
+            self.signals.labels("release").inc()
+            task = self._calls.get(action.session)
+            if task is not None:
+                task.cancel()
+        elif isinstance(action, SwitchCamera):
+            self.signals.labels("switch").inc()
+            q = self._switches.get(action.session)
+            if q is not None:
+                with contextlib.suppress(asyncio.QueueFull):
+                    q.put_nowait(action.camera)
+        elif isinstance(action, Drop):
+            self.signals.labels(action.why).inc()
+
+    async def stop(self) -> None:
+        """The agent stops: tell central each call ended, then free it."""
+        for session, task in list(self._calls.items()):
+            bye = self.line.ended(session, self.clock())
+            if bye is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(STOP_PUBLISH_S):
+                        await self._send(bye)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- one call -----------------------------------------------------------------------------
+
+    async def _call(self, a: Answer) -> None:
+        from edge.meeting_media import MediaCall, MediaFailed  # aiortc: only once a call comes
+
+        camera = a.camera or self.config.conference_camera
+        assert camera is not None  # the line refuses offers on a node without cameras
+        media = MediaCall(self._turn())
+        self.media = media
+        reason = "hangup_local"
+        try:
+            try:
+                sdp = await media.answer(a.sdp, camera, self.urls[camera])
+            except MediaFailed as e:
+                reason = e.code
+                log.warning("node %s: meeting %s: %s", self.topics.node_id, a.session[:8], e)
+                await self._send(self.line.failed(a.session, e.code, e.zh, e.en, self.clock()))
+                return
+            answer = self.line.answered(a.session, sdp, camera, self.clock())
+            if answer is None:
+                return  # hung up while we were setting up
+            await self._send(answer)
+            log.info("node %s: meeting %s answered, camera %s", self.topics.node_id,
+                     a.session[:8], camera)  # fmt: skip
+            reason = await self._serve(a.session, media)
+            if reason != "hangup_remote":
+                bye = self.line.ended(a.session, self.clock())
+                if bye is not None:
+                    await self._send(bye)
+        finally:
+            self._calls.pop(a.session, None)
+            self._switches.pop(a.session, None)
+            if self.line.session == a.session:
+                self.line.ended(a.session, self.clock())
+            await asyncio.shield(media.close())
+            if self.media is media:
+                self.media = None
+            self.calls_ended.labels(reason).inc()
+            log.info("node %s: meeting %s ended (%s)", self.topics.node_id, a.session[:8], reason)
+
+    async def _serve(self, session: str, media: MediaCall) -> str:
+        """Run an answered call until it ends by itself; why (cancel: central hung up)."""
+        from edge.meeting_media import MediaFailed
+
+        switches = self._switches[session]
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await _first(media.peer_gone.wait(), media.connected.wait())
+        except TimeoutError:
+            return "connect_timeout"
+        if media.peer_gone.is_set():
+            return "peer_failed"
+        while True:
+            peer = asyncio.ensure_future(media.peer_gone.wait())
+            ended = asyncio.ensure_future(media.stream_ended.wait())
+            switch = asyncio.ensure_future(switches.get())
+            try:
+                await asyncio.wait((peer, ended, switch), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for f in (peer, ended, switch):
+                    f.cancel()
+            if media.peer_gone.is_set():
+                return "peer_gone"
+            if switch.done() and not switch.cancelled():
+                camera = switch.result()
+                try:
+                    await media.switch(camera, self.urls[camera])
+                except MediaFailed as e:
+                    log.warning("node %s: camera switch to %s: %s", self.topics.node_id, camera, e)
+                    continue
+                rep = self.line.switched(session, camera, self.clock())
+                if rep is not None:
+                    await self._send(rep)
+                continue
+            if media.stream_ended.is_set() and not await self._reopen(media):
+                return "stream_ended"
+
+    async def _reopen(self, media: MediaCall) -> bool:
+        """The camera's stream ended: open it again (MediaPlayer never reconnects)."""
+        from edge.meeting_media import MediaFailed
+
+        camera = media.camera
+        assert camera is not None
+        for attempt in range(1, REOPEN_ATTEMPTS + 1):
+            log.info("node %s: camera %s stream ended: reopening (%d/%d)", self.topics.node_id,
+                     camera, attempt, REOPEN_ATTEMPTS)  # fmt: skip
+            try:
+                await media.switch(camera, self.urls[camera])
+                return True
+            except MediaFailed:
+                await asyncio.sleep(REOPEN_PAUSE_S)
+        return False
+
+    def _turn(self) -> TurnServer | None:
+        from edge.meeting_media import TurnServer
+
+        m = self.config.meetings
+        if m.turn_url is None:
+            return None
+        return TurnServer(m.turn_url, m.turn_username, m.turn_password)
+
+    async def _send(self, reply: MeetingReply) -> None:
+        assert self._link is not None
+        link = await self._link.wait_link()
+        try:
+            await link.publish(self.topics.meet_res, encode(reply))
+        except (LinkError, PublishRejected) as e:
+            log.warning("node %s: meeting reply %s not sent: %s", self.topics.node_id, reply.op, e)
+
+
+async def _first(*aws: Any) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
