@@ -305,3 +305,42 @@ def test_renewal_topics_node_reads_only_its_own_answers(
         assert a.publish(f"shilian/v1/{B}/cert/req") == 135  # cannot ask for another node
     finally:
         a.close()
+
+
+def test_node_writes_only_what_the_protocol_says_nodes_write(
+    setup: tuple[CertificateAuthority, GeneratedBroker], tmp_path: Path
+) -> None:
+    """docs/protocol.md: a node writes state, health, event, device/<id>, cmd/res and cert/req
+    under its own id. Its own cmd/req and cert/res are central's: a node publishing there could
+    feed itself forged commands or certificates, so the broker refuses and delivers nothing."""
+    ca, broker = setup
+    creds = node_creds(ca, tmp_path / "a", A)
+    central = _central(ca, broker, tmp_path)
+    try:
+        assert central.subscribe("shilian/v1/#") == [1]
+        for topic in ("state", "health", "event", "device/cam1", "cmd/res", "cert/req"):
+            a = Client(broker.port, creds, A)
+            assert a.connect()
+            try:
+                assert a.publish(f"shilian/v1/{A}/{topic}") < OK, topic
+            finally:
+                a.close()
+        for topic in ("cmd/req", "cert/res"):
+            a = Client(broker.port, creds, A)
+            assert a.connect()
+            try:
+                assert a.publish(f"shilian/v1/{A}/{topic}") == 135, topic
+            finally:
+                a.close()
+        marker = Client(broker.port, creds, A)
+        assert marker.connect()
+        try:
+            assert marker.publish(f"shilian/v1/{A}/event") < OK
+        finally:
+            marker.close()
+        # Everything the node sent before the last event has arrived by the time it does.
+        assert central._wait(lambda: sum(t.endswith("/event") for t, _ in central.messages) == 2)
+        got = {t.removeprefix(f"shilian/v1/{A}/") for t, _ in central.messages}
+        assert got == {"state", "health", "event", "device/cam1", "cmd/res", "cert/req"}
+    finally:
+        central.close()
