@@ -23,6 +23,11 @@ DEFAULT_TLS_PORT = 8883
 #: What a node publishes under its own id (docs/protocol.md); everything else under it, its
 #: ``cmd/req`` and ``cert/res``, is central's to write.
 NODE_WRITES = ("state", "health", "event", "device/+", "cmd/res", "cert/req")
+#: Seconds between mosquitto's saves of its state (retained messages, queued QoS 1 messages,
+#: sessions). A broker crash loses what it acknowledged since the last save and had not yet
+#: delivered (docs/faults.md): one second keeps that window to the nodes' last second of
+#: traffic; a save of a fleet's retained states is a few hundred kB, cheap at this rate.
+AUTOSAVE_INTERVAL_S = 1
 #: CN of the read-only operator account (dashboards, diagnostics).
 OPERATOR_CN = "shilian-operator"
 
@@ -73,7 +78,8 @@ def mosquitto_conf(
 ) -> str:
     listener = f"listener {port} {bind}".rstrip()
     persistence = (
-        f"persistence true\npersistence_location {data_dir}/\nautosave_interval 60\n"
+        f"persistence true\npersistence_location {data_dir}/\n"
+        f"autosave_interval {AUTOSAVE_INTERVAL_S}\n"
         if data_dir
         else "persistence false\n"
     )

@@ -135,3 +135,26 @@ def test_file_and_syntax_errors_are_chinese_in_the_chinese_part(tmp_path: Path) 
         assert expect in zh, zh
         # no English words from the parser or the OS in the Chinese half (the path may appear)
         assert not re.search(r"\b[a-z]{3,}\b", zh.replace(str(path), "")), zh
+
+
+def test_check_config_fails_naming_each_missing_tls_file(tmp_path: Path) -> None:
+    """A config whose certificate files are not there cannot connect: check-config says which
+    file is missing (zh / en) instead of passing it."""
+    (tmp_path / "ca.pem").write_text("CA")
+    conf = tmp_path / "edge.toml"
+    conf.write_text(
+        GOOD
+        + f'[broker.tls]\nca_file = "{tmp_path / "ca.pem"}"\n'
+        + f'cert_file = "{tmp_path / "node.pem"}"\nkey_file = "{tmp_path / "node.key"}"\n'
+    )
+    res = CliRunner().invoke(app, ["check-config", str(conf)])
+    assert res.exit_code == 1, res.output
+    out = "".join(res.output.split())  # the runner may wrap long lines
+    assert "broker.tls.cert_file:证书文件不存在" in out and str(tmp_path / "node.pem") in out
+    assert "broker.tls.key_file" in out and str(tmp_path / "node.key") in out
+    assert "broker.tls.ca_file" not in out
+    assert "filenotfound" in out.lower()
+    for f in ("node.pem", "node.key"):
+        (tmp_path / f).write_text("x")
+    ok = CliRunner().invoke(app, ["check-config", str(conf)])
+    assert ok.exit_code == 0, ok.output
