@@ -118,6 +118,10 @@ def test_expiring_certificate_is_renewed_and_used(site: Site) -> None:
         )
         assert node["birth_seq"] >= 2
         assert metric(site, "shilian_central_renewals_total", "issued") == 1
+        # the replaced certificate is revoked (in the CRL): a copy of the old pair is useless
+        ca = CertificateAuthority.load(site.root / "ca")
+        assert int(old.serial, 16) in ca.revoked() and int(new.serial, 16) not in ca.revoked()
+        assert metric(site, "shilian_central_renewals_total", "superseded_revoked") == 1
         stop.set()
         emitter.join(60)
         # nothing lost across the reconnect: every accepted event is at central, once

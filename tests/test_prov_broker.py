@@ -370,3 +370,93 @@ def test_broker_crash_loses_at_most_the_documented_autosave_window(
         assert central._wait(lambda: (f"shilian/v1/{A}/state", b"born") in central.messages)
     finally:
         central.close()
+
+
+def test_revoke_cuts_off_a_session_already_connected(
+    setup: tuple[CertificateAuthority, GeneratedBroker], tmp_path: Path
+) -> None:
+    """`shilian provision revoke --broker-dir … --reload …` : the revoked node's open session
+    receives nothing and its publishes are refused (then dropped), at once, without a broker
+    restart; its new connections are refused; other nodes are untouched."""
+    from typer.testing import CliRunner
+
+    from shilian.cli import app
+
+    ca, broker = setup
+    creds = node_creds(ca, tmp_path / "a", A)
+    a = Client(broker.port, creds, A)
+    assert a.connect()
+    b = Client(broker.port, node_creds(ca, tmp_path / "b", B), B)
+    assert b.connect()
+    try:
+        assert a.subscribe(f"shilian/v1/{A}/cmd/req") == [1]
+        assert a.publish(f"shilian/v1/{A}/event") < OK
+        assert broker.proc is not None
+        r = CliRunner().invoke(
+            app,
+            [
+                "provision", "revoke", "--node", A, "--ca-dir", str(ca.dir),
+                "--broker-dir", str(broker.files.acl.parent),
+                "--reload", f"kill -HUP {broker.proc.pid}",
+            ],
+        )  # fmt: skip
+        assert r.exit_code == 0, r.output
+        assert f"user {A}\ntopic deny shilian/v1/#" in broker.files.acl.read_text()
+
+        def cut_off() -> bool:
+            c = Client(broker.port, creds, A)
+            ok = c.connect()
+            c.close()
+            return not ok
+
+        deadline = time.monotonic() + WAIT_S
+        while not cut_off():
+            assert time.monotonic() < deadline, "revoked certificate still accepted"
+            time.sleep(0.1)
+        # the session opened before the revocation: refused, never delivered to
+        assert a.publish(f"shilian/v1/{A}/event") == 135
+        central = _central(ca, broker, tmp_path)
+        try:
+            assert central.subscribe(f"shilian/v1/{A}/event") == [1]
+            assert central.publish(f"shilian/v1/{A}/cmd/req") < OK
+            assert central.publish(f"shilian/v1/{B}/cmd/req") < OK
+            assert b.subscribe(f"shilian/v1/{B}/cmd/req") == [1]
+            assert central.publish(f"shilian/v1/{B}/cmd/req") < OK
+            assert b._wait(lambda: any(t.endswith("cmd/req") for t, _ in b.messages))
+            assert b.publish(f"shilian/v1/{B}/event") < OK  # the other node is untouched
+            a.c.loop(0.2)
+            assert a.messages == []
+            assert [t for t, _ in central.messages if A in t] == []
+        finally:
+            central.close()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_renewal_revokes_the_superseded_certificate(
+    setup: tuple[CertificateAuthority, GeneratedBroker], tmp_path: Path
+) -> None:
+    """After a renewal the old pair no longer connects (once the broker rereads its CRL); the
+    new one does, and the node's identity is not revoked."""
+    from pki.ca import revoked_identities
+
+    ca, broker = setup
+    old = node_creds(ca, tmp_path / "old", A)
+    new = node_creds(ca, tmp_path / "new", A)  # what central issues on cert/req
+    new_serial = ca.issued()[-1][0]
+    assert ca.revoke_superseded(A, new_serial) == [ca.issued()[-2][0]]
+    assert A not in revoked_identities(ca.dir)
+    broker.reload()
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        c = Client(broker.port, old, A)
+        ok = c.connect()
+        c.close()
+        if not ok:
+            break
+        assert time.monotonic() < deadline, "superseded certificate still accepted"
+        time.sleep(0.1)
+    c = Client(broker.port, new, A)
+    assert c.connect()
+    c.close()
