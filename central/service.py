@@ -36,6 +36,7 @@ from registry import Registry, import_registry
 
 if TYPE_CHECKING:
     from central.renewal import RenewalService
+    from central.revocations import Revocations
 
 log = logging.getLogger("shilian.central")
 
@@ -59,6 +60,7 @@ class CentralService:
         self._log_limiter = LogLimiter(BAD_INPUT_LOG_WINDOW_S)
         self.http_port: int | None = None
         self.renewal: RenewalService | None = None  # certificate renewal, when [ca] is set
+        self.revocations: Revocations | None = None  # revoked nodes refused, when [ca] is set
 
     def stop(self) -> None:
         self._stop.set()
@@ -108,6 +110,10 @@ class CentralService:
             )
             if cfg.ca is not None:
                 from central.renewal import RenewalService
+                from central.revocations import Revocations
+
+                # revoked nodes' messages are refused before anything else sees them
+                self.revocations = Revocations(cfg.ca.dir, self.metrics.registry)
 
                 self.renewal = RenewalService(
                     cfg.ca,
@@ -217,6 +223,8 @@ class CentralService:
     async def _handle_batch(self, batch: list[Inbound]) -> None:
         if self.renewal is not None:
             batch = self.renewal.take(batch)  # cert/req: answered by the renewal service
+        if self.revocations is not None:
+            batch = self.revocations.take(batch)  # revoked nodes: counted, never stored
         async with self._write_lock:
             t0 = time.perf_counter()
             now = self.clock()
