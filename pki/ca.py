@@ -376,7 +376,8 @@ class CertificateAuthority:
     def revoke(self, cn: str) -> list[int]:
         """Revoke every certificate issued to ``cn`` (a node id or an account); rewrite the CRL.
         Returns the serials newly revoked. The broker refuses them once it rereads the CRL
-        (SIGHUP); sessions already connected survive until they reconnect."""
+        (SIGHUP); sessions already connected are cut off by the broker ACL's deny lines
+        (provisioning.broker_config.write_acl)."""
         already = self.revoked()
         serials = [s for s, c, _ in self.issued() if c == cn and s not in already]
         if not serials and not any(c == cn for _, c, _ in self.issued()):
