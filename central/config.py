@@ -91,6 +91,11 @@ class CaConfig(_Section):
     cert_days: int = Field(
         default=365, ge=1, le=365, description="node certificate validity / 节点证书有效期（天）"
     )
+    broker_reload: list[str] = Field(
+        default_factory=list,
+        description="command run after the CRL changes so the broker rereads it, e.g. "
+        '["systemctl", "reload", "mosquitto"] / CRL 变更后使代理重读的命令',
+    )
 
 
 class AuthConfig(_Section):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 import time
 from collections import deque
 from collections.abc import Callable
@@ -50,6 +51,8 @@ RENEWAL_WINDOW_S = 24 * 3600.0
 MAX_QUEUE = 256
 #: Refusals from one node for one reason are logged at most once per window.
 LOG_WINDOW_S = 60.0
+#: Seconds the broker reload command may take (``systemctl reload`` returns in well under one).
+RELOAD_TIMEOUT_S = 30.0
 
 
 class RenewalRefused(Exception):
@@ -148,6 +151,26 @@ class Renewer:
                 "contact the administrator",
             )
         return ca.issue_node(req.csr_pem, days=self.cfg.cert_days), ca.ca_pem
+
+    def supersede(self, node_id: str, current: int) -> list[int]:
+        """The renewal completed (the answer went out): revoke the node's older certificates
+        and have the broker reread its CRL, so the replaced pair stops working."""
+        serials = self.ca().revoke_superseded(node_id, current)
+        if serials and self.cfg.broker_reload:
+            try:
+                done = subprocess.run(
+                    self.cfg.broker_reload, capture_output=True, timeout=RELOAD_TIMEOUT_S
+                )
+            except (OSError, subprocess.TimeoutExpired) as e:
+                log.error("代理重载失败 / broker reload failed: %s", e)
+            else:
+                if done.returncode != 0:
+                    log.error(
+                        "代理重载失败 / broker reload failed (%d): %s",
+                        done.returncode,
+                        done.stderr[:300].decode(errors="replace"),
+                    )
+        return serials
 
 
 #: publish(topic, payload, correlation data); raises ConnectionError when the link is down.
@@ -254,6 +277,13 @@ class RenewalService:
                 not_after=issued.not_after.timestamp(),
             ),
         )
+        try:
+            old = await asyncio.to_thread(self.renewer.supersede, p.node_id, issued.serial)
+        except (CaError, OSError) as e:
+            log.error("旧证书未能吊销 / superseded certificate not revoked: %s: %s", p.node_id, e)
+        else:
+            if old:
+                self.outcomes.labels("superseded_revoked").inc(len(old))
 
     def _answer_refusal(self, p: Pending, e: RenewalRefused) -> None:
         self.outcomes.labels(e.code).inc()

@@ -39,6 +39,7 @@ from wire.limits import RECONNECT_GRACE_S
 
 if TYPE_CHECKING:
     from central.renewal import RenewalService
+    from central.revocations import Revocations
 
 log = logging.getLogger("shilian.central")
 
@@ -80,6 +81,7 @@ class CentralService:
         self._log_limiter = LogLimiter(BAD_INPUT_LOG_WINDOW_S)
         self.http_port: int | None = None
         self.renewal: RenewalService | None = None  # certificate renewal, when [ca] is set
+        self.revocations: Revocations | None = None  # revoked nodes refused, when [ca] is set
 
     def stop(self) -> None:
         self._stop.set()
@@ -141,6 +143,10 @@ class CentralService:
             )
             if cfg.ca is not None:
                 from central.renewal import RenewalService
+                from central.revocations import Revocations
+
+                # revoked nodes' messages are refused before anything else sees them
+                self.revocations = Revocations(cfg.ca.dir, self.metrics.registry)
 
                 self.renewal = RenewalService(
                     cfg.ca,
@@ -259,6 +265,8 @@ class CentralService:
         if self.renewal is not None:
             batch = self.renewal.take(batch)  # cert/req: answered by the renewal service
         batch = self.meetings.take(batch)  # meet/res: answers to operators' calls
+        if self.revocations is not None:
+            batch = self.revocations.take(batch)  # revoked nodes: counted, never stored
         async with self._write_lock:
             t0 = time.perf_counter()
             now = self.clock()

@@ -33,7 +33,7 @@ def check_config(
     ] = None,
 ) -> None:
     """检查配置文件并解释每个错误 / check a config file and explain every error."""
-    from edge.config import ConfigError, load_config
+    from edge.config import ConfigError, load_config, missing_files
     from edge.texts import text
 
     file = config or file
@@ -43,6 +43,8 @@ def check_config(
 
     try:
         cfg = load_config(file)
+        if missing := missing_files(cfg):
+            raise ConfigError(missing)
     except ConfigError as e:
         typer.echo(text("config_errors", n=len(e.problems)), err=True)
         for p in e.problems:

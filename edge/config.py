@@ -400,6 +400,21 @@ def parse_config(data: dict[str, Any]) -> EdgeConfig:
         raise ConfigError(explain(e)) from None
 
 
+def missing_files(cfg: EdgeConfig) -> list[ConfigProblem]:
+    """Files the config names that are not there (the TLS certificate and key): a valid config
+    that cannot connect. Paths are as the agent opens them (relative to its working directory)."""
+    tls = cfg.broker.tls
+    if tls is None:
+        return []
+    out = []
+    for name in ("ca_file", "cert_file", "key_file"):
+        path: Path = getattr(tls, name)
+        if not path.is_file():
+            msg = config_error("missing_file", {"path": path}, f"file not found: {path}")
+            out.append(ConfigProblem(f"broker.tls.{name}", msg))
+    return out
+
+
 def load_config(path: Path) -> EdgeConfig:
     """Read and validate a TOML file; :class:`ConfigError` explains every problem."""
     try:

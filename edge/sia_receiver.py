@@ -20,49 +20,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from collections.abc import Callable
 
 from edge.outbox import OutboxError
+from edge.sia_session import (
+    DEFAULT_DEDUP_WINDOW_S,
+    MAX_DEDUP_ENTRIES,
+    Decision,
+    FrameSplitter,
+    SiaReceiverConfig,
+    SiaSession,
+)
+from edge.sia_slots import Slot, SlotLimits, SlotTable
 from edge.sources import EventSink
 from firmware_bridge.alarms import Alarm
 from firmware_bridge.contact_id import PanelEvent
-from firmware_bridge.sia_dc09 import (
-    DEFAULT_FUTURE_S,
-    DEFAULT_PAST_S,
-    MAX_FRAME_BYTES,
-    SiaError,
-    SiaFrame,
-    SiaLengthError,
-    SiaUnsupported,
-    ack,
-    check_timestamp,
-    duh,
-    frame_events,
-    nak,
-    parse_frame,
-)
+from firmware_bridge.sia_dc09 import SiaError, nak
+
+__all__ = [
+    "DEFAULT_DEDUP_WINDOW_S",
+    "MAX_DEDUP_ENTRIES",
+    "Decision",
+    "FrameSplitter",
+    "SiaReceiver",
+    "SiaReceiverConfig",
+    "SiaSession",
+    "emit",
+]
 
 log = logging.getLogger("shilian.firmware_bridge.sia")
 
-#: Panels retransmit an un-ACKed report after ~20-30 s and give up after a few tries; a report
-#: seen again within this window is the same report (its ACK was lost), not a new event.
-DEFAULT_DEDUP_WINDOW_S = 120.0
-#: Reports remembered for duplicate suppression: a village has a handful of panels sending a
-#: few reports a minute; the cap keeps a flooding peer from growing memory without bound.
-MAX_DEDUP_ENTRIES = 4096
-#: Simultaneous panel connections: a village LAN has a few panels; more is a misbehaving peer.
-MAX_CONNECTIONS = 32
-#: A panel connection with no byte for this long is closed (panels reconnect per report or
-#: send NULL polls far more often); frees the slot of a half-open TCP connection.
-IDLE_TIMEOUT_S = 600.0
 #: Bytes read per call; a frame is at most MAX_FRAME_BYTES, usually under 128.
 READ_CHUNK = 4096
 #: A peer's faults are logged at most once per peer and reason in this many seconds.
@@ -70,191 +59,6 @@ LOG_EVERY_S = 60.0
 #: Life of a report's idempotency key in the outbox: covers an agent restart and the panel's
 #: retries (minutes), far shorter than the wrap of the 4-digit seq at a few reports a day.
 IDEMPOTENCY_TTL_S = 86400.0
-
-_HEX_KEY = r"^(?:[0-9A-Fa-f]{32}|[0-9A-Fa-f]{48}|[0-9A-Fa-f]{64})$"
-
-
-class SiaReceiverConfig(BaseModel):
-    """Configuration of the receiver (a section of the edge config)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = Field(default="0.0.0.0", description="Address to listen on (the village LAN side)")
-    port: int = Field(
-        default=12128, ge=0, le=65535, description="TCP port panels report to (0: any)"
-    )
-    device: str = Field(
-        default="panel1",
-        pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$",
-        description="Edge device id the panel's alarms are reported under",
-    )
-    key_hex: str | None = Field(
-        default=None,
-        pattern=_HEX_KEY,
-        description="AES key (128/192/256-bit, hex) for encrypted (*SIA-DCS, *ADM-CID) frames",
-    )
-    keys: dict[str, str] = Field(
-        default_factory=dict,
-        description="Per-account AES keys (account hex → key hex); before key_hex",
-    )
-    accounts: list[str] = Field(
-        default_factory=list, description="Accepted panel accounts (hex); empty accepts any"
-    )
-    timestamp_past_s: float = Field(
-        default=DEFAULT_PAST_S,
-        gt=0,
-        description="Oldest accepted frame timestamp, seconds before now",
-    )
-    timestamp_future_s: float = Field(
-        default=DEFAULT_FUTURE_S,
-        gt=0,
-        description="Newest accepted frame timestamp, seconds after now",
-    )
-    dedup_window_s: float = Field(
-        default=DEFAULT_DEDUP_WINDOW_S,
-        gt=0,
-        description="Window in which a retransmission is a duplicate",
-    )
-
-    @property
-    def key(self) -> bytes | None:
-        return bytes.fromhex(self.key_hex) if self.key_hex else None
-
-    def account_keys(self) -> dict[str, bytes]:
-        return {a.upper(): bytes.fromhex(k) for a, k in self.keys.items()}
-
-    @classmethod
-    def from_edge(cls, cfg: Any) -> SiaReceiverConfig:
-        """From ``edge.config.SiaConfig`` (typed loosely: edge.config stays importable without
-        this package)."""
-        return cls(
-            host=cfg.host,
-            port=cfg.port,
-            device=cfg.device,
-            accounts=[a.account for a in cfg.accounts],
-            keys={a.account: a.key_hex for a in cfg.accounts if a.key_hex},
-            timestamp_past_s=cfg.timestamp_past_s,
-            timestamp_future_s=cfg.timestamp_future_s,
-            dedup_window_s=cfg.dedup_window_s,
-        )
-
-
-class FrameSplitter:
-    """Cuts a byte stream into frames ending in CR; leading LF and garbage before a frame are
-    dropped. A frame longer than ``max_bytes`` is never buffered: its bytes are discarded up
-    to the next CR and one :class:`SiaLengthError` is reported in its place."""
-
-    def __init__(self, max_bytes: int = MAX_FRAME_BYTES) -> None:
-        self._max = max_bytes
-        self._buf = bytearray()
-        self._discarding = False
-
-    def feed(self, data: bytes) -> Iterator[bytes | SiaLengthError]:
-        while data:
-            cr = data.find(b"\r")
-            part, data = (data, b"") if cr < 0 else (data[:cr], data[cr + 1 :])
-            if not self._discarding and len(self._buf) + len(part) > self._max:
-                self._buf.clear()
-                self._discarding = True
-            if not self._discarding:
-                self._buf += part
-            if cr < 0:
-                return
-            if self._discarding:
-                self._discarding = False
-                yield SiaLengthError(f"frame longer than {self._max} bytes")
-                continue
-            frame = bytes(self._buf)
-            self._buf.clear()
-            lf = frame.rfind(b"\n")
-            frame = frame[lf + 1 :] if lf >= 0 else frame
-            if frame.strip():
-                yield frame
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What to do with one frame: emit ``events`` then send ``response`` (``commit`` the frame
-    after emitting), or just send ``response`` (a duplicate, a refusal)."""
-
-    response: bytes
-    frame: SiaFrame | None = None
-    events: list[Alarm | PanelEvent] = field(default_factory=list)
-    duplicate: bool = False
-    error: SiaError | None = None
-
-
-class SiaSession:
-    """Pure receiver logic shared by all connections: parse, check, deduplicate, answer."""
-
-    def __init__(self, config: SiaReceiverConfig, clock: Callable[[], float]) -> None:
-        self.config = config
-        self.clock = clock
-        self._key = config.key
-        self._keys = config.account_keys()
-        self._accounts = {a.upper() for a in config.accounts}
-        self._seen: OrderedDict[tuple[str, str, str, str], float] = OrderedDict()
-
-    @staticmethod
-    def _dedup_key(f: SiaFrame) -> tuple[str, str, str, str]:
-        # The timestamp and the encryption pad change on a retransmission; the payload doesn't.
-        return (f.account, f.seq, f.token, f.data + "".join(f.extended))
-
-    def _expire(self, now: float) -> None:
-        horizon = now - self.config.dedup_window_s
-        while self._seen and (
-            next(iter(self._seen.values())) < horizon or len(self._seen) > MAX_DEDUP_ENTRIES
-        ):
-            self._seen.popitem(last=False)
-
-    def decide(self, raw: bytes) -> Decision:
-        """Never raises for peer input: every refusal is a Decision with ``error`` set."""
-        now = self.clock()
-        cfg = self.config
-        key = self._key
-        try:
-            try:
-                frame = parse_frame(raw, key=None if self._keys else key)
-            except SiaUnsupported as e:  # encrypted: decrypt with the account's key
-                f = e.frame
-                key = self._keys.get(f.account.upper(), self._key) if f is not None else None
-                if f is None or not f.encrypted or key is None:
-                    raise
-                frame = parse_frame(raw, key=key)
-            if not frame.encrypted and frame.account.upper() in self._keys:
-                # An account with a key reports encrypted: a clear frame under its number is
-                # a misconfigured panel or a spoof on the LAN; never an alarm.
-                return Decision(
-                    duh(frame), frame, error=SiaUnsupported("account requires encryption", frame)
-                )
-            if self._accounts and frame.account.upper() not in self._accounts:
-                return Decision(duh(frame), frame, error=SiaError("unknown account", frame))
-            check_timestamp(frame, now, cfg.timestamp_past_s, cfg.timestamp_future_s)
-            self._expire(now)
-            if self._dedup_key(frame) in self._seen:
-                return Decision(ack(frame, now, key), frame, duplicate=True)
-            events = frame_events(frame, cfg.device)
-        except SiaError as e:
-            resp = duh(e.frame) if e.response == "DUH" else nak(now)
-            return Decision(resp, e.frame, error=e)
-        return Decision(ack(frame, now, key), frame, events)
-
-    @staticmethod
-    def idempotency_key(frame: SiaFrame, n: int) -> str:
-        """The outbox key of the ``n``-th event of ``frame``: the same on a retransmission
-        (timestamp and pad excluded), different for a new report reusing the seq."""
-        digest = hashlib.sha256(
-            (frame.token + "|" + frame.data + "".join(frame.extended)).encode()
-        ).hexdigest()[:16]
-        where = f"{frame.receiver or ''}:{frame.prefix}"
-        return f"sia:{frame.account.upper()}:{where}:{frame.seq}:{digest}:{n}"
-
-    def commit(self, frame: SiaFrame) -> None:
-        """Remember a frame whose events are stored, so a retransmission is not stored twice."""
-        key = self._dedup_key(frame)
-        self._seen.pop(key, None)
-        self._seen[key] = self.clock()
-        self._expire(self.clock())
 
 
 async def emit(sink: EventSink, ev: Alarm | PanelEvent, key: str | None = None) -> None:
@@ -272,9 +76,12 @@ class SiaReceiver:
     """An edge ``EventSource``: ``await receiver.run(sink)`` serves until cancelled.
 
     ``ready`` is set once listening (``port`` then holds the bound port, useful with port 0).
-    Counters by outcome are in ``counts`` and of the answers sent (ACK/NAK/DUH) in
-    ``responses``; the edge agent exports both as ``shilian_edge_sia_frames_total`` and
-    ``shilian_edge_sia_responses_total`` (:mod:`firmware_bridge.link_metrics`)."""
+    Counters by outcome are in ``counts``, of the answers sent (ACK/NAK/DUH) in ``responses``
+    and of connections (accepted, refused at a cap, evicted, timed out) in ``connections``;
+    the edge agent exports them as ``shilian_edge_sia_frames_total``,
+    ``shilian_edge_sia_responses_total`` and ``shilian_edge_sia_connections_total``, with
+    ``shilian_edge_sia_open_connections`` (:mod:`firmware_bridge.link_metrics`). Connection
+    slots are shared out by :mod:`edge.sia_slots`."""
 
     name = "sia_receiver"
 
@@ -283,8 +90,11 @@ class SiaReceiver:
         config: SiaReceiverConfig,
         *,
         clock: Callable[[], float] = time.time,
+        limits: SlotLimits | None = None,
     ) -> None:
         self.config = config
+        self.slots = SlotTable(limits or SlotLimits())
+        self.connections: dict[str, int] = {}
         self.session = SiaSession(config, clock)
         self.clock = clock
         self.ready = asyncio.Event()
@@ -296,10 +106,43 @@ class SiaReceiver:
             # first encrypted alarm.
             import cryptography.hazmat.primitives.ciphers  # noqa: F401
         self._logged: dict[tuple[str, str], float] = {}
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._conns: dict[Slot, asyncio.StreamWriter] = {}
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
+
+    def _count_conn(self, outcome: str) -> None:
+        self.connections[outcome] = self.connections.get(outcome, 0) + 1
+
+    def _admit(self, writer: asyncio.StreamWriter) -> Slot | None:
+        peer = str(writer.get_extra_info("peername", ("?",))[0])
+        adm = self.slots.admit(peer, self.clock())
+        if adm.first_of_spell:
+            log.warning(
+                "SIA 接收机连接已满（%s）：%s / receiver connection cap hit (%s): %s; "
+                "device=%s peer=%s open=%d",
+                "单个地址上限" if adm.cap == "address" else "总数上限",
+                "拒绝新连接" if adm.slot is None else "断开最久无报文的未确认连接",
+                adm.cap,
+                "new connection refused"
+                if adm.slot is None
+                else "evicting the longest-silent connection that never had a frame ACKed",
+                self.config.device,
+                peer,
+                len(self.slots),
+            )
+        if adm.evict is not None:
+            self._count_conn("evicted")
+            victim = self._conns.pop(adm.evict, None)
+            if victim is not None:
+                victim.close()
+        if adm.slot is None:
+            self._count_conn(f"refused_{adm.cap}_cap")
+            writer.close()
+            return None
+        self._count_conn("accepted")
+        self._conns[adm.slot] = writer
+        return adm.slot
 
     def _log_peer_fault(self, peer: str, err: SiaError) -> None:
         now = self.clock()
@@ -318,16 +161,14 @@ class SiaReceiver:
         async with asyncio.TaskGroup() as tg:
 
             def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-                if len(self._writers) >= MAX_CONNECTIONS:
-                    self._count("too_many_connections")
-                    writer.close()
+                slot = self._admit(writer)
+                if slot is None:
                     return
                 try:
-                    tg.create_task(self._serve(reader, writer, sink), name="sia_conn")
+                    tg.create_task(self._serve(reader, writer, sink, slot), name="sia_conn")
                 except RuntimeError:  # the receiver is shutting down: refuse the connection
-                    writer.close()
+                    self._release(slot, writer)
                     return
-                self._writers.add(writer)
 
             server = await asyncio.start_server(accept, self.config.host, self.config.port)
             try:
@@ -342,46 +183,65 @@ class SiaReceiver:
                 await asyncio.Future()  # serve until cancelled
             finally:
                 server.close()
-                for w in list(self._writers):
+                for w in list(self._conns.values()):
                     w.close()
 
+    def _release(self, slot: Slot, writer: asyncio.StreamWriter) -> None:
+        self.slots.release(slot)
+        self._conns.pop(slot, None)
+        writer.close()
+
     async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sink: EventSink
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        sink: EventSink,
+        slot: Slot,
     ) -> None:
-        peer = str(writer.get_extra_info("peername", ("?",))[0])
+        peer = slot.peer
         splitter = FrameSplitter()
         try:
             while True:
-                async with asyncio.timeout(IDLE_TIMEOUT_S):
-                    data = await reader.read(READ_CHUNK)
+                try:
+                    async with asyncio.timeout(max(0.0, self.slots.deadline(slot) - self.clock())):
+                        data = await reader.read(READ_CHUNK)
+                except TimeoutError:
+                    self._count_conn("idle_timeout" if slot.proven else "guest_timeout")
+                    return
                 if not data:
                     return
+                self.slots.heard(slot, self.clock(), acked=False)
                 for item in splitter.feed(data):
                     if isinstance(item, SiaError):
                         self._count(item.reason)
                         self._log_peer_fault(peer, item)
                         self._respond(writer, nak(self.clock()))
-                    elif not await self._handle(item, writer, sink, peer):
+                        continue
+                    acked = await self._handle(item, writer, sink, peer)
+                    if acked is None:
                         return
+                    self.slots.heard(slot, self.clock(), acked)
                 await writer.drain()
-        except (ConnectionError, TimeoutError):
+        except ConnectionError:
             return
         finally:
-            self._writers.discard(writer)
-            writer.close()
+            self._release(slot, writer)
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
     async def _handle(
         self, raw: bytes, writer: asyncio.StreamWriter, sink: EventSink, peer: str
-    ) -> bool:
-        """Answer one frame; False when the connection must close (events not stored)."""
+    ) -> bool | None:
+        """Answer one frame: True if ACKed (a panel's frame), False if refused, None when the
+        connection must close (events not stored)."""
         d = self.session.decide(raw)
         if d.error is not None:
             self._count(d.error.reason)
             self._log_peer_fault(peer, d.error)
         elif d.duplicate:
             self._count("duplicate")
+            self._respond(writer, d.response)
+            return True
         else:
             assert d.frame is not None
             try:
@@ -395,11 +255,13 @@ class SiaReceiver:
                     self.config.device,
                     peer,
                 )
-                return False
+                return None
             self.session.commit(d.frame)
             self._count("ack")
+            self._respond(writer, d.response)
+            return True
         self._respond(writer, d.response)
-        return True
+        return False
 
     def _respond(self, writer: asyncio.StreamWriter, response: bytes) -> None:
         body = response[9:]  # after LF, crc and 0LLL: '"ACK"', '"*ACK"', '"NAK"' or '"DUH"'

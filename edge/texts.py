@@ -64,6 +64,10 @@ CONFIG_ERRORS: dict[str, tuple[str, str]] = {
     ),
     "toml": ("TOML 语法错误：{where_zh}", "TOML syntax error: {detail}"),
     "file": ("无法读取配置文件 {path}：{why_zh}", "cannot read the config file: {detail}"),
+    "missing_file": (
+        "证书文件不存在：{path}（重新运行 shilian provision node，或改正路径）",
+        "file not found: {path} (rerun shilian provision node, or correct the path)",
+    ),
 }
 
 #: Other user-facing lines (CLI, local API).

@@ -124,14 +124,24 @@ class LinkMetrics(Collector):
             "outcome",
         )
         responses = _counter(p + "responses", "responses sent to panels (ack, nak, duh)", "type")
+        conns = _counter(
+            p + "connections",
+            "panel connections by outcome: accepted, refused_address_cap, refused_total_cap, "
+            "evicted (a silent connection that never had a frame ACKed, for a newcomer), "
+            "guest_timeout, idle_timeout",
+            "outcome",
+        )
+        open_now = _gauge(p + "open_connections", "panel connections open now")
         for r in self._sia:
             dev = [r.config.device]
             for outcome, n in sorted(r.counts.items()):
                 frames.add_metric([*dev, outcome], n)
             for kind in SIA_RESPONSES:
                 responses.add_metric([*dev, kind], r.responses.get(kind, 0))
-        yield frames
-        yield responses
+            for outcome, n in sorted(r.connections.items()):
+                conns.add_metric([*dev, outcome], n)
+            open_now.add_metric(dev, len(r.slots))
+        yield from (frames, responses, conns, open_now)
 
 
 def _counter(name: str, doc: str, *labels: str) -> CounterMetricFamily:

@@ -360,10 +360,24 @@ class CertificateAuthority:
                 out[int(parts[0], 16)] = dt.datetime.fromisoformat(parts[1])
         return out
 
+    def revoke_superseded(self, cn: str, current: int) -> list[int]:
+        """Revoke every certificate of ``cn`` issued before ``current`` (a renewal completed:
+        the old pair must not work any more); rewrite the CRL. Returns the serials revoked."""
+        already = self.revoked()
+        serials = []
+        for s, c, _ in self.issued():
+            if s == current:
+                break
+            if c == cn and s not in already:
+                serials.append(s)
+        self._record_revocations(serials)
+        return serials
+
     def revoke(self, cn: str) -> list[int]:
         """Revoke every certificate issued to ``cn`` (a node id or an account); rewrite the CRL.
         Returns the serials newly revoked. The broker refuses them once it rereads the CRL
-        (SIGHUP); sessions already connected survive until they reconnect."""
+        (SIGHUP); sessions already connected are cut off by the broker ACL's deny lines
+        (provisioning.broker_config.write_acl)."""
         already = self.revoked()
         serials = [s for s, c, _ in self.issued() if c == cn and s not in already]
         if not serials and not any(c == cn for _, c, _ in self.issued()):
@@ -372,11 +386,16 @@ class CertificateAuthority:
                 f"此 CA 从未给 {cn[:60]} 签发证书",
                 f"this CA never issued a certificate to {cn[:60]}",
             )
+        self._record_revocations(serials)
+        return serials
+
+    def _record_revocations(self, serials: list[int]) -> None:
+        if not serials:
+            return
         now = _now(self.clock)
         for s in serials:
             _append(self.dir / REVOKED, f"{s:x}\t{now.isoformat()}")
         self.write_crl()
-        return serials
 
     def write_crl(self) -> None:
         now = _now(self.clock)
@@ -392,6 +411,24 @@ class CertificateAuthority:
             )
         crl = b.sign(self.key, hashes.SHA256())
         _write(self.dir / CRL, crl.public_bytes(serialization.Encoding.PEM))
+
+
+def revoked_identities(directory: Path) -> frozenset[str]:
+    """CNs (node ids, accounts) whose latest certificate is revoked: ``revoke --node`` was run
+    and nothing was issued to them since. A certificate superseded by a renewal is revoked too,
+    but its CN, holding a newer one, is not a revoked identity. Reads ``issued.tsv`` and
+    ``revoked.tsv`` only (no key needed)."""
+    latest: dict[str, int] = {}
+    for line in (directory / ISSUED).read_text(encoding="utf-8").splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3:
+            latest[parts[1]] = int(parts[0], 16)
+    revoked = set()
+    for line in (directory / REVOKED).read_text(encoding="utf-8").splitlines():
+        parts = line.split("\t")
+        if len(parts) == 2:
+            revoked.add(int(parts[0], 16))
+    return frozenset(cn for cn, serial in latest.items() if serial in revoked)
 
 
 def _now(clock: Callable[[], float]) -> dt.datetime:

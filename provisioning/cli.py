@@ -599,6 +599,10 @@ def broker_config(
     _ok(f"mosquitto -c {files.conf}")
 
 
+#: Seconds the broker reload command may take (systemctl reload returns in well under one).
+RELOAD_TIMEOUT_S = 30.0
+
+
 @app.command()
 def revoke(
     node_id: Annotated[str, typer.Option("--node", help="节点编号或账户 / node id or account")],
@@ -607,9 +611,28 @@ def revoke(
         Path | None,
         typer.Option(help="中心数据库：写入审计日志 / central's database, for the audit log"),
     ] = None,
+    broker_dir: Annotated[
+        Path | None,
+        typer.Option(help="broker-config 输出目录：重写其 ACL / broker-config's output directory"),
+    ] = None,
+    reload: Annotated[
+        str | None,
+        typer.Option(
+            help="使代理重读 CRL 与 ACL 的命令 / command that makes the broker reread them, "
+            'e.g. "systemctl reload mosquitto"'
+        ),
+    ] = None,
 ) -> None:
-    """吊销节点证书并更新 CRL / revoke a node's certificates and rewrite the CRL."""
+    """吊销节点证书，更新 CRL 与代理 ACL / revoke a node's certificates, rewrite CRL and ACL.
+
+    代理重读后（SIGHUP），新连接被拒绝，已连接的会话收发全部被拒 / once the broker rereads
+    them (SIGHUP), new connections are refused and an open session can neither publish nor
+    receive."""
+    import shlex
+    import subprocess
+
     from pki.ca import CaError, CertificateAuthority
+    from provisioning.broker_config import write_acl
 
     try:
         serials = CertificateAuthority.load(ca_dir).revoke(node_id)
@@ -620,9 +643,27 @@ def revoke(
 
         record_local(db, "revoke", node_id, "revoked", serials=[str(n) for n in serials])
     _ok(f"已吊销 / revoked {len(serials)} 张证书 / certificate(s) of {node_id}")
+    if broker_dir is not None:
+        write_acl(ca_dir, broker_dir / "acl")
+        _ok(f"代理 ACL 已更新 / broker ACL rewritten: {broker_dir / 'acl'}")
+    if reload is not None:
+        try:
+            done = subprocess.run(
+                shlex.split(reload), capture_output=True, text=True, timeout=RELOAD_TIMEOUT_S
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise _fail(f"代理重载命令失败 / the reload command failed: {reload}: {e}") from None
+        if done.returncode != 0:
+            raise _fail(
+                f"代理重载命令失败 / the reload command failed ({done.returncode}): {reload}: "
+                f"{done.stderr.strip()[:300]}"
+            )
+        _ok(f"代理已重载 / broker reloaded: {reload}")
+        return
     typer.echo(
-        "请向代理发送 SIGHUP 使其重读 CRL（如 systemctl reload mosquitto）；已连接的会话不受影响，"
-        "需重启代理或断开该节点。\n"
-        "Send the broker SIGHUP so it rereads the CRL (e.g. systemctl reload mosquitto); sessions "
-        "already connected survive until they reconnect: restart the broker to evict them."
+        "请让代理重读 CRL 与 ACL（systemctl reload mosquitto，即 SIGHUP）：之后新连接被拒绝，"
+        "已连接的会话收发全部被拒（需 --broker-dir 更新 ACL）。\n"
+        "Make the broker reread its CRL and ACL (systemctl reload mosquitto, i.e. SIGHUP): then "
+        "new connections are refused and an open session can neither publish nor receive "
+        "(with the ACL rewritten by --broker-dir)."
     )

@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from central.revocations import RECHECK_S
 from edge.renew import cert_info
 from pki.ca import CertificateAuthority, key_pem, make_csr, new_key
 from shilian.broker import free_port
@@ -53,10 +54,14 @@ def enrol_directly(site: Site, node_id: str, days: float) -> Path:
 
 
 def metric(site: Site, name: str, outcome: str) -> float:
+    return metric_labelled(site, name, f'outcome="{outcome}"')
+
+
+def metric_labelled(site: Site, name: str, labels: str) -> float:
     with urllib.request.urlopen(site.central.api + "/metrics", timeout=5) as r:
         text = r.read().decode()
     for line in text.splitlines():
-        if line.startswith(f'{name}{{outcome="{outcome}"}}'):
+        if line.startswith(f"{name}{{{labels}}}"):
             return float(line.split()[-1])
     return 0.0
 
@@ -118,6 +123,10 @@ def test_expiring_certificate_is_renewed_and_used(site: Site) -> None:
         )
         assert node["birth_seq"] >= 2
         assert metric(site, "shilian_central_renewals_total", "issued") == 1
+        # the replaced certificate is revoked (in the CRL): a copy of the old pair is useless
+        ca = CertificateAuthority.load(site.root / "ca")
+        assert int(old.serial, 16) in ca.revoked() and int(new.serial, 16) not in ca.revoked()
+        assert metric(site, "shilian_central_renewals_total", "superseded_revoked") == 1
         stop.set()
         emitter.join(60)
         # nothing lost across the reconnect: every accepted event is at central, once
@@ -223,6 +232,19 @@ def test_refusals_are_clear_counted_and_central_keeps_running(site: Site) -> Non
         revoked = node.ask(request(A, make_csr(new_key(), A)), b"5")
         assert not revoked["ok"] and revoked["error"]["code"] == "revoked"
         assert "吊销" in revoked["error"]["message"]
+        # central refuses the revoked node's other traffic within RECHECK_S of the revoke,
+        # without a restart: counted, never stored
+        time.sleep(RECHECK_S)
+        event = {"v": 1, "node": A, "boot_id": "0" * 32, "seq": 1, "ts": time.time()}
+        event |= {"priority": "alarm", "kind": "intrusion"}
+        node.c.publish(f"shilian/v1/{A}/event", json.dumps(event).encode(), qos=1)
+        wait_for(
+            lambda: (
+                metric_labelled(site, "shilian_central_revoked_messages_total", 'kind="event"') == 1
+            ),
+            what="revoked node's event refused",
+        )
+        assert get_json(site, f"/api/v1/events?node={A}")["events"] == []
     finally:
         node.close()
     for outcome in ("csr_malformed", "bad_request", "csr_other_node", "revoked", "issued"):

@@ -160,3 +160,26 @@ def test_meetings_config_conference_camera_turn_and_redaction() -> None:
             parse_config({**base, "meetings": meetings})
         text = str(e.value)
         assert key in text and ("TURN" in text or "摄像机" in text), text
+
+
+def test_check_config_fails_naming_each_missing_tls_file(tmp_path: Path) -> None:
+    """A config whose certificate files are not there cannot connect: check-config says which
+    file is missing (zh / en) instead of passing it."""
+    (tmp_path / "ca.pem").write_text("CA")
+    conf = tmp_path / "edge.toml"
+    conf.write_text(
+        GOOD
+        + f'[broker.tls]\nca_file = "{tmp_path / "ca.pem"}"\n'
+        + f'cert_file = "{tmp_path / "node.pem"}"\nkey_file = "{tmp_path / "node.key"}"\n'
+    )
+    res = CliRunner().invoke(app, ["check-config", str(conf)])
+    assert res.exit_code == 1, res.output
+    out = "".join(res.output.split())  # the runner may wrap long lines
+    assert "broker.tls.cert_file:证书文件不存在" in out and str(tmp_path / "node.pem") in out
+    assert "broker.tls.key_file" in out and str(tmp_path / "node.key") in out
+    assert "broker.tls.ca_file" not in out
+    assert "filenotfound" in out.lower()
+    for f in ("node.pem", "node.key"):
+        (tmp_path / f).write_text("x")
+    ok = CliRunner().invoke(app, ["check-config", str(conf)])
+    assert ok.exit_code == 0, ok.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,9 +19,11 @@ from hypothesis import strategies as st
 
 from edge.agent import AgentNotRunning
 from edge.sia_receiver import FrameSplitter, SiaReceiver, SiaReceiverConfig, SiaSession
+from edge.sia_slots import MAX_CONNECTIONS, MAX_PER_ADDRESS, SlotLimits
 from firmware_bridge import sia_dc09 as sia
 from firmware_bridge.alarms import AlarmKind
 from firmware_bridge.contact_id import PanelEvent
+from firmware_bridge.link_metrics import LinkMetrics
 from shilian.broker import Mosquitto
 from tests.test_edge_agent import NODE, Running, make_config, wait_for
 from wire import Event, Priority, Topics, decode
@@ -334,8 +337,10 @@ class RecordingSink:
 
 
 @contextlib.asynccontextmanager
-async def running(sink: Any, cfg: SiaReceiverConfig | None = None) -> AsyncIterator[SiaReceiver]:
-    rx = SiaReceiver(cfg or SiaReceiverConfig(host="127.0.0.1", port=0))
+async def running(
+    sink: Any, cfg: SiaReceiverConfig | None = None, limits: SlotLimits | None = None
+) -> AsyncIterator[SiaReceiver]:
+    rx = SiaReceiver(cfg or SiaReceiverConfig(host="127.0.0.1", port=0), limits=limits)
     task = asyncio.create_task(rx.run(sink))
     await asyncio.wait_for(rx.ready.wait(), 30)
     try:
@@ -465,3 +470,113 @@ async def test_receiver_with_real_agent_alarm_reaches_broker(
     (ev,) = [e for e in seen if e.kind == "fire"]
     assert (ev.priority, ev.device, ev.data["zone"]) == (Priority.ALARM, "panel1", 7)
     assert ev.data["detail"]["code"] == "FA"
+
+
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def connect_from(port: int, source: str) -> Conn:
+    """A TCP client from a loopback source address (all of 127/8 is local on Linux)."""
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+
+
+async def closed_by_receiver(r: asyncio.StreamReader) -> bool:
+    try:
+        return await asyncio.wait_for(r.read(), 30) == b""
+    except ConnectionError:
+        return True
+
+
+def sia_samples(rx: SiaReceiver) -> dict[tuple[str, str], float]:
+    out = {}
+    for fam in LinkMetrics([rx], lambda: None).collect():
+        for smp in fam.samples:
+            if smp.name.startswith("shilian_edge_sia_open") or "outcome" in smp.labels:
+                out[(smp.name, smp.labels.get("outcome", ""))] = smp.value
+    return out
+
+
+async def test_idle_clients_cannot_lock_a_real_panel_out(caplog: pytest.LogCaptureFixture) -> None:
+    """Idle clients fill every slot (four per address, the per-address cap, from eight
+    addresses); a real panel still connects and gets its ACK: the longest-silent connection
+    that never had a frame ACKed makes room. Each cap is logged once per spell."""
+    sink = RecordingSink()
+    held: list[Conn] = []
+    async with running(sink) as rx:
+        assert rx.port is not None
+        port = rx.port
+        caplog.set_level("WARNING", logger="shilian.firmware_bridge.sia")
+        for _ in range(MAX_PER_ADDRESS):
+            held.append(await connect_from(port, "127.0.0.2"))
+        await wait_for(lambda: len(rx.slots) == MAX_PER_ADDRESS, "first address held")
+        for _ in range(2):  # one address cannot take more
+            r, _w = await connect_from(port, "127.0.0.2")
+            assert await closed_by_receiver(r)
+        n = MAX_PER_ADDRESS
+        for i in range(3, 3 + (MAX_CONNECTIONS - MAX_PER_ADDRESS) // MAX_PER_ADDRESS):
+            for _ in range(MAX_PER_ADDRESS):
+                held.append(await connect_from(port, f"127.0.0.{i}"))
+            n += MAX_PER_ADDRESS
+            await wait_for(functools.partial(lambda k: len(rx.slots) == k, n), "slots held")
+        assert len(rx.slots) == MAX_CONNECTIONS
+
+        r, w = await connect_from(port, "127.0.0.1")
+        w.write(sia.build_frame("SIA-DCS", 7, "1234", "#1234|Nri1/FA02"))
+        assert b'"ACK"0007' in await reply(r)
+        assert [e[1] for e in sink.events] == ["fire"]
+        # the evicted one is among the oldest (the first address's)
+        assert rx.slots.open_from("127.0.0.2") == MAX_PER_ADDRESS - 1
+        assert rx.slots.open_from("127.0.0.3") == MAX_PER_ADDRESS
+        assert rx.connections == {
+            "accepted": MAX_CONNECTIONS + 1,
+            "refused_address_cap": 2,
+            "evicted": 1,
+        }
+        lines = [m.getMessage() for m in caplog.records if "cap hit" in m.getMessage()]
+        assert len(lines) == 2, lines  # once for the address's spell, once for the total's
+        assert "(address)" in lines[0] and "127.0.0.2" in lines[0]
+        assert "(total)" in lines[1] and "evicting" in lines[1]
+        m = sia_samples(rx)
+        assert m[("shilian_edge_sia_connections_total", "evicted")] == 1
+        assert m[("shilian_edge_sia_connections_total", "refused_address_cap")] == 2
+        assert m[("shilian_edge_sia_open_connections", "")] == MAX_CONNECTIONS
+        w.close()
+        for _, hw in held:
+            hw.close()
+
+
+async def test_every_slot_held_by_panels_refuses_the_newcomer() -> None:
+    sink = RecordingSink()
+    limits = SlotLimits(max_connections=2)
+    async with running(sink, limits=limits) as rx:
+        assert rx.port is not None
+        panels = []
+        for seq in (1, 2):
+            r, w = await connect_from(rx.port, f"127.0.0.{seq + 1}")
+            w.write(sia.build_frame("SIA-DCS", seq, "1234", "#1234|Nri1/BA01"))
+            assert b'"ACK"' in await reply(r)
+            panels.append((r, w))
+        r, _w = await connect_from(rx.port, "127.0.0.9")
+        assert await closed_by_receiver(r)
+        assert rx.connections == {"accepted": 2, "refused_total_cap": 1}
+        for _, w in panels:
+            w.close()
+
+
+async def test_a_guest_that_sends_no_good_frame_is_closed_a_panel_stays() -> None:
+    """A connection with no ACKed frame is closed at the guest timeout, garbage or not; a
+    panel's connection (a frame ACKed) outlives it."""
+    sink = RecordingSink()
+    async with running(sink, limits=SlotLimits(guest_timeout_s=1.0)) as rx:
+        assert rx.port is not None
+        pr, pw = await connect_from(rx.port, "127.0.0.2")
+        pw.write(sia.build_frame("SIA-DCS", 1, "1234", "#1234|Nri1/BA01"))
+        assert b'"ACK"0001' in await reply(pr)
+        gr, gw = await connect_from(rx.port, "127.0.0.3")
+        gw.write(b"noise\r")  # a NAK, and no extension of its time
+        assert b'"NAK"' in await reply(gr)
+        assert await closed_by_receiver(gr)
+        assert rx.connections.get("guest_timeout") == 1
+        pw.write(sia.build_frame("SIA-DCS", 2, "1234", "#1234|Nri1/BR01"))
+        assert b'"ACK"0002' in await reply(pr)  # the panel, connected before, is still in
+        pw.close()

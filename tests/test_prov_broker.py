@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pki.ca import CertificateAuthority, key_pem, make_csr, new_key
-from provisioning.broker_config import write_broker_config
+from provisioning.broker_config import AUTOSAVE_INTERVAL_S, write_broker_config
 from shilian.broker import Mosquitto, free_port
 
 A, B = "450102001001-a", "450102001002-b"
@@ -345,3 +345,158 @@ def test_meeting_topics_node_reads_only_its_own_signalling(
         assert a.publish(f"shilian/v1/{B}/meet/res") == 135  # cannot answer for another node
     finally:
         a.close()
+
+
+def test_node_writes_only_what_the_protocol_says_nodes_write(
+    setup: tuple[CertificateAuthority, GeneratedBroker], tmp_path: Path
+) -> None:
+    """docs/protocol.md: a node writes state, health, event, device/<id>, cmd/res and cert/req
+    under its own id. Its own cmd/req and cert/res are central's: a node publishing there could
+    feed itself forged commands or certificates, so the broker refuses and delivers nothing."""
+    ca, broker = setup
+    creds = node_creds(ca, tmp_path / "a", A)
+    central = _central(ca, broker, tmp_path)
+    try:
+        assert central.subscribe("shilian/v1/#") == [1]
+        for topic in ("state", "health", "event", "device/cam1", "cmd/res", "cert/req"):
+            a = Client(broker.port, creds, A)
+            assert a.connect()
+            try:
+                assert a.publish(f"shilian/v1/{A}/{topic}") < OK, topic
+            finally:
+                a.close()
+        for topic in ("cmd/req", "cert/res"):
+            a = Client(broker.port, creds, A)
+            assert a.connect()
+            try:
+                assert a.publish(f"shilian/v1/{A}/{topic}") == 135, topic
+            finally:
+                a.close()
+        marker = Client(broker.port, creds, A)
+        assert marker.connect()
+        try:
+            assert marker.publish(f"shilian/v1/{A}/event") < OK
+        finally:
+            marker.close()
+        # Everything the node sent before the last event has arrived by the time it does.
+        assert central._wait(lambda: sum(t.endswith("/event") for t, _ in central.messages) == 2)
+        got = {t.removeprefix(f"shilian/v1/{A}/") for t, _ in central.messages}
+        assert got == {"state", "health", "event", "device/cam1", "cmd/res", "cert/req"}
+    finally:
+        central.close()
+
+
+def test_broker_crash_loses_at_most_the_documented_autosave_window(
+    setup: tuple[CertificateAuthority, GeneratedBroker], tmp_path: Path
+) -> None:
+    """docs/faults.md: the generated broker saves its state every AUTOSAVE_INTERVAL_S, so a
+    kill -9 loses only what arrived in the last interval: a retained birth older than that is
+    still there after the restart."""
+    ca, broker = setup
+    conf = broker.files.conf.read_text()
+    assert f"autosave_interval {AUTOSAVE_INTERVAL_S}\n" in conf
+    faults = (Path(__file__).parents[1] / "docs" / "faults.md").read_text()
+    assert f"`autosave_interval {AUTOSAVE_INTERVAL_S}`" in faults
+    a = Client(broker.port, node_creds(ca, tmp_path / "a", A), A)
+    assert a.connect()
+    info = a.c.publish(f"shilian/v1/{A}/state", b"born", qos=1, retain=True)
+    assert a._wait(lambda: info.mid in a.pubacks) and a.pubacks[info.mid] < OK
+    a.close()
+    time.sleep(AUTOSAVE_INTERVAL_S * 3)  # past the window, with slack for a busy machine
+    broker.restart(signal.SIGKILL)
+    central = _central(ca, broker, tmp_path)
+    try:
+        assert central.subscribe(f"shilian/v1/{A}/state") == [1]
+        assert central._wait(lambda: (f"shilian/v1/{A}/state", b"born") in central.messages)
+    finally:
+        central.close()
+
+
+def test_revoke_cuts_off_a_session_already_connected(
+    setup: tuple[CertificateAuthority, GeneratedBroker], tmp_path: Path
+) -> None:
+    """`shilian provision revoke --broker-dir … --reload …` : the revoked node's open session
+    receives nothing and its publishes are refused (then dropped), at once, without a broker
+    restart; its new connections are refused; other nodes are untouched."""
+    from typer.testing import CliRunner
+
+    from shilian.cli import app
+
+    ca, broker = setup
+    creds = node_creds(ca, tmp_path / "a", A)
+    a = Client(broker.port, creds, A)
+    assert a.connect()
+    b = Client(broker.port, node_creds(ca, tmp_path / "b", B), B)
+    assert b.connect()
+    try:
+        assert a.subscribe(f"shilian/v1/{A}/cmd/req") == [1]
+        assert a.publish(f"shilian/v1/{A}/event") < OK
+        assert broker.proc is not None
+        r = CliRunner().invoke(
+            app,
+            [
+                "provision", "revoke", "--node", A, "--ca-dir", str(ca.dir),
+                "--broker-dir", str(broker.files.acl.parent),
+                "--reload", f"kill -HUP {broker.proc.pid}",
+            ],
+        )  # fmt: skip
+        assert r.exit_code == 0, r.output
+        assert f"user {A}\ntopic deny shilian/v1/#" in broker.files.acl.read_text()
+
+        def cut_off() -> bool:
+            c = Client(broker.port, creds, A)
+            ok = c.connect()
+            c.close()
+            return not ok
+
+        deadline = time.monotonic() + WAIT_S
+        while not cut_off():
+            assert time.monotonic() < deadline, "revoked certificate still accepted"
+            time.sleep(0.1)
+        # the session opened before the revocation: refused, never delivered to
+        assert a.publish(f"shilian/v1/{A}/event") == 135
+        central = _central(ca, broker, tmp_path)
+        try:
+            assert central.subscribe(f"shilian/v1/{A}/event") == [1]
+            assert central.publish(f"shilian/v1/{A}/cmd/req") < OK
+            assert central.publish(f"shilian/v1/{B}/cmd/req") < OK
+            assert b.subscribe(f"shilian/v1/{B}/cmd/req") == [1]
+            assert central.publish(f"shilian/v1/{B}/cmd/req") < OK
+            assert b._wait(lambda: any(t.endswith("cmd/req") for t, _ in b.messages))
+            assert b.publish(f"shilian/v1/{B}/event") < OK  # the other node is untouched
+            a.c.loop(0.2)
+            assert a.messages == []
+            assert [t for t, _ in central.messages if A in t] == []
+        finally:
+            central.close()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_renewal_revokes_the_superseded_certificate(
+    setup: tuple[CertificateAuthority, GeneratedBroker], tmp_path: Path
+) -> None:
+    """After a renewal the old pair no longer connects (once the broker rereads its CRL); the
+    new one does, and the node's identity is not revoked."""
+    from pki.ca import revoked_identities
+
+    ca, broker = setup
+    old = node_creds(ca, tmp_path / "old", A)
+    new = node_creds(ca, tmp_path / "new", A)  # what central issues on cert/req
+    new_serial = ca.issued()[-1][0]
+    assert ca.revoke_superseded(A, new_serial) == [ca.issued()[-2][0]]
+    assert A not in revoked_identities(ca.dir)
+    broker.reload()
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        c = Client(broker.port, old, A)
+        ok = c.connect()
+        c.close()
+        if not ok:
+            break
+        assert time.monotonic() < deadline, "superseded certificate still accepted"
+        time.sleep(0.1)
+    c = Client(broker.port, new, A)
+    assert c.connect()
+    c.close()

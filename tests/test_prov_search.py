@@ -40,7 +40,8 @@ def test_former_names_still_find_renamed_units(nanning: Registry) -> None:
 
 def test_acl_confines_nodes() -> None:
     acl = acl_text()
-    assert "pattern write shilian/v1/%u/#" in acl
+    assert "pattern write shilian/v1/%u/event" in acl
+    assert "pattern write shilian/v1/%u/#" not in acl  # cmd/req and cert/res are central's
     assert "pattern read shilian/v1/%u/cmd/req" in acl
     assert "pattern read shilian/v1/%u/state" in acl
     central = acl.split("user shilian-central")[1].split("user ")[0]

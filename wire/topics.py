@@ -1,8 +1,8 @@
 """Topic names of the contract.
 
-Every topic a node writes is under ``shilian/v1/<node_id>/``, so one broker ACL line
-``pattern write shilian/v1/%u/#`` (with the node id as the MQTT user name, e.g. the certificate
-CN) confines a node to its own subtree.
+Every topic a node writes is under ``shilian/v1/<node_id>/``, so broker ACL pattern lines
+``pattern write shilian/v1/%u/<kind>`` (with the node id as the MQTT user name, e.g. the
+certificate CN) confine a node to its own subtree, and to the kinds nodes write.
 
     shilian/v1/<node>/state              retained, QoS 1   NodeState (birth / death)
     shilian/v1/<node>/health             QoS 1             Health
