@@ -38,7 +38,7 @@ from central.link import Inbound
 from pki.ca import CaError, CertificateAuthority, Issued, parse_csr
 from resilience.log_limiter import LogLimiter
 from wire import Kind, RemoteWireError, Topics, decode, encode, parse_topic
-from wire.messages import CertRequest, CertResponse, CommandError
+from wire.messages import CertRequest, CertResponse, CommandError, Health
 
 log = logging.getLogger("shilian.central.renewal")
 
@@ -49,6 +49,11 @@ RENEWAL_WINDOW_S = 24 * 3600.0
 #: Requests waiting at once. Renewals are rare (a fleet renews over weeks); a burst beyond this is
 #: refused with ``busy`` and the nodes retry later.
 MAX_QUEUE = 256
+#: Renewals answered and awaiting the node's first health with the new certificate: a fleet's
+#: worth; beyond it an answered node keeps its old pair valid until its next renewal.
+MAX_ANSWERED = 100_000
+#: A certificate's not-after as the node reports it (a float of seconds) against ours.
+NOT_AFTER_SLACK_S = 1.0
 #: Refusals from one node for one reason are logged at most once per window.
 LOG_WINDOW_S = 60.0
 #: Seconds the broker reload command may take (``systemctl reload`` returns in well under one).
@@ -153,8 +158,8 @@ class Renewer:
         return ca.issue_node(req.csr_pem, days=self.cfg.cert_days), ca.ca_pem
 
     def supersede(self, node_id: str, current: int) -> list[int]:
-        """The renewal completed (the answer went out): revoke the node's older certificates
-        and have the broker reread its CRL, so the replaced pair stops working."""
+        """The renewal completed (the node uses the new certificate): revoke the node's older
+        certificates and have the broker reread its CRL, so the replaced pair stops working."""
         serials = self.ca().revoke_superseded(node_id, current)
         if serials and self.cfg.broker_reload:
             try:
@@ -192,8 +197,14 @@ class RenewalService:
         self.clock = clock
         self._publish = publish
         self._queue: deque[Pending] = deque()
+        self._superseding: deque[tuple[str, int]] = deque()
         self._wake = asyncio.Event()
         self._log = LogLimiter(LOG_WINDOW_S)
+        #: Renewals answered but not yet in use: node -> (new serial, its not-after). The old
+        #: certificate is revoked only once the node's health reports the new one: an answer
+        #: lost on the way must leave the node its old pair to connect and ask again. Lost on a
+        #: central restart (the old pair then stays valid until the next renewal supersedes it).
+        self._answered: dict[str, tuple[int, float]] = {}
         self.outcomes = Counter(
             "shilian_central_renewals",
             "证书续期请求结果 / certificate renewal requests, by outcome (issued or refusal code)",
@@ -202,7 +213,10 @@ class RenewalService:
         )
 
     def take(self, batch: list[Inbound]) -> list[Inbound]:
-        """Queue the batch's renewal requests; return the other messages (for ingest)."""
+        """Queue the batch's renewal requests; return the other messages (for ingest). Health
+        of a node whose renewal was answered tells whether it now uses the new certificate."""
+        if self._answered:
+            self._confirm(batch)
         if not any(m.topic.endswith("/cert/req") for m in batch):
             return batch
         rest = []
@@ -237,6 +251,7 @@ class RenewalService:
                 self._wake.clear()
                 while self._queue and not stop.is_set():
                     await self.handle(self._queue.popleft())
+                await self._supersede_confirmed()
         finally:
             stopping.cancel()
 
@@ -277,13 +292,40 @@ class RenewalService:
                 not_after=issued.not_after.timestamp(),
             ),
         )
-        try:
-            old = await asyncio.to_thread(self.renewer.supersede, p.node_id, issued.serial)
-        except (CaError, OSError) as e:
-            log.error("旧证书未能吊销 / superseded certificate not revoked: %s: %s", p.node_id, e)
-        else:
-            if old:
-                self.outcomes.labels("superseded_revoked").inc(len(old))
+        if len(self._answered) < MAX_ANSWERED or p.node_id in self._answered:
+            self._answered[p.node_id] = (issued.serial, issued.not_after.timestamp())
+
+    def _confirm(self, batch: list[Inbound]) -> None:
+        for m in batch:
+            if not m.topic.endswith("/health"):
+                continue
+            try:
+                route = parse_topic(m.topic)
+            except RemoteWireError:
+                continue
+            answered = self._answered.get(route.node_id)
+            if answered is None or route.kind is not Kind.HEALTH:
+                continue
+            try:
+                health = decode(Health, m.payload, node_id=route.node_id)
+            except RemoteWireError:
+                continue
+            not_after = health.cert_not_after
+            if not_after is not None and abs(not_after - answered[1]) < NOT_AFTER_SLACK_S:
+                del self._answered[route.node_id]
+                self._superseding.append((route.node_id, answered[0]))
+                self._wake.set()
+
+    async def _supersede_confirmed(self) -> None:
+        while self._superseding:
+            node_id, serial = self._superseding.popleft()
+            try:
+                old = await asyncio.to_thread(self.renewer.supersede, node_id, serial)
+            except (CaError, OSError) as e:
+                log.error("旧证书未能吊销 / superseded certificate not revoked: %s: %s", node_id, e)
+            else:
+                if old:
+                    self.outcomes.labels("superseded_revoked").inc(len(old))
 
     def _answer_refusal(self, p: Pending, e: RenewalRefused) -> None:
         self.outcomes.labels(e.code).inc()

@@ -123,9 +123,13 @@ def test_expiring_certificate_is_renewed_and_used(site: Site) -> None:
         )
         assert node["birth_seq"] >= 2
         assert metric(site, "shilian_central_renewals_total", "issued") == 1
-        # the replaced certificate is revoked (in the CRL): a copy of the old pair is useless
-        ca = CertificateAuthority.load(site.root / "ca")
-        assert int(old.serial, 16) in ca.revoked() and int(new.serial, 16) not in ca.revoked()
+        # once the node's health reports the new certificate, the replaced one is revoked (in
+        # the CRL): a copy of the old pair is useless
+        wait_for(
+            lambda: int(old.serial, 16) in CertificateAuthority.load(site.root / "ca").revoked(),
+            what="superseded certificate revoked",
+        )
+        assert int(new.serial, 16) not in CertificateAuthority.load(site.root / "ca").revoked()
         assert metric(site, "shilian_central_renewals_total", "superseded_revoked") == 1
         stop.set()
         emitter.join(60)
