@@ -45,6 +45,7 @@ from wire.version import __version__
 
 if TYPE_CHECKING:
     from edge.renew import CertRenewer
+    from edge.snapshots import SnapshotTaker
 
 log = logging.getLogger("shilian.edge.agent")
 
@@ -115,6 +116,8 @@ class _Sink:
             return stored.event
         a.metrics.accepted.labels(stored.event.priority.value).inc()
         a.metrics.outbox_depth.set(a.outbox.depth)
+        if a.snapshots is not None and stored.event.priority is Priority.ALARM:
+            a.snapshots.alarm(stored.event)  # queued only: the alarm is already on disk
         if key is not None and a.kill_after_commit:
             log.warning("node %s: %s set: SIGKILL now", a.config.node_id, FAULT_KILL_AFTER_COMMIT)
             os.kill(os.getpid(), signal.SIGKILL)
@@ -169,6 +172,8 @@ class Agent:
         self.serve_metrics = serve_metrics and config.metrics.enabled
         self.serve_local_socket = serve_local_socket
         self.sources = list(sources)
+        #: Pictures from the cameras of an alarm's zone, taken after the alarm is stored.
+        self.snapshots: SnapshotTaker | None = None
         if config.alarm_board is not None:
             # Imported only when a board is configured: an edge without one stays small.
             from edge.board_source import BoardSource
@@ -184,7 +189,19 @@ class Agent:
             # Imported only with cameras configured: the frame check loads FFmpeg (PyAV).
             from edge.camera_source import CameraSource
 
-            self.sources.append(CameraSource.from_config(config))
+            cameras = CameraSource.from_config(config)
+            self.sources.append(cameras)
+            if config.snapshots.enabled and any(c.zones for c in config.cameras):
+                from edge.snapshots import SnapshotTaker, zone_map
+
+                self.snapshots = SnapshotTaker(
+                    zone_map(config.cameras),
+                    cameras,
+                    timeout_s=config.snapshots.timeout_s,
+                    max_cameras=config.snapshots.max_cameras,
+                    wall=clock,
+                    registry=self.registry,
+                )
         if config.terminals or config.info_system is not None:
             from edge.terminal_source import TerminalSource
 
@@ -288,6 +305,8 @@ class Agent:
                 if self.renewer is not None:
                     core.append(tg.create_task(self.renewer.run(), name="renew"))
                 intake = [tg.create_task(s.run(self.sink), name=s.name) for s in self.sources]
+                if self.snapshots is not None:
+                    intake.append(tg.create_task(self.snapshots.run(self.sink), name="snapshots"))
                 if self.serve_local_socket:
                     api = LocalApi(cfg.local_socket.path, self.sink, self.status, fw)
                     ready = asyncio.Event()

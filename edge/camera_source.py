@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from edge.camera_health import CameraJudge, Thresholds, Verdict
@@ -37,6 +37,9 @@ from edge.sdp import SdpError, h264_track
 from edge.sources import EventSink
 from edge.texts import reason
 from wire.devices import CAMERA, CameraHealth
+
+if TYPE_CHECKING:
+    from edge.jpeg import Jpeg
 
 log = logging.getLogger("shilian.edge.cameras")
 
@@ -222,6 +225,8 @@ class CameraSource:
         self.reports: dict[str, DeviceHealth] = {}
         #: Decodes of sampled key frames and RTP packets seen, for the bench and operators.
         self.stats: dict[str, int] = {"decodes": 0, "sessions": 0}
+        #: Per camera, callers of :meth:`keyframe` waiting for its next key frame.
+        self._grabs: dict[str, list[asyncio.Future[bytes]]] = {}
 
     @classmethod
     def from_config(cls, cfg: Any) -> CameraSource:
@@ -233,6 +238,32 @@ class CameraSource:
             for c in cfg.cameras
         ]
         return cls(cfg.node_id, specs, ProbeSettings.from_config(cfg.camera_probe))
+
+    async def keyframe(self, camera_id: str, timeout_s: float) -> bytes:
+        """The camera's next whole key frame (Annex B, with SPS/PPS) from its open session;
+        ``TimeoutError`` if none arrives within ``timeout_s`` (not playing, stalled, slow).
+        Callers waiting at the same time share one key frame."""
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._grabs.setdefault(camera_id, []).append(fut)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await fut
+        finally:
+            waiting = self._grabs.get(camera_id, [])
+            if fut in waiting:
+                waiting.remove(fut)
+
+    async def snapshot(self, camera_id: str, timeout_s: float, max_bytes: int) -> Jpeg:
+        """The camera's next key frame as a JPEG of at most ``max_bytes`` (edge.jpeg), encoded
+        on the decoding thread; ``TimeoutError`` or ``edge.picture.PictureError``."""
+        sample = await self.keyframe(camera_id, timeout_s)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._decoder, _jpeg, sample, max_bytes)
+
+    def _give(self, camera_id: str, sample: bytes) -> None:
+        for fut in self._grabs.pop(camera_id, []):
+            if not fut.done():
+                fut.set_result(sample)
 
     def health_reports(self) -> list[DeviceHealth]:
         return list(self.reports.values())
@@ -350,13 +381,18 @@ class CameraSource:
                 if now >= next_keepalive:
                     await conn.send(conn.client.request("GET_PARAMETER", base))
                     next_keepalive = now + keepalive_every
-                if decoding is None:
+                grabs = self._grabs.get(cam.id)
+                if grabs:
+                    watcher.want_sample()  # a snapshot on alarm waits for the next key frame
+                if decoding is None or grabs:
                     sample = watcher.take_sample()
-                    if sample is not None:
+                    if sample is not None and grabs:
+                        self._give(cam.id, sample)
+                    if sample is not None and decoding is None:
                         decoding = asyncio.ensure_future(
                             loop.run_in_executor(self._decoder, _thumbnail, sample)
                         )
-                    elif now >= next_sample:
+                    elif decoding is None and now >= next_sample:
                         watcher.want_sample()
                         next_sample = now + self.settings.picture_interval_s
                 if decoding is not None and decoding.done():
@@ -420,6 +456,12 @@ def _thumbnail(sample: bytes) -> bytes:
     from edge.picture import thumbnail
 
     return thumbnail(sample)
+
+
+def _jpeg(sample: bytes, max_bytes: int) -> Jpeg:
+    from edge.jpeg import keyframe_jpeg
+
+    return keyframe_jpeg(sample, max_bytes)
 
 
 def _ok(resp: Response, method: str) -> None:

@@ -28,6 +28,8 @@ from edge.config_devices import (
     CameraConfig,
     CameraProbeConfig,
     InfoSystemConfig,
+    RemediationConfig,
+    SnapshotConfig,
     TerminalConfig,
     TerminalProbeConfig,
 )
@@ -301,6 +303,12 @@ class EdgeConfig(_Section):
     camera_probe: CameraProbeConfig = Field(
         default_factory=CameraProbeConfig, description="camera probe intervals and thresholds"
     )
+    snapshots: SnapshotConfig = Field(
+        default_factory=SnapshotConfig, description="snapshots from cameras on alarm"
+    )
+    remediation: RemediationConfig = Field(
+        default_factory=RemediationConfig, description="power-cycling stalled cameras"
+    )
     terminals: list[TerminalConfig] = Field(
         default_factory=list, max_length=MAX_TERMINALS, description="conference terminals"
     )
@@ -328,6 +336,13 @@ class EdgeConfig(_Section):
             if i in seen:
                 raise PydanticCustomError("device_twice", "device id {id} is used twice", {"id": i})
             seen.add(i)
+        for cam in self.cameras:
+            if cam.relay is not None and self.alarm_board is None:
+                raise PydanticCustomError(
+                    "relay_without_board",
+                    "camera {id} has a relay but there is no [alarm_board]",
+                    {"id": cam.id},
+                )
         return self
 
     @property

@@ -54,6 +54,10 @@ CONFIG_ERRORS: dict[str, tuple[str, str]] = {
         "set either url, or host and port",
     ),
     "device_twice": ("设备编号 {id} 用了两次", "device id {id} is used twice"),
+    "relay_without_board": (
+        "摄像机 {id} 设置了 relay，但没有配置 [alarm_board]（继电器在报警板上）",
+        "camera {id} has a relay but there is no [alarm_board] (the relay is on the board)",
+    ),
     "toml": ("TOML 语法错误：{where_zh}", "TOML syntax error: {detail}"),
     "file": ("无法读取配置文件 {path}：{why_zh}", "cannot read the config file: {detail}"),
 }
