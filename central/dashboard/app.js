@@ -467,6 +467,17 @@ function nodeView(id) {
       ${priorityPill("alarm")} ${esc(a.kind)} <span class="muted">${esc(fmtTime(a.ts))}</span>
       <button type="button" data-ack="${a.id}">${esc(t("action_ack"))}</button></li>`).join("")}</ul>`
       : `<p class="muted">${esc(t("no_open_alarms"))}</p>`);
+    // The pictures taken on each alarm by the cameras of its zone (GET .../snapshots).
+    await Promise.all(open.map(async (a) => {
+      const li = alarmsBox.querySelector(`li[data-alarm="${a.id}"]`);
+      let shots = [];
+      try { shots = (await api(`/api/v1/alarms/${a.id}/snapshots`)).snapshots; } catch (e) { console.warn("snapshots", e); }
+      if (!li || !shots.length) return;
+      li.insertAdjacentHTML("beforeend", `<div class="snaps" data-test="alarm-snapshots">${shots.map((s) =>
+        `<figure><a href="${esc(s.url)}" target="_blank"><img data-test="alarm-snapshot" data-camera="${esc(s.camera)}"
+          src="${esc(s.url)}" width="${s.width}" height="${s.height}" alt="${esc(t("snapshot_of", { camera: s.camera }))}"></a>
+          <figcaption>${esc(s.camera)} · ${esc(fmtTime(s.taken_ts))}</figcaption></figure>`).join("")}</div>`);
+    }));
     alarmsBox.querySelectorAll("button[data-ack]").forEach((b) => b.addEventListener("click", async () => {
       b.disabled = true;
       try {
