@@ -44,6 +44,8 @@ from wire import DeviceState, Event, Health, Priority, Topics, encode
 from wire.version import __version__
 
 if TYPE_CHECKING:
+    from edge.board_source import BoardSource
+    from edge.remediation import PowerCycler
     from edge.renew import CertRenewer
     from edge.snapshots import SnapshotTaker
 
@@ -172,6 +174,9 @@ class Agent:
         self.serve_metrics = serve_metrics and config.metrics.enabled
         self.serve_local_socket = serve_local_socket
         self.sources = list(sources)
+        #: Camera power-cycles through the board's relays (with cameras configured).
+        self.power: PowerCycler | None = None
+        board: BoardSource | None = None
         #: Pictures from the cameras of an alarm's zone, taken after the alarm is stored.
         self.snapshots: SnapshotTaker | None = None
         if config.alarm_board is not None:
@@ -191,6 +196,19 @@ class Agent:
 
             cameras = CameraSource.from_config(config)
             self.sources.append(cameras)
+            from edge.remediation import PowerCycler
+
+            rem = config.remediation
+            self.power = PowerCycler(
+                {c.id: c.relay for c in config.cameras},
+                board,
+                lambda cam: r.health if (r := cameras.reports.get(cam)) else None,
+                off_ms=rem.off_ms,
+                stalled_for_s=rem.stalled_for_min * 60,
+                min_interval_s=rem.min_interval_min * 60,
+                rule_enabled=rem.enabled,
+            )
+            self.sources.append(self.power)
             if config.snapshots.enabled and any(c.zones for c in config.cameras):
                 from edge.snapshots import SnapshotTaker, zone_map
 
@@ -275,7 +293,9 @@ class Agent:
         )
         self.metrics.outbox_depth.set(outbox.depth)
         fw = next((s for s in self.sources if isinstance(s, FirmwareTarget)), None)
-        commands = CommandHandler(self.topics, self.boot_id, cfg.redacted, self.clock, fw)
+        commands = CommandHandler(
+            self.topics, self.boot_id, cfg.redacted, self.clock, fw, self.power
+        )
         self.session = session = NodeSession(
             cfg,
             self.topics,
