@@ -227,6 +227,8 @@ class CameraSource:
         self.stats: dict[str, int] = {"decodes": 0, "sessions": 0}
         #: Per camera, callers of :meth:`keyframe` waiting for its next key frame.
         self._grabs: dict[str, list[asyncio.Future[bytes]]] = {}
+        #: Per camera, the last key frame given to :meth:`snapshot` and its JPEG (shared).
+        self._jpegs: dict[str, tuple[bytes, int, asyncio.Future[Jpeg]]] = {}
 
     @classmethod
     def from_config(cls, cfg: Any) -> CameraSource:
@@ -257,8 +259,13 @@ class CameraSource:
         """The camera's next key frame as a JPEG of at most ``max_bytes`` (edge.jpeg), encoded
         on the decoding thread; ``TimeoutError`` or ``edge.picture.PictureError``."""
         sample = await self.keyframe(camera_id, timeout_s)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._decoder, _jpeg, sample, max_bytes)
+        made = self._jpegs.get(camera_id)
+        if made is None or made[0] is not sample or made[1] != max_bytes:
+            # one encode per key frame: callers that waited for the same frame share it
+            loop = asyncio.get_running_loop()
+            job = loop.run_in_executor(self._decoder, _jpeg, sample, max_bytes)
+            made = self._jpegs[camera_id] = (sample, max_bytes, asyncio.ensure_future(job))
+        return await asyncio.shield(made[2])
 
     def _give(self, camera_id: str, sample: bytes) -> None:
         for fut in self._grabs.pop(camera_id, []):
