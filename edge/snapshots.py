@@ -89,6 +89,8 @@ class SnapshotTaker:
         self.timeout_s = timeout_s
         self.wall = wall
         self._queue: asyncio.Queue[tuple[Event, list[str]]] = asyncio.Queue(MAX_PENDING_ALARMS)
+        #: Off: alarms take no pictures (bench/snapshot_alarm.py compares both in one agent).
+        self.enabled = True
         self.counts = Counter(
             "shilian_edge_snapshots",
             "报警抓拍结果 / snapshots on alarm by outcome",
@@ -102,7 +104,7 @@ class SnapshotTaker:
         """An alarm was stored: queue its pictures (returns at once; never raises)."""
         zone = alarm_zone(event)
         cams = self.zones.get(zone) if zone is not None else None
-        if not cams:
+        if not cams or not self.enabled:
             return
         try:
             self._queue.put_nowait((event, cams))
