@@ -70,6 +70,7 @@ class CameraSpec:
     password: str = ""
     onvif_url: str | None = None
     zones: tuple[int, ...] = ()
+    relay: int | None = None  # alarm-board relay that switches its power (edge.remediation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +236,14 @@ class CameraSource:
         """From ``edge.config.EdgeConfig`` (its ``cameras`` and ``camera_probe``)."""
         specs = [
             CameraSpec(
-                c.id, c.name, c.rtsp_url, c.username, c.password, c.onvif_url, tuple(c.zones)
+                c.id,
+                c.name,
+                c.rtsp_url,
+                c.username,
+                c.password,
+                c.onvif_url,
+                tuple(c.zones),
+                c.relay,
             )
             for c in cfg.cameras
         ]
@@ -289,7 +297,10 @@ class CameraSource:
             for cam in self.cameras:
                 judge = CameraJudge(self.settings.thresholds)
                 zones = list(cam.zones) if cam.zones else None
-                report = DeviceHealth(self.node, cam.id, CAMERA, cam.name, {"zones": zones})
+                extra: dict[str, Any] = {"zones": zones}
+                if cam.relay is not None:
+                    extra["relay"] = cam.relay  # operators may power-cycle it (dashboard)
+                report = DeviceHealth(self.node, cam.id, CAMERA, cam.name, extra)
                 self.judges[cam.id], self.reports[cam.id] = judge, report
                 tg.create_task(self._watch(cam, judge, report, sink), name=f"camera:{cam.id}")
                 if cam.onvif_url is not None:

@@ -82,5 +82,40 @@ async def test_an_admins_power_cycle_is_acked_recorded_and_audited_and_a_viewer_
                 audit = await asyncio.to_thread(central.get, "/api/v1/audit?action=command")
                 cmds = [a for a in audit["entries"] if a["detail"].get("cmd") == "power-cycle"]
                 assert [(a["user"], a["outcome"]) for a in cmds] == [("admin", "ok")]
+
+                # the dashboard: an admin clicks 断电重启 on the camera's row of the node page
+                await asyncio.to_thread(_click_power_cycle, central)
+
+                def outcomes() -> list[dict[str, Any]]:
+                    return [e for e in central.events(NODE) if e["kind"] == "camera_power_cycle"]
+
+                await asyncio.to_thread(
+                    wait_for, lambda: len(outcomes()) == 2, what="the second outcome"
+                )
+                assert sim.core.relays.pulses == {3: 2}
     finally:
         await asyncio.to_thread(central.close)
+
+
+def _click_power_cycle(central: Central) -> None:
+    from tests.test_dashboard import chromium, open_dashboard, screenshot, watched
+
+    with chromium() as browser:
+        ctx = browser.new_context(viewport={"width": 1366, "height": 900}, locale="zh-CN")
+        token = central.login("admin", "e2e-admin-password")["token"]
+        ctx.add_cookies([{"name": "shilian_session", "value": token, "url": central.api}])
+        page: Any = watched(ctx.new_page())
+        try:
+            open_dashboard(page, central, f"/dashboard/#/n/{NODE}")
+            button = "[data-test=devices] tr[data-device='cam-gate'] button[data-power-cycle]"
+            page.wait_for_selector(button)
+            page.click(button)
+            page.wait_for_function(
+                "() => document.querySelector('[data-test=action-result]').textContent"
+                ".includes('cam-gate')"
+            )
+            assert "3" in page.inner_text("[data-test=action-result]")
+            screenshot(page, "power-cycle")
+        finally:
+            ctx.close()
+        page.rec.check()

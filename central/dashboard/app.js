@@ -431,7 +431,7 @@ function nodeView(id) {
     <section class="card span6"><h2>${esc(t("actions_title"))}</h2><div data-test="actions"></div><div data-test="open-alarms"></div></section>
   </div>`;
   const hchart = chart("health", $("[data-test=health-chart]", root));
-  let ancestors = null, rank = null, actionsDrawn = false;
+  let ancestors = null, rank = null, actionsDrawn = false, devicesShown = [];
 
   async function renderExtras() {
     // The commissioning report (provisioning) when there is one.
@@ -459,6 +459,26 @@ function nodeView(id) {
           out.textContent = t("action_failed", { message: e.message });
         }
       }));
+    }
+    // Admin: power-cycle a camera through its alarm-board relay (the node's power-cycle command).
+    if (rank >= ROLES.admin) for (const d of devicesShown) {
+      if (d.kind !== "camera" || !(d.detail && d.detail.relay)) continue;
+      const tr = root.querySelector(`[data-test=devices] tr[data-device="${CSS.escape(d.device_id)}"]`);
+      if (!tr || tr.querySelector("button[data-power-cycle]")) continue;
+      tr.lastElementChild.insertAdjacentHTML("beforeend", ` <button type="button" data-power-cycle="${esc(d.device_id)}">${esc(t("action_power_cycle"))}</button>`);
+      tr.querySelector("button[data-power-cycle]").addEventListener("click", async (ev) => {
+        const b = ev.currentTarget;
+        const out = $("[data-test=action-result]", root);
+        b.disabled = true;
+        try {
+          const r = await api(`/api/v1/nodes/${encodeURIComponent(id)}/commands`, "POST", { cmd: "power-cycle", args: { camera: b.dataset.powerCycle } });
+          out.textContent = t("power_cycle_queued", { camera: b.dataset.powerCycle, relay: r.result.relay });
+        } catch (e) {
+          out.textContent = t("action_failed", { message: e.message });
+        } finally {
+          b.disabled = false;
+        }
+      });
     }
     const alarmsBox = $("[data-test=open-alarms]", root);
     if (rank < ROLES.operator) { alarmsBox.innerHTML = ""; return; }
@@ -530,6 +550,7 @@ function nodeView(id) {
         title="${esc(t(`state_${i.state}`))} ${esc(fmtTime(i.start))} – ${esc(i.end ? fmtTime(i.end) : "")} ${esc(reasonText(i.reason))}"></div>`;
     }).join("")}</div><div class="muted">${esc(fmtTime(start))} – ${esc(fmtTime(now))}</div>`;
     const devs = n.devices.filter((d) => !d.removed);
+    devicesShown = devs;
     $("[data-test=devices]", root).innerHTML = devs.length ? `<table><thead><tr><th>${esc(t("col_device"))}</th><th>${esc(t("col_kind"))}</th>
       <th>${esc(t("col_state"))}</th><th>${esc(t("col_time"))}</th></tr></thead><tbody>${devs.map((d) => `<tr data-device="${esc(d.device_id)}">
       <td>${esc(d.name || d.device_id)}</td><td>${esc(kindName(d.kind))}</td><td>${pill(d.state === "up" ? "online" : d.state === "unknown" ? "never" : "offline", d.suppressed ? t("health_node_offline") : t(`device_${d.state}`))}</td><td>${esc(fmtTime(d.ts))}</td></tr>`).join("")}</tbody></table>`
