@@ -198,28 +198,12 @@ class Agent:
             self.sources.append(cameras)
             from edge.remediation import PowerCycler
 
-            rem = config.remediation
-            self.power = PowerCycler(
-                {c.id: c.relay for c in config.cameras},
-                board,
-                lambda cam: r.health if (r := cameras.reports.get(cam)) else None,
-                off_ms=rem.off_ms,
-                stalled_for_s=rem.stalled_for_min * 60,
-                min_interval_s=rem.min_interval_min * 60,
-                rule_enabled=rem.enabled,
-            )
+            self.power = PowerCycler.from_config(config, board, cameras)
             self.sources.append(self.power)
             if config.snapshots.enabled and any(c.zones for c in config.cameras):
-                from edge.snapshots import SnapshotTaker, zone_map
+                from edge.snapshots import SnapshotTaker
 
-                self.snapshots = SnapshotTaker(
-                    zone_map(config.cameras),
-                    cameras,
-                    timeout_s=config.snapshots.timeout_s,
-                    max_cameras=config.snapshots.max_cameras,
-                    wall=clock,
-                    registry=self.registry,
-                )
+                self.snapshots = SnapshotTaker.from_config(config, cameras, clock, self.registry)
         if config.terminals or config.info_system is not None:
             from edge.terminal_source import TerminalSource
 

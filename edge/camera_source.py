@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from edge.camera_health import CameraJudge, Thresholds, Verdict
 from edge.device_health import DeviceHealth
+from edge.keyframes import KeyframeWaiters
 from edge.rtp_h264 import H264Watcher
 from edge.rtsp import Interleaved, Response, RtspClient, RtspProtocolError
 from edge.sdp import SdpError, h264_track
@@ -227,9 +228,8 @@ class CameraSource:
         #: Decodes of sampled key frames and RTP packets seen, for the bench and operators.
         self.stats: dict[str, int] = {"decodes": 0, "sessions": 0}
         #: Per camera, callers of :meth:`keyframe` waiting for its next key frame.
-        self._grabs: dict[str, list[asyncio.Future[bytes]]] = {}
-        #: Per camera, the last key frame given to :meth:`snapshot` and its JPEG (shared).
-        self._jpegs: dict[str, tuple[bytes, int, asyncio.Future[Jpeg]]] = {}
+        #: Callers of :meth:`snapshot` waiting for a camera's next key frame.
+        self.keyframes = KeyframeWaiters()
 
     @classmethod
     def from_config(cls, cfg: Any) -> CameraSource:
@@ -249,36 +249,10 @@ class CameraSource:
         ]
         return cls(cfg.node_id, specs, ProbeSettings.from_config(cfg.camera_probe))
 
-    async def keyframe(self, camera_id: str, timeout_s: float) -> bytes:
-        """The camera's next whole key frame (Annex B, with SPS/PPS) from its open session;
-        ``TimeoutError`` if none arrives within ``timeout_s`` (not playing, stalled, slow).
-        Callers waiting at the same time share one key frame."""
-        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._grabs.setdefault(camera_id, []).append(fut)
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await fut
-        finally:
-            waiting = self._grabs.get(camera_id, [])
-            if fut in waiting:
-                waiting.remove(fut)
-
     async def snapshot(self, camera_id: str, timeout_s: float, max_bytes: int) -> Jpeg:
-        """The camera's next key frame as a JPEG of at most ``max_bytes`` (edge.jpeg), encoded
-        on the decoding thread; ``TimeoutError`` or ``edge.picture.PictureError``."""
-        sample = await self.keyframe(camera_id, timeout_s)
-        made = self._jpegs.get(camera_id)
-        if made is None or made[0] is not sample or made[1] != max_bytes:
-            # one encode per key frame: callers that waited for the same frame share it
-            loop = asyncio.get_running_loop()
-            job = loop.run_in_executor(self._decoder, _jpeg, sample, max_bytes)
-            made = self._jpegs[camera_id] = (sample, max_bytes, asyncio.ensure_future(job))
-        return await asyncio.shield(made[2])
-
-    def _give(self, camera_id: str, sample: bytes) -> None:
-        for fut in self._grabs.pop(camera_id, []):
-            if not fut.done():
-                fut.set_result(sample)
+        """The camera's next key frame from its open session as a JPEG of at most
+        ``max_bytes`` (edge.keyframes); ``TimeoutError`` or ``edge.picture.PictureError``."""
+        return await self.keyframes.jpeg(camera_id, timeout_s, max_bytes, self._decoder)
 
     def health_reports(self) -> list[DeviceHealth]:
         return list(self.reports.values())
@@ -399,13 +373,13 @@ class CameraSource:
                 if now >= next_keepalive:
                     await conn.send(conn.client.request("GET_PARAMETER", base))
                     next_keepalive = now + keepalive_every
-                grabs = self._grabs.get(cam.id)
+                grabs = self.keyframes.wanted(cam.id)
                 if grabs:
                     watcher.want_sample()  # a snapshot on alarm waits for the next key frame
                 if decoding is None or grabs:
                     sample = watcher.take_sample()
                     if sample is not None and grabs:
-                        self._give(cam.id, sample)
+                        self.keyframes.give(cam.id, sample)
                     if sample is not None and decoding is None:
                         decoding = asyncio.ensure_future(
                             loop.run_in_executor(self._decoder, _thumbnail, sample)
@@ -474,12 +448,6 @@ def _thumbnail(sample: bytes) -> bytes:
     from edge.picture import thumbnail
 
     return thumbnail(sample)
-
-
-def _jpeg(sample: bytes, max_bytes: int) -> Jpeg:
-    from edge.jpeg import keyframe_jpeg
-
-    return keyframe_jpeg(sample, max_bytes)
 
 
 def _ok(resp: Response, method: str) -> None:

@@ -108,6 +108,21 @@ class PowerCycler:
         #: Outcomes since start, for operators and tests.
         self.outcomes: dict[str, int] = {"acked": 0, "failed": 0, "no_relay": 0}
 
+    @classmethod
+    def from_config(cls, cfg: Any, board: RelayBoard | None, cameras: Any) -> PowerCycler:
+        """From ``edge.config.EdgeConfig`` (cameras, ``[remediation]``), the board source and
+        the camera source (whose health reports the rule reads)."""
+        rem = cfg.remediation
+        return cls(
+            {c.id: c.relay for c in cfg.cameras},
+            board,
+            lambda cam: r.health if (r := cameras.reports.get(cam)) else None,
+            off_ms=rem.off_ms,
+            stalled_for_s=rem.stalled_for_min * 60,
+            min_interval_s=rem.min_interval_min * 60,
+            rule_enabled=rem.enabled,
+        )
+
     # -- edge.commands.PowerCycleTarget ---------------------------------------------------------
 
     def power_cycle_start(self, camera: str) -> dict[str, Any]:

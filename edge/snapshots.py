@@ -100,6 +100,20 @@ class SnapshotTaker:
         for o in OUTCOMES:
             self.counts.labels(o)
 
+    @classmethod
+    def from_config(
+        cls, cfg: Any, grabber: Grabber, wall: Callable[[], float], registry: CollectorRegistry
+    ) -> SnapshotTaker:
+        """From ``edge.config.EdgeConfig`` (cameras' ``zones``, ``[snapshots]``)."""
+        return cls(
+            zone_map(cfg.cameras),
+            grabber,
+            timeout_s=cfg.snapshots.timeout_s,
+            max_cameras=cfg.snapshots.max_cameras,
+            wall=wall,
+            registry=registry,
+        )
+
     def alarm(self, event: Event) -> None:
         """An alarm was stored: queue its pictures (returns at once; never raises)."""
         zone = alarm_zone(event)

@@ -63,6 +63,12 @@ async def test_an_admins_power_cycle_is_acked_recorded_and_audited_and_a_viewer_
                     what="node online, board up",
                 )
                 path = f"/api/v1/nodes/{NODE}/commands"
+                ping = {"cmd": "ping", "timeout_s": 1}
+
+                def answers_ping() -> bool:  # it subscribes to requests after its birth
+                    return bool(central.call("POST", path, ping)["result"])
+
+                await asyncio.to_thread(wait_for, answers_ping, what="the node answers")
                 body = {"cmd": "power-cycle", "args": {"camera": "cam-gate"}}
                 token = (await asyncio.to_thread(central.login, "cam-viewer", viewer_pw))["token"]
                 with pytest.raises(urllib.error.HTTPError) as e:

@@ -5,6 +5,7 @@ sends them), and a real RTSP camera stalled for the rule. Every outcome is an ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from pathlib import Path
@@ -53,8 +54,19 @@ def _config(tmp_path: Path, broker: Mosquitto, device: str, cams: list[dict[str,
     )
 
 
-async def _command(port: int, camera: str) -> CommandResponse:
-    """A ``power-cycle`` request as central's command client sends it; the node's reply."""
+async def _ready(port: int) -> None:
+    """Until the node answers a ping: it subscribes to its requests after its birth."""
+    for _ in range(30):
+        with contextlib.suppress(TimeoutError):
+            await _command(port, "", cmd="ping", within_s=1.0)
+            return
+    raise AssertionError("the node never answered a ping")
+
+
+async def _command(
+    port: int, camera: str, cmd: str = "power-cycle", within_s: float = 30.0
+) -> CommandResponse:
+    """A request as central's command client sends it; the node's reply."""
     rt = T.cmd_res
     corr = uuid.uuid4().bytes
     props = Properties(PacketTypes.PUBLISH)
@@ -62,9 +74,9 @@ async def _command(port: int, camera: str) -> CommandResponse:
     props.CorrelationData = corr
     async with aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5) as c:
         await c.subscribe(rt, qos=1)
-        body = {"v": 1, "cmd": "power-cycle", "args": {"camera": camera}}
+        body = {"v": 1, "cmd": cmd, "args": {"camera": camera}}
         await c.publish(T.cmd_req, json.dumps(body), qos=1, properties=props)
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(within_s):
             async for m in c.messages:
                 got = getattr(m.properties, "CorrelationData", None)
                 if got == corr and isinstance(m.payload, bytes):
@@ -89,7 +101,7 @@ async def test_operator_power_cycle_acked_no_relay_and_failed_are_recorded(
         cfg = _config(tmp_path, broker, sim.slave_path, cams)
         async with Running(cfg, serve_local_socket=False) as agent:
             await wait_for(lambda: agent.status()["alarm_board"]["state"] == "up", "board up")
-            await wait_for(lambda: agent.connected and obs.health("cam-a") is not None, "up")
+            await _ready(broker.port)
             reply = await _command(broker.port, "cam-a")
             assert reply.ok and reply.result is not None and reply.result["relay"] == 2
             await wait_for(lambda: len(_cycles(obs)) == 1, "an outcome event")
