@@ -5,8 +5,9 @@ The agent's sink hands every newly stored alarm-priority event to :meth:`Snapsho
 pictures can never delay an alarm. :meth:`SnapshotTaker.run`, a task of the agent's supervisor,
 takes the queued alarms, asks each mapped camera (``zones`` on a ``[[cameras]]`` entry) for its
 next key frame from the session the health check keeps open
-(:meth:`edge.camera_source.CameraSource.snapshot`), and stores each picture as a ``snapshot``
-event of priority ``info`` (wire.snapshots): sent after every alarm, evicted before one.
+(:meth:`edge.camera_source.CameraSource.snapshot`), and once all have answered (or timed out)
+stores the pictures together, each a ``snapshot`` event of priority ``info`` (wire.snapshots):
+sent after every alarm, evicted before one.
 
 Bounds: at most :data:`MAX_PENDING_ALARMS` alarms wait (more are counted and get no pictures),
 :data:`MAX_ALARMS_AT_ONCE` are served at a time, each from at most ``max_cameras`` cameras; a
@@ -137,22 +138,26 @@ class SnapshotTaker:
                 task.add_done_callback(lambda _t: free.release())
 
     async def _take(self, alarm: Event, cams: list[str], sink: EventSink) -> None:
+        """Take every camera's picture, then store them together: one outbox commit (and
+        usually one publish burst and one commit at central) per alarm instead of one per
+        camera, so fewer moments where a picture's work meets the next alarm's."""
         zone = alarm_zone(alarm)
         assert zone is not None
-        await asyncio.gather(*(self._one(alarm, zone, cam, sink) for cam in cams))
+        shots = await asyncio.gather(*(self._picture(alarm, zone, cam) for cam in cams))
+        await asyncio.gather(*(self._store(s, sink) for s in shots if s is not None))
 
-    async def _one(self, alarm: Event, zone: int, camera: str, sink: EventSink) -> None:
+    async def _picture(self, alarm: Event, zone: int, camera: str) -> SnapshotData | None:
         try:
             jpeg = await self.grabber.snapshot(camera, self.timeout_s, MAX_SNAPSHOT_JPEG_BYTES)
         except TimeoutError:
             self.counts.labels("timeout").inc()
             log.info("snapshot: camera %s gave no key frame within %.1f s", camera, self.timeout_s)
-            return
+            return None
         except PictureError as e:
             self.counts.labels("undecodable").inc()
             log.info("snapshot: camera %s: %s", camera, e)
-            return
-        data = SnapshotData(
+            return None
+        return SnapshotData(
             alarm_boot_id=alarm.boot_id,
             alarm_seq=alarm.seq,
             camera=camera,
@@ -162,6 +167,9 @@ class SnapshotTaker:
             height=jpeg.height,
             jpeg_b64=base64.b64encode(jpeg.data).decode("ascii"),
         )
+
+    async def _store(self, data: SnapshotData, sink: EventSink) -> None:
+        camera = data.camera
         try:
             await sink.emit(Priority.INFO, SNAPSHOT_KIND, camera, data.model_dump(mode="json"))
         except OutboxError as e:  # stopping, disk full, outbox full of alarms: the alarm stands
