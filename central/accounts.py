@@ -1,4 +1,4 @@
-"""Operator accounts at central (issue 5 §4): users with a role and a scope, login sessions,
+"""Operator accounts at central: users with a role and a scope, login sessions,
 and the failed-login throttle.
 
 Roles are ordered ``viewer < operator < admin``. A scope is a division-code prefix: ``""`` is the

@@ -1,23 +1,28 @@
-"""Alarm handling at central (issue 4 §5): the alarm list and operator acknowledgement.
+"""Alarm handling at central: the alarm list and operator acknowledgement.
 
 An alarm is an event of priority ``alarm`` (panic, intrusion, fire, tamper from the village
 alarm board or panels; docs/protocol.md). It stays *open* until an operator acknowledges it
-(who, when, a note); acknowledging twice is refused (409) so two operators never both believe
-they are the one handling it. Who acknowledged is the logged-in user (role operator or admin,
-the alarm's village in their scope: central.auth); each acknowledgement is in the audit log.
+(who, when, a note), then *acknowledged* until an operator closes it (handled: who, when, a
+note). Acknowledging twice is refused (409, saying in words who did it and when) so two
+operators never both believe they are the one handling it. Its *severity* follows its kind
+(:func:`severity`: a tamper is a warning, everything else critical). Who acknowledged or
+closed is the logged-in user (role operator or admin, the alarm's village in their scope:
+central.auth); each acknowledgement and closing is in the audit log.
 
-Storage: table ``alarm_acks`` in central's SQLite file (created here, ``IF NOT EXISTS``), one
-row per acknowledged event, committed with ``synchronous=FULL`` before the API answers: an
-answered acknowledgement survives a crash or a power cut. A partial index on ``events`` over
-alarm rows keeps the open list and the ``shilian_alarms_open`` gauge proportional to the number
-of alarms, not of all events.
+Storage: tables ``alarm_acks`` and ``alarm_closes`` in central's SQLite file (created here,
+``IF NOT EXISTS``), one row per acknowledged (closed) event, committed with
+``synchronous=FULL`` before the API answers: an answered acknowledgement survives a crash or
+a power cut. A partial index on ``events`` over alarm rows keeps the open list and the
+``shilian_alarms_open`` gauge proportional to the number of alarms, not of all events.
 
-Routes (docs/api.md): ``GET /api/v1/alarms``, ``POST /api/v1/alarms/{event_id}/ack``.
+Routes (docs/api.md): ``GET /api/v1/alarms``, ``POST /api/v1/alarms/{event_id}/ack``,
+``POST /api/v1/alarms/{event_id}/close``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import sqlite3
@@ -32,14 +37,17 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from central import auth, http, views
+from central import auth, body_errors, http, views
 from central.store import connect
+from wire import event_kinds
 
 log = logging.getLogger("shilian.central.alarms")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alarm_acks(event_id INTEGER PRIMARY KEY, acked_by TEXT NOT NULL,
   acked_at REAL NOT NULL, note TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS alarm_closes(event_id INTEGER PRIMARY KEY, closed_by TEXT NOT NULL,
+  closed_at REAL NOT NULL, note TEXT NOT NULL DEFAULT '');
 """
 #: Over central.store's ``events`` (created by the store before the API starts).
 ALARM_INDEX = "CREATE INDEX IF NOT EXISTS events_alarm ON events(ts, id) WHERE priority = 'alarm'"
@@ -50,9 +58,34 @@ MAX_NOTE_CHARS = 1000
 
 _COLUMNS = (
     "e.id, e.node_id, e.village, e.boot_id, e.seq, e.ts, e.recv_ts, e.kind, e.device, e.data,"
-    " a.acked_by, a.acked_at, a.note"
+    " a.acked_by, a.acked_at, a.note, c.closed_by, c.closed_at, c.note AS close_note"
 )
-_STATES = ("open", "acked", "all")
+_FROM = (
+    " FROM events e LEFT JOIN alarm_acks a ON a.event_id = e.id"
+    " LEFT JOIN alarm_closes c ON c.event_id = e.id"
+)
+#: ``acked``: acknowledged and not closed; ``handled``: acknowledged, closed or not.
+_STATES = ("open", "acked", "closed", "handled", "all")
+_ORDERS = ("open_first", "newest")
+#: Alarm kinds that are warnings (someone opened a box or moved a sensor); every other alarm
+#: kind, including one this version does not know, is critical: a person may be in danger.
+WARNING_KINDS = frozenset({event_kinds.TAMPER})
+SEVERITIES = ("critical", "warning")
+#: Times in messages are China Standard Time, as operators read them on the wall clock.
+CST = dt.timezone(dt.timedelta(hours=8))
+
+
+def severity(kind: str) -> str:
+    return "warning" if kind in WARNING_KINDS else "critical"
+
+
+def spoken_time(ts: float) -> tuple[str, str]:
+    """``ts`` for a message, in Chinese and English (China Standard Time)."""
+    t = dt.datetime.fromtimestamp(ts, CST)
+    return (
+        f"{t.year}年{t.month}月{t.day}日 {t:%H:%M:%S}",
+        f"{t:%Y-%m-%d %H:%M:%S} (UTC+8)",
+    )
 
 
 class UnknownAlarm(Exception):
@@ -67,13 +100,25 @@ class AlreadyAcked(Exception):
         self.by, self.at = by, at
 
 
+class AlreadyClosed(AlreadyAcked):
+    """The alarm was closed before; ``by`` and ``at`` tell by whom and when."""
+
+
+class NotAcked(Exception):
+    """An alarm is closed after someone acknowledged it (took it in hand), not before."""
+
+
 @dataclass(frozen=True, slots=True)
 class AlarmFilter:
-    state: str = "open"  # open | acked | all
+    state: str = "open"  # one of _STATES
     node: str | None = None
     village: str | None = None  # 12 digits
     county: str | None = None  # 6 digits
     scope: str | None = None  # a division-code prefix: the user's scope (central.auth)
+    severity: str | None = None  # critical | warning
+    since: float | None = None  # event time, Unix seconds, inclusive
+    until: float | None = None  # event time, Unix seconds, exclusive
+    order: str = "open_first"  # open_first (then oldest first) | newest
 
 
 class AckStore:
@@ -113,6 +158,31 @@ class AckStore:
             c.execute("ROLLBACK")
             raise
 
+    def close_alarm(self, event_id: int, by: str, note: str, at: float) -> None:
+        """Record that the alarm was handled; :class:`UnknownAlarm` / :class:`NotAcked` /
+        :class:`AlreadyClosed`."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            row = c.execute("SELECT priority FROM events WHERE id = ?", (event_id,)).fetchone()
+            if row is None or row[0] != "alarm":
+                raise UnknownAlarm(event_id)
+            if not c.execute("SELECT 1 FROM alarm_acks WHERE event_id = ?", (event_id,)).fetchone():
+                raise NotAcked(event_id)
+            prev = c.execute(
+                "SELECT closed_by, closed_at FROM alarm_closes WHERE event_id = ?", (event_id,)
+            ).fetchone()
+            if prev is not None:
+                raise AlreadyClosed(prev[0], prev[1])
+            c.execute(
+                "INSERT INTO alarm_closes(event_id, closed_by, closed_at, note) VALUES (?,?,?,?)",
+                (event_id, by, at, note),
+            )
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
 
 # -- queries (plain functions over a read-only connection) -------------------------------------
 
@@ -121,12 +191,19 @@ def _alarm(row: sqlite3.Row) -> dict[str, Any]:
     d = {k: row[k] for k in ("id", "node_id", "village", "boot_id", "seq", "ts", "recv_ts")}
     d["county"] = row["village"][:6]
     d["kind"] = row["kind"]
+    d["severity"] = severity(row["kind"])
     d["device"] = row["device"]
     d["data"] = json.loads(row["data"])
     acked = row["acked_by"] is not None
-    d["state"] = "acked" if acked else "open"
+    closed = row["closed_by"] is not None
+    d["state"] = "closed" if closed else "acked" if acked else "open"
     d["ack"] = (
         {"by": row["acked_by"], "at": row["acked_at"], "note": row["note"]} if acked else None
+    )
+    d["close"] = (
+        {"by": row["closed_by"], "at": row["closed_at"], "note": row["close_note"]}
+        if closed
+        else None
     )
     return d
 
@@ -134,12 +211,20 @@ def _alarm(row: sqlite3.Row) -> dict[str, Any]:
 def list_alarms(
     conn: sqlite3.Connection, f: AlarmFilter, limit: int, offset: int
 ) -> tuple[int, list[dict[str, Any]]]:
-    """(total matching, one page): open alarms first, then oldest first (event time, arrival)."""
-    state: views.Cond = None
-    if f.state == "open":
-        state = ("a.event_id IS NULL", ())
-    elif f.state == "acked":
-        state = ("a.event_id IS NOT NULL", ())
+    """(total matching, one page): open alarms first, then oldest first (event time, arrival);
+    or newest first (``order="newest"``)."""
+    state: views.Cond = {
+        "open": ("a.event_id IS NULL", ()),
+        "acked": ("a.event_id IS NOT NULL AND c.event_id IS NULL", ()),
+        "closed": ("c.event_id IS NOT NULL", ()),
+        "handled": ("a.event_id IS NOT NULL", ()),
+    }.get(f.state)
+    warn = sorted(WARNING_KINDS)
+    marks = ",".join("?" * len(warn))
+    sev: views.Cond = {
+        "warning": (f"e.kind IN ({marks})", tuple(warn)),
+        "critical": (f"e.kind NOT IN ({marks})", tuple(warn)),
+    }.get(f.severity or "")
     sql_where, args = views.where(
         ("e.priority = 'alarm'", ()),  # a literal: lets SQLite use the partial index
         state,
@@ -147,13 +232,17 @@ def list_alarms(
         views.eq("e.village", f.village),
         views.under("e.village", f.county),
         views.under("e.village", f.scope),
+        sev,
+        None if f.since is None else ("e.ts >= ?", (f.since,)),
+        None if f.until is None else ("e.ts < ?", (f.until,)),
     )
-    sql = " FROM events e LEFT JOIN alarm_acks a ON a.event_id = e.id" + sql_where
+    sql = _FROM + sql_where
+    order = "e.ts DESC, e.id DESC" if f.order == "newest" else "a.event_id IS NOT NULL, e.ts, e.id"
     conn.execute("BEGIN")  # one snapshot for the count and the page
     try:
         total = conn.execute("SELECT count(*)" + sql, args).fetchone()[0]
         rows = conn.execute(
-            f"SELECT {_COLUMNS}{sql} ORDER BY a.event_id IS NOT NULL, e.ts, e.id LIMIT ? OFFSET ?",
+            f"SELECT {_COLUMNS}{sql} ORDER BY {order} LIMIT ? OFFSET ?",
             [*args, limit, offset],
         ).fetchall()
     finally:
@@ -163,8 +252,7 @@ def list_alarms(
 
 def get_alarm(conn: sqlite3.Connection, event_id: int) -> dict[str, Any] | None:
     row = conn.execute(
-        f"SELECT {_COLUMNS} FROM events e LEFT JOIN alarm_acks a ON a.event_id = e.id"
-        " WHERE e.id = ? AND e.priority = 'alarm'",
+        f"SELECT {_COLUMNS}{_FROM} WHERE e.id = ? AND e.priority = 'alarm'",
         (event_id,),
     ).fetchone()
     return None if row is None else _alarm(row)
@@ -224,6 +312,7 @@ def add_routes(app: web.Application) -> None:
     The ack table is created on start-up (central's store has created ``events`` by then)."""
     app.router.add_get("/api/v1/alarms", alarms)
     app.router.add_post("/api/v1/alarms/{event_id}/ack", ack)
+    app.router.add_post("/api/v1/alarms/{event_id}/close", close)
 
     async def acks(app: web.Application) -> AsyncIterator[None]:
         ctx = app[http.CTX]
@@ -264,13 +353,23 @@ def _unknown_alarm(raw: object) -> http.ApiError:
 
 async def alarms(request: web.Request) -> web.Response:
     ctx = request.app[http.CTX]
-    q = http.params(request, ("state", "node", "village", "county", "limit", "offset"))
+    q = http.params(
+        request,
+        (
+            "state", "node", "village", "county", "severity", "since", "until", "order",
+            "limit", "offset",
+        ),
+    )  # fmt: skip
     f = AlarmFilter(
         state=http.choice(q, "state", _STATES) or "open",
         node=http.node_id_param(q.get("node")),
         village=http.digits(q, "village", 12),
         county=http.digits(q, "county", 6),
         scope=auth.list_scope(request),
+        severity=http.choice(q, "severity", SEVERITIES),
+        since=http.unix_param(q, "since"),
+        until=http.unix_param(q, "until"),
+        order=http.choice(q, "order", _ORDERS) or "open_first",
     )
     limit = http.int_param(q, "limit", http.DEFAULT_PAGE, 1, http.MAX_PAGE)
     offset = http.int_param(q, "offset", 0, 0, 2**31)
@@ -306,12 +405,8 @@ def _ack_body(raw: bytes) -> AckBody:
     try:
         return AckBody.model_validate(data)
     except ValidationError as e:
-        where = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors()
-        )
-        raise http.ApiError(
-            400, "bad_body", f"请求体字段无效：{where}", f"invalid body: {where}"
-        ) from None
+        zh, en = body_errors.explain(e)
+        raise http.ApiError(400, "bad_body", f"请求体有误：{zh}", f"invalid body: {en}") from None
 
 
 async def ack(request: web.Request) -> web.Response:
@@ -333,11 +428,12 @@ async def ack(request: web.Request) -> web.Response:
         raise _unknown_alarm(event_id) from None
     except AlreadyAcked as e:
         await auth.audit(request, "alarm_ack", str(event_id), "already_acked", by=e.by)
+        zh_at, en_at = spoken_time(e.at)
         raise http.ApiError(
             409,
             "already_acked",
-            f"报警 {event_id} 已由 {e.by} 于 {e.at:.0f} 确认",
-            f"alarm {event_id} was already acknowledged by {e.by} at {e.at:.0f}",
+            f"报警 {event_id} 已由 {e.by} 于 {zh_at} 确认，无需重复确认",
+            f"alarm {event_id} was already acknowledged by {e.by} at {en_at}",
         ) from None
     await auth.audit(
         request, "alarm_ack", str(event_id), "ok", node=before["node_id"], note=body.note
@@ -345,4 +441,47 @@ async def ack(request: web.Request) -> web.Response:
     log.info("报警已确认 / alarm %d acknowledged by %s", event_id, by)
     alarm = await request.app[http.READS].run(lambda c: get_alarm(c, event_id))
     assert alarm is not None  # acked alarms are never deleted
+    return http.ok(_names(ctx, alarm))
+
+
+async def close(request: web.Request) -> web.Response:
+    """Close an acknowledged alarm (it was handled), with a note of what was done."""
+    ctx = request.app[http.CTX]
+    http.params(request, ())
+    event_id = _event_id(request)
+    body = _ack_body(await request.read())
+    before = await request.app[http.READS].run(lambda c: get_alarm(c, event_id))
+    if before is None:
+        raise _unknown_alarm(event_id)
+    auth.check_scope(request, before["village"])
+    by = auth.principal(request).user
+    loop = asyncio.get_running_loop()
+    store = request.app[_ACKS]
+    try:
+        await loop.run_in_executor(
+            request.app[_WRITER], store.close_alarm, event_id, by, body.note, ctx.clock()
+        )
+    except UnknownAlarm:
+        raise _unknown_alarm(event_id) from None
+    except NotAcked:
+        raise http.ApiError(
+            409,
+            "not_acked",
+            f"报警 {event_id} 尚未确认，请先确认再关闭",
+            f"alarm {event_id} is not acknowledged yet: acknowledge it before closing it",
+        ) from None
+    except AlreadyClosed as e:
+        zh_at, en_at = spoken_time(e.at)
+        raise http.ApiError(
+            409,
+            "already_closed",
+            f"报警 {event_id} 已由 {e.by} 于 {zh_at} 关闭",
+            f"alarm {event_id} was already closed by {e.by} at {en_at}",
+        ) from None
+    await auth.audit(
+        request, "alarm_close", str(event_id), "ok", node=before["node_id"], note=body.note
+    )
+    log.info("报警已关闭 / alarm %d closed by %s", event_id, by)
+    alarm = await request.app[http.READS].run(lambda c: get_alarm(c, event_id))
+    assert alarm is not None  # alarms are never deleted
     return http.ok(_names(ctx, alarm))

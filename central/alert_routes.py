@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from central import http
+from central import body_errors, http
 from central.access import caller
 from central.alerting import AlertTask, alert_json
 from central.alerts import AlertRule, check_unique
@@ -86,7 +86,12 @@ async def put_rules(request: web.Request) -> web.Response:
         try:
             rules = _RULES.validate_python(body["rules"])
             check_unique(rules)
-        except (ValidationError, ValueError) as e:
+        except ValidationError as e:
+            zh, en = body_errors.explain(e)
+            raise http.ApiError(
+                400, "bad_rules", f"告警规则无效：{zh}", f"invalid rules: {en}"
+            ) from None
+        except ValueError as e:
             detail = str(e).replace("\n", " ")[:500]
             raise http.ApiError(
                 400, "bad_rules", f"告警规则无效：{detail}", f"invalid rules: {detail}"

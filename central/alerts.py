@@ -1,4 +1,4 @@
-"""Alert rules and their evaluation (issue 6 §5): the pure core. No I/O, time passed in.
+"""Alert rules and their evaluation: the pure core. No I/O, time passed in.
 
 Rules (``[[alerts.rules]]`` in central.toml, or replaced by an admin through the API):
 
@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from central import i18n
 
 #: Firing alerts kept per rule: a county's uplink failing takes ~200 nodes offline at once; past
 #: this the oldest conditions are shown and the rest are summarised by the count.
@@ -292,12 +294,13 @@ def observe_alarms(
     for event_id, node_id, kind, received in alarms:
         labels = _node_labels(node_id, village_name) | {"alarm": str(event_id)}
         name = labels["village"]
+        zh_kind, en_kind = _named("event", kind)
         out.append(
             Condition(
                 key=str(event_id),
                 labels=labels,
-                zh=f"报警 {kind}（{name}，节点 {node_id}）{_minutes(rule.minutes)} 分钟未确认",
-                en=f"alarm {kind} ({name}, node {node_id}) not acknowledged in "
+                zh=f"{zh_kind}报警（{name}，节点 {node_id}）{_minutes(rule.minutes)} 分钟未确认",
+                en=f"{en_kind} alarm ({name}, node {node_id}) not acknowledged in "
                 f"{_minutes(rule.minutes)} min",
                 value=now - received,
                 since=received,
@@ -337,6 +340,13 @@ _DEVICE_KIND = {
 }
 
 
+def _named(prefix: str, code: str) -> tuple[str, str]:
+    """(zh, en) name of an event kind or a device health from the dashboard's catalogue; the
+    code itself when the catalogue has none (a newer node's kind)."""
+    texts = i18n.catalogue().get(f"{prefix}_{code}")
+    return (texts["zh-CN"], texts["en"]) if texts else (code, code)
+
+
 def observe_devices(
     rule: AlertRule,
     devices: Iterable[tuple[str, str, str, str, float, bool]],
@@ -355,13 +365,14 @@ def observe_devices(
         }
         name = labels["village"]
         zh_kind, en_kind = _DEVICE_KIND.get(kind, (kind, kind))
+        zh_health, en_health = _named("health", health)
         out.append(
             Condition(
                 key=f"{node_id}/{device_id}",
                 labels=labels,
-                zh=f"{zh_kind} {device_id}（{name}，节点 {node_id}）{health} 超过 "
+                zh=f"{zh_kind} {device_id}（{name}，节点 {node_id}）{zh_health}超过 "
                 f"{_minutes(rule.minutes)} 分钟",
-                en=f"{en_kind} {device_id} ({name}, node {node_id}) {health} for more than "
+                en=f"{en_kind} {device_id} ({name}, node {node_id}) {en_health} for more than "
                 f"{_minutes(rule.minutes)} min",
                 value=now - since,
                 since=since,

@@ -18,7 +18,7 @@ import prometheus_client
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from central import auth, views
+from central import auth, body_errors, views
 from central.commands import CommandError
 from central.coverage import UnitCoverage
 from central.device_json import suppress, unit_json
@@ -217,12 +217,8 @@ def _command_body(raw: bytes) -> CommandBody:
     try:
         return CommandBody.model_validate(data)
     except ValidationError as e:
-        where = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors()
-        )
-        raise ApiError(
-            400, "bad_body", f"请求体字段无效：{where}", f"invalid body: {where}"
-        ) from None
+        zh, en = body_errors.explain(e)
+        raise ApiError(400, "bad_body", f"请求体有误：{zh}", f"invalid body: {en}") from None
 
 
 async def command(request: web.Request) -> web.Response:

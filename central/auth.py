@@ -1,4 +1,4 @@
-"""Login, roles and county scope on central's HTTP server (issue 5 §4), in one middleware.
+"""Login, roles and county scope on central's HTTP server, in one middleware.
 
 Who may do what is declared in one table (:data:`RULES` over aiohttp's route patterns), not in
 the handlers: any route without an entry needs ``viewer`` for GET/HEAD and ``admin`` for every
@@ -75,6 +75,7 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
 #: Routes whose minimum role is not the default (GET/HEAD: viewer; anything else: admin).
 RULES: Mapping[tuple[str, str], Role] = {
     ("POST", "/api/v1/alarms/{event_id}/ack"): Role.operator,
+    ("POST", "/api/v1/alarms/{event_id}/close"): Role.operator,
     ("GET", "/api/v1/audit"): Role.admin,
 }
 #: Query parameters that name a unit (or a node: its village) and so must be in scope.

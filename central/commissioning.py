@@ -35,6 +35,7 @@ from typing import Any
 from aiohttp import web
 
 from central.commissioning_page import place_from_registry, render
+from central.http import error_response
 from central.tokens import token_hash
 from registry import Registry
 from wire import valid_node_id
@@ -71,9 +72,7 @@ class UploadRefused(Exception):
 
 
 def _error(status: int, code: str, zh: str, en: str) -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "message": f"{zh} / {en}"}}, status=status, dumps=_DUMPS
-    )
+    return error_response(status, code, f"{zh} / {en}")
 
 
 def check_token(conn: sqlite3.Connection, token: str, node_id: str, now: float) -> None:

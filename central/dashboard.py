@@ -1,4 +1,4 @@
-"""The operators' dashboard (issue 6), served by central's HTTP server: the page, its static
+"""The operators' dashboard, served by central's HTTP server: the page, its static
 assets (vendored ECharts and county shapes: nothing is loaded from the internet), the live
 stream of changes (server-sent events) and the few read routes the page needs beyond the API.
 
@@ -7,8 +7,11 @@ Routes (docs/dashboard.md):
   which starts at the logged-in user's scope (the login page and session: central.auth);
 - ``GET /dashboard/static/...`` assets;
 - ``GET /api/v1/live`` server-sent events: ``hello`` on connect, then ``node``, ``coverage``,
-  ``event`` and ``resync`` messages as central commits them (central.live);
-- ``GET /api/v1/dashboard/overview?code=`` node counts, open alarms and recent events of a unit;
+  ``event`` and ``resync`` messages as central commits them (central.live), and ``link`` (is
+  central connected to its broker, since when, last node traffic: central.freshness) on every
+  change and as the keepalive;
+- ``GET /api/v1/dashboard/overview?code=`` node counts, open alarms, recent events of a unit
+  and the same ``link`` status;
 - ``GET /api/v1/dashboard/search?q=`` units by name or code;
 - ``GET /api/v1/dashboard/coverage.csv?code=`` the coverage of a unit and its children (zh-CN
   headers, UTF-8 with BOM so that Excel opens it).
@@ -32,8 +35,9 @@ from central import assets, auth, http, i18n, pinyin, views
 from central.live import LiveHub, Message, TooManySubscribers, visible
 from registry import LEN_BY_LEVEL, Registry
 
-#: Seconds between comments on an idle live stream: keeps proxies and the browser from
-#: timing the stream out, and finds closed connections.
+#: Seconds between keepalives (a ``link`` message) on an idle live stream: keeps proxies and
+#: the browser from timing the stream out, finds closed connections, and lets the page tell a
+#: silent stream from a dead one (it declares central lost after missing two and a half).
 KEEPALIVE_S = 15.0
 #: What the browser waits before reconnecting a dropped stream (SSE ``retry``), milliseconds.
 RECONNECT_MS = 1000
@@ -165,7 +169,15 @@ async def live(request: web.Request) -> web.StreamResponse:
             }
         )
         await resp.prepare(request)
-        hello = Message("hello", {"scope": auth.root_of(request), "time": ctx.clock()})
+        hello = Message(
+            "hello",
+            {
+                "scope": auth.root_of(request),
+                "time": ctx.clock(),
+                "keepalive_s": KEEPALIVE_S,
+                "link": hub.link.as_json(),
+            },
+        )
         await resp.write(f"retry: {RECONNECT_MS}\n".encode() + sse(hello))
         # The stream ends with the session's absolute expiry (the page reconnects and is sent to
         # the login page); a logout or a disabled user ends it at that time at the latest.
@@ -174,7 +186,7 @@ async def live(request: web.Request) -> web.StreamResponse:
                 async with asyncio.timeout(KEEPALIVE_S):
                     await sub.wake.wait()
             except TimeoutError:
-                await resp.write(b": keepalive\n\n")
+                await resp.write(sse(hub.link_message()))
                 continue
             messages = [m for m in sub.take() if visible(m, session.scope)]
             if messages:
@@ -223,7 +235,7 @@ def device_counts(conn: sqlite3.Connection, code: str) -> list[dict[str, Any]]:
 def open_alarms(conn: sqlite3.Connection, code: str) -> int | None:
     """Open (unacknowledged) alarms under ``code``; None when central has no alarm handling."""
     try:
-        from central import alarms  # noqa: F401  (issue 4: present once alarms land)
+        from central import alarms  # noqa: F401  (alarm handling is optional)
     except ImportError:
         return None
     low, high = code.ljust(12, "0"), code.ljust(12, "9")
@@ -261,6 +273,7 @@ async def overview(request: web.Request) -> web.Response:
         e["village_name"] = village.name if village else None
     body["code"] = code
     body["time"] = ctx.clock()
+    body["link"] = request.app[HUB].link.as_json()
     return web.json_response(body, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from central.config import CaConfig
+from central.http import error_response
 from central.tokens import TokenError, TokenStore
 from pki.ca import CaError, CertificateAuthority, Issued, parse_csr
 
@@ -33,9 +34,7 @@ _DUMPS = functools.partial(json.dumps, ensure_ascii=False)
 
 
 def _error(status: int, code: str, zh: str, en: str) -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "message": f"{zh} / {en}"}}, status=status, dumps=_DUMPS
-    )
+    return error_response(status, code, f"{zh} / {en}")
 
 
 class Enroller:

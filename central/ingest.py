@@ -5,9 +5,12 @@ writes are committed.
 What it decides (docs/central.md):
 - identity: the topic's node id wins; ``wire.decode`` refuses a payload naming another node;
 - unknown village: refused (``unknown_village``), nothing written;
-- state: ordered by ``birth_seq``; a lower one is stale and ignored, an equal ``offline`` after
-  ``online`` is the matching death;
-- health: stored, refreshes liveness, brings a timed-out node of the same boot back online;
+- state: a birth with a ``boot_id`` other than the node's current one is a new life (a replaced
+  box starts again at ``birth_seq`` 1); within one boot, states are ordered by ``birth_seq``: a
+  lower one is stale and ignored, an equal ``offline`` after ``online`` is the matching death; a
+  death (will or stop) of another boot is stale;
+- health: stored; health of the current boot refreshes liveness and brings a timed-out node back
+  online; health of another boot changes neither (a stray report cannot take a node offline);
 - events: deduplicated by (node, boot_id, seq), gaps in seq recorded and closed when the
   missing seq arrives (out-of-order arrival is normal: alarms jump the queue);
 - device: upserted; an empty payload means the device was removed.
@@ -88,6 +91,7 @@ class Ingest:
         self._dirty_gaps: set[tuple[str, str]] = set()
         self._last_health: dict[str, str] = {}
         self._changes: list[tuple[str, bool]] = []
+        self._offline: list[tuple[str, str]] = []
         self._routes: dict[str, wire.Route] = {}
 
     # -- the batch boundary -------------------------------------------------------------------
@@ -107,6 +111,12 @@ class Ingest:
         self._dirty_gaps.clear()
         self._last_health.clear()
         return writes, changes
+
+    def take_offline(self) -> list[tuple[str, str]]:
+        """(node_id, reason) of every node gone offline since the last call; the reason is the
+        node's ``state_reason`` as the API shows it: ``will``, ``stopped`` or ``health_timeout``."""
+        offline, self._offline = self._offline, []
+        return offline
 
     def online_nodes(self) -> Iterable[tuple[str, float]]:
         """(node_id, health interval) of the nodes believed online, for :meth:`Liveness.reset`."""
@@ -180,6 +190,8 @@ class Ingest:
             self.liveness.forget(n.node_id)
         if changed:
             self._changes.append((n.node_id, state == ONLINE))
+            if state == OFFLINE:
+                self._offline.append((n.node_id, reason))
 
     def _state(self, s: wire.NodeState, now: float, out: Outcome) -> None:
         n = self.nodes.get(s.node)
@@ -200,12 +212,9 @@ class Ingest:
             )
             self.nodes[s.node] = n
             self._changes.append((s.node, False))  # known (provisioned) from now on
-        elif s.birth_seq < n.birth_seq or (
-            s.birth_seq == n.birth_seq and (s.state == ONLINE or n.state == OFFLINE)
-        ):
-            # Older birth, or within one birth anything but its first online -> its death.
+        elif _stale(s, n):
             # A retained online redelivered on resubscribe lands here too: nothing changes.
-            if not (s.birth_seq == n.birth_seq and s.state == n.state):
+            if not (s.boot_id == n.boot_id and s.birth_seq == n.birth_seq and s.state == n.state):
                 out.ignored = "stale_state"
             self._touch(s.node, now)
             return
@@ -242,12 +251,17 @@ class Ingest:
             )
             self.nodes[h.node] = n
             self._set_state(n, ONLINE, "health", now)
-        else:
+        elif n.boot_id == h.boot_id:
             n.health_interval_s, n.sw_version, n.last_seen = h.interval_s, h.sw_version, now
             if n.state == ONLINE:
                 self.liveness.alive(n.node_id, n.health_interval_s, now)
-            elif n.state_reason == "health_timeout" and n.boot_id == h.boot_id:
+            elif n.state_reason == "health_timeout":
                 self._set_state(n, ONLINE, "health", now)
+        else:
+            # Another boot (a stray or replayed report, or a box whose birth is still to come):
+            # stored, but neither its interval nor its arrival says anything about the current
+            # life's deadline.
+            n.last_seen = now
         body = h.model_dump_json(exclude_none=True)
         self._dirty_nodes.add(h.node)
         self._last_health[h.node] = body
@@ -296,23 +310,16 @@ class Ingest:
         self._touch(node_id, now)
 
 
-class LogLimiter:
-    """At most one log line per key (node or topic, reason) per ``window_s``. Pure."""
+def _stale(s: wire.NodeState, n: NodeRow) -> bool:
+    """Whether state ``s`` says nothing new about node ``n`` (docs/protocol.md, birth and death).
 
-    #: Keys remembered; a flood of distinct bad topics cannot grow memory past this.
-    MAX_KEYS = 10_000
-
-    def __init__(self, window_s: float = 60.0) -> None:
-        self.window_s = window_s
-        self._last: dict[tuple[str, str], float] = {}
-
-    def allow(self, key: tuple[str, str], now: float) -> bool:
-        last = self._last.get(key)
-        if last is not None and now - last < self.window_s:
-            return False
-        if len(self._last) >= self.MAX_KEYS:
-            self._last = {k: t for k, t in self._last.items() if now - t < self.window_s}
-            if len(self._last) >= self.MAX_KEYS:
-                return False
-        self._last[key] = now
-        return True
+    A birth with another ``boot_id`` is a new life whatever its ``birth_seq`` (a replaced box, a
+    lost outbox, a re-enrolment start again at 1). A death of another boot is stale: the box it
+    belonged to is no longer the node's current one. Within one boot, ``birth_seq`` orders: an
+    older birth is stale, and within one birth only its death follows its first online.
+    """
+    if s.boot_id != n.boot_id:
+        return s.state == OFFLINE
+    if s.birth_seq != n.birth_seq:
+        return s.birth_seq < n.birth_seq
+    return s.state == ONLINE or n.state == OFFLINE

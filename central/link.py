@@ -34,11 +34,13 @@ from gmqtt import MQTTConnectError
 
 from central.config import BrokerConfig
 from central.gmqtt_adapter import Delivering, IngestClient, refusal_code, send_pubacks
+from pki.tls import client_context
+from resilience.backoff import Backoff
 from wire.topics import CENTRAL_SUBSCRIPTIONS
 
 log = logging.getLogger("shilian.central.link")
 
-#: Reconnect backoff: first retry within 1 s, doubling, capped at 60 s (issue 3).
+#: Reconnect backoff: first retry within 1 s, doubling, capped at 60 s.
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 #: A broker that accepts TCP but never answers CONNECT is as good as down.
@@ -69,27 +71,6 @@ class Inbound:
     correlation: bytes | None
 
 
-class Backoff:
-    """Exponential backoff with full jitter, capped. Pure (random source injected)."""
-
-    def __init__(
-        self,
-        base_s: float = BACKOFF_BASE_S,
-        cap_s: float = BACKOFF_CAP_S,
-        rng: Callable[[], float] = random.random,
-    ) -> None:
-        self.base_s, self.cap_s, self.rng = base_s, cap_s, rng
-        self.attempt = 0
-
-    def next(self, to_cap: bool = False) -> float:
-        ceiling = self.cap_s if to_cap else min(self.cap_s, self.base_s * 2**self.attempt)
-        self.attempt += 1
-        return self.rng() * ceiling
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
 class MqttLink:
     """Keeps central connected and subscribed; hands batches of messages to ``handle_batch``.
 
@@ -110,7 +91,7 @@ class MqttLink:
         self.cfg = cfg
         self._handle_batch = handle_batch
         self._on_up, self._on_down = on_up, on_down
-        self._backoff = Backoff(rng=rng)
+        self._backoff = Backoff(rng, base=BACKOFF_BASE_S, cap=BACKOFF_CAP_S)
         self._client: IngestClient | None = None
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -188,7 +169,7 @@ class MqttLink:
             except (OSError, TimeoutError, MQTTConnectError) as e:
                 await _close_quietly(client)
                 auth = refusal_code(e) in _AUTH_REFUSALS
-                delay = self._backoff.next(to_cap=auth)
+                delay = self._backoff.to_cap() if auth else self._backoff.next()
                 if down_since is None:
                     down_since = time.monotonic()
                     log.warning(
@@ -249,11 +230,9 @@ class MqttLink:
         if tls is None:
             return None
         try:
-            ctx = ssl.create_default_context(cafile=str(tls.ca_file))
-            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+            return client_context(tls.ca_file, tls.cert_file, tls.key_file)
         except ssl.SSLError as e:
             raise OSError(f"TLS files unusable: {e}") from None
-        return ctx
 
     async def _sleep_or_stop(self, delay: float) -> None:
         try:

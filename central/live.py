@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from central.coverage import CoverageIndex
+from central.freshness import LinkStatus
 from central.store import EventRow, Write
 
 #: Messages queued per subscriber: a burst of a few hundred node changes (a county's uplink
@@ -33,7 +34,8 @@ MAX_SUBSCRIBERS = 200
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One server-sent event: its type (``node``, ``coverage``, ``event``, ``resync``) and data."""
+    """One server-sent event: its type (``node``, ``coverage``, ``event``, ``resync``, ``link``)
+    and data."""
 
     kind: str
     data: dict[str, Any]
@@ -87,6 +89,9 @@ class LiveHub:
         self._clock = clock
         self._subs: set[Subscription] = set()
         self.published = 0
+        #: Central's broker connection and last node traffic (central.freshness), sent with
+        #: ``hello``, on every change and with every keepalive.
+        self.link = LinkStatus()
 
     def __len__(self) -> int:
         return len(self._subs)
@@ -107,6 +112,14 @@ class LiveHub:
             sub.closed = True
             sub.wake.set()
         self._subs.clear()
+
+    def link_changed(self, connected: bool) -> None:
+        """Central's broker connection went up or down: every page hears it at once."""
+        if self.link.change(connected, self._clock()):
+            self.publish([self.link_message()])
+
+    def link_message(self) -> Message:
+        return Message("link", self.link.as_json())
 
     def committed(self, writes: Iterable[Write], changes: Iterable[tuple[str, bool]]) -> None:
         """Publish what one committed batch changed. Cheap when nobody listens."""

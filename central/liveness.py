@@ -6,16 +6,21 @@ A node is offline when its last will arrives (handled by ingest) or when no heal
 No false collapse (docs/central.md): the caller calls :meth:`Liveness.reset` each time central's
 MQTT connection comes up (first connect, reconnect after a broker restart or a network cut, and
 therefore also after central restarts) and does not call :meth:`tick` while the connection is
-down. Every node then gets a full grace period from the moment central can hear it again, and is
-never timed out for silence that was central's own deafness.
+down. Every node believed online is then held at its last known state until the later of a full
+grace period and ``reconnect_grace_s`` (``wire.limits.RECONNECT_GRACE_S``: the nodes' whole
+reconnect window, backoff cap included) after the moment central can hear it again, unless its
+own new birth, will or clean stop is seen first. So a node is never timed out for silence that was
+central's own deafness, nor for the minute it may wait, by design, before reconnecting to a broker
+that was away.
 
 Last wills get the same treatment. mosquitto publishes the will of every connected node when it
 shuts down, a moment before it closes central's own connection, and keeps them as the retained
 state that central receives when it resubscribes after the restart. So a will does not take a
 node offline at once: :meth:`Liveness.dying` moves its deadline to ``now + WILL_CONFIRM_S``, but
-never before the grace period that followed the last (re)connect; a newer birth cancels it; a
-health report does not (the connection that sent it is dead). A node whose will is real goes
-offline (reason ``will``) a second later, or a grace period after a reconnect.
+never before the hold that followed the last (re)connect; a newer birth cancels it; a health
+report does not (the connection that sent it is dead). A node's new birth after the reconnect
+ends its hold: a will after that birth is a death of this broker's life and applies a second
+later.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
-from wire.limits import HEALTH_GRACE_FACTOR
+from wire.limits import HEALTH_GRACE_FACTOR, RECONNECT_GRACE_S
 
 #: Heap entries are invalidated lazily; rebuild when stale ones outnumber live ones this much,
 #: so memory stays proportional to the number of nodes, not to the number of health messages.
@@ -40,11 +45,17 @@ WILL_CONFIRM_S = 1.0
 class Liveness:
     """Health deadlines of the nodes central believes online."""
 
-    def __init__(self, grace_factor: float = HEALTH_GRACE_FACTOR) -> None:
+    def __init__(
+        self,
+        grace_factor: float = HEALTH_GRACE_FACTOR,
+        reconnect_grace_s: float = RECONNECT_GRACE_S,
+    ) -> None:
         self.grace_factor = grace_factor
+        self.reconnect_grace_s = reconnect_grace_s
         self._deadline: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
-        self._floor: dict[str, float] = {}  # end of the grace period given at the last reset
+        # End of the hold given at the last reset, for nodes not born again since.
+        self._floor: dict[str, float] = {}
         self._dying: set[str] = set()
 
     def __len__(self) -> int:
@@ -54,13 +65,16 @@ class Liveness:
         return self._deadline.get(node_id)
 
     def alive(self, node_id: str, interval_s: float, now: float) -> None:
-        """The node reported health at ``now`` (ignored once its will arrived)."""
+        """The node reported health at ``now`` (ignored once its will arrived; never earlier than
+        the hold after a reconnect: health queued before an outage is no sign of a new life)."""
         if node_id not in self._dying:
-            self._set(node_id, now + self.grace_factor * interval_s)
+            floor = self._floor.get(node_id, 0.0)
+            self._set(node_id, max(now + self.grace_factor * interval_s, floor))
 
     def born(self, node_id: str, interval_s: float, now: float) -> None:
-        """The node announced a new birth: alive, whatever will came before."""
+        """The node announced a new birth: alive, whatever will came before; its hold ends."""
         self._dying.discard(node_id)
+        self._floor.pop(node_id, None)
         self._set(node_id, now + self.grace_factor * interval_s)
 
     def dying(self, node_id: str, now: float) -> None:
@@ -82,16 +96,19 @@ class Liveness:
         """The node is offline (clean stop, or timed out): no deadline."""
         self._deadline.pop(node_id, None)
         self._dying.discard(node_id)
+        self._floor.pop(node_id, None)
 
     def reset(self, now: float, nodes: Iterable[tuple[str, float]]) -> None:
         """Central's connection just came up: every node in ``nodes`` ((id, interval) of the nodes
-        believed online) gets a full grace period from ``now``."""
+        believed online) is held until the later of a full grace period and the reconnect
+        window from ``now``."""
         self._deadline.clear()
         self._heap.clear()
         self._dying.clear()
         self._floor.clear()
         for node_id, interval_s in nodes:
-            self._floor[node_id] = now + self.grace_factor * interval_s
+            hold = max(self.grace_factor * interval_s, self.reconnect_grace_s)
+            self._floor[node_id] = now + hold
             self._set(node_id, self._floor[node_id])
 
     def next_deadline(self) -> float | None:

@@ -104,9 +104,11 @@ class CentralMetrics:
         self.gaps = Counter(
             "shilian_event_gaps", "事件序号缺口 / gaps detected in event seq", registry=r
         )
-        self.timeouts = Counter(
-            "shilian_health_timeouts",
-            "心跳超时离线 / nodes marked offline for missing health",
+        self.offline = Counter(
+            "shilian_nodes_offline",
+            "节点离线次数，按原因 / nodes gone offline, by reason (the API's state_reason: "
+            "will, stopped, health_timeout)",
+            ["reason"],
             registry=r,
         )
         self.batch_size = Histogram(

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter
 
 from central.config import CaConfig
-from central.ingest import LogLimiter
 from central.link import Inbound
 from pki.ca import CaError, CertificateAuthority, Issued, parse_csr
+from resilience.log_limiter import LogLimiter
 from wire import Kind, RemoteWireError, Topics, decode, encode, parse_topic
 from wire.messages import CertRequest, CertResponse, CommandError
 

@@ -1,4 +1,4 @@
-"""Coverage reports and the trend (issue 6 §1, §6), read from the daily history (central.history).
+"""Coverage reports and the trend, read from the daily history (central.history).
 
 Routes (docs/dashboard.md):
 - ``GET /api/v1/history/coverage?code=&days=30`` the unit's daily figures, oldest first; the last

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import signal
 import time
 from collections import Counter
@@ -26,13 +27,15 @@ from central.config import CentralConfig
 from central.coverage import CoverageIndex
 from central.device_feed import device_messages, load_devices
 from central.device_metrics import DeviceCollector
-from central.ingest import Ingest, LogLimiter, Outcome
+from central.ingest import Ingest, Outcome
 from central.link import Inbound, MqttLink
 from central.live import LiveHub
 from central.liveness import Liveness
 from central.metrics import CentralMetrics
 from central.store import SqliteStore, Write
 from registry import Registry, import_registry
+from resilience.log_limiter import LogLimiter
+from wire.limits import RECONNECT_GRACE_S
 
 if TYPE_CHECKING:
     from central.renewal import RenewalService
@@ -41,6 +44,12 @@ log = logging.getLogger("shilian.central")
 
 #: How often silent nodes are checked. Adds at most this much to the 1.5 x interval detection.
 LIVENESS_TICK_S = 0.25
+#: The offline reasons (the API's ``state_reason``, the metric's ``reason`` label) in Chinese.
+OFFLINE_REASONS_ZH = {
+    "will": "遗嘱：连接中断或断电",
+    "stopped": "正常停止",
+    "health_timeout": "心跳超时",
+}
 #: Bad input from one node (or topic) for one reason is logged at most once per this window.
 BAD_INPUT_LOG_WINDOW_S = 60.0
 
@@ -49,9 +58,21 @@ class CentralService:
     """Central as one object; :meth:`run` until :meth:`stop`. Attributes set once running:
     ``registry``, ``coverage``, ``metrics``, ``commands``, ``link``, ``http_port``."""
 
-    def __init__(self, cfg: CentralConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        cfg: CentralConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        reconnect_grace_s: float = RECONNECT_GRACE_S,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        """``reconnect_grace_s``: how long nodes are held after central's connection comes up
+        (the nodes' reconnect window; tests and benchmarks with shortened node timings shorten
+        it to match). ``rng``: the broker link's reconnect jitter."""
         self.cfg = cfg
         self.clock = clock
+        self.reconnect_grace_s = reconnect_grace_s
+        self._rng = rng
         self.metrics = CentralMetrics()
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
@@ -75,7 +96,7 @@ class CentralService:
         try:
             self.registry = registry = await asyncio.to_thread(self._load_registry)
             snapshot = store.load()
-            self.liveness = Liveness()
+            self.liveness = Liveness(reconnect_grace_s=self.reconnect_grace_s)
             # A node bound to a village a newer registry edition retired is still accepted
             # (and flagged in the API); only current villages count for coverage.
             self.ingest = Ingest(snapshot, registry.knows_village, self.liveness)
@@ -101,7 +122,11 @@ class CentralService:
                 self.live, self.metrics.registry, self.clock, devices=self.devices,
             )  # fmt: skip
             self.link = link = MqttLink(
-                cfg.broker, self._handle_batch, on_up=self._link_up, on_down=self._link_down
+                cfg.broker,
+                self._handle_batch,
+                on_up=self._link_up,
+                on_down=self._link_down,
+                rng=self._rng,
             )
             self.commands = CommandClient(
                 lambda t, p, rt, cd, exp: link.publish(
@@ -211,14 +236,16 @@ class CentralService:
     # -- link callbacks ---------------------------------------------------------------------------
 
     def _link_up(self) -> None:
-        # No false collapse: every node believed online gets a full grace period from now.
+        # No false collapse: every node believed online is held for the nodes' reconnect window.
         self.liveness.reset(self.clock(), self.ingest.online_nodes())
         self.metrics.connected.set(1)
+        self.live.link_changed(True)
         if self.link.connects > 1:
             self.metrics.reconnects.inc()
 
     def _link_down(self) -> None:
         self.metrics.connected.set(0)
+        self.live.link_changed(False)
 
     async def _handle_batch(self, batch: list[Inbound]) -> None:
         if self.renewal is not None:
@@ -226,11 +253,13 @@ class CentralService:
         async with self._write_lock:
             t0 = time.perf_counter()
             now = self.clock()
+            self.live.link.heard(now)
             handle = self.ingest.handle
             outcomes = [handle(m.topic, m.payload, now) for m in batch]
             writes, changes = self.ingest.take()
             await self._commit(writes, changes)
             self._account(batch, outcomes, now)
+            self._count_offline()
             self.metrics.batch_size.observe(len(batch))
             self.metrics.batch_latency.observe(time.perf_counter() - t0)
 
@@ -301,13 +330,21 @@ class CentralService:
             if not self.link.connected:
                 continue  # central cannot hear anyone: silence is not the nodes' fault
             async with self._write_lock:
-                expired = self.ingest.expire(self.clock())
-                if expired:
+                if self.ingest.expire(self.clock()):
                     writes, changes = self.ingest.take()
                     await self._commit(writes, changes)
-                    self.metrics.timeouts.inc(len(expired))
-                    for node_id in expired:
-                        log.info("节点心跳超时离线 / node %s offline: no health", node_id)
+                    self._count_offline()
+
+    def _count_offline(self) -> None:
+        """Count and log each node gone offline under the reason the API shows for it."""
+        for node_id, reason in self.ingest.take_offline():
+            self.metrics.offline.labels(reason).inc()
+            log.info(
+                "节点离线（%s）/ node %s offline: reason=%s",
+                OFFLINE_REASONS_ZH.get(reason, reason),
+                node_id,
+                reason,
+            )
 
 
 async def serve(cfg: CentralConfig) -> int:

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
-from edge.backoff import Backoff
 from edge.commands import CommandHandler, FirmwareTarget
 from edge.config import EdgeConfig
 from edge.health import HostProbe
@@ -40,6 +39,7 @@ from edge.outbox import DEFAULT_KEY_TTL_S, Outbox, OutboxDiskFull, OutboxError
 from edge.sender import Sender
 from edge.session import NodeSession
 from edge.sources import EventSink, EventSource
+from resilience.backoff import Backoff
 from wire import DeviceState, Event, Health, Priority, Topics, encode
 from wire.version import __version__
 

@@ -29,7 +29,6 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
-from edge.backoff import Backoff
 from edge.commands import FirmwareJob
 from edge.firmware_job_store import JobStore
 from edge.firmware_updater import FirmwareUpdater
@@ -48,6 +47,7 @@ from firmware_bridge.link import (
 )
 from firmware_bridge.transport import PortError
 from firmware_bridge.zones import Debounce, Report, Zone, Zones
+from resilience.backoff import Backoff
 
 log = logging.getLogger("shilian.edge.board_source")
 

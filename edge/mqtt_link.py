@@ -28,9 +28,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.aiomqtt_adapter import NotQueued, PahoInside
+from pki.tls import client_context
+from wire.limits import NODE_OPERATION_TIMEOUT_S
 
-#: Seconds to wait for CONNACK / SUBACK / DISCONNECT before declaring the link dead.
-OPERATION_TIMEOUT_S = 10.0
+#: Seconds to wait for CONNACK / SUBACK / DISCONNECT before declaring the link dead: the
+#: contract's bound, from which central's grace after a broker outage is derived.
+OPERATION_TIMEOUT_S = NODE_OPERATION_TIMEOUT_S
 #: MQTT reason codes >= 0x80 are failures (MQTT 5 §2.4).
 REASON_FAILURE = 0x80
 #: paho's own in-flight cap; our sender keeps fewer in flight, so paho never queues silently.
@@ -94,11 +97,9 @@ def tls_context(tls: TlsFiles) -> ssl.SSLContext:
     """Verify the broker against our CA (and its name) and present our certificate.
     Missing or unreadable files are :class:`LinkError` (the config points at them)."""
     try:
-        ctx = ssl.create_default_context(cafile=str(tls.ca_file))
-        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        return client_context(tls.ca_file, tls.cert_file, tls.key_file)
     except (OSError, ssl.SSLError) as e:
         raise LinkError(f"TLS files unusable: {e}") from None
-    return ctx
 
 
 class Link:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from edge.backoff import Backoff
 from edge.commands import CommandHandler, Refused
 from edge.config import EdgeConfig
 from edge.metrics import EdgeMetrics
@@ -32,6 +32,7 @@ from edge.mqtt_link import (
     Will,
 )
 from edge.outbox import Outbox
+from resilience.backoff import Backoff
 from wire import DeviceState, NodeState, RemoteWireError, Topics, decode, encode
 
 log = logging.getLogger("shilian.edge.session")
@@ -144,11 +145,21 @@ class NodeSession:
                 self.metrics.connect_failures.inc()
                 delay = self.backoff.to_cap() if isinstance(e, ConnectRefused) else None
                 delay = self.backoff.next() if delay is None else delay
+                # Every attempt is logged once, with when the next one is: a technician
+                # watching the log during an outage sees the agent is alive and retrying.
                 if down_since is None:
                     down_since = self._clock()
-                    log.warning("node %s: cannot connect to broker: %s", self.topics.node_id, e)
+                    log.warning(
+                        "node %s: 无法连接 MQTT 代理 / cannot connect to broker: %s; %s",
+                        self.topics.node_id, e, _next_try(self._clock(), delay),
+                    )  # fmt: skip
                 else:
-                    log.debug("node %s: retry in %.1f s: %s", self.topics.node_id, delay, e)
+                    log.info(
+                        "node %s: 仍无法连接 MQTT 代理 / broker still unreachable (down %.0f s): "
+                        "%s; %s",
+                        self.topics.node_id, self._clock() - down_since, e,
+                        _next_try(self._clock(), delay),
+                    )  # fmt: skip
                 await asyncio.sleep(delay)
                 continue
             if self.renewal:
@@ -159,8 +170,12 @@ class NodeSession:
             except LinkError as e:
                 if not self._closing:
                     down_since = self._clock()
-                    log.warning("node %s: connection lost: %s", self.topics.node_id, e)
-                    await asyncio.sleep(self.backoff.next())
+                    delay = self.backoff.next()
+                    log.warning(
+                        "node %s: 与 MQTT 代理的连接中断 / connection lost: %s; %s",
+                        self.topics.node_id, e, _next_try(self._clock(), delay),
+                    )  # fmt: skip
+                    await asyncio.sleep(delay)
             except PublishRejected as e:
                 # Our birth or device state refused: an ACL/identity problem retrying soon
                 # cannot fix.
@@ -328,3 +343,9 @@ class NodeSession:
         except PublishRejected as e:
             self.metrics.rejected.labels(str(e.reason)).inc()
         return True
+
+
+def _next_try(now: float, delay: float) -> str:
+    """When the next connection attempt is, for the log: in seconds and as the local time."""
+    at = time.strftime("%H:%M:%S", time.localtime(now + delay))
+    return f"下次重试 {delay:.1f} 秒后（{at}）/ next try in {delay:.1f} s at {at}"

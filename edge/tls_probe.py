@@ -8,6 +8,8 @@ import socket
 import ssl
 from pathlib import Path
 
+from pki.tls import client_context
+
 #: Seconds for the TCP connect and the handshake: a 4G uplink answers within a few seconds.
 HANDSHAKE_TIMEOUT_S = 10.0
 
@@ -29,9 +31,7 @@ def tls_handshake(
     server has checked the client certificate, so a revoked certificate would look accepted.
     Returns ``host:port version``."""
     try:
-        ctx = ssl.create_default_context(cafile=str(ca_file))
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(str(cert_file), str(key_file))
+        ctx = client_context(ca_file, cert_file, key_file, max_version=ssl.TLSVersion.TLSv1_2)
         with (
             socket.create_connection((host, port), timeout_s) as raw,
             ctx.wrap_socket(raw, server_hostname=host) as s,

@@ -3,9 +3,9 @@
 One TLS listener; every client presents a certificate from our CA and its CN becomes its user
 name (``use_identity_as_username``) and client id (``use_username_as_clientid``, so no one can
 take over another node's session and fire its will). No anonymous access. The CRL is named from
-day one (mosquitto ignores a ``crlfile`` added later until a restart: FIELD-NOTES). Pattern ACLs
-confine each node to its subtree (docs/protocol.md); central reads everything and writes only
-command requests and certificate renewal answers; operators read everything.
+day one (mosquitto ignores a ``crlfile`` added later until a restart, docs/evidence.md). Pattern
+ACLs confine each node to its subtree (docs/protocol.md); central reads everything and writes
+only command requests and certificate renewal answers; operators read everything.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def write_broker_config(
     )
     write_public(files.conf, conf.encode())
     if user != "root" and shutil.which("chown"):
-        # mosquitto drops privileges to ``user``: it must be able to read the key (FIELD-NOTES)
+        # mosquitto drops privileges to ``user``: it must be able to read the key (docs/evidence.md)
         try:
             shutil.chown(files.key, user)
             if data_dir:

@@ -182,6 +182,7 @@ class Edge(Proc):
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.node_id = node_id
+        self.workdir = workdir
         self.sock = workdir / "edge.sock"
         conf = workdir / "edge.toml"
         conf.write_text(

@@ -1,7 +1,7 @@
 """Login, roles, county scope and the audit log (central.auth) over the real aiohttp app (API and
 dashboard routes) on a free port, with central's own SQLite store and an injected clock.
 
-Issue 5's acceptance: "each role can do exactly what it may; a county operator gets 403 on
+What users rely on: "each role can do exactly what it may; a county operator gets 403 on
 another county"."""
 
 from __future__ import annotations

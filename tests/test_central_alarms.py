@@ -132,7 +132,11 @@ async def test_ack_records_who_and_when_and_a_second_ack_is_refused(
             assert r.status == 409
             again = await r.json()
     assert again["error"]["code"] == "already_acked"
-    assert "张三" in again["error"]["message"]
+    # Who and when, in words (China Standard Time), not a Unix time.
+    assert again["error"]["message"].startswith(
+        f"报警 {a1} 已由 张三 于 1970年1月1日 08:33:20 确认"
+    )
+    assert "2000" not in again["error"]["message"]
     assert [a["id"] for a in (await api.get("/api/v1/alarms"))["alarms"]] == [a2]
     acked_list = await api.get("/api/v1/alarms?state=acked")
     assert [a["ack"]["by"] for a in acked_list["alarms"]] == ["张三"]
@@ -146,17 +150,22 @@ async def test_unknown_or_non_alarm_events_and_bad_bodies(api: Api) -> None:
     for path in (f"/api/v1/alarms/{info}/ack", "/api/v1/alarms/999/ack", "/api/v1/alarms/x/ack"):
         body = await api.post(path, {"by": "张三"}, status=404)
         assert body["error"]["code"] == "unknown_alarm"
-    for bad, code in [
-        (b"not json", "bad_json"),
-        ([1], "bad_json"),
-        ({"note": 5}, "bad_body"),
-        ({"note": "x" * 1001}, "bad_body"),
-        ({"by": "张三", "extra": 1}, "bad_body"),
-        ({"by": "x" * 65}, "bad_body"),
+    for bad, code, zh in [
+        (b"not json", "bad_json", ""),
+        ([1], "bad_json", ""),
+        ({"note": 5}, "bad_body", "请求体有误：note：应为文字"),
+        ({"note": "x" * 1001}, "bad_body", "请求体有误：note：最多 1000 个字"),
+        ({"by": "张三", "extra": 1}, "bad_body", "请求体有误：extra：不认识此项"),
+        ({"by": "x" * 65}, "bad_body", "请求体有误：by：最多 64 个字"),
     ]:
         body = await api.post(f"/api/v1/alarms/{alarm}/ack", bad, status=400)
         assert body["error"]["code"] == code
-    assert (await api.get("/api/v1/alarms?state=closed", status=400))["error"]["code"] == (
+        # The operator reads what to fix: no pydantic sentences, no links.
+        message = body["error"]["message"]
+        assert message.startswith(zh) and "pydantic" not in message and "http" not in message
+        if code == "bad_body":
+            assert "should" not in message and "Input" not in message
+    assert (await api.get("/api/v1/alarms?state=resolved", status=400))["error"]["code"] == (
         "bad_param"
     )
     assert (await api.get("/api/v1/alarms?village=12", status=400))["error"]["code"] == "bad_param"
@@ -192,3 +201,38 @@ def test_acks_survive_reopening_the_file(tmp_path: Path) -> None:
     assert (e.value.by, e.value.at) == ("张三", 5.0)
     again.close()
     store.close()
+
+
+async def test_console_filters_by_severity_and_time_and_an_acked_alarm_is_closed_once(
+    api: Api,
+) -> None:
+    panic = api.event(f"{V1}-a", 100.0, kind="panic")
+    tamper = api.event(f"{V1}-a", 200.0, kind="tamper")
+    fire = api.event(f"{V3}-a", 300.0, kind="fire")
+    crit = await api.get("/api/v1/alarms?state=all&severity=critical&order=newest")
+    assert [(a["id"], a["severity"]) for a in crit["alarms"]] == [
+        (fire, "critical"),
+        (panic, "critical"),
+    ]
+    warn = await api.get("/api/v1/alarms?severity=warning")
+    assert [a["id"] for a in warn["alarms"]] == [tamper]
+    window = await api.get("/api/v1/alarms?since=150&until=300")
+    assert [a["id"] for a in window["alarms"]] == [tamper]
+    # Closing comes after acknowledging: the alarm was taken in hand first.
+    refused = await api.post(f"/api/v1/alarms/{panic}/close", {"note": "x"}, status=409)
+    assert refused["error"]["code"] == "not_acked"
+    await api.post(f"/api/v1/alarms/{panic}/ack", {"note": "已派人"}, status=200)
+    api.clock[0] = 1100.0
+    closed = await api.post(f"/api/v1/alarms/{panic}/close", {"note": "误报，已复位"}, status=200)
+    assert closed["state"] == "closed"
+    assert closed["close"] == {"by": "张三", "at": 1100.0, "note": "误报，已复位"}
+    assert closed["ack"]["note"] == "已派人"
+    again = await api.post(f"/api/v1/alarms/{panic}/close", {}, status=409)
+    assert again["error"]["code"] == "already_closed"
+    message = again["error"]["message"]
+    assert "张三" in message and "1970年1月1日 08:18:20" in message
+    states = {
+        s: [a["id"] for a in (await api.get(f"/api/v1/alarms?state={s}"))["alarms"]]
+        for s in ("open", "acked", "closed", "handled")
+    }
+    assert states == {"open": [tamper, fire], "acked": [], "closed": [panic], "handled": [panic]}

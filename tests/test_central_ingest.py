@@ -9,10 +9,10 @@ import uuid
 import pytest
 
 import wire
-from central.ingest import Ingest, LogLimiter
-from central.link import Backoff
+from central.ingest import Ingest
 from central.liveness import WILL_CONFIRM_S, Liveness
 from central.store import DeviceRow, EventRow, GapsRow, HealthRow, IntervalRow, NodeRow, Snapshot
+from resilience.log_limiter import LogLimiter
 from wire import Fault
 
 VILLAGE = "450102001003"
@@ -23,9 +23,10 @@ BOOT = uuid.uuid4().hex
 BOOT2 = uuid.uuid4().hex
 
 
-def make_ingest(snapshot: Snapshot | None = None) -> Ingest:
+def make_ingest(snapshot: Snapshot | None = None, reconnect_grace_s: float | None = None) -> Ingest:
     villages = {VILLAGE, OTHER_VILLAGE}
-    return Ingest(snapshot or Snapshot({}, {}), villages.__contains__, Liveness())
+    lv = Liveness() if reconnect_grace_s is None else Liveness(reconnect_grace_s=reconnect_grace_s)
+    return Ingest(snapshot or Snapshot({}, {}), villages.__contains__, lv)
 
 
 def state(
@@ -118,8 +119,9 @@ def test_a_clean_stop_applies_at_once() -> None:
 
 def test_wills_of_a_broker_restart_do_not_collapse_coverage() -> None:
     """mosquitto publishes every node's will when it shuts down and keeps it retained: central
-    holds them through the grace period after its reconnect; the nodes' new births win."""
-    ing = make_ingest()
+    holds them through the grace period after its reconnect; the nodes' new births win. (Here
+    without the reconnect window, which the next test adds.)"""
+    ing = make_ingest(reconnect_grace_s=0.0)
     ing.handle(*state(birth=1, interval=10.0), 100.0)
     ing.handle(*state(node=NODE_B, birth=1, interval=10.0), 100.0)
     ing.take()
@@ -248,7 +250,7 @@ def test_command_response_is_decoded_for_the_command_client() -> None:
 
 
 def test_liveness_reset_gives_a_full_grace_period() -> None:
-    lv = Liveness()
+    lv = Liveness(reconnect_grace_s=0.0)
     lv.alive("a", 10.0, 0.0)
     lv.alive("b", 20.0, 0.0)
     # central was deaf from t=5 to t=100: at reconnect, nobody is timed out for that silence
@@ -257,6 +259,12 @@ def test_liveness_reset_gives_a_full_grace_period() -> None:
     assert lv.tick(115.0) == ["a"]
     assert lv.tick(130.0) == ["b"]
     assert len(lv) == 0
+    # with the reconnect window, the longer of the two holds
+    lv = Liveness(reconnect_grace_s=25.0)
+    lv.reset(100.0, [("a", 10.0), ("b", 20.0)])
+    assert lv.tick(124.9) == []
+    assert lv.tick(125.0) == ["a"]
+    assert lv.tick(130.0) == ["b"]
 
 
 def test_liveness_heap_stays_bounded() -> None:
@@ -275,10 +283,104 @@ def test_log_limiter_once_per_key_per_window() -> None:
     assert lim.allow(("n", "schema"), 60.0)
 
 
-def test_backoff_is_jittered_exponential_and_capped() -> None:
-    b = Backoff(base_s=1.0, cap_s=60.0, rng=lambda: 1.0)
-    assert [b.next() for _ in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
-    b.reset()
-    assert b.next() == 1
-    assert b.next(to_cap=True) == 60
-    assert Backoff(rng=lambda: 0.25).next() == 0.25
+def test_after_a_reconnect_nodes_are_held_for_their_whole_reconnect_window() -> None:
+    """A broker outage longer than a minute: a node may wait its whole backoff cap before it
+    reconnects, so central holds it (and its retained will) for the reconnect window, not for
+    1.5 x its interval; its own new birth ends the hold, and a death after it applies at once."""
+    from wire.limits import RECONNECT_CAP_S, RECONNECT_GRACE_S
+
+    assert RECONNECT_GRACE_S >= RECONNECT_CAP_S + 1.5 * 10.0  # cap, jitter inside it, connect
+    ing = make_ingest()
+    ing.handle(*state(birth=1, interval=10.0), 100.0)
+    ing.handle(*state(node=NODE_B, birth=1, interval=10.0), 100.0)
+    ing.take()
+    ing.handle(*state(st="offline", birth=1, reason="will"), 200.0)  # broker shutting down
+    ing.handle(*state(node=NODE_B, st="offline", birth=1, reason="will"), 200.0)
+    ing.liveness.reset(320.0, ing.online_nodes())  # back after 120 s
+    ing.handle(*state(st="offline", birth=1, reason="will"), 320.1)  # retained wills again
+    ing.handle(*state(node=NODE_B, st="offline", birth=1, reason="will"), 320.1)
+    assert ing.expire(320.0 + RECONNECT_GRACE_S - 0.1) == []
+    ing.handle(*state(birth=2, interval=10.0), 320.0 + RECONNECT_CAP_S)  # NODE, after the cap
+    assert ing.nodes[NODE].state == ONLINE_STATE
+    ing.handle(*health(interval=10.0), 320.0 + RECONNECT_GRACE_S - 5)
+    assert ing.expire(320.0 + RECONNECT_GRACE_S) == [NODE_B]  # never came back: really dead
+    assert ing.nodes[NODE_B].state_reason == "will"
+    # NODE's own death after its new birth is not held by the grace
+    t = 320.0 + RECONNECT_CAP_S + 1
+    ing.handle(*state(st="offline", birth=2, reason="will"), t)
+    assert ing.expire(t + WILL_CONFIRM_S) == [NODE]
+
+
+def test_health_after_a_reconnect_does_not_cut_the_hold_short() -> None:
+    """Health queued before the outage and delivered after central's reconnect is no birth: the
+    node keeps the reconnect window."""
+    from wire.limits import RECONNECT_GRACE_S
+
+    ing = make_ingest()
+    ing.handle(*state(birth=1, interval=10.0), 100.0)
+    ing.liveness.reset(200.0, ing.online_nodes())
+    ing.handle(*health(interval=10.0), 200.5)
+    assert ing.expire(200.0 + RECONNECT_GRACE_S - 0.1) == []
+    assert ing.expire(200.0 + RECONNECT_GRACE_S) == [NODE]
+    assert ing.nodes[NODE].state_reason == "health_timeout"
+
+
+def test_a_replaced_box_comes_online_and_old_deaths_stay_ignored() -> None:
+    """New SD card, lost outbox, re-enrolment: birth_seq starts again at 1 under a new boot_id.
+    A birth with a new boot_id is a new life; the old box's will or stop is stale."""
+    ing = make_ingest()
+    ing.handle(*state(birth=57), 100.0)
+    ing.handle(*state(st="offline", birth=57, reason="stopped"), 101.0)
+    ing.take()
+    assert ing.nodes[NODE].state == "offline"
+    out = ing.handle(*state(birth=1, boot=BOOT2), 200.0)
+    assert out.ignored is None
+    assert ing.nodes[NODE].state == ONLINE_STATE and ing.nodes[NODE].boot_id == BOOT2
+    assert ing.take()[1] == [(NODE, True)]
+    # the old box's will and stop, redelivered or late, do not touch the new life
+    for reason in ("will", "stopped"):
+        out = ing.handle(*state(st="offline", birth=57, reason=reason), 201.0)
+        assert out.ignored == "stale_state"
+    assert ing.expire(201.0 + WILL_CONFIRM_S) == []
+    assert ing.nodes[NODE].state == ONLINE_STATE
+    ing.handle(*health(boot=BOOT2), 210.0)  # the new box's health keeps it alive
+    assert ing.liveness.deadline(NODE) == 210.0 + 1.5 * 30.0
+    # the new box's own death applies
+    ing.handle(*state(st="offline", birth=1, boot=BOOT2, reason="stopped"), 220.0)
+    assert ing.nodes[NODE].state == "offline" and ing.nodes[NODE].state_reason == "stopped"
+
+
+def test_health_of_another_boot_does_not_move_the_deadline() -> None:
+    """A stray health (another boot_id, shorter interval) must not take a live node offline."""
+    ing = make_ingest()
+    ing.handle(*state(birth=3, interval=30.0), 100.0)
+    ing.handle(*health(interval=30.0), 110.0)
+    assert ing.liveness.deadline(NODE) == 110.0 + 45.0
+    ing.handle(*health(boot=BOOT2, interval=1.0), 111.0)
+    assert ing.liveness.deadline(NODE) == 110.0 + 45.0
+    assert ing.nodes[NODE].health_interval_s == 30.0
+    assert ing.expire(120.0) == []
+    assert ing.nodes[NODE].state == ONLINE_STATE
+
+
+def test_offline_transitions_carry_the_api_reason() -> None:
+    """One reason, one name: what the metric counts is what the API shows."""
+    ing = make_ingest()
+    for node in (NODE, NODE_B):
+        ing.handle(*state(node=node, birth=1, interval=10.0), 100.0)
+    ing.take()
+    ing.handle(*state(st="offline", birth=1, reason="will"), 101.0)
+    ing.expire(101.0 + WILL_CONFIRM_S)
+    ing.expire(116.0)
+    assert sorted(ing.take_offline()) == [(NODE, "will"), (NODE_B, "health_timeout")]
+    assert ing.take_offline() == []
+    ing.handle(*state(birth=2), 120.0)
+    ing.handle(*state(st="offline", birth=2, reason="stopped"), 121.0)
+    assert ing.take_offline() == [(NODE, "stopped")]
+    assert {ing.nodes[NODE].state_reason, ing.nodes[NODE_B].state_reason} == {
+        "stopped",
+        "health_timeout",
+    }
+
+
+ONLINE_STATE = "online"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import time
 import uuid
@@ -69,6 +70,14 @@ async def central(cfg: CentralConfig) -> AsyncIterator[CentralService]:
 
 def sample(svc: CentralService, name: str, **labels: str) -> float:
     return svc.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def offline_total(svc: CentralService) -> float:
+    """Nodes gone offline, every reason."""
+    return sum(
+        sample(svc, "shilian_nodes_offline_total", reason=r)
+        for r in ("will", "stopped", "health_timeout")
+    )
 
 
 class Node:
@@ -204,9 +213,10 @@ def _kill(c: paho.Client) -> None:
 
 
 async def test_will_marks_offline_and_a_stale_death_is_ignored(
-    broker: Mosquitto, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = make_cfg(broker, tmp_path)
+    caplog.set_level(logging.INFO, logger="shilian.central")
     async with central(cfg) as svc:
         node = Node(broker)
         c = await asyncio.to_thread(_paho_node_with_will, broker.port, node)
@@ -214,6 +224,12 @@ async def test_will_marks_offline_and_a_stale_death_is_ignored(
         await asyncio.to_thread(_kill, c)
         await wait_for(lambda: svc.coverage.node_online(NODE) is False, "offline by will")
         assert svc.ingest.nodes[NODE].state_reason == "will"
+        # one reason, one name: the metric and the log say what the API says
+        assert sample(svc, "shilian_nodes_offline_total", reason="will") == 1
+        assert sample(svc, "shilian_nodes_offline_total", reason="health_timeout") == 0
+        lines = [r.getMessage() for r in caplog.records if NODE in r.getMessage()]
+        assert any("offline" in m and "reason=will" in m for m in lines), lines
+        assert not any("health" in m for m in lines), lines
         # the node comes back (birth 2); a late death of birth 1 must not take it down
         old_death = node.state("offline", "will")
         await node.connect()
@@ -235,7 +251,8 @@ async def test_health_timeout_then_health_brings_it_back(broker: Mosquitto, tmp_
         await wait_for(lambda: svc.coverage.node_online(NODE) is True, "online")
         await wait_for(lambda: svc.coverage.node_online(NODE) is False, "timed out")
         assert svc.ingest.nodes[NODE].state_reason == "health_timeout"
-        assert sample(svc, "shilian_health_timeouts_total") == 1
+        assert sample(svc, "shilian_nodes_offline_total", reason="health_timeout") == 1
+        assert sample(svc, "shilian_nodes_offline_total", reason="will") == 0
         await node.health()
         await wait_for(lambda: svc.coverage.node_online(NODE) is True, "revived by health")
         await node.close()
@@ -348,7 +365,7 @@ async def test_no_false_offline_after_broker_restart(broker: Mosquitto, tmp_path
             await wait_for(lambda: svc.ingest.nodes[NODE].birth_seq == 2, "new birth seen")
             await asyncio.sleep(2.0)  # more than the grace period with health flowing
             assert svc.coverage.node_online(NODE) is True
-            assert sample(svc, "shilian_health_timeouts_total") == 0
+            assert offline_total(svc) == 0
             assert sample(svc, "shilian_broker_reconnects_total") >= 1
         finally:
             stop.set()
@@ -375,7 +392,7 @@ async def test_no_false_offline_after_central_restart(broker: Mosquitto, tmp_pat
             )
             await asyncio.sleep(2.0)
             assert svc.coverage.node_online(NODE) is True
-            assert sample(svc, "shilian_health_timeouts_total") == 0
+            assert offline_total(svc) == 0
     finally:
         stop.set()
         await beat

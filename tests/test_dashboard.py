@@ -1,4 +1,4 @@
-"""Issue 6's acceptance in a real browser: Debian's headless Chromium driven by Playwright, a real
+"""The dashboard in a real browser: Debian's headless Chromium driven by Playwright, a real
 ``shilian central run`` on a free port, a real mosquitto, and nodes published by the test as
 retained births and deaths (the same messages edge agents send).
 

@@ -1,4 +1,4 @@
-"""Issue 6's operations features in a real browser (Debian's headless Chromium, Playwright): the
+"""The dashboard's operations features in a real browser (headless Chromium, Playwright): the
 alert banner, reports, the 30-day trend, pinyin search, the last-seen filter and the node page's
 commissioning link and role-dependent actions, against a real ``shilian central run`` and
 mosquitto. Central's database is seeded before its start as a central that ran for a month

@@ -1,4 +1,4 @@
-"""Issue 3's acceptance, end to end: real mosquitto, real ``shilian central run`` and
+"""End to end: real mosquitto, real ``shilian central run`` and
 ``shilian edge run`` processes, observed through central's HTTP API."""
 
 from __future__ import annotations

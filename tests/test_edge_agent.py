@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -190,7 +191,8 @@ async def test_events_accepted_while_broker_down_all_delivered_in_order(
             await agent.sink.emit(pr, "offline_ev", data={"i": i})
         assert agent.outbox is not None and agent.outbox.depth == 300
         await wait_for(
-            lambda: sum("retry in" in r.message for r in caplog.records) >= 2, "some retries"
+            lambda: sum("still unreachable" in r.message for r in caplog.records) >= 2,
+            "some retries",
         )
         broker.start()
         await wait_for(lambda: len(observer.events()) >= 301, "all events", within=60)
@@ -206,13 +208,17 @@ async def test_events_accepted_while_broker_down_all_delivered_in_order(
     assert alarms == [2 + i for i in range(0, 300, 50)]
     assert seqs.index(alarms[-1]) < seqs.index(3)  # backlog: alarms before older info
     assert agent.registry.get_sample_value("shilian_edge_reconnects_total") == 1
-    # the outage is logged once: WARNING when it starts, DEBUG per retry, INFO on recovery
+    # the outage: one WARNING when it starts, one INFO line per failed attempt, each with the
+    # next try's time, INFO on recovery
     levels = [(r.levelno, r.message) for r in caplog.records if r.name == "shilian.edge.session"]
     assert [m for lv, m in levels if lv == logging.WARNING] == [
         m for _, m in levels if "connection lost" in m
     ]
     assert len([m for lv, m in levels if lv == logging.WARNING]) == 1
-    assert all(lv == logging.DEBUG for lv, m in levels if "retry in" in m)
+    retries = [(lv, m) for lv, m in levels if "still unreachable" in m]
+    assert retries and all(lv == logging.INFO for lv, _ in retries)
+    assert all(re.search(r"next try in \d+\.\d s at \d\d:\d\d:\d\d", m) for _, m in retries)
+    assert "next try in" in next(m for _, m in levels if "connection lost" in m)
     assert any(lv == logging.INFO and "connected again after" in m for lv, m in levels)
 
 

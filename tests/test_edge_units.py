@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from edge.backoff import Backoff
 from edge.commands import CommandHandler, Refused, Reply
 from edge.health import (
     CpuTimes,
@@ -21,6 +20,7 @@ from edge.health import (
 from edge.local_api import RequestError, parse_request
 from edge.mqtt_link import Incoming
 from edge.outbox_policy import Admission, admit, send_key
+from resilience.backoff import Backoff
 from wire import CommandResponse, Priority, Topics, decode
 
 NODE = "450102001001-a"
@@ -210,5 +210,9 @@ def test_commands_refuse_response_topics_outside_our_reply_space(rt: str | None)
 
 def test_expired_request_is_not_answered() -> None:
     t = Topics(NODE)
-    assert isinstance(_handler(now=110.0).handle(_req({"cmd": "ping"}, t.cmd_res, 5), 100), Refused)
-    assert isinstance(_handler(now=104.0).handle(_req({"cmd": "ping"}, t.cmd_res, 5), 100), Reply)
+    assert isinstance(
+        _handler(now=110.0).handle(_req({"v": 1, "cmd": "ping"}, t.cmd_res, 5), 100), Refused
+    )
+    assert isinstance(
+        _handler(now=104.0).handle(_req({"v": 1, "cmd": "ping"}, t.cmd_res, 5), 100), Reply
+    )

@@ -1,4 +1,4 @@
-"""Issue 4's long acceptance runs, for ``make soak`` only (skipped unless SHILIAN_SOAK=1):
+"""The alarm path's long acceptance runs, for ``make soak`` only (skipped unless SHILIAN_SOAK=1):
 
 - the link alone (board simulator on a pty ↔ the host transport): SHILIAN_FB_PRESSES presses
   (default 10,000) over a line with 1 % bit errors and random cuts, paced on the board's queue
@@ -36,7 +36,7 @@ PRESSES = int(os.environ.get("SHILIAN_FB_PRESSES", "10000"))
 #: Board queue depth the press loop waits under (the board's bound is 1,024).
 BACKLOG = 200
 UNPLUG_S = 30.0
-#: Issue 4: "link down reported within 3 s". The link declares it after 3 s of silence; the
+#: Required: "link down reported within 3 s". The link declares it after 3 s of silence; the
 #: last heartbeat came up to 1 s before the cut, so 2-3 s plus the report's way to central.
 DOWN_REPORTED_S = 3.0
 

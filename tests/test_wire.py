@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -10,6 +11,8 @@ from hypothesis import strategies as st
 
 from wire import (
     MAX_PAYLOAD_BYTES,
+    CommandResponse,
+    DeviceState,
     Event,
     Fault,
     Health,
@@ -24,6 +27,7 @@ from wire import (
     parse_topic,
 )
 from wire.codec import SCHEMAS
+from wire.messages import AnyMessage
 
 NODE = "450102001001-a"
 BOOT = "0" * 31 + "1"
@@ -165,3 +169,54 @@ def test_any_json_object_gives_a_message_or_a_typed_error(obj: dict[str, object]
         decode(Event, json.dumps(obj).encode(), node_id=NODE)
     except RemoteWireError as e:
         assert isinstance(e.fault, Fault)
+
+
+@pytest.mark.parametrize("schema", [NodeState, Health, Event, DeviceState, CommandResponse])
+def test_v_is_required_as_documented(schema: type[Any]) -> None:
+    """docs/protocol.md: every payload carries ``v``. Without it the payload is refused (schema),
+    so a client that forgets it learns at once instead of being read as v1 by chance."""
+    examples: dict[type[Any], AnyMessage] = {
+        NodeState: NodeState(
+            node=NODE, state="online", boot_id="a" * 32, birth_seq=1, ts=1.0, reason="connect"
+        ),
+        Health: Health(
+            node=NODE,
+            boot_id="a" * 32,
+            ts=1.0,
+            interval_s=30,
+            uptime_s=1,
+            sw_version="x",
+            cpu_pct=1,
+            mem_used_pct=1,
+            disk_used_pct=1,
+            outbox_depth=0,
+        ),
+        Event: _event(),
+        DeviceState: DeviceState(node=NODE, ts=1.0, kind="camera", state="up"),
+        CommandResponse: CommandResponse(node=NODE, ok=True),
+    }
+    raw = json.loads(encode(examples[schema]))
+    assert decode(schema, json.dumps(raw).encode(), node_id=NODE) == examples[schema]
+    del raw["v"]
+    with pytest.raises(RemoteWireError) as e:
+        decode(schema, json.dumps(raw).encode(), node_id=NODE)
+    assert e.value.fault is Fault.SCHEMA and e.value.detail.startswith("v:")
+
+
+def test_the_refusal_table_of_protocol_md() -> None:
+    """docs/protocol.md names one reason per kind of bad input; a version that is not the
+    integer 1 is a version problem even when the rest is valid."""
+    raw = json.loads(encode(_event()))
+    for v, fault in (("1", Fault.UNKNOWN_VERSION), (2, Fault.UNKNOWN_VERSION)):
+        with pytest.raises(RemoteWireError) as e:
+            decode(Event, json.dumps({**raw, "v": v}).encode(), node_id=NODE)
+        assert e.value.fault is fault
+    for payload, fault in (
+        (b"\xff\xfe{", Fault.INVALID_JSON),
+        (b'"text"', Fault.SCHEMA),
+        (json.dumps({**raw, "seq": 0}).encode(), Fault.SCHEMA),  # out of range
+        (json.dumps({**raw, "boot_id": "XYZ"}).encode(), Fault.SCHEMA),  # pattern
+    ):
+        with pytest.raises(RemoteWireError) as e:
+            decode(Event, payload, node_id=NODE)
+        assert e.value.fault is fault, payload

@@ -69,6 +69,10 @@ def decode(schema: type[M], payload: bytes, *, node_id: str | None = None) -> M:
         loc = ".".join(str(p) for p in first["loc"]) or "<root>"
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         raise RemoteWireError(Fault.SCHEMA, f"{loc}: {first['msg']}{more}") from None
+    if "v" not in msg.model_fields_set:
+        # The field has a default so that our own code can build messages without it, but the
+        # contract requires it on the wire (docs/protocol.md): a payload without it is refused.
+        raise RemoteWireError(Fault.SCHEMA, "v: Field required")
     if msg.v != PROTOCOL_VERSION:
         raise RemoteWireError(Fault.UNKNOWN_VERSION, f"v={msg.v}, this side speaks v1")
     if node_id is not None and getattr(msg, "node", node_id) != node_id:

@@ -1,8 +1,8 @@
 """Payload schemas (JSON, UTF-8). See docs/protocol.md for an example of each.
 
 Rules common to every payload:
-- ``v`` is the major schema version (:data:`wire.limits.PROTOCOL_VERSION`); a receiver refuses
-  any other value (``unknown_version``).
+- ``v`` is the major schema version (:data:`wire.limits.PROTOCOL_VERSION`), required; a receiver
+  refuses a payload without it (``schema``) or with any other value (``unknown_version``).
 - Unknown fields are ignored, so a v1 receiver accepts payloads from a newer v1 sender that
   added optional fields.
 - ``node`` repeats the sender's node id. The topic is the identity: a payload whose ``node``
@@ -47,18 +47,33 @@ class Priority(StrEnum):
 _RANK = {Priority.ALARM: 2, Priority.DEVICE: 1, Priority.INFO: 0}
 
 
+def _v_required(schema: dict[str, Any]) -> None:
+    """In the JSON Schema, ``v`` is required as on the wire (``wire.decode`` refuses a payload
+    without it); the model's default only serves our own code building messages."""
+    required = schema.setdefault("required", [])
+    if "v" not in required:
+        required.insert(0, "v")
+    v = schema["properties"]["v"]
+    v.pop("default", None)
+    v["const"] = PROTOCOL_VERSION
+
+
 class _Payload(BaseModel):
     # defer_build: a model's validator and serializer are built on its first use, so a process
     # holds only those it uses (an idle edge: state and health, never the certificate ones).
-    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, defer_build=True, json_schema_extra=_v_required
+    )
 
-    v: int = Field(default=PROTOCOL_VERSION, description="major schema version")
+    v: int = Field(default=PROTOCOL_VERSION, strict=True, description="major schema version")
 
 
 class NodeState(_Payload):
     """Birth ("online", on every connect) and death ("offline": the MQTT last will, or a clean
-    stop). Retained. ``birth_seq`` grows with every connection of the node and survives reboots;
-    a state whose ``birth_seq`` is lower than one already seen is stale and ignored."""
+    stop). Retained. ``birth_seq`` grows with every connection of the node and survives reboots.
+    A birth with a new ``boot_id`` is a new life (a replaced box starts again at 1); a death of
+    another boot, or a state of the current boot with a lower ``birth_seq``, is stale and
+    ignored."""
 
     node: NodeId
     state: Literal["online", "offline"]

@@ -15,12 +15,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wire import event_kinds
 from wire.limits import MAX_PAYLOAD_BYTES
 
-#: Event kind of a snapshot.
-SNAPSHOT_KIND = "snapshot"
-#: Event kind of a camera power-cycle outcome (acked / failed / no_relay).
-POWER_CYCLE_KIND = "camera_power_cycle"
+#: Event kind of a snapshot, and of a camera power-cycle outcome (acked / failed / no_relay).
+SNAPSHOT_KIND = event_kinds.SNAPSHOT
+POWER_CYCLE_KIND = event_kinds.CAMERA_POWER_CYCLE
 
 #: Largest JPEG in one snapshot. Base64 makes it 4/3 larger (58.7 KiB); the event around it
 #: (ids, camera, sizes) is a few hundred bytes: the whole event stays under the wire's 64 KiB

@@ -1,6 +1,6 @@
 // The operators' dashboard. Plain browser JavaScript, no build step: central serves
 // this file as it is. Routes (location.hash): "#/" the scope's overview, "#/u/<code>" a unit,
-// "#/n/<node id>" a node. Figures come from central's API; a server-sent events stream
+// "#/n/<node id>" a node, "#/alarms" the alarm console (alarms.js). Figures come from central's API; a server-sent events stream
 // (/api/v1/live) says when they changed, and the view re-reads them (throttled).
 "use strict";
 
@@ -10,6 +10,8 @@ const LOCALE = LANG === "en" ? "en-GB" : "zh-CN";
 // 南宁市's county shapes predate the 2021 renaming of 横县 (450127) to 横州市 (450181):
 // features join the registry by code, and this maps the one renamed unit.
 const RENAMED = { "450127": "450181" };
+// Districts too small on the city map for a two-line label (南宁's urban districts).
+const SMALL_AREAS = new Set(["450102", "450103", "450105", "450107", "450108", "450109"]);
 // Map names registered by the vendored shape files, by city code.
 const SHAPES = { "4501": "南宁" };
 // Re-read the view at most this often while changes stream in (a churning fleet changes every
@@ -76,8 +78,11 @@ async function api(path, method = "GET", payload = undefined) {
 const coveragePath = (code) => (code ? `/api/v1/coverage/${code}` : "/api/v1/coverage");
 const unitHref = (code) => `#/u/${code}`;
 const nodeHref = (id) => `#/n/${encodeURIComponent(id)}`;
+// Coverage colour steps, highest first: the ranking bars and the map use the same ones, so a
+// county has one colour wherever it is shown.
+const RATIO_STEPS = [[0.9, "#2fbf71"], [0.75, "#8bc34a"], [0.5, "#f2a93b"], [0, "#e5484d"]];
 function ratioColor(r) {
-  return r >= 0.9 ? "#2fbf71" : r >= 0.75 ? "#8bc34a" : r >= 0.5 ? "#f2a93b" : "#e5484d";
+  return RATIO_STEPS.find(([min]) => r >= min)[1];
 }
 
 // The logged-in user's role (session.js, central.auth); without logins everything is allowed.
@@ -90,6 +95,7 @@ async function roleRank() {
 // -- shared state ------------------------------------------------------------------------------
 
 const shilian = (window.__shilian = { ready: null, refreshes: 0, charts: {} });
+const fresh = window.shilianFreshness; // freshness.js: the badge, the stale banner
 let view = null; // the current view: { key, refresh(), dispose() }
 
 function chart(name, node) {
@@ -122,7 +128,7 @@ function eventsList(events) {
   return `<ul class="events">${events.map((e) => `<li data-event="${e.id ?? ""}">
     ${priorityPill(e.priority)} <span class="muted">${esc(fmtTime(e.ts))}</span>
     ${e.village_name ? `<a href="${unitHref(e.village)}">${esc(e.village_name)}</a>` : ""}
-    <a href="${nodeHref(e.node_id)}">${esc(e.node_id)}</a> ${esc(e.kind)}${e.device ? ` · ${esc(e.device)}` : ""}
+    <a href="${nodeHref(e.node_id)}">${esc(e.node_id)}</a> <span data-kind="${esc(e.kind)}">${esc(eventKindName(e.kind))}</span>${e.device ? ` · ${esc(e.device)}` : ""}
   </li>`).join("")}</ul>`;
 }
 
@@ -168,7 +174,7 @@ function unitView(code) {
       </section>
       <section class="card stat ok span2"><h2>${esc(t("nodes_online"))}</h2><div class="big" data-test="nodes-online"></div></section>
       <section class="card stat bad span2"><h2>${esc(t("nodes_offline"))}</h2><div class="big" data-test="nodes-offline"></div></section>
-      <section class="card stat warn span2" ${BOOT.alarms ? "" : "hidden"}><h2>${esc(t("alarms_open"))}</h2><div class="big" data-test="alarms-open"></div></section>
+      <a class="card stat warn span2 link" data-test="alarms-card" href="#/alarms${code.length === 6 ? `?county=${code}` : ""}" ${BOOT.alarms ? "" : "hidden"}><h2>${esc(t("alarms_open"))}</h2><div class="big" data-test="alarms-open"></div></a>
       ${video.html}
       ${hasMap ? `<section class="card span7"><h2>${esc(t("map_title"))}</h2><div class="chart" data-test="map"></div></section>` : ""}
       ${hasRank ? `<section class="card ${hasMap ? "span5" : "span7"}"><h2>${esc(t("rank_title"))}</h2><div class="chart" data-test="rank"></div></section>` : ""}
@@ -211,12 +217,18 @@ function unitView(code) {
     mapBase = {
       animation: false,
       tooltip: { trigger: "item", formatter: (p) => (p.data ? `${esc(p.data.label)}<br>${fmtPct(p.data.ratio)} (${fmtInt(p.data.covered)} / ${fmtInt(p.data.villages)})` : "") },
-      visualMap: { min: 0, max: 100, calculable: false, left: 8, bottom: 8, text: ["100%", "0%"],
-        inRange: { color: ["#e5484d", "#f2a93b", "#8bc34a", "#2fbf71"] }, textStyle: { color: "#e6edf5" } },
+      // The legend of the colour steps; each area is coloured by ratioColor (below).
+      visualMap: { type: "piecewise", show: true, left: 8, bottom: 8, textStyle: { color: "#e6edf5" },
+        pieces: RATIO_STEPS.map(([min, color], i) => ({ gte: min * 100, ...(i ? { lt: RATIO_STEPS[i - 1][0] * 100 } : {}), color,
+          label: i ? `${min * 100}%–${RATIO_STEPS[i - 1][0] * 100}%` : `≥ ${min * 100}%` })) },
       series: [{ type: "map", map: mapName, roam: false, selectedMode: false,
-        layoutCenter: ["50%", "50%"], layoutSize: "100%", labelLayout: { hideOverlap: true },
+        layoutCenter: ["50%", "50%"], layoutSize: "100%",
+        // Every county is labelled (none hidden for overlapping): the small urban districts,
+        // packed together, show their name without "区" in smaller type (their figure is in the
+        // tooltip and the ranking beside the map).
         label: { show: true, color: "#0f1c2e", fontSize: BOOT.wall ? 16 : 11,
-          formatter: (p) => (p.data ? `${p.data.label}\n${fmtPct(p.data.ratio)}` : p.name) },
+          formatter: (p) => (p.data ? (p.data.small ? `{s|${p.data.label.replace(/区$/, "")}}` : `${p.data.label}\n${fmtPct(p.data.ratio)}`) : p.name),
+          rich: { s: { fontSize: BOOT.wall ? 12 : 9, color: "#0f1c2e" } } },
         itemStyle: { borderColor: "#0f1c2e" }, emphasis: { label: { color: "#000" } }, data: [] }],
     };
     map.on("click", (p) => { if (p.data) location.hash = unitHref(p.data.name); });
@@ -278,7 +290,7 @@ function unitView(code) {
       </tr></thead><tbody>${rows.map((u) => `<tr class="link" data-code="${u.code}">
         <td data-col="name"><a href="${unitHref(u.code)}">${esc(u.name)}</a></td><td data-col="code" class="muted">${u.code}</td>
         <td data-col="villages" class="num">${fmtInt(u.villages)}</td><td data-col="provisioned" class="num">${fmtInt(u.provisioned)}</td>
-        <td data-col="covered" class="num">${fmtInt(u.covered)}</td><td data-col="ratio" class="num">${fmtPct(u.ratio)}</td>
+        <td data-col="covered" class="num">${fmtInt(u.covered)}</td><td data-col="ratio" class="num">${u.level === 5 && u.provisioned === 0 ? `<span class="muted">${esc(t("state_never"))}</span>` : fmtPct(u.ratio)}</td>
         ${villages ? `<td data-col="state">${pill(...childState(u))}</td>` : ""}${unseen ? `<td data-col="unseen" class="num">${fmtInt(unseen[u.code])}</td>` : ""}</tr>`).join("")}</tbody></table>`;
     box.querySelectorAll("th[data-sort]").forEach((th) => th.addEventListener("click", () => {
       sort.dir = sort.key === th.dataset.sort ? -sort.dir : 1;
@@ -293,7 +305,8 @@ function unitView(code) {
   function renderCharts() {
     const kids = data.coverage.children;
     if (map) {
-      const items = kids.map((u) => ({ name: u.code, value: +(u.ratio * 100).toFixed(2), label: u.name, ratio: u.ratio, covered: u.covered, villages: u.villages }));
+      const items = kids.map((u) => ({ name: u.code, value: +(u.ratio * 100).toFixed(2), label: u.name, ratio: u.ratio, covered: u.covered, villages: u.villages,
+        itemStyle: { areaColor: ratioColor(u.ratio) }, small: SMALL_AREAS.has(u.code) }));
       map.setOption(mapBase ? { ...mapBase, series: [{ ...mapBase.series[0], data: items }] } : { series: [{ data: items }] });
       mapBase = null;
     }
@@ -343,7 +356,8 @@ function unitView(code) {
     const u = coverage.unit;
     crumbs(coverage.ancestors, code === BOOT.scope ? null : u);
     $("[data-test=unit-name]", root).textContent = u.name;
-    $("[data-test=ratio]", root).textContent = fmtPct(u.ratio);
+    // A village without a node has no coverage to speak of: say so, not "0.00%".
+    $("[data-test=ratio]", root).textContent = isVillage && u.provisioned === 0 ? t("no_nodes") : fmtPct(u.ratio);
     $("[data-test=ratio]", root).dataset.ratio = String(u.ratio);
     const cov = $("[data-test=covered-of]", root);
     cov.textContent = t("covered_of", { covered: fmtInt(u.covered), villages: fmtInt(u.villages) });
@@ -401,6 +415,7 @@ function unitView(code) {
         api(`/api/v1/dashboard/overview?code=${code}`),
       ]);
       data = { coverage, overview };
+      fresh.link(overview.link);
       if (unseen) await loadUnseen();
       render();
       await video.load();
@@ -409,6 +424,7 @@ function unitView(code) {
         wallStep();
         wallTimer = setInterval(wallStep, WALL_ROTATE_MS);
       }
+      return overview.time;
     },
     dispose() {
       if (wallTimer !== null) clearInterval(wallTimer);
@@ -448,13 +464,14 @@ function nodeView(id) {
       actionsDrawn = true;
       const acts = $("[data-test=actions]", root);
       acts.innerHTML = rank >= ROLES.admin ? ["ping", "get-config"].map((cmd) =>
-        `<button type="button" data-cmd="${cmd}">${esc(t(`action_${cmd.replace("-", "_")}`))}</button>`).join(" ") + `<pre data-test="action-result" class="result"></pre>`
+        `<button type="button" data-cmd="${cmd}">${esc(t(`action_${cmd.replace("-", "_")}`))}</button>`).join(" ") + `<div data-test="action-result" class="result"></div>`
         : rank < ROLES.operator ? `<p class="muted" data-test="view-only">${esc(t("no_actions"))}</p>` : "";
       acts.querySelectorAll("button[data-cmd]").forEach((b) => b.addEventListener("click", async () => {
         const out = $("[data-test=action-result]", root);
         try {
+          const t0 = performance.now();
           const r = await api(`/api/v1/nodes/${encodeURIComponent(id)}/commands`, "POST", { cmd: b.dataset.cmd });
-          out.textContent = `${t("action_ok")}${COLON}${JSON.stringify(r.result)}`;
+          out.innerHTML = commandResult(b.dataset.cmd, r.result, performance.now() - t0); // readable.js
         } catch (e) {
           out.textContent = t("action_failed", { message: e.message });
         }
@@ -484,7 +501,7 @@ function nodeView(id) {
     if (rank < ROLES.operator) { alarmsBox.innerHTML = ""; return; }
     const open = (await api(`/api/v1/alarms?node=${encodeURIComponent(id)}&state=open&limit=20`)).alarms;
     alarmsBox.innerHTML = `<h2>${esc(t("open_alarms_title"))}</h2>` + (open.length ? `<ul class="events">${open.map((a) => `<li data-alarm="${a.id}">
-      ${priorityPill("alarm")} ${esc(a.kind)} <span class="muted">${esc(fmtTime(a.ts))}</span>
+      ${priorityPill("alarm")} ${esc(eventKindName(a.kind))} <span class="muted">${esc(fmtTime(a.ts))}</span>
       <button type="button" data-ack="${a.id}">${esc(t("action_ack"))}</button></li>`).join("")}</ul>`
       : `<p class="muted">${esc(t("no_open_alarms"))}</p>`);
     // The pictures taken on each alarm by the cameras of its zone (GET .../snapshots).
@@ -610,11 +627,15 @@ async function refresh() {
   lastRefresh = performance.now();
   const v = view;
   try {
-    await v.refresh();
+    fresh.loaded(await v.refresh());
+    v.shown = true;
     shilian.refreshes += 1;
     document.body.dataset.refreshes = String(shilian.refreshes);
   } catch (e) {
-    if (v === view) $("#view").innerHTML = `<p class="error" data-test="error">${esc(t("error_load", { message: e.message }))}</p>`;
+    // A view already on screen keeps its figures (greyed, under the stale banner); one that
+    // never loaded says why.
+    fresh.failed(e.message);
+    if (v === view && !v.shown) $("#view").innerHTML = `<p class="error" data-test="error">${esc(t("error_load", { message: e.message }))}</p>`;
   } finally {
     refreshing = false;
     if (again) { again = false; scheduleRefresh(); }
@@ -631,33 +652,39 @@ function route() {
   const h = decodeURIComponent(location.hash.replace(/^#\/?/, ""));
   let next;
   if (h.startsWith("n/")) next = ["n", h.slice(2)];
+  else if (h === "alarms" || h.startsWith("alarms?")) next = ["a", h.slice(7)];
   else if (h.startsWith("u/") && /^\d{2,12}$/.test(h.slice(2))) next = ["u", h.slice(2)];
   else next = ["u", BOOT.scope];
   if (view) view.dispose();
   Object.values(shilian.charts).forEach((c) => c.dispose());
   shilian.charts = {};
-  view = next[0] === "n" ? nodeView(next[1]) : unitView(next[1]);
+  view = next[0] === "n" ? nodeView(next[1]) : next[0] === "a" ? window.shilianAlarms.view(next[1]) : unitView(next[1]);
   if (timer !== null) { clearTimeout(timer); timer = null; }
   refresh();
 }
 
 function connectLive() {
-  const badge = $("[data-test=live]");
   const src = new EventSource("/api/v1/live");
-  src.addEventListener("hello", () => {
-    badge.className = "live on";
-    badge.textContent = t("live_on");
+  src.addEventListener("hello", (m) => {
+    fresh.opened(JSON.parse(m.data));
     scheduleRefresh(); // anything missed while disconnected
     refreshAlerts();
   });
-  src.addEventListener("alert", refreshAlerts);
+  src.addEventListener("link", (m) => {
+    fresh.heard();
+    const was = fresh.state.link;
+    const l = JSON.parse(m.data);
+    fresh.link(l);
+    if (was && !was.broker_connected && l.broker_connected) scheduleRefresh(); // back: re-read
+  });
+  src.addEventListener("alert", () => { fresh.heard(); refreshAlerts(); });
   for (const kind of ["node", "coverage", "event", "devices", "resync"]) {
-    src.addEventListener(kind, scheduleRefresh);
+    src.addEventListener(kind, () => { fresh.heard(); scheduleRefresh(); });
   }
-  src.onerror = () => {
-    badge.className = "live off";
-    badge.textContent = t("live_off");
-  };
+  src.addEventListener("event", (m) => window.shilianAlarms.onEvent(JSON.parse(m.data)));
+  src.onerror = () => fresh.lost();
+  // A stream silent past its keepalives is dead: drop it and open a new one.
+  fresh.onDead(() => { src.close(); connectLive(); });
 }
 
 function setupSearch() {
@@ -720,6 +747,7 @@ function setupHeader() {
 
 setupHeader();
 setupSearch();
+window.shilianAlarms.start();
 window.addEventListener("hashchange", route);
 route();
 connectLive();

@@ -9,10 +9,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-#: First retry window: a broker restart takes ~0.1 s, so most nodes are back within a second.
-BASE_S = 1.0
-#: Upper bound of a retry window (issue 3): a node is never more than a minute from retrying.
-CAP_S = 60.0
+from wire.limits import RECONNECT_BASE_S, RECONNECT_CAP_S
+
+#: First retry window and its cap: the contract's (wire/limits.py), because central's grace after
+#: a broker outage is derived from them (``wire.limits.RECONNECT_GRACE_S``).
+BASE_S = RECONNECT_BASE_S
+CAP_S = RECONNECT_CAP_S
 
 
 class Backoff:
