@@ -111,6 +111,15 @@ def test_the_dashboards_alarm_view_shows_the_snapshot(site: tuple[Central, int])
             )
             assert page.get_attribute(img, "data-camera") == "cam-gate"
             screenshot(page, "alarm-snapshot")
+            # the alarm console lists it with the same picture beside its kind
+            page.goto(f"{central.api}/dashboard/#/alarms")
+            thumb = f"tr[data-alarm='{alarm_id}'] img[data-test=console-snapshot]"
+            page.wait_for_selector(thumb)
+            page.wait_for_function(
+                f'() => document.querySelector("{thumb}").complete'
+                f' && document.querySelector("{thumb}").naturalWidth > 0'
+            )
+            screenshot(page, "alarm-console-snapshot")
         finally:
             ctx.close()
         page.rec.check()
