@@ -107,6 +107,9 @@ class CentralService:
                 if registry.has_village(n.village):
                     coverage.set_node(n.node_id, n.state == "online")
             self.metrics.add_coverage(registry, coverage)
+            from central.snapshots import SnapshotIntake
+
+            self.snapshots = SnapshotIntake(store.conn, self.metrics.registry)
             self.devices = load_devices(store.conn, registry, snapshot.nodes.values())
             self.metrics.registry.register(DeviceCollector(registry, self.devices))
             self.live = LiveHub(
@@ -225,6 +228,9 @@ class CentralService:
 
         meeting_routes.add_routes(app, self.meetings)
         commissioning_summary.add_routes(app)
+        from central import snapshot_routes
+
+        snapshot_routes.add_routes(app)
         from central.commissioning import add_commissioning_routes
 
         add_commissioning_routes(app, self.cfg.store.path, self.registry, self.clock)
@@ -286,7 +292,9 @@ class CentralService:
             # would wait for it each time), but the commit's fsync runs on the store's thread,
             # so the loop goes on parsing the next messages meanwhile. Their PUBACKs still wait
             # for their own commit.
+            writes, shots = self.snapshots.split(writes)  # pictures to their own table
             self.store.stage(writes)
+            self.snapshots.stage(shots)
             await asyncio.get_running_loop().run_in_executor(self._db_thread, self.store.commit)
         changes = [c for c in changes if self.registry.has_village(c[0][:12])]
         for node_id, online in changes:

@@ -44,8 +44,11 @@ from wire import DeviceState, Event, Health, Priority, Topics, encode
 from wire.version import __version__
 
 if TYPE_CHECKING:
+    from edge.board_source import BoardSource
     from edge.meetings import MeetingDesk
+    from edge.remediation import PowerCycler
     from edge.renew import CertRenewer
+    from edge.snapshots import SnapshotTaker
 
 log = logging.getLogger("shilian.edge.agent")
 
@@ -116,6 +119,8 @@ class _Sink:
             return stored.event
         a.metrics.accepted.labels(stored.event.priority.value).inc()
         a.metrics.outbox_depth.set(a.outbox.depth)
+        if a.snapshots is not None and stored.event.priority is Priority.ALARM:
+            a.snapshots.alarm(stored.event)  # queued only: the alarm is already on disk
         if key is not None and a.kill_after_commit:
             log.warning("node %s: %s set: SIGKILL now", a.config.node_id, FAULT_KILL_AFTER_COMMIT)
             os.kill(os.getpid(), signal.SIGKILL)
@@ -170,6 +175,11 @@ class Agent:
         self.serve_metrics = serve_metrics and config.metrics.enabled
         self.serve_local_socket = serve_local_socket
         self.sources = list(sources)
+        #: Camera power-cycles through the board's relays (with cameras configured).
+        self.power: PowerCycler | None = None
+        board: BoardSource | None = None
+        #: Pictures from the cameras of an alarm's zone, taken after the alarm is stored.
+        self.snapshots: SnapshotTaker | None = None
         if config.alarm_board is not None:
             # Imported only when a board is configured: an edge without one stays small.
             from edge.board_source import BoardSource
@@ -185,7 +195,16 @@ class Agent:
             # Imported only with cameras configured: the frame check loads FFmpeg (PyAV).
             from edge.camera_source import CameraSource
 
-            self.sources.append(CameraSource.from_config(config))
+            cameras = CameraSource.from_config(config)
+            self.sources.append(cameras)
+            from edge.remediation import PowerCycler
+
+            self.power = PowerCycler.from_config(config, board, cameras)
+            self.sources.append(self.power)
+            if config.snapshots.enabled and any(c.zones for c in config.cameras):
+                from edge.snapshots import SnapshotTaker
+
+                self.snapshots = SnapshotTaker.from_config(config, cameras, clock, self.registry)
         if config.terminals or config.info_system is not None:
             from edge.terminal_source import TerminalSource
 
@@ -261,7 +280,9 @@ class Agent:
         )
         self.metrics.outbox_depth.set(outbox.depth)
         fw = next((s for s in self.sources if isinstance(s, FirmwareTarget)), None)
-        commands = CommandHandler(self.topics, self.boot_id, cfg.redacted, self.clock, fw)
+        commands = CommandHandler(
+            self.topics, self.boot_id, cfg.redacted, self.clock, fw, self.power
+        )
         self.session = session = NodeSession(
             cfg,
             self.topics,
@@ -298,6 +319,8 @@ class Agent:
                 intake = [tg.create_task(s.run(self.sink), name=s.name) for s in self.sources]
                 if self.meetings is not None:
                     intake.append(tg.create_task(self.meetings.run(session), name="meetings"))
+                if self.snapshots is not None:
+                    intake.append(tg.create_task(self.snapshots.run(self.sink), name="snapshots"))
                 if self.serve_local_socket:
                     api = LocalApi(cfg.local_socket.path, self.sink, self.status, fw)
                     ready = asyncio.Event()

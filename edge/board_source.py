@@ -206,6 +206,26 @@ class BoardSource:
     def firmware_status(self) -> dict[str, Any]:
         return self.firmware.detail()
 
+    # -- relays (edge.remediation.RelayBoard) ---------------------------------------------------
+
+    async def pulse_relay(self, relay: int, off_ms: int) -> tuple[str, str]:
+        """Pulse the board's relay output ``relay`` (power-cycle what it feeds):
+        ``("acked", "")`` once the board confirmed it, else ``("failed", why zh / en)``."""
+        from firmware_bridge.relay_frames import RESULT_TEXT, RelayResult
+        from firmware_bridge.transport import BoardPort, RelayError
+
+        port = BoardPort.find(self.device)
+        if port is None or port.state != "up":
+            return "failed", "报警板链路中断 / the board link is down"
+        try:
+            status = await port.pulse_relay(relay, off_ms)
+        except RelayError as e:
+            return "failed", str(e)
+        if status.result is RelayResult.PULSING:
+            return "acked", ""
+        zh, en = RESULT_TEXT[status.result]
+        return "failed", f"{zh} / {en}"
+
     @property
     def link_up(self) -> bool:
         return self._device_state is not None and self._device_state[0] == "up"

@@ -26,17 +26,21 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from edge.camera_health import CameraJudge, Thresholds, Verdict
 from edge.device_health import DeviceHealth
+from edge.keyframes import KeyframeWaiters
 from edge.rtp_h264 import H264Watcher
 from edge.rtsp import Interleaved, Response, RtspClient, RtspProtocolError
 from edge.sdp import SdpError, h264_track
 from edge.sources import EventSink
 from edge.texts import reason
 from wire.devices import CAMERA, CameraHealth
+
+if TYPE_CHECKING:
+    from edge.jpeg import Jpeg
 
 log = logging.getLogger("shilian.edge.cameras")
 
@@ -67,6 +71,7 @@ class CameraSpec:
     password: str = ""
     onvif_url: str | None = None
     zones: tuple[int, ...] = ()
+    relay: int | None = None  # alarm-board relay that switches its power (edge.remediation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,17 +227,32 @@ class CameraSource:
         self.reports: dict[str, DeviceHealth] = {}
         #: Decodes of sampled key frames and RTP packets seen, for the bench and operators.
         self.stats: dict[str, int] = {"decodes": 0, "sessions": 0}
+        #: Per camera, callers of :meth:`keyframe` waiting for its next key frame.
+        #: Callers of :meth:`snapshot` waiting for a camera's next key frame.
+        self.keyframes = KeyframeWaiters()
 
     @classmethod
     def from_config(cls, cfg: Any) -> CameraSource:
         """From ``edge.config.EdgeConfig`` (its ``cameras`` and ``camera_probe``)."""
         specs = [
             CameraSpec(
-                c.id, c.name, c.rtsp_url, c.username, c.password, c.onvif_url, tuple(c.zones)
+                c.id,
+                c.name,
+                c.rtsp_url,
+                c.username,
+                c.password,
+                c.onvif_url,
+                tuple(c.zones),
+                c.relay,
             )
             for c in cfg.cameras
         ]
         return cls(cfg.node_id, specs, ProbeSettings.from_config(cfg.camera_probe))
+
+    async def snapshot(self, camera_id: str, timeout_s: float, max_bytes: int) -> Jpeg:
+        """The camera's next key frame from its open session as a JPEG of at most
+        ``max_bytes`` (edge.keyframes); ``TimeoutError`` or ``edge.picture.PictureError``."""
+        return await self.keyframes.jpeg(camera_id, timeout_s, max_bytes, self._decoder)
 
     def health_reports(self) -> list[DeviceHealth]:
         return list(self.reports.values())
@@ -251,7 +271,10 @@ class CameraSource:
             for cam in self.cameras:
                 judge = CameraJudge(self.settings.thresholds)
                 zones = list(cam.zones) if cam.zones else None
-                report = DeviceHealth(self.node, cam.id, CAMERA, cam.name, {"zones": zones})
+                extra: dict[str, Any] = {"zones": zones}
+                if cam.relay is not None:
+                    extra["relay"] = cam.relay  # operators may power-cycle it (dashboard)
+                report = DeviceHealth(self.node, cam.id, CAMERA, cam.name, extra)
                 self.judges[cam.id], self.reports[cam.id] = judge, report
                 tg.create_task(self._watch(cam, judge, report, sink), name=f"camera:{cam.id}")
                 if cam.onvif_url is not None:
@@ -350,13 +373,18 @@ class CameraSource:
                 if now >= next_keepalive:
                     await conn.send(conn.client.request("GET_PARAMETER", base))
                     next_keepalive = now + keepalive_every
-                if decoding is None:
+                grabs = self.keyframes.wanted(cam.id)
+                if grabs:
+                    watcher.want_sample()  # a snapshot on alarm waits for the next key frame
+                if decoding is None or grabs:
                     sample = watcher.take_sample()
-                    if sample is not None:
+                    if sample is not None and grabs:
+                        self.keyframes.give(cam.id, sample)
+                    if sample is not None and decoding is None:
                         decoding = asyncio.ensure_future(
                             loop.run_in_executor(self._decoder, _thumbnail, sample)
                         )
-                    elif now >= next_sample:
+                    elif decoding is None and now >= next_sample:
                         watcher.want_sample()
                         next_sample = now + self.settings.picture_interval_s
                 if decoding is not None and decoding.done():

@@ -73,6 +73,24 @@ class FirmwareTarget(Protocol):
         ...
 
 
+class PowerCycleRefused(Exception):
+    """A power-cycle cannot be queued (``code``: no_cameras, unknown_camera, no_relay, busy,
+    bad_request); str is zh/en."""
+
+    def __init__(self, code: str, zh: str, en: str) -> None:
+        super().__init__(f"{zh} / {en}")
+        self.code = code
+
+
+@runtime_checkable
+class PowerCycleTarget(Protocol):
+    """What power-cycles cameras through the board's relays (edge.remediation.PowerCycler)."""
+
+    def power_cycle_start(self, camera: str) -> dict[str, Any]:
+        """Queue a power-cycle (returns at once) or raise :class:`PowerCycleRefused`."""
+        ...
+
+
 #: Largest image the edge downloads (header + 512 KiB payload + signature, with margin).
 MAX_FIRMWARE_BYTES = 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -100,9 +118,11 @@ class CommandHandler:
         config_json: Callable[[], dict[str, Any]],
         clock: Callable[[], float],
         firmware: FirmwareTarget | None = None,
+        power: PowerCycleTarget | None = None,
     ) -> None:
         self.topics = topics
         self.firmware = firmware
+        self.power = power
         self.boot_id = boot_id
         self._config_json = config_json
         self._clock = clock
@@ -151,13 +171,25 @@ class CommandHandler:
             return self._reply(
                 rt, msg.correlation, req.cmd, result={"started": True, "sha256": job.sha256}
             )
+        if req.cmd == "power-cycle":
+            camera = req.args.get("camera")
+            try:
+                if self.power is None:
+                    raise PowerCycleRefused("no_cameras", "本节点没有摄像机", "no cameras here")
+                if not isinstance(camera, str):
+                    raise PowerCycleRefused("bad_request", "缺少 camera", "args.camera missing")
+                result = self.power.power_cycle_start(camera)
+            except PowerCycleRefused as e:
+                return self._reply(rt, msg.correlation, req.cmd, error=(e.code, str(e)))
+            return self._reply(rt, msg.correlation, req.cmd, result=result)
         return self._reply(
             rt,
             msg.correlation,
             req.cmd,
             error=(
                 "unknown_command",
-                f"unknown command {req.cmd!r}; known: ping, get-config, firmware-update",
+                f"unknown command {req.cmd!r}; known: ping, get-config, firmware-update,"
+                " power-cycle",
             ),
         )
 

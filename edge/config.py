@@ -29,6 +29,8 @@ from edge.config_devices import (
     CameraProbeConfig,
     InfoSystemConfig,
     MeetingsConfig,
+    RemediationConfig,
+    SnapshotConfig,
     TerminalConfig,
     TerminalProbeConfig,
 )
@@ -302,6 +304,12 @@ class EdgeConfig(_Section):
     camera_probe: CameraProbeConfig = Field(
         default_factory=CameraProbeConfig, description="camera probe intervals and thresholds"
     )
+    snapshots: SnapshotConfig = Field(
+        default_factory=SnapshotConfig, description="snapshots from cameras on alarm"
+    )
+    remediation: RemediationConfig = Field(
+        default_factory=RemediationConfig, description="power-cycling stalled cameras"
+    )
     terminals: list[TerminalConfig] = Field(
         default_factory=list, max_length=MAX_TERMINALS, description="conference terminals"
     )
@@ -337,6 +345,13 @@ class EdgeConfig(_Section):
             raise PydanticCustomError(
                 "meeting_camera", "meetings.camera {id} is not a [[cameras]] id", {"id": cam}
             )
+        for camera in self.cameras:
+            if camera.relay is not None and self.alarm_board is None:
+                raise PydanticCustomError(
+                    "relay_without_board",
+                    "camera {id} has a relay but there is no [alarm_board]",
+                    {"id": camera.id},
+                )
         return self
 
     @property

@@ -16,6 +16,9 @@ DEVICE_ID = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 #: sampled decode (bench/camera_probe.py measures 16).
 MAX_CAMERAS = 64
 MAX_TERMINALS = 16
+#: Relay outputs an alarm board may have (the protocol carries the number in one byte; boards
+#: have 1-8).
+MAX_RELAYS = 16
 
 
 class _Section(BaseModel):
@@ -52,7 +55,16 @@ class CameraConfig(_Section):
         "(model, firmware, clock drift); absent: not checked",
     )
     zones: list[int] = Field(
-        default_factory=list, max_length=64, description="alarm-board inputs this camera watches"
+        default_factory=list,
+        max_length=64,
+        description="alarm zones this camera watches (board input or panel zone numbers): an "
+        "alarm in one of them takes a snapshot from this camera",
+    )
+    relay: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_RELAYS,
+        description="alarm-board relay output that switches this camera's power (power-cycle)",
     )
 
     @field_validator("rtsp_url")
@@ -119,6 +131,40 @@ class CameraProbeConfig(_Section):
         gt=0,
         le=86400,
         description="camera clock off by more than this: clock_wrong (recorded times lie)",
+    )
+
+
+class SnapshotConfig(_Section):
+    """Snapshots on alarm: one JPEG from each camera mapped to the alarm's zone."""
+
+    enabled: bool = Field(default=True, description="take snapshots on alarm")
+    timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=30,
+        description="a camera's next key frame must arrive within this (more than its GOP), "
+        "else no snapshot",
+    )
+    max_cameras: int = Field(
+        default=4, ge=1, le=16, description="snapshots per alarm at most (first mapped cameras)"
+    )
+
+
+class RemediationConfig(_Section):
+    """Power-cycling a stalled camera through its relay (``relay`` on the camera)."""
+
+    enabled: bool = Field(default=True, description="the rule below runs (commands always do)")
+    stalled_for_min: float = Field(
+        default=10.0, gt=0, le=1440, description="a camera stalled this many minutes is cycled"
+    )
+    min_interval_min: float = Field(
+        default=60.0,
+        gt=0,
+        le=10080,
+        description="at most one power-cycle per camera per this many minutes (by the rule)",
+    )
+    off_ms: int = Field(
+        default=5000, ge=100, le=60000, description="how long the relay cuts the power"
     )
 
 

@@ -48,11 +48,11 @@ def thumbnail(annexb: bytes) -> bytes:
     stride = plane.line_size
     raw = bytes(plane)
     del ctx, frames, small, plane
-    _release_memory()
+    release_memory()
     return b"".join(raw[y * stride : y * stride + THUMB_W] for y in range(THUMB_H))
 
 
-def _release_memory() -> None:
+def release_memory() -> None:
     """Give the decoder's freed buffers back to the OS (glibc ``malloc_trim``): a decode every
     minute or so would otherwise keep its peak in the decoding thread's malloc arena for good
     (measured: ~4 MB of RSS for 16 cameras at 320x240, more for larger pictures)."""

@@ -29,13 +29,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from firmware_bridge import fw_frames
+from firmware_bridge import fw_frames, relay_frames
 from firmware_bridge.bootloader import Bootloader
 from firmware_bridge.framing import (
     CAP_FLASH_QUEUE,
     CAP_FW_UPDATE,
     CAP_INPUTS,
     CAP_PANEL,
+    CAP_RELAY,
     MAX_INPUTS,
     MAX_PANEL_RAW,
     PROTOCOL_VERSION,
@@ -53,6 +54,7 @@ from firmware_bridge.framing import (
 )
 from firmware_bridge.image import SimBehaviour
 from firmware_bridge.link import HEARTBEAT_S, LINK_TIMEOUT_S, bitmap
+from firmware_bridge.relays import BoardRelays
 
 #: HELLO repeat while waiting for HELLO_ACK.
 HELLO_INTERVAL_S = 1.0
@@ -97,6 +99,7 @@ class BoardCore:
         queue_max: int = QUEUE_MAX,
         rng: Callable[[], int] | None = None,
         bootloader: Bootloader | None = None,
+        n_relays: int = 0,
     ) -> None:
         if not 0 < n_inputs <= MAX_INPUTS:
             raise ValueError(f"n_inputs must be in 1..{MAX_INPUTS}")
@@ -117,6 +120,8 @@ class BoardCore:
         self._tx = bytearray()
         #: Firmware update (two slots, trial, rollback); None: a board without CAP_FW_UPDATE.
         self.bootloader = bootloader
+        #: Relay outputs (RELAY_PULSE); none: a board without CAP_RELAY.
+        self.relays = BoardRelays(n_relays)
         self._boot(now)
 
     def _boot(self, now: float) -> None:
@@ -209,6 +214,9 @@ class BoardCore:
             if item.type in fw_frames.FW_TYPES:
                 self._firmware(item, now)
                 continue
+            if item.type == FrameType.RELAY_PULSE:
+                self._relay(item, now)
+                continue
             try:
                 msg = decode_host_frame(item)
             except MessageError as e:
@@ -259,11 +267,14 @@ class BoardCore:
         due = [q.due for q in self._window()]
         if self.bootloader is not None:
             due.append(self.bootloader.next_deadline())
+        if (relay_due := self.relays.next_deadline()) is not None:
+            due.append(relay_due)
         return min([self._last_rx + LINK_TIMEOUT_S, self._next_heartbeat, *due])
 
     def on_timer(self, now: float) -> None:
         if self.bootloader is not None and self.bootloader.reboot_due(now):
             self.reboot(now)
+        self.relays.on_timer(now)
         if self.state == "up" and now >= self._last_rx + LINK_TIMEOUT_S:
             self._rehandshake(now)
         if self.state == "hello":
@@ -286,6 +297,20 @@ class BoardCore:
         main loop, so it handshakes but sends no heartbeat."""
         b = self.bootloader
         return b is None or not b.trial or b.behaviour is not SimBehaviour.NO_HEARTBEAT
+
+    def _relay(self, frame: Frame, now: float) -> None:
+        """RELAY_PULSE (firmware_bridge.relays): answered at once, ahead of queued events."""
+        if self.state != "up" or not self.relays.n_relays:
+            self.faults["unknown_type" if not self.relays.n_relays else "relay_while_down"] += 1
+            return
+        try:
+            msg = relay_frames.decode(frame)
+        except MessageError as e:
+            self.faults[e.fault] += 1
+            return
+        assert isinstance(msg, relay_frames.RelayPulse)  # the type was checked by the caller
+        self._last_rx = now
+        self._tx += encode_frame(self.relays.pulse(msg, now).to_frame())
 
     def _firmware(self, frame: Frame, now: float) -> None:
         """FW_* frames go to the bootloader; its FW_STATUS answers go out with the control
@@ -353,7 +378,9 @@ class BoardCore:
         hello = HelloMsg(
             PROTOCOL_VERSION,
             self.boot_id,
-            CAPABILITIES | (CAP_FW_UPDATE if b is not None else 0),
+            CAPABILITIES
+            | (CAP_FW_UPDATE if b is not None else 0)
+            | (CAP_RELAY if self.relays.n_relays else 0),
             self.n_inputs,
             self.board_id,
             self.fw_version,

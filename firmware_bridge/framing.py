@@ -49,6 +49,9 @@ class FrameType(IntEnum):
     FW_END = 0x22  # H→B image complete: verify and boot it in test state
     FW_STATUS = 0x23  # B→H received bytes / verify result (resume point after a cut)
     BOOT_CONFIRM = 0x24  # H→B the new image runs well: make it permanent (else roll back)
+    # Relay outputs (payloads in firmware_bridge/relay_frames.py).
+    RELAY_PULSE = 0x30  # H→B switch a relay for off_ms and back (power-cycle a camera)
+    RELAY_STATUS = 0x31  # B→H the answer to a RELAY_PULSE (pulsing, or why not)
 
 
 class FrameFault(StrEnum):
@@ -237,6 +240,7 @@ CAP_INPUTS = 0x0001  # reports input changes
 CAP_PANEL = 0x0002  # relays Contact ID messages from a local alarm panel
 CAP_FLASH_QUEUE = 0x0004  # unacknowledged events survive a reboot (kept in flash)
 CAP_FW_UPDATE = 0x0008  # accepts FW_* frames; HELLO then carries boot state and rollback
+CAP_RELAY = 0x0010  # has relay outputs: accepts RELAY_PULSE
 
 #: HELLO ``boot_state`` (present with CAP_FW_UPDATE): how the running image was booted.
 BOOT_NORMAL = 0  # a confirmed image

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from firmware_bridge import fw_frames
+from firmware_bridge import fw_frames, relay_frames
 from firmware_bridge.framing import (
     BOOT_NORMAL,
     PROTOCOL_VERSION,
@@ -72,6 +72,7 @@ __all__ = [
     "LinkFault",
     "LinkUp",
     "PanelMessage",
+    "RelayAnswer",
 ]
 
 
@@ -143,7 +144,16 @@ class FirmwareStatus:
     status: fw_frames.FwStatus
 
 
-LinkEvent = LinkUp | LinkDown | InputChanged | PanelMessage | Heartbeat | FirmwareStatus
+@dataclass(frozen=True, slots=True)
+class RelayAnswer:
+    """RELAY_STATUS from the board: the answer to a RELAY_PULSE (firmware_bridge.relay_frames)."""
+
+    status: relay_frames.RelayStatus
+
+
+LinkEvent = (
+    LinkUp | LinkDown | InputChanged | PanelMessage | Heartbeat | FirmwareStatus | RelayAnswer
+)
 
 
 class HostLink:
@@ -186,6 +196,13 @@ class HostLink:
         """Queue encoded FW_* frames (the update core bounds how many are in flight)."""
         if self.state == "up":
             self._tx_fw += data
+
+    def send_relay(self, pulse: relay_frames.RelayPulse) -> bool:
+        """Queue a RELAY_PULSE with the control frames; False (nothing sent) while down."""
+        if self.state != "up":
+            return False
+        self._tx += pulse.encode()
+        return True
 
     def ack(self, key: EventKey) -> None:
         """The event ``key`` is durable: the board may forget it. Acknowledging while the link
@@ -233,6 +250,9 @@ class HostLink:
         if frame.type == FrameType.FW_STATUS:
             self._fw_status(frame, now)
             return
+        if frame.type == FrameType.RELAY_STATUS:
+            self._relay_status(frame, now)
+            return
         try:
             msg = decode_board_frame(frame)
         except MessageError as e:
@@ -269,6 +289,16 @@ class HostLink:
         if self.state == "up" and isinstance(msg, fw_frames.FwStatus):
             self._last_rx = now
             self._events.append(FirmwareStatus(msg))
+
+    def _relay_status(self, frame: Frame, now: float) -> None:
+        try:
+            msg = relay_frames.decode(frame)
+        except MessageError as e:
+            self.faults[e.fault] += 1
+            return
+        if self.state == "up" and isinstance(msg, relay_frames.RelayStatus):
+            self._last_rx = now
+            self._events.append(RelayAnswer(msg))
 
     def _hello(self, msg: HelloMsg, now: float) -> None:
         if msg.version != PROTOCOL_VERSION:

@@ -79,6 +79,7 @@ class BoardSimulator:
         public_key: bytes | None = None,
         trial_s: float = TRIAL_S,
         flash_dir: Path | None = None,
+        n_relays: int = 4,
     ) -> None:
         self._clock = clock
         self._rng = random.Random(seed)
@@ -96,6 +97,7 @@ class BoardSimulator:
             n_inputs=n_inputs,
             rng=lambda: self._rng.getrandbits(32),
             bootloader=self.bootloader,
+            n_relays=n_relays,
         )
         self.bytes_per_s = baudrate / BITS_PER_BYTE
         self.noise = noise
@@ -291,7 +293,8 @@ class BoardSimulator:
             f"state={c.state} boot={c.boot_id:08x} seq={c.seq} queued={len(c.queue)} "
             f"dropped={c.dropped} sent={c.sent_events} retransmits={c.retransmits} "
             f"rehandshakes={c.rehandshakes} fw={c.fw_version} "
-            f"cut={self.is_cut} noise={self.noise} faults={dict(c.faults)}"
+            f"cut={self.is_cut} noise={self.noise} faults={dict(c.faults)} "
+            f"relay_pulses={c.relays.pulses} relays_off={sorted(c.relays.off_until)}"
         )
 
     def firmware_status(self) -> str:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -36,7 +37,9 @@ from firmware_bridge.link import (
     LinkDown,
     LinkEvent,
     LinkUp,
+    RelayAnswer,
 )
+from firmware_bridge.relay_frames import RelayPulse, RelayStatus
 
 log = logging.getLogger("shilian.firmware_bridge.transport")
 
@@ -51,6 +54,19 @@ READ_SIZE = 4096
 HEARTBEAT_BACKLOG = 16
 #: A fault of the board is logged at most once per this many seconds per reason.
 FAULT_LOG_INTERVAL_S = 60.0
+#: A RELAY_PULSE is answered at once (a round trip on the line is ~5 ms): no answer within
+#: this, the frame or its answer was lost (noise) and the pulse is repeated with the same id.
+RELAY_ANSWER_S = 1.0
+#: Sends of one pulse before giving up (~3 s: the link timeout would have declared it down).
+RELAY_TRIES = 3
+
+
+class RelayError(Exception):
+    """A relay pulse got no answer (``code``: link_down, no_answer); str is zh / en."""
+
+    def __init__(self, code: str, zh: str, en: str) -> None:
+        super().__init__(f"{zh} / {en}")
+        self.code = code
 
 
 class PortError(Exception):
@@ -85,6 +101,9 @@ class BoardPort:
         self._fault_logged: dict[str, float] = {}
         self._faults_seen: Counter[str] = Counter()
         self._listeners: list[Listener] = []
+        #: RELAY_PULSE command ids: from a random start, so a restarted edge never repeats an
+        #: id the board still remembers (it would answer without pulsing).
+        self._relay_id = random.getrandbits(32)
 
     @property
     def state(self) -> Literal["up", "down"]:
@@ -136,6 +155,34 @@ class BoardPort:
         """Write encoded FW_* frames (after any pending ACKs)."""
         self.link.send_firmware(data)
         self._flush()
+
+    async def pulse_relay(self, relay: int, off_ms: int) -> RelayStatus:
+        """Pulse relay output ``relay`` for ``off_ms`` (power-cycle what it feeds); the board's
+        answer. The pulse is repeated with the same command id (the board pulses once per id)
+        every :data:`RELAY_ANSWER_S` up to :data:`RELAY_TRIES` times; :class:`RelayError`
+        when the link is down or the board never answers."""
+        self._relay_id = (self._relay_id + 1) & 0xFFFFFFFF
+        pulse = RelayPulse(self._relay_id, relay, off_ms)
+        answer: asyncio.Future[RelayStatus] = asyncio.get_running_loop().create_future()
+
+        def listen(ev: LinkEvent) -> None:
+            mine = isinstance(ev, RelayAnswer) and ev.status.command_id == pulse.command_id
+            if mine and not answer.done():
+                assert isinstance(ev, RelayAnswer)
+                answer.set_result(ev.status)
+
+        remove = self.add_listener(listen)
+        try:
+            for _ in range(RELAY_TRIES):
+                if not self.link.send_relay(pulse):
+                    raise RelayError("link_down", "报警板链路中断", "the board link is down")
+                self._flush()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RELAY_ANSWER_S):
+                        return await asyncio.shield(answer)
+            raise RelayError("no_answer", "报警板未应答", "the board did not answer")
+        finally:
+            remove()
 
     def ack(self, key: EventKey) -> None:
         """The event is durable on the edge box: tell the board."""
@@ -222,8 +269,8 @@ class BoardPort:
         for ev in self.link.events():
             for listener in list(self._listeners):
                 listener(ev)
-            if isinstance(ev, FirmwareStatus):
-                continue  # only the update listens to these
+            if isinstance(ev, FirmwareStatus | RelayAnswer):
+                continue  # only the update, or the pulse waiting for its answer, listens
             if isinstance(ev, Heartbeat):
                 if self._heartbeats_queued >= HEARTBEAT_BACKLOG:
                     continue

@@ -12,7 +12,9 @@ from central import dashboard, i18n
 from edge.device_health import EVENT_KIND as DEVICE_HEALTH_KIND
 from firmware_bridge.alarms import PRIORITY, AlarmKind
 from firmware_bridge.contact_id import PANEL_EVENT_KIND
+from wire import Priority
 from wire.event_kinds import EVENT_KINDS
+from wire.snapshots import POWER_CYCLE_KIND, SNAPSHOT_KIND
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,6 +24,8 @@ def test_every_kind_a_producer_sends_is_listed_with_its_priority() -> None:
         assert EVENT_KINDS[kind.value] == PRIORITY[kind], kind
     assert PANEL_EVENT_KIND in EVENT_KINDS
     assert DEVICE_HEALTH_KIND in EVENT_KINDS
+    assert EVENT_KINDS[SNAPSHOT_KIND] == Priority.INFO  # edge.snapshots
+    assert EVENT_KINDS[POWER_CYCLE_KIND] == Priority.DEVICE  # edge.remediation
     updater = (ROOT / "edge" / "firmware_updater.py").read_text(encoding="utf-8")
     assert re.search(r'emit_waiting_for_room\(sink, "device", "(\w+)"', updater)
     for m in re.finditer(r'emit_waiting_for_room\(sink, "\w+", "(\w+)"', updater):

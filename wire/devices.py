@@ -3,7 +3,8 @@
 The node publishes one retained ``DeviceState`` per device. For the kinds below, ``detail``
 carries ``health`` (one of the names here, finer than ``state``), ``reason`` (why, zh / en
 text for operators), ``since`` (Unix time the health began) and, for cameras, optional
-``model``, ``firmware``, ``clock_drift_s`` and ``zones`` (alarm zones the camera watches).
+``model``, ``firmware``, ``clock_drift_s``, ``zones`` (alarm zones the camera watches) and
+``relay`` (the alarm-board relay that can power-cycle it).
 ``state`` is derived from ``health`` by :func:`device_state`, so central can count devices
 without knowing every health name, and a newer node's unknown health still counts right.
 """

@@ -24,6 +24,10 @@ PANEL_EVENT = "panel_event"
 DEVICE_HEALTH = "device_health"
 #: The alarm board's firmware update job (edge.firmware_updater).
 FIRMWARE_UPDATE = "firmware_update"
+#: A camera's picture taken when an alarm fired (edge.snapshots, wire.snapshots).
+SNAPSHOT = "snapshot"
+#: The outcome of power-cycling a camera through a board relay (edge.remediation).
+CAMERA_POWER_CYCLE = "camera_power_cycle"
 #: Sent by village tools through the agent's local socket (and by the demo fleet).
 CAMERA_OFFLINE = "camera_offline"
 CAMERA_UP = "camera_up"
@@ -41,6 +45,8 @@ EVENT_KINDS: dict[str, Priority] = {
     PANEL_EVENT: Priority.INFO,
     DEVICE_HEALTH: Priority.DEVICE,
     FIRMWARE_UPDATE: Priority.DEVICE,
+    SNAPSHOT: Priority.INFO,
+    CAMERA_POWER_CYCLE: Priority.DEVICE,
     CAMERA_OFFLINE: Priority.DEVICE,
     CAMERA_UP: Priority.DEVICE,
     PATROL_CHECKIN: Priority.INFO,

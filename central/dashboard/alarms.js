@@ -11,6 +11,9 @@ window.shilianAlarms = (function () {
   // The wall re-reads the newest critical alarm on every live alarm event and at least this
   // often (an acknowledgement at another desk stops the flashing).
   const WALL_POLL_MS = 10000;
+  // Pictures follow their alarm within the cameras' key-frame wait (5 s by default) and the
+  // way to central: an alarm younger than this without pictures is asked again on each read.
+  const SNAP_WAIT_S = 60;
   const STATES = ["open", "acked", "closed", "all"];
   const SEVERITIES = ["", "critical", "warning"];
   const SOUND = new URLSearchParams(location.search).get("sound") === "1";
@@ -43,6 +46,8 @@ window.shilianAlarms = (function () {
     const f = { state: params.get("state") || "open", severity: params.get("severity") || "", county: params.get("county") || "", from: "", to: "" };
     const notes = {}; // alarm id -> note being typed (kept across re-reads)
     const messages = {}; // alarm id -> what the last action said
+    const snaps = {}; // alarm id -> its snapshots (GET .../snapshots), once some arrived
+    const checked = {}; // alarm id -> asked for its snapshots at least once
     let shown = {}; // alarm id -> the alarm as last shown
     // Alarms another officer handled first stay on screen (with who and when) even when the
     // filter no longer lists them, until the filters change.
@@ -103,7 +108,31 @@ window.shilianAlarms = (function () {
           <td class="wrap">${actions(a)}${messages[a.id] ? `<div class="error-text" data-test="alarm-message">${esc(messages[a.id])}</div>` : ""}</td>
         </tr>`).join("")}</tbody></table>`;
       box.querySelectorAll("input[data-note]").forEach((i) => i.addEventListener("input", () => { notes[i.dataset.note] = i.value; }));
+      showSnapshots(rows);
       box.querySelectorAll("button[data-do]").forEach((b) => b.addEventListener("click", () => act(b.dataset.id, b.dataset.do, b)));
+    }
+
+    // The pictures the cameras of each alarm's zone took, beside its kind (a click opens the
+    // JPEG). Fetched once per alarm when found; an alarm without any is asked again only while
+    // its pictures may still be on their way (SNAP_WAIT_S after it arrived).
+    async function showSnapshots(rows) {
+      const now = Date.now() / 1000;
+      await Promise.all(rows.map(async (a) => {
+        if (!snaps[a.id] && (!checked[a.id] || now - a.recv_ts < SNAP_WAIT_S)) {
+          checked[a.id] = true;
+          try {
+            const r = (await api(`/api/v1/alarms/${a.id}/snapshots`)).snapshots;
+            if (r.length) snaps[a.id] = r;
+          } catch (e) {
+            console.warn("snapshots", e);
+          }
+        }
+        const cell = sel("table").querySelector(`tr[data-alarm="${a.id}"] [data-test=alarm-kind]`);
+        if (!cell || !snaps[a.id] || cell.querySelector("img")) return;
+        cell.insertAdjacentHTML("beforeend", `<div class="snaps">${snaps[a.id].map((x) =>
+          `<a href="${esc(x.url)}" target="_blank"><img data-test="console-snapshot" data-camera="${esc(x.camera)}" src="${esc(x.url)}"
+            height="54" alt="${esc(t("snapshot_of", { camera: x.camera }))}" title="${esc(x.camera)}"></a>`).join("")}</div>`);
+      }));
     }
 
     function actions(a) {

@@ -452,7 +452,7 @@ function nodeView(id) {
     <section class="card span6"><h2>${esc(t("actions_title"))}</h2><div data-test="actions"></div><div data-test="open-alarms"></div></section>
   </div>`;
   const hchart = chart("health", $("[data-test=health-chart]", root));
-  let ancestors = null, rank = null, actionsDrawn = false;
+  let ancestors = null, rank = null, actionsDrawn = false, devicesShown = [];
 
   async function renderExtras() {
     // The commissioning report (provisioning) when there is one.
@@ -482,6 +482,26 @@ function nodeView(id) {
         }
       }));
     }
+    // Admin: power-cycle a camera through its alarm-board relay (the node's power-cycle command).
+    if (rank >= ROLES.admin) for (const d of devicesShown) {
+      if (d.kind !== "camera" || !(d.detail && d.detail.relay)) continue;
+      const tr = root.querySelector(`[data-test=devices] tr[data-device="${CSS.escape(d.device_id)}"]`);
+      if (!tr || tr.querySelector("button[data-power-cycle]")) continue;
+      tr.lastElementChild.insertAdjacentHTML("beforeend", ` <button type="button" data-power-cycle="${esc(d.device_id)}">${esc(t("action_power_cycle"))}</button>`);
+      tr.querySelector("button[data-power-cycle]").addEventListener("click", async (ev) => {
+        const b = ev.currentTarget;
+        const out = $("[data-test=action-result]", root);
+        b.disabled = true;
+        try {
+          const r = await api(`/api/v1/nodes/${encodeURIComponent(id)}/commands`, "POST", { cmd: "power-cycle", args: { camera: b.dataset.powerCycle } });
+          out.textContent = t("power_cycle_queued", { camera: b.dataset.powerCycle, relay: r.result.relay });
+        } catch (e) {
+          out.textContent = t("action_failed", { message: e.message });
+        } finally {
+          b.disabled = false;
+        }
+      });
+    }
     const alarmsBox = $("[data-test=open-alarms]", root);
     if (rank < ROLES.operator) { alarmsBox.innerHTML = ""; return; }
     const open = (await api(`/api/v1/alarms?node=${encodeURIComponent(id)}&state=open&limit=20`)).alarms;
@@ -489,6 +509,17 @@ function nodeView(id) {
       ${priorityPill("alarm")} ${esc(eventKindName(a.kind))} <span class="muted">${esc(fmtTime(a.ts))}</span>
       <button type="button" data-ack="${a.id}">${esc(t("action_ack"))}</button></li>`).join("")}</ul>`
       : `<p class="muted">${esc(t("no_open_alarms"))}</p>`);
+    // The pictures taken on each alarm by the cameras of its zone (GET .../snapshots).
+    await Promise.all(open.map(async (a) => {
+      const li = alarmsBox.querySelector(`li[data-alarm="${a.id}"]`);
+      let shots = [];
+      try { shots = (await api(`/api/v1/alarms/${a.id}/snapshots`)).snapshots; } catch (e) { console.warn("snapshots", e); }
+      if (!li || !shots.length) return;
+      li.insertAdjacentHTML("beforeend", `<div class="snaps" data-test="alarm-snapshots">${shots.map((s) =>
+        `<figure><a href="${esc(s.url)}" target="_blank"><img data-test="alarm-snapshot" data-camera="${esc(s.camera)}"
+          src="${esc(s.url)}" width="${s.width}" height="${s.height}" alt="${esc(t("snapshot_of", { camera: s.camera }))}"></a>
+          <figcaption>${esc(s.camera)} · ${esc(fmtTime(s.taken_ts))}</figcaption></figure>`).join("")}</div>`);
+    }));
     alarmsBox.querySelectorAll("button[data-ack]").forEach((b) => b.addEventListener("click", async () => {
       b.disabled = true;
       try {
@@ -542,6 +573,7 @@ function nodeView(id) {
         title="${esc(t(`state_${i.state}`))} ${esc(fmtTime(i.start))} – ${esc(i.end ? fmtTime(i.end) : "")} ${esc(reasonText(i.reason))}"></div>`;
     }).join("")}</div><div class="muted">${esc(fmtTime(start))} – ${esc(fmtTime(now))}</div>`;
     const devs = n.devices.filter((d) => !d.removed);
+    devicesShown = devs;
     $("[data-test=devices]", root).innerHTML = devs.length ? `<table><thead><tr><th>${esc(t("col_device"))}</th><th>${esc(t("col_kind"))}</th>
       <th>${esc(t("col_state"))}</th><th>${esc(t("col_time"))}</th></tr></thead><tbody>${devs.map((d) => `<tr data-device="${esc(d.device_id)}">
       <td>${esc(d.name || d.device_id)}</td><td>${esc(kindName(d.kind))}</td><td>${pill(d.state === "up" ? "online" : d.state === "unknown" ? "never" : "offline", d.suppressed ? t("health_node_offline") : t(`device_${d.state}`))}</td><td>${esc(fmtTime(d.ts))}</td></tr>`).join("")}</tbody></table>`
