@@ -71,13 +71,8 @@ async def put_rules(request: web.Request) -> web.Response:
     """Body ``{"rules": [...]}`` replaces the rules; ``{"rules": null}`` returns to the config's."""
     task = request.app[ALERTS]
     by, _ = caller(request)
-    try:
-        body = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise http.ApiError(
-            400, "bad_json", f"请求体不是有效 JSON：{e}", f"body is not JSON: {e}"
-        ) from None
-    if not isinstance(body, dict) or set(body) != {"rules"}:
+    body = http.json_body(await request.read())
+    if set(body) != {"rules"}:
         raise http.ApiError(
             400, "bad_body", '请求体应为 {"rules": [...]}', 'body must be {"rules": [...]}'
         )

@@ -21,7 +21,6 @@ text/html``) is redirected to ``/dashboard/login?next=…``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -359,10 +358,10 @@ class LoginBody(BaseModel):
 
 
 def _login_body(raw: bytes) -> LoginBody:
+    data = http.json_body(raw)
     try:
-        data = json.loads(raw)
         return LoginBody.model_validate(data)
-    except (ValueError, UnicodeDecodeError, ValidationError):
+    except ValidationError:
         raise http.ApiError(
             400,
             "bad_body",

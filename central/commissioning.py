@@ -37,7 +37,7 @@ from aiohttp import web
 from central.commissioning_page import place_from_registry, render
 from central.tokens import token_hash
 from registry import Registry
-from wire import valid_node_id
+from wire import bounded_json, valid_node_id
 
 #: How long after enrolment the enrolment token may upload reports: a visit, and the re-checks
 #: of the following days, not a standing credential.
@@ -277,9 +277,11 @@ def add_commissioning_routes(
             if len(raw) > MAX_REPORT_BYTES:
                 raise UploadRefused(413, "body_too_large", "报告过大", "report too large")
             try:
-                body = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                body = None
+                body = bounded_json.loads(raw)
+            except bounded_json.JsonError as e:
+                raise UploadRefused(
+                    400, "bad_json", f"报告不是有效 JSON：{e.reason}", f"not JSON: {e.reason}"
+                ) from None
             rid = await asyncio.to_thread(store.upload, token, node_id, body, clock())
         except UploadRefused as e:
             return _error(e.status, e.code, e.zh, e.en)

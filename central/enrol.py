@@ -23,6 +23,7 @@ from aiohttp import web
 from central.config import CaConfig
 from central.tokens import TokenError, TokenStore
 from pki.ca import CaError, CertificateAuthority, Issued, parse_csr
+from wire import bounded_json
 
 #: Largest enrol request: a CSR (capped at 16 KiB by the CA) and a token, with room for JSON.
 MAX_ENROL_BODY = 32 * 1024
@@ -74,9 +75,11 @@ def add_enrol_routes(
         if len(raw) > MAX_ENROL_BODY:
             return _error(413, "body_too_large", "请求体过大", "request body too large")
         try:
-            body: Any = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            body = None
+            body: Any = bounded_json.loads(raw)
+        except bounded_json.JsonError as e:
+            return _error(
+                400, "bad_json", f"请求体不是有效 JSON：{e.reason}", f"body is not JSON: {e.reason}"
+            )
         if (
             not isinstance(body, dict)
             or not isinstance(body.get("token"), str)
