@@ -135,7 +135,8 @@ class Auth:
         )
         self.denied = Counter(
             "shilian_central_auth_denied",
-            "被拒绝的请求 / requests refused (unauthenticated, expired, forbidden, out_of_scope)",
+            "被拒绝的请求 / requests refused (unauthenticated, expired, forbidden, out_of_scope, "
+            "csrf, content_type)",
             ["reason"],
             registry=None,
         )

@@ -38,7 +38,8 @@ V3 = "450103001005"  # 青秀区
 NODE1, NODE3 = f"{V1}-a", f"{V3}-a"
 BOOT = "c" * 32
 #: A webhook whose URL carries secrets (userinfo and a token in the query), as real ones do.
-SECRET_HOOK = "https://bot:hunter2@hooks.example.cn/send?access_token=s3cr3t-value&x=1"
+#: Port 9 on loopback refuses at once, so deliveries fail fast and are logged.
+SECRET_HOOK = "http://bot:hunter2@127.0.0.1:9/send?access_token=s3cr3t-value&x=1"
 RULES = [
     AlertRule(id="xingning-off", kind="node_offline", code=XINGNING, minutes=5),
     AlertRule(id="qingxiu-off", kind="node_offline", code=QINGXIU, minutes=5),

@@ -478,7 +478,8 @@ async def test_failed_logins_are_generic_counted_and_throttled(site: Site) -> No
         site.clock[0] += 301
         assert (await attempt("ann", site.passwords["ann"]))[0] == 200
         assert (await attempt("bad", "json"))[0] == 401
-        async with http.post("/api/v1/login", data=b"{oops") as r:
+        json_type = {"Content-Type": "application/json"}
+        async with http.post("/api/v1/login", data=b"{oops", headers=json_type) as r:
             assert r.status == 400
     assert (
         site.sample("shilian_central_logins_total", outcome="bad_credentials") == MAX_FAILURES + 1
