@@ -54,6 +54,12 @@ COOKIE = "shilian_session"
 #: core; a flood of logins queues here instead of exhausting memory on a 2-core box.
 MAX_CONCURRENT_HASHES = 2
 
+#: Wait added to each login for a name that failed :data:`central.accounts.MAX_FAILURES` times
+#: within the window, from any addresses. Guessing one name from many addresses then costs a
+#: second per try, while the real user, whose address is not throttled, still gets in (a
+#: lockout by name would let anyone lock an operator out).
+NAME_DELAY_S = 1.0
+
 #: (method, route pattern) answered without login. ``/metrics`` is added when
 #: ``[auth] metrics_public`` (the default: Prometheus scrapes it).
 PUBLIC: frozenset[tuple[str, str]] = frozenset(
@@ -140,6 +146,13 @@ class Auth:
             ["reason"],
             registry=None,
         )
+        self.throttled = Counter(
+            "shilian_auth_throttled",
+            "被限速的尝试 / attempts throttled (login: 429 for a name and address or an address; "
+            "login_delay: a name under attack, delayed; enrol, commissioning: token guessing)",
+            ["kind"],
+            registry=None,
+        )
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="auth")
         self._hashing = asyncio.Semaphore(MAX_CONCURRENT_HASHES)
         self._store: AccountStore | None = None
@@ -191,11 +204,13 @@ def setup(app: web.Application, ctx: http.ApiContext, clock: Callable[[], float]
         await auth.open()
         ctx.metrics_registry.register(auth.logins)
         ctx.metrics_registry.register(auth.denied)
+        ctx.metrics_registry.register(auth.throttled)
         try:
             yield
         finally:
             ctx.metrics_registry.unregister(auth.logins)
             ctx.metrics_registry.unregister(auth.denied)
+            ctx.metrics_registry.unregister(auth.throttled)
             await auth.close()
 
     app.cleanup_ctx.append(lifecycle)
@@ -388,9 +403,14 @@ async def login(request: web.Request) -> web.Response:
     http.params(request, ())
     body = _login_body(await request.read())
     now = auth.clock()
-    keys = (f"user:{body.user}", f"addr:{_address(request)}")
+    address = _address(request)
+    # Throttled: this name from this address, or this address whatever the names. The name
+    # alone only slows down (NAME_DELAY_S), so that guessing cannot lock its owner out.
+    name_key = f"user:{body.user}"
+    keys = (f"pair:{address}\x00{body.user}", f"addr:{address}")
     wait = max((auth.throttle.retry_after(k, now) or 0.0) for k in keys)
     if wait > 0:
+        auth.throttled.labels("login").inc()
         auth.logins.labels("throttled").inc()
         await audit(request, "login_failed", body.user, "throttled", user=body.user)
         retry = max(1, int(wait + 0.999))
@@ -401,6 +421,9 @@ async def login(request: web.Request) -> web.Response:
             f"too many failed logins, retry in {retry} s",
             {"Retry-After": str(retry)},
         )
+    if auth.throttle.retry_after(name_key, now) is not None:
+        auth.throttled.labels("login_delay").inc()
+        await asyncio.sleep(NAME_DELAY_S)
     stored = await auth.run(auth.store.password_hash, body.user)
     async with auth._hashing:
         ok = await asyncio.to_thread(verify_password, stored, body.password)
@@ -408,7 +431,7 @@ async def login(request: web.Request) -> web.Response:
         if await auth.run(auth.store.user_count) == 0:
             auth.logins.labels("no_users").inc()
             raise await _unauthenticated(auth, "none")
-        for k in keys:
+        for k in (*keys, name_key):
             auth.throttle.failed(k, now)
         auth.logins.labels("bad_credentials").inc()
         await audit(request, "login_failed", body.user, "bad_credentials", user=body.user)
@@ -416,6 +439,7 @@ async def login(request: web.Request) -> web.Response:
             401, "bad_credentials", "用户名或密码错误", "wrong user name or password"
         )
     auth.throttle.succeeded(keys[0])
+    auth.throttle.succeeded(name_key)
     now = auth.clock()
 
     def start() -> tuple[str, Session]:
