@@ -363,6 +363,39 @@ async def audit(
     await auth.run(auth.store.audit, entry)
 
 
+def guess_wait(request: web.Request, kind: str) -> int | None:
+    """Seconds (rounded up) the request's address must wait before trying another ``kind``
+    token (``enrol``, ``commissioning``) after :data:`central.accounts.MAX_FAILURES` refused
+    within the window, counted in ``shilian_auth_throttled_total{kind}``; None: it may try now
+    (or the app has no auth set up)."""
+    auth = request.app.get(AUTH)
+    if auth is None:
+        return None
+    wait = auth.throttle.retry_after(f"{kind}:{_address(request)}", auth.clock())
+    if wait is None:
+        return None
+    auth.throttled.labels(kind).inc()
+    return max(1, int(wait + 0.999))
+
+
+def guess_failed(request: web.Request, kind: str) -> None:
+    """Count a refused ``kind`` token from the request's address (see :func:`guess_wait`)."""
+    auth = request.app.get(AUTH)
+    if auth is not None:
+        auth.throttle.failed(f"{kind}:{_address(request)}", auth.clock())
+
+
+def throttled_answer(retry: int) -> tuple[int, str, str, str, dict[str, str]]:
+    """The 429 of a throttled token guesser: (status, code, zh, en, headers)."""
+    return (
+        429,
+        "throttled",
+        f"令牌错误次数过多，请 {retry} 秒后再试",
+        f"too many wrong tokens, retry in {retry} s",
+        {"Retry-After": str(retry)},
+    )
+
+
 # -- routes -------------------------------------------------------------------------------------
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
+from central import auth
 from central.commissioning_page import place_from_registry, render
 from central.tokens import token_hash
 from registry import Registry
@@ -70,9 +71,14 @@ class UploadRefused(Exception):
         self.status, self.code, self.zh, self.en = status, code, zh, en
 
 
-def _error(status: int, code: str, zh: str, en: str) -> web.Response:
+def _error(
+    status: int, code: str, zh: str, en: str, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.json_response(
-        {"error": {"code": code, "message": f"{zh} / {en}"}}, status=status, dumps=_DUMPS
+        {"error": {"code": code, "message": f"{zh} / {en}"}},
+        status=status,
+        dumps=_DUMPS,
+        headers=headers,
     )
 
 
@@ -270,6 +276,9 @@ def add_commissioning_routes(
     store = ReportStore(db_path)
 
     async def upload(request: web.Request) -> web.Response:
+        if (retry := auth.guess_wait(request, "commissioning")) is not None:
+            status, code, zh, en, headers = auth.throttled_answer(retry)
+            return _error(status, code, zh, en, headers)
         try:
             node_id = _node_id(request)
             token = _bearer(request)
@@ -284,17 +293,24 @@ def add_commissioning_routes(
                 ) from None
             rid = await asyncio.to_thread(store.upload, token, node_id, body, clock())
         except UploadRefused as e:
+            if e.status in (401, 403, 410):  # a wrong token: count the guess
+                auth.guess_failed(request, "commissioning")
             return _error(e.status, e.code, e.zh, e.en)
         return web.json_response(
             {"id": rid, "node_id": node_id, "uploaded_at": clock()}, status=201, dumps=_DUMPS
         )
 
     async def status(request: web.Request) -> web.Response:
+        if (retry := auth.guess_wait(request, "commissioning")) is not None:
+            status, code, zh, en, headers = auth.throttled_answer(retry)
+            return _error(status, code, zh, en, headers)
         try:
             node_id = _node_id(request)
             token = _bearer(request)
             st = await asyncio.to_thread(store.status, token, node_id, clock())
         except UploadRefused as e:
+            if e.status in (401, 403, 410):  # a wrong token: count the guess
+                auth.guess_failed(request, "commissioning")
             return _error(e.status, e.code, e.zh, e.en)
         if st is None:
             return _error(

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from central import auth
 from central.config import CaConfig
 from central.tokens import TokenError, TokenStore
 from pki.ca import CaError, CertificateAuthority, Issued, parse_csr
@@ -33,9 +34,14 @@ DB_TIMEOUT_S = 10.0
 _DUMPS = functools.partial(json.dumps, ensure_ascii=False)
 
 
-def _error(status: int, code: str, zh: str, en: str) -> web.Response:
+def _error(
+    status: int, code: str, zh: str, en: str, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.json_response(
-        {"error": {"code": code, "message": f"{zh} / {en}"}}, status=status, dumps=_DUMPS
+        {"error": {"code": code, "message": f"{zh} / {en}"}},
+        status=status,
+        dumps=_DUMPS,
+        headers=headers,
     )
 
 
@@ -71,6 +77,9 @@ def add_enrol_routes(
     lock = asyncio.Lock()  # one enrolment at a time: they are rare, and the CA files are shared
 
     async def enrol(request: web.Request) -> web.Response:
+        if (retry := auth.guess_wait(request, "enrol")) is not None:
+            status, code, zh, en, headers = auth.throttled_answer(retry)
+            return _error(status, code, zh, en, headers)
         raw = await request.content.read(MAX_ENROL_BODY + 1)
         if len(raw) > MAX_ENROL_BODY:
             return _error(413, "body_too_large", "请求体过大", "request body too large")
@@ -98,6 +107,7 @@ def add_enrol_routes(
                     enroller.enrol, body["token"], body["csr_pem"]
                 )
         except TokenError as e:
+            auth.guess_failed(request, "enrol")
             return _error(e.status, e.code, e.zh, e.en)
         except CaError as e:
             status = 400 if e.code.startswith("csr_") else 503

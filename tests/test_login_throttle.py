@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 
 from central.accounts import MAX_FAILURES
-from tests.central_site import CentralSite, central_site
+from pki.ca import make_csr, new_key
+from tests.central_site import NODE1, CentralSite, central_site
 
 
 @pytest.fixture
@@ -41,3 +42,28 @@ async def test_failures_from_one_address_do_not_lock_the_name_out(site: CentralS
         assert await _login(ann, site.passwords["ann"]) == 200
     assert site.sample("shilian_auth_throttled_total", kind="login") == 1
     assert site.sample("shilian_auth_throttled_total", kind="login_delay") >= 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "method", "path"),
+    [
+        ("enrol", "POST", "/api/v1/enrol"),
+        ("commissioning", "GET", f"/api/v1/nodes/{NODE1}/commissioning/status"),
+    ],
+)
+async def test_token_guessing_is_throttled_per_address(
+    site: CentralSite, kind: str, method: str, path: str
+) -> None:
+    csr = make_csr(new_key(), NODE1).decode()
+    body = {"token": "guess", "csr_pem": csr} if method == "POST" else None
+    headers = {"Authorization": "Bearer guess"}
+    async with _from(site, "127.0.0.2") as guesser, _from(site, "127.0.0.1") as other:
+        for _ in range(MAX_FAILURES):
+            async with guesser.request(method, path, json=body, headers=headers) as r:
+                assert r.status == 401, await r.text()
+        async with guesser.request(method, path, json=body, headers=headers) as r:
+            assert r.status == 429 and int(r.headers["Retry-After"]) > 0
+            assert (await r.json())["error"]["code"] == "throttled"
+        async with other.request(method, path, json=body, headers=headers) as r:
+            assert r.status == 401  # another address is not affected
+    assert site.sample("shilian_auth_throttled_total", kind=kind) == 1
