@@ -72,7 +72,7 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/api/v1/nodes/{node_id}/commissioning/status"),  # the same token
         ("GET", "/api/v1/firmware/{sha256}"),  # signed images fetched by nodes
         ("GET", "/dashboard/login"),
-        ("GET", "/dashboard/static"),
+        ("GET", "/dashboard/static/{name}"),
         ("GET", "/"),
         ("GET", "/dashboard"),  # a redirect to /dashboard/
     }

@@ -60,13 +60,28 @@ HUB: web.AppKey[LiveHub] = web.AppKey("live_hub", LiveHub)
 INDEX: web.AppKey[list[SearchEntry]] = web.AppKey("search_index", list)
 
 
+_ASSET_ROOT = ASSETS.resolve()
+
+
+async def static_asset(request: web.Request) -> web.StreamResponse:
+    """A file of the dashboard's assets, else the JSON 404 every other route answers (aiohttp's
+    own static handler answers an empty ``application/octet-stream`` 404)."""
+    name = request.match_info["name"]
+    path = (_ASSET_ROOT / name).resolve()
+    if not path.is_relative_to(_ASSET_ROOT) or not path.is_file() or "/." in f"/{name}":
+        raise http.ApiError(
+            404, "not_found", f"没有这个文件：{name[:80]}", f"no such file: {name[:80]}"
+        )
+    return web.FileResponse(path)
+
+
 def add_routes(app: web.Application, hub: LiveHub) -> None:
     """Mount the dashboard on the API ``app`` (central.app.make_app); ``hub`` feeds the stream."""
     app[HUB] = hub
     app.router.add_get("/", root)
     app.router.add_get("/dashboard", root)
     app.router.add_get("/dashboard/", page)
-    app.router.add_static("/dashboard/static", ASSETS, append_version=False)
+    app.router.add_get("/dashboard/static/{name:.+}", static_asset)
     app.router.add_get("/api/v1/live", live)
     app.router.add_get("/api/v1/dashboard/overview", overview)
     app.router.add_get("/api/v1/dashboard/search", search)

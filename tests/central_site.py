@@ -15,7 +15,7 @@ import aiohttp
 import prometheus_client
 from aiohttp import web
 
-from central import alert_routes
+from central import alert_routes, http_server
 from central.alerting import AlertTask
 from central.alerts import AlertRule, AlertsConfig, WebhookConfig
 from central.app import make_app
@@ -119,7 +119,7 @@ async def central_site(tmp_path: Path) -> AsyncIterator[CentralSite]:
     add_commissioning_routes(app, db, NANNING, lambda: clock[0])
     CertificateAuthority.create(tmp_path / "ca")
     add_enrol_routes(app, CaConfig(dir=tmp_path / "ca", broker_host="mqtt.example"), db)
-    runner = web.AppRunner(app)
+    runner = http_server.runner(app)  # as central.service serves it
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     stop = asyncio.Event()

@@ -135,7 +135,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/"): None,
     ("GET", "/dashboard"): None,
     ("GET", "/dashboard/login"): None,
-    ("GET", "/dashboard/static"): None,
+    ("GET", "/dashboard/static/{name}"): None,
     ("GET", "/dashboard/"): "viewer",
     ("GET", "/api/v1/me"): "viewer",
     ("GET", "/api/v1/coverage"): "viewer",
@@ -160,7 +160,7 @@ def _concrete(pattern: str, site: Site) -> str:
         .replace("{node_id}", f"{V1}-a")
         .replace("{event_id}", str(site.alarms[V1]))
         .replace("{sha256}", "0" * 64)
-        .replace("/dashboard/static", "/dashboard/static/app.css")
+        .replace("{name}", "app.css")
     )
 
 
