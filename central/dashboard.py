@@ -29,12 +29,23 @@ from typing import Any
 from aiohttp import web
 
 from central import assets, auth, http, i18n, pinyin, views
-from central.live import LiveHub, Message, TooManySubscribers, visible
+from central.live import (
+    MAX_STREAMS_PER_USER,
+    LiveHub,
+    Message,
+    TooManyForUser,
+    TooManySubscribers,
+    visible,
+)
 from registry import LEN_BY_LEVEL, Registry
 
 #: Seconds between comments on an idle live stream: keeps proxies and the browser from
 #: timing the stream out, and finds closed connections.
 KEEPALIVE_S = 15.0
+#: How often an open live stream checks that its session is still valid: a logout, a disabled
+#: user (``shilian central user disable`` runs in another process) or the session's expiry ends
+#: the stream within this. One indexed read per stream; 200 streams make 40 reads a second.
+SESSION_RECHECK_S = 5.0
 #: What the browser waits before reconnecting a dropped stream (SSE ``retry``), milliseconds.
 RECONNECT_MS = 1000
 #: Recent events on the overview: what fits beside the charts.
@@ -163,7 +174,14 @@ async def live(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     session = auth.principal(request)
     try:
-        sub = hub.subscribe()
+        sub = hub.subscribe(session.user)
+    except TooManyForUser:
+        raise http.ApiError(
+            429,
+            "too_many_streams",
+            f"您已打开 {MAX_STREAMS_PER_USER} 个实时连接，请先关闭其他页面",
+            f"you already have {MAX_STREAMS_PER_USER} live streams open: close another page first",
+        ) from None
     except TooManySubscribers:
         raise http.ApiError(
             503,
@@ -182,18 +200,29 @@ async def live(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
         hello = Message("hello", {"scope": auth.root_of(request), "time": ctx.clock()})
         await resp.write(f"retry: {RECONNECT_MS}\n".encode() + sse(hello))
-        # The stream ends with the session's absolute expiry (the page reconnects and is sent to
-        # the login page); a logout or a disabled user ends it at that time at the latest.
+        # The stream ends with its session: at the absolute expiry, or within SESSION_RECHECK_S
+        # of a logout or of the user being disabled (the page reconnects and is sent to the
+        # login page).
+        auth_state = request.app[auth.AUTH]
+        last_write = ctx.clock()
         while not sub.closed and ctx.clock() < session.absolute_expiry:
             try:
-                async with asyncio.timeout(KEEPALIVE_S):
+                async with asyncio.timeout(SESSION_RECHECK_S):
                     await sub.wake.wait()
             except TimeoutError:
-                await resp.write(b": keepalive\n\n")
+                alive = await auth_state.run(
+                    auth_state.store.session_alive, session.token_sha256, ctx.clock()
+                )
+                if not alive:
+                    break
+                if ctx.clock() - last_write >= KEEPALIVE_S:
+                    await resp.write(b": keepalive\n\n")
+                    last_write = ctx.clock()
                 continue
             messages = [m for m in sub.take() if visible(m, session.scope)]
             if messages:
                 await resp.write(b"".join(sse(m) for m in messages))
+                last_write = ctx.clock()
         return resp
     except (ConnectionResetError, ConnectionError):
         return resp  # the browser went away: nothing to answer
