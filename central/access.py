@@ -12,6 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from central import auth
+from central.accounts import Role
 
 
 def caller(request: web.Request) -> tuple[str, str | None]:
@@ -19,3 +20,10 @@ def caller(request: web.Request) -> tuple[str, str | None]:
     if auth.AUTH not in request.app:
         return "api", None
     return auth.principal(request).user, auth.list_scope(request)
+
+
+def is_admin(request: web.Request) -> bool:
+    """The caller is an administrator (everyone is, on an app without auth set up)."""
+    if auth.AUTH not in request.app:
+        return True
+    return auth.principal(request).role >= Role.admin

@@ -350,6 +350,16 @@ class AccountStore:
             Session(digest, user, Role[role], scope, min(expires, last_used + idle_s), expires)
         )
 
+    def session_alive(self, token_sha256: str, now: float) -> bool:
+        """The session still exists, has not reached its absolute expiry and its user is not
+        disabled (read only: an open live stream does not count as activity)."""
+        row = self.conn.execute(
+            "SELECT s.expires, u.disabled FROM sessions s JOIN users u ON u.name = s.user"
+            " WHERE s.token_sha256 = ?",
+            (token_sha256,),
+        ).fetchone()
+        return row is not None and not row[1] and now < row[0]
+
     def end_session(self, token_sha256: str) -> None:
         self.conn.execute("DELETE FROM sessions WHERE token_sha256 = ?", (token_sha256,))
 

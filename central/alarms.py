@@ -394,14 +394,7 @@ def _names(ctx: http.ApiContext, alarm: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ack_body(raw: bytes) -> AckBody:
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise http.ApiError(
-            400, "bad_json", f"请求体不是有效 JSON：{e}", f"body is not JSON: {e}"
-        ) from None
-    if not isinstance(data, dict):
-        raise http.ApiError(400, "bad_json", "请求体应为 JSON 对象", "body must be a JSON object")
+    data = http.json_body(raw)
     try:
         return AckBody.model_validate(data)
     except ValidationError as e:

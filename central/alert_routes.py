@@ -11,9 +11,9 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from central import body_errors, http
-from central.access import caller
+from central.access import caller, is_admin
 from central.alerting import AlertTask, alert_json
-from central.alerts import AlertRule, check_unique
+from central.alerts import AlertRule, check_unique, masked_url, rule_in_scope
 
 #: Largest rule set accepted through the API.
 MAX_RULES = 200
@@ -41,6 +41,23 @@ def _code_param(request: web.Request) -> str | None:
     return None if code is None else http.known_unit(request.app[http.CTX].registry, code)
 
 
+def _rules(request: web.Request) -> list[dict[str, Any]]:
+    """The rules the caller may see: those over units in their scope."""
+    _, scope = caller(request)
+    rules = request.app[ALERTS].evaluator.rules.values()
+    return [r.model_dump() for r in rules if rule_in_scope(r, scope)]
+
+
+def _webhooks(request: web.Request) -> list[dict[str, Any]]:
+    """Webhook targets are write-only secrets (a token in the query or path, a password in the
+    userinfo): admins see them masked, nobody else sees them at all."""
+    if not is_admin(request):
+        return []
+    return [
+        {"url": masked_url(s.cfg.url), "queued": len(s.queue)} for s in request.app[ALERTS].senders
+    ]
+
+
 async def list_alerts(request: web.Request) -> web.Response:
     task = request.app[ALERTS]
     _, scope = caller(request)
@@ -51,33 +68,22 @@ async def list_alerts(request: web.Request) -> web.Response:
             "time": task.clock(),
             "firing": [alert_json(a) for a in task.firing(code)],
             "resolved": [alert_json(a) for a in recent],
-            "rules": [r.model_dump() for r in task.evaluator.rules.values()],
-            "webhooks": [{"url": s.cfg.url, "queued": len(s.queue)} for s in task.senders],
+            "rules": _rules(request),
+            "webhooks": _webhooks(request),
         }
     )
 
 
 async def get_rules(request: web.Request) -> web.Response:
-    task = request.app[ALERTS]
-    return _ok(
-        {
-            "source": task.rules_source,
-            "rules": [r.model_dump() for r in task.evaluator.rules.values()],
-        }
-    )
+    return _ok({"source": request.app[ALERTS].rules_source, "rules": _rules(request)})
 
 
 async def put_rules(request: web.Request) -> web.Response:
     """Body ``{"rules": [...]}`` replaces the rules; ``{"rules": null}`` returns to the config's."""
     task = request.app[ALERTS]
     by, _ = caller(request)
-    try:
-        body = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise http.ApiError(
-            400, "bad_json", f"请求体不是有效 JSON：{e}", f"body is not JSON: {e}"
-        ) from None
-    if not isinstance(body, dict) or set(body) != {"rules"}:
+    body = http.json_body(await request.read())
+    if set(body) != {"rules"}:
         raise http.ApiError(
             400, "bad_body", '请求体应为 {"rules": [...]}', 'body must be {"rules": [...]}'
         )

@@ -21,9 +21,11 @@ resolves when the condition no longer holds (or its rule is gone). The runtime
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Self
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -101,6 +103,38 @@ class AlertsConfig(_Model):
     def _unique_ids(self) -> Self:
         check_unique(self.rules)
         return self
+
+
+#: A path segment at least this long, of token characters only, is taken for a secret: receivers
+#: such as Feishu and Slack put the credential in the path (``/hook/<uuid>``), and real path
+#: words ("open-apis", "webhook") are shorter.
+SECRET_SEGMENT_CHARS = 16
+_TOKEN_SEGMENT = re.compile(rf"^[A-Za-z0-9_\-.~%]{{{SECRET_SEGMENT_CHARS},}}$")
+
+
+def masked_url(url: str) -> str:
+    """``url`` as an admin may see it: user name and password, every query value, the fragment
+    and token-like path segments replaced by ``***``; scheme, host, port and the rest of the
+    path kept, so the receiver can still be recognised."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    if parts.username is not None or parts.password is not None:
+        netloc = f"***@{netloc}"
+    path = "/".join("***" if _TOKEN_SEGMENT.match(seg) else seg for seg in parts.path.split("/"))
+    query = "&".join(
+        f"{pair.split('=', 1)[0]}=***" if pair else pair for pair in parts.query.split("&")
+    )
+    return urlunsplit((parts.scheme, netloc, path, query, "***" if parts.fragment else ""))
+
+
+def rule_in_scope(rule: AlertRule, scope: str | None) -> bool:
+    """A rule a user with ``scope`` (a division-code prefix; None or "": everything) may see:
+    its unit lies at or under the scope. A rule over the whole registry ("" code) is seen by
+    unscoped users only."""
+    return not scope or rule.code.startswith(scope)
 
 
 def check_unique(rules: Iterable[AlertRule]) -> None:

@@ -10,7 +10,6 @@ message is Chinese first, then English.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -34,6 +33,7 @@ from central.http import (
     digits,
     error_response,
     int_param,
+    json_body,
     node_id_param,
     ok,
     params,
@@ -206,14 +206,7 @@ class CommandBody(BaseModel):
 
 
 def _command_body(raw: bytes) -> CommandBody:
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(
-            400, "bad_json", f"请求体不是有效 JSON：{e}", f"body is not JSON: {e}"
-        ) from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "bad_json", "请求体应为 JSON 对象", "body must be a JSON object")
+    data = json_body(raw)
     try:
         return CommandBody.model_validate(data)
     except ValidationError as e:

@@ -8,7 +8,7 @@ import asyncio
 
 from aiohttp import web
 
-from central import alarms, api, auth, views
+from central import alarms, api, auth, browser_guard, views
 from central.http import CTX, MAX_BODY_BYTES, READS, ApiContext, json_errors
 
 
@@ -16,8 +16,10 @@ def make_app(ctx: ApiContext) -> web.Application:
     """The API application; its read pool is closed on the app's cleanup. Every route needs a
     login unless central.auth lists it as public (routes added later included)."""
     app = web.Application(
-        middlewares=[json_errors, auth.require_login], client_max_size=MAX_BODY_BYTES
+        middlewares=[json_errors, browser_guard.guard, auth.require_login],
+        client_max_size=MAX_BODY_BYTES,
     )
+    browser_guard.setup(app)
     app[CTX] = ctx
     auth.setup(app, ctx, ctx.clock)
     app[READS] = views.ReadViews(ctx.db_path)

@@ -21,7 +21,6 @@ text/html``) is redirected to ``/dashboard/login?next=…``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +54,12 @@ COOKIE = "shilian_session"
 #: core; a flood of logins queues here instead of exhausting memory on a 2-core box.
 MAX_CONCURRENT_HASHES = 2
 
+#: Wait added to each login for a name that failed :data:`central.accounts.MAX_FAILURES` times
+#: within the window, from any addresses. Guessing one name from many addresses then costs a
+#: second per try, while the real user, whose address is not throttled, still gets in (a
+#: lockout by name would let anyone lock an operator out).
+NAME_DELAY_S = 1.0
+
 #: (method, route pattern) answered without login. ``/metrics`` is added when
 #: ``[auth] metrics_public`` (the default: Prometheus scrapes it).
 PUBLIC: frozenset[tuple[str, str]] = frozenset(
@@ -67,7 +72,7 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/api/v1/nodes/{node_id}/commissioning/status"),  # the same token
         ("GET", "/api/v1/firmware/{sha256}"),  # signed images fetched by nodes
         ("GET", "/dashboard/login"),
-        ("GET", "/dashboard/static"),
+        ("GET", "/dashboard/static/{name}"),
         ("GET", "/"),
         ("GET", "/dashboard"),  # a redirect to /dashboard/
     }
@@ -142,8 +147,16 @@ class Auth:
         )
         self.denied = Counter(
             "shilian_central_auth_denied",
-            "被拒绝的请求 / requests refused (unauthenticated, expired, forbidden, out_of_scope)",
+            "被拒绝的请求 / requests refused (unauthenticated, expired, forbidden, out_of_scope, "
+            "csrf, content_type)",
             ["reason"],
+            registry=None,
+        )
+        self.throttled = Counter(
+            "shilian_auth_throttled",
+            "被限速的尝试 / attempts throttled (login: 429 for a name and address or an address; "
+            "login_delay: a name under attack, delayed; enrol, commissioning: token guessing)",
+            ["kind"],
             registry=None,
         )
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="auth")
@@ -197,11 +210,13 @@ def setup(app: web.Application, ctx: http.ApiContext, clock: Callable[[], float]
         await auth.open()
         ctx.metrics_registry.register(auth.logins)
         ctx.metrics_registry.register(auth.denied)
+        ctx.metrics_registry.register(auth.throttled)
         try:
             yield
         finally:
             ctx.metrics_registry.unregister(auth.logins)
             ctx.metrics_registry.unregister(auth.denied)
+            ctx.metrics_registry.unregister(auth.throttled)
             await auth.close()
 
     app.cleanup_ctx.append(lifecycle)
@@ -354,6 +369,39 @@ async def audit(
     await auth.run(auth.store.audit, entry)
 
 
+def guess_wait(request: web.Request, kind: str) -> int | None:
+    """Seconds (rounded up) the request's address must wait before trying another ``kind``
+    token (``enrol``, ``commissioning``) after :data:`central.accounts.MAX_FAILURES` refused
+    within the window, counted in ``shilian_auth_throttled_total{kind}``; None: it may try now
+    (or the app has no auth set up)."""
+    auth = request.app.get(AUTH)
+    if auth is None:
+        return None
+    wait = auth.throttle.retry_after(f"{kind}:{_address(request)}", auth.clock())
+    if wait is None:
+        return None
+    auth.throttled.labels(kind).inc()
+    return max(1, int(wait + 0.999))
+
+
+def guess_failed(request: web.Request, kind: str) -> None:
+    """Count a refused ``kind`` token from the request's address (see :func:`guess_wait`)."""
+    auth = request.app.get(AUTH)
+    if auth is not None:
+        auth.throttle.failed(f"{kind}:{_address(request)}", auth.clock())
+
+
+def throttled_answer(retry: int) -> tuple[int, str, str, str, dict[str, str]]:
+    """The 429 of a throttled token guesser: (status, code, zh, en, headers)."""
+    return (
+        429,
+        "throttled",
+        f"令牌错误次数过多，请 {retry} 秒后再试",
+        f"too many wrong tokens, retry in {retry} s",
+        {"Retry-After": str(retry)},
+    )
+
+
 # -- routes -------------------------------------------------------------------------------------
 
 
@@ -365,10 +413,10 @@ class LoginBody(BaseModel):
 
 
 def _login_body(raw: bytes) -> LoginBody:
+    data = http.json_body(raw)
     try:
-        data = json.loads(raw)
         return LoginBody.model_validate(data)
-    except (ValueError, UnicodeDecodeError, ValidationError):
+    except ValidationError:
         raise http.ApiError(
             400,
             "bad_body",
@@ -394,9 +442,14 @@ async def login(request: web.Request) -> web.Response:
     http.params(request, ())
     body = _login_body(await request.read())
     now = auth.clock()
-    keys = (f"user:{body.user}", f"addr:{_address(request)}")
+    address = _address(request)
+    # Throttled: this name from this address, or this address whatever the names. The name
+    # alone only slows down (NAME_DELAY_S), so that guessing cannot lock its owner out.
+    name_key = f"user:{body.user}"
+    keys = (f"pair:{address}\x00{body.user}", f"addr:{address}")
     wait = max((auth.throttle.retry_after(k, now) or 0.0) for k in keys)
     if wait > 0:
+        auth.throttled.labels("login").inc()
         auth.logins.labels("throttled").inc()
         await audit(request, "login_failed", body.user, "throttled", user=body.user)
         retry = max(1, int(wait + 0.999))
@@ -407,6 +460,9 @@ async def login(request: web.Request) -> web.Response:
             f"too many failed logins, retry in {retry} s",
             {"Retry-After": str(retry)},
         )
+    if auth.throttle.retry_after(name_key, now) is not None:
+        auth.throttled.labels("login_delay").inc()
+        await asyncio.sleep(NAME_DELAY_S)
     stored = await auth.run(auth.store.password_hash, body.user)
     async with auth._hashing:
         ok = await asyncio.to_thread(verify_password, stored, body.password)
@@ -414,7 +470,7 @@ async def login(request: web.Request) -> web.Response:
         if await auth.run(auth.store.user_count) == 0:
             auth.logins.labels("no_users").inc()
             raise await _unauthenticated(auth, "none")
-        for k in keys:
+        for k in (*keys, name_key):
             auth.throttle.failed(k, now)
         auth.logins.labels("bad_credentials").inc()
         await audit(request, "login_failed", body.user, "bad_credentials", user=body.user)
@@ -422,6 +478,7 @@ async def login(request: web.Request) -> web.Response:
             401, "bad_credentials", "用户名或密码错误", "wrong user name or password"
         )
     auth.throttle.succeeded(keys[0])
+    auth.throttle.succeeded(name_key)
     now = auth.clock()
 
     def start() -> tuple[str, Session]:

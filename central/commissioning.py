@@ -34,11 +34,12 @@ from typing import Any
 
 from aiohttp import web
 
+from central import auth
 from central.commissioning_page import place_from_registry, render
 from central.http import error_response
 from central.tokens import token_hash
 from registry import Registry
-from wire import valid_node_id
+from wire import bounded_json, valid_node_id
 
 #: How long after enrolment the enrolment token may upload reports: a visit, and the re-checks
 #: of the following days, not a standing credential.
@@ -71,8 +72,10 @@ class UploadRefused(Exception):
         self.status, self.code, self.zh, self.en = status, code, zh, en
 
 
-def _error(status: int, code: str, zh: str, en: str) -> web.Response:
-    return error_response(status, code, f"{zh} / {en}")
+def _error(
+    status: int, code: str, zh: str, en: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return error_response(status, code, f"{zh} / {en}", headers)
 
 
 def check_token(conn: sqlite3.Connection, token: str, node_id: str, now: float) -> None:
@@ -269,6 +272,9 @@ def add_commissioning_routes(
     store = ReportStore(db_path)
 
     async def upload(request: web.Request) -> web.Response:
+        if (retry := auth.guess_wait(request, "commissioning")) is not None:
+            status, code, zh, en, headers = auth.throttled_answer(retry)
+            return _error(status, code, zh, en, headers)
         try:
             node_id = _node_id(request)
             token = _bearer(request)
@@ -276,22 +282,31 @@ def add_commissioning_routes(
             if len(raw) > MAX_REPORT_BYTES:
                 raise UploadRefused(413, "body_too_large", "报告过大", "report too large")
             try:
-                body = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                body = None
+                body = bounded_json.loads(raw)
+            except bounded_json.JsonError as e:
+                raise UploadRefused(
+                    400, "bad_json", f"报告不是有效 JSON：{e.reason}", f"not JSON: {e.reason}"
+                ) from None
             rid = await asyncio.to_thread(store.upload, token, node_id, body, clock())
         except UploadRefused as e:
+            if e.status in (401, 403, 410):  # a wrong token: count the guess
+                auth.guess_failed(request, "commissioning")
             return _error(e.status, e.code, e.zh, e.en)
         return web.json_response(
             {"id": rid, "node_id": node_id, "uploaded_at": clock()}, status=201, dumps=_DUMPS
         )
 
     async def status(request: web.Request) -> web.Response:
+        if (retry := auth.guess_wait(request, "commissioning")) is not None:
+            status, code, zh, en, headers = auth.throttled_answer(retry)
+            return _error(status, code, zh, en, headers)
         try:
             node_id = _node_id(request)
             token = _bearer(request)
             st = await asyncio.to_thread(store.status, token, node_id, clock())
         except UploadRefused as e:
+            if e.status in (401, 403, 410):  # a wrong token: count the guess
+                auth.guess_failed(request, "commissioning")
             return _error(e.status, e.code, e.zh, e.en)
         if st is None:
             return _error(

@@ -20,10 +20,12 @@ from typing import Any
 
 from aiohttp import web
 
+from central import auth
 from central.config import CaConfig
 from central.http import error_response
 from central.tokens import TokenError, TokenStore
 from pki.ca import CaError, CertificateAuthority, Issued, parse_csr
+from wire import bounded_json
 
 #: Largest enrol request: a CSR (capped at 16 KiB by the CA) and a token, with room for JSON.
 MAX_ENROL_BODY = 32 * 1024
@@ -33,8 +35,10 @@ DB_TIMEOUT_S = 10.0
 _DUMPS = functools.partial(json.dumps, ensure_ascii=False)
 
 
-def _error(status: int, code: str, zh: str, en: str) -> web.Response:
-    return error_response(status, code, f"{zh} / {en}")
+def _error(
+    status: int, code: str, zh: str, en: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return error_response(status, code, f"{zh} / {en}", headers)
 
 
 class Enroller:
@@ -69,13 +73,18 @@ def add_enrol_routes(
     lock = asyncio.Lock()  # one enrolment at a time: they are rare, and the CA files are shared
 
     async def enrol(request: web.Request) -> web.Response:
+        if (retry := auth.guess_wait(request, "enrol")) is not None:
+            status, code, zh, en, headers = auth.throttled_answer(retry)
+            return _error(status, code, zh, en, headers)
         raw = await request.content.read(MAX_ENROL_BODY + 1)
         if len(raw) > MAX_ENROL_BODY:
             return _error(413, "body_too_large", "请求体过大", "request body too large")
         try:
-            body: Any = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            body = None
+            body: Any = bounded_json.loads(raw)
+        except bounded_json.JsonError as e:
+            return _error(
+                400, "bad_json", f"请求体不是有效 JSON：{e.reason}", f"body is not JSON: {e.reason}"
+            )
         if (
             not isinstance(body, dict)
             or not isinstance(body.get("token"), str)
@@ -94,6 +103,7 @@ def add_enrol_routes(
                     enroller.enrol, body["token"], body["csr_pem"]
                 )
         except TokenError as e:
+            auth.guess_failed(request, "enrol")
             return _error(e.status, e.code, e.zh, e.en)
         except CaError as e:
             status = 400 if e.code.startswith("csr_") else 503

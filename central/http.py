@@ -24,7 +24,7 @@ from central.config import AuthConfig
 from central.coverage import CoverageIndex
 from central.devices import DeviceIndex
 from registry import Registry
-from wire import MAX_PAYLOAD_BYTES, valid_node_id
+from wire import MAX_PAYLOAD_BYTES, bounded_json, valid_node_id
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,20 @@ async def json_errors(
 
 CTX: web.AppKey[ApiContext] = web.AppKey("ctx", ApiContext)
 READS: web.AppKey[views.ReadViews] = web.AppKey("reads", views.ReadViews)
+
+
+def json_body(raw: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object, parsed with bounded depth
+    (wire.bounded_json), or 400 ``bad_json``."""
+    try:
+        data = bounded_json.loads(raw)
+    except bounded_json.JsonError as e:
+        raise ApiError(
+            400, "bad_json", f"请求体不是有效 JSON：{e.reason}", f"body is not JSON: {e.reason}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_json", "请求体应为 JSON 对象", "body must be a JSON object")
+    return data
 
 
 def ok(data: Any, status: int = 200) -> web.Response:

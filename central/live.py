@@ -30,6 +30,9 @@ MAX_EVENTS_PER_BATCH = 20
 #: Subscribers at once: a governance centre has a few wall screens and desks; the cap keeps a
 #: misbehaving script from holding thousands of streams.
 MAX_SUBSCRIBERS = 200
+#: Streams one user may hold at once: a video wall and a few operator screens, not the whole
+#: pool (one user's tabs or a script could otherwise take all :data:`MAX_SUBSCRIBERS`).
+MAX_STREAMS_PER_USER = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,10 @@ class TooManySubscribers(Exception):
     """Central already serves :data:`MAX_SUBSCRIBERS` live streams."""
 
 
+class TooManyForUser(Exception):
+    """This user already holds :data:`MAX_STREAMS_PER_USER` live streams."""
+
+
 @dataclass(eq=False)
 class Subscription:
     """A subscriber's queue; :meth:`LiveHub.unsubscribe` when done."""
@@ -65,6 +72,7 @@ class Subscription:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
     dropped: int = 0  # messages replaced by a resync
+    user: str = ""  # who holds it ("" : not counted per user)
 
     def take(self) -> list[Message]:
         """Everything queued, oldest first; clears the wake-up flag."""
@@ -96,10 +104,14 @@ class LiveHub:
     def __len__(self) -> int:
         return len(self._subs)
 
-    def subscribe(self) -> Subscription:
+    def subscribe(self, user: str = "") -> Subscription:
+        """A new stream for ``user``; :class:`TooManySubscribers` when central is full,
+        :class:`TooManyForUser` when ``user`` holds :data:`MAX_STREAMS_PER_USER` already."""
+        if user and sum(1 for s in self._subs if s.user == user) >= MAX_STREAMS_PER_USER:
+            raise TooManyForUser()
         if len(self._subs) >= MAX_SUBSCRIBERS:
             raise TooManySubscribers()
-        sub = Subscription()
+        sub = Subscription(user=user)
         self._subs.add(sub)
         return sub
 

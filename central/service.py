@@ -242,7 +242,9 @@ class CentralService:
             from central.enrol import add_enrol_routes
 
             add_enrol_routes(app, self.cfg.ca, self.cfg.store.path, self.clock)
-        runner = web.AppRunner(app, access_log=None)
+        from central import http_server
+
+        runner = http_server.runner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.cfg.http.host, self.cfg.http.port)
         try:

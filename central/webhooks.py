@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import prometheus_client
 
-from central.alerts import Transition, WebhookConfig
+from central.alerts import Transition, WebhookConfig, masked_url
 
 log = logging.getLogger("shilian.central.alerts")
 
@@ -82,6 +82,7 @@ class WebhookSender:
         rand: Callable[[float, float], float] = random.uniform,
     ) -> None:
         self.cfg = cfg
+        self.shown = masked_url(cfg.url)  # the URL may carry a token: logs get this instead
         self.queue: deque[dict[str, Any]] = deque()
         self._wake = asyncio.Event()
         self._outcomes = outcomes
@@ -121,7 +122,7 @@ class WebhookSender:
                     if 200 <= r.status < 300:
                         self._outcomes.labels("delivered").inc()
                         if self._failing:
-                            log.info("告警推送恢复 / webhook %s delivering again", self.cfg.url)
+                            log.info("告警推送恢复 / webhook %s delivering again", self.shown)
                             self._failing = False
                         return
                     problem = f"HTTP {r.status}"
@@ -130,23 +131,23 @@ class WebhookSender:
                         self._outcomes.labels("rejected").inc()
                         log.warning(
                             "告警推送被拒绝 / webhook %s rejected an alert: %s",
-                            self.cfg.url,
+                            self.shown,
                             problem,
                         )
                         return
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
-                problem = f"{type(e).__name__}: {e}"
+                problem = f"{type(e).__name__}: {e}".replace(self.cfg.url, self.shown)
             if not self._failing:
-                log.warning("告警推送失败，将重试 / webhook %s failed: %s", self.cfg.url, problem)
+                log.warning("告警推送失败，将重试 / webhook %s failed: %s", self.shown, problem)
                 self._failing = True
             else:
-                log.debug("webhook %s attempt %d failed: %s", self.cfg.url, attempt + 1, problem)
+                log.debug("webhook %s attempt %d failed: %s", self.shown, attempt + 1, problem)
             if attempt + 1 < self.cfg.max_attempts:
                 self._outcomes.labels("retried").inc()
                 await self._sleep(self._rand(0.0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)))
         self._outcomes.labels("failed").inc()
         log.warning(
             "告警推送放弃 / webhook %s: gave up after %d attempts",
-            self.cfg.url,
+            self.shown,
             self.cfg.max_attempts,
         )

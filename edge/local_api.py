@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from edge.commands import FirmwareJob, FirmwareRefused, FirmwareTarget
 from edge.outbox import OutboxDiskFull, OutboxError
 from edge.sources import EventSink
-from wire import WireError
+from wire import WireError, bounded_json
 
 #: Longest request line: an event is capped at 64 KiB by the contract; its JSON envelope fits.
 MAX_LINE_BYTES = 80 * 1024
@@ -55,9 +55,9 @@ class RequestError(Exception):
 def parse_request(line: bytes) -> dict[str, Any]:
     """Pure: one request line -> the request object, or :class:`RequestError`."""
     try:
-        obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        raise RequestError("invalid JSON") from None
+        obj = bounded_json.loads(line)
+    except bounded_json.JsonError as e:
+        raise RequestError(f"invalid JSON: {e.reason}") from None
     if not isinstance(obj, dict):
         raise RequestError("request must be a JSON object")
     op = obj.get("op")

@@ -135,7 +135,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/"): None,
     ("GET", "/dashboard"): None,
     ("GET", "/dashboard/login"): None,
-    ("GET", "/dashboard/static"): None,
+    ("GET", "/dashboard/static/{name}"): None,
     ("GET", "/dashboard/"): "viewer",
     ("GET", "/api/v1/me"): "viewer",
     ("GET", "/api/v1/coverage"): "viewer",
@@ -160,7 +160,7 @@ def _concrete(pattern: str, site: Site) -> str:
         .replace("{node_id}", f"{V1}-a")
         .replace("{event_id}", str(site.alarms[V1]))
         .replace("{sha256}", "0" * 64)
-        .replace("/dashboard/static", "/dashboard/static/app.css")
+        .replace("{name}", "app.css")
     )
 
 
@@ -478,7 +478,8 @@ async def test_failed_logins_are_generic_counted_and_throttled(site: Site) -> No
         site.clock[0] += 301
         assert (await attempt("ann", site.passwords["ann"]))[0] == 200
         assert (await attempt("bad", "json"))[0] == 401
-        async with http.post("/api/v1/login", data=b"{oops") as r:
+        json_type = {"Content-Type": "application/json"}
+        async with http.post("/api/v1/login", data=b"{oops", headers=json_type) as r:
             assert r.status == 400
     assert (
         site.sample("shilian_central_logins_total", outcome="bad_credentials") == MAX_FAILURES + 1

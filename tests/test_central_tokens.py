@@ -109,7 +109,7 @@ async def central(tmp_path: Path) -> AsyncIterator[tuple[str, TokenStore]]:
 
 
 async def _post(url: str, body: object) -> tuple[int, dict[str, object]]:
-    async with aiohttp.ClientSession() as s, s.post(url, data=json.dumps(body)) as r:
+    async with aiohttp.ClientSession() as s, s.post(url, json=body) as r:
         return r.status, await r.json()
 
 

@@ -68,7 +68,8 @@ function el(html) {
 }
 async function api(path, method = "GET", payload = undefined) {
   const init = { method, headers: { Accept: "application/json" } };
-  if (payload !== undefined) { init.body = JSON.stringify(payload); init.headers["Content-Type"] = "application/json"; }
+  // Every state change is JSON: central refuses anything else (CSRF defence, docs/api.md).
+  if (payload !== undefined || method !== "GET") { init.body = JSON.stringify(payload ?? {}); init.headers["Content-Type"] = "application/json"; }
   const r = await fetch(path, init);
   const body = await r.json();
   if (!r.ok) throw new Error(body.error ? body.error.message : r.statusText);

@@ -44,7 +44,10 @@
     out.href = "#";
     out.addEventListener("click", function (ev) {
       ev.preventDefault();
-      plainFetch("/api/v1/logout", { method: "POST", credentials: "same-origin" }).finally(function () {
+      plainFetch("/api/v1/logout", {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json" }, body: "{}",
+      }).finally(function () {
         leaving = true;
         location.assign("/dashboard/login" + (lang === "en" ? "?lang=en" : ""));
       });
