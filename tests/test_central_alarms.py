@@ -59,7 +59,8 @@ class Api:
 
     async def post(self, path: str, body: Any, status: int) -> Any:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        async with self.http.post(path, data=data) as r:
+        headers = {"Content-Type": "application/json"}
+        async with self.http.post(path, data=data, headers=headers) as r:
             assert r.status == status, await r.text()
             assert r.content_type == "application/json"
             return await r.json()

@@ -138,14 +138,14 @@ def test_open_alarms_lead_to_the_console_which_filters_acknowledges_and_closes(
     # Severity: a tamper is a warning, the rest critical.
     page.select_option("[data-test=alarm-severity]", "warning")
     page.wait_for_function(
-        "document.querySelectorAll('[data-test=alarm-table] tr[data-alarm]').length === 1"
+        "() => document.querySelectorAll('[data-test=alarm-table] tr[data-alarm]').length === 1"
     )
     assert _rows(page) == [str(tamper)]
     page.select_option("[data-test=alarm-severity]", "")
     # County: 兴宁区 has the panic and the intrusion.
     page.select_option("[data-test=alarm-county]", XINGNING)
     page.wait_for_function(
-        "document.querySelectorAll('[data-test=alarm-table] tr[data-alarm]').length === 2"
+        "() => document.querySelectorAll('[data-test=alarm-table] tr[data-alarm]').length === 2"
     )
     assert str(tamper) not in _rows(page)
     # Time: alarms from tomorrow on: none.
