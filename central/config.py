@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from central.alerts import AlertsConfig
 
@@ -28,6 +28,29 @@ class TlsConfig(_Section):
         description="central's client certificate, CN shilian-central (PEM) / 中心客户端证书"
     )
     key_file: Path = Field(description="central's private key (PEM, 0600) / 中心私钥")
+    alarm_cert_file: Path | None = Field(
+        default=None,
+        description="client certificate of central's alarm session, CN shilian-central-alarms "
+        "(PEM); without it alarms share the main session and may queue behind history / "
+        "中心告警会话的客户端证书；未配置时告警与历史共用主会话，可能排在积压之后",
+    )
+    alarm_key_file: Path | None = Field(
+        default=None, description="private key of the alarm session (PEM, 0600) / 告警会话私钥"
+    )
+
+    @model_validator(mode="after")
+    def _alarm_pair(self) -> TlsConfig:
+        if (self.alarm_cert_file is None) != (self.alarm_key_file is None):
+            raise ValueError(
+                "alarm_cert_file 与 alarm_key_file 须同时设置 / "
+                "alarm_cert_file and alarm_key_file go together"
+            )
+        return self
+
+    @property
+    def alarm_lane(self) -> bool:
+        """Whether central's alarm session has an identity of its own."""
+        return self.alarm_cert_file is not None
 
 
 class BrokerConfig(_Section):

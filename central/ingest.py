@@ -11,8 +11,10 @@ What it decides (docs/central.md):
   death (will or stop) of another boot is stale;
 - health: stored; health of the current boot refreshes liveness and brings a timed-out node back
   online; health of another boot changes neither (a stray report cannot take a node offline);
-- events: deduplicated by (node, boot_id, seq), gaps in seq recorded and closed when the
-  missing seq arrives (out-of-order arrival is normal: alarms jump the queue);
+- events (on ``event`` and on the alarm lane ``event/alarm``, alike): deduplicated by (node,
+  boot_id, seq) across both topics, gaps in seq recorded and closed when the missing seq arrives
+  (out-of-order arrival is normal: alarms jump the queue, and on their own session they reach
+  central before older history of the same node);
 - device: upserted; an empty payload means the device was removed.
 """
 
@@ -145,7 +147,7 @@ class Ingest:
                 self._state(wire.decode(wire.NodeState, payload, node_id=route.node_id), now, out)
             elif route.kind is Kind.HEALTH:
                 self._health(wire.decode(wire.Health, payload, node_id=route.node_id), now)
-            elif route.kind is Kind.EVENT:
+            elif route.kind is Kind.EVENT or route.kind is Kind.EVENT_ALARM:
                 self._event(wire.decode(wire.Event, payload, node_id=route.node_id), now, out)
             elif route.kind is Kind.DEVICE:
                 assert route.device_id is not None  # parse_topic always sets it for DEVICE

@@ -11,6 +11,9 @@ this module.
   the current batch with their packet id, and after the service has committed the batch writes
   all its PUBACKs in one socket write, on the connection that delivered them (or not at all if
   that connection is gone: the broker redelivers, ingest deduplicates).
+- Central runs two links (central/service.py): the main one, and the alarm lane, a session of its
+  own (client id ``<client_id>-alarms``) subscribed only to alarm-priority events, so that the
+  broker never queues an alarm behind history on the main session. Both feed the same ingest.
 - Reconnection is ours, not gmqtt's (its fixed-delay loop is disabled): exponential backoff with
   full jitter capped at 60 s, auth refusals straight to the cap; the first failure is a WARNING,
   retries DEBUG, recovery INFO with the downtime. Each connection gets a fresh gmqtt client, so
@@ -36,7 +39,7 @@ from central.config import BrokerConfig
 from central.gmqtt_adapter import Delivering, IngestClient, refusal_code, send_pubacks
 from pki.tls import client_context
 from resilience.backoff import Backoff
-from wire.topics import CENTRAL_SUBSCRIPTIONS
+from wire.topics import CENTRAL_ALARM_SUBSCRIPTIONS, CENTRAL_SUBSCRIPTIONS
 
 log = logging.getLogger("shilian.central.link")
 
@@ -55,6 +58,28 @@ MAX_BATCH = 2_000
 DRAIN_TIMEOUT_S = 10.0
 #: CONNACK codes that retrying soon cannot fix (bad credentials, not authorised, banned).
 _AUTH_REFUSALS = frozenset({4, 5, 134, 135, 138, 140})
+#: Appended to central's client id for the alarm lane's session (its own persistent session).
+ALARM_CLIENT_SUFFIX = "-alarms"
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """Which of central's sessions a link is: its name in logs, its client id suffix, what it
+    subscribes to, and whether it connects with the alarm session's certificate."""
+
+    name: str
+    client_suffix: str
+    subscriptions: tuple[str, ...]
+    alarm_identity: bool = False
+
+
+#: Everything nodes send but alarm-priority events.
+MAIN_LANE = Lane("main", "", CENTRAL_SUBSCRIPTIONS)
+#: Alarm-priority events only: a queue no history shares.
+ALARM_LANE = Lane("alarms", ALARM_CLIENT_SUFFIX, CENTRAL_ALARM_SUBSCRIPTIONS, alarm_identity=True)
+#: Everything on one session: only when the alarm session has no certificate of its own
+#: (the broker would make both sessions one client id); alarms may then queue behind history.
+SHARED_LANE = Lane("main", "", CENTRAL_SUBSCRIPTIONS + CENTRAL_ALARM_SUBSCRIPTIONS)
 
 
 class LinkDown(ConnectionError):
@@ -76,7 +101,7 @@ class MqttLink:
 
     ``handle_batch`` must have committed the batch's effects when it returns; the messages are
     acknowledged after that. ``on_up``/``on_down`` are called when the connection comes up (after
-    CONNACK, before subscribing) and goes down.
+    CONNACK, before subscribing) and goes down. ``lane`` says which session this is.
     """
 
     def __init__(
@@ -87,8 +112,11 @@ class MqttLink:
         on_up: Callable[[], None] = lambda: None,
         on_down: Callable[[], None] = lambda: None,
         rng: Callable[[], float] = random.random,
+        lane: Lane = MAIN_LANE,
     ) -> None:
         self.cfg = cfg
+        self.lane = lane
+        self.client_id = cfg.client_id + lane.client_suffix
         self._handle_batch = handle_batch
         self._on_up, self._on_down = on_up, on_down
         self._backoff = Backoff(rng, base=BACKOFF_BASE_S, cap=BACKOFF_CAP_S)
@@ -149,7 +177,7 @@ class MqttLink:
         while not self._stop.is_set():
             lost = asyncio.Event()
             client = IngestClient(
-                self.cfg.client_id,
+                self.client_id,
                 clean_session=False,
                 lost=lost,
                 sink=self._receive,
@@ -173,9 +201,11 @@ class MqttLink:
                 if down_since is None:
                     down_since = time.monotonic()
                     log.warning(
-                        "无法连接 MQTT 代理 / cannot connect to broker %s:%s: %s; retrying",
+                        "无法连接 MQTT 代理 / cannot connect to broker %s:%s (%s session): %s; "
+                        "retrying",
                         self.cfg.host,
                         self.cfg.port,
+                        self.lane.name,
                         e,
                     )
                 else:
@@ -188,16 +218,20 @@ class MqttLink:
             self._backoff.reset()
             if down_since is not None:
                 log.info(
-                    "已重新连接 MQTT 代理 / reconnected to broker after %.1f s",
+                    "已重新连接 MQTT 代理 / reconnected to broker (%s session) after %.1f s",
+                    self.lane.name,
                     time.monotonic() - down_since,
                 )
                 down_since = None
             else:
                 log.info(
-                    "已连接 MQTT 代理 / connected to broker %s:%s", self.cfg.host, self.cfg.port
+                    "已连接 MQTT 代理 / connected to broker %s:%s (%s session)",
+                    self.cfg.host,
+                    self.cfg.port,
+                    self.lane.name,
                 )
             self._on_up()
-            client.subscribe([gmqtt.Subscription(t, qos=1) for t in CENTRAL_SUBSCRIPTIONS])
+            client.subscribe([gmqtt.Subscription(t, qos=1) for t in self.lane.subscriptions])
             stop_wait = asyncio.ensure_future(self._stop.wait())
             lost_wait = asyncio.ensure_future(lost.wait())
             try:
@@ -219,7 +253,11 @@ class MqttLink:
                 await _close_quietly(client)
             else:
                 down_since = time.monotonic()
-                log.warning("与 MQTT 代理的连接中断 / lost the broker connection; reconnecting")
+                log.warning(
+                    "与 MQTT 代理的连接中断 / lost the broker connection (%s session); "
+                    "reconnecting",
+                    self.lane.name,
+                )
                 await _close_quietly(client)
                 await self._sleep_or_stop(self._backoff.next())
 
@@ -229,8 +267,11 @@ class MqttLink:
         tls = self.cfg.tls
         if tls is None:
             return None
+        cert, key = tls.cert_file, tls.key_file
+        if self.lane.alarm_identity and tls.alarm_cert_file and tls.alarm_key_file:
+            cert, key = tls.alarm_cert_file, tls.alarm_key_file
         try:
-            return client_context(tls.ca_file, tls.cert_file, tls.key_file)
+            return client_context(tls.ca_file, cert, key)
         except ssl.SSLError as e:
             raise OSError(f"TLS files unusable: {e}") from None
 

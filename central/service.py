@@ -1,10 +1,15 @@
-"""The running central: one supervisor (asyncio.TaskGroup) for the MQTT link + ingest, the
+"""The running central: one supervisor (asyncio.TaskGroup) for the MQTT links + ingest, the
 liveness ticker and the HTTP server (API and /metrics on one port).
+
+Two MQTT sessions feed the one ingest: the main link (everything nodes send but alarms; commands
+go out on it, and its connection is what "central hears the nodes" means for liveness) and the
+alarm lane (alarm-priority events only, so that they never wait in the broker behind history).
+Their batches are applied one at a time under the write lock, on the one event loop.
 
 Start-up: open the store, load the registry from the database (importing the configured default
 scope when there is none), rebuild coverage from the ``nodes`` table, load the dedupe state.
 Shutdown (SIGTERM/SIGINT, or :meth:`CentralService.stop`): stop taking messages, commit the batch
-in progress, disconnect (the persistent session keeps queueing for us), close the HTTP server.
+in progress, disconnect (the persistent sessions keep queueing for us), close the HTTP server.
 A second signal exits at once.
 """
 
@@ -28,7 +33,7 @@ from central.coverage import CoverageIndex
 from central.device_feed import device_messages, load_devices
 from central.device_metrics import DeviceCollector
 from central.ingest import Ingest, Outcome
-from central.link import Inbound, MqttLink
+from central.link import ALARM_LANE, MAIN_LANE, SHARED_LANE, Inbound, MqttLink
 from central.live import LiveHub
 from central.liveness import Liveness
 from central.metrics import CentralMetrics
@@ -57,7 +62,8 @@ BAD_INPUT_LOG_WINDOW_S = 60.0
 
 class CentralService:
     """Central as one object; :meth:`run` until :meth:`stop`. Attributes set once running:
-    ``registry``, ``coverage``, ``metrics``, ``commands``, ``link``, ``http_port``."""
+    ``registry``, ``coverage``, ``metrics``, ``commands``, ``link``, ``alarm_link`` (None when
+    the alarm session has no certificate of its own), ``http_port``."""
 
     def __init__(
         self,
@@ -123,12 +129,28 @@ class CentralService:
                 cfg.alerts, cfg.store.path, registry, coverage, lambda: self.ingest.nodes.values(),
                 self.live, self.metrics.registry, self.clock, devices=self.devices,
             )  # fmt: skip
+            # Under TLS the broker makes the certificate's CN the client id: the alarm session
+            # needs a certificate of its own, or both sessions would keep taking each other over.
+            tls = cfg.broker.tls
+            lane_apart = tls is None or tls.alarm_lane
+            if not lane_apart:
+                log.warning(
+                    "未配置告警会话证书，告警与历史共用一个会话，积压时可能延迟 / no certificate "
+                    "for the alarm session (broker.tls.alarm_cert_file): alarms share the main "
+                    "session and may queue behind a backlog of history"
+                )
             self.link = link = MqttLink(
                 cfg.broker,
                 self._handle_batch,
                 on_up=self._link_up,
                 on_down=self._link_down,
                 rng=self._rng,
+                lane=MAIN_LANE if lane_apart else SHARED_LANE,
+            )
+            self.alarm_link = alarm_link = (
+                MqttLink(cfg.broker, self._handle_batch, rng=self._rng, lane=ALARM_LANE)
+                if lane_apart
+                else None
             )
             self.commands = CommandClient(
                 lambda t, p, rt, cd, exp: link.publish(
@@ -169,6 +191,8 @@ class CentralService:
                 )
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(link.run())
+                    if alarm_link is not None:
+                        tg.create_task(alarm_link.run())
                     tg.create_task(self._ticker())
                     tg.create_task(self.history.run(self._stop))
                     tg.create_task(self.alerts.run(self._stop))
@@ -177,6 +201,8 @@ class CentralService:
                     await self._stop.wait()
                     await self.meetings.drain()  # hang-ups go out before the link closes
                     link.stop()
+                    if alarm_link is not None:
+                        alarm_link.stop()
             finally:
                 await runner.cleanup()
                 if hasattr(self, "meetings"):

@@ -2,9 +2,12 @@
 and deletes each only after its PUBACK.
 
 Within a priority, events go on the wire in acceptance order (one connection, QoS 1, in-order
-delivery). On a disconnect nothing is deleted: everything unacknowledged is sent again, in order,
-after the reconnect (the only duplicates at the wire level; central deduplicates). A publish the
-broker refuses (PUBACK reason >= 0x80) is moved to the dead-letter table, counted, never retried.
+delivery). Alarm-priority events go on the node's alarm topic (``event/alarm``), the rest on
+``event``: central takes alarms on a session of its own, so they do not queue behind any node's
+history in the broker (docs/protocol.md, the alarm lane). On a disconnect nothing is deleted:
+everything unacknowledged is sent again, in order, after the reconnect (the only duplicates at
+the wire level; central deduplicates). A publish the broker refuses (PUBACK reason >= 0x80) is
+moved to the dead-letter table, counted, never retried.
 """
 
 from __future__ import annotations
@@ -50,14 +53,14 @@ class Sender:
 
     async def _pump(self, link: Link) -> None:
         inflight: dict[int, tuple[Pending, asyncio.Future[int]]] = {}
-        topic = self.session.topics.event
+        topic_for = self.session.topics.event_for
         closed = asyncio.ensure_future(link.closed.wait())
         try:
             while True:
                 self.outbox.new_events.clear()
                 if len(inflight) < WINDOW:
                     for p in await self.outbox.peek(WINDOW - len(inflight), inflight.keys()):
-                        inflight[p.id] = (p, link.publish_nowait(topic, p.payload))
+                        inflight[p.id] = (p, link.publish_nowait(topic_for(p.priority), p.payload))
                 waits: set[asyncio.Future[Any]] = {f for _, f in inflight.values()}
                 waits.add(closed)
                 new = None

@@ -47,6 +47,10 @@ MAX_CSR_BYTES = 16 * 1024
 CLOCK_SLACK = dt.timedelta(minutes=5)
 #: CN of central's MQTT client certificate (its ACL reads everything, writes commands).
 CENTRAL_CN = "shilian-central"
+#: CN of the certificate of central's alarm session (its ACL reads alarm-priority events only).
+#: A certificate of its own: the broker makes the CN the client id, so two sessions under one
+#: certificate would keep taking each other over.
+CENTRAL_ALARMS_CN = "shilian-central-alarms"
 
 CA_KEY, CA_CERT, CRL, ISSUED, REVOKED = "ca.key", "ca.pem", "crl.pem", "issued.tsv", "revoked.tsv"
 

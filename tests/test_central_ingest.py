@@ -72,6 +72,14 @@ def event(seq: int, node: str = NODE, boot: str = BOOT) -> tuple[str, bytes]:
     return wire.Topics(node).event, wire.encode(msg)
 
 
+def alarm(seq: int, node: str = NODE, boot: str = BOOT) -> tuple[str, bytes]:
+    """An alarm-priority event on the alarm lane, as the edge sends it."""
+    msg = wire.Event(
+        node=node, boot_id=boot, seq=seq, ts=3.0, priority=wire.Priority.ALARM, kind="panic"
+    )
+    return wire.Topics(node).event_for(wire.Priority.ALARM), wire.encode(msg)
+
+
 def feed(ing: Ingest, msg: tuple[str, bytes], now: float = 100.0) -> object:
     return ing.handle(msg[0], msg[1], now)
 
@@ -202,6 +210,26 @@ def test_events_deduplicated_and_gaps_opened_and_closed_out_of_order() -> None:
     assert sorted(w.seq for w in writes if isinstance(w, EventRow)) == [4]
     # another boot has its own sequence
     assert ing.handle(*event(1, boot=BOOT2), 103.0).ignored is None
+
+
+def test_an_alarm_on_its_lane_ahead_of_older_history_leaves_no_gap_and_no_duplicate() -> None:
+    """The alarm session delivers an alarm before the main session's older history of the same
+    node: the alarm is stored, the history after it is not taken for duplicates, and once it has
+    all arrived no gap is left open. Dedupe spans both topics."""
+    ing = make_ingest()
+    assert alarm(1)[0].endswith("/event/alarm")
+    assert [ing.handle(*event(s), 100.0).ignored for s in (1, 2)] == [None, None]
+    out = ing.handle(*alarm(7), 101.0)  # seqs 3-6 still queued on the main session
+    assert (out.kind, out.ignored, out.gaps_opened) == ("event/alarm", None, 1)
+    assert [ing.handle(*event(s), 102.0).ignored for s in (3, 4, 5, 6)] == [None] * 4
+    writes, _ = ing.take()
+    assert sorted(w.seq for w in writes if isinstance(w, EventRow)) == [1, 2, 3, 4, 5, 6, 7]
+    assert [w.gaps for w in writes if isinstance(w, GapsRow)] == [()]
+    assert ing.seqs[(NODE, BOOT)].gaps == []
+    # the same seq again on either topic (a redelivery) is a duplicate
+    assert ing.handle(*alarm(7), 103.0).ignored == "duplicate"
+    assert ing.handle(*event(7), 103.0).ignored == "duplicate"
+    assert ing.handle(*alarm(3), 103.0).ignored == "duplicate"
 
 
 def test_device_upsert_and_removal() -> None:

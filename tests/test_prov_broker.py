@@ -347,25 +347,39 @@ def test_meeting_topics_node_reads_only_its_own_signalling(
         a.close()
 
 
+#: One concrete topic for each kind a node writes (provisioning.broker_config.NODE_WRITES).
+NODE_TOPICS = (
+    "state",
+    "health",
+    "event",
+    "event/alarm",
+    "device/cam1",
+    "cmd/res",
+    "cert/req",
+    "meet/res",
+)
+
+
 def test_node_writes_only_what_the_protocol_says_nodes_write(
     setup: tuple[CertificateAuthority, GeneratedBroker], tmp_path: Path
 ) -> None:
-    """docs/protocol.md: a node writes state, health, event, device/<id>, cmd/res and cert/req
-    under its own id. Its own cmd/req and cert/res are central's: a node publishing there could
-    feed itself forged commands or certificates, so the broker refuses and delivers nothing."""
+    """docs/protocol.md: a node writes state, health, event, event/alarm, device/<id>, cmd/res,
+    cert/req and meet/res under its own id. Its own cmd/req, cert/res and meet/req are central's:
+    a node publishing there could feed itself forged commands, certificates or calls, so the
+    broker refuses and delivers nothing."""
     ca, broker = setup
     creds = node_creds(ca, tmp_path / "a", A)
     central = _central(ca, broker, tmp_path)
     try:
         assert central.subscribe("shilian/v1/#") == [1]
-        for topic in ("state", "health", "event", "device/cam1", "cmd/res", "cert/req"):
+        for topic in NODE_TOPICS:
             a = Client(broker.port, creds, A)
             assert a.connect()
             try:
                 assert a.publish(f"shilian/v1/{A}/{topic}") < OK, topic
             finally:
                 a.close()
-        for topic in ("cmd/req", "cert/res"):
+        for topic in ("cmd/req", "cert/res", "meet/req"):
             a = Client(broker.port, creds, A)
             assert a.connect()
             try:
@@ -381,7 +395,7 @@ def test_node_writes_only_what_the_protocol_says_nodes_write(
         # Everything the node sent before the last event has arrived by the time it does.
         assert central._wait(lambda: sum(t.endswith("/event") for t, _ in central.messages) == 2)
         got = {t.removeprefix(f"shilian/v1/{A}/") for t, _ in central.messages}
-        assert got == {"state", "health", "event", "device/cam1", "cmd/res", "cert/req"}
+        assert got == set(NODE_TOPICS)
     finally:
         central.close()
 

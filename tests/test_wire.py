@@ -28,6 +28,7 @@ from wire import (
 )
 from wire.codec import SCHEMAS
 from wire.messages import AnyMessage
+from wire.topics import Route
 
 NODE = "450102001001-a"
 BOOT = "0" * 31 + "1"
@@ -41,6 +42,29 @@ def test_topics_round_trip() -> None:
     assert (r.kind, r.device_id, r.village) == (Kind.DEVICE, "cam1", "450102001001")
     assert parse_topic(t.cmd_res).kind is Kind.CMD_RES
     assert t.owns(t.cmd_res) and not t.owns(Topics("450102001001-b").cmd_res)
+
+
+def test_alarms_have_a_lane_of_their_own_that_only_central_s_alarm_session_takes() -> None:
+    from paho.mqtt.client import topic_matches_sub
+
+    from wire import Priority
+    from wire.topics import CENTRAL_ALARM_SUBSCRIPTIONS, CENTRAL_SUBSCRIPTIONS
+
+    t = Topics(NODE)
+    assert t.event_for(Priority.ALARM) == t.event_alarm == f"shilian/v1/{NODE}/event/alarm"
+    assert t.event_for(Priority.DEVICE) == t.event_for(Priority.INFO) == t.event
+    assert parse_topic(t.event_alarm) == Route(NODE, Kind.EVENT_ALARM)
+    assert parse_topic(t.event) == Route(NODE, Kind.EVENT)
+
+    def takes(subs: tuple[str, ...], topic: str) -> bool:
+        return any(topic_matches_sub(s, topic) for s in subs)
+
+    # each message reaches exactly one of central's sessions
+    assert takes(CENTRAL_ALARM_SUBSCRIPTIONS, t.event_alarm)
+    assert not takes(CENTRAL_SUBSCRIPTIONS, t.event_alarm)
+    for topic in (t.state, t.health, t.event, t.device("cam1"), t.cmd_res, t.cert_req):
+        assert takes(CENTRAL_SUBSCRIPTIONS, topic), topic
+        assert not takes(CENTRAL_ALARM_SUBSCRIPTIONS, topic), topic
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ SCHEMAS: dict[Kind, type[AnyMessage | MeetingRequest | MeetingReply]] = {
     Kind.STATE: NodeState,
     Kind.HEALTH: Health,
     Kind.EVENT: Event,
+    Kind.EVENT_ALARM: Event,
     Kind.DEVICE: DeviceState,
     Kind.CMD_REQ: CommandRequest,
     Kind.CMD_RES: CommandResponse,

@@ -4,9 +4,14 @@ Every topic a node writes is under ``shilian/v1/<node_id>/``, so broker ACL patt
 ``pattern write shilian/v1/%u/<kind>`` (with the node id as the MQTT user name, e.g. the
 certificate CN) confine a node to its own subtree, and to the kinds nodes write.
 
+Alarm-priority events have a topic of their own so that central can take them on a session of its
+own: a broker delivers one session's queue in order, so on a shared session an alarm from one node
+would wait behind every other node's buffered history (docs/protocol.md, the alarm lane).
+
     shilian/v1/<node>/state              retained, QoS 1   NodeState (birth / death)
     shilian/v1/<node>/health             QoS 1             Health
-    shilian/v1/<node>/event              QoS 1             Event
+    shilian/v1/<node>/event              QoS 1             Event (device and info priority)
+    shilian/v1/<node>/event/alarm        QoS 1             Event (alarm priority: the alarm lane)
     shilian/v1/<node>/device/<device>    retained, QoS 1   DeviceState (empty payload: removed)
     shilian/v1/<node>/cmd/req            QoS 1, central -> node   CommandRequest
     shilian/v1/<node>/cmd/res            QoS 1, node -> central   CommandResponse
@@ -24,6 +29,7 @@ from enum import StrEnum
 
 from wire.errors import Fault, LocalWireError, RemoteWireError
 from wire.limits import TOPIC_ROOT
+from wire.messages import Priority
 
 # A node id is its village's 12-digit statistical code, a dash, and a short local name: the
 # village is part of the identity, and a village may have several nodes. Only characters that are
@@ -37,6 +43,7 @@ class Kind(StrEnum):
     STATE = "state"
     HEALTH = "health"
     EVENT = "event"
+    EVENT_ALARM = "event/alarm"
     DEVICE = "device"
     CMD_REQ = "cmd/req"
     CMD_RES = "cmd/res"
@@ -96,6 +103,14 @@ class Topics:
     def event(self) -> str:
         return f"{self.base}/event"
 
+    @property
+    def event_alarm(self) -> str:
+        return f"{self.base}/event/alarm"
+
+    def event_for(self, priority: Priority) -> str:
+        """The topic an event of ``priority`` is published on: alarms on the alarm lane."""
+        return self.event_alarm if priority is Priority.ALARM else self.event
+
     def device(self, device_id: str) -> str:
         if not DEVICE_ID_RE.match(device_id):
             raise LocalWireError(Fault.BAD_TOPIC, f"not a device id: {device_id!r}")
@@ -130,7 +145,9 @@ class Topics:
         return topic.startswith(self.base + "/")
 
 
-#: What central subscribes to (everything nodes send; not the requests it sends itself).
+#: What central's main session subscribes to (everything nodes send but the alarm lane; not the
+#: requests it sends itself). ``+/event`` does not match ``+/event/alarm``: no message is
+#: delivered to both sessions.
 CENTRAL_SUBSCRIPTIONS: tuple[str, ...] = (
     f"{TOPIC_ROOT}/+/state",
     f"{TOPIC_ROOT}/+/health",
@@ -140,6 +157,9 @@ CENTRAL_SUBSCRIPTIONS: tuple[str, ...] = (
     f"{TOPIC_ROOT}/+/cert/req",
     f"{TOPIC_ROOT}/+/meet/res",
 )
+#: What central's alarm session subscribes to: alarm-priority events only, so that they never
+#: queue behind history in the broker.
+CENTRAL_ALARM_SUBSCRIPTIONS: tuple[str, ...] = (f"{TOPIC_ROOT}/+/event/alarm",)
 
 
 def parse_topic(topic: str) -> Route:
@@ -161,6 +181,8 @@ def parse_topic(topic: str) -> Route:
     elif len(rest) == 2:
         if rest[0] == "device" and DEVICE_ID_RE.match(rest[1]):
             return Route(node_id, Kind.DEVICE, rest[1])
+        if rest[0] == "event" and rest[1] == "alarm":
+            return Route(node_id, Kind.EVENT_ALARM)
         if rest[0] in ("cmd", "cert", "meet") and rest[1] in ("req", "res"):
             return Route(node_id, Kind(f"{rest[0]}/{rest[1]}"))
     raise RemoteWireError(Fault.BAD_TOPIC, f"unknown topic: {topic[:200]!r}")

@@ -24,9 +24,12 @@ start to the last history row at central), ``alarm_p99_ms_during_drain`` (target
 p50, max, the number of alarms, the drain's duration, and where an alarm's time goes (median
 from its timestamp to central's ingest taking it, from there to the row being visible).
 
-Measured (2026-12-05, the 2-core box): 3,434 events/s; alarms during the drain p50 25 s, p99
-36 s, almost all of it before central's ingest (a 20x smaller central receive window changed
-nothing): the 1 s target is not met (docs/faults.md row 59).
+Measured (2026-12-05, the 2-core box): before the alarm lane 3,434 events/s, alarms during the
+drain p50 25 s, p99 36 s (queued at the broker behind every node's history on central's one
+session); with the alarm lane (alarms on ``event/alarm``, central's own session for them)
+3,197 events/s, alarms p50 1.1 s, p99 6.3 s, max 6.9 s, still nearly all before central's
+ingest (p50 1.1 s; ingest to visible 14 ms): the 1 s target is not met yet (docs/faults.md
+row 59).
 
 ``--results`` appends the figures as one JSON line for bench/faults/report.py
 (docs/reliability.md).
