@@ -54,7 +54,8 @@ def _json(obj: object) -> str:
 
 
 #: Open gaps kept per (node, boot). A peer sending every other seq would otherwise grow the list
-#: without bound; beyond this the oldest gap is forgotten (its events are still accepted).
+#: without bound; beyond this the closest neighbouring gaps are merged (SeqState.bound_gaps), so
+#: every late event is still taken.
 MAX_OPEN_GAPS = 1000
 
 
@@ -280,8 +281,7 @@ class Ingest:
             out.ignored = "duplicate"
             return
         if gaps_changed:
-            if len(s.gaps) > MAX_OPEN_GAPS:
-                del s.gaps[: len(s.gaps) - MAX_OPEN_GAPS]
+            s.bound_gaps(MAX_OPEN_GAPS)
             self._dirty_gaps.add(key)
             out.gaps_opened = max(0, len(s.gaps) - before)
         self._touch(e.node, now)

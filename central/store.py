@@ -154,6 +154,17 @@ class SeqState:
                 return True, True
         return False, False
 
+    def bound_gaps(self, limit: int) -> None:
+        """Keep at most ``limit`` gaps by merging the closest neighbours (gaps are in seq order).
+        A merged gap also covers seqs already stored between its parts: a repeat of one of
+        those is taken as new here and dropped by the events table's unique key. Forgetting a
+        gap instead would turn its late events into duplicates and lose them."""
+        gaps = self.gaps
+        while len(gaps) > limit:
+            i = min(range(len(gaps) - 1), key=lambda k: gaps[k + 1][0] - gaps[k][1])
+            (first, _, t1), (_, last, t2) = gaps[i], gaps[i + 1]
+            gaps[i : i + 2] = [(first, last, min(t1, t2))]
+
 
 @dataclass(slots=True)
 class Snapshot:

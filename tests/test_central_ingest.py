@@ -412,3 +412,22 @@ def test_offline_transitions_carry_the_api_reason() -> None:
 
 
 ONLINE_STATE = "online"
+
+
+def test_more_open_gaps_than_kept_loses_no_event() -> None:
+    """A node's device events overtake its information history by more than MAX_OPEN_GAPS
+    (a day of backlog): every held-back event must still be stored when it arrives. Past the
+    bound, neighbouring gaps are merged (the store's unique key drops any repeat), never
+    forgotten: a forgotten gap would turn its events into silent 'duplicates'."""
+    from central.ingest import MAX_OPEN_GAPS
+
+    ing = make_ingest()
+    n = MAX_OPEN_GAPS + 500
+    odds = [2 * i + 1 for i in range(n + 1)]  # every other seq overtakes: one gap each
+    assert all(ing.handle(*event(s), 100.0).ignored is None for s in odds)
+    assert len(ing.seqs[(NODE, BOOT)].gaps) <= MAX_OPEN_GAPS
+    evens = [2 * i for i in range(1, n + 1)]
+    assert [s for s in evens if ing.handle(*event(s), 101.0).ignored is not None] == []
+    writes, _ = ing.take()
+    stored = {w.seq for w in writes if isinstance(w, EventRow)}
+    assert set(odds) | set(evens) <= stored
