@@ -42,8 +42,9 @@ NODE_WRITES = (
 )
 #: Seconds between mosquitto's saves of its state (retained messages, queued QoS 1 messages,
 #: sessions). A broker crash loses what it acknowledged since the last save and had not yet
-#: delivered (docs/faults.md): one second keeps that window to the nodes' last second of
-#: traffic; a save of a fleet's retained states is a few hundred kB, cheap at this rate.
+#: delivered (docs/faults.md): mosquitto saves once a whole interval has passed since the last
+#: save (in whole seconds), so 1 keeps that window to the nodes' last one to two seconds; a
+#: save of a fleet's retained states is a few hundred kB, cheap at this rate.
 AUTOSAVE_INTERVAL_S = 1
 #: CN of the read-only operator account (dashboards, diagnostics).
 OPERATOR_CN = "shilian-operator"
