@@ -149,6 +149,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/api/v1/dashboard/search"): "viewer",
     ("GET", "/api/v1/dashboard/coverage.csv"): "viewer",
     ("POST", "/api/v1/alarms/{event_id}/ack"): "operator",
+    ("POST", "/api/v1/alarms/{event_id}/close"): "operator",
     ("POST", "/api/v1/nodes/{node_id}/commands"): "admin",
     ("GET", "/api/v1/audit"): "admin",
 }

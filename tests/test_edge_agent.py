@@ -72,7 +72,7 @@ class Observer:
                 await asyncio.sleep(0.05)
 
     def events(self) -> list[Event]:
-        return [decode(Event, p) for t, p, _ in self.msgs if t == T.event]
+        return [decode(Event, p) for t, p, _ in self.msgs if t in (T.event, T.event_alarm)]
 
     def states(self) -> list[NodeState]:
         return [decode(NodeState, p) for t, p, _ in self.msgs if t == T.state and p]

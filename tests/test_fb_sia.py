@@ -449,6 +449,7 @@ async def test_receiver_with_real_agent_alarm_reaches_broker(
     async def observe() -> None:
         async with aiomqtt.Client("127.0.0.1", broker.port) as c:
             await c.subscribe(Topics(NODE).event, qos=1)
+            await c.subscribe(Topics(NODE).event_alarm, qos=1)
             async for m in c.messages:
                 if isinstance(m.payload, bytes):
                     seen.append(decode(Event, m.payload))

@@ -3,6 +3,15 @@
 // Signalling goes through central (POST/DELETE /api/v1/meetings); media flows directly between
 // this browser and the node. The offer is sent complete (ICE gathered first): no trickle.
 // window.__meeting exposes the call's state for tests and bench/meeting.py.
+// The call states and their strings (every key spelled out: the catalogue test reads them).
+const STATE_TEXT = {
+  idle: "meeting_state_idle",
+  calling: "meeting_state_calling",
+  connecting: "meeting_state_connecting",
+  active: "meeting_state_active",
+  ended: "meeting_state_ended",
+};
+
 (function () {
   "use strict";
   var boot = JSON.parse(document.getElementById("boot").textContent);
@@ -53,7 +62,7 @@
     state.state = s;
     var el = $("[data-test=meeting-state]");
     el.dataset.state = s;
-    el.textContent = s === "failed" ? t("meeting_state_failed", { why: why || "" }) : t("meeting_state_" + s);
+    el.textContent = s === "failed" ? t("meeting_state_failed", { why: why || "" }) : t(STATE_TEXT[s]);
     var busy = s === "calling" || s === "connecting" || s === "active";
     $("[data-test=meeting-call]").disabled = busy;
     $("[data-test=meeting-hangup]").disabled = !busy;
