@@ -64,7 +64,8 @@ test: sysdeps venv lint typecheck pytest
 bench: sysdeps venv
 	@for b in bench/ingest.py bench/edge_footprint.py bench/coverage.py bench/dashboard.py \
 	  bench/provision.py bench/serial_throughput.py bench/alarm_latency.py \
-	  bench/firmware_update.py bench/registry_import.py bench/camera_probe.py; do \
+	  bench/firmware_update.py bench/registry_import.py bench/camera_probe.py \
+	  bench/snapshot_alarm.py bench/meeting.py; do \
 	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # The coverage figure through a 120 s broker outage at full scale (1,856 Nanning nodes, health
