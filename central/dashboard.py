@@ -335,13 +335,16 @@ def search_index(registry: Registry) -> list[SearchEntry]:
 
 
 def find(index: list[SearchEntry], query: str, limit: int = MAX_RESULTS) -> list[SearchEntry]:
-    """Units whose code starts with ``query`` (digits), whose name contains it, or, for a query
-    of letters, whose name's pinyin it matches (initials ``xnq``, full ``xingning`` or a mix:
-    central.pinyin); exact names first, then names matched from their start, then by level
-    and code."""
+    """Units whose code starts with ``query`` (digits; a node id finds its village), whose name
+    contains it, or, for a query of letters, whose name's pinyin it matches (initials ``xnq``,
+    full ``xingning`` or a mix: central.pinyin); exact names first, then names matched from their
+    start, then by level and code."""
     q = query.strip()
     if not q:
         return []
+    village, dash, _ = q.partition("-")
+    if dash and len(village) == LEN_BY_LEVEL[5] and village.isdigit():
+        q = village  # a node id (village code, dash, local name): its village
     if q.isdigit():
         hits = [(0, e) for e in index if e.code.startswith(q)]
     elif pinyin.is_pinyin_query(q):

@@ -169,3 +169,12 @@ def test_pinyin_keeps_every_reading_of_a_polyphonic_character() -> None:
     assert pinyin.match("chan", chars) == 0  # a syllable still being typed
     assert pinyin.match("x", chars) is None
     assert not pinyin.is_pinyin_query("长安") and not pinyin.is_pinyin_query("4501")
+
+
+def test_a_node_id_finds_its_village() -> None:
+    """A technician reads the node id off the box's label: searching it lands on the node's
+    village (whose page lists its nodes), whatever the local name after the dash."""
+    index = dashboard.search_index(NANNING)
+    for query in (f"{VILLAGE}-a", f" {VILLAGE}-gate2 ", f"{VILLAGE}-"):
+        assert [h.code for h in dashboard.find(index, query)] == [VILLAGE], query
+    assert dashboard.find(index, "999999999999-a") == []
