@@ -244,6 +244,7 @@ def test_codes_on_screen_are_names_command_results_fields_and_no_node_says_so(
     assert not re.search(r"\b(door_open|camera_up|panic|intrusion)\b", events)
     # A village without a node says so; its row in the township's table too.
     open_dashboard(page, central, f"/dashboard/#/u/{NO_NODE_VILLAGE}")
+    page.wait_for_selector("[data-test=ratio] >> text=本村（社区）尚未部署节点")
     assert page.inner_text("[data-test=ratio]") == "本村（社区）尚未部署节点"
     open_dashboard(page, central, f"/dashboard/#/u/{TOWNSHIP}")
     cell = page.inner_text(f"tr[data-code='{NO_NODE_VILLAGE}'] [data-col=ratio]")
