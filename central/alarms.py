@@ -28,6 +28,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,12 +139,7 @@ class AckStore:
 
     def ack(self, event_id: int, by: str, note: str, at: float) -> None:
         """Record the acknowledgement; :class:`UnknownAlarm` / :class:`AlreadyAcked`."""
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            row = c.execute("SELECT priority FROM events WHERE id = ?", (event_id,)).fetchone()
-            if row is None or row[0] != "alarm":
-                raise UnknownAlarm(event_id)
+        with self._alarm_transaction(event_id) as c:
             prev = c.execute(
                 "SELECT acked_by, acked_at FROM alarm_acks WHERE event_id = ?", (event_id,)
             ).fetchone()
@@ -153,20 +149,11 @@ class AckStore:
                 "INSERT INTO alarm_acks(event_id, acked_by, acked_at, note) VALUES (?,?,?,?)",
                 (event_id, by, at, note),
             )
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
 
     def close_alarm(self, event_id: int, by: str, note: str, at: float) -> None:
         """Record that the alarm was handled; :class:`UnknownAlarm` / :class:`NotAcked` /
         :class:`AlreadyClosed`."""
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            row = c.execute("SELECT priority FROM events WHERE id = ?", (event_id,)).fetchone()
-            if row is None or row[0] != "alarm":
-                raise UnknownAlarm(event_id)
+        with self._alarm_transaction(event_id) as c:
             if not c.execute("SELECT 1 FROM alarm_acks WHERE event_id = ?", (event_id,)).fetchone():
                 raise NotAcked(event_id)
             prev = c.execute(
@@ -178,6 +165,18 @@ class AckStore:
                 "INSERT INTO alarm_closes(event_id, closed_by, closed_at, note) VALUES (?,?,?,?)",
                 (event_id, by, at, note),
             )
+
+    @contextmanager
+    def _alarm_transaction(self, event_id: int) -> Iterator[sqlite3.Connection]:
+        """One write transaction on an existing alarm (:class:`UnknownAlarm` otherwise),
+        committed when the block ends, rolled back if it raises."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            row = c.execute("SELECT priority FROM events WHERE id = ?", (event_id,)).fetchone()
+            if row is None or row[0] != "alarm":
+                raise UnknownAlarm(event_id)
+            yield c
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
