@@ -7,7 +7,9 @@ in their scope, and the rules outside it are kept as they are; every change is a
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -31,16 +33,20 @@ def _ok(data: Any) -> web.Response:
 
 
 ALERTS: web.AppKey[AlertTask] = web.AppKey("alerts", AlertTask)
+#: One rule change at a time: each reads the set, changes one rule and stores the set, so two
+#: admins saving at once must not lose one of the changes.
+_CHANGING: web.AppKey[asyncio.Lock] = web.AppKey("alert_rules_changing", asyncio.Lock)
 
 
 def add_routes(app: web.Application, task: AlertTask) -> None:
     app[ALERTS] = task
+    app[_CHANGING] = asyncio.Lock()
     app.router.add_get("/api/v1/alerts", list_alerts)
     app.router.add_get("/api/v1/alerts/rules", get_rules)
-    app.router.add_put("/api/v1/alerts/rules", put_rules)
-    app.router.add_post("/api/v1/alerts/rules", add_rule)
-    app.router.add_put("/api/v1/alerts/rules/{rule_id}", change_rule)
-    app.router.add_delete("/api/v1/alerts/rules/{rule_id}", delete_rule)
+    app.router.add_put("/api/v1/alerts/rules", _one_at_a_time(put_rules))
+    app.router.add_post("/api/v1/alerts/rules", _one_at_a_time(_add_rule))
+    app.router.add_put("/api/v1/alerts/rules/{rule_id}", _one_at_a_time(_change_rule))
+    app.router.add_delete("/api/v1/alerts/rules/{rule_id}", _one_at_a_time(_delete_rule))
 
 
 def _code_param(request: web.Request) -> str | None:
@@ -123,6 +129,16 @@ async def put_rules(request: web.Request) -> web.Response:
     return await get_rules(request)
 
 
+def _one_at_a_time(
+    handler: Callable[[web.Request], Awaitable[web.Response]],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def locked(request: web.Request) -> web.Response:
+        async with request.app[_CHANGING]:
+            return await handler(request)
+
+    return locked
+
+
 def _bad_rule(e: ValidationError) -> http.ApiError:
     zh, en = body_errors.explain(e)
     return http.ApiError(400, "bad_rules", f"告警规则无效：{zh}", f"invalid rule: {en}")
@@ -154,7 +170,7 @@ async def _save(request: web.Request, rules: list[AlertRule]) -> None:
     await request.app[ALERTS].replace_rules(rules, by)
 
 
-async def add_rule(request: web.Request) -> web.Response:
+async def _add_rule(request: web.Request) -> web.Response:
     """One new rule (201); 409 ``rule_exists`` when its id is taken."""
     rule = _one_rule(await request.read())
     check_scope(request, rule.code)
@@ -170,7 +186,7 @@ async def add_rule(request: web.Request) -> web.Response:
     )
 
 
-async def change_rule(request: web.Request) -> web.Response:
+async def _change_rule(request: web.Request) -> web.Response:
     """Replace the rule ``rule_id`` (its id stays: a body naming another id is refused)."""
     rule_id = request.match_info["rule_id"]
     rules = _current(request)
@@ -191,7 +207,7 @@ async def change_rule(request: web.Request) -> web.Response:
     return _ok(rule.model_dump())
 
 
-async def delete_rule(request: web.Request) -> web.Response:
+async def _delete_rule(request: web.Request) -> web.Response:
     rule_id = request.match_info["rule_id"]
     rules = _current(request)
     old = next((r for r in rules if r.id == rule_id), None)

@@ -204,7 +204,7 @@ def run_demo(city: str = "4501", online_share: float = 0.7688) -> int:
         t0 = time.monotonic()
         seeded = seed_history(workdir / "central.sqlite3", city, online_share, time.time())
         console.print(
-            f"历史 history       {demo_history.DAYS} 天 days: {len(seeded.nodes)} 节点 nodes, "
+            f"历史 history    {demo_history.DAYS} 天 days: {len(seeded.nodes)} 节点 nodes, "
             f"{len(seeded.alarms)} 报警 alarms ({time.monotonic() - t0:.1f} s)"
         )
         py = sys.executable

@@ -8,6 +8,7 @@ what is wrong in Chinese and English, and is in the audit log with who did it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,20 @@ async def test_an_admin_adds_edits_disables_and_deletes_one_rule(site: CentralSi
         (change,) = await _audit(boss, "alert_rule_change")
         assert change["detail"]["before"]["minutes"] == 10
         assert change["detail"]["rule"]["minutes"] == 20
+    finally:
+        await boss.close()
+
+
+async def test_rules_added_at_the_same_time_are_all_kept(site: CentralSite) -> None:
+    boss = await site.session("boss")
+    try:
+        rules = [{"id": f"r{i}", "kind": "node_offline", "minutes": 1 + i} for i in range(6)]
+        answers = await asyncio.gather(
+            *(_call(boss, "POST", "/api/v1/alerts/rules", r) for r in rules)
+        )
+        assert [status for status, _ in answers] == [201] * 6
+        ids = {r["id"] for r in (await _call(boss, "GET", "/api/v1/alerts/rules"))[1]["rules"]}
+        assert ids >= {r["id"] for r in rules}
     finally:
         await boss.close()
 
