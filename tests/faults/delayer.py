@@ -122,7 +122,15 @@ class Delayer:
             except InterruptedError:
                 continue
             if readable:
-                data = self.sock.recv(1 << 16)
+                try:
+                    data = self.sock.recv(1 << 16)
+                except OSError as e:
+                    # notifications overflowed our buffer: those packets wait in the kernel's
+                    # queue for a verdict that never comes, as a modem drops what it cannot hold
+                    if e.errno != errno.ENOBUFS:
+                        raise
+                    sys.stderr.write("delayer: ENOBUFS, notifications lost\n")
+                    continue
                 due = time.monotonic() + self.delay_s
                 self.held.extend((due, i) for i in _packet_ids(data))
 
