@@ -60,7 +60,9 @@ FAULTS = {
         "behind one link",
         "each node is shown offline by its own rule (1.5 x its health interval of silence or "
         "its will at 1.5 x keepalive + 1 s, whichever first; here the health rule, at 3 s), "
-        "never sooner; after the link returns every event arrives and coverage is whole again",
+        "never sooner; after the link returns each node is back at its next reconnect attempt "
+        "(full-jitter backoff capped at 60 s, longer the longer the cut), then every event "
+        "arrives and coverage is whole again",
     ),
     "power_cut": (
         "村端断电：代理被 kill -9，未同步的写入丢失 / power cut at the village box: the agent "
