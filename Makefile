@@ -83,7 +83,8 @@ soak: sysdeps venv
 	SHILIAN_SOAK=1 SHILIAN_ALARM_PRESSES=10000 $(BIN)/pytest -q --timeout 7200 \
 	  tests/test_edge_board_source.py::test_noisy_line_with_cuts_delivers_every_press_exactly_once_in_order
 
-# Faults on a real network path (namespaces, veth cuts, kill -9), long forms, and the 24 h backlog
+# Faults on a real network path (namespaces, veth cuts, kill -9, a slow, lossy or 4G line, a
+# county's uplink cut, a power cut at the edge), long forms, and the 24 h backlog
 # drain of 100 nodes (bench/faults/backlog.py, ~2 minutes); the figures are
 # written to docs/reliability.md. The short forms run in `make test`.
 reliability: sysdeps venv

@@ -106,6 +106,7 @@ def shaped(net: Lan, shape: Shape, workdir: Path) -> Iterator[None]:
                         "--queue", str(DELAY_QUEUE), "--delay-ms", str(shape.delay_ms)]),
                 stdout=subprocess.PIPE,
                 stderr=log,
+                cwd=Path(__file__).resolve().parents[2],  # ``tests`` is imported from the repo
             )  # fmt: skip
             assert delayer.stdout is not None
             line = delayer.stdout.readline()
