@@ -8,9 +8,11 @@ BIN := $(VENV)/bin
 # sip-tester (sipp): SIP terminal discovery; shellcheck: deploy/install.sh (tests/test_prov_discover.py, test_deploy.py)
 # gstreamer1.0-rtsp + gir1.2-gst-rtsp-server-1.0 + python3-gi + plugins (x264enc is in -ugly on
 # Debian 12): the real RTSP test camera run by the system python3 (tests/rtsp_camera.py)
+# nftables + iptables: loss, bandwidth caps and (iptables NFQUEUE) latency on the village link of
+# tests/faults (no tc netem in the kernels we run on); strace: the power-cut model of tests/faults/power.py
 SYS_PKGS := mosquitto mosquitto-clients chromium fonts-wqy-microhei prometheus sip-tester shellcheck \
   gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base \
-  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly systemd
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly systemd nftables iptables strace
 STAMP := $(VENV)/.installed
 # Exact versions of every package the project and its dev extras install (the ones the tests
 # passed with); pyproject.toml keeps ranges. `make lock` rewrites it.
@@ -81,7 +83,8 @@ soak: sysdeps venv
 	SHILIAN_SOAK=1 SHILIAN_ALARM_PRESSES=10000 $(BIN)/pytest -q --timeout 7200 \
 	  tests/test_edge_board_source.py::test_noisy_line_with_cuts_delivers_every_press_exactly_once_in_order
 
-# Faults on a real network path (namespaces, veth cuts, kill -9), long forms, and the 24 h backlog
+# Faults on a real network path (namespaces, veth cuts, kill -9, a slow, lossy or 4G line, a
+# county's uplink cut, a power cut at the edge), long forms, and the 24 h backlog
 # drain of 100 nodes (bench/faults/backlog.py, ~2 minutes); the figures are
 # written to docs/reliability.md. The short forms run in `make test`.
 reliability: sysdeps venv

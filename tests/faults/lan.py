@@ -50,6 +50,11 @@ class Lan:
     village_addr: str
     centre_if: str
 
+    @property
+    def village_if(self) -> str:
+        """The village's end of the pair (the village's uplink interface)."""
+        return "vv" + self.centre_if[2:]
+
     def run(self, ns: str, argv: list[str]) -> list[str]:
         """``argv`` to start a process inside namespace ``ns``."""
         return ["ip", "netns", "exec", ns, *argv]
