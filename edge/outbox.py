@@ -276,7 +276,13 @@ class Outbox:
 
     async def ack(self, ids: Collection[int]) -> None:
         """Delete events after their PUBACK. Unknown ids (already evicted) are ignored."""
-        await self._submit(Ack(tuple(ids)))
+        await self.ack_nowait(ids)
+
+    def ack_nowait(self, ids: Collection[int]) -> asyncio.Future[None]:
+        """:meth:`ack` without waiting: the deletion is queued now, so any :meth:`peek` asked
+        for afterwards sees it applied; the future says when it is committed (or why not)."""
+        fut: asyncio.Future[None] = self._submit(Ack(tuple(ids)))
+        return fut
 
     async def dead_letter(self, row_id: int, reason: int) -> None:
         """Move an event the broker rejected (PUBACK reason >= 0x80) to the dead-letter table."""

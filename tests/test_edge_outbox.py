@@ -192,3 +192,18 @@ async def test_a_queued_alarm_is_committed_before_queued_pictures(tmp_path: Path
         assert [e.kind for e in _events(await ob.peek(10))] == [
             "zone_alarm", "warm", "snapshot", "snapshot"
         ]  # fmt: skip
+
+
+async def test_a_peek_after_an_unawaited_ack_sees_it_applied(tmp_path: Path) -> None:
+    """The sender does not wait for a deletion before asking for the next events: a peek
+    queued after ``ack_nowait`` never returns the acknowledged events again."""
+    ob = await _open(tmp_path)
+    async with ob.running():
+        for k in ("i1", "i2", "i3"):
+            await ob.accept("info", k)
+        first = await ob.peek(2)
+        acked = ob.ack_nowait([p.id for p in first])
+        after = await ob.peek(10)
+        assert [e.kind for e in _events(after)] == ["i3"]
+        assert acked.done() and acked.exception() is None
+        assert ob.depth == 1
