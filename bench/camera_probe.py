@@ -8,9 +8,11 @@ points (320x240, 10 fps, a key frame a second, Digest auth); the agent watches a
 with the default thresholds. After the warm-up (sessions set up, first pictures judged) the
 agent's own CPU time (utime + stime from /proc) is measured over the window and scaled to CPU
 seconds per camera per hour of monitoring. Prints one final JSON line: cpu_s_per_camera_hour
-(target <= 2), rss_mb (agent with cameras, target <= 60), idle_rss_mb (the same agent without
-cameras, target <= 40), cameras_ok (cameras whose retained state said ``ok`` at the end), and
-the settings used. The RTSP server's own CPU is the cameras', not the edge's: not counted.
+(target <= 2), rss_mb (agent with cameras, VmRSS at the end of the window, target <= 60),
+rss_peak_mb (its VmHWM: the highest it was, decodes and start-up included), idle_rss_mb (the
+same agent without cameras, VmRSS after ``--idle-s``, target <= 40), cameras_ok (cameras whose
+retained state said ``ok`` at the end), and the settings used. The RTSP server's own CPU is the
+cameras', not the edge's: not counted.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ NODE = "450102001001-a"
 USER, PASSWORD = "admin", "bench-pw"
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident set size now (``VmRSS``) or its peak so far (``VmHWM``), from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field}")
 
 
 def cpu_s(pid: int) -> float:
@@ -138,7 +141,7 @@ def main() -> None:
                 c0, t0 = cpu_s(agent.pid), time.monotonic()
                 time.sleep(args.window_s)
                 c1, t1 = cpu_s(agent.pid), time.monotonic()
-                rss = rss_mb(agent.pid)
+                rss, peak = rss_mb(agent.pid), rss_mb(agent.pid, "VmHWM")
                 healths = camera_healths(broker.port)
             finally:
                 stop(agent)
@@ -148,6 +151,7 @@ def main() -> None:
             {
                 "cpu_s_per_camera_hour": round(per_cam_hour, 2),
                 "rss_mb": round(rss, 1),
+                "rss_peak_mb": round(peak, 1),
                 "idle_rss_mb": round(idle_rss, 1),
                 "cameras": n,
                 "cameras_ok": sum(1 for h in healths.values() if h == "ok"),

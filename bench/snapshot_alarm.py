@@ -1,6 +1,6 @@
 """Alarm latency with snapshots on vs off: does taking pictures delay the alarm?
 
-    python bench/snapshot_alarm.py [--alarms 200] [--cameras 4] [--block 10] [--gap-s 1.0]
+    python bench/snapshot_alarm.py [--rounds 6] [--per-round 30] [--cameras 4] [--gap-s 1.0]
 
 Path measured, all real: board simulator on a pty (115200 baud) → edge agent (board source,
 zones, durable outbox, and ``--cameras`` real RTSP cameras — one gst-rtsp-server process,
@@ -9,18 +9,22 @@ zone) → private mosquitto → ``shilian central run`` (its own process, SQLite
 visible to a reader (bench/alarm_latency.py's watcher, 1 ms polls).
 
 One agent, one broker, one central for both modes: snapshots are switched off and on
-(``SnapshotTaker.enabled``) in alternating blocks of ``--block`` presses, so machine noise
-(a shared 2-core box) falls on both alike. Between blocks the bench waits until the pictures
-of the last block are stored at central (or :data:`SETTLE_S`), so a plain block never carries
-the previous block's pictures. With snapshots on, every alarm asks each camera for its next
-key frame (up to a second away), encodes a JPEG and stores it as an ``info`` event. Presses
-come ``--gap-s`` apart (default 1 s: a village's alarms are far rarer, and at 1 s the pictures
-of one alarm are taken, stored, sent and ingested while the next alarm fires); ``--gap-s 0``
-presses as fast as alarms are stored (a burst: a stress figure).
+(``SnapshotTaker.enabled``). The run is ``--rounds`` rounds; each round is one block of
+``--per-round`` presses in each mode, plain first in even rounds and snapshots first in odd
+ones (ABBA), so machine noise and drift (a shared 2-core box) fall on both alike. Before every
+block the bench waits until the pictures asked for so far are stored at central (or
+:data:`SETTLE_S`), so a plain block never carries the previous block's pictures. With
+snapshots on, every alarm asks each camera for its next key frame (up to a second away),
+encodes a JPEG and stores it as an ``info`` event. Presses come ``--gap-s`` apart (default 1 s:
+a village's alarms are far rarer, and at 1 s the pictures of one alarm are taken, stored, sent
+and ingested while the next alarm fires); ``--gap-s 0`` presses as fast as alarms are stored
+(a burst: a stress figure).
 
-Prints one final JSON line: ``alarm_p99_ms_snap``, ``alarm_p99_ms_plain``, ``ratio``
-(snap / plain, target ≤ 1.1), the p50s, ``alarms`` per mode, ``cameras``, ``gap_s``,
-``snapshots_stored`` (rows in central's snapshots table) and the edge's snapshot outcomes.
+Prints one final JSON line: ``ratio`` — the median over rounds of each round's p99 ratio
+(snap / plain, target ≤ 1.1): one noisy round cannot move it —, ``round_ratios``,
+``alarm_p99_ms_snap`` and ``alarm_p99_ms_plain`` (all rounds pooled) and their
+``pooled_ratio``, the p50s, ``alarms`` per mode, ``cameras``, ``gap_s``, ``snapshots_stored``
+(rows in central's snapshots table) and the edge's snapshot outcomes.
 """
 
 from __future__ import annotations
@@ -73,13 +77,16 @@ def stored(db: Path) -> int:
             return 0
 
 
+Rounds = list[dict[bool, list[float]]]
+
+
 async def measure(
     work: Path, broker_port: int, db: Path, args: argparse.Namespace
-) -> tuple[list[float], list[float], dict[str, int]]:
+) -> tuple[Rounds, dict[str, int]]:
     watcher = Watcher(db)
     watcher.start()
     stop = asyncio.Event()
-    lat: dict[bool, list[float]] = {False: [], True: []}
+    rounds: Rounds = [{False: [], True: []} for _ in range(args.rounds)]
     try:
         with RtspCamera("ball", mounts=args.cameras) as cam:
             async with simulate_board(seed=1) as sim:
@@ -106,7 +113,7 @@ async def measure(
                     try:
                         await asyncio.wait_for(agent.started.wait(), 60)
                         await _playing(agent, args.cameras)
-                        await _presses(agent, sim, watcher, db, args, lat)
+                        await _presses(agent, sim, watcher, db, args, rounds)
                         await _settle(agent, db)  # the last block's pictures too
                         outcomes = {
                             o: int(
@@ -121,7 +128,7 @@ async def measure(
                         stop.set()
     finally:
         watcher.stop.set()
-    return lat[False], lat[True], outcomes
+    return rounds, outcomes
 
 
 async def _playing(agent: Agent, n: int) -> None:
@@ -134,28 +141,20 @@ async def _playing(agent: Agent, n: int) -> None:
 
 
 async def _presses(
-    agent: Agent,
-    sim: Any,
-    watcher: Watcher,
-    db: Path,
-    args: argparse.Namespace,
-    lat: dict[bool, list[float]],
+    agent: Agent, sim: Any, watcher: Watcher, db: Path, args: argparse.Namespace, rounds: Rounds
 ) -> None:
     taker = agent.snapshots
     assert taker is not None
-    total = WARMUP + 2 * args.alarms
-    on = True
-    for i in range(total):
-        measured = i - WARMUP
-        if measured >= 0 and measured % args.block == 0:
-            on = (measured // args.block) % 2 == 1  # plain, snap, plain, snap...
-            await _settle(agent, db)
-            taker.enabled = on
+    pressed = 0
+
+    async def press(into: list[float] | None) -> None:
+        nonlocal pressed
         t0 = time.monotonic()
         sim.press(1, hold_s=HOLD_S)
-        await asyncio.to_thread(watcher.wait_count, i + 1, ALARM_TIMEOUT_S)
-        if measured >= 0:
-            lat[on].append(watcher.seen[i] - t0)
+        await asyncio.to_thread(watcher.wait_count, pressed + 1, ALARM_TIMEOUT_S)
+        if into is not None:
+            into.append(watcher.seen[pressed] - t0)
+        pressed += 1
         for _ in range(RELEASE_POLLS):
             if not sim.core.inputs[0]:
                 break
@@ -163,6 +162,17 @@ async def _presses(
         else:
             raise RuntimeError("the simulator did not release the button")
         await asyncio.sleep(max(HOLD_S, args.gap_s))
+
+    taker.enabled = True
+    for _ in range(WARMUP):
+        await press(None)
+    for r, lat in enumerate(rounds):
+        order = (False, True) if r % 2 == 0 else (True, False)  # ABBA
+        for on in order:
+            await _settle(agent, db)
+            taker.enabled = on
+            for _ in range(args.per_round):
+                await press(lat[on])
 
 
 async def _settle(agent: Agent, db: Path) -> None:
@@ -184,16 +194,16 @@ def p99(xs: list[float]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    ap.add_argument("--alarms", type=int, default=200, help="measured alarms per mode")
+    ap.add_argument("--rounds", type=int, default=6, help="rounds of one block per mode")
+    ap.add_argument("--per-round", type=int, default=30, help="alarms per mode and round")
     ap.add_argument("--cameras", type=int, default=4, help="cameras mapped to the zone")
-    ap.add_argument("--block", type=int, default=10, help="presses per plain/snap block")
     ap.add_argument("--gap-s", type=float, default=1.0, help="pause between presses")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Mosquitto() as broker:
         work = Path(tmp)
         central, db = start_central(work, broker.port)
         try:
-            plain, snap, outcomes = asyncio.run(measure(work, broker.port, db, args))
+            rounds, outcomes = asyncio.run(measure(work, broker.port, db, args))
             n_stored = stored(db)
         finally:
             central.terminate()
@@ -202,18 +212,24 @@ def main() -> None:
             if central.poll() is None:
                 central.kill()
                 central.wait()
+    plain = [x for r in rounds for x in r[False]]
+    snap = [x for r in rounds for x in r[True]]
+    round_ratios = [p99(r[True]) / p99(r[False]) for r in rounds]
     snap99, plain99 = p99(snap), p99(plain)
     out: dict[str, Any] = {
         "alarm_p50_ms_snap": round(statistics.median(snap) * 1000, 2),
         "alarm_p50_ms_plain": round(statistics.median(plain) * 1000, 2),
         "alarms": len(plain),
+        "rounds": args.rounds,
         "cameras": args.cameras,
         "gap_s": args.gap_s,
         "snapshots_stored": n_stored,
         "edge_snapshot_outcomes": outcomes,
+        "round_ratios": [round(x, 3) for x in round_ratios],
+        "pooled_ratio": round(snap99 / plain99, 3),
         "alarm_p99_ms_snap": round(snap99, 2),
         "alarm_p99_ms_plain": round(plain99, 2),
-        "ratio": round(snap99 / plain99, 3),
+        "ratio": round(statistics.median(round_ratios), 3),
     }
     print(json.dumps(out, ensure_ascii=False))
 

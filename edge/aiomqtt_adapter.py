@@ -25,6 +25,9 @@ Private names used, and why each one is needed:
   it is collected. We report the loss ourselves (:class:`edge.mqtt_link.LinkError`), so we
   retrieve it.
 
+- ``paho.mqtt.client.HAVE_DNS``: paho's optional DNS SRV support, which we keep from loading
+  dnspython (:func:`_import_paho_without_dnspython`, RSS); the test checks it stays ``False``.
+
 Everything else is public: paho's ``publish()``, ``socket()`` and callback properties; dropping
 the connection like a power cut (:meth:`PahoInside.drop_connection`) shuts paho's socket down
 with the standard ``socket.shutdown`` and lets paho's read loop find the end of stream itself.
@@ -35,12 +38,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
-import aiomqtt
-import paho.mqtt.client as paho
-from paho.mqtt.properties import Properties
+
+def _import_paho_without_dnspython() -> None:
+    """Import paho while ``dns`` (dnspython) cannot be found. paho-mqtt 2.2 imports
+    ``dns.resolver`` at import time, only for ``connect_srv`` (DNS SRV lookup), which the edge
+    never uses; dnspython is installed (aioice, for meetings, needs it), and those ~60 modules
+    cost every agent ~5 MB of RSS (measured: ``import paho.mqtt.client`` 26.6 → 21.8 MB). paho
+    then runs with ``HAVE_DNS = False``; a later ``import dns`` (a meeting) works as usual."""
+    if "paho.mqtt.client" in sys.modules or "dns" in sys.modules:
+        return
+    sys.modules["dns"] = None  # type: ignore[assignment]  # makes ``import dns.…`` fail
+    try:
+        import paho.mqtt.client  # noqa: F401
+    finally:
+        del sys.modules["dns"]
+
+
+_import_paho_without_dnspython()
+
+import aiomqtt  # noqa: E402
+import paho.mqtt.client as paho  # noqa: E402
+from paho.mqtt.properties import Properties  # noqa: E402
 
 #: The versions the private names above were read from.
 WRITTEN_FOR = {"aiomqtt": "2.5.1", "paho-mqtt": "2.2.0"}

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import edge.aiomqtt_adapter  # noqa: F401  # first: it imports paho without dnspython (RSS)
+
+# isort: split
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes

@@ -15,8 +15,9 @@ peer retransmit after the restart, stores the event once.
 All SQLite work runs on one writer thread shared by every outbox of the process (the demo runs
 ~1,800 agents in one process), serialised per outbox by ``run()``, which applies queued
 operations in order and commits each batch in one transaction (group commit: concurrent
-``accept`` calls share one fsync). The SQL (schema, migrations, each operation) is
-:mod:`edge.outbox_db`; this module queues, batches and settles.
+``accept`` calls share one fsync), except that queued alarm accepts go first, in a transaction
+of their own (an alarm never waits behind queued snapshot pictures). The SQL (schema,
+migrations, each operation) is :mod:`edge.outbox_db`; this module queues, batches and settles.
 """
 
 from __future__ import annotations
@@ -166,8 +167,7 @@ class Outbox:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._ops:
-                    batch = self._ops[: self.max_batch]
-                    del self._ops[: self.max_batch]
+                    batch = self._next_batch()
                     results = await loop.run_in_executor(_EXECUTOR, self._apply, batch)
                     self._settle(batch, results)
                     batch = []
@@ -276,7 +276,13 @@ class Outbox:
 
     async def ack(self, ids: Collection[int]) -> None:
         """Delete events after their PUBACK. Unknown ids (already evicted) are ignored."""
-        await self._submit(Ack(tuple(ids)))
+        await self.ack_nowait(ids)
+
+    def ack_nowait(self, ids: Collection[int]) -> asyncio.Future[None]:
+        """:meth:`ack` without waiting: the deletion is queued now, so any :meth:`peek` asked
+        for afterwards sees it applied; the future says when it is committed (or why not)."""
+        fut: asyncio.Future[None] = self._submit(Ack(tuple(ids)))
+        return fut
 
     async def dead_letter(self, row_id: int, reason: int) -> None:
         """Move an event the broker rejected (PUBACK reason >= 0x80) to the dead-letter table."""
@@ -301,6 +307,21 @@ class Outbox:
         self._ops.append(_Op(operation, fut))
         self._wake.set()
         return fut
+
+    def _next_batch(self) -> list[_Op]:
+        """The operations of the next transaction, taken off the queue: queued alarm accepts
+        first, in a transaction of their own, so an alarm never waits for other queued work
+        (a burst of snapshot pictures, acks, reads) but only for the commit already under way.
+        Alarms keep their order among themselves (their seqs follow acceptance order); other
+        operations keep theirs."""
+        alarms = [op for op in self._ops if _is_alarm(op.operation)][: self.max_batch]
+        if alarms and len(alarms) < len(self._ops):
+            taken = {id(op) for op in alarms}
+            self._ops = [op for op in self._ops if id(op) not in taken]
+            return alarms
+        batch = self._ops[: self.max_batch]
+        del self._ops[: self.max_batch]
+        return batch
 
     def _requeue(self, ops: list[_Op]) -> None:
         if self._closed:
@@ -374,3 +395,7 @@ class Outbox:
             cur.close()
         self._counts, self._meta, self._seq = txn.counts, txn.meta, txn.seq
         return results
+
+
+def _is_alarm(operation: Operation) -> bool:
+    return isinstance(operation, Accept) and operation.event.priority is Priority.ALARM

@@ -1,9 +1,10 @@
 """Is a camera's picture black, or frozen? One decoded key frame at a time.
 
 :func:`thumbnail` decodes one H.264 key frame (Annex B, from :class:`edge.rtp_h264.H264Watcher`)
-with PyAV and scales it to a :data:`THUMB_W` x :data:`THUMB_H` grey thumbnail (FFmpeg's area
-scaler averages the blocks). PyAV is imported here, on first use, so an agent without cameras
-never loads FFmpeg (~22 MB of RSS, measured on the edge's CPython). The rest is pure:
+and scales it to a :data:`THUMB_W` x :data:`THUMB_H` grey thumbnail (FFmpeg's bilinear
+scaler) through :mod:`edge.keyframe_decoder`: libavcodec and libswscale only,
+loaded on first use, so an agent without cameras never loads FFmpeg, and one with cameras does
+not carry PyAV (+16 MB of RSS, measured). The rest is pure:
 :func:`is_black` follows FFmpeg's ``blackdetect`` (a picture is black when at least
 ``ratio`` of its pixels are darker than ``max_luma``) and :func:`difference` is the mean
 absolute luma difference of two thumbnails, which a frozen picture keeps near zero while real
@@ -31,25 +32,16 @@ class PictureError(ValueError):
 
 def thumbnail(annexb: bytes) -> bytes:
     """Decode one key frame to a ``THUMB_W * THUMB_H`` byte grey thumbnail (blocking: a few ms
-    for 720p; callers run it in a thread)."""
-    import av  # lazily: see the module docstring
+    for 320x240; callers run it in a thread)."""
+    from edge.keyframe_decoder import DecodeError, grey_thumbnail  # lazily: loads FFmpeg
 
-    ctx: Any = av.CodecContext.create("h264", "r")
-    ctx.thread_count = 1  # one picture: frame threads would only add buffers (RSS)
     try:
-        frames = list(ctx.decode(av.Packet(annexb)))
-        frames += list(ctx.decode(None))  # flush: a decoder may hold the picture back
-    except (av.error.FFmpegError, ValueError) as e:
-        raise PictureError(f"key frame does not decode: {e}") from None
-    if not frames:
-        raise PictureError("key frame gave no picture")
-    small = frames[0].reformat(width=THUMB_W, height=THUMB_H, format="gray")
-    plane = small.planes[0]
-    stride = plane.line_size
-    raw = bytes(plane)
-    del ctx, frames, small, plane
-    release_memory()
-    return b"".join(raw[y * stride : y * stride + THUMB_W] for y in range(THUMB_H))
+        thumb = grey_thumbnail(annexb, THUMB_W, THUMB_H)
+    except DecodeError as e:
+        raise PictureError(str(e)) from None
+    finally:
+        release_memory()
+    return thumb
 
 
 def release_memory() -> None:

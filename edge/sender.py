@@ -103,5 +103,14 @@ class Sender:
             self.metrics.sent.labels(p.priority.value).inc()
             self.metrics.latency.observe(max(0.0, now - p.accepted))
         if acked:
-            await self.outbox.ack(acked)
+            # Not awaited: the next peek is queued behind this deletion on the outbox's writer
+            # and sees it applied, so a new alarm is peeked and sent without waiting for this
+            # commit first (the two usually share one transaction). A failed deletion only
+            # means those events are sent again (central deduplicates).
+            self.outbox.ack_nowait(acked).add_done_callback(self._acked)
+        self.metrics.outbox_depth.set(self.outbox.depth)
+
+    def _acked(self, fut: asyncio.Future[None]) -> None:
+        if not fut.cancelled() and (e := fut.exception()) is not None:
+            log.info("node %s: sent events not deleted (%s)", self.session.topics.node_id, e)
         self.metrics.outbox_depth.set(self.outbox.depth)

@@ -1,11 +1,12 @@
 """The node's MQTT session supervisor: connect with backoff, birth, devices, commands.
 
 Per connection attempt: increment and persist ``birth_seq`` (outbox meta table), connect with
-clean start and the will ``NodeState(offline, will, birth_seq)``; after CONNACK publish the
-retained birth, re-publish retained device states, subscribe to our command requests and to our
-own state topic. If a retained state with a lower ``birth_seq`` than ours shows up while we are
-connected (the stale will of our previous connection, published after our birth on a session
-takeover), the birth is published again so the retained state is never left wrong.
+clean start and the will ``NodeState(offline, will, birth_seq)``; after CONNACK subscribe to our
+command requests (and certificate answers, meeting requests), then publish the retained birth,
+re-publish retained device states and subscribe to our own state topic. If a retained state
+with a lower ``birth_seq`` than ours shows up while we are connected (the stale will of our
+previous connection, published after our birth on a session takeover), the birth is published
+again so the retained state is never left wrong.
 """
 
 from __future__ import annotations
@@ -200,6 +201,13 @@ class NodeSession:
                 self._link_gone(link)
 
     async def _serve(self, link: Link, down_since: float | None) -> None:
+        # Requests first: with clean start nothing is queued for us while we are away, so a
+        # command (or renewal answer, meeting request) sent the moment central sees the birth
+        # would be dropped if we subscribed after it. Our state topic only after the birth, or
+        # the previous connection's retained will would trigger a needless second birth.
+        renewal = (self.topics.cert_res,) if self.renewal else ()
+        meetings = (self.topics.meet_req,) if self.meetings else ()
+        await link.subscribe(self.topics.cmd_req, *renewal, *meetings)
         # The birth is queued on the wire before anyone else may use the link: every event of
         # this connection follows it.
         birth = link.publish_nowait(self.topics.state, self._birth(), retain=True)
@@ -216,9 +224,7 @@ class NodeSession:
         for device_id in list(self._removed):
             await link.publish(self.topics.device(device_id), b"", retain=True)
             self._removed.discard(device_id)
-        renewal = (self.topics.cert_res,) if self.renewal else ()
-        meetings = (self.topics.meet_req,) if self.meetings else ()
-        await link.subscribe(self.topics.cmd_req, self.topics.state, *renewal, *meetings)
+        await link.subscribe(self.topics.state)
         self.backoff.reset()
         self._connections += 1
         if self._connections > 1:

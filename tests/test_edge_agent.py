@@ -7,13 +7,16 @@ import asyncio
 import json
 import logging
 import re
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -453,3 +456,80 @@ async def test_crash_then_cancel_or_plain_cancel_leaves_no_connection(
         await wait_for(lambda: any(e.kind == "pending" for e in observer.events()), "resent")
         assert again.outbox is not None
         await wait_for(lambda: again.outbox is not None and again.outbox.depth == 0, "acked")
+
+
+#: Device states a node re-publishes after each birth in the test below.
+CAMERAS = 8
+
+
+class BirthResponder:
+    """Central's side of "command the node the instant it comes online": a paho client whose
+    network thread answers every ``online`` birth on our state topic with a ``ping`` at once,
+    and records the replies by correlation (the birth_seq it reacted to)."""
+
+    def __init__(self, port: int) -> None:
+        self.births: list[int] = []
+        self.replies: set[int] = set()
+        self.devices: set[str] = set()
+        self.ready = threading.Event()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="central-" + uuid.uuid4().hex[:8],
+            protocol=mqtt.MQTTv5,
+        )  # fmt: skip
+        self._client.on_connect = lambda c, *_: c.subscribe(
+            [(T.state, 1), (T.cmd_res, 1), (f"{T.base}/device/+", 1)]
+        )
+        self._client.on_subscribe = lambda *_: self.ready.set()
+        self._client.on_message = self._on_message
+        self._client.connect("127.0.0.1", port)
+        self._client.loop_start()
+
+    def _on_message(self, client: Any, _userdata: Any, m: Any) -> None:
+        if m.topic == T.cmd_res:
+            self.replies.add(int(m.properties.CorrelationData.decode()))
+            return
+        if m.topic != T.state:
+            self.devices.add(m.topic)
+            return
+        if not m.payload or m.retain:
+            return
+        st = decode(NodeState, m.payload)
+        if st.state != "online":
+            return
+        self.births.append(st.birth_seq)
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = T.cmd_res
+        props.CorrelationData = str(st.birth_seq).encode()
+        client.publish(T.cmd_req, json.dumps({"v": 1, "cmd": "ping"}), qos=1, properties=props)
+
+    def stop(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+async def test_command_sent_on_the_birth_is_answered(broker: Mosquitto, tmp_path: Path) -> None:
+    """A command central sends the moment it sees the birth reaches the node: the node
+    subscribes to its requests before it announces itself (it keeps no session to queue them),
+    also when it has device states to re-publish after the birth."""
+    dead = f"rtsp://127.0.0.1:{free_port()}/stream"  # nobody listens: cameras "unreachable"
+    cameras = [{"id": f"cam{i}", "rtsp_url": dead} for i in range(CAMERAS)]
+    cfg = make_config(tmp_path, broker.port, cameras=cameras)
+    central = BirthResponder(broker.port)
+    try:
+        assert await asyncio.to_thread(central.ready.wait, WAIT_S)
+        async with Running(cfg, serve_metrics=False, serve_local_socket=False) as agent:
+            assert agent.session is not None
+            await wait_for(lambda: len(central.devices) == CAMERAS, "camera states")
+            for n in range(1, 6):  # every connection of a node, not only its first
+
+                def born(n: int = n) -> bool:
+                    return len(central.births) >= n
+
+                def answered(n: int = n) -> bool:
+                    return central.births[n - 1] in central.replies
+
+                await wait_for(born, f"birth {n}")
+                await wait_for(answered, f"answer to the command sent on birth {n}")
+                await agent.session.reconnect()
+    finally:
+        central.stop()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from edge.mqtt_link import Incoming, Link, LinkError, PublishRejected, Will
 from shilian.broker import Mosquitto
 from tests.adapter_checks import Checker
 
+ROOT = Path(__file__).resolve().parents[1]
 CHECK = Checker("edge/aiomqtt_adapter.py", WRITTEN_FOR)
 #: Upper bound of any wait on the shared machine (not a timing assertion).
 WAIT_S = 30.0
@@ -28,6 +31,23 @@ WAIT_S = 30.0
 
 def test_versions_are_the_ones_the_adapter_was_written_for() -> None:
     CHECK.versions()
+
+
+def test_paho_is_loaded_without_its_dns_srv_support() -> None:
+    """In a fresh process (this one imported paho first), importing the edge's MQTT link keeps
+    dnspython out (RSS) and paho still has the flag its import sets; a later ``import dns``
+    (meetings) works."""
+    CHECK.has("paho-mqtt", paho, "HAVE_DNS", "paho.mqtt.client")
+    probe = (
+        "import sys, edge.mqtt_link, paho.mqtt.client as p\n"
+        "print(p.HAVE_DNS, 'dns' in sys.modules)\n"
+        "import dns.resolver\n"
+        "print('dns.resolver' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["False", "False", "True"]
 
 
 async def test_private_names_and_signatures_are_still_there() -> None:

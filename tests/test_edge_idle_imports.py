@@ -27,6 +27,9 @@ CAMERA_ONLY = ("av", "edge.camera_source", "edge.picture", "edge.rtsp", "edge.on
 #: Loaded only while a meeting is set up (WebRTC: aiortc, aioice, their crypto and codecs): an
 #: agent that answers calls but has none never imports them.
 MEETING_ONLY = ("aiortc", "aioice", "pylibsrtp", "edge.meeting_media")
+#: Never loaded by the agent: paho-mqtt's optional DNS SRV support would import dnspython
+#: (~5 MB of RSS) although the agent never asks for SRV records (edge/aiomqtt_adapter.py).
+NEVER = ("dns",)
 
 
 def _imported(log: str) -> set[str]:
@@ -81,3 +84,7 @@ def test_agent_process_does_not_import_the_cli_framework(tmp_path: Path, broker:
     assert "edge.meetings" in agent  # meetings are on: the agent listens for calls
     meeting = sorted(n for n in agent if n.split(".")[0] in MEETING_ONLY or n in MEETING_ONLY)
     assert meeting == [], f"the agent without a call imported {meeting}"
+    # (the log names an import that was tried, so paho's attempt at dns.resolver shows: the
+    # package itself must never load)
+    never = sorted(n for n in agent if n in NEVER)
+    assert never == [], f"the agent imported {never}"

@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -166,3 +167,43 @@ async def test_concurrent_accepts_share_commits_and_stay_gap_free(tmp_path: Path
         assert seqs == list(range(1, 501))  # acceptance order is seq order
     finally:
         db.close()
+
+
+async def test_a_queued_alarm_is_committed_before_queued_pictures(tmp_path: Path) -> None:
+    """An alarm accepted while snapshot pictures (large info events), an ack and a read are
+    already queued is committed in a transaction of its own before them: it does not wait for
+    the pictures' write."""
+    ob = await _open(tmp_path)
+    async with ob.running():
+        await ob.accept("info", "warm")  # the writer has run once
+        picture = {"jpeg_b64": "A" * 60_000}
+        queued: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(ob.accept("info", "snapshot", "cam-1", picture)),
+            asyncio.ensure_future(ob.accept("info", "snapshot", "cam-2", picture)),
+            asyncio.ensure_future(ob.peek(10)),
+        ]
+        alarm = asyncio.ensure_future(ob.accept("alarm", "zone_alarm", data={"zone": 1}))
+        done, _ = await asyncio.wait([alarm, *queued], return_when=asyncio.FIRST_COMPLETED)
+        assert done == {alarm}
+        await asyncio.gather(*queued)
+        # the alarm went first, and the order among the others is kept
+        seqs = [alarm.result().seq, queued[0].result().seq, queued[1].result().seq]
+        assert seqs == [2, 3, 4]
+        assert [e.kind for e in _events(await ob.peek(10))] == [
+            "zone_alarm", "warm", "snapshot", "snapshot"
+        ]  # fmt: skip
+
+
+async def test_a_peek_after_an_unawaited_ack_sees_it_applied(tmp_path: Path) -> None:
+    """The sender does not wait for a deletion before asking for the next events: a peek
+    queued after ``ack_nowait`` never returns the acknowledged events again."""
+    ob = await _open(tmp_path)
+    async with ob.running():
+        for k in ("i1", "i2", "i3"):
+            await ob.accept("info", k)
+        first = await ob.peek(2)
+        acked = ob.ack_nowait([p.id for p in first])
+        after = await ob.peek(10)
+        assert [e.kind for e in _events(after)] == ["i3"]
+        assert acked.done() and acked.exception() is None
+        assert ob.depth == 1

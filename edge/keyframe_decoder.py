@@ -1,0 +1,184 @@
+"""One H.264 key frame to a small grey picture, through FFmpeg's public C API (ctypes).
+
+Why not PyAV here: ``import av`` maps and relocates all of FFmpeg (libavformat, libavfilter,
+libavdevice and their codecs: x264, x265, gnutls...) and ~50 extension modules, whatever is
+used: +16 MB of RSS on the edge's CPython (measured). Judging a camera's picture needs only
+libavcodec (decode), libavutil and libswscale (scale to a thumbnail): loaded with ctypes they
+cost ~6 MB. The libraries are the ones the PyAV wheel ships (``av.libs``, found without
+importing ``av``), else the system's.
+
+ABI used, all public and stable across FFmpeg 5-8 (libavcodec 59-62): the functions below, the
+codec context's AVOptions (``threads``, ``video_size``, ``pixel_format``: no struct offsets),
+and the first two fields of ``AVFrame`` (``uint8_t *data[8]; int linesize[8];``).
+``tests/test_edge_keyframe_decoder.py`` compares the result with PyAV's on the same libraries.
+
+Blocking (a few ms for 320x240, tens of ms for 1080p on a Pi-class CPU); ctypes releases the
+GIL during each FFmpeg call, so the event loop keeps running. Callers run it in a thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+#: FFmpeg's required zeroed padding after a packet's data (AV_INPUT_BUFFER_PADDING_SIZE).
+PACKET_PADDING = 64
+#: ``AVFrame.linesize`` follows ``uint8_t *data[AV_NUM_DATA_POINTERS = 8]``.
+FRAME_DATA_POINTERS = 8
+#: libswscale's bilinear scaler (SWS_BILINEAR), what PyAV's ``reformat`` uses by default and
+#: what the black and frozen thresholds (edge.camera_health) were measured with. Area averaging
+#: would let a small bright object on a dark scene vanish into "black" (measured: the test
+#: camera's ball pattern).
+SWS_BILINEAR = 0x2
+#: AV_PIX_FMT_GRAY8.
+PIX_FMT_GRAY8 = 8
+#: AVERROR(EAGAIN): the decoder wants more input before it gives a frame.
+AVERROR_EAGAIN = -11
+#: A key frame larger than this is refused before anything is allocated for it (an 8 Mbit/s
+#: 4K I-frame is ~1 MB).
+MAX_KEYFRAME_BYTES = 8 * 1024 * 1024
+#: Largest picture decoded (8K): a bigger size from a stream is a broken stream.
+MAX_SIDE = 8192
+
+
+class DecodeError(ValueError):
+    """The key frame does not decode (the camera's fault) or FFmpeg is not usable."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Libs:
+    avutil: ctypes.CDLL
+    avcodec: ctypes.CDLL
+    swscale: ctypes.CDLL
+
+
+_libs: _Libs | None = None
+
+
+def _find(name: str) -> str:
+    """The PyAV wheel's copy of ``lib<name>`` (``site-packages/av.libs``), else the system's."""
+    spec = importlib.util.find_spec("av")  # finds the package without importing it
+    places = (spec.submodule_search_locations or []) if spec is not None else []
+    for where in places:
+        libs = Path(where).parent / "av.libs"
+        found = sorted(libs.glob(f"lib{name}-*.so*"))
+        if found:
+            return str(found[0])
+    import ctypes.util
+
+    path = ctypes.util.find_library(name)
+    if path is None:
+        raise DecodeError(f"FFmpeg library lib{name} not found (install PyAV or FFmpeg)")
+    return path
+
+
+def _load() -> _Libs:
+    global _libs
+    if _libs is not None:
+        return _libs
+    # libavutil first: the others need its symbols (the wheel's copies find each other by RPATH)
+    avutil = ctypes.CDLL(_find("avutil"))
+    avcodec = ctypes.CDLL(_find("avcodec"))
+    swscale = ctypes.CDLL(_find("swscale"))
+    p, i, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
+    sigs: list[tuple[ctypes.CDLL, str, object, list[object]]] = [
+        (avutil, "av_malloc", p, [ctypes.c_size_t]),
+        (avutil, "av_free", None, [p]),
+        (avutil, "av_frame_alloc", p, []),
+        (avutil, "av_frame_free", None, [p]),
+        (avutil, "av_opt_set_int", i, [p, ctypes.c_char_p, i64, i]),
+        (avutil, "av_opt_get_image_size", i, [p, ctypes.c_char_p, i, p, p]),
+        (avutil, "av_opt_get_pixel_fmt", i, [p, ctypes.c_char_p, i, p]),
+        (avcodec, "avcodec_find_decoder_by_name", p, [ctypes.c_char_p]),
+        (avcodec, "avcodec_alloc_context3", p, [p]),
+        (avcodec, "avcodec_open2", i, [p, p, p]),
+        (avcodec, "avcodec_free_context", None, [p]),
+        (avcodec, "avcodec_send_packet", i, [p, p]),
+        (avcodec, "avcodec_receive_frame", i, [p, p]),
+        (avcodec, "av_packet_alloc", p, []),
+        (avcodec, "av_packet_free", None, [p]),
+        (avcodec, "av_packet_from_data", i, [p, p, i]),
+        (swscale, "sws_getContext", p, [i, i, i, i, i, i, i, p, p, p]),
+        (swscale, "sws_scale", i, [p, p, p, i, i, p, p]),
+        (swscale, "sws_freeContext", None, [p]),
+    ]
+    for lib, name, restype, argtypes in sigs:
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+    _libs = _Libs(avutil, avcodec, swscale)
+    return _libs
+
+
+def grey_thumbnail(annexb: bytes, width: int, height: int) -> bytes:
+    """Decode one key frame (Annex B, with SPS/PPS) and scale its luma to ``width`` x
+    ``height`` grey bytes (row by row, no padding); :class:`DecodeError` if it does not decode."""
+    if not annexb or len(annexb) > MAX_KEYFRAME_BYTES:
+        raise DecodeError(f"key frame of {len(annexb)} bytes")
+    lib = _load()
+    u, c = lib.avutil, lib.avcodec
+    codec = c.avcodec_find_decoder_by_name(b"h264")
+    if not codec:
+        raise DecodeError("this FFmpeg has no H.264 decoder")
+    ctx = ctypes.c_void_p(c.avcodec_alloc_context3(codec))
+    pkt = ctypes.c_void_p(c.av_packet_alloc())
+    frame = ctypes.c_void_p(u.av_frame_alloc())
+    try:
+        if not (ctx and pkt and frame):
+            raise MemoryError("FFmpeg allocation failed")
+        u.av_opt_set_int(ctx, b"threads", 1, 0)  # one picture: frame threads only add buffers
+        if c.avcodec_open2(ctx, codec, None) < 0:
+            raise DecodeError("H.264 decoder does not open")
+        n = len(annexb)
+        buf = u.av_malloc(n + PACKET_PADDING)
+        if not buf:
+            raise MemoryError("FFmpeg allocation failed")
+        ctypes.memmove(buf, annexb, n)
+        ctypes.memset(buf + n, 0, PACKET_PADDING)
+        if c.av_packet_from_data(pkt, buf, n) < 0:
+            u.av_free(buf)
+            raise DecodeError("packet refused")
+        if c.avcodec_send_packet(ctx, pkt) < 0:
+            raise DecodeError("key frame does not decode")
+        got = c.avcodec_receive_frame(ctx, frame)
+        if got == AVERROR_EAGAIN:  # a decoder may hold the picture back until flushed
+            c.avcodec_send_packet(ctx, None)
+            got = c.avcodec_receive_frame(ctx, frame)
+        if got < 0:
+            raise DecodeError("key frame gave no picture")
+        return _scale(lib, ctx, frame, width, height)
+    finally:
+        c.av_packet_free(ctypes.byref(pkt))
+        u.av_frame_free(ctypes.byref(frame))
+        c.avcodec_free_context(ctypes.byref(ctx))
+
+
+def _scale(lib: _Libs, ctx: ctypes.c_void_p, frame: ctypes.c_void_p, w: int, h: int) -> bytes:
+    src_w, src_h, fmt = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    lib.avutil.av_opt_get_image_size(
+        ctx, b"video_size", 0, ctypes.byref(src_w), ctypes.byref(src_h)
+    )
+    lib.avutil.av_opt_get_pixel_fmt(ctx, b"pixel_format", 0, ctypes.byref(fmt))
+    if not (0 < src_w.value <= MAX_SIDE and 0 < src_h.value <= MAX_SIDE) or fmt.value < 0:
+        raise DecodeError(f"picture of {src_w.value}x{src_h.value}, format {fmt.value}")
+    sws = lib.swscale.sws_getContext(
+        src_w.value, src_h.value, fmt.value, w, h, PIX_FMT_GRAY8, SWS_BILINEAR, None, None, None
+    )
+    if not sws:
+        raise DecodeError(f"cannot scale pixel format {fmt.value}")
+    out = ctypes.create_string_buffer(w * h)
+    try:
+        src = ctypes.cast(frame, ctypes.POINTER(ctypes.c_void_p * FRAME_DATA_POINTERS))[0]
+        assert frame.value is not None  # allocated by the caller
+        strides_at = frame.value + ctypes.sizeof(ctypes.c_void_p) * FRAME_DATA_POINTERS
+        strides = (ctypes.c_int * FRAME_DATA_POINTERS).from_address(strides_at)
+        dst = (ctypes.c_void_p * 4)(ctypes.addressof(out), None, None, None)
+        dst_strides = (ctypes.c_int * 4)(w, 0, 0, 0)
+        rows = lib.swscale.sws_scale(sws, src, strides, 0, src_h.value, dst, dst_strides)
+    finally:
+        lib.swscale.sws_freeContext(sws)
+    if rows != h:
+        raise DecodeError("scaling failed")
+    return out.raw
