@@ -1,0 +1,118 @@
+"""``shilian simulate``: the plan states what central must show, the verdict catches any
+difference, and 2,000 real MQTT nodes in two worker processes, against a real mosquitto and a
+real central process, pass the simulator's own check through a county outage and its return
+(short phases: 8 s instead of the default 60 s)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import wire
+from registry import Registry
+from shilian.broker import Mosquitto
+from shilian.simulate.check import CentralCoverage, Verdict
+from shilian.simulate.plan import Change, Phase, Scenario, SimSpec, Timeline, make_plan
+from shilian.simulate.runner import Simulation
+from tests.processes import ADMIN, ADMIN_PASSWORD, Central
+
+NANNING = Registry.from_package("4501")
+
+
+def _spec(scenario: Scenario, **kw: object) -> SimSpec:
+    return SimSpec.model_validate({"scope": "4501", "nodes": 2000, "coverage": 0.6,
+                                   "scenario": scenario, **kw})  # fmt: skip
+
+
+def test_the_plan_covers_the_target_share_with_valid_node_ids() -> None:
+    plan = make_plan(_spec(Scenario.STEADY), NANNING)
+    villages = {n[:12] for n in plan.node_ids}
+    assert len(plan.node_ids) == len(set(plan.node_ids)) == 2000
+    assert all(wire.valid_node_id(n) for n in plan.node_ids)
+    assert plan.truth["4501"] == len(villages) == round(0.6 * 1856)
+    counties = NANNING.child_codes("4501")
+    assert sum(plan.truth[c] for c in counties) == plan.truth["4501"]
+    assert plan.phases[0].expect["4501"] == (plan.truth["4501"],) * 2
+
+
+def test_a_county_outage_shows_that_county_empty_then_back() -> None:
+    plan = make_plan(_spec(Scenario.COUNTY_OUTAGE, county="450103", phase_s=10), NANNING)
+    steady, outage, back = plan.phases
+    assert outage.expect["450103"] == (0, 0)
+    lost = plan.truth["450103"]
+    assert lost > 0
+    assert outage.expect["4501"] == (plan.truth["4501"] - lost,) * 2
+    assert outage.expect["450102"] == steady.expect["450102"]
+    assert back.expect == steady.expect
+    downs = {c.index for c in plan.changes if c.action == "down"}
+    assert {plan.node_ids[i][:6] for i in downs} == {"450103"}
+    assert all(c.at == 10 for c in plan.changes if c.action == "down")
+
+
+def test_flapping_and_skew_plans() -> None:
+    flap = make_plan(_spec(Scenario.FLAPPING, flap_share=0.1, flap_period_s=3), NANNING)
+    lo, hi = flap.phases[0].expect["4501"]
+    assert lo < hi == flap.truth["4501"]
+    flappers = {c.index for c in flap.changes}
+    assert len(flappers) == 200
+    last = {c.index: c for c in flap.changes}
+    assert all(c.action == "up" for c in last.values())  # all up for the settled phase
+    skew = make_plan(_spec(Scenario.CLOCK_SKEW, skew_share=0.25, skew_minutes=45), NANNING)
+    assert sorted({abs(s) for s in skew.skew_s}) == [0.0, 2700.0]
+    assert sum(1 for s in skew.skew_s if s) == 500
+
+
+def test_the_timeline_hands_out_each_change_once_in_order() -> None:
+    t = Timeline([Change(1.0, 0, "down"), Change(1.0, 1, "down"), Change(5.0, 0, "up")])
+    assert t.due(0.5) == []
+    assert [c.index for c in t.due(1.0)] == [0, 1]
+    assert t.next_at() == 5.0
+    assert t.due(4.0) == []
+    assert [c.action for c in t.due(9.0)] == ["up"]
+    assert t.next_at() is None
+
+
+def test_the_verdict_fails_on_a_wrong_or_missing_figure() -> None:
+    v = Verdict(
+        [Phase("steady", 0, 10, 2, {"4501": (5, 5)}), Phase("x", 10, 20, 0, {"4501": (3, 5)})]
+    )
+    v.add(1.0, {"4501": 0})  # settling: not checked
+    v.add(4.0, {"4501": 5})
+    assert v.ok is False  # phase x never sampled
+    v.add(12.0, {"4501": 4})
+    assert v.ok
+    v.add(15.0, {})
+    assert not v.ok
+    assert v.results[1].mismatches[0].got is None
+    assert any("FAIL" in line for line in v.report())
+
+
+@pytest.mark.slow
+async def test_2000_nodes_through_a_county_outage_match_central(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    central = Central(tmp_path / "central", broker.port)
+    central.start()
+    try:
+        spec = _spec(
+            Scenario.COUNTY_OUTAGE,
+            county="450103",
+            phase_s=8.0,
+            settle_s=4.0,
+            health_interval_s=10.0,
+            event_interval_s=60.0,
+            port=broker.port,
+            workers=2,
+        )
+        async with CentralCoverage(central.api, user=ADMIN, password=ADMIN_PASSWORD) as api:
+            sim = Simulation.of(spec, central=api, poll_s=0.5)
+            ok = await sim.run()
+        assert ok, "\n".join(sim.verdict.report() if sim.verdict else [])
+        assert sum(w.ready for w in sim.workers) == 2000
+        assert all(r.samples >= 3 for r in sim.verdict.results)  # type: ignore[union-attr]
+        # Central really saw the outage: the county was empty in the middle phase.
+        middle = [f for t, f in sim.samples if 12.0 <= t <= 16.0]
+        assert middle and all(f["450103"] == 0 for f in middle)
+    finally:
+        central.close()
