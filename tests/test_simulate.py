@@ -5,6 +5,9 @@ real central process, pass the simulator's own check through a county outage and
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ import wire
 from registry import Registry
 from shilian.broker import Mosquitto
 from shilian.simulate.check import CentralCoverage, Verdict
+from shilian.simulate.node import make_fleet
 from shilian.simulate.plan import Change, Phase, Scenario, SimSpec, Timeline, make_plan
 from shilian.simulate.runner import Simulation
 from tests.processes import ADMIN, ADMIN_PASSWORD, Central
@@ -37,7 +41,8 @@ def test_the_plan_covers_the_target_share_with_valid_node_ids() -> None:
 
 
 def test_a_county_outage_shows_that_county_empty_then_back() -> None:
-    plan = make_plan(_spec(Scenario.COUNTY_OUTAGE, county="450103", phase_s=10), NANNING)
+    spec = _spec(Scenario.COUNTY_OUTAGE, county="450103", phase_s=10, settle_s=3)
+    plan = make_plan(spec, NANNING)
     steady, outage, back = plan.phases
     assert outage.expect["450103"] == (0, 0)
     lost = plan.truth["450103"]
@@ -116,3 +121,31 @@ async def test_2000_nodes_through_a_county_outage_match_central(
         assert middle and all(f["450103"] == 0 for f in middle)
     finally:
         central.close()
+
+
+async def test_a_node_notices_the_broker_going_away_at_once(broker: Mosquitto) -> None:
+    """Not at its next health report: with an hour's interval, a node that only noticed the
+    lost connection when it next wrote would stay away from central for up to an hour."""
+    node = make_fleet(["450102001003-sim0"], broker.port, interval_s=3600.0, backoff_base_s=0.1,
+                      backoff_cap_s=1.0, connect_timeout_s=5.0)[0]  # fmt: skip
+    stop = asyncio.Event()
+    run = asyncio.create_task(node.run(stop))
+    try:
+        await _until(lambda: node.connected)
+        await asyncio.to_thread(broker.restart)
+        await _until(lambda: node.connects == 2)
+    finally:
+        stop.set()
+        await run
+
+
+async def _until(cond: Callable[[], bool], within_s: float = 60.0) -> None:
+    deadline = time.monotonic() + within_s  # a bound for a loaded machine, not a timing
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+def test_a_settle_time_as_long_as_the_phase_is_refused() -> None:
+    with pytest.raises(ValueError, match="settle_s"):
+        _spec(Scenario.STEADY, phase_s=5, settle_s=5)

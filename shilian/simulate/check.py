@@ -123,6 +123,12 @@ class CentralCoverage:
             r.raise_for_status()
             return await r.json()
 
+    async def text(self, path: str) -> str:
+        assert self._http is not None, "use as an async context manager"
+        async with self._http.get(f"{self.base_url}{path}") as r:
+            r.raise_for_status()
+            return await r.text()
+
     async def figures(self, code: str) -> dict[str, int]:
         """``covered`` of the unit and each child, by code."""
         body = await self.get(f"/api/v1/coverage/{code}")

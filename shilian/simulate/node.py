@@ -217,7 +217,11 @@ class SimNode:
             next_event = self._next_event_at()
             while True:
                 delay = max(0.0, min(next_health, next_event) - time.monotonic())
-                done, _ = await asyncio.wait({lost, leave}, timeout=delay)
+                # FIRST_COMPLETED: asyncio.wait's default waits for both, and a lost connection
+                # would go unnoticed until the next report failed to send.
+                done, _ = await asyncio.wait(
+                    {lost, leave}, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+                )
                 if lost in done:
                     return
                 if leave in done:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from registry import Registry
 
@@ -83,6 +83,15 @@ class SimSpec(BaseModel):
     tls_key: str | None = Field(default=None, description="client key (PEM)")
     workers: int = Field(default=1, ge=1, description="worker processes")
     start_rate_per_s: float = Field(default=1000.0, gt=0, description="first connects per second")
+
+    @model_validator(mode="after")
+    def _settles_within_a_phase(self) -> SimSpec:
+        if self.settle_s >= self.phase_s:
+            raise ValueError(
+                f"settle_s ({self.settle_s}) 应短于 phase_s ({self.phase_s}) / must be shorter "
+                "than phase_s, or no sample is ever checked"
+            )
+        return self
 
 
 @dataclass(frozen=True, slots=True)
