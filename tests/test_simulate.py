@@ -6,6 +6,9 @@ real central process, pass the simulator's own check through a county outage and
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -191,4 +194,35 @@ async def test_the_other_scenarios_match_central_at_a_smaller_scale(
             first = {f["4501"] for t, f in sim.samples if 3.0 <= t <= 12.0 and "4501" in f}
             assert len(first) > 1
     finally:
+        central.close()
+
+
+@pytest.mark.slow
+def test_the_command_passes_a_true_fleet_and_fails_when_central_cannot_see_it(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    central = Central(tmp_path / "central", broker.port)
+    central.start()
+    elsewhere = Mosquitto().start()  # a broker central is not connected to
+    env = {**os.environ, "SHILIAN_PASSWORD": ADMIN_PASSWORD}
+
+    def simulate(port: int) -> subprocess.CompletedProcess[str]:
+        args = ["--nodes", "300", "--coverage", "0.1", "--phase", "5", "--settle", "3",
+                "--health-interval", "5", "--poll", "0.5", "--broker", f"127.0.0.1:{port}",
+                "--check", central.api, "--user", ADMIN]  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "shilian", "simulate", *args],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+
+    try:
+        seen = simulate(broker.port)
+        assert seen.returncode == 0, seen.stdout + seen.stderr
+        assert "steady: 通过 / pass" in seen.stdout
+        blind = simulate(elsewhere.port)
+        assert blind.returncode == 1, blind.stdout + blind.stderr
+        assert "steady: 不符 / FAIL" in blind.stdout
+        assert "expected 186 个村, 中心显示 / central shows 0" in blind.stdout
+    finally:
+        elsewhere.close()
         central.close()

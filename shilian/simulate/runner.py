@@ -8,7 +8,6 @@ fleet is spread over several."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import sys
@@ -98,7 +97,10 @@ class Simulation:
                     assert p.stdin is not None
                     p.stdin.close()
                 for p in procs:
-                    await p.wait()
+                    if await p.wait() != 0:
+                        raise RuntimeError(
+                            f"模拟进程出错退出 / a simulator worker failed ({p.returncode})"
+                        )
         finally:
             for p in procs:
                 if p.returncode is None:
@@ -155,5 +157,4 @@ class Simulation:
             self.samples.append((t, figures))
             for m in self.verdict.add(t, figures)[:3]:
                 self.log("不符 / mismatch: " + m.describe())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.sleep(self.poll_s)
+            await asyncio.sleep(self.poll_s)
