@@ -100,30 +100,37 @@ def test_the_verdict_fails_on_a_wrong_or_missing_figure() -> None:
 async def test_2000_nodes_through_a_county_outage_match_central(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
+    spec = _spec(
+        Scenario.COUNTY_OUTAGE,
+        county="450103",
+        phase_s=8.0,
+        settle_s=4.0,
+        health_interval_s=10.0,
+        event_interval_s=60.0,
+        port=broker.port,
+        workers=2,
+    )
+    sim = await _checked_run(spec, broker, tmp_path)
+    assert sum(w.ready for w in sim.workers) == 2000
+    assert sim.verdict is not None and all(r.samples >= 3 for r in sim.verdict.results)
+    # Central really saw the outage: the county was empty in the middle phase.
+    middle = [f for t, f in sim.samples if 12.0 <= t <= 16.0]
+    assert middle and all(f["450103"] == 0 for f in middle)
+
+
+async def _checked_run(spec: SimSpec, broker: Mosquitto, tmp_path: Path) -> Simulation:
+    """The scenario against a real central process on ``broker``; it must pass the check."""
     central = Central(tmp_path / "central", broker.port)
     central.start()
     try:
-        spec = _spec(
-            Scenario.COUNTY_OUTAGE,
-            county="450103",
-            phase_s=8.0,
-            settle_s=4.0,
-            health_interval_s=10.0,
-            event_interval_s=60.0,
-            port=broker.port,
-            workers=2,
-        )
         async with CentralCoverage(central.api, user=ADMIN, password=ADMIN_PASSWORD) as api:
             sim = Simulation.of(spec, central=api, poll_s=0.5)
+            sim.restart = lambda: asyncio.to_thread(broker.restart)
             ok = await sim.run()
-        assert ok, "\n".join(sim.verdict.report() if sim.verdict else [])
-        assert sum(w.ready for w in sim.workers) == 2000
-        assert all(r.samples >= 3 for r in sim.verdict.results)  # type: ignore[union-attr]
-        # Central really saw the outage: the county was empty in the middle phase.
-        middle = [f for t, f in sim.samples if 12.0 <= t <= 16.0]
-        assert middle and all(f["450103"] == 0 for f in middle)
     finally:
         central.close()
+    assert ok, "\n".join(sim.verdict.report() if sim.verdict else [])
+    return sim
 
 
 async def test_a_node_notices_the_broker_going_away_at_once(broker: Mosquitto) -> None:
@@ -154,10 +161,6 @@ def test_a_settle_time_as_long_as_the_phase_is_refused() -> None:
         _spec(Scenario.STEADY, phase_s=5, settle_s=5)
 
 
-async def _restart_broker(broker: Mosquitto) -> None:
-    await asyncio.to_thread(broker.restart)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "scenario", [Scenario.CLOCK_SKEW, Scenario.FLAPPING, Scenario.BROKER_RESTART]
@@ -166,35 +169,29 @@ async def test_the_other_scenarios_match_central_at_a_smaller_scale(
     scenario: Scenario, broker: Mosquitto, tmp_path: Path
 ) -> None:
     """600 nodes in one worker; backoff shortened (cap 2 s) so the restart's returns fit."""
-    central = Central(tmp_path / "central", broker.port)
-    central.start()
-    try:
-        spec = _spec(
-            scenario,
-            nodes=600,
-            phase_s=6.0,
-            settle_s=3.0,
-            restart_s=10.0,
-            flap_share=0.1,
-            flap_period_s=2.0,
-            skew_share=0.5,
-            skew_minutes=90,
-            health_interval_s=5.0,
-            backoff_cap_s=2.0,
-            port=broker.port,
-            workers=1,
-        )
-        async with CentralCoverage(central.api, user=ADMIN, password=ADMIN_PASSWORD) as api:
-            sim = Simulation.of(spec, central=api, poll_s=0.5)
-            sim.restart = lambda: _restart_broker(broker)
-            ok = await sim.run()
-        assert ok, "\n".join(sim.verdict.report() if sim.verdict else [])
-        if scenario is Scenario.FLAPPING:
-            # Central did see the flapping: the city figure moved during the first phase.
-            first = {f["4501"] for t, f in sim.samples if 3.0 <= t <= 12.0 and "4501" in f}
-            assert len(first) > 1
-    finally:
-        central.close()
+    spec = _spec(
+        scenario,
+        nodes=600,
+        phase_s=6.0,
+        settle_s=3.0,
+        restart_s=10.0,
+        flap_share=0.1,
+        flap_period_s=2.0,
+        skew_share=0.5,
+        skew_minutes=90,
+        health_interval_s=5.0,
+        backoff_cap_s=2.0,
+        port=broker.port,
+        workers=1,
+    )
+    sim = await _checked_run(spec, broker, tmp_path)
+    if scenario is Scenario.FLAPPING:
+        # Central did see the flapping: the city figure moved during the first phase.
+        first = {f["4501"] for t, f in sim.samples if 3.0 <= t <= 12.0 and "4501" in f}
+        assert len(first) > 1
+    if scenario is Scenario.BROKER_RESTART:
+        # The restart happened: every node connected a second time.
+        assert sum(w.connects for w in sim.workers) >= 2 * 600
 
 
 @pytest.mark.slow
