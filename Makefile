@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed
 # passed with); pyproject.toml keeps ranges. `make lock` rewrites it.
 LOCK := constraints.txt
 
-.PHONY: demo test lint typecheck pytest bench outage soak screenshots sysdeps venv lock clean
+.PHONY: demo test lint typecheck pytest bench outage storm soak screenshots sysdeps venv lock clean
 
 sysdeps:
 	@missing=""; for p in $(SYS_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -74,6 +74,11 @@ bench: sysdeps venv
 # 30 s), against the grace-0 baseline in the same process: ~5 minutes, so not in `make bench`.
 outage: sysdeps venv
 	$(BIN)/python bench/broker_outage.py
+
+# 10,000 simulated nodes (`shilian simulate`, two worker processes) through a real broker restart,
+# a real central process checked against the truth (docs/scale.md): ~4 minutes.
+storm: sysdeps venv
+	$(BIN)/python bench/reconnect_storm.py
 
 # The alarm path's long acceptance runs (not part of `make test`): 10,000 presses over a line with 1 %
 # bit errors and random cuts, at the link and end to end to central (exactly once, in order per

@@ -3,12 +3,12 @@
     python bench/broker_outage.py [--nodes 1856] [--outage 120] [--interval 30] [--scale 1]
 
 Nanning's 1,856 villages, one node each, every node alive throughout (the truth is 1,856 at
-every moment). Each node is a lightweight MQTT 5 client of ``tests/wire_fleet.py`` on its own
-connection: the same wire messages as the edge (birth with its matching will, health every 30 s,
-a new birth per connection) and the edge's own reconnect backoff
-(``resilience.backoff.Backoff``: 1 s doubling, full jitter, cap 60 s; 10 s connect timeout) —
-not the full edge agent, whose outbox, devices and commands the figure does not depend on and
-which would cost ~1,856 SQLite files.
+every moment). Each node is a lightweight MQTT 5 client of the fleet simulator
+(``shilian/simulate/node.py``) on its own connection: the same wire messages as the edge
+(birth with its matching will, health every 30 s, a new birth per connection) and the edge's
+own reconnect backoff (``resilience.backoff.Backoff``: 1 s doubling, full jitter, cap 60 s;
+10 s connect timeout) — not the full edge agent, whose outbox, devices and commands the
+figure does not depend on and which would cost ~1,856 SQLite files.
 Central is the real ``CentralService`` (real MQTT link, ingest, liveness, coverage, SQLite) in
 this process, retrying at once when the broker is back (the worst case: before any node), against
 a real mosquitto (persistence on), which is stopped with SIGTERM (it publishes every node's will,
@@ -48,7 +48,7 @@ from central.config import BrokerConfig, CentralConfig, HttpConfig, StoreConfig
 from central.service import CentralService
 from registry import Registry
 from shilian.broker import Mosquitto
-from tests.wire_fleet import WireNode, make_fleet
+from shilian.simulate.node import SimNode, make_fleet
 from wire.limits import (
     HEALTH_GRACE_FACTOR,
     NODE_OPERATION_TIMEOUT_S,
@@ -72,7 +72,7 @@ class Run:
     grace_s: float
     samples: list[tuple[float, int]] = field(default_factory=list)  # (monotonic, covered)
     broker_back: float = 0.0
-    nodes: list[WireNode] = field(default_factory=list)
+    nodes: list[SimNode] = field(default_factory=list)
     reconnected_at: dict[str, float] = field(default_factory=dict)
 
 
@@ -189,7 +189,7 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
         "health_interval_s": args.interval * args.scale,
         "outage_s": args.outage * args.scale,
         "reconnect_grace_s": shipped.grace_s,
-        "client": "tests/wire_fleet.py (wire messages + edge backoff), central in-process",
+        "client": "shilian/simulate/node.py (wire messages + edge backoff), central in-process",
         **a,
         **{f"baseline_{k}": v for k, v in b.items()},
         "nodes_reconnected": len(shipped.reconnected_at),

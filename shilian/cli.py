@@ -10,6 +10,7 @@ from edge.cli import app as edge_app
 from firmware_bridge.cli import firmware_app
 from firmware_bridge.cli import sim as firmware_sim
 from provisioning.cli import app as provision_app
+from shilian.simulate.cli import simulate
 
 app = typer.Typer(
     name="shilian",
@@ -22,6 +23,7 @@ app.add_typer(central_app, name="central")
 app.add_typer(provision_app, name="provision")
 app.command("firmware-sim")(firmware_sim)
 app.add_typer(firmware_app, name="firmware")
+app.command("simulate")(simulate)
 
 
 @app.command()

@@ -21,7 +21,7 @@ from central.config import BrokerConfig, CentralConfig, HttpConfig, StoreConfig
 from central.service import CentralService
 from registry import Registry
 from shilian.broker import Mosquitto
-from tests.wire_fleet import make_fleet
+from shilian.simulate.node import make_fleet
 from wire.limits import HEALTH_GRACE_FACTOR, reconnect_window_s
 
 CITY = "4501"
