@@ -35,6 +35,7 @@ from wire.meeting import (
     Call,
     Ended,
     EndReason,
+    MeetingMode,
     MeetingReply,
     MeetingRequest,
     Switched,
@@ -205,9 +206,17 @@ class MeetingService:
     def busy_node(self, node_id: str) -> Call | None:
         return next((c for c in self.calls.values() if c.node_id == node_id), None)
 
-    async def call(self, node_id: str, sdp: str, camera: str | None, user: str | None) -> Connected:
+    async def call(
+        self,
+        node_id: str,
+        sdp: str,
+        camera: str | None,
+        user: str | None,
+        mode: MeetingMode = "call",
+    ) -> Connected:
         """Offer ``sdp`` to ``node_id`` and wait for its answer; :class:`MeetingRefused`
-        otherwise. Cancelling this (the operator gave up) hangs the call up."""
+        otherwise. Cancelling this (the operator gave up) hangs the call up. ``mode``
+        ``broadcast``: one village's leg of a 1:N broadcast (the node only receives)."""
         if self._node_online(node_id) is not True:
             raise MeetingRefused(
                 409, "node_offline", f"节点 {node_id} 离线，无法呼叫", f"node {node_id} is offline"
@@ -221,7 +230,7 @@ class MeetingService:
         now = self._clock()
         call = Call(os.urandom(SESSION_BYTES).hex(), node_id, now, self.offer_expiry_s)
         try:
-            offer = call.offer(sdp, camera, now)
+            offer = call.offer(sdp, camera, now, mode)
         except ValueError as e:
             zh, _, en = str(e).partition(" / ")
             raise MeetingRefused(
