@@ -158,7 +158,14 @@ async def test_two_villages_receive_while_an_offline_and_a_busy_one_are_reported
         await taken
         base = f"http://127.0.0.1:{svc.http_port}"
         async with browser(base) as page:
-            await _open(page)
+            # the township's page links to the broadcast to its villages
+            await page.goto(f"/dashboard/#/u/{TOWNSHIP}")
+            link = page.locator("[data-test=broadcast-link]")
+            await link.wait_for()
+            assert await link.get_attribute("href") == f"/dashboard/broadcast?code={TOWNSHIP}"
+            await link.click()
+            await page.wait_for_url(f"**/dashboard/broadcast?code={TOWNSHIP}")
+            await page.evaluate("() => window.__broadcast.ready")
             rows = await page.locator("[data-test=broadcast-row]").count()
             assert rows == 4
             await page.click("[data-test=broadcast-start]")

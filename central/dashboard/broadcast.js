@@ -164,7 +164,7 @@ const LEG_TEXT = {
       })
       .catch(function (e) {
         state.error = e.message;
-        nodes.forEach(function (n) { setLeg(n, "failed"); });
+        nodes.forEach(function (n) { setLeg(n, "failed", e.message); });
         setState("failed", t("broadcast_no_media", { why: e.message }));
       });
   }
