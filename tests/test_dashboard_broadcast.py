@@ -132,8 +132,8 @@ def test_every_string_broadcast_js_uses_is_in_the_catalogue() -> None:
 
     js = (dashboard.ASSETS / "broadcast.js").read_text(encoding="utf-8")
     used = {k for k in re.findall(r"\bt\(\"([a-z_0-9]+)\"", js) if not k.endswith("_")}
-    used |= set(re.findall(r"\"((?:broadcast|leg)_state_[a-z]+)\"", js))
-    assert {"leg_state_busy", "leg_state_offline", "broadcast_state_live"} <= used
+    used |= set(re.findall(r"\"((?:broadcast_state|leg_state|leg_end)_[a-z_]+)\"", js))
+    assert {"leg_state_busy", "leg_state_offline", "leg_end_hangup_remote"} <= used
     assert used - set(i18n.catalogue()) == set()
 
 
@@ -213,24 +213,49 @@ async def test_two_villages_receive_while_an_offline_and_a_busy_one_are_reported
         await other.close()
 
 
-async def test_eight_villages_receive_and_ending_frees_everything(
+async def test_eight_villages_receive_one_leaves_and_ending_frees_everything(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
     nodes = _nodes(8)
-    async with township(broker, tmp_path, nodes) as (svc, agents):
-        base = f"http://127.0.0.1:{svc.http_port}"
-        async with browser(base) as page:
-            await _open(page)
-            await page.click("[data-test=broadcast-start]")
-            await wait_legs(
-                page,
-                lambda ls: len(ls) == 8 and all(v["state"] == "connected" for v in ls.values()),
-                "eight connected",
-                within=90.0,
-            )
-            for node in nodes:
-                await wait_until(lambda a=agents[node]: _frames(a) >= FRAMES,
-                                 f"{node} decoded frames", within=90.0)  # fmt: skip
-            assert len(svc.meetings.calls) == 8
-            await _end_and_check_freed(page, svc, agents)
-        assert sum(1 for a in _audit(svc) if a[2] == "ok") == 8
+    stays, leaves = nodes[:7], nodes[7]
+    async with township(broker, tmp_path, stays) as (svc, agents):
+        (tmp_path / leaves).mkdir()
+        cfg = make_config(tmp_path / leaves, broker.port, node_id=leaves)
+        last = Running(cfg, serve_local_socket=False, serve_metrics=False)
+        leaving = await last.__aenter__()
+        try:
+            await wait_until(lambda: svc.coverage.node_online(leaves) is True, "8th online")
+            await asyncio.sleep(0.3)  # its meet/req subscription follows its birth
+            base = f"http://127.0.0.1:{svc.http_port}"
+            async with browser(base) as page:
+                await _open(page)
+                await page.click("[data-test=broadcast-start]")
+                await wait_legs(
+                    page,
+                    lambda ls: len(ls) == 8 and all(v["state"] == "connected" for v in ls.values()),
+                    "eight connected",
+                    within=90.0,
+                )
+                for node, agent in [*agents.items(), (leaves, leaving)]:
+                    await wait_until(lambda a=agent: _frames(a) >= FRAMES,
+                                     f"{node} decoded frames", within=90.0)  # fmt: skip
+                assert len(svc.meetings.calls) == 8
+
+                # one village's node stops: its row says so, the other seven go on
+                await last.__aexit__(None, None, None)
+                got = await wait_legs(
+                    page, lambda ls: ls[leaves]["state"] == "ended", "the 8th leg ended"
+                )
+                assert "村端已结束" in got[leaves]["reason"]
+                assert all(got[n]["state"] == "connected" for n in stays)
+                before = {n: _frames(a) for n, a in agents.items()}
+                for node, agent in agents.items():
+                    await wait_until(lambda a=agent, n=node: _frames(a) >= before[n] + FRAMES,
+                                     f"{node} still decoding")  # fmt: skip
+                rec = await svc.meetings.history(leaves[:12], 1, 0)
+                assert rec[1][0]["end_reason"] == "hangup_remote"
+
+                await _end_and_check_freed(page, svc, agents)
+            assert sum(1 for a in _audit(svc) if a[2] == "ok") == 8
+        finally:
+            await last.__aexit__(None, None, None)

@@ -20,6 +20,11 @@ const LEG_TEXT = {
   offline: "leg_state_offline",
   ended: "leg_state_ended",
 };
+// Why central ended a leg the village side ended (a meeting record's end_reason).
+const END_TEXT = {
+  hangup_remote: "leg_end_hangup_remote",
+  central_restart: "leg_end_central_restart",
+};
 
 (function () {
   "use strict";
@@ -31,6 +36,9 @@ const LEG_TEXT = {
   var GATHER_MS = 3000;
   // How often each leg's sent frames and bytes are read from getStats (ms).
   var STATS_MS = 2000;
+  // Every this many samples, each leg's record is read: a village that hung up (its agent
+  // stopped) shows as ended at once, not when its peer connection times out (~30 s).
+  var RECORD_EVERY = 2;
   // What the page sends to every village: one encoder per village, so a modest picture
   // (docs/meetings.md: uplink and browser cost grow with the number of villages).
   var VIDEO = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 15 } };
@@ -180,7 +188,21 @@ const LEG_TEXT = {
     });
   }
 
+  var ticks = 0;
+
   function sample() {
+    ticks += 1;
+    Object.keys(pcs).forEach(function (node) {
+      var leg = state.legs[node];
+      if (ticks % RECORD_EVERY === 0 && leg && leg.session) {
+        var session = leg.session;
+        api("GET", "/api/v1/meetings/" + session).then(function (rec) {
+          if (rec.state !== "ended" || !state.legs[node] || state.legs[node].session !== session) return;
+          state.legs[node].session = null; // ended at central already: nothing to hang up
+          endLeg(node, "ended", END_TEXT[rec.end_reason] ? t(END_TEXT[rec.end_reason]) : rec.end_reason);
+        }).catch(function () {});
+      }
+    });
     Object.keys(pcs).forEach(function (node) {
       var pc = pcs[node];
       pc.getStats().then(function (report) {
