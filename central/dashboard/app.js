@@ -171,12 +171,11 @@ function unitView(code) {
   root.innerHTML = `
     <div class="grid">
       <section class="card headline span6" data-test="headline">
-        <h2><span data-test="unit-name"></span> · ${esc(t("headline"))}</h2>
+        <h2><span data-test="unit-name"></span> · ${esc(t("headline"))} · <a data-test="broadcast-link" href="${broadcastHref(code)}">${esc(t("broadcast_open"))}</a></h2>
         <div class="big" data-test="ratio"></div>
         <div class="sub" data-test="covered-of"></div>
         <div class="sub" data-test="provisioned"></div>
         <div class="sub" data-test="devices-summary"></div>
-        <div class="sub"><a data-test="broadcast-link" href="${broadcastHref(code)}">${esc(t("broadcast_open"))}</a></div>
       </section>
       <section class="card stat ok span2"><h2>${esc(t("nodes_online"))}</h2><div class="big" data-test="nodes-online"></div></section>
       <section class="card stat bad span2"><h2>${esc(t("nodes_offline"))}</h2><div class="big" data-test="nodes-offline"></div></section>
