@@ -21,7 +21,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from wire.meeting import (
     MeetingMode,
     MeetingReply,
     MeetingRequest,
+    Receiving,
     Switched,
 )
 
@@ -69,6 +70,7 @@ STAT_KEYS = (
     "height",
     "fps",
     "first_frame_ms",
+    "audio_frames",  # a broadcast leg: reported by the node (MeetingReply "received")
 )
 
 #: publish(topic, payload, expiry_s); raises ConnectionError when the broker link is down.
@@ -357,6 +359,13 @@ class MeetingService:
                 self._send_quiet_to(reply.node, bye)
             return
         out = call.receive(reply, self._clock())
+        if isinstance(out, Receiving):  # a broadcast leg's node: what it decoded so far
+            counts = out.received
+            stats = {"frames_decoded": counts.frames, "audio_frames": counts.audio_frames}
+            if counts.width and counts.height:
+                stats |= {"width": counts.width, "height": counts.height}
+            self._later(self.record_stats(call.session, stats))
+            return
         fut = self._waiting.get(call.session)
         if isinstance(out, Answered | Ended) and fut is not None and not fut.done():
             fut.set_result(out)
@@ -402,6 +411,12 @@ class MeetingService:
         """Write the record from the link's callback without holding up the batch; the task
         is kept until done and :meth:`drain` awaits the rest at shutdown."""
         task = asyncio.get_running_loop().create_task(self._db(self.store.update, call))
+        self._updates.add(task)
+        task.add_done_callback(self._updates.discard)
+
+    def _later(self, write: Coroutine[Any, Any, Any]) -> None:
+        """Run ``write`` (a record write) as :meth:`_update_later` does."""
+        task = asyncio.get_running_loop().create_task(write)
         self._updates.add(task)
         task.add_done_callback(self._updates.discard)
 

@@ -22,6 +22,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from edge.meeting_media import MediaFailed, TurnServer, ice_configuration
+from wire.meeting import Received
 
 log = logging.getLogger("shilian.edge.broadcast")
 
@@ -81,6 +82,13 @@ class BroadcastReceiver:
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._answered_at = time.monotonic()
         return str(self.pc.localDescription.sdp)
+
+    def counts(self) -> Received:
+        """What was decoded so far, for the node's report to central."""
+        return Received(
+            frames=self.frames, audio_frames=self.audio_frames, width=self.width,
+            height=self.height,
+        )  # fmt: skip
 
     async def _drain(self, track: Any) -> None:
         while True:

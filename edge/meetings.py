@@ -56,6 +56,9 @@ REOPEN_PAUSE_S = 2.0
 CONNECT_TIMEOUT_S = 20.0
 #: Bound on publishing the hang-up when the agent stops.
 STOP_PUBLISH_S = 2.0
+#: A broadcast leg tells central what it decoded this often: the operator's page shows it per
+#: village (read every ~4 s), and 8-32 villages at this rate are a few messages a second.
+RECEIVED_REPORT_S = 3.0
 
 
 class LinkSource(Protocol):
@@ -238,7 +241,14 @@ class MeetingDesk:
                 reason = "connect_timeout"
             else:
                 failed = receiver.peer_gone.is_set()
-                await receiver.peer_gone.wait()  # until the page leaves (cancel: central hung up)
+                # until the page leaves (cancel: central hung up), reporting what arrived
+                while not receiver.peer_gone.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(RECEIVED_REPORT_S):
+                            await receiver.peer_gone.wait()
+                    report = self.line.received(a.session, receiver.counts(), self.clock())
+                    if report is not None and not receiver.peer_gone.is_set():
+                        await self._send(report)
                 reason = "peer_failed" if failed else "peer_gone"
             bye = self.line.ended(a.session, self.clock())
             if bye is not None:

@@ -189,6 +189,12 @@ async def test_two_villages_receive_while_an_offline_and_a_busy_one_are_reported
                 receiver = desk.receiver if desk is not None else None
                 assert receiver is not None and receiver.width and receiver.height
                 await wait_until(lambda r=receiver: r.audio_frames > 0, f"{node} audio")
+            # the page shows what each village reports it decoded
+            await wait_legs(
+                page, lambda ls: all(ls[n]["received"] >= FRAMES for n in live), "reports"
+            )
+            cell = page.locator(f"[data-test=leg-received][data-node='{live[0]}']")
+            assert int(await cell.inner_text()) >= FRAMES
             busy_desk = agents[busy].meetings
             assert busy_desk is not None and busy_desk.receiver is not None
             # ending frees the operator's legs only; the other broadcast goes on

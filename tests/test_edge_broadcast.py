@@ -99,6 +99,16 @@ async def test_village_receives_the_broadcast_sends_nothing_and_frees_it_on_hang
             await wait_until(lambda: receiver.audio_frames > 0, "decoded audio")
             assert _frames(agent, "video") >= 20 and _frames(agent, "audio") > 0
             assert sorted(_broadcast_tasks()) == ["broadcast-audio", "broadcast-video"]
+            # the node tells central what it decoded (shown on the operator's page)
+            await wait_until(
+                lambda: any(
+                    r.op == "received" and r.received is not None and r.received.frames > 0
+                    for r in op.replies
+                ),
+                "a received report",
+            )
+            report = next(r.received for r in op.replies if r.op == "received")
+            assert report is not None and (report.width, report.height) == (640, 480)
 
             # the line is taken: a call and another broadcast are both busy
             viewer = Viewer()

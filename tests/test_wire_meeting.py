@@ -290,3 +290,26 @@ def test_an_offer_without_mode_is_a_call() -> None:
     line = Line(NODE, frozenset())
     refused = line.receive(decode(MeetingRequest, raw), False, 1.0)
     assert isinstance(refused, Reply) and refused.reply.op == "reject"
+
+
+def test_a_broadcast_legs_counts_reach_central_only_while_it_is_active() -> None:
+    from wire.meeting import Received, Receiving
+
+    call = Call(S1, NODE, 10.0)
+    call.offer(SDP, None, 10.0, mode="broadcast")
+    line = Line(NODE, frozenset())
+    line.receive(
+        MeetingRequest(session=S1, op="offer", ts=10.0, sdp=SDP, mode="broadcast"), False, 10.0
+    )
+    counts = Received(frames=30, audio_frames=50, width=640, height=360)
+    early = line.received(S1, counts, 10.1)
+    assert early is not None and call.receive(early, 10.1) == Ignored("not_active")
+    ans = line.answered(S1, SDP, None, 10.2)
+    assert ans is not None and isinstance(call.receive(ans, 10.2), Answered)
+    report = line.received(S1, counts, 11.0)
+    assert report is not None and decode(MeetingReply, encode(report), node_id=NODE) == report
+    assert call.receive(report, 11.0) == Receiving(counts)
+    assert call.receive(_reply("received"), 11.1) == Ignored("no_counts")
+    assert call.state is CallState.ACTIVE  # counts never end a leg
+    line.ended(S1, 12.0)
+    assert line.received(S1, counts, 12.1) is None

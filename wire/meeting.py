@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from wire.messages import CommandError, NodeId, Timestamp, _Payload
 
@@ -51,20 +51,33 @@ class MeetingRequest(_Payload):
     mode: MeetingMode = "call"
 
 
+class Received(BaseModel):
+    """What a node decoded so far of a broadcast it receives (counts since the leg began)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
+
+    frames: int = Field(ge=0, description="video frames decoded")
+    audio_frames: int = Field(default=0, ge=0, description="audio frames decoded")
+    width: int | None = Field(default=None, ge=0, le=16384)
+    height: int | None = Field(default=None, ge=0, le=16384)
+
+
 class MeetingReply(_Payload):
     """Node -> central on its own ``meet/res``. ``answer`` carries the complete answer ``sdp``
     and the ``camera`` being sent; ``busy`` (already in another call), ``reject`` (with
     ``error``: the camera is unknown or cannot be opened, the offer's SDP is unusable) and
     ``hangup`` (the node ended the call: its camera stream ended for good, or it stops) end the
-    call; ``camera`` confirms a switch."""
+    call; ``camera`` confirms a switch; ``received`` (broadcast legs, every few seconds) carries
+    what the node decoded so far in ``received``."""
 
     node: NodeId
     session: SessionId
-    op: Literal["answer", "busy", "reject", "hangup", "camera"]
+    op: Literal["answer", "busy", "reject", "hangup", "camera", "received"]
     ts: Timestamp
     sdp: str | None = Field(default=None, max_length=MAX_SDP_CHARS)
     camera: CameraId | None = None
     error: CommandError | None = None
+    received: Received | None = None
 
 
 class EndReason(StrEnum):
@@ -135,13 +148,20 @@ class Switched:
 
 
 @dataclass(frozen=True, slots=True)
+class Receiving:
+    """A broadcast leg's node reported what it decoded so far."""
+
+    received: Received
+
+
+@dataclass(frozen=True, slots=True)
 class Ignored:
     """A reply that changes nothing (late, repeated, for an ended call); ``why`` is a label."""
 
     why: str
 
 
-Outcome = Answered | Ended | Switched | Ignored
+Outcome = Answered | Ended | Switched | Receiving | Ignored
 
 
 class Call:
@@ -202,6 +222,10 @@ class Call:
                 return Ignored("not_active")
             self.camera = reply.camera
             return Switched(reply.camera)
+        if reply.op == "received":
+            if self.state is not CallState.ACTIVE or reply.received is None:
+                return Ignored("not_active" if reply.received is not None else "no_counts")
+            return Receiving(reply.received)
         detail = reply.error.message if reply.error is not None else ""
         reason = {
             "busy": EndReason.BUSY,
@@ -345,6 +369,14 @@ class Line:
         if self.session != session:
             return None
         return MeetingReply(node=self.node_id, session=session, op="camera", ts=now, camera=camera)
+
+    def received(self, session: str, counts: Received, now: float) -> MeetingReply | None:
+        """A broadcast leg's counts so far (None if the leg is gone)."""
+        if self.session != session:
+            return None
+        return MeetingReply(
+            node=self.node_id, session=session, op="received", ts=now, received=counts
+        )
 
     def failed(self, session: str, code: str, zh: str, en: str, now: float) -> MeetingReply:
         """Setting up the call failed: free the line, tell central."""

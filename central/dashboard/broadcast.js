@@ -2,8 +2,9 @@
 // One peer connection per village, each sending this page's camera and microphone; signalling
 // goes through central (POST /api/v1/meetings with mode "broadcast", DELETE to end), so every
 // village is scope-checked, audited and refused on its own (offline, busy) without failing the
-// others. The villages receive only: nothing comes back. window.__broadcast exposes the state
-// of every village's leg for tests and bench/meeting.py.
+// others. The villages send no media back; each reports what it decoded, shown per row from
+// its meeting record. window.__broadcast exposes the state of every village's leg for tests and
+// bench/meeting.py.
 // The states and their strings (every key spelled out: the catalogue test reads them).
 const BROADCAST_TEXT = {
   idle: "broadcast_state_idle",
@@ -89,7 +90,7 @@ const END_TEXT = {
   }
 
   function setLeg(node, s, reason) {
-    var leg = state.legs[node] || (state.legs[node] = { session: null, framesSent: 0, bytesSent: 0 });
+    var leg = state.legs[node] || (state.legs[node] = { session: null, framesSent: 0, bytesSent: 0, received: 0 });
     leg.state = s;
     leg.reason = reason || "";
     if (s === "connected" && leg.connectedMs == null) leg.connectedMs = performance.now() - state.startedAt;
@@ -197,8 +198,16 @@ const END_TEXT = {
       if (ticks % RECORD_EVERY === 0 && leg && leg.session) {
         var session = leg.session;
         api("GET", "/api/v1/meetings/" + session).then(function (rec) {
-          if (rec.state !== "ended" || !state.legs[node] || state.legs[node].session !== session) return;
-          state.legs[node].session = null; // ended at central already: nothing to hang up
+          var now = state.legs[node];
+          if (!now || now.session !== session) return;
+          // what the village reports it decoded (its node's "received" messages)
+          if (rec.stats && rec.stats.frames_decoded != null) {
+            now.received = rec.stats.frames_decoded;
+            var cell = document.querySelector('[data-test=leg-received][data-node="' + node + '"]');
+            if (cell) cell.textContent = String(now.received);
+          }
+          if (rec.state !== "ended") return;
+          now.session = null; // ended at central already: nothing to hang up
           endLeg(node, "ended", END_TEXT[rec.end_reason] ? t(END_TEXT[rec.end_reason]) : rec.end_reason);
         }).catch(function () {});
       }
@@ -242,13 +251,14 @@ const END_TEXT = {
       if (!r.nodes.length) { box.innerHTML = '<p class="muted">' + esc(t("broadcast_no_villages")) + "</p>"; return; }
       box.innerHTML = "<table><thead><tr><th></th><th>" + esc(t("broadcast_col_village")) + "</th><th>" +
         esc(t("broadcast_col_node")) + "</th><th>" + esc(t("broadcast_col_state")) + "</th><th>" +
-        esc(t("broadcast_col_sent")) + "</th></tr></thead><tbody>" +
+        esc(t("broadcast_col_sent")) + "</th><th>" + esc(t("broadcast_col_received")) + "</th></tr></thead><tbody>" +
         r.nodes.map(function (n) {
           var id = esc(n.node_id);
           return '<tr data-test="broadcast-row" data-node="' + id + '"><td><input type="checkbox" data-test="broadcast-pick" value="' +
             id + '" checked></td><td>' + esc(n.village_name || n.village) + "</td><td>" + id +
             '</td><td data-test="leg-state" data-node="' + id + '">' + esc(t("state_" + n.state)) +
-            '</td><td data-test="leg-sent" data-node="' + id + '"></td></tr>';
+            '</td><td data-test="leg-sent" data-node="' + id + '"></td><td data-test="leg-received" data-node="' + id +
+            '"></td></tr>';
         }).join("") + "</tbody></table>";
       document.querySelectorAll("[data-test=broadcast-pick]").forEach(function (b) { b.addEventListener("change", count); });
       $("[data-test=broadcast-all]").checked = true;
