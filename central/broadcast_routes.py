@@ -17,7 +17,7 @@ from aiohttp import web
 from central import assets, http, i18n
 
 #: Villages one broadcast addresses at most. The page encodes and sends one stream per village:
-#: measured ~2.4 % of a core and 0.15-0.2 Mbit/s (fake camera, 640x360 at 15 fps) more per
+#: measured ~2.5-3 % of a core and 0.15-0.2 Mbit/s (fake camera, 640x360 at 15 fps) more per
 #: village (docs/meetings.md "1:N"), so 32 stay under one core and ~20 Mbit/s with a real
 #: camera's busier picture; a bigger audience is split into several broadcasts.
 MAX_VILLAGES = 32

@@ -182,6 +182,9 @@ const END_TEXT = {
   function end() {
     if (timer) { clearInterval(timer); timer = null; }
     var all = Object.keys(pcs).map(function (node) { return endLeg(node, "ended"); });
+    Object.keys(state.legs).forEach(function (node) {
+      if (state.legs[node].state === "pending") setLeg(node, "ended"); // ended before the camera opened
+    });
     setState("ended");
     return Promise.all(all).then(function () {
       if (stream) { stream.getTracks().forEach(function (tr) { tr.stop(); }); stream = null; }
