@@ -9,8 +9,19 @@ process (so its CPU is its own, read from /proc), the gst-rtsp-server test camer
 ``setup_p50_ms``: median over ``--calls`` calls of click -> first picture shown
 (requestVideoFrameCallback), each call hung up before the next. ``edge_cpu_pct``: the agent's
 CPU (user + system, % of one core) during ``--relay-s`` seconds of one call, and the same
-agent idle for as long (the baseline, same run). 1:N broadcast is not built:
-``central_cpu_pct_per_village`` is null. Final line: JSON.
+agent idle for as long (the baseline, same run).
+
+1:N broadcast (``--villages``, default 8): that many more agents, each its own process and
+its own village of one township, and the broadcast page addressing all of them from Chromium's
+fake camera. ``broadcast_setup_ms``: click -> the last village's leg connected;
+``broadcast_village_fps_min``: the lowest rate at which a village decoded the operator's video
+(from each agent's ``shilian_edge_broadcast_frames`` metric); ``central_cpu_pct_per_village``:
+central's CPU (this process: the service, and Playwright's client, which idles) during
+``--relay-s`` seconds of the broadcast minus the same central idle for as long (the baseline,
+same run), divided by the number of villages; ``central_cpu_s_broadcast_setup``: its CPU
+seconds from the click to the last leg connected (signalling, records, audit). Central relays
+signalling only in a broadcast (docs/meetings.md "1:N"), so the former is close to zero.
+Final line: JSON.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--no-first-run", "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
     "--disable-features=WebRtcHideLocalIpsWithMdns", "--allow-loopback-in-peer-connection",
 ]  # fmt: skip
 #: The edge agent, with aioice's host addresses limited to loopback (it skips 127.0.0.1).
@@ -70,6 +82,92 @@ def start_edge(config: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", EDGE, str(config)], cwd=ROOT)
 
 
+#: The broadcast's villages: one township's (registry), one node each.
+TOWNSHIP_VILLAGES = [
+    "450102001004", "450102001006", "450102001007", "450102001010", "450102001012",
+    "450102001013", "450102001014", "450102001015", "450102001016", "450102001018",
+]  # fmt: skip
+
+
+def village_config(work: Path, broker_port: int, node: str, metrics_port: int) -> Path:
+    """An agent without cameras: a broadcast needs none."""
+    d = work / node
+    d.mkdir()
+    toml = d / "edge.toml"
+    toml.write_text(
+        f'node_id = "{node}"\nlog_level = "WARNING"\n[broker]\nport = {broker_port}\n'
+        f'[outbox]\npath = "{d / "outbox.sqlite3"}"\n'
+        f'[metrics]\nport = {metrics_port}\n[local_socket]\npath = "{d / "edge.sock"}"\n'
+    )
+    return toml
+
+
+def broadcast_frames(metrics_port: int) -> float:
+    """The agent's decoded broadcast video frames, from its /metrics."""
+    from urllib.request import urlopen
+
+    with urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith('shilian_edge_broadcast_frames_total{kind="video"}'):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def broadcast(
+    b: object, base: str, svc: CentralService, ports: list[int], window_s: float
+) -> dict[str, object]:
+    """Broadcast to every village of ``ports`` (their metrics ports) from the broadcast page."""
+    n = len(ports)
+    ctx = await b.new_context(base_url=base)  # type: ignore[attr-defined]
+    r = await ctx.request.post("/api/v1/login", data={"user": "op", "password": "pw-op-0123"})
+    assert r.ok
+    page = await ctx.new_page()
+    await page.goto("/dashboard/broadcast?code=450102001")
+    await page.evaluate("() => window.__broadcast.ready")
+    c0 = cpu_s(os.getpid())
+    await asyncio.sleep(window_s)
+    idle_pct = 100 * (cpu_s(os.getpid()) - c0) / window_s
+    # the 1:1 call's node is in the same township: only the broadcast's villages are chosen
+    await page.uncheck(f"[data-test=broadcast-pick][value='{NODE}']")
+    c_setup = cpu_s(os.getpid())
+    await page.click("[data-test=broadcast-start]")
+    deadline = time.monotonic() + 60
+    while True:
+        legs = await page.evaluate("() => window.__broadcast.legs")
+        if len(legs) == n and all(v["state"] == "connected" for v in legs.values()):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the broadcast did not connect: {legs}")
+        await asyncio.sleep(0.1)
+    setup_ms = max(float(v["connectedMs"]) for v in legs.values())
+    setup_cpu_s = cpu_s(os.getpid()) - c_setup
+    await wait(lambda: all(broadcast_frames(p) > 0 for p in ports), "every village decoded")
+    await asyncio.sleep(2.0)  # past the set-up
+    f0 = [broadcast_frames(p) for p in ports]
+    c0 = cpu_s(os.getpid())
+    await asyncio.sleep(window_s)
+    busy_pct = 100 * (cpu_s(os.getpid()) - c0) / window_s
+    f1 = [broadcast_frames(p) for p in ports]
+    sent = await page.evaluate(
+        "() => Object.values(window.__broadcast.legs).reduce((a, l) => a + l.bytesSent, 0)"
+    )
+    await page.click("[data-test=broadcast-end]")
+    await wait(lambda: svc.meetings.calls == {}, "broadcast ended")
+    await ctx.close()
+    return {
+        "broadcast_villages": n,
+        "broadcast_setup_ms": round(setup_ms, 1),
+        "broadcast_village_fps_min": round(
+            min(b - a for a, b in zip(f0, f1, strict=True)) / window_s, 1
+        ),
+        "broadcast_sent_mb": round(sent / 1e6, 1),
+        "central_cpu_s_broadcast_setup": round(setup_cpu_s, 2),
+        "central_cpu_pct_broadcast": round(busy_pct, 2),
+        "central_cpu_pct_idle": round(idle_pct, 2),
+        "central_cpu_pct_per_village": round((busy_pct - idle_pct) / n, 3),
+    }
+
+
 async def wait(cond, what: str, within: float = 60.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + within
     while not cond():
@@ -78,7 +176,7 @@ async def wait(cond, what: str, within: float = 60.0) -> None:  # type: ignore[n
         await asyncio.sleep(0.05)
 
 
-async def run(calls: int, relay_s: float) -> dict[str, object]:
+async def run(calls: int, relay_s: float, villages: int) -> dict[str, object]:
     from playwright.async_api import async_playwright
 
     work = Path(tempfile.mkdtemp(prefix="bench-meeting-"))
@@ -103,10 +201,18 @@ async def run(calls: int, relay_s: float) -> dict[str, object]:
     svc = CentralService(cfg)
     task = asyncio.create_task(svc.run())
     edge = start_edge(edge_toml)
+    nodes = [f"{v}-a" for v in TOWNSHIP_VILLAGES[:villages]]
+    ports = [free_port() for _ in nodes]
+    village_edges = [
+        start_edge(village_config(work, broker.port, n, p))
+        for n, p in zip(nodes, ports, strict=True)
+    ]
     setups: list[float] = []
+    figures: dict[str, object] = {}
     try:
         await wait(lambda: svc._started.is_set() and svc.link.connected, "central up")
         await wait(lambda: svc.coverage.node_online(NODE) is True, "node online")
+        await wait(lambda: all(svc.coverage.node_online(n) is True for n in nodes), "villages")
         async with async_playwright() as p:
             b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             ctx = await b.new_context(base_url=f"http://127.0.0.1:{svc.http_port}")
@@ -143,10 +249,15 @@ async def run(calls: int, relay_s: float) -> dict[str, object]:
             stats = await page.evaluate("() => window.__meeting.stats")
             await page.click("[data-test=meeting-hangup]")
             await wait(lambda: svc.meetings.calls == {}, "hung up")
+            if villages:
+                base = f"http://127.0.0.1:{svc.http_port}"
+                figures = await broadcast(b, base, svc, ports, relay_s)
             await b.close()
     finally:
-        edge.terminate()
-        edge.wait(30)
+        for e in (edge, *village_edges):
+            e.terminate()
+        for e in (edge, *village_edges):
+            e.wait(30)
         svc.stop()
         await asyncio.wait_for(task, 30)
         cam.kill()
@@ -162,6 +273,7 @@ async def run(calls: int, relay_s: float) -> dict[str, object]:
         "relayed_fps": stats.get("fps"),
         "relayed_size": f"{stats.get('width')}x{stats.get('height')}",
         "central_cpu_pct_per_village": None,
+        **figures,
     }
 
 
@@ -169,8 +281,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--relay-s", type=float, default=20.0)
+    ap.add_argument("--villages", type=int, default=8, help="1:N broadcast to this many")
     args = ap.parse_args()
-    figures = asyncio.run(run(args.calls, args.relay_s))
+    figures = asyncio.run(run(args.calls, args.relay_s, min(args.villages, 10)))
     print(json.dumps(figures))
 
 

@@ -1,7 +1,8 @@
 """HTTP routes of meetings (docs/api.md, docs/meetings.md):
 
-- ``POST /api/v1/meetings`` ``{node_id, sdp, camera?}``: call a node with the page's complete
-  offer; answers ``{session, node, camera, sdp}`` (the node's answer) once the node answered.
+- ``POST /api/v1/meetings`` ``{node_id, sdp, camera?, mode?}``: call a node with the page's
+  complete offer; answers ``{session, node, camera, sdp}`` (the node's answer) once the node
+  answered. ``mode: "broadcast"`` is one village's leg of a 1:N broadcast.
 - ``DELETE /api/v1/meetings/{session}``: hang up; answers the meeting record.
 - ``POST /api/v1/meetings/{session}/camera`` ``{camera}``: switch the call's camera.
 - ``POST /api/v1/meetings/{session}/stats`` ``{rtt_ms, loss_pct, bitrate_kbps, frames_decoded,
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from central import assets, auth, http, i18n, views
 from central.meetings import MeetingRefused, MeetingService
-from wire.meeting import MAX_SDP_CHARS, OFFER_EXPIRY_S
+from wire.meeting import MAX_SDP_CHARS, OFFER_EXPIRY_S, MeetingMode
 
 MEETINGS: web.AppKey[MeetingService] = web.AppKey("meetings", MeetingService)
 #: History page sizes: a village has a few meetings a week; the cap bounds one answer.
@@ -46,6 +47,11 @@ class CallBody(BaseModel):
     node_id: str = Field(max_length=40, description="the node to call")
     sdp: str = Field(max_length=MAX_SDP_CHARS, description="the page's complete offer")
     camera: str | None = Field(default=None, pattern=_CAMERA, description="camera device id")
+    mode: MeetingMode = Field(
+        default="call",
+        description="call: see the village's camera; broadcast: one village's leg of a 1:N "
+        "broadcast (the village receives the operator's media and sends none)",
+    )
 
 
 class CameraBody(BaseModel):
@@ -111,7 +117,7 @@ async def call(request: web.Request) -> web.Response:
     outcome = "ok"
     try:
         async with asyncio.timeout(OFFER_EXPIRY_S + ANSWER_GRACE_S):
-            got = await service.call(node_id, body.sdp, body.camera, user)
+            got = await service.call(node_id, body.sdp, body.camera, user, body.mode)
     except MeetingRefused as e:
         outcome = e.code
         raise _refused(e) from None
@@ -122,7 +128,9 @@ async def call(request: web.Request) -> web.Response:
         ) from None
     finally:
         await asyncio.shield(
-            auth.audit(request, "meeting_call", node_id, outcome, camera=body.camera)
+            auth.audit(
+                request, "meeting_call", node_id, outcome, camera=body.camera, mode=body.mode
+            )
         )
     return http.ok({"session": got.session, "node": node_id, "camera": got.camera, "sdp": got.sdp})
 

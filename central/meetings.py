@@ -21,7 +21,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,10 @@ from wire.meeting import (
     Call,
     Ended,
     EndReason,
+    MeetingMode,
     MeetingReply,
     MeetingRequest,
+    Receiving,
     Switched,
 )
 
@@ -68,6 +70,7 @@ STAT_KEYS = (
     "height",
     "fps",
     "first_frame_ms",
+    "audio_frames",  # a broadcast leg: reported by the node (MeetingReply "received")
 )
 
 #: publish(topic, payload, expiry_s); raises ConnectionError when the broker link is down.
@@ -205,9 +208,17 @@ class MeetingService:
     def busy_node(self, node_id: str) -> Call | None:
         return next((c for c in self.calls.values() if c.node_id == node_id), None)
 
-    async def call(self, node_id: str, sdp: str, camera: str | None, user: str | None) -> Connected:
+    async def call(
+        self,
+        node_id: str,
+        sdp: str,
+        camera: str | None,
+        user: str | None,
+        mode: MeetingMode = "call",
+    ) -> Connected:
         """Offer ``sdp`` to ``node_id`` and wait for its answer; :class:`MeetingRefused`
-        otherwise. Cancelling this (the operator gave up) hangs the call up."""
+        otherwise. Cancelling this (the operator gave up) hangs the call up. ``mode``
+        ``broadcast``: one village's leg of a 1:N broadcast (the node only receives)."""
         if self._node_online(node_id) is not True:
             raise MeetingRefused(
                 409, "node_offline", f"节点 {node_id} 离线，无法呼叫", f"node {node_id} is offline"
@@ -221,7 +232,7 @@ class MeetingService:
         now = self._clock()
         call = Call(os.urandom(SESSION_BYTES).hex(), node_id, now, self.offer_expiry_s)
         try:
-            offer = call.offer(sdp, camera, now)
+            offer = call.offer(sdp, camera, now, mode)
         except ValueError as e:
             zh, _, en = str(e).partition(" / ")
             raise MeetingRefused(
@@ -348,6 +359,13 @@ class MeetingService:
                 self._send_quiet_to(reply.node, bye)
             return
         out = call.receive(reply, self._clock())
+        if isinstance(out, Receiving):  # a broadcast leg's node: what it decoded so far
+            counts = out.received
+            stats = {"frames_decoded": counts.frames, "audio_frames": counts.audio_frames}
+            if counts.width and counts.height:
+                stats |= {"width": counts.width, "height": counts.height}
+            self._later(self.record_stats(call.session, stats))
+            return
         fut = self._waiting.get(call.session)
         if isinstance(out, Answered | Ended) and fut is not None and not fut.done():
             fut.set_result(out)
@@ -393,6 +411,12 @@ class MeetingService:
         """Write the record from the link's callback without holding up the batch; the task
         is kept until done and :meth:`drain` awaits the rest at shutdown."""
         task = asyncio.get_running_loop().create_task(self._db(self.store.update, call))
+        self._updates.add(task)
+        task.add_done_callback(self._updates.discard)
+
+    def _later(self, write: Coroutine[Any, Any, Any]) -> None:
+        """Run ``write`` (a record write) as :meth:`_update_later` does."""
+        task = asyncio.get_running_loop().create_task(write)
         self._updates.add(task)
         task.add_done_callback(self._updates.discard)
 

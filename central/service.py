@@ -253,6 +253,9 @@ class CentralService:
         from central import meeting_routes
 
         meeting_routes.add_routes(app, self.meetings)
+        from central import broadcast_routes
+
+        broadcast_routes.add_routes(app)
         commissioning_summary.add_routes(app)
         from central import snapshot_routes
 

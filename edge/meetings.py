@@ -4,7 +4,9 @@ The session hands every ``meet/req`` message to :meth:`MeetingDesk.on_request` (
 blocking); :meth:`MeetingDesk.run` decides with the pure :class:`wire.meeting.Line` (one call at
 a time: a second offer is ``busy``) and runs the call in a task it owns. A call's media
 (edge.meeting_media: aiortc, imported here only when the first offer arrives) sends the chosen
-camera, or the conference camera, without decoding it.
+camera, or the conference camera, without decoding it. An offer in ``broadcast`` mode (one
+village's leg of an operator's 1:N broadcast) is received instead (edge.broadcast_media): the
+node decodes the operator's media, counts its frames and sends nothing back.
 
 A call ends when the operator hangs up (``hangup``), when the page's peer connection fails or
 closes, when the camera's stream ended and could not be opened again, or when the agent stops;
@@ -37,6 +39,7 @@ from wire.meeting import (
 )
 
 if TYPE_CHECKING:
+    from edge.broadcast_media import BroadcastReceiver
     from edge.meeting_media import MediaCall, TurnServer
 
 log = logging.getLogger("shilian.edge.meetings")
@@ -53,6 +56,9 @@ REOPEN_PAUSE_S = 2.0
 CONNECT_TIMEOUT_S = 20.0
 #: Bound on publishing the hang-up when the agent stops.
 STOP_PUBLISH_S = 2.0
+#: A broadcast leg tells central what it decoded this often: the operator's page shows it per
+#: village (read every ~4 s), and 8-32 villages at this rate are a few messages a second.
+RECEIVED_REPORT_S = 3.0
 
 
 class LinkSource(Protocol):
@@ -86,8 +92,16 @@ class MeetingDesk:
         self.calls_ended = Counter(
             "shilian_edge_meetings_ended", "calls ended, by reason", ["reason"], registry=registry
         )
+        self.broadcast_frames = Counter(
+            "shilian_edge_broadcast_frames",
+            "frames of operators' broadcasts received and decoded, by kind (video, audio)",
+            ["kind"],
+            registry=registry,
+        )
         #: The media of the call in progress (tests and /metrics look at it).
         self.media: MediaCall | None = None
+        #: The broadcast being received, if the line is taken by one.
+        self.receiver: BroadcastReceiver | None = None
 
     # -- from the session -------------------------------------------------------------------
 
@@ -157,6 +171,9 @@ class MeetingDesk:
     # -- one call -----------------------------------------------------------------------------
 
     async def _call(self, a: Answer) -> None:
+        if a.broadcast:
+            await self._receive_broadcast(a)
+            return
         from edge.meeting_media import MediaCall, MediaFailed  # aiortc: only once a call comes
 
         camera = a.camera or self.config.conference_camera
@@ -193,6 +210,60 @@ class MeetingDesk:
                 self.media = None
             self.calls_ended.labels(reason).inc()
             log.info("node %s: meeting %s ended (%s)", self.topics.node_id, a.session[:8], reason)
+
+    async def _receive_broadcast(self, a: Answer) -> None:
+        """One village's leg of a 1:N broadcast: receive the operator's media, send none."""
+        from edge.broadcast_media import BroadcastReceiver
+        from edge.meeting_media import MediaFailed
+
+        receiver = BroadcastReceiver(
+            self._turn(), lambda kind: self.broadcast_frames.labels(kind).inc()
+        )
+        self.receiver = receiver
+        reason = "hangup_local"
+        try:
+            try:
+                sdp = await receiver.answer(a.sdp)
+            except MediaFailed as e:
+                reason = e.code
+                log.warning("node %s: broadcast %s: %s", self.topics.node_id, a.session[:8], e)
+                await self._send(self.line.failed(a.session, e.code, e.zh, e.en, self.clock()))
+                return
+            answer = self.line.answered(a.session, sdp, None, self.clock())
+            if answer is None:
+                return  # hung up while we were setting up
+            await self._send(answer)
+            log.info("node %s: broadcast %s answered", self.topics.node_id, a.session[:8])
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    await _first(receiver.peer_gone.wait(), receiver.connected.wait())
+            except TimeoutError:
+                reason = "connect_timeout"
+            else:
+                failed = receiver.peer_gone.is_set()
+                # until the page leaves (cancel: central hung up), reporting what arrived
+                while not receiver.peer_gone.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(RECEIVED_REPORT_S):
+                            await receiver.peer_gone.wait()
+                    report = self.line.received(a.session, receiver.counts(), self.clock())
+                    if report is not None and not receiver.peer_gone.is_set():
+                        await self._send(report)
+                reason = "peer_failed" if failed else "peer_gone"
+            bye = self.line.ended(a.session, self.clock())
+            if bye is not None:
+                await self._send(bye)
+        finally:
+            self._calls.pop(a.session, None)
+            self._switches.pop(a.session, None)
+            if self.line.session == a.session:
+                self.line.ended(a.session, self.clock())
+            await asyncio.shield(receiver.close())
+            if self.receiver is receiver:
+                self.receiver = None
+            self.calls_ended.labels(reason).inc()
+            log.info("node %s: broadcast %s ended (%s), %d video frames received",
+                     self.topics.node_id, a.session[:8], reason, receiver.frames)  # fmt: skip
 
     async def _serve(self, session: str, media: MediaCall) -> str:
         """Run an answered call until it ends by itself; why (cancel: central hung up)."""

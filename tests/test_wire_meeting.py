@@ -258,3 +258,58 @@ def test_line_confirms_a_switch_only_for_its_session() -> None:
     rep = line.switched(S1, "cam-road", now=2.0)
     assert rep is not None and (rep.op, rep.camera) == ("camera", "cam-road")
     assert line.switched(S2, "cam-road", now=2.0) is None
+
+
+def test_broadcast_offer_needs_no_camera_and_takes_the_line() -> None:
+    call = Call(S1, NODE, 10.0)
+    req = call.offer(SDP, "cam-gate", 10.0, mode="broadcast")
+    assert req.mode == "broadcast" and req.camera is None
+    assert decode(MeetingRequest, encode(req)) == req
+    line = Line(NODE, frozenset())  # a node without cameras still receives a broadcast
+    assert line.receive(req, False, 10.1) == Answer(S1, SDP, None, broadcast=True)
+    assert line.session == S1
+    ans = line.answered(S1, SDP, None, 10.2)
+    assert ans is not None and ans.op == "answer" and ans.camera is None
+    assert isinstance(call.receive(ans, 10.3), Answered)
+    # a second offer (call or broadcast) meets a busy line
+    other = MeetingRequest(session=S2, op="offer", ts=10.4, sdp=SDP, mode="broadcast")
+    busy = line.receive(other, False, 10.4)
+    assert isinstance(busy, Reply) and busy.reply.op == "busy"
+    assert line.receive(MeetingRequest(session=S1, op="hangup", ts=11.0), False, 11.0) == Release(
+        S1
+    )
+    assert line.session is None
+
+
+def test_an_offer_without_mode_is_a_call() -> None:
+    raw = encode(MeetingRequest(session=S1, op="offer", ts=1.0, sdp=SDP)).replace(
+        b',"mode":"call"', b""
+    )
+    assert b"mode" not in raw
+    assert decode(MeetingRequest, raw).mode == "call"
+    line = Line(NODE, frozenset())
+    refused = line.receive(decode(MeetingRequest, raw), False, 1.0)
+    assert isinstance(refused, Reply) and refused.reply.op == "reject"
+
+
+def test_a_broadcast_legs_counts_reach_central_only_while_it_is_active() -> None:
+    from wire.meeting import Received, Receiving
+
+    call = Call(S1, NODE, 10.0)
+    call.offer(SDP, None, 10.0, mode="broadcast")
+    line = Line(NODE, frozenset())
+    line.receive(
+        MeetingRequest(session=S1, op="offer", ts=10.0, sdp=SDP, mode="broadcast"), False, 10.0
+    )
+    counts = Received(frames=30, audio_frames=50, width=640, height=360)
+    early = line.received(S1, counts, 10.1)
+    assert early is not None and call.receive(early, 10.1) == Ignored("not_active")
+    ans = line.answered(S1, SDP, None, 10.2)
+    assert ans is not None and isinstance(call.receive(ans, 10.2), Answered)
+    report = line.received(S1, counts, 11.0)
+    assert report is not None and decode(MeetingReply, encode(report), node_id=NODE) == report
+    assert call.receive(report, 11.0) == Receiving(counts)
+    assert call.receive(_reply("received"), 11.1) == Ignored("no_counts")
+    assert call.state is CallState.ACTIVE  # counts never end a leg
+    line.ended(S1, 12.0)
+    assert line.received(S1, counts, 12.1) is None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from wire.messages import CommandError, NodeId, Timestamp, _Payload
 
@@ -30,19 +30,36 @@ MAX_SDP_CHARS = 32 * 1024
 
 SessionId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="random, one per call")]
 CameraId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+#: ``call``: the operator sees the village's camera (the node sends video). ``broadcast``: the
+#: operator addresses many villages at once (docs/meetings.md "1:N"); the node only receives
+#: the operator's video (and audio, if offered) and sends no media back.
+MeetingMode = Literal["call", "broadcast"]
 
 
 class MeetingRequest(_Payload):
     """Central -> node on ``meet/req`` (QoS 1, message expiry = what is left of the offer's
     30 s). ``offer``: call with ``sdp`` (complete, candidates included), optionally a
     ``camera`` (device id; absent: the node's conference camera). ``hangup``: end the call.
-    ``camera``: switch the call's video to ``camera``."""
+    ``camera``: switch the call's video to ``camera``. ``mode`` (offers only): ``call``, or
+    ``broadcast`` (the node receives the operator's media and sends none; ``camera`` unused)."""
 
     session: SessionId
     op: Literal["offer", "hangup", "camera"]
     ts: Timestamp
     sdp: str | None = Field(default=None, max_length=MAX_SDP_CHARS)
     camera: CameraId | None = None
+    mode: MeetingMode = "call"
+
+
+class Received(BaseModel):
+    """What a node decoded so far of a broadcast it receives (counts since the leg began)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
+
+    frames: int = Field(ge=0, description="video frames decoded")
+    audio_frames: int = Field(default=0, ge=0, description="audio frames decoded")
+    width: int | None = Field(default=None, ge=0, le=16384)
+    height: int | None = Field(default=None, ge=0, le=16384)
 
 
 class MeetingReply(_Payload):
@@ -50,15 +67,17 @@ class MeetingReply(_Payload):
     and the ``camera`` being sent; ``busy`` (already in another call), ``reject`` (with
     ``error``: the camera is unknown or cannot be opened, the offer's SDP is unusable) and
     ``hangup`` (the node ended the call: its camera stream ended for good, or it stops) end the
-    call; ``camera`` confirms a switch."""
+    call; ``camera`` confirms a switch; ``received`` (broadcast legs, every few seconds) carries
+    what the node decoded so far in ``received``."""
 
     node: NodeId
     session: SessionId
-    op: Literal["answer", "busy", "reject", "hangup", "camera"]
+    op: Literal["answer", "busy", "reject", "hangup", "camera", "received"]
     ts: Timestamp
     sdp: str | None = Field(default=None, max_length=MAX_SDP_CHARS)
     camera: CameraId | None = None
     error: CommandError | None = None
+    received: Received | None = None
 
 
 class EndReason(StrEnum):
@@ -129,13 +148,20 @@ class Switched:
 
 
 @dataclass(frozen=True, slots=True)
+class Receiving:
+    """A broadcast leg's node reported what it decoded so far."""
+
+    received: Received
+
+
+@dataclass(frozen=True, slots=True)
 class Ignored:
     """A reply that changes nothing (late, repeated, for an ended call); ``why`` is a label."""
 
     why: str
 
 
-Outcome = Answered | Ended | Switched | Ignored
+Outcome = Answered | Ended | Switched | Receiving | Ignored
 
 
 class Call:
@@ -161,13 +187,19 @@ class Call:
         self.answered_at: float | None = None
         self.ended_at: float | None = None
 
-    def offer(self, sdp: str, camera: str | None, now: float) -> MeetingRequest:
+    def offer(
+        self, sdp: str, camera: str | None, now: float, mode: MeetingMode = "call"
+    ) -> MeetingRequest:
         """The offer to publish; ValueError with a zh/en reason if ``sdp`` is unusable."""
         problem = sdp_problem(sdp)
         if problem is not None:
             self._finish(Ended(EndReason.MALFORMED_SDP, problem), now)
             raise ValueError(problem)
-        return MeetingRequest(session=self.session, op="offer", ts=now, sdp=sdp, camera=camera)
+        if mode == "broadcast":
+            camera = None  # the node sends nothing in a broadcast
+        return MeetingRequest(
+            session=self.session, op="offer", ts=now, sdp=sdp, camera=camera, mode=mode
+        )
 
     def receive(self, reply: MeetingReply, now: float) -> Outcome:
         if reply.session != self.session or reply.node != self.node_id:
@@ -190,6 +222,10 @@ class Call:
                 return Ignored("not_active")
             self.camera = reply.camera
             return Switched(reply.camera)
+        if reply.op == "received":
+            if self.state is not CallState.ACTIVE or reply.received is None:
+                return Ignored("not_active" if reply.received is not None else "no_counts")
+            return Receiving(reply.received)
         detail = reply.error.message if reply.error is not None else ""
         reason = {
             "busy": EndReason.BUSY,
@@ -233,11 +269,13 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """Set up a call for ``session`` with the offer ``sdp`` and ``camera`` (None: default)."""
+    """Set up a call for ``session`` with the offer ``sdp`` and ``camera`` (None: default);
+    ``broadcast``: receive the operator's media only (no camera is opened)."""
 
     session: str
     sdp: str
     camera: str | None
+    broadcast: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,13 +332,16 @@ class Line:
             problem = sdp_problem(req.sdp)
             if problem is not None:
                 return Reply(self._reject(req.session, now, "malformed_sdp", problem))
+            assert req.sdp is not None
+            if req.mode == "broadcast":  # receive only: no camera needed
+                self.session = req.session
+                return Answer(req.session, req.sdp, None, broadcast=True)
             if req.camera is not None and req.camera not in self.cameras:
                 zh, en = f"本节点没有摄像机 {req.camera}", f"no camera {req.camera} on this node"
                 return Reply(self._reply(req.session, "reject", now, "no_camera", zh, en))
             if not self.cameras:
                 zh, en = "本节点未配置摄像机", "this node has no camera configured"
                 return Reply(self._reply(req.session, "reject", now, "no_camera", zh, en))
-            assert req.sdp is not None
             self.session = req.session
             return Answer(req.session, req.sdp, req.camera)
         if req.session != self.session:
@@ -313,7 +354,9 @@ class Line:
             return Drop("no_camera")
         return SwitchCamera(req.session, req.camera)
 
-    def answered(self, session: str, sdp: str, camera: str, now: float) -> MeetingReply | None:
+    def answered(
+        self, session: str, sdp: str, camera: str | None, now: float
+    ) -> MeetingReply | None:
         """The call was set up; its answer (None if it was hung up meanwhile: release it)."""
         if self.session != session:
             return None
@@ -326,6 +369,14 @@ class Line:
         if self.session != session:
             return None
         return MeetingReply(node=self.node_id, session=session, op="camera", ts=now, camera=camera)
+
+    def received(self, session: str, counts: Received, now: float) -> MeetingReply | None:
+        """A broadcast leg's counts so far (None if the leg is gone)."""
+        if self.session != session:
+            return None
+        return MeetingReply(
+            node=self.node_id, session=session, op="received", ts=now, received=counts
+        )
 
     def failed(self, session: str, code: str, zh: str, en: str, now: float) -> MeetingReply:
         """Setting up the call failed: free the line, tell central."""

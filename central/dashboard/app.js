@@ -84,6 +84,8 @@ const nodeHref = (id) => `#/n/${encodeURIComponent(id)}`;
 // county has one colour wherever it is shown.
 const RATIO_STEPS = [[0.9, "#2fbf71"], [0.75, "#8bc34a"], [0.5, "#f2a93b"], [0, "#e5484d"]];
 // The meeting page (meeting.js) is its own page: calls survive navigating the dashboard's views.
+// 1:N broadcast to the villages of a unit (broadcast.js); the page lists them for choosing.
+const broadcastHref = (code) => `/dashboard/broadcast?code=${encodeURIComponent(code)}${LANG === "en" ? "&lang=en" : ""}`;
 const meetingHref = (id) => `/dashboard/meeting?node=${encodeURIComponent(id)}${LANG === "en" ? "&lang=en" : ""}`;
 function ratioColor(r) {
   return RATIO_STEPS.find(([min]) => r >= min)[1];
@@ -170,7 +172,7 @@ function unitView(code) {
   root.innerHTML = `
     <div class="grid">
       <section class="card headline span6" data-test="headline">
-        <h2><span data-test="unit-name"></span> · ${esc(t("headline"))}</h2>
+        <h2><span data-test="unit-name"></span> · ${esc(t("headline"))} · <a data-test="broadcast-link" href="${broadcastHref(code)}">${esc(t("broadcast_open"))}</a></h2>
         <div class="big" data-test="ratio"></div>
         <div class="sub" data-test="covered-of"></div>
         <div class="sub" data-test="provisioned"></div>
