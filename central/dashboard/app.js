@@ -694,43 +694,76 @@ function connectLive() {
   fresh.onDead(() => { src.close(); connectLive(); });
 }
 
+// -- search box: type to search; Up/Down move the selection, Enter opens it, Escape closes ----------
+
 function setupSearch() {
   const input = $("[data-test=search]");
   const list = $("[data-test=search-results]");
   input.placeholder = t("search_placeholder");
+  // A combobox (WAI-ARIA): the selected hit is aria-selected and named by aria-activedescendant.
+  input.setAttribute("role", "combobox");
+  input.setAttribute("aria-expanded", "false");
+  input.setAttribute("aria-controls", "search-results");
+  list.id = "search-results";
+  list.setAttribute("role", "listbox");
   let seq = 0;
+  let selected = -1; // index of the selected hit, -1: none (Enter opens the first)
   // The search answering the input as it is now: Enter waits for it, so it never opens a hit of
   // an earlier query whose list is still in the DOM.
   let pending = Promise.resolve();
+  const hits = () => Array.from(list.querySelectorAll("li[data-code]"));
+  const show = (on) => {
+    list.hidden = !on;
+    input.setAttribute("aria-expanded", on ? "true" : "false");
+  };
+  const select = (i) => {
+    const all = hits();
+    selected = all.length && !Number.isNaN(i) ? (i + all.length) % all.length : -1; // NaN: none
+    all.forEach((li, k) => li.setAttribute("aria-selected", k === selected ? "true" : "false"));
+    const li = all[selected];
+    if (li) { input.setAttribute("aria-activedescendant", li.id); li.scrollIntoView({ block: "nearest" }); }
+    else input.removeAttribute("aria-activedescendant");
+  };
   const open = (code) => {
-    list.hidden = true;
+    show(false);
     input.value = "";
     location.hash = unitHref(code);
   };
   const run = async (q, mine) => {
     const r = await api(`/api/v1/dashboard/search?q=${encodeURIComponent(q)}`);
     if (mine !== seq) return;
-    list.innerHTML = r.results.length ? r.results.map((u) => `<li data-code="${u.code}">${esc(u.name)}<small>${esc(u.path)} · ${u.code}</small></li>`).join("")
+    list.innerHTML = r.results.length ? r.results.map((u, i) => `<li id="search-hit-${i}" role="option" aria-selected="false" data-code="${u.code}">${esc(u.name)}<small>${esc(u.path)} · ${u.code}</small></li>`).join("")
       : `<li class="muted">${esc(t("search_none"))}</li>`;
-    list.hidden = false;
+    selected = -1;
+    show(true);
     list.querySelectorAll("li[data-code]").forEach((li) => li.addEventListener("click", () => open(li.dataset.code)));
   };
   input.addEventListener("input", () => {
     const q = input.value.trim();
     const mine = ++seq;
     list.innerHTML = "";
-    list.hidden = true;
+    selected = -1;
+    show(false);
     if (!q) { pending = Promise.resolve(); return; }
     pending = run(q, mine).catch(() => {});  // a failed search leaves the list empty
   });
   input.addEventListener("keydown", async (e) => {
-    if (e.key === "Escape") { list.hidden = true; return; }
+    if (e.key === "Escape") { show(false); select(NaN); return; }
+    if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+      e.preventDefault(); // the caret stays where it is
+      const mine = seq;
+      await pending;
+      if (mine !== seq || !hits().length) return;
+      show(true);
+      select(selected < 0 ? (e.key === "ArrowDown" ? 0 : -1) : selected + (e.key === "ArrowDown" ? 1 : -1));
+      return;
+    }
     if (e.key !== "Enter") return;
     const mine = seq;
     await pending;
     if (mine !== seq) return;
-    const first = $("li[data-code]", list);
-    if (first) open(first.dataset.code);
+    const hit = hits()[Math.max(0, selected)];
+    if (hit) open(hit.dataset.code);
   });
 }
 
