@@ -130,3 +130,94 @@ def test_search_results_follow_the_arrow_keys_enter_opens_escape_closes(
     page.keyboard.press("Escape")
     page.wait_for_selector("[data-test=search-results]", state="hidden")
     assert page.evaluate("() => location.hash") == f"#/u/{hits[1]['code']}"
+
+
+# -- date range of the trend and the reports --------------------------------------------------------
+
+
+def _trend_asks(page: Any) -> list[str]:
+    """The query strings of the page's trend requests so far (recorded by :func:`_record`)."""
+    asks: list[str] = page.asks
+    return asks
+
+
+def _record(page: Any) -> None:
+    page.asks = []
+    page.on(
+        "request",
+        lambda r: page.asks.append(r.url.split("?", 1)[1])
+        if "/api/v1/history/coverage?" in r.url
+        else None,
+    )
+
+
+def _trend_days(page: Any) -> list[str]:
+    days: list[str] = page.evaluate(
+        "() => window.__shilian.charts.trend.getOption().series[0].data.map(d => d.day)"
+    )
+    return days
+
+
+def test_the_date_range_picker_drives_the_trend_the_reports_and_the_address(
+    page: Any, site: Central
+) -> None:
+    county = COUNTIES[0].code
+    today = dt.date.fromisoformat(site.get("/api/v1/history/coverage")["to"])
+    _record(page)
+    open_dashboard(page, site, f"/dashboard/#/u/{county}")
+    card = "[data-test=trend-card]"
+    page.wait_for_selector(f"{card}[data-days='30']")  # the default: 30 days up to today
+    want = f"since={today - dt.timedelta(days=29)}&until={today}"
+    assert _trend_asks(page)[-1] == f"code={county}&{want}"
+
+    page.click("[data-test=range-preset][data-days='7']")
+    since = today - dt.timedelta(days=6)
+    page.wait_for_selector(f"{card}[data-range='{since}/{today}']")
+    assert _trend_asks(page)[-1] == f"code={county}&since={since}&until={today}"
+    assert _trend_days(page) == [(since + dt.timedelta(days=i)).isoformat() for i in range(7)]
+    assert page.evaluate("() => location.search") == f"?since={since}&until={today}"
+    for link in ("report-xlsx", "report-page"):
+        assert page.get_attribute(f"[data-test={link}]", "href").endswith(
+            f"&since={since}&until={today}"
+        )
+    page.click("[data-test=range-preset][data-days='90']")
+    page.wait_for_selector(f"{card}[data-range='{today - dt.timedelta(days=89)}/{today}']")
+    assert page.get_attribute(card, "data-days") == str(HISTORY_DAYS + 1)  # the history, today
+
+    # A range typed in: the address keeps it across a reload and a drill-down.
+    first, last = today - dt.timedelta(days=12), today - dt.timedelta(days=3)
+    page.fill("[data-test=range-since]", first.isoformat())
+    page.fill("[data-test=range-until]", last.isoformat())
+    page.wait_for_selector(f"{card}[data-range='{first}/{last}']")
+    assert _trend_days(page) == [(first + dt.timedelta(days=i)).isoformat() for i in range(10)]
+    page.reload()
+    page.wait_for_selector(f"{card}[data-range='{first}/{last}']")
+    assert page.input_value("[data-test=range-since]") == first.isoformat()
+    assert page.input_value("[data-test=range-until]") == last.isoformat()
+    assert _trend_asks(page)[-1] == f"code={county}&since={first}&until={last}"
+    page.evaluate("() => { location.hash = '#/u/4501'; }")
+    page.wait_for_selector(f"[data-test=unit-name] >> text={NANNING.unit('4501').name}")
+    page.wait_for_selector(f"{card}[data-range='{first}/{last}']")
+    assert _trend_asks(page)[-1] == f"code=4501&since={first}&until={last}"
+
+    # A wrong range is explained, and nothing is asked.
+    asked = len(_trend_asks(page))
+    error = "[data-test=range-error]"
+    page.fill("[data-test=range-since]", (last + dt.timedelta(days=1)).isoformat())
+    page.wait_for_selector(f"{error}:has-text('开始日期不能晚于结束日期')")
+    page.fill("[data-test=range-since]", "2024-01-01")
+    page.wait_for_selector(f"{error}:has-text('时间范围最长 366 天')")
+    assert len(_trend_asks(page)) == asked
+    assert page.evaluate("() => location.search") == f"?since={first}&until={last}"
+    page.click("[data-test=range-preset][data-days='30']")
+    page.wait_for_selector(f"{error}", state="hidden")
+
+
+def test_a_wrong_range_in_the_address_is_explained_in_english(page: Any, site: Central) -> None:
+    _record(page)
+    open_dashboard(page, site, "/dashboard/?lang=en&since=2026-11-20&until=2026-11-01")
+    page.wait_for_selector(
+        "[data-test=range-error]:has-text('The start date must not be after the end date')"
+    )
+    assert _trend_asks(page) == []
+    assert page.get_attribute("[data-test=trend-card]", "data-range") is None

@@ -135,6 +135,87 @@ function eventsList(events) {
   </li>`).join("")}</ul>`;
 }
 
+// -- date range of the trend and the reports ---------------------------------------------------
+// The range is two local (Asia/Shanghai) days, both included, kept in the page's address
+// (?since=YYYY-MM-DD&until=YYYY-MM-DD) so a reload, a drill-down or the language switch keeps it;
+// the trend and the report links ask central for exactly it (docs/api.md). Without one in the
+// address it is the last RANGE_DEFAULT_DAYS days up to central's today.
+
+const RANGE_PRESETS = [7, 30, 90];
+const RANGE_DEFAULT_DAYS = 30;
+// central.history.MAX_RANGE_DAYS: central refuses longer ranges, so the page says so first.
+const RANGE_MAX_DAYS = 366;
+const ISO_DAY = new Intl.DateTimeFormat("en-CA", { timeZone: "Asia/Shanghai", year: "numeric", month: "2-digit", day: "2-digit" });
+const isoDay = (ts) => ISO_DAY.format(new Date(ts * 1000)); // central's time → its local day
+const addDays = (iso, n) => new Date(Date.parse(`${iso}T00:00:00Z`) + n * 86400000).toISOString().slice(0, 10);
+const dayDiff = (a, b) => Math.round((Date.parse(`${b}T00:00:00Z`) - Date.parse(`${a}T00:00:00Z`)) / 86400000);
+const validDay = (iso) => /^\d{4}-\d{2}-\d{2}$/.test(iso) && !Number.isNaN(Date.parse(`${iso}T00:00:00Z`)) && addDays(iso, 0) === iso;
+
+function presetRange(days, today) { return { since: addDays(today, 1 - days), until: today }; }
+
+// The range in the address, or the default one ending ``today`` (central's local day).
+function readRange(today) {
+  const q = new URLSearchParams(location.search);
+  if (!q.has("since") && !q.has("until")) return presetRange(RANGE_DEFAULT_DAYS, today);
+  return { since: q.get("since") || "", until: q.get("until") || today };
+}
+
+// The catalogue key of what is wrong with a range, or null.
+function rangeProblem(r) {
+  if (!validDay(r.since) || !validDay(r.until)) return "range_bad_date";
+  if (r.since > r.until) return "range_order";
+  if (dayDiff(r.since, r.until) >= RANGE_MAX_DAYS) return "range_too_long";
+  return null;
+}
+
+function writeRange(r) {
+  const q = new URLSearchParams(location.search);
+  q.set("since", r.since);
+  q.set("until", r.until);
+  history.replaceState(history.state, "", `${location.pathname}?${q}${location.hash}`);
+  updateLangLink();
+}
+
+const rangeQuery = (r) => `since=${r.since}&until=${r.until}`;
+
+// The picker: presets, the two dates, the message of a wrong range. ``onChange(range)`` gets
+// every valid range the user picks; a wrong one is only explained.
+function rangePicker(box, today, onChange) {
+  box.innerHTML = `${RANGE_PRESETS.map((d) => `<button type="button" data-test="range-preset" data-days="${d}">${esc(t("range_preset", { n: d }))}</button>`).join("")}
+    <label>${esc(t("range_since"))} <input type="date" data-test="range-since"></label>
+    <label>${esc(t("range_until"))} <input type="date" data-test="range-until"></label>
+    <span class="error-text" data-test="range-error" role="alert" hidden></span>`;
+  const since = $("[data-test=range-since]", box), until = $("[data-test=range-until]", box);
+  const error = $("[data-test=range-error]", box);
+  const show = (r) => {
+    since.value = validDay(r.since) ? r.since : "";
+    until.value = validDay(r.until) ? r.until : "";
+    box.querySelectorAll("[data-test=range-preset]").forEach((b) => {
+      b.classList.toggle("on", r.until === today && dayDiff(r.since, r.until) + 1 === Number(b.dataset.days));
+    });
+  };
+  const pick = (r) => {
+    const problem = rangeProblem(r);
+    error.hidden = problem === null;
+    error.textContent = problem ? t(problem, { max: RANGE_MAX_DAYS }) : "";
+    if (problem) return;
+    show(r);
+    writeRange(r);
+    onChange(r);
+  };
+  box.querySelectorAll("[data-test=range-preset]").forEach((b) => b.addEventListener("click", () => pick(presetRange(Number(b.dataset.days), today))));
+  for (const input of [since, until]) input.addEventListener("change", () => pick({ since: since.value, until: until.value }));
+  const first = readRange(today);
+  show(first);
+  const problem = rangeProblem(first);
+  error.hidden = problem === null;
+  error.textContent = problem ? t(problem, { max: RANGE_MAX_DAYS }) : "";
+  return {
+    current: () => { const r = readRange(today); return rangeProblem(r) ? null : r; },
+    failed(message) { error.hidden = false; error.textContent = message; },
+  };
+}
+
 // -- unit view (the overview is the scope's unit view) --------------------------------------------
 
 const COLUMNS = [
@@ -182,7 +263,9 @@ function unitView(code) {
       ${hasMap ? `<section class="card span7"><h2>${esc(t("map_title"))}</h2><div class="chart" data-test="map"></div></section>` : ""}
       ${hasRank ? `<section class="card ${hasMap ? "span5" : "span7"}"><h2>${esc(t("rank_title"))}</h2><div class="chart" data-test="rank"></div></section>` : ""}
       ${eventsFirst ? events : ""}
-      ${isVillage ? "" : `<section class="card span12" data-test="trend-card" hidden><h2>${esc(t("trend_title"))}</h2><div class="chart small" data-test="trend"></div></section>`}
+      ${isVillage ? "" : `<section class="card span12" data-test="trend-card"><div class="tools"><h2 style="flex:1">${esc(t("trend_title"))}</h2>
+        <div class="tools range" data-test="range"></div></div>
+        <p class="muted" data-test="trend-none" hidden>${esc(t("trend_none"))}</p><div class="chart small" data-test="trend"></div></section>`}
       ${BOOT.wall && code === BOOT.scope ? `<section class="card span12" data-test="wall-focus"></section>` : ""}
       <section class="card ${eventsFirst ? "span12" : "span8"}" ${BOOT.wall ? "hidden" : ""}>
         <div class="tools">
@@ -194,8 +277,8 @@ function unitView(code) {
             ${Object.keys(SEEN).map((f) => `<option value="${f}">${esc(t(`seen_${f}`))}</option>`).join("")}
           </select></label>
           <a data-test="csv" href="/api/v1/dashboard/coverage.csv?code=${code}" download>${esc(t("download_csv"))}</a>
-          <a data-test="report-xlsx" href="/api/v1/reports/coverage.xlsx?code=${code}" download>${esc(t("download_xlsx"))}</a>
-          <a data-test="report-page" href="/dashboard/report?code=${code}${LANG === "en" ? "&lang=en" : ""}" target="_blank">${esc(t("report_link"))}</a>`}
+          <a data-test="report-xlsx" href="/api/v1/reports/coverage.xlsx?code=${code}" data-href="/api/v1/reports/coverage.xlsx?code=${code}" download>${esc(t("download_xlsx"))}</a>
+          <a data-test="report-page" href="/dashboard/report?code=${code}${LANG === "en" ? "&lang=en" : ""}" data-href="/dashboard/report?code=${code}${LANG === "en" ? "&lang=en" : ""}" target="_blank">${esc(t("report_link"))}</a>`}
         </div>
         <div class="table-wrap" data-test="table"></div>
       </section>
@@ -330,21 +413,40 @@ function unitView(code) {
     }
   }
 
-  let trend = null, trendAt = -Infinity;
+  let trend = null, trendAt = -Infinity, picker = null;
+  // The report links carry the picked range (the trend's: one range for both).
+  function rangeLinks(r) {
+    root.querySelectorAll("[data-test=report-xlsx], [data-test=report-page]").forEach((a) => {
+      a.href = r ? `${a.dataset.href}&${rangeQuery(r)}` : a.dataset.href;
+    });
+  }
   async function loadTrend() {
     const card = $("[data-test=trend-card]", root);
     if (!card) return;
+    if (!picker) {
+      picker = rangePicker($("[data-test=range]", card), isoDay(data.overview.time), (r) => {
+        trendAt = performance.now();
+        rangeLinks(r);
+        loadTrend();
+      });
+    }
+    const range = picker.current();
+    rangeLinks(range);
+    if (!range) return; // the picker says what is wrong
     let r;
     try {
-      r = await api(`/api/v1/history/coverage?code=${code}`);
+      r = await api(`/api/v1/history/coverage?code=${code}&${rangeQuery(range)}`);
     } catch (e) {
-      console.warn("trend", e);
+      picker.failed(e.message);
       return;
     }
     // Only where history exists: today's live figure alone is no trend.
-    card.hidden = r.days.length < 2;
+    const none = r.days.length < 2;
+    $("[data-test=trend-none]", card).hidden = !none;
+    $("[data-test=trend]", card).hidden = none;
     card.dataset.days = String(r.days.length);
-    if (card.hidden) return;
+    card.dataset.range = `${r.from}/${r.to}`;
+    if (none) return;
     if (!trend) trend = chart("trend", $("[data-test=trend]", root));
     trend.setOption({
       animation: false,
@@ -354,7 +456,7 @@ function unitView(code) {
       yAxis: { type: "value", scale: true, axisLabel: { color: "#8fa3bb", formatter: "{value}%" }, splitLine: { lineStyle: { color: "#26405f" } } },
       series: [{ type: "line", smooth: false, symbolSize: 6, lineStyle: { color: "#4aa3ff" }, itemStyle: { color: "#4aa3ff" },
         data: r.days.map((d) => ({ value: +(d.ratio * 100).toFixed(2), day: d.day, ratio: d.ratio, covered: d.covered, villages: d.villages, source: d.source })) }],
-    });
+    }, { replaceMerge: ["series", "xAxis"] });
   }
 
   function render() {
@@ -767,22 +869,22 @@ function setupSearch() {
   });
 }
 
+// The language switch: this page in the other language (the address's range and view kept).
+function updateLangLink() {
+  const lang = $("[data-test=lang]");
+  const p = new URLSearchParams(location.search);
+  if (LANG === "en") p.delete("lang"); else p.set("lang", "en");
+  const s = p.toString();
+  lang.href = `${location.pathname}${s ? `?${s}` : ""}${location.hash}`;
+}
+
 function setupHeader() {
   document.title = t("app_title");
   const brand = $("[data-test=brand]");
   brand.textContent = `${BOOT.scope_name} · ${t("app_title")}`;
-  const lang = $("[data-test=lang]");
-  lang.textContent = t("lang_switch");
-  const params = new URLSearchParams(location.search);
-  if (LANG === "en") params.delete("lang"); else params.set("lang", "en");
-  const qs = params.toString();
-  lang.href = `${location.pathname}${qs ? `?${qs}` : ""}${location.hash}`;
-  window.addEventListener("hashchange", () => {
-    const p = new URLSearchParams(location.search);
-    if (LANG === "en") p.delete("lang"); else p.set("lang", "en");
-    const s = p.toString();
-    lang.href = `${location.pathname}${s ? `?${s}` : ""}${location.hash}`;
-  });
+  $("[data-test=lang]").textContent = t("lang_switch");
+  updateLangLink();
+  window.addEventListener("hashchange", updateLangLink);
 }
 
 setupHeader();
