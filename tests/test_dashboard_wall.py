@@ -100,7 +100,7 @@ def page(browser: Any, site: Central) -> Iterator[Any]:
     pg.rec.check()
 
 
-# -- search box keyboard ---------------------------------------------------------------------------
+# -- search box keyboard ------------------------------------------------------------------
 
 
 def test_search_results_follow_the_arrow_keys_enter_opens_escape_closes(
@@ -132,7 +132,7 @@ def test_search_results_follow_the_arrow_keys_enter_opens_escape_closes(
     assert page.evaluate("() => location.hash") == f"#/u/{hits[1]['code']}"
 
 
-# -- date range of the trend and the reports --------------------------------------------------------
+# -- date range of the trend and the reports ------------------------------------------------
 
 
 def _trend_asks(page: Any) -> list[str]:
@@ -145,9 +145,11 @@ def _record(page: Any) -> None:
     page.asks = []
     page.on(
         "request",
-        lambda r: page.asks.append(r.url.split("?", 1)[1])
-        if "/api/v1/history/coverage?" in r.url
-        else None,
+        lambda r: (
+            page.asks.append(r.url.split("?", 1)[1])
+            if "/api/v1/history/coverage?" in r.url
+            else None
+        ),
     )
 
 
