@@ -22,7 +22,7 @@ from registry import Registry
 from shilian.broker import Mosquitto
 from tests.dashboard_client import Fleet
 from tests.processes import ADMIN, ADMIN_PASSWORD, Central, wait_for
-from tests.test_dashboard import chromium, open_dashboard, watched
+from tests.test_dashboard import chromium, open_dashboard, screenshot, watched
 
 pytestmark = pytest.mark.slow
 # (Importing tests.test_dashboard skips this module too when playwright or chromium is missing.)
@@ -223,3 +223,171 @@ def test_a_wrong_range_in_the_address_is_explained_in_english(page: Any, site: C
     )
     assert _trend_asks(page) == []
     assert page.get_attribute("[data-test=trend-card]", "data-range") is None
+
+
+# -- the wall screen fits the screen -----------------------------------------------------------
+
+#: Boxes of an element and of every visible element it must not cover: the header's items, the
+#: banners and the cards (minus the element's own ancestors and descendants).
+OVERLAPS_JS = """sel => {
+  const me = document.querySelector(sel);
+  const box = (e) => e.getBoundingClientRect();
+  const others = [...document.querySelectorAll(
+    "header > *, body > section, #view > .grid > *, [data-test=wall-focus] .grid > *")]
+    .filter((e) => !e.contains(me) && !me.contains(e) && e.getClientRects().length);
+  const a = box(me);
+  return others.filter((e) => {
+    const b = box(e);
+    return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+  }).map((e) => e.outerHTML.slice(0, 80));
+}"""
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    c = color.strip().lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+
+
+def _distance(a: str, b: str) -> float:
+    return float(sum((x - y) ** 2 for x, y in zip(_rgb(a), _rgb(b), strict=True)) ** 0.5)
+
+
+def _wall(browser: Any, site: Central, width: int, height: int) -> Any:
+    pg = _page(browser, site, width, height)
+    pg.goto(site.api + "/dashboard/?wall=1&rotate=2")
+    pg.wait_for_selector("[data-test=wall-focus][data-code]")
+    pg.wait_for_selector("[data-test=trend-card][data-range]")
+    pg.wait_for_selector("[data-test=session]")
+    return pg
+
+
+def _fits(pg: Any) -> None:
+    size = pg.evaluate(
+        "() => { const s = document.scrollingElement; "
+        "return [s.scrollWidth, s.scrollHeight, innerWidth, innerHeight]; }"
+    )
+    assert size[0] <= size[2] and size[1] <= size[3], size  # nothing below the fold, no scrollbar
+
+
+def test_the_wall_screen_fits_1366_1920_and_4k_screens_and_scales_with_them(
+    browser: Any, site: Central
+) -> None:
+    fonts, maps = [], []
+    for width, height in VIEWPORTS:
+        pg = _wall(browser, site, width, height)
+        try:
+            _fits(pg)
+            for sel in ("[data-test=session]", "[data-test=wall-focus-label]"):
+                assert pg.evaluate(OVERLAPS_JS, sel) == [], (width, sel)
+            fonts.append(pg.evaluate("() => parseFloat(getComputedStyle(document.body).fontSize)"))
+            maps.append(pg.evaluate("() => window.__shilian.charts.map.getWidth()"))
+            # The focus is its own colour: not a warning's, not a coverage step's.
+            focus = pg.evaluate(
+                "() => getComputedStyle(document.documentElement).getPropertyValue('--focus')"
+            )
+            css = pg.evaluate(
+                "() => ['--warn', '--bad', '--ok'].map(v => "
+                "getComputedStyle(document.documentElement).getPropertyValue(v))"
+            )
+            option = pg.evaluate("() => window.__shilian.charts.map.getOption()")
+            steps = [p["color"] for p in option["visualMap"][0]["pieces"]]
+            emphasis = option["series"][0]["emphasis"]["itemStyle"]["areaColor"]
+            assert _rgb(emphasis) == _rgb(focus)
+            assert min(_distance(focus, c) for c in [*css, *steps]) > 120, (focus, css, steps)
+            label = pg.evaluate(
+                "() => getComputedStyle(document.querySelector('[data-test=wall-focus-label]'))"
+                ".backgroundColor"
+            )
+            assert label == "rgb({}, {}, {})".format(*_rgb(focus))
+            screenshot(pg, f"wall-{width}x{height}")
+        finally:
+            pg.context.close()
+        pg.rec.check()
+    assert fonts == sorted(fonts) and fonts[-1] >= 2.5 * fonts[0], fonts  # the type scales
+    assert maps == sorted(maps) and maps[-1] >= 2.5 * maps[0], maps  # and so do the charts
+
+
+def test_the_wall_screen_follows_a_window_resize(browser: Any, site: Central) -> None:
+    pg = _wall(browser, site, 1920, 1080)
+    try:
+        rank_font = "() => window.__shilian.charts.rank.getOption().yAxis[0].axisLabel.fontSize"
+        before = pg.evaluate(rank_font)
+        pg.set_viewport_size({"width": 1366, "height": 768})
+        pg.wait_for_function(
+            "() => { const m = document.querySelector('[data-test=map]'); "
+            "return window.__shilian.charts.map.getWidth() === m.clientWidth "
+            "&& window.__shilian.charts.map.getHeight() === m.clientHeight; }"
+        )
+        pg.wait_for_function(f"f => ({rank_font})() < f", arg=before)
+        _fits(pg)
+        for sel in ("[data-test=session]", "[data-test=wall-focus-label]"):
+            assert pg.evaluate(OVERLAPS_JS, sel) == [], sel
+    finally:
+        pg.context.close()
+    pg.rec.check()
+
+
+# -- the city map labels every county, no two labels overlapping -----------------------------------
+
+#: The map chart's labels as rendered: each label's lines and its box (chart pixels).
+LABELS_JS = """() => {
+  const c = window.__shilian.charts.map;
+  const labels = new Map();
+  for (const e of c.getZr().storage.getDisplayList()) {
+    if (e.type !== "tspan" || e.invisible || e.ignore) continue;
+    const r = e.getBoundingRect().clone();
+    const m = e.getComputedTransform();
+    if (m) r.applyTransform(m);
+    const got = labels.get(e.parent);
+    if (got) { got.lines.push(e.style.text); got.rect.union(r); }
+    else labels.set(e.parent, { lines: [e.style.text], rect: r });
+  }
+  return { width: c.getWidth(), height: c.getHeight(), labels: [...labels.values()].map((l) =>
+    ({ lines: l.lines, x: l.rect.x, y: l.rect.y, w: l.rect.width, h: l.rect.height })) };
+}"""
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "path"),
+    [(1366, 768, "/dashboard/"), (1920, 1080, "/dashboard/"), (1366, 768, "/dashboard/?wall=1")],
+)
+def test_every_county_is_labelled_on_the_map_and_no_labels_overlap(
+    browser: Any, site: Central, width: int, height: int, path: str
+) -> None:
+    pg = _page(browser, site, width, height)
+    try:
+        open_dashboard(pg, site, path)
+        pg.wait_for_function(
+            "n => window.__shilian.charts.map.getOption().series[0].data.length == n",
+            arg=len(COUNTIES),
+        )
+        got = pg.evaluate(LABELS_JS)
+        names = {label["lines"][0] for label in got["labels"]}
+        # The six small urban districts by their name without 区, every other county in full.
+        small = {"兴宁区", "青秀区", "江南区", "西乡塘区", "良庆区", "邕宁区"}
+        assert {u.name for u in COUNTIES} >= small
+        want = {u.name.removesuffix("区") if u.name in small else u.name for u in COUNTIES}
+        assert want <= names, want - names
+        boxes = got["labels"]  # the counties' and the legend's
+        for i, a in enumerate(boxes):
+            assert a["x"] >= 0 and a["x"] + a["w"] <= got["width"], a
+            assert a["y"] >= 0 and a["y"] + a["h"] <= got["height"], a
+            for b in boxes[i + 1 :]:
+                apart = (
+                    a["x"] + a["w"] <= b["x"]
+                    or b["x"] + b["w"] <= a["x"]
+                    or a["y"] + a["h"] <= b["y"]
+                    or b["y"] + b["h"] <= a["y"]
+                )
+                assert apart, (a, b)
+        pg.locator("[data-test=map]").screenshot(
+            path=str(
+                Path(__file__).resolve().parent.parent
+                / "test-artifacts"
+                / "dashboard"
+                / f"map-{width}x{height}{'-wall' if 'wall' in path else ''}.png"
+            )
+        )
+    finally:
+        pg.context.close()
+    pg.rec.check()

@@ -104,9 +104,25 @@ let view = null; // the current view: { key, refresh(), dispose() }
 function chart(name, node) {
   const c = echarts.init(node, null, { renderer: "canvas" });
   shilian.charts[name] = c;
+  // A chart fills its box, which changes without a window resize too (the wall's rows settle as
+  // figures arrive; a banner appears).
+  new ResizeObserver(() => { if (!c.isDisposed()) c.resize(); }).observe(node);
   return c;
 }
-window.addEventListener("resize", () => Object.values(shilian.charts).forEach((c) => c.resize()));
+// Chart type in px: the desk's fixed size, or on the wall ``wallEm`` of the page's type (which
+// follows the viewport, app.css), so charts scale with the screen like the text around them.
+function chartPx(desk, wallEm) {
+  return BOOT.wall ? Math.round(wallEm * parseFloat(getComputedStyle(document.body).fontSize)) : desk;
+}
+// Charts follow the window: their size at once, and on the wall their type once it settles.
+const RESTYLE_MS = 200;
+let restyleTimer = null;
+window.addEventListener("resize", () => {
+  Object.values(shilian.charts).forEach((c) => c.resize());
+  if (!BOOT.wall) return;
+  clearTimeout(restyleTimer);
+  restyleTimer = setTimeout(() => { if (view && view.restyle) view.restyle(); }, RESTYLE_MS);
+});
 
 function markReady() {
   if (shilian.ready === null) {
@@ -216,6 +232,72 @@ function rangePicker(box, today, onChange) {
   };
 }
 
+// -- city map ---------------------------------------------------------------------------------
+// Every county is labelled, none hidden for overlapping. Each county shows its name and figure
+// on its shape; the small urban districts, packed too tightly for that, are labelled in a column
+// left of the map (in the north-to-south order of their label points), each joined to its
+// district by a leader line; their figures are in the tooltip and the ranking beside the map.
+
+// The county in focus on the wall (app.css --focus): unlike the ratio steps and the warnings.
+const FOCUS = getComputedStyle(document.documentElement).getPropertyValue("--focus").trim();
+// Space between the column of callouts and the map, and between callouts, in label heights.
+const CALLOUT_GAP = 0.8;
+const CALLOUT_STEP = 1.6;
+
+function mapOption(mapName, items, layout) {
+  return {
+    animation: false,
+    tooltip: { trigger: "item", formatter: (p) => (p.data ? `${esc(p.data.unit)}<br>${fmtPct(p.data.ratio)} (${fmtInt(p.data.covered)} / ${fmtInt(p.data.villages)})` : "") },
+    // The legend of the colour steps (top left, where the city's shape leaves room); each area
+    // is coloured by ratioColor.
+    visualMap: { type: "piecewise", show: true, left: 8, top: 8, textStyle: { color: "#e6edf5", fontSize: chartPx(12, 0.7) },
+      itemWidth: chartPx(20, 1.1), itemHeight: chartPx(14, 0.75), itemGap: chartPx(10, 0.4),
+      pieces: RATIO_STEPS.map(([min, color], i) => ({ gte: min * 100, ...(i ? { lt: RATIO_STEPS[i - 1][0] * 100 } : {}), color,
+        label: i ? `${min * 100}%–${RATIO_STEPS[i - 1][0] * 100}%` : `≥ ${min * 100}%` })) },
+    series: [{ type: "map", map: mapName, roam: false, selectedMode: false,
+      layoutCenter: ["50%", "50%"], layoutSize: "100%",
+      label: { show: true, color: "#0f1c2e", fontSize: chartPx(11, 0.75),
+        formatter: (p) => (p.data ? (p.data.small ? p.data.unit.replace(/区$/, "") : `${p.data.unit}\n${fmtPct(p.data.ratio)}`) : p.name) },
+      labelLine: { show: false }, labelLayout: layout,
+      itemStyle: { borderColor: "#0f1c2e" },
+      emphasis: { label: { color: "#000" }, itemStyle: { areaColor: FOCUS, borderColor: "#fff", borderWidth: 2 } },
+      data: items }],
+  };
+}
+
+// ECharts' labelLayout callback placing the small districts' labels in their column. The
+// column's right edge is the map's west edge (from the shapes' longitudes, through the chart's
+// own projection), centred on the districts' mean height.
+function calloutLayout(chartInst, mapName, items) {
+  let west = null; // the shapes' westernmost longitude and a latitude
+  let centres = null; // district code -> [lng, lat] of its label point
+  return (p) => {
+    const all = items();
+    const d = all[p.dataIndex];
+    if (!d || !d.small) return {};
+    if (west === null) {
+      const geo = echarts.getMap(mapName);
+      const json = geo.geoJSON || geo.geoJson;
+      centres = {};
+      west = [Infinity, 0];
+      const visit = (c) => { if (typeof c[0] === "number") { if (c[0] < west[0]) west = [c[0], c[1]]; } else c.forEach(visit); };
+      for (const f of json.features) {
+        visit(f.geometry.coordinates);
+        centres[f.properties.name] = f.properties.cp;
+      }
+    }
+    const px = (lngLat) => chartInst.convertToPixel({ seriesIndex: 0 }, lngLat);
+    const small = all.filter((x) => x.small && centres[x.name]).map((x) => ({ code: x.name, y: px(centres[x.name])[1] }));
+    small.sort((a, b) => a.y - b.y);
+    const i = small.findIndex((x) => x.code === d.name);
+    if (i < 0) return {};
+    const h = p.labelRect.height;
+    const mid = small.reduce((sum, x) => sum + x.y, 0) / small.length;
+    // ECharts draws the leader line from the label to the nearest point of the district's outline.
+    return { x: px(west)[0] - CALLOUT_GAP * h, y: mid + (i - (small.length - 1) / 2) * CALLOUT_STEP * h, align: "right", verticalAlign: "middle" };
+  };
+}
+
 // -- unit view (the overview is the scope's unit view) --------------------------------------------
 
 const COLUMNS = [
@@ -286,7 +368,7 @@ function unitView(code) {
     </div>`;
 
   video.mount(root);
-  let map = null, rank = null, mapBase = null;
+  let map = null, rank = null, mapItems = [], mapLayout = null;
   if (hasMap) {
     const geo = echarts.getMap(SHAPES[code]);
     const src = geo.geoJSON || geo.geoJson;
@@ -299,24 +381,7 @@ function unitView(code) {
       echarts.registerMap(mapName, { ...src, features });
     }
     map = chart("map", $("[data-test=map]", root));
-    // Set with the first data (one render of the shapes instead of two).
-    mapBase = {
-      animation: false,
-      tooltip: { trigger: "item", formatter: (p) => (p.data ? `${esc(p.data.label)}<br>${fmtPct(p.data.ratio)} (${fmtInt(p.data.covered)} / ${fmtInt(p.data.villages)})` : "") },
-      // The legend of the colour steps; each area is coloured by ratioColor (below).
-      visualMap: { type: "piecewise", show: true, left: 8, bottom: 8, textStyle: { color: "#e6edf5" },
-        pieces: RATIO_STEPS.map(([min, color], i) => ({ gte: min * 100, ...(i ? { lt: RATIO_STEPS[i - 1][0] * 100 } : {}), color,
-          label: i ? `${min * 100}%–${RATIO_STEPS[i - 1][0] * 100}%` : `≥ ${min * 100}%` })) },
-      series: [{ type: "map", map: mapName, roam: false, selectedMode: false,
-        layoutCenter: ["50%", "50%"], layoutSize: "100%",
-        // Every county is labelled (none hidden for overlapping): the small urban districts,
-        // packed together, show their name without "区" in smaller type (their figure is in the
-        // tooltip and the ranking beside the map).
-        label: { show: true, color: "#0f1c2e", fontSize: BOOT.wall ? 16 : 11,
-          formatter: (p) => (p.data ? (p.data.small ? `{s|${p.data.label.replace(/区$/, "")}}` : `${p.data.label}\n${fmtPct(p.data.ratio)}`) : p.name),
-          rich: { s: { fontSize: BOOT.wall ? 12 : 9, color: "#0f1c2e" } } },
-        itemStyle: { borderColor: "#0f1c2e" }, emphasis: { label: { color: "#000" } }, data: [] }],
-    };
+    mapLayout = calloutLayout(map, mapName, () => mapItems);
     map.on("click", (p) => { if (p.data) location.hash = unitHref(p.data.name); });
     map.on("finished", markReady);
   }
@@ -394,26 +459,26 @@ function unitView(code) {
   function renderCharts() {
     const kids = data.coverage.children;
     if (map) {
-      const items = kids.map((u) => ({ name: u.code, value: +(u.ratio * 100).toFixed(2), label: u.name, ratio: u.ratio, covered: u.covered, villages: u.villages,
-        itemStyle: { areaColor: ratioColor(u.ratio) }, small: SMALL_AREAS.has(u.code) }));
-      map.setOption(mapBase ? { ...mapBase, series: [{ ...mapBase.series[0], data: items }] } : { series: [{ data: items }] });
-      mapBase = null;
+      mapItems = kids.map((u) => ({ name: u.code, value: +(u.ratio * 100).toFixed(2), unit: u.name, ratio: u.ratio, covered: u.covered, villages: u.villages,
+        itemStyle: { areaColor: ratioColor(u.ratio) }, small: SMALL_AREAS.has(u.code),
+        ...(SMALL_AREAS.has(u.code) ? { label: { color: "#e6edf5" }, labelLine: { show: true, lineStyle: { color: "#e6edf5", width: 1 } }, emphasis: { label: { color: FOCUS } } } : {}) }));
+      map.setOption(mapOption(`shilian-${code}`, mapItems, mapLayout));
     }
     if (rank) {
       const ranked = kids.slice().sort((a, b) => a.ratio - b.ratio || b.code.localeCompare(a.code));
       rank.setOption({
         animation: false,
-        grid: { left: 8, right: 64, top: 8, bottom: 8, containLabel: true },
+        grid: { left: 8, right: chartPx(64, 4), top: 8, bottom: 8, containLabel: true },
         tooltip: { trigger: "item", formatter: (p) => `${esc(p.name)}: ${fmtPct(p.data.ratio)} (${fmtInt(p.data.covered)} / ${fmtInt(p.data.villages)})` },
-        xAxis: { type: "value", max: 100, axisLabel: { color: "#8fa3bb", formatter: "{value}%" }, splitLine: { lineStyle: { color: "#26405f" } } },
-        yAxis: { type: "category", data: ranked.map((u) => u.name), axisLabel: { color: "#e6edf5", fontSize: BOOT.wall ? 16 : 12 } },
+        xAxis: { type: "value", max: 100, axisLabel: { color: "#8fa3bb", formatter: "{value}%", fontSize: chartPx(12, 0.7) }, splitLine: { lineStyle: { color: "#26405f" } } },
+        yAxis: { type: "category", data: ranked.map((u) => u.name), axisLabel: { color: "#e6edf5", fontSize: chartPx(12, 0.8), interval: 0 } },
         series: [{ type: "bar", data: ranked.map((u) => ({ value: +(u.ratio * 100).toFixed(2), code: u.code, ratio: u.ratio, covered: u.covered, villages: u.villages, itemStyle: { color: ratioColor(u.ratio) } })),
-          label: { show: true, position: "right", color: "#e6edf5", formatter: (p) => fmtPct(p.data.ratio) } }],
+          label: { show: true, position: "right", color: "#e6edf5", fontSize: chartPx(12, 0.75), formatter: (p) => fmtPct(p.data.ratio) } }],
       });
     }
   }
 
-  let trend = null, trendAt = -Infinity, picker = null;
+  let trend = null, trendAt = -Infinity, picker = null, lastTrend = null;
   // The report links carry the picked range (the trend's: one range for both).
   function rangeLinks(r) {
     root.querySelectorAll("[data-test=report-xlsx], [data-test=report-page]").forEach((a) => {
@@ -447,14 +512,18 @@ function unitView(code) {
     card.dataset.days = String(r.days.length);
     card.dataset.range = `${r.from}/${r.to}`;
     if (none) return;
+    lastTrend = r;
+    drawTrend(r);
+  }
+  function drawTrend(r) {
     if (!trend) trend = chart("trend", $("[data-test=trend]", root));
     trend.setOption({
       animation: false,
-      grid: { left: 48, right: 16, top: 16, bottom: 24 },
+      grid: { left: 8, right: 16, top: 16, bottom: 8, containLabel: true },
       tooltip: { trigger: "axis", formatter: (ps) => ps.map((p) => `${esc(fmtDay(p.data.day))}<br>${fmtPct(p.data.ratio)} (${fmtInt(p.data.covered)} / ${fmtInt(p.data.villages)})`).join("") },
-      xAxis: { type: "category", data: r.days.map((d) => fmtDay(d.day)), axisLabel: { color: "#8fa3bb" } },
-      yAxis: { type: "value", scale: true, axisLabel: { color: "#8fa3bb", formatter: "{value}%" }, splitLine: { lineStyle: { color: "#26405f" } } },
-      series: [{ type: "line", smooth: false, symbolSize: 6, lineStyle: { color: "#4aa3ff" }, itemStyle: { color: "#4aa3ff" },
+      xAxis: { type: "category", data: r.days.map((d) => fmtDay(d.day)), axisLabel: { color: "#8fa3bb", fontSize: chartPx(12, 0.7) } },
+      yAxis: { type: "value", scale: true, axisLabel: { color: "#8fa3bb", formatter: "{value}%", fontSize: chartPx(12, 0.7) }, splitLine: { lineStyle: { color: "#26405f" } } },
+      series: [{ type: "line", smooth: false, symbolSize: chartPx(6, 0.35), lineStyle: { color: "#4aa3ff" }, itemStyle: { color: "#4aa3ff" },
         data: r.days.map((d) => ({ value: +(d.ratio * 100).toFixed(2), day: d.day, ratio: d.ratio, covered: d.covered, villages: d.villages, source: d.source })) }],
     }, { replaceMerge: ["series", "xAxis"] });
   }
@@ -503,7 +572,7 @@ function unitView(code) {
       const sub = await api(coveragePath(focus.code));
       const weakest = sub.children.slice().sort((a, b) => a.ratio - b.ratio).slice(0, WEAKEST_SHOWN);
       box.dataset.code = focus.code;
-      box.innerHTML = `<h2>${esc(t("wall_focus", { name: sub.unit.name }))}</h2>
+      box.innerHTML = `<h2 data-test="wall-focus-label">${esc(t("wall_focus", { name: sub.unit.name }))}</h2>
         <div class="grid"><div class="span4 headline"><div class="big">${fmtPct(sub.unit.ratio)}</div>
         <div class="sub">${esc(t("covered_of", { covered: fmtInt(sub.unit.covered), villages: fmtInt(sub.unit.villages) }))}</div></div>
         <div class="span8"><div class="muted">${esc(t("wall_weakest"))}</div><table><tbody>${weakest.map((w) => `<tr><td>${esc(w.name)}</td>
@@ -533,6 +602,12 @@ function unitView(code) {
         wallTimer = setInterval(wallStep, WALL_ROTATE_MS);
       }
       return overview.time;
+    },
+    // The wall's charts and type after a resize (the figures as they are).
+    restyle() {
+      if (!data) return;
+      render();
+      if (lastTrend) drawTrend(lastTrend);
     },
     dispose() {
       if (wallTimer !== null) clearInterval(wallTimer);
