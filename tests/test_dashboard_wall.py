@@ -54,7 +54,7 @@ def _seed(db: Path, now: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Central]:
+def fleet_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Central, Fleet]]:
     work = tmp_path_factory.mktemp("dashboard-wall")
     (work / "mosquitto").mkdir()
     broker = Mosquitto(workdir=work / "mosquitto")
@@ -68,12 +68,17 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Central]:
         online = [f"{v.code}-a" for i, v in enumerate(NANNING.villages()) if i % 3 == 0]
         fleet.state(online, True)
         wait_for(lambda: central.get("/healthz")["nodes_online"] == len(online), what="online")
-        yield central
+        yield central, fleet
     finally:
         if fleet is not None:
             fleet.close()
         central.close()
         broker.stop()
+
+
+@pytest.fixture(scope="module")
+def site(fleet_site: tuple[Central, Fleet]) -> Central:
+    return fleet_site[0]
 
 
 @pytest.fixture(scope="module")
@@ -327,11 +332,37 @@ def test_the_wall_screen_follows_a_window_resize(browser: Any, site: Central) ->
     pg.rec.check()
 
 
+def test_the_wall_screen_still_fits_with_an_alarm_flashing_and_every_name_is_readable(
+    browser: Any, fleet_site: tuple[Central, Fleet]
+) -> None:
+    central, fleet = fleet_site
+    node = f"{next(iter(NANNING.villages())).code}-a"
+    fleet.alarm(node, 1)
+    wait_for(lambda: central.get(f"/api/v1/alarms?node={node}")["total"] == 1, what="alarm")
+    for width, height in VIEWPORTS[:2]:
+        pg = _wall(browser, central, width, height)
+        try:
+            pg.wait_for_selector("[data-test=wall-alarm]:not([hidden])")
+            _fits(pg)
+            for sel in ("[data-test=session]", "[data-test=wall-focus-label]"):
+                assert pg.evaluate(OVERLAPS_JS, sel) == [], (width, sel)
+            # The rankings show every name (none skipped), no two texts overlapping.
+            for name in ("rank", "full-rank"):
+                got = pg.evaluate(LABELS_JS, name)
+                names = {label["lines"][0] for label in got["labels"]}
+                assert {u.name for u in COUNTIES} <= names, (name, got)
+                _apart(got)
+            screenshot(pg, f"wall-alarm-{width}x{height}")
+        finally:
+            pg.context.close()
+        pg.rec.check()
+
+
 # -- the city map labels every county, no two labels overlapping -----------------------------------
 
-#: The map chart's labels as rendered: each label's lines and its box (chart pixels).
-LABELS_JS = """() => {
-  const c = window.__shilian.charts.map;
+#: A chart's texts as rendered: each text's lines and its box (chart pixels).
+LABELS_JS = """name => {
+  const c = window.__shilian.charts[name];
   const labels = new Map();
   for (const e of c.getZr().storage.getDisplayList()) {
     if (e.type !== "tspan" || e.invisible || e.ignore) continue;
@@ -345,6 +376,22 @@ LABELS_JS = """() => {
   return { width: c.getWidth(), height: c.getHeight(), labels: [...labels.values()].map((l) =>
     ({ lines: l.lines, x: l.rect.x, y: l.rect.y, w: l.rect.width, h: l.rect.height })) };
 }"""
+
+
+def _apart(got: dict[str, Any]) -> None:
+    """No two texts of a chart intersect, and each is inside the chart."""
+    boxes = got["labels"]
+    for i, a in enumerate(boxes):
+        assert a["x"] >= 0 and a["x"] + a["w"] <= got["width"], a
+        assert a["y"] >= 0 and a["y"] + a["h"] <= got["height"], a
+        for b in boxes[i + 1 :]:
+            apart = (
+                a["x"] + a["w"] <= b["x"]
+                or b["x"] + b["w"] <= a["x"]
+                or a["y"] + a["h"] <= b["y"]
+                or b["y"] + b["h"] <= a["y"]
+            )
+            assert apart, (a, b)
 
 
 @pytest.mark.parametrize(
@@ -361,25 +408,14 @@ def test_every_county_is_labelled_on_the_map_and_no_labels_overlap(
             "n => window.__shilian.charts.map.getOption().series[0].data.length == n",
             arg=len(COUNTIES),
         )
-        got = pg.evaluate(LABELS_JS)
+        got = pg.evaluate(LABELS_JS, "map")
         names = {label["lines"][0] for label in got["labels"]}
         # The six small urban districts by their name without 区, every other county in full.
         small = {"兴宁区", "青秀区", "江南区", "西乡塘区", "良庆区", "邕宁区"}
         assert {u.name for u in COUNTIES} >= small
         want = {u.name.removesuffix("区") if u.name in small else u.name for u in COUNTIES}
         assert want <= names, want - names
-        boxes = got["labels"]  # the counties' and the legend's
-        for i, a in enumerate(boxes):
-            assert a["x"] >= 0 and a["x"] + a["w"] <= got["width"], a
-            assert a["y"] >= 0 and a["y"] + a["h"] <= got["height"], a
-            for b in boxes[i + 1 :]:
-                apart = (
-                    a["x"] + a["w"] <= b["x"]
-                    or b["x"] + b["w"] <= a["x"]
-                    or a["y"] + a["h"] <= b["y"]
-                    or b["y"] + b["h"] <= a["y"]
-                )
-                assert apart, (a, b)
+        _apart(got)  # the counties' labels and the legend's
         pg.locator("[data-test=map]").screenshot(
             path=str(
                 Path(__file__).resolve().parent.parent

@@ -106,7 +106,7 @@ function chart(name, node) {
   shilian.charts[name] = c;
   // A chart fills its box, which changes without a window resize too (the wall's rows settle as
   // figures arrive; a banner appears).
-  new ResizeObserver(() => { if (!c.isDisposed()) c.resize(); }).observe(node);
+  new ResizeObserver(() => { if (!c.isDisposed()) { c.resize(); restyleSoon(); } }).observe(node);
   return c;
 }
 // Chart type in px: the desk's fixed size, or on the wall ``wallEm`` of the page's type (which
@@ -114,14 +114,22 @@ function chart(name, node) {
 function chartPx(desk, wallEm) {
   return BOOT.wall ? Math.round(wallEm * parseFloat(getComputedStyle(document.body).fontSize)) : desk;
 }
-// Charts follow the window: their size at once, and on the wall their type once it settles.
+// A bar ranking's names: the chart's type, but never taller than a bar's slot, so that every
+// name is shown (none skipped) and none overlaps the next in a short box (the wall with banners).
+function rankFont(c, n) {
+  return Math.max(8, Math.min(chartPx(12, 0.8), Math.floor((0.8 * (c.getHeight() - 24)) / Math.max(1, n))));
+}
+// Charts follow their boxes: their size at once, and on the wall their type once it settles.
 const RESTYLE_MS = 200;
 let restyleTimer = null;
-window.addEventListener("resize", () => {
-  Object.values(shilian.charts).forEach((c) => c.resize());
+function restyleSoon() {
   if (!BOOT.wall) return;
   clearTimeout(restyleTimer);
   restyleTimer = setTimeout(() => { if (view && view.restyle) view.restyle(); }, RESTYLE_MS);
+}
+window.addEventListener("resize", () => {
+  Object.values(shilian.charts).forEach((c) => c.resize());
+  restyleSoon();
 });
 
 function markReady() {
@@ -471,9 +479,9 @@ function unitView(code) {
         grid: { left: 8, right: chartPx(64, 4), top: 8, bottom: 8, containLabel: true },
         tooltip: { trigger: "item", formatter: (p) => `${esc(p.name)}: ${fmtPct(p.data.ratio)} (${fmtInt(p.data.covered)} / ${fmtInt(p.data.villages)})` },
         xAxis: { type: "value", max: 100, axisLabel: { color: "#8fa3bb", formatter: "{value}%", fontSize: chartPx(12, 0.7) }, splitLine: { lineStyle: { color: "#26405f" } } },
-        yAxis: { type: "category", data: ranked.map((u) => u.name), axisLabel: { color: "#e6edf5", fontSize: chartPx(12, 0.8), interval: 0 } },
+        yAxis: { type: "category", data: ranked.map((u) => u.name), axisLabel: { color: "#e6edf5", fontSize: rankFont(rank, ranked.length), interval: 0 } },
         series: [{ type: "bar", data: ranked.map((u) => ({ value: +(u.ratio * 100).toFixed(2), code: u.code, ratio: u.ratio, covered: u.covered, villages: u.villages, itemStyle: { color: ratioColor(u.ratio) } })),
-          label: { show: true, position: "right", color: "#e6edf5", fontSize: chartPx(12, 0.75), formatter: (p) => fmtPct(p.data.ratio) } }],
+          label: { show: true, position: "right", color: "#e6edf5", fontSize: rankFont(rank, ranked.length), formatter: (p) => fmtPct(p.data.ratio) } }],
       });
     }
   }
