@@ -40,6 +40,7 @@
     var who = document.createElement("span");
     who.setAttribute("data-test", "session-user");
     who.textContent = s.user + " · " + (t[s.role] || s.role) + " · " + (s.scope_name || s.scope || t.all);
+    who.title = who.textContent;
     var out = document.createElement("a");
     out.setAttribute("data-test", "logout");
     out.textContent = t.logout;
