@@ -65,7 +65,7 @@ bench: sysdeps venv
 	@for b in bench/ingest.py bench/edge_footprint.py bench/coverage.py bench/dashboard.py \
 	  bench/provision.py bench/serial_throughput.py bench/alarm_latency.py \
 	  bench/firmware_update.py bench/registry_import.py bench/camera_probe.py \
-	  bench/snapshot_alarm.py bench/meeting.py; do \
+	  bench/snapshot_alarm.py bench/meeting.py bench/demo_start.py; do \
 	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # The coverage figure through a 120 s broker outage at full scale (1,856 Nanning nodes, health
@@ -93,8 +93,10 @@ reliability: sysdeps venv
 
 # Refresh the README's dashboard screenshots from a browser-test run.
 screenshots: sysdeps venv
-	$(BIN)/pytest -q tests/test_dashboard.py tests/test_dashboard_ops.py tests/test_dashboard_video.py
-	for n in overview county village node wall alerts trend report video-county video-village; do \
+	$(BIN)/pytest -q tests/test_dashboard.py tests/test_dashboard_ops.py tests/test_dashboard_video.py \
+	  tests/test_dashboard_admin.py
+	for n in overview county village node wall alerts trend report video-county video-village \
+	  admin-rules admin-users; do \
 	  cp test-artifacts/dashboard/$$n.png docs/screenshots/dashboard-$$n.png; done
 
 clean:

@@ -27,3 +27,17 @@ def is_admin(request: web.Request) -> bool:
     if auth.AUTH not in request.app:
         return True
     return auth.principal(request).role >= Role.admin
+
+
+def check_scope(request: web.Request, code: str) -> None:
+    """403 ``out_of_scope`` unless ``code`` ("": the whole registry) is in the caller's scope."""
+    if auth.AUTH in request.app:
+        auth.check_scope(request, code)
+
+
+async def audit(
+    request: web.Request, action: str, target: str, outcome: str, **detail: object
+) -> None:
+    """An audit row for the caller's change (none on an app without auth set up)."""
+    if auth.AUTH in request.app:
+        await auth.audit(request, action, target, outcome, **detail)

@@ -1,17 +1,22 @@
 """HTTP routes of the alerts (docs/dashboard.md "Routes"): ``GET /api/v1/alerts`` (firing and
-recently resolved alerts, the rules, the webhook queues), ``GET /api/v1/alerts/rules`` and
-``PUT /api/v1/alerts/rules`` (admin: central.auth's default rule for a non-GET route)."""
+recently resolved alerts, the rules, the webhook queues), ``GET /api/v1/alerts/rules``,
+``PUT /api/v1/alerts/rules`` (the whole set) and one rule at a time: ``POST
+/api/v1/alerts/rules``, ``PUT`` and ``DELETE /api/v1/alerts/rules/{rule_id}`` (admin:
+central.auth's default rule for a non-GET route). A scoped admin changes only rules over units
+in their scope, and the rules outside it are kept as they are; every change is audited."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from central import body_errors, http
-from central.access import caller, is_admin
+from central.access import audit, caller, check_scope, is_admin
 from central.alerting import AlertTask, alert_json
 from central.alerts import AlertRule, check_unique, masked_url, rule_in_scope
 
@@ -19,6 +24,7 @@ from central.alerts import AlertRule, check_unique, masked_url, rule_in_scope
 MAX_RULES = 200
 
 _RULES = TypeAdapter(list[AlertRule])
+_RULE = TypeAdapter(AlertRule)
 # -- routes -------------------------------------------------------------------------------------
 
 
@@ -27,13 +33,20 @@ def _ok(data: Any) -> web.Response:
 
 
 ALERTS: web.AppKey[AlertTask] = web.AppKey("alerts", AlertTask)
+#: One rule change at a time: each reads the set, changes one rule and stores the set, so two
+#: admins saving at once must not lose one of the changes.
+_CHANGING: web.AppKey[asyncio.Lock] = web.AppKey("alert_rules_changing", asyncio.Lock)
 
 
 def add_routes(app: web.Application, task: AlertTask) -> None:
     app[ALERTS] = task
+    app[_CHANGING] = asyncio.Lock()
     app.router.add_get("/api/v1/alerts", list_alerts)
     app.router.add_get("/api/v1/alerts/rules", get_rules)
-    app.router.add_put("/api/v1/alerts/rules", put_rules)
+    app.router.add_put("/api/v1/alerts/rules", _one_at_a_time(put_rules))
+    app.router.add_post("/api/v1/alerts/rules", _one_at_a_time(_add_rule))
+    app.router.add_put("/api/v1/alerts/rules/{rule_id}", _one_at_a_time(_change_rule))
+    app.router.add_delete("/api/v1/alerts/rules/{rule_id}", _one_at_a_time(_delete_rule))
 
 
 def _code_param(request: web.Request) -> str | None:
@@ -106,5 +119,101 @@ async def put_rules(request: web.Request) -> web.Response:
             raise http.ApiError(
                 400, "bad_rules", f"规则过多（最多 {MAX_RULES} 条）", f"at most {MAX_RULES} rules"
             )
+    _, scope = caller(request)
+    if scope:
+        # The whole set: only an admin of the whole registry may replace (or reset) it.
+        check_scope(request, "")
     await task.replace_rules(rules, by)
+    count = None if rules is None else len(rules)
+    await audit(request, "alert_rules_replace", "rules", "ok", count=count)
     return await get_rules(request)
+
+
+def _one_at_a_time(
+    handler: Callable[[web.Request], Awaitable[web.Response]],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def locked(request: web.Request) -> web.Response:
+        async with request.app[_CHANGING]:
+            return await handler(request)
+
+    return locked
+
+
+def _bad_rule(e: ValidationError) -> http.ApiError:
+    zh, en = body_errors.explain(e)
+    return http.ApiError(400, "bad_rules", f"告警规则无效：{zh}", f"invalid rule: {en}")
+
+
+def _one_rule(raw: bytes) -> AlertRule:
+    try:
+        return _RULE.validate_python(http.json_body(raw))
+    except ValidationError as e:
+        raise _bad_rule(e) from None
+
+
+def _unknown_rule(rule_id: str) -> http.ApiError:
+    return http.ApiError(
+        404, "unknown_rule", f"没有告警规则 {rule_id[:64]}", f"no alert rule {rule_id[:64]!r}"
+    )
+
+
+def _current(request: web.Request) -> list[AlertRule]:
+    return list(request.app[ALERTS].evaluator.rules.values())
+
+
+async def _save(request: web.Request, rules: list[AlertRule]) -> None:
+    if len(rules) > MAX_RULES:
+        raise http.ApiError(
+            400, "bad_rules", f"规则过多（最多 {MAX_RULES} 条）", f"at most {MAX_RULES} rules"
+        )
+    by, _ = caller(request)
+    await request.app[ALERTS].replace_rules(rules, by)
+
+
+async def _add_rule(request: web.Request) -> web.Response:
+    """One new rule (201); 409 ``rule_exists`` when its id is taken."""
+    rule = _one_rule(await request.read())
+    check_scope(request, rule.code)
+    rules = _current(request)
+    if any(r.id == rule.id for r in rules):
+        raise http.ApiError(
+            409, "rule_exists", f"告警规则编号 {rule.id} 已存在", f"alert rule {rule.id} exists"
+        )
+    await _save(request, [*rules, rule])
+    await audit(request, "alert_rule_add", rule.id, "ok", rule=rule.model_dump())
+    return web.json_response(
+        rule.model_dump(), status=201, dumps=lambda o: json.dumps(o, ensure_ascii=False)
+    )
+
+
+async def _change_rule(request: web.Request) -> web.Response:
+    """Replace the rule ``rule_id`` (its id stays: a body naming another id is refused)."""
+    rule_id = request.match_info["rule_id"]
+    rules = _current(request)
+    old = next((r for r in rules if r.id == rule_id), None)
+    if old is None:
+        raise _unknown_rule(rule_id)
+    check_scope(request, old.code)
+    rule = _one_rule(await request.read())
+    if rule.id != rule_id:
+        raise http.ApiError(
+            400, "bad_rules", "告警规则无效：id：不能修改编号", "invalid rule: id: cannot change"
+        )
+    check_scope(request, rule.code)
+    await _save(request, [rule if r.id == rule_id else r for r in rules])
+    await audit(
+        request, "alert_rule_change", rule_id, "ok", before=old.model_dump(), rule=rule.model_dump()
+    )
+    return _ok(rule.model_dump())
+
+
+async def _delete_rule(request: web.Request) -> web.Response:
+    rule_id = request.match_info["rule_id"]
+    rules = _current(request)
+    old = next((r for r in rules if r.id == rule_id), None)
+    if old is None:
+        raise _unknown_rule(rule_id)
+    check_scope(request, old.code)
+    await _save(request, [r for r in rules if r.id != rule_id])
+    await audit(request, "alert_rule_delete", rule_id, "ok", rule=old.model_dump())
+    return _ok({"deleted": rule_id})

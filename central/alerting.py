@@ -257,6 +257,9 @@ class AlertTask:
     async def observe(self, now: float) -> dict[str, list[Condition]]:
         observed: dict[str, list[Condition]] = {}
         for rule in self.evaluator.rules.values():
+            if not rule.enabled:
+                observed[rule.id] = []  # kept for the admin to re-enable; its alerts resolve
+                continue
             code = rule.code or self.registry.scope
             if self.registry.unit(code) is None:
                 observed[rule.id] = []  # outside this central's scope: never fires

@@ -28,6 +28,7 @@ from typing import Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from central import i18n
 
@@ -68,15 +69,28 @@ class AlertRule(_Model):
     severity: Literal["warning", "critical"] = Field(
         default="warning", description="warning or critical / 级别"
     )
+    enabled: bool = Field(
+        default=True,
+        description="false: kept but not evaluated (its alerts resolve) / 停用的规则不评估",
+    )
 
     @model_validator(mode="after")
     def _needs(self) -> Self:
+        # Typed errors (central.body_errors names them in zh and en, at the field's path).
         if self.kind == "coverage_below" and self.threshold_pct is None:
-            raise ValueError("coverage_below needs threshold_pct / 需要 threshold_pct")
+            raise PydanticCustomError(
+                "rule_needs", "{kind} needs {field}", {"kind": self.kind, "field": "threshold_pct"}
+            )
         if self.kind == "outbox_backlog" and self.backlog is None:
-            raise ValueError("outbox_backlog needs backlog / 需要 backlog")
+            raise PydanticCustomError(
+                "rule_needs", "{kind} needs {field}", {"kind": self.kind, "field": "backlog"}
+            )
         if self.kind in ("node_offline", "alarm_unacked", "device_down") and self.minutes <= 0:
-            raise ValueError(f"{self.kind} needs minutes > 0 / 需要 minutes > 0")
+            raise PydanticCustomError(
+                "rule_needs_minutes",
+                "{kind} needs minutes > 0",
+                {"kind": self.kind, "field": "minutes"},
+            )
         return self
 
 

@@ -50,6 +50,7 @@ class AuditFilter:
     user: str | None = None
     action: str | None = None
     since: float | None = None
+    until: float | None = None  # exclusive
 
 
 def record(conn: sqlite3.Connection, e: Entry) -> None:
@@ -85,6 +86,9 @@ def list_audit(
     if f.since is not None:
         conds.append("ts >= ?")
         args.append(f.since)
+    if f.until is not None:
+        conds.append("ts < ?")
+        args.append(f.until)
     where = (" WHERE " + " AND ".join(conds)) if conds else ""
     conn.execute("BEGIN")  # one snapshot for the count and the page
     try:

@@ -38,12 +38,21 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "list_type": ("应为列表", "must be a list"),
     "too_long": ("最多 {max_length} 项", "at most {max_length} items"),
     "value_error": ("取值无效", "invalid value"),
+    "rule_needs": ("{kind} 规则必须填写此项", "required for a {kind} rule"),
+    "rule_needs_minutes": ("{kind} 规则的持续时间应大于 0", "must be over 0 for a {kind} rule"),
 }
+
+
+def _text(v: Any) -> str:
+    """A limit as people write it: 100, not 100.0."""
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return str(v)[:80]
 
 
 def _fill(template: str, ctx: dict[str, Any]) -> str:
     try:
-        return template.format(**{k: str(v)[:80] for k, v in ctx.items()})
+        return template.format(**{k: _text(v) for k, v in ctx.items()})
     except (KeyError, IndexError, ValueError):
         return template.split("{")[0].strip() or template
 
@@ -54,8 +63,10 @@ def explain(error: ValidationError) -> tuple[str, str]:
     en: list[str] = []
     errors = error.errors(include_url=False, include_input=False)
     for e in errors[:MAX_SHOWN]:
-        path = ".".join(str(p) for p in e["loc"]) or "body"
         ctx = dict(e.get("ctx") or {})
+        # A check across fields (a model validator) names the field it is about in its context.
+        loc = [*e["loc"], *([ctx["field"]] if "field" in ctx else [])]
+        path = ".".join(str(p) for p in loc) or "body"
         pair = _TEXTS.get(e["type"])
         if pair is None:  # a check this table does not name: no English in the Chinese half
             zh.append(f"{path}：取值无效")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -22,7 +23,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from registry import Registry
+from shilian import demo_history
 from shilian.broker import Mosquitto, die_with_parent, free_port
+from shilian.churn import ChurnPlan
 
 #: Seconds to wait for central's API to answer after spawning it (first start imports the registry).
 CENTRAL_START_TIMEOUT_S = 60.0
@@ -34,6 +38,8 @@ REFRESH_S = 1.0
 #: Seconds the demo's broker gets to save and exit before SIGKILL.
 BROKER_STOP_TIMEOUT_S = 2.0
 PLAIN_EVERY = 10
+#: The fleet's seed: its nodes are the ones the month of history is about.
+DEMO_SEED = 4501
 
 
 def _central_config(workdir: Path, broker_port: int, http_port: int, city: str) -> Path:
@@ -53,7 +59,9 @@ port = {broker_port}
 [http]
 host = "127.0.0.1"
 port = {http_port}
-""",
+
+[alerts]
+{demo_history.rules_toml(Registry.from_package(city))}""",
         encoding="utf-8",
     )
     return path
@@ -162,6 +170,15 @@ def _table(cov: dict[str, Any], api: str) -> Table:
     return t
 
 
+def seed_history(db: Path, city: str, online_share: float, now: float) -> demo_history.History:
+    """Central's database as after a month over the demo's fleet (the nodes and the online ones
+    of the fleet's plan, the same seed)."""
+    registry = Registry.from_package(city)
+    villages = [u.code for u in registry.villages()]
+    fleet = ChurnPlan(villages, online_share, random.Random(DEMO_SEED), start_time=now)
+    return demo_history.seed(db, registry, fleet.nodes, fleet.up, now, DEMO_SEED)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -184,6 +201,12 @@ def run_demo(city: str = "4501", online_share: float = 0.7688) -> int:
         api = f"http://127.0.0.1:{http_port}"
         conf = _central_config(workdir, broker.port, http_port, city)
         password = _demo_admin(workdir / "central.sqlite3")
+        t0 = time.monotonic()
+        seeded = seed_history(workdir / "central.sqlite3", city, online_share, time.time())
+        console.print(
+            f"历史 history    {demo_history.DAYS} 天 days: {len(seeded.nodes)} 节点 nodes, "
+            f"{len(seeded.alarms)} 报警 alarms ({time.monotonic() - t0:.1f} s)"
+        )
         py = sys.executable
         central = _spawn(
             [py, "-m", "shilian", "central", "run", "--config", str(conf)], workdir / "central.log"
@@ -214,6 +237,8 @@ def run_demo(city: str = "4501", online_share: float = 0.7688) -> int:
                 str(online_share),
                 "--workdir",
                 str(workdir / "fleet"),
+                "--seed",
+                str(DEMO_SEED),
             ],
             workdir / "fleet.log",
         )

@@ -152,6 +152,10 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("POST", "/api/v1/alarms/{event_id}/close"): "operator",
     ("POST", "/api/v1/nodes/{node_id}/commands"): "admin",
     ("GET", "/api/v1/audit"): "admin",
+    ("GET", "/api/v1/users"): "admin",
+    ("POST", "/api/v1/users"): "admin",
+    ("POST", "/api/v1/users/{user}/password"): "admin",
+    ("POST", "/api/v1/users/{user}/disabled"): "admin",
 }
 
 
@@ -162,6 +166,7 @@ def _concrete(pattern: str, site: Site) -> str:
         .replace("{event_id}", str(site.alarms[V1]))
         .replace("{sha256}", "0" * 64)
         .replace("{name}", "app.css")
+        .replace("{user}", "nobody")
     )
 
 

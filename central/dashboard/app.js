@@ -1,6 +1,7 @@
 // The operators' dashboard. Plain browser JavaScript, no build step: central serves
 // this file as it is. Routes (location.hash): "#/" the scope's overview, "#/u/<code>" a unit,
-// "#/n/<node id>" a node, "#/alarms" the alarm console (alarms.js). Figures come from central's API; a server-sent events stream
+// "#/n/<node id>" a node, "#/alarms" the alarm console (alarms.js), "#/admin/<tab>" the admin
+// pages (admin.js). Figures come from central's API; a server-sent events stream
 // (/api/v1/live) says when they changed, and the view re-reads them (throttled).
 "use strict";
 
@@ -846,11 +847,15 @@ function route() {
   if (h.startsWith("n/")) next = ["n", h.slice(2)];
   else if (h === "alarms" || h.startsWith("alarms?")) next = ["a", h.slice(7)];
   else if (h.startsWith("u/") && /^\d{2,12}$/.test(h.slice(2))) next = ["u", h.slice(2)];
+  // -- admin pages (admin.js) --
+  else if (h === "admin" || h.startsWith("admin/")) next = ["admin", h.slice(6)];
+  // -- end admin pages --
   else next = ["u", BOOT.scope];
   if (view) view.dispose();
   Object.values(shilian.charts).forEach((c) => c.dispose());
   shilian.charts = {};
-  view = next[0] === "n" ? nodeView(next[1]) : next[0] === "a" ? window.shilianAlarms.view(next[1]) : unitView(next[1]);
+  view = next[0] === "n" ? nodeView(next[1]) : next[0] === "a" ? window.shilianAlarms.view(next[1])
+    : next[0] === "admin" ? window.shilianAdmin.view(next[1]) : unitView(next[1]);
   if (timer !== null) { clearTimeout(timer); timer = null; }
   refresh();
 }
@@ -973,6 +978,7 @@ function setupHeader() {
 setupHeader();
 setupSearch();
 window.shilianAlarms.start();
+window.shilianAdmin.start(); // admin pages (admin.js): the header link, for admins only
 window.addEventListener("hashchange", route);
 route();
 connectLive();
