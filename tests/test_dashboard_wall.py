@@ -347,7 +347,13 @@ def test_the_wall_screen_still_fits_with_an_alarm_flashing_and_every_name_is_rea
             for sel in ("[data-test=session]", "[data-test=wall-focus-label]"):
                 assert pg.evaluate(OVERLAPS_JS, sel) == [], (width, sel)
             # The rankings show every name (none skipped), no two texts overlapping.
+            # (The charts re-fit their type once the banner has shrunk them: wait for that.)
             for name in ("rank", "full-rank"):
+
+                def settled(p: Any = pg, n: str = name) -> bool:
+                    return not _overlaps(p.evaluate(LABELS_JS, n))
+
+                wait_for(settled, what=f"{name} re-fitted")
                 got = pg.evaluate(LABELS_JS, name)
                 names = {label["lines"][0] for label in got["labels"]}
                 assert {u.name for u in COUNTIES} <= names, (name, got)
@@ -378,20 +384,28 @@ LABELS_JS = """name => {
 }"""
 
 
+def _overlaps(got: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """The pairs of a chart's texts that intersect."""
+    boxes = got["labels"]
+    return [
+        (a, b)
+        for i, a in enumerate(boxes)
+        for b in boxes[i + 1 :]
+        if not (
+            a["x"] + a["w"] <= b["x"]
+            or b["x"] + b["w"] <= a["x"]
+            or a["y"] + a["h"] <= b["y"]
+            or b["y"] + b["h"] <= a["y"]
+        )
+    ]
+
+
 def _apart(got: dict[str, Any]) -> None:
     """No two texts of a chart intersect, and each is inside the chart."""
-    boxes = got["labels"]
-    for i, a in enumerate(boxes):
+    for a in got["labels"]:
         assert a["x"] >= 0 and a["x"] + a["w"] <= got["width"], a
         assert a["y"] >= 0 and a["y"] + a["h"] <= got["height"], a
-        for b in boxes[i + 1 :]:
-            apart = (
-                a["x"] + a["w"] <= b["x"]
-                or b["x"] + b["w"] <= a["x"]
-                or a["y"] + a["h"] <= b["y"]
-                or b["y"] + b["h"] <= a["y"]
-            )
-            assert apart, (a, b)
+    assert _overlaps(got) == []
 
 
 @pytest.mark.parametrize(
