@@ -107,7 +107,7 @@ function chart(name, node) {
   shilian.charts[name] = c;
   // A chart fills its box, which changes without a window resize too (the wall's rows settle as
   // figures arrive; a banner appears).
-  new ResizeObserver(() => { if (!c.isDisposed()) { c.resize(); restyleSoon(); } }).observe(node);
+  new ResizeObserver(() => { if (!c.isDisposed()) { c.resize(); restyleSoon(0); } }).observe(node);
   return c;
 }
 // Chart type in px: the desk's fixed size, or on the wall ``wallEm`` of the page's type (which
@@ -120,13 +120,14 @@ function chartPx(desk, wallEm) {
 function rankFont(c, n) {
   return Math.max(8, Math.min(chartPx(12, 0.8), Math.floor((0.8 * (c.getHeight() - 24)) / Math.max(1, n))));
 }
-// Charts follow their boxes: their size at once, and on the wall their type once it settles.
+// Charts follow their boxes: their size at once, and on the wall their type too, once for all
+// charts (a box resized: next turn; a window being dragged: once it settles).
 const RESTYLE_MS = 200;
 let restyleTimer = null;
-function restyleSoon() {
+function restyleSoon(wait = RESTYLE_MS) {
   if (!BOOT.wall) return;
   clearTimeout(restyleTimer);
-  restyleTimer = setTimeout(() => { if (view && view.restyle) view.restyle(); }, RESTYLE_MS);
+  restyleTimer = setTimeout(() => { if (view && view.restyle) view.restyle(); }, wait);
 }
 window.addEventListener("resize", () => {
   Object.values(shilian.charts).forEach((c) => c.resize());
