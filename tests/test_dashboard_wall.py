@@ -364,6 +364,17 @@ def test_the_wall_screen_still_fits_with_an_alarm_flashing_and_every_name_is_rea
         pg.rec.check()
 
 
+@pytest.mark.parametrize("path", ["/dashboard/", "/dashboard/?lang=en#/u/450102"])
+def test_the_user_badge_sits_in_the_desk_header_covering_nothing(
+    page: Any, site: Central, path: str
+) -> None:
+    open_dashboard(page, site, path)
+    page.wait_for_selector("[data-test=session]")
+    assert page.evaluate(OVERLAPS_JS, "[data-test=session]") == []
+    assert page.locator("header [data-test=session]").count() == 1
+    assert page.evaluate("() => document.scrollingElement.scrollWidth <= innerWidth")
+
+
 # -- the city map labels every county, no two labels overlapping -----------------------------------
 
 #: A chart's texts as rendered: each text's lines and its box (chart pixels).
