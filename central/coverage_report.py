@@ -238,7 +238,7 @@ def render_report(r: Report, s: dict[str, str], lang: str) -> str:
     fill = {
         "lang": lang,
         "title": e(f"{s['report_title']}：{r.name}"),
-        "query": e(f"code={r.code}&from={r.first.isoformat()}&to={r.last.isoformat()}"),
+        "query": e(f"code={r.code}&since={r.first.isoformat()}&until={r.last.isoformat()}"),
         "range": e(f"{s['report_range']} {date(r.first)} – {date(r.last)}"),
         "as_of": e(f"{s['report_as_of']} {date(day) if day else '—'}"),
         "summary": "".join(summary),

@@ -1,13 +1,16 @@
 """Coverage reports and the trend, read from the daily history (central.history).
 
 Routes (docs/dashboard.md):
-- ``GET /api/v1/history/coverage?code=&days=30`` the unit's daily figures, oldest first; the last
-  day is today's current figure;
-- ``GET /api/v1/reports/coverage.xlsx?code=&from=&to=`` and ``.csv``: the unit and its children
-  per day over the range (zh-CN headers), a summary on the last day with a 合计 (totals) row;
-- ``GET /dashboard/report?code=&from=&to=`` the same as a printable page (A4).
+- ``GET /api/v1/history/coverage?code=&since=&until=`` (or ``&days=30``) the unit's daily
+  figures, oldest first; today, when in the range, is its current figure;
+- ``GET /api/v1/reports/coverage.xlsx?code=&since=&until=`` and ``.csv``: the unit and its
+  children per day over the range (zh-CN headers), a summary on the last day with a 合计
+  (totals) row;
+- ``GET /dashboard/report?code=&since=&until=`` the same as a printable page (A4).
 
-Dates are local (Asia/Shanghai) ISO days; ``to`` defaults to today, ``from`` to 29 days before.
+Dates are local (Asia/Shanghai) ISO days, both ends included (``from``/``to`` are older names of
+``since``/``until``); ``until`` defaults to today, ``since`` to 29 days before it (``days - 1``
+for the trend).
 A day without history is left empty (``—``), never guessed. The report and its formats are
 :mod:`central.coverage_report`; these are its HTTP routes.
 """
@@ -58,24 +61,35 @@ def _code(request: web.Request) -> str:
     return http.known_unit(ctx.registry, request.query.get("code", default))
 
 
-def _range(request: web.Request, today: dt.date) -> tuple[dt.date, dt.date]:
-    dates: dict[str, dt.date] = {}
-    for name in ("from", "to"):
-        value = request.query.get(name, "")
-        if value:
-            try:
-                dates[name] = parse_day(value)
-            except ValueError:
-                raise _bad(
-                    name, value, "应为日期 YYYY-MM-DD", "must be a date YYYY-MM-DD"
-                ) from None
-    last = dates.get("to", today)
-    first = dates.get("from", last - dt.timedelta(days=TREND_DAYS - 1))
+#: The names of a range's ends: ``since``/``until`` (as the dashboard's date-range picker sends
+#: them, and as the alarms API names its range) or the reports' older ``from``/``to``.
+RANGE_NAMES = (("since", "from"), ("until", "to"))
+
+
+def _day(request: web.Request, names: tuple[str, str]) -> dt.date | None:
+    given = [n for n in names if request.query.get(n, "")]
+    if len(given) > 1:
+        raise _bad(names[1], request.query[names[1]], f"与 {names[0]} 重复", f"repeats {names[0]}")
+    if not given:
+        return None
+    value = request.query[given[0]]
+    try:
+        return parse_day(value)
+    except ValueError:
+        raise _bad(given[0], value, "应为日期 YYYY-MM-DD", "must be a date YYYY-MM-DD") from None
+
+
+def _range(request: web.Request, today: dt.date, days: int = TREND_DAYS) -> tuple[dt.date, dt.date]:
+    """The inclusive local days asked for: ``until`` defaults to today, ``since`` to ``days``
+    days up to ``until``."""
+    since, until = (_day(request, names) for names in RANGE_NAMES)
+    last = until or today
+    first = since or last - dt.timedelta(days=days - 1)
     if first > last:
-        raise _bad("from", first.isoformat(), "晚于 to", "is after to")
+        raise _bad("since", first.isoformat(), f"晚于 until {last}", f"is after until {last}")
     if (last - first).days >= MAX_RANGE_DAYS:
         raise _bad(
-            "from",
+            "since",
             first.isoformat(),
             f"范围超过 {MAX_RANGE_DAYS} 天",
             f"range over {MAX_RANGE_DAYS} days",
@@ -131,8 +145,7 @@ async def trend(request: web.Request) -> web.Response:
         raise _bad(
             "days", raw, f"应为 1 到 {MAX_RANGE_DAYS} 的整数", f"must be 1 to {MAX_RANGE_DAYS}"
         )
-    last = local_day(ctx.clock(), history.tz)
-    first = last - dt.timedelta(days=int(raw) - 1)
+    first, last = _range(request, local_day(ctx.clock(), history.tz), int(raw))
     today = {r.code: r for r in history.today_rows([code])}
     r = await request.app[http.READS].run(
         lambda conn: build_report(conn, ctx.registry, today, code, first, last)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -150,7 +151,7 @@ def test_printable_page_and_csv_and_bad_ranges(site: tuple[Central, Client]) -> 
     assert rows[-1][1] == "合计" and int(rows[-1][5]) == api["unit"]["covered"]
     for query, needle in (
         ("from=2026-13-01", "YYYY-MM-DD"),
-        ("from=2026-11-20&to=2026-11-01", "after to"),
+        ("from=2026-11-20&to=2026-11-01", "after until"),
         ("from=2020-01-01&to=2026-01-01", "range over"),
     ):
         status, body = client.raw("GET", f"/api/v1/reports/coverage.xlsx?{query}")
@@ -160,6 +161,41 @@ def test_printable_page_and_csv_and_bad_ranges(site: tuple[Central, Client]) -> 
     status, body = client.raw("GET", "/api/v1/nodes?seen_before=yesterday")
     assert status == 400 and "seen_before" in body.decode()
     assert client.get(f"/api/v1/nodes?county={COUNTY}&seen_before=1")["total"] == 0
+
+
+@pytest.mark.slow
+def test_trend_and_reports_take_a_since_until_range(site: tuple[Central, Client]) -> None:
+    """The dashboard's date-range picker asks the trend and the reports for since..until."""
+    _, client = site
+    today = dt.date.fromisoformat(client.get(f"/api/v1/history/coverage?code={COUNTY}")["to"])
+    since, until = today - dt.timedelta(days=6), today
+    q = f"code={COUNTY}&since={since}&until={until}"
+    trend = client.get(f"/api/v1/history/coverage?{q}")
+    assert (trend["from"], trend["to"]) == (since.isoformat(), until.isoformat())
+    assert trend["days"][-1]["day"] == today.isoformat()  # today's live figure, within the range
+    past = client.get(f"/api/v1/history/coverage?code={COUNTY}&since=2026-01-01&until=2026-01-31")
+    assert (past["from"], past["to"], past["days"]) == ("2026-01-01", "2026-01-31", [])
+    status, body = client.raw("GET", f"/api/v1/reports/coverage.csv?{q}")
+    assert status == 200
+    rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
+    days = {r[0] for r in rows[1 : rows.index([])]}  # days with figures: only today's here
+    assert days == {today.isoformat()}
+    status, body = client.raw("GET", f"/api/v1/reports/coverage.csv?code={COUNTY}&until={since}")
+    rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
+    assert status == 200 and rows[1] == []  # a range before today: no day has figures
+    status, page = client.raw("GET", f"/dashboard/report?{q}")
+    assert status == 200 and f"since={since}&amp;until={until}" in page.decode()
+    for query, needle_zh, needle_en in (
+        ("since=2026-11-20&until=2026-11-01", "晚于 until", "is after until"),
+        ("since=2026-02-30", "应为日期", "must be a date"),
+        ("since=2024-01-01&until=2026-01-01", "范围超过", "range over"),
+        ("since=2026-11-01&from=2026-11-01", "重复", "repeats since"),
+    ):
+        for path in ("/api/v1/history/coverage", "/api/v1/reports/coverage.xlsx"):
+            status, body = client.raw("GET", f"{path}?{query}")
+            err = json.loads(body)["error"]
+            assert status == 400 and err["code"] == "bad_param", body
+            assert needle_zh in err["message"] and needle_en in err["message"], err
 
 
 @pytest.mark.slow

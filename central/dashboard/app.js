@@ -107,9 +107,34 @@ let view = null; // the current view: { key, refresh(), dispose() }
 function chart(name, node) {
   const c = echarts.init(node, null, { renderer: "canvas" });
   shilian.charts[name] = c;
+  // A chart fills its box, which changes without a window resize too (the wall's rows settle as
+  // figures arrive; a banner appears).
+  new ResizeObserver(() => { if (!c.isDisposed()) { c.resize(); restyleSoon(0); } }).observe(node);
   return c;
 }
-window.addEventListener("resize", () => Object.values(shilian.charts).forEach((c) => c.resize()));
+// Chart type in px: the desk's fixed size, or on the wall ``wallEm`` of the page's type (which
+// follows the viewport, app.css), so charts scale with the screen like the text around them.
+function chartPx(desk, wallEm) {
+  return BOOT.wall ? Math.round(wallEm * parseFloat(getComputedStyle(document.body).fontSize)) : desk;
+}
+// A bar ranking's names: the chart's type, but never taller than a bar's slot, so that every
+// name is shown (none skipped) and none overlaps the next in a short box (the wall with banners).
+function rankFont(c, n) {
+  return Math.max(8, Math.min(chartPx(12, 0.8), Math.floor((0.8 * (c.getHeight() - 24)) / Math.max(1, n))));
+}
+// Charts follow their boxes: their size at once, and on the wall their type too, once for all
+// charts (a box resized: next turn; a window being dragged: once it settles).
+const RESTYLE_MS = 200;
+let restyleTimer = null;
+function restyleSoon(wait = RESTYLE_MS) {
+  if (!BOOT.wall) return;
+  clearTimeout(restyleTimer);
+  restyleTimer = setTimeout(() => { if (view && view.restyle) view.restyle(); }, wait);
+}
+window.addEventListener("resize", () => {
+  Object.values(shilian.charts).forEach((c) => c.resize());
+  restyleSoon();
+});
 
 function markReady() {
   if (shilian.ready === null) {
@@ -136,6 +161,153 @@ function eventsList(events) {
     ${e.village_name ? `<a href="${unitHref(e.village)}">${esc(e.village_name)}</a>` : ""}
     <a href="${nodeHref(e.node_id)}">${esc(e.node_id)}</a> <span data-kind="${esc(e.kind)}">${esc(eventKindName(e.kind))}</span>${e.device ? ` · ${esc(e.device)}` : ""}
   </li>`).join("")}</ul>`;
+}
+
+// -- date range of the trend and the reports ---------------------------------------------------
+// The range is two local (Asia/Shanghai) days, both included, kept in the page's address
+// (?since=YYYY-MM-DD&until=YYYY-MM-DD) so a reload, a drill-down or the language switch keeps it;
+// the trend and the report links ask central for exactly it (docs/api.md). Without one in the
+// address it is the last RANGE_DEFAULT_DAYS days up to central's today.
+
+const RANGE_PRESETS = [7, 30, 90];
+const RANGE_DEFAULT_DAYS = 30;
+// central.history.MAX_RANGE_DAYS: central refuses longer ranges, so the page says so first.
+const RANGE_MAX_DAYS = 366;
+const ISO_DAY = new Intl.DateTimeFormat("en-CA", { timeZone: "Asia/Shanghai", year: "numeric", month: "2-digit", day: "2-digit" });
+const isoDay = (ts) => ISO_DAY.format(new Date(ts * 1000)); // central's time → its local day
+const addDays = (iso, n) => new Date(Date.parse(`${iso}T00:00:00Z`) + n * 86400000).toISOString().slice(0, 10);
+const dayDiff = (a, b) => Math.round((Date.parse(`${b}T00:00:00Z`) - Date.parse(`${a}T00:00:00Z`)) / 86400000);
+const validDay = (iso) => /^\d{4}-\d{2}-\d{2}$/.test(iso) && !Number.isNaN(Date.parse(`${iso}T00:00:00Z`)) && addDays(iso, 0) === iso;
+
+function presetRange(days, today) { return { since: addDays(today, 1 - days), until: today }; }
+
+// The range in the address, or the default one ending ``today`` (central's local day).
+function readRange(today) {
+  const q = new URLSearchParams(location.search);
+  if (!q.has("since") && !q.has("until")) return presetRange(RANGE_DEFAULT_DAYS, today);
+  return { since: q.get("since") || "", until: q.get("until") || today };
+}
+
+// The catalogue key of what is wrong with a range, or null.
+function rangeProblem(r) {
+  if (!validDay(r.since) || !validDay(r.until)) return "range_bad_date";
+  if (r.since > r.until) return "range_order";
+  if (dayDiff(r.since, r.until) >= RANGE_MAX_DAYS) return "range_too_long";
+  return null;
+}
+
+function writeRange(r) {
+  const q = new URLSearchParams(location.search);
+  q.set("since", r.since);
+  q.set("until", r.until);
+  history.replaceState(history.state, "", `${location.pathname}?${q}${location.hash}`);
+  updateLangLink();
+}
+
+const rangeQuery = (r) => `since=${r.since}&until=${r.until}`;
+
+// The picker: presets, the two dates, the message of a wrong range. ``onChange(range)`` gets
+// every valid range the user picks; a wrong one is only explained.
+function rangePicker(box, today, onChange) {
+  box.innerHTML = `${RANGE_PRESETS.map((d) => `<button type="button" data-test="range-preset" data-days="${d}">${esc(t("range_preset", { n: d }))}</button>`).join("")}
+    <label>${esc(t("range_since"))} <input type="date" data-test="range-since"></label>
+    <label>${esc(t("range_until"))} <input type="date" data-test="range-until"></label>
+    <span class="error-text" data-test="range-error" role="alert" hidden></span>`;
+  const since = $("[data-test=range-since]", box), until = $("[data-test=range-until]", box);
+  const error = $("[data-test=range-error]", box);
+  const show = (r) => {
+    since.value = validDay(r.since) ? r.since : "";
+    until.value = validDay(r.until) ? r.until : "";
+    box.querySelectorAll("[data-test=range-preset]").forEach((b) => {
+      b.classList.toggle("on", r.until === today && dayDiff(r.since, r.until) + 1 === Number(b.dataset.days));
+    });
+  };
+  const pick = (r) => {
+    const problem = rangeProblem(r);
+    error.hidden = problem === null;
+    error.textContent = problem ? t(problem, { max: RANGE_MAX_DAYS }) : "";
+    if (problem) return;
+    show(r);
+    writeRange(r);
+    onChange(r);
+  };
+  box.querySelectorAll("[data-test=range-preset]").forEach((b) => b.addEventListener("click", () => pick(presetRange(Number(b.dataset.days), today))));
+  for (const input of [since, until]) input.addEventListener("change", () => pick({ since: since.value, until: until.value }));
+  const first = readRange(today);
+  show(first);
+  const problem = rangeProblem(first);
+  error.hidden = problem === null;
+  error.textContent = problem ? t(problem, { max: RANGE_MAX_DAYS }) : "";
+  return {
+    current: () => { const r = readRange(today); return rangeProblem(r) ? null : r; },
+    failed(message) { error.hidden = false; error.textContent = message; },
+  };
+}
+
+// -- city map ---------------------------------------------------------------------------------
+// Every county is labelled, none hidden for overlapping. Each county shows its name and figure
+// on its shape; the small urban districts, packed too tightly for that, are labelled in a column
+// left of the map (in the north-to-south order of their label points), each joined to its
+// district by a leader line; their figures are in the tooltip and the ranking beside the map.
+
+// The county in focus on the wall (app.css --focus): unlike the ratio steps and the warnings.
+const FOCUS = getComputedStyle(document.documentElement).getPropertyValue("--focus").trim();
+// Space between the column of callouts and the map, and between callouts, in label heights.
+const CALLOUT_GAP = 0.8;
+const CALLOUT_STEP = 1.6;
+
+function mapOption(mapName, items, layout) {
+  return {
+    animation: false,
+    tooltip: { trigger: "item", formatter: (p) => (p.data ? `${esc(p.data.unit)}<br>${fmtPct(p.data.ratio)} (${fmtInt(p.data.covered)} / ${fmtInt(p.data.villages)})` : "") },
+    // The legend of the colour steps (top left, where the city's shape leaves room); each area
+    // is coloured by ratioColor.
+    visualMap: { type: "piecewise", show: true, left: 8, top: 8, textStyle: { color: "#e6edf5", fontSize: chartPx(12, 0.7) },
+      itemWidth: chartPx(20, 1.1), itemHeight: chartPx(14, 0.75), itemGap: chartPx(10, 0.4),
+      pieces: RATIO_STEPS.map(([min, color], i) => ({ gte: min * 100, ...(i ? { lt: RATIO_STEPS[i - 1][0] * 100 } : {}), color,
+        label: i ? `${min * 100}%–${RATIO_STEPS[i - 1][0] * 100}%` : `≥ ${min * 100}%` })) },
+    series: [{ type: "map", map: mapName, roam: false, selectedMode: false,
+      layoutCenter: ["50%", "50%"], layoutSize: "100%",
+      label: { show: true, color: "#0f1c2e", fontSize: chartPx(11, 0.75),
+        formatter: (p) => (p.data ? (p.data.small ? p.data.unit.replace(/区$/, "") : `${p.data.unit}\n${fmtPct(p.data.ratio)}`) : p.name) },
+      labelLine: { show: false }, labelLayout: layout,
+      itemStyle: { borderColor: "#0f1c2e" },
+      emphasis: { label: { color: "#000" }, itemStyle: { areaColor: FOCUS, borderColor: "#fff", borderWidth: 2 } },
+      data: items }],
+  };
+}
+
+// ECharts' labelLayout callback placing the small districts' labels in their column. The
+// column's right edge is the map's west edge (from the shapes' longitudes, through the chart's
+// own projection), centred on the districts' mean height.
+function calloutLayout(chartInst, mapName, items) {
+  let west = null; // the shapes' westernmost longitude and a latitude
+  let centres = null; // district code -> [lng, lat] of its label point
+  return (p) => {
+    const all = items();
+    const d = all[p.dataIndex];
+    if (!d || !d.small) return {};
+    if (west === null) {
+      const geo = echarts.getMap(mapName);
+      const json = geo.geoJSON || geo.geoJson;
+      centres = {};
+      west = [Infinity, 0];
+      const visit = (c) => { if (typeof c[0] === "number") { if (c[0] < west[0]) west = [c[0], c[1]]; } else c.forEach(visit); };
+      for (const f of json.features) {
+        visit(f.geometry.coordinates);
+        centres[f.properties.name] = f.properties.cp;
+      }
+    }
+    const px = (lngLat) => chartInst.convertToPixel({ seriesIndex: 0 }, lngLat);
+    const small = all.filter((x) => x.small && centres[x.name]).map((x) => ({ code: x.name, y: px(centres[x.name])[1] }));
+    small.sort((a, b) => a.y - b.y);
+    const i = small.findIndex((x) => x.code === d.name);
+    if (i < 0) return {};
+    const h = p.labelRect.height;
+    const mid = small.reduce((sum, x) => sum + x.y, 0) / small.length;
+    // ECharts draws the leader line from the label to the nearest point of the district's outline.
+    return { x: px(west)[0] - CALLOUT_GAP * h, y: mid + (i - (small.length - 1) / 2) * CALLOUT_STEP * h, align: "right", verticalAlign: "middle" };
+  };
 }
 
 // -- unit view (the overview is the scope's unit view) --------------------------------------------
@@ -185,7 +357,9 @@ function unitView(code) {
       ${hasMap ? `<section class="card span7"><h2>${esc(t("map_title"))}</h2><div class="chart" data-test="map"></div></section>` : ""}
       ${hasRank ? `<section class="card ${hasMap ? "span5" : "span7"}"><h2>${esc(t("rank_title"))}</h2><div class="chart" data-test="rank"></div></section>` : ""}
       ${eventsFirst ? events : ""}
-      ${isVillage ? "" : `<section class="card span12" data-test="trend-card" hidden><h2>${esc(t("trend_title"))}</h2><div class="chart small" data-test="trend"></div></section>`}
+      ${isVillage ? "" : `<section class="card span12" data-test="trend-card"><div class="tools"><h2 style="flex:1">${esc(t("trend_title"))}</h2>
+        <div class="tools range" data-test="range"></div></div>
+        <p class="muted" data-test="trend-none" hidden>${esc(t("trend_none"))}</p><div class="chart small" data-test="trend"></div></section>`}
       ${BOOT.wall && code === BOOT.scope ? `<section class="card span12" data-test="wall-focus"></section>` : ""}
       <section class="card ${eventsFirst ? "span12" : "span8"}" ${BOOT.wall ? "hidden" : ""}>
         <div class="tools">
@@ -197,8 +371,8 @@ function unitView(code) {
             ${Object.keys(SEEN).map((f) => `<option value="${f}">${esc(t(`seen_${f}`))}</option>`).join("")}
           </select></label>
           <a data-test="csv" href="/api/v1/dashboard/coverage.csv?code=${code}" download>${esc(t("download_csv"))}</a>
-          <a data-test="report-xlsx" href="/api/v1/reports/coverage.xlsx?code=${code}" download>${esc(t("download_xlsx"))}</a>
-          <a data-test="report-page" href="/dashboard/report?code=${code}${LANG === "en" ? "&lang=en" : ""}" target="_blank">${esc(t("report_link"))}</a>`}
+          <a data-test="report-xlsx" href="/api/v1/reports/coverage.xlsx?code=${code}" data-href="/api/v1/reports/coverage.xlsx?code=${code}" download>${esc(t("download_xlsx"))}</a>
+          <a data-test="report-page" href="/dashboard/report?code=${code}${LANG === "en" ? "&lang=en" : ""}" data-href="/dashboard/report?code=${code}${LANG === "en" ? "&lang=en" : ""}" target="_blank">${esc(t("report_link"))}</a>`}
         </div>
         <div class="table-wrap" data-test="table"></div>
       </section>
@@ -206,7 +380,7 @@ function unitView(code) {
     </div>`;
 
   video.mount(root);
-  let map = null, rank = null, mapBase = null;
+  let map = null, rank = null, mapItems = [], mapLayout = null;
   if (hasMap) {
     const geo = echarts.getMap(SHAPES[code]);
     const src = geo.geoJSON || geo.geoJson;
@@ -219,24 +393,7 @@ function unitView(code) {
       echarts.registerMap(mapName, { ...src, features });
     }
     map = chart("map", $("[data-test=map]", root));
-    // Set with the first data (one render of the shapes instead of two).
-    mapBase = {
-      animation: false,
-      tooltip: { trigger: "item", formatter: (p) => (p.data ? `${esc(p.data.label)}<br>${fmtPct(p.data.ratio)} (${fmtInt(p.data.covered)} / ${fmtInt(p.data.villages)})` : "") },
-      // The legend of the colour steps; each area is coloured by ratioColor (below).
-      visualMap: { type: "piecewise", show: true, left: 8, bottom: 8, textStyle: { color: "#e6edf5" },
-        pieces: RATIO_STEPS.map(([min, color], i) => ({ gte: min * 100, ...(i ? { lt: RATIO_STEPS[i - 1][0] * 100 } : {}), color,
-          label: i ? `${min * 100}%–${RATIO_STEPS[i - 1][0] * 100}%` : `≥ ${min * 100}%` })) },
-      series: [{ type: "map", map: mapName, roam: false, selectedMode: false,
-        layoutCenter: ["50%", "50%"], layoutSize: "100%",
-        // Every county is labelled (none hidden for overlapping): the small urban districts,
-        // packed together, show their name without "区" in smaller type (their figure is in the
-        // tooltip and the ranking beside the map).
-        label: { show: true, color: "#0f1c2e", fontSize: BOOT.wall ? 16 : 11,
-          formatter: (p) => (p.data ? (p.data.small ? `{s|${p.data.label.replace(/区$/, "")}}` : `${p.data.label}\n${fmtPct(p.data.ratio)}`) : p.name),
-          rich: { s: { fontSize: BOOT.wall ? 12 : 9, color: "#0f1c2e" } } },
-        itemStyle: { borderColor: "#0f1c2e" }, emphasis: { label: { color: "#000" } }, data: [] }],
-    };
+    mapLayout = calloutLayout(map, mapName, () => mapItems);
     map.on("click", (p) => { if (p.data) location.hash = unitHref(p.data.name); });
     map.on("finished", markReady);
   }
@@ -314,50 +471,73 @@ function unitView(code) {
   function renderCharts() {
     const kids = data.coverage.children;
     if (map) {
-      const items = kids.map((u) => ({ name: u.code, value: +(u.ratio * 100).toFixed(2), label: u.name, ratio: u.ratio, covered: u.covered, villages: u.villages,
-        itemStyle: { areaColor: ratioColor(u.ratio) }, small: SMALL_AREAS.has(u.code) }));
-      map.setOption(mapBase ? { ...mapBase, series: [{ ...mapBase.series[0], data: items }] } : { series: [{ data: items }] });
-      mapBase = null;
+      mapItems = kids.map((u) => ({ name: u.code, value: +(u.ratio * 100).toFixed(2), unit: u.name, ratio: u.ratio, covered: u.covered, villages: u.villages,
+        itemStyle: { areaColor: ratioColor(u.ratio) }, small: SMALL_AREAS.has(u.code),
+        ...(SMALL_AREAS.has(u.code) ? { label: { color: "#e6edf5" }, labelLine: { show: true, lineStyle: { color: "#e6edf5", width: 1 } }, emphasis: { label: { color: FOCUS } } } : {}) }));
+      map.setOption(mapOption(`shilian-${code}`, mapItems, mapLayout));
     }
     if (rank) {
       const ranked = kids.slice().sort((a, b) => a.ratio - b.ratio || b.code.localeCompare(a.code));
       rank.setOption({
         animation: false,
-        grid: { left: 8, right: 64, top: 8, bottom: 8, containLabel: true },
+        grid: { left: 8, right: chartPx(64, 4), top: 8, bottom: 8, containLabel: true },
         tooltip: { trigger: "item", formatter: (p) => `${esc(p.name)}: ${fmtPct(p.data.ratio)} (${fmtInt(p.data.covered)} / ${fmtInt(p.data.villages)})` },
-        xAxis: { type: "value", max: 100, axisLabel: { color: "#8fa3bb", formatter: "{value}%" }, splitLine: { lineStyle: { color: "#26405f" } } },
-        yAxis: { type: "category", data: ranked.map((u) => u.name), axisLabel: { color: "#e6edf5", fontSize: BOOT.wall ? 16 : 12 } },
+        xAxis: { type: "value", max: 100, axisLabel: { color: "#8fa3bb", formatter: "{value}%", fontSize: chartPx(12, 0.7) }, splitLine: { lineStyle: { color: "#26405f" } } },
+        yAxis: { type: "category", data: ranked.map((u) => u.name), axisLabel: { color: "#e6edf5", fontSize: rankFont(rank, ranked.length), interval: 0 } },
         series: [{ type: "bar", data: ranked.map((u) => ({ value: +(u.ratio * 100).toFixed(2), code: u.code, ratio: u.ratio, covered: u.covered, villages: u.villages, itemStyle: { color: ratioColor(u.ratio) } })),
-          label: { show: true, position: "right", color: "#e6edf5", formatter: (p) => fmtPct(p.data.ratio) } }],
+          label: { show: true, position: "right", color: "#e6edf5", fontSize: rankFont(rank, ranked.length), formatter: (p) => fmtPct(p.data.ratio) } }],
       });
     }
   }
 
-  let trend = null, trendAt = -Infinity;
+  let trend = null, trendAt = -Infinity, picker = null, lastTrend = null;
+  // The report links carry the picked range (the trend's: one range for both).
+  function rangeLinks(r) {
+    root.querySelectorAll("[data-test=report-xlsx], [data-test=report-page]").forEach((a) => {
+      a.href = r ? `${a.dataset.href}&${rangeQuery(r)}` : a.dataset.href;
+    });
+  }
   async function loadTrend() {
     const card = $("[data-test=trend-card]", root);
     if (!card) return;
+    if (!picker) {
+      picker = rangePicker($("[data-test=range]", card), isoDay(data.overview.time), (r) => {
+        trendAt = performance.now();
+        rangeLinks(r);
+        loadTrend();
+      });
+    }
+    const range = picker.current();
+    rangeLinks(range);
+    if (!range) return; // the picker says what is wrong
     let r;
     try {
-      r = await api(`/api/v1/history/coverage?code=${code}`);
+      r = await api(`/api/v1/history/coverage?code=${code}&${rangeQuery(range)}`);
     } catch (e) {
-      console.warn("trend", e);
+      picker.failed(e.message);
       return;
     }
     // Only where history exists: today's live figure alone is no trend.
-    card.hidden = r.days.length < 2;
+    const none = r.days.length < 2;
+    $("[data-test=trend-none]", card).hidden = !none;
+    $("[data-test=trend]", card).hidden = none;
     card.dataset.days = String(r.days.length);
-    if (card.hidden) return;
+    card.dataset.range = `${r.from}/${r.to}`;
+    if (none) return;
+    lastTrend = r;
+    drawTrend(r);
+  }
+  function drawTrend(r) {
     if (!trend) trend = chart("trend", $("[data-test=trend]", root));
     trend.setOption({
       animation: false,
-      grid: { left: 48, right: 16, top: 16, bottom: 24 },
+      grid: { left: 8, right: 16, top: 16, bottom: 8, containLabel: true },
       tooltip: { trigger: "axis", formatter: (ps) => ps.map((p) => `${esc(fmtDay(p.data.day))}<br>${fmtPct(p.data.ratio)} (${fmtInt(p.data.covered)} / ${fmtInt(p.data.villages)})`).join("") },
-      xAxis: { type: "category", data: r.days.map((d) => fmtDay(d.day)), axisLabel: { color: "#8fa3bb" } },
-      yAxis: { type: "value", scale: true, axisLabel: { color: "#8fa3bb", formatter: "{value}%" }, splitLine: { lineStyle: { color: "#26405f" } } },
-      series: [{ type: "line", smooth: false, symbolSize: 6, lineStyle: { color: "#4aa3ff" }, itemStyle: { color: "#4aa3ff" },
+      xAxis: { type: "category", data: r.days.map((d) => fmtDay(d.day)), axisLabel: { color: "#8fa3bb", fontSize: chartPx(12, 0.7) } },
+      yAxis: { type: "value", scale: true, axisLabel: { color: "#8fa3bb", formatter: "{value}%", fontSize: chartPx(12, 0.7) }, splitLine: { lineStyle: { color: "#26405f" } } },
+      series: [{ type: "line", smooth: false, symbolSize: chartPx(6, 0.35), lineStyle: { color: "#4aa3ff" }, itemStyle: { color: "#4aa3ff" },
         data: r.days.map((d) => ({ value: +(d.ratio * 100).toFixed(2), day: d.day, ratio: d.ratio, covered: d.covered, villages: d.villages, source: d.source })) }],
-    });
+    }, { replaceMerge: ["series", "xAxis"] });
   }
 
   function render() {
@@ -404,7 +584,7 @@ function unitView(code) {
       const sub = await api(coveragePath(focus.code));
       const weakest = sub.children.slice().sort((a, b) => a.ratio - b.ratio).slice(0, WEAKEST_SHOWN);
       box.dataset.code = focus.code;
-      box.innerHTML = `<h2>${esc(t("wall_focus", { name: sub.unit.name }))}</h2>
+      box.innerHTML = `<h2 data-test="wall-focus-label">${esc(t("wall_focus", { name: sub.unit.name }))}</h2>
         <div class="grid"><div class="span4 headline"><div class="big">${fmtPct(sub.unit.ratio)}</div>
         <div class="sub">${esc(t("covered_of", { covered: fmtInt(sub.unit.covered), villages: fmtInt(sub.unit.villages) }))}</div></div>
         <div class="span8"><div class="muted">${esc(t("wall_weakest"))}</div><table><tbody>${weakest.map((w) => `<tr><td>${esc(w.name)}</td>
@@ -434,6 +614,12 @@ function unitView(code) {
         wallTimer = setInterval(wallStep, WALL_ROTATE_MS);
       }
       return overview.time;
+    },
+    // The wall's charts and type after a resize (the figures as they are).
+    restyle() {
+      if (!data) return;
+      render();
+      if (lastTrend) drawTrend(lastTrend);
     },
     dispose() {
       if (wallTimer !== null) clearInterval(wallTimer);
@@ -701,62 +887,95 @@ function connectLive() {
   fresh.onDead(() => { src.close(); connectLive(); });
 }
 
+// -- search box: type to search; Up/Down move the selection, Enter opens it, Escape closes ----------
+
 function setupSearch() {
   const input = $("[data-test=search]");
   const list = $("[data-test=search-results]");
   input.placeholder = t("search_placeholder");
+  // A combobox (WAI-ARIA): the selected hit is aria-selected and named by aria-activedescendant.
+  input.setAttribute("role", "combobox");
+  input.setAttribute("aria-expanded", "false");
+  input.setAttribute("aria-controls", "search-results");
+  list.id = "search-results";
+  list.setAttribute("role", "listbox");
   let seq = 0;
+  let selected = -1; // index of the selected hit, -1: none (Enter opens the first)
   // The search answering the input as it is now: Enter waits for it, so it never opens a hit of
   // an earlier query whose list is still in the DOM.
   let pending = Promise.resolve();
+  const hits = () => Array.from(list.querySelectorAll("li[data-code]"));
+  const show = (on) => {
+    list.hidden = !on;
+    input.setAttribute("aria-expanded", on ? "true" : "false");
+  };
+  const select = (i) => {
+    const all = hits();
+    selected = all.length && !Number.isNaN(i) ? (i + all.length) % all.length : -1; // NaN: none
+    all.forEach((li, k) => li.setAttribute("aria-selected", k === selected ? "true" : "false"));
+    const li = all[selected];
+    if (li) { input.setAttribute("aria-activedescendant", li.id); li.scrollIntoView({ block: "nearest" }); }
+    else input.removeAttribute("aria-activedescendant");
+  };
   const open = (code) => {
-    list.hidden = true;
+    show(false);
     input.value = "";
     location.hash = unitHref(code);
   };
   const run = async (q, mine) => {
     const r = await api(`/api/v1/dashboard/search?q=${encodeURIComponent(q)}`);
     if (mine !== seq) return;
-    list.innerHTML = r.results.length ? r.results.map((u) => `<li data-code="${u.code}">${esc(u.name)}<small>${esc(u.path)} · ${u.code}</small></li>`).join("")
+    list.innerHTML = r.results.length ? r.results.map((u, i) => `<li id="search-hit-${i}" role="option" aria-selected="false" data-code="${u.code}">${esc(u.name)}<small>${esc(u.path)} · ${u.code}</small></li>`).join("")
       : `<li class="muted">${esc(t("search_none"))}</li>`;
-    list.hidden = false;
+    selected = -1;
+    show(true);
     list.querySelectorAll("li[data-code]").forEach((li) => li.addEventListener("click", () => open(li.dataset.code)));
   };
   input.addEventListener("input", () => {
     const q = input.value.trim();
     const mine = ++seq;
     list.innerHTML = "";
-    list.hidden = true;
+    selected = -1;
+    show(false);
     if (!q) { pending = Promise.resolve(); return; }
     pending = run(q, mine).catch(() => {});  // a failed search leaves the list empty
   });
   input.addEventListener("keydown", async (e) => {
-    if (e.key === "Escape") { list.hidden = true; return; }
+    if (e.key === "Escape") { show(false); select(NaN); return; }
+    if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+      e.preventDefault(); // the caret stays where it is
+      const mine = seq;
+      await pending;
+      if (mine !== seq || !hits().length) return;
+      show(true);
+      select(selected < 0 ? (e.key === "ArrowDown" ? 0 : -1) : selected + (e.key === "ArrowDown" ? 1 : -1));
+      return;
+    }
     if (e.key !== "Enter") return;
     const mine = seq;
     await pending;
     if (mine !== seq) return;
-    const first = $("li[data-code]", list);
-    if (first) open(first.dataset.code);
+    const hit = hits()[Math.max(0, selected)];
+    if (hit) open(hit.dataset.code);
   });
+}
+
+// The language switch: this page in the other language (the address's range and view kept).
+function updateLangLink() {
+  const lang = $("[data-test=lang]");
+  const p = new URLSearchParams(location.search);
+  if (LANG === "en") p.delete("lang"); else p.set("lang", "en");
+  const s = p.toString();
+  lang.href = `${location.pathname}${s ? `?${s}` : ""}${location.hash}`;
 }
 
 function setupHeader() {
   document.title = t("app_title");
   const brand = $("[data-test=brand]");
   brand.textContent = `${BOOT.scope_name} · ${t("app_title")}`;
-  const lang = $("[data-test=lang]");
-  lang.textContent = t("lang_switch");
-  const params = new URLSearchParams(location.search);
-  if (LANG === "en") params.delete("lang"); else params.set("lang", "en");
-  const qs = params.toString();
-  lang.href = `${location.pathname}${qs ? `?${qs}` : ""}${location.hash}`;
-  window.addEventListener("hashchange", () => {
-    const p = new URLSearchParams(location.search);
-    if (LANG === "en") p.delete("lang"); else p.set("lang", "en");
-    const s = p.toString();
-    lang.href = `${location.pathname}${s ? `?${s}` : ""}${location.hash}`;
-  });
+  $("[data-test=lang]").textContent = t("lang_switch");
+  updateLangLink();
+  window.addEventListener("hashchange", updateLangLink);
 }
 
 setupHeader();

@@ -1,6 +1,7 @@
 // The dashboard's session (central.auth): loaded before app.js. It
 // - sends the user to the login page when any API call answers 401 (session expired, logged out);
-// - shows the user, their role and a logout button in a corner;
+// - shows the user, their role and a logout button: in the page's [data-session-slot] (the
+//   dashboard's header, so it never covers the figures) or else in a corner;
 // - exposes window.shilianSession = {user, role, scope, scope_name, expires_at} from
 //   GET /api/v1/me once known (window.shilianSessionReady resolves to it; the event
 //   "shilian-session" fires on document), so app.js can show only what the role may do.
@@ -32,12 +33,14 @@
   function badge(s) {
     var box = document.createElement("div");
     box.setAttribute("data-test", "session");
-    box.style.cssText = "position:fixed;right:12px;bottom:10px;z-index:50;display:flex;gap:10px;" +
-      "align-items:center;padding:4px 10px;border-radius:4px;font-size:12px;" +
+    var slot = document.querySelector("[data-session-slot]");
+    box.style.cssText = (slot ? "" : "position:fixed;right:12px;bottom:10px;z-index:50;font-size:12px;") +
+      "display:flex;gap:10px;align-items:center;padding:4px 10px;border-radius:4px;white-space:nowrap;" +
       "background:rgba(22,38,61,.92);border:1px solid #26405f;color:#8fa3bb";
     var who = document.createElement("span");
     who.setAttribute("data-test", "session-user");
     who.textContent = s.user + " · " + (t[s.role] || s.role) + " · " + (s.scope_name || s.scope || t.all);
+    who.title = who.textContent;
     var out = document.createElement("a");
     out.setAttribute("data-test", "logout");
     out.textContent = t.logout;
@@ -54,7 +57,7 @@
     });
     box.appendChild(who);
     box.appendChild(out);
-    document.body.appendChild(box);
+    (slot || document.body).appendChild(box);
   }
 
   window.shilianSession = null;

@@ -66,13 +66,13 @@ function videoView(code, hasRank) {
       const ranked = kids.slice().sort((a, b) => a.video.fully_connected_ratio - b.video.fully_connected_ratio || b.code.localeCompare(a.code));
       rank.setOption({
         animation: false,
-        grid: { left: 8, right: 64, top: 8, bottom: 8, containLabel: true },
+        grid: { left: 8, right: chartPx(64, 4), top: 8, bottom: 8, containLabel: true },
         tooltip: { trigger: "item", formatter: (p) => `${esc(p.name)}: ${fmtPct(p.data.ratio)} (${fmtInt(p.data.n)} / ${fmtInt(p.data.villages)})` },
-        xAxis: { type: "value", max: 100, axisLabel: { color: "#8fa3bb", formatter: "{value}%" }, splitLine: { lineStyle: { color: "#26405f" } } },
-        yAxis: { type: "category", data: ranked.map((c) => c.name), axisLabel: { color: "#e6edf5", fontSize: BOOT.wall ? 16 : 12 } },
+        xAxis: { type: "value", max: 100, axisLabel: { color: "#8fa3bb", formatter: "{value}%", fontSize: chartPx(12, 0.7) }, splitLine: { lineStyle: { color: "#26405f" } } },
+        yAxis: { type: "category", data: ranked.map((c) => c.name), axisLabel: { color: "#e6edf5", fontSize: rankFont(rank, ranked.length), interval: 0 } },
         series: [{ type: "bar", data: ranked.map((c) => ({ value: +(c.video.fully_connected_ratio * 100).toFixed(2), code: c.code, ratio: c.video.fully_connected_ratio,
           n: c.video.fully_connected, villages: c.villages, itemStyle: { color: ratioColor(c.video.fully_connected_ratio) } })),
-          label: { show: true, position: "right", color: "#e6edf5", formatter: (p) => fmtPct(p.data.ratio) } }],
+          label: { show: true, position: "right", color: "#e6edf5", fontSize: rankFont(rank, ranked.length), formatter: (p) => fmtPct(p.data.ratio) } }],
       });
     }
   }
