@@ -1,9 +1,16 @@
 """The durable outbox: every event is in SQLite before ``accept`` returns.
 
 What survives a power cut: every accepted event (WAL, ``synchronous=FULL``: a commit is on disk
-before the caller hears of it), the ``birth_seq`` counter, the eviction and dead-letter counters
-and the dead letters themselves. An acknowledgement (delete after PUBACK) lost in a power cut
-only means the event is sent again; central deduplicates by (node, boot_id, seq).
+before the caller hears of it), the ``birth_seq`` counter, the eviction and dead-letter counters,
+the dead letters themselves, and whether central acknowledges stored events.
+
+When an event is deleted (docs/protocol.md, stored-acknowledgement): while central says it
+acknowledges stored events (its retained capabilities, remembered here), an event is only marked
+sent on its PUBACK and deleted once central's acknowledgement covers it, so a broker that dies
+after its PUBACK and before it saved or delivered the event loses nothing; sent events are sent
+again after a reconnect or when the acknowledgement is late. With an older central (no
+capabilities seen) an event is deleted on its PUBACK, as before. Any deletion lost in a power
+cut only means the event is sent again; central deduplicates by (node, boot_id, seq).
 
 Idempotent accept: an event may carry a key naming it at its source (the alarm board's
 ``(board id, boot id, seq)``, a panel report's ``(account, receiver, line, seq)``). The key is
@@ -36,6 +43,7 @@ from edge.outbox_db import (
     Ack,
     Batch,
     Birth,
+    Confirm,
     Dead,
     DeadList,
     Operation,
@@ -44,11 +52,15 @@ from edge.outbox_db import (
     OutboxFull,
     Peek,
     Pending,
+    Sent,
+    SetMeta,
     Stored,
+    Unsend,
     is_disk_full,
     open_db,
 )
 from wire import Event, Priority, encode
+from wire.messages import BootStored
 
 __all__ = [
     "DEFAULT_KEY_TTL_S",
@@ -76,9 +88,11 @@ MAX_KEY_LEN = 200
 
 
 #: Writes that are retried (their callers wait) rather than failed while the disk is full:
-#: deleting sent events, dead-lettering, the birth counter. Without them the sender or the
-#: MQTT session would stop; new events are refused instead (their senders keep them).
-_RETRY_WHEN_FULL = (Ack, Dead, Birth)
+#: deleting or marking sent events, dead-lettering, the birth counter. Without them the sender
+#: or the MQTT session would stop; new events are refused instead (their senders keep them).
+_RETRY_WHEN_FULL = (Ack, Sent, Confirm, Unsend, SetMeta, Dead, Birth)
+#: Meta key: 1 while central's last capabilities said it acknowledges stored events.
+CENTRAL_ACKS = "central_acks"
 #: Seconds between tries of those writes while the disk stays full.
 DISK_FULL_RETRY_S = 1.0
 
@@ -90,7 +104,7 @@ class _Op:
 
 
 class Outbox:
-    """Durable, bounded, priority-ordered store of events not yet acknowledged by the broker.
+    """Durable, bounded, priority-ordered store of events not yet known to be delivered.
 
     Open with :meth:`open`; operations are applied by :meth:`run` (a task the owner supervises,
     or :meth:`running` for a self-contained scope).
@@ -118,6 +132,7 @@ class Outbox:
         self._counts = counts
         self._meta = meta
         self._seq = 0
+        self._confirmed = 0
         self._on_drop = on_drop
         self._ops: list[_Op] = []
         self._wake = asyncio.Event()
@@ -200,7 +215,8 @@ class Outbox:
 
     @property
     def depth(self) -> int:
-        """Events stored and not yet acknowledged."""
+        """Events stored and not yet acknowledged (by central, or by the broker with an older
+        central)."""
         return sum(self._counts.values())
 
     def counts(self) -> dict[Priority, int]:
@@ -215,6 +231,16 @@ class Outbox:
     def dead_total(self) -> int:
         """Events the broker rejected, kept in the dead-letter table (persisted)."""
         return self._meta.get("dead_total", 0)
+
+    @property
+    def central_acks(self) -> bool:
+        """Whether events wait for central's stored-acknowledgement (persisted)."""
+        return bool(self._meta.get(CENTRAL_ACKS, 0))
+
+    @property
+    def confirmed_total(self) -> int:
+        """Events deleted on central's acknowledgement since this outbox was opened."""
+        return self._confirmed
 
     @property
     def birth_seq(self) -> int:
@@ -277,6 +303,31 @@ class Outbox:
     async def ack(self, ids: Collection[int]) -> None:
         """Delete events after their PUBACK. Unknown ids (already evicted) are ignored."""
         await self._submit(Ack(tuple(ids)))
+
+    async def mark_sent(self, ids: Collection[int]) -> None:
+        """The broker acknowledged these events: keep them until central's acknowledgement,
+        and do not send them again unless it is late (:meth:`resend`)."""
+        await self._submit(Sent(tuple(ids), self._clock()))
+
+    async def confirm(self, boots: Collection[BootStored]) -> int:
+        """Central stored these events: delete every one the acknowledgement covers (sent or
+        not; unknown ones are ignored). Returns how many were deleted."""
+        result: int = await self._submit(Confirm(tuple(boots)))
+        self._confirmed += result
+        return result
+
+    async def resend(self, sent_before: float | None = None) -> int:
+        """Make events sent before ``sent_before`` (all sent ones if None) and not yet
+        confirmed due again; returns how many."""
+        result: int = await self._submit(Unsend(sent_before))
+        if result:
+            self.new_events.set()
+        return result
+
+    async def set_central_acks(self, on: bool) -> None:
+        """Remember (on disk) whether central acknowledges stored events."""
+        if on != self.central_acks:
+            await self._submit(SetMeta(CENTRAL_ACKS, int(on)))
 
     async def dead_letter(self, row_id: int, reason: int) -> None:
         """Move an event the broker rejected (PUBACK reason >= 0x80) to the dead-letter table."""

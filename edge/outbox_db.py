@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge.outbox_policy import admit
 from wire import Event, Priority, decode, encode
+from wire.messages import BootStored
 
 #: SQLite page cache per outbox (KiB). Access is append at the tail, read at the head of one
 #: index: a small cache suffices, and the demo keeps ~1,800 outboxes open in one process.
@@ -43,6 +45,17 @@ _MIGRATIONS: tuple[str, ...] = (
         id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, expires REAL NOT NULL,
         payload BLOB NOT NULL);
     CREATE INDEX idem_expires ON idem(expires);
+    """,
+    # 2: central's stored-acknowledgements. An event is kept after its PUBACK (``sent`` set)
+    # until central says it is stored; ``boot``/``seq`` are what those acknowledgements name.
+    """
+    ALTER TABLE events ADD COLUMN boot TEXT;
+    ALTER TABLE events ADD COLUMN seq INTEGER;
+    ALTER TABLE events ADD COLUMN sent REAL;
+    UPDATE events SET boot = json_extract(CAST(payload AS TEXT), '$.boot_id'),
+        seq = json_extract(CAST(payload AS TEXT), '$.seq');
+    CREATE INDEX events_boot_seq ON events(boot, seq);
+    CREATE INDEX events_unsent ON events(prio DESC, id) WHERE sent IS NULL;
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -111,6 +124,35 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
+class Sent:
+    """The broker acknowledged these events (PUBACK): keep them, not to be sent again unless
+    central's acknowledgement is late (:class:`Unsend`)."""
+
+    ids: tuple[int, ...]
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Confirm:
+    """Central's stored-acknowledgement: delete every event it covers, sent or not."""
+
+    boots: tuple[BootStored, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Unsend:
+    """Send again the events sent before ``before`` (every sent one when None) and still here."""
+
+    before: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SetMeta:
+    key: str
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
 class Dead:
     row_id: int
     reason: int
@@ -127,7 +169,7 @@ class DeadList:
     pass
 
 
-Operation = Accept | Peek | Ack | Dead | Birth | DeadList
+Operation = Accept | Peek | Ack | Sent | Confirm | Unsend | SetMeta | Dead | Birth | DeadList
 
 
 class Batch:
@@ -157,6 +199,15 @@ class Batch:
                 return _peek(self.cur, op.n, op.exclude)
             case Ack():
                 return self.ack(op)
+            case Sent():
+                return self.sent(op)
+            case Confirm():
+                return self.confirm(op)
+            case Unsend():
+                return self.unsend(op)
+            case SetMeta():
+                self.meta[op.key] = op.value
+                return None
             case Dead():
                 return self.dead(op)
             case Birth():
@@ -201,8 +252,8 @@ class Batch:
         final = ev.model_copy(update={"seq": self.seq})
         payload = encode(final)
         cur.execute(
-            "INSERT INTO events(prio, accepted, payload) VALUES (?, ?, ?)",
-            (ev.priority.rank, ev.ts, payload),
+            "INSERT INTO events(prio, accepted, payload, boot, seq) VALUES (?, ?, ?, ?, ?)",
+            (ev.priority.rank, ev.ts, payload, final.boot_id, final.seq),
         )
         if key is not None:  # same transaction: the key exists iff the event does
             cur.execute(
@@ -219,6 +270,39 @@ class Batch:
             ).fetchone()
             if row is not None:
                 self.counts[_RANKS[row[0]]] -= 1
+
+    def sent(self, op: Sent) -> None:
+        self.cur.executemany(
+            "UPDATE events SET sent = ? WHERE id = ?", [(op.now, i) for i in op.ids]
+        )
+
+    def confirm(self, op: Confirm) -> int:
+        """Delete the events ``op`` covers; returns how many."""
+        deleted = 0
+        for boot in op.boots:
+            missing = sorted(boot.missing)
+            starts = [first for first, _ in missing]
+            rows = self.cur.execute(
+                "SELECT id, seq, prio FROM events WHERE boot = ? AND seq <= ?",
+                (boot.boot_id, boot.upto),
+            ).fetchall()
+            gone = []
+            for row_id, seq, prio in rows:
+                i = bisect_right(starts, seq) - 1
+                if i >= 0 and seq <= missing[i][1]:
+                    continue  # inside a range central has not stored
+                gone.append((row_id,))
+                self.counts[_RANKS[prio]] -= 1
+            self.cur.executemany("DELETE FROM events WHERE id = ?", gone)
+            deleted += len(gone)
+        return deleted
+
+    def unsend(self, op: Unsend) -> int:
+        if op.before is None:
+            self.cur.execute("UPDATE events SET sent = NULL WHERE sent IS NOT NULL")
+        else:
+            self.cur.execute("UPDATE events SET sent = NULL WHERE sent < ?", (op.before,))
+        return self.cur.rowcount
 
     def dead(self, op: Dead) -> None:
         row = self.cur.execute(
@@ -259,13 +343,15 @@ def _peek(cur: sqlite3.Cursor, n: int, exclude: tuple[int, ...]) -> list[Pending
     if exclude:
         marks = ",".join("?" * len(exclude))
         sql = (
-            f"SELECT id, prio, accepted, payload FROM events WHERE id NOT IN ({marks}) "
-            "ORDER BY prio DESC, id LIMIT ?"
+            "SELECT id, prio, accepted, payload FROM events "
+            f"WHERE sent IS NULL AND id NOT IN ({marks}) ORDER BY prio DESC, id LIMIT ?"
         )
         rows = cur.execute(sql, (*exclude, n))
     else:
         rows = cur.execute(
-            "SELECT id, prio, accepted, payload FROM events ORDER BY prio DESC, id LIMIT ?", (n,)
+            "SELECT id, prio, accepted, payload FROM events WHERE sent IS NULL "
+            "ORDER BY prio DESC, id LIMIT ?",
+            (n,),
         )
     return [Pending(r[0], _RANKS[r[1]], r[2], bytes(r[3])) for r in rows]
 

@@ -166,3 +166,77 @@ async def test_concurrent_accepts_share_commits_and_stay_gap_free(tmp_path: Path
         assert seqs == list(range(1, 501))  # acceptance order is seq order
     finally:
         db.close()
+
+
+# -- central's stored-acknowledgements (docs/protocol.md) -------------------------------------
+
+
+async def test_sent_events_stay_until_central_acknowledges_them(tmp_path: Path) -> None:
+    """With central acknowledging: a PUBACK only marks an event sent (not offered again); the
+    acknowledgement deletes exactly what it covers, gaps and other boots excepted."""
+    from wire.messages import BootStored
+
+    ob = await _open(tmp_path)
+    async with ob.running():
+        await ob.set_central_acks(True)
+        for i in range(6):
+            await ob.accept("info", "e", data={"i": i})
+        first = await ob.peek(10)
+        await ob.mark_sent([p.id for p in first[:5]])
+        assert ob.depth == 6
+        assert [e.seq for e in _events(await ob.peek(10))] == [6]
+        other = BootStored(boot_id=BOOT_2, upto=10)
+        mine = BootStored(boot_id=BOOT_1, upto=5, missing=[(2, 3)])
+        assert await ob.confirm([other, mine]) == 3
+        assert ob.depth == 3 and ob.confirmed_total == 3
+        assert await ob.resend() == 2  # the sent ones central lacks go again, in order
+        assert [e.seq for e in _events(await ob.peek(10))] == [2, 3, 6]
+        assert await ob.confirm([BootStored(boot_id=BOOT_1, upto=6)]) == 3
+        assert ob.depth == 0 and ob.empty.is_set()
+    ob = await _open(tmp_path, boot=BOOT_2)
+    async with ob.running():
+        assert ob.central_acks  # remembered across a restart
+
+
+async def test_resend_takes_only_events_sent_before_the_deadline(tmp_path: Path) -> None:
+    now = [100.0]
+    ob = await Outbox.open(
+        tmp_path / "outbox.sqlite3", node_id=NODE, boot_id=BOOT_1, clock=lambda: now[0]
+    )
+    async with ob.running():
+        await ob.set_central_acks(True)
+        for _ in range(3):
+            await ob.accept("info", "e")
+        ps = await ob.peek(3)
+        await ob.mark_sent([ps[0].id])
+        now[0] = 110.0
+        await ob.mark_sent([ps[1].id, ps[2].id])
+        assert await ob.peek(3) == []
+        assert await ob.resend(100.0) == 0
+        assert await ob.resend(105.0) == 1
+        assert [e.seq for e in _events(await ob.peek(3))] == [1]
+        assert await ob.resend() == 2
+        assert [e.seq for e in _events(await ob.peek(3))] == [1, 2, 3]
+
+
+async def test_a_file_from_before_acknowledgements_is_migrated(tmp_path: Path) -> None:
+    """Events stored by the previous version keep their order and can be acknowledged."""
+    from edge.outbox_db import _MIGRATIONS, _SCHEMA
+    from wire import encode
+    from wire.messages import BootStored
+
+    path = tmp_path / "outbox.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(_SCHEMA + _MIGRATIONS[0] + "PRAGMA user_version = 1;")
+    for seq in (1, 2, 3):
+        ev = Event(node=NODE, boot_id=BOOT_1, seq=seq, ts=1.0, priority="info", kind="old")
+        conn.execute(
+            "INSERT INTO events(prio, accepted, payload) VALUES (0, 1.0, ?)", (encode(ev),)
+        )
+    conn.close()
+    ob = await _open(tmp_path, boot=BOOT_2)
+    async with ob.running():
+        assert ob.depth == 3 and not ob.central_acks
+        assert [e.seq for e in _events(await ob.peek(10))] == [1, 2, 3]
+        assert await ob.confirm([BootStored(boot_id=BOOT_1, upto=2)]) == 2
+        assert [e.seq for e in _events(await ob.peek(10))] == [3]
