@@ -229,7 +229,7 @@ async def test_a_file_from_before_acknowledgements_is_migrated(tmp_path: Path) -
     conn = sqlite3.connect(path, isolation_level=None)
     conn.executescript(_SCHEMA + _MIGRATIONS[0] + "PRAGMA user_version = 1;")
     for seq in (1, 2, 3):
-        ev = Event(node=NODE, boot_id=BOOT_1, seq=seq, ts=1.0, priority="info", kind="old")
+        ev = Event(node=NODE, boot_id=BOOT_1, seq=seq, ts=1.0, priority=Priority.INFO, kind="old")
         conn.execute(
             "INSERT INTO events(prio, accepted, payload) VALUES (0, 1.0, ?)", (encode(ev),)
         )

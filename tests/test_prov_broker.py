@@ -366,8 +366,8 @@ def test_ack_topics_central_writes_and_each_node_reads_only_its_own(
             assert central.publish("shilian/v1/central/caps") < OK
         finally:
             central.close()
-        assert a._wait(lambda: {t for t, _ in a.messages} >= {f"shilian/v1/{A}/ack",
-                                                              "shilian/v1/central/caps"})  # fmt: skip
+        wanted = {f"shilian/v1/{A}/ack", "shilian/v1/central/caps"}
+        assert a._wait(lambda: {t for t, _ in a.messages} >= wanted)
         assert [t for t, _ in a.messages if B in t] == []
     finally:
         a.close()
