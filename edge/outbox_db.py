@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import sqlite3
-from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -277,24 +276,18 @@ class Batch:
         )
 
     def confirm(self, op: Confirm) -> int:
-        """Delete the events ``op`` covers; returns how many."""
+        """Delete the events ``op`` covers; returns how many. One range delete per stored run
+        of seqs on the (boot, seq) index: the cost follows what is deleted, not how much of
+        the boot is still waiting (an alarm ahead of a day's history makes ``upto`` high)."""
         deleted = 0
         for boot in op.boots:
-            missing = sorted(boot.missing)
-            starts = [first for first, _ in missing]
-            rows = self.cur.execute(
-                "SELECT id, seq, prio FROM events WHERE boot = ? AND seq <= ?",
-                (boot.boot_id, boot.upto),
-            ).fetchall()
-            gone = []
-            for row_id, seq, prio in rows:
-                i = bisect_right(starts, seq) - 1
-                if i >= 0 and seq <= missing[i][1]:
-                    continue  # inside a range central has not stored
-                gone.append((row_id,))
-                self.counts[_RANKS[prio]] -= 1
-            self.cur.executemany("DELETE FROM events WHERE id = ?", gone)
-            deleted += len(gone)
+            for first, last in stored_runs(boot):
+                for (prio,) in self.cur.execute(
+                    "DELETE FROM events WHERE boot = ? AND seq BETWEEN ? AND ? RETURNING prio",
+                    (boot.boot_id, first, last),
+                ).fetchall():
+                    self.counts[_RANKS[prio]] -= 1
+                    deleted += 1
         return deleted
 
     def unsend(self, op: Unsend) -> int:
@@ -329,6 +322,19 @@ class Batch:
         for key, value in self.meta.items():
             if value != before.get(key):
                 self.cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+
+def stored_runs(boot: BootStored) -> list[tuple[int, int]]:
+    """The seq ranges an acknowledgement covers: 1..upto without its missing ranges."""
+    runs = []
+    nxt = 1
+    for first, last in sorted(boot.missing):
+        if first > nxt:
+            runs.append((nxt, min(first - 1, boot.upto)))
+        nxt = max(nxt, last + 1)
+    if nxt <= boot.upto:
+        runs.append((nxt, boot.upto))
+    return [(a, b) for a, b in runs if a <= b]
 
 
 def is_disk_full(e: BaseException) -> bool:

@@ -240,3 +240,23 @@ async def test_a_file_from_before_acknowledgements_is_migrated(tmp_path: Path) -
         assert [e.seq for e in _events(await ob.peek(10))] == [1, 2, 3]
         assert await ob.confirm([BootStored(boot_id=BOOT_1, upto=2)]) == 2
         assert [e.seq for e in _events(await ob.peek(10))] == [3]
+
+
+def test_an_acknowledgement_covers_exactly_what_central_says_it_stored() -> None:
+    """Property: the runs deleted are exactly the seqs ``covers`` accepts."""
+    import random
+
+    from edge.outbox_db import stored_runs
+    from wire.messages import BootStored
+
+    rng = random.Random(7)
+    for _ in range(300):
+        upto = rng.randrange(0, 60)
+        missing = []
+        for _ in range(rng.randrange(0, 6)):
+            a = rng.randrange(1, 70)
+            missing.append((a, a + rng.randrange(0, 8)))
+        boot = BootStored(boot_id=BOOT_1, upto=upto, missing=missing)
+        runs = stored_runs(boot)
+        by_runs = {s for a, b in runs for s in range(a, b + 1)}
+        assert by_runs == {s for s in range(1, 80) if boot.covers(s)}, (upto, missing, runs)
