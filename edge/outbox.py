@@ -44,6 +44,7 @@ from edge.outbox_db import (
     Batch,
     Birth,
     Confirm,
+    Confirmed,
     Dead,
     DeadList,
     Operation,
@@ -52,6 +53,7 @@ from edge.outbox_db import (
     OutboxFull,
     Peek,
     Pending,
+    Probe,
     Sent,
     SetMeta,
     Stored,
@@ -90,7 +92,7 @@ MAX_KEY_LEN = 200
 #: Writes that are retried (their callers wait) rather than failed while the disk is full:
 #: deleting or marking sent events, dead-lettering, the birth counter. Without them the sender
 #: or the MQTT session would stop; new events are refused instead (their senders keep them).
-_RETRY_WHEN_FULL = (Ack, Sent, Confirm, Unsend, SetMeta, Dead, Birth)
+_RETRY_WHEN_FULL = (Ack, Sent, Confirm, Unsend, Probe, SetMeta, Dead, Birth)
 #: Meta key: 1 while central's last capabilities said it acknowledges stored events.
 CENTRAL_ACKS = "central_acks"
 #: Seconds between tries of those writes while the disk stays full.
@@ -133,6 +135,9 @@ class Outbox:
         self._meta = meta
         self._seq = 0
         self._confirmed = 0
+        #: Clock time of the last acknowledgement that deleted events of each lane (the key is
+        #: whether it is the alarm lane); the sender probes a lane silent for too long.
+        self.lane_progress: dict[bool, float] = {}
         self._on_drop = on_drop
         self._ops: list[_Op] = []
         self._wake = asyncio.Event()
@@ -306,20 +311,36 @@ class Outbox:
 
     async def mark_sent(self, ids: Collection[int]) -> None:
         """The broker acknowledged these events: keep them until central's acknowledgement,
-        and do not send them again unless it is late (:meth:`resend`)."""
+        and do not send them again unless they turn out lost (:meth:`confirm`, :meth:`probe`)
+        or the connection is new (:meth:`resend`)."""
         await self._submit(Sent(tuple(ids), self._clock()))
 
-    async def confirm(self, boots: Collection[BootStored]) -> int:
+    async def confirm(self, boots: Collection[BootStored]) -> Confirmed:
         """Central stored these events: delete every one the acknowledgement covers (sent or
-        not; unknown ones are ignored). Returns how many were deleted."""
-        result: int = await self._submit(Confirm(tuple(boots)))
-        self._confirmed += result
+        not; unknown ones are ignored), and make due again the events of a lane sent before
+        one it covered (lost on the way: the lane is delivered in order)."""
+        result: Confirmed = await self._submit(Confirm(tuple(boots)))
+        self._confirmed += result.deleted
+        now = self._clock()
+        for lane in result.lanes:
+            self.lane_progress[lane] = now
+        if result.resent:
+            self.new_events.set()
         return result
 
-    async def resend(self, sent_before: float | None = None) -> int:
-        """Make events sent before ``sent_before`` (all sent ones if None) and not yet
-        confirmed due again; returns how many."""
-        result: int = await self._submit(Unsend(sent_before))
+    async def resend(self) -> int:
+        """Make every sent, unacknowledged event due again (after a reconnect); returns how
+        many."""
+        result: int = await self._submit(Unsend())
+        if result:
+            self.new_events.set()
+        return result
+
+    async def probe(self, alarm_lane: bool, sent_before: float) -> int:
+        """Make the oldest event of a lane sent before ``sent_before`` due again: one event
+        asks a silent central whether it is there (its acknowledgement then shows what else
+        was lost). Returns 1 or 0."""
+        result: int = await self._submit(Probe(alarm_lane, sent_before))
         if result:
             self.new_events.set()
         return result

@@ -55,6 +55,7 @@ _MIGRATIONS: tuple[str, ...] = (
         seq = json_extract(CAST(payload AS TEXT), '$.seq');
     CREATE INDEX events_boot_seq ON events(boot, seq);
     CREATE INDEX events_unsent ON events(prio DESC, id) WHERE sent IS NULL;
+    CREATE INDEX events_sent ON events(sent) WHERE sent IS NOT NULL;
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -122,10 +123,17 @@ class Ack:
     ids: tuple[int, ...]
 
 
+#: The lanes events travel on to central (docs/protocol.md, the alarm lane): alarm-priority
+#: events on ``event/alarm`` and central's alarm session, the rest on ``event``. The broker
+#: delivers each lane in the order it was published.
+ALARM_LANE, MAIN_LANE = True, False
+_ALARM_RANK = Priority.ALARM.rank
+
+
 @dataclass(frozen=True, slots=True)
 class Sent:
     """The broker acknowledged these events (PUBACK): keep them, not to be sent again unless
-    central's acknowledgement is late (:class:`Unsend`)."""
+    central's acknowledgements show them lost (:class:`Confirm`, :class:`Probe`)."""
 
     ids: tuple[int, ...]
     now: float
@@ -133,16 +141,33 @@ class Sent:
 
 @dataclass(frozen=True, slots=True)
 class Confirm:
-    """Central's stored-acknowledgement: delete every event it covers, sent or not."""
+    """Central's stored-acknowledgement: delete every event it covers, sent or not; then make
+    due again every event of a lane sent before one of that lane it covered (the lane is
+    delivered in order, so central storing a later one means the earlier one was lost)."""
 
     boots: tuple[BootStored, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class Unsend:
-    """Send again the events sent before ``before`` (every sent one when None) and still here."""
+class Confirmed:
+    """What a :class:`Confirm` did: events deleted, lanes they were on, events made due again."""
 
-    before: float | None
+    deleted: int
+    lanes: frozenset[bool]
+    resent: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unsend:
+    """Make every sent event due again (after a reconnect)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Make the oldest event of a lane sent before ``before`` due again (central silent)."""
+
+    alarm_lane: bool
+    before: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +193,9 @@ class DeadList:
     pass
 
 
-Operation = Accept | Peek | Ack | Sent | Confirm | Unsend | SetMeta | Dead | Birth | DeadList
+Operation = (
+    Accept | Peek | Ack | Sent | Confirm | Unsend | Probe | SetMeta | Dead | Birth | DeadList
+)
 
 
 class Batch:
@@ -203,7 +230,9 @@ class Batch:
             case Confirm():
                 return self.confirm(op)
             case Unsend():
-                return self.unsend(op)
+                return self.unsend()
+            case Probe():
+                return self.probe(op)
             case SetMeta():
                 self.meta[op.key] = op.value
                 return None
@@ -275,26 +304,45 @@ class Batch:
             "UPDATE events SET sent = ? WHERE id = ?", [(op.now, i) for i in op.ids]
         )
 
-    def confirm(self, op: Confirm) -> int:
-        """Delete the events ``op`` covers; returns how many. One range delete per stored run
-        of seqs on the (boot, seq) index: the cost follows what is deleted, not how much of
-        the boot is still waiting (an alarm ahead of a day's history makes ``upto`` high)."""
+    def confirm(self, op: Confirm) -> Confirmed:
+        """Delete the events ``op`` covers, one range delete per stored run of seqs on the
+        (boot, seq) index: the cost follows what is deleted, not how much of the boot is still
+        waiting (an alarm ahead of a day's history makes ``upto`` high)."""
         deleted = 0
+        lanes: set[bool] = set()
+        last_sent: dict[bool, float] = {}
         for boot in op.boots:
             for first, last in stored_runs(boot):
-                for (prio,) in self.cur.execute(
-                    "DELETE FROM events WHERE boot = ? AND seq BETWEEN ? AND ? RETURNING prio",
+                for prio, sent in self.cur.execute(
+                    "DELETE FROM events WHERE boot = ? AND seq BETWEEN ? AND ? "
+                    "RETURNING prio, sent",
                     (boot.boot_id, first, last),
                 ).fetchall():
                     self.counts[_RANKS[prio]] -= 1
                     deleted += 1
-        return deleted
+                    lane = prio == _ALARM_RANK
+                    lanes.add(lane)
+                    if sent is not None and sent > last_sent.get(lane, 0.0):
+                        last_sent[lane] = sent
+        resent = 0
+        for lane, sent in last_sent.items():
+            self.cur.execute(
+                "UPDATE events SET sent = NULL WHERE sent < ? AND (prio = ?) = ?",
+                (sent, _ALARM_RANK, lane),
+            )
+            resent += self.cur.rowcount
+        return Confirmed(deleted, frozenset(lanes), resent)
 
-    def unsend(self, op: Unsend) -> int:
-        if op.before is None:
-            self.cur.execute("UPDATE events SET sent = NULL WHERE sent IS NOT NULL")
-        else:
-            self.cur.execute("UPDATE events SET sent = NULL WHERE sent < ?", (op.before,))
+    def unsend(self) -> int:
+        self.cur.execute("UPDATE events SET sent = NULL WHERE sent IS NOT NULL")
+        return self.cur.rowcount
+
+    def probe(self, op: Probe) -> int:
+        self.cur.execute(
+            "UPDATE events SET sent = NULL WHERE id = (SELECT id FROM events "
+            "WHERE sent < ? AND (prio = ?) = ? ORDER BY sent, id LIMIT 1)",
+            (op.before, _ALARM_RANK, op.alarm_lane),
+        )
         return self.cur.rowcount
 
     def dead(self, op: Dead) -> None:

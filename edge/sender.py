@@ -7,11 +7,14 @@ Within a priority, events go on the wire in acceptance order (one connection, Qo
 delivery). Alarm-priority events go on the node's alarm topic (``event/alarm``), the rest on
 ``event``: central takes alarms on a session of its own, so they do not queue behind any node's
 history in the broker (docs/protocol.md, the alarm lane). On a disconnect nothing is deleted:
-everything not yet acknowledged by central is sent again, in order, after the reconnect, and
-events central has not acknowledged within :data:`ACK_TIMEOUT_S` of their PUBACK are sent again
-on the same connection, the wait doubling up to :data:`ACK_TIMEOUT_CAP_S` while central stays
-silent (the duplicates this makes are dropped by central's dedupe). A publish the broker refuses
-(PUBACK reason >= 0x80) is moved to the dead-letter table, counted, never retried.
+everything not yet acknowledged by central is sent again, in order, after the reconnect. On one
+connection an event is sent again when it turns out lost: central acknowledged a later event of
+its lane (the outbox sees that), or the lane has had no acknowledgement for
+:data:`ACK_TIMEOUT_S` — then only its oldest event goes again, as a probe, the wait doubling up
+to :data:`ACK_TIMEOUT_CAP_S` while central stays silent, so a central away for hours costs one
+duplicate per lane every few minutes, not the backlog. Central drops the duplicates. A publish
+the broker refuses (PUBACK reason >= 0x80) is moved to the dead-letter table, counted, never
+retried.
 """
 
 from __future__ import annotations
@@ -31,13 +34,17 @@ from edge.session import NodeSession
 #: hundred events/s; small enough that a disconnect resends little.
 WINDOW = 32
 
-#: Seconds after its PUBACK before an event central has not acknowledged is sent again. Central
-#: acknowledges within ~0.2 s of its commit; a connected central that is this late lost the
-#: message (a broker crash, or central's subscription not restored yet).
+#: Seconds without any acknowledgement on a lane, with events of it sent and unacknowledged for
+#: as long, before its oldest one is sent again as a probe. Central acknowledges within ~0.2 s
+#: of its commit; behind a long backlog at the broker it is busy with our older events, and
+#: their acknowledgements are progress, so this only fires when nothing comes back at all.
 ACK_TIMEOUT_S = 15.0
-#: The longest wait between such re-sends while central stays silent (a central down for hours
-#: must not make every node re-send its backlog every 15 s when it returns).
+#: The longest wait between probes while central stays silent.
 ACK_TIMEOUT_CAP_S = 300.0
+#: How often the sender looks for a silent lane.
+ACK_CHECK_S = 1.0
+#: The lanes, by whether they are the alarm lane (edge.outbox_db).
+LANES = (True, False)
 
 log = logging.getLogger("shilian.edge.sender")
 
@@ -56,9 +63,10 @@ class Sender:
         self._clock = clock
         #: Clock time of the last successful PUBACK of anything we sent (health reports it).
         self.last_puback: float | None = None
-        self._ack_timeout = ACK_TIMEOUT_S
-        self._next_check = clock() + ACK_TIMEOUT_S
-        self._confirmed_seen = outbox.confirmed_total
+        #: Per lane: the current silence before a probe, and since when we count silence.
+        self._ack_timeout = dict.fromkeys(LANES, ACK_TIMEOUT_S)
+        self._quiet_since = dict.fromkeys(LANES, clock())
+        self._next_check = clock() + ACK_CHECK_S
 
     async def run(self) -> None:
         while True:
@@ -72,7 +80,9 @@ class Sender:
         # What was sent on an earlier connection and never acknowledged by central may have
         # died with the broker: it goes again, first, in order.
         await self.outbox.resend()
-        self._next_check = self._clock() + self._ack_timeout
+        now = self._clock()
+        self._quiet_since = dict.fromkeys(LANES, now)
+        self._next_check = now + ACK_CHECK_S
         closed = asyncio.ensure_future(link.closed.wait())
         try:
             while True:
@@ -104,25 +114,34 @@ class Sender:
             closed.cancel()
 
     async def _resend_late(self) -> None:
-        """Send again what central has not acknowledged in time; back off while it stays
-        silent, start again from :data:`ACK_TIMEOUT_S` once it acknowledges something."""
+        """Probe each lane central has been silent on for its timeout: its oldest sent event
+        goes again. The timeout doubles per probe and starts again from :data:`ACK_TIMEOUT_S`
+        once an acknowledgement deletes something on the lane."""
         now = self._clock()
-        if self.outbox.confirmed_total != self._confirmed_seen:
-            self._confirmed_seen = self.outbox.confirmed_total
-            self._ack_timeout = ACK_TIMEOUT_S
-        if self.outbox.central_acks:
-            n = await self.outbox.resend(now - self._ack_timeout)
-            if n:
-                self.metrics.resent.inc(n)
-                log.warning(
-                    "node %s: central has not acknowledged %d events %.0f s after their PUBACK: "
-                    "sending them again",
+        self._next_check = now + ACK_CHECK_S
+        if not self.outbox.central_acks:
+            return
+        for lane in LANES:
+            progress = self.outbox.lane_progress.get(lane)
+            if progress is not None and progress > self._quiet_since[lane]:
+                self._quiet_since[lane] = progress
+                self._ack_timeout[lane] = ACK_TIMEOUT_S
+            timeout = self._ack_timeout[lane]
+            if now - self._quiet_since[lane] < timeout:
+                continue
+            if await self.outbox.probe(lane, now - timeout):
+                self.metrics.resent.inc()
+                log_at = logging.WARNING if timeout == ACK_TIMEOUT_S else logging.DEBUG
+                log.log(
+                    log_at,
+                    "node %s: no stored-acknowledgement from central for %.0f s (%s lane): "
+                    "sending the oldest unacknowledged event again",
                     self.session.topics.node_id,
-                    n,
-                    self._ack_timeout,
+                    now - self._quiet_since[lane],
+                    "alarm" if lane else "event",
                 )
-                self._ack_timeout = min(ACK_TIMEOUT_CAP_S, self._ack_timeout * 2)
-        self._next_check = now + self._ack_timeout
+                self._ack_timeout[lane] = min(ACK_TIMEOUT_CAP_S, timeout * 2)
+            self._quiet_since[lane] = now
 
     async def _settle(self, inflight: dict[int, tuple[Pending, asyncio.Future[int]]]) -> None:
         acked: list[int] = []

@@ -285,7 +285,14 @@ class NodeSession:
             self.metrics.bad_input.labels(e.fault.value).inc()
             self._log_peer_fault(e.fault.value, f"bad stored-acknowledgement: {e}")
             return
-        await self.outbox.confirm(ack.boots)
+        done = await self.outbox.confirm(ack.boots)
+        if done.resent:  # central stored later events of their lane: these were lost
+            self.metrics.resent.inc(done.resent)
+            log.info(
+                "node %s: %d events lost on the way to central: sending them again",
+                self.topics.node_id,
+                done.resent,
+            )
         self.metrics.outbox_depth.set(self.outbox.depth)
 
     async def _on_caps(self, msg: Incoming) -> None:

@@ -187,36 +187,47 @@ async def test_sent_events_stay_until_central_acknowledges_them(tmp_path: Path) 
         assert [e.seq for e in _events(await ob.peek(10))] == [6]
         other = BootStored(boot_id=BOOT_2, upto=10)
         mine = BootStored(boot_id=BOOT_1, upto=5, missing=[(2, 3)])
-        assert await ob.confirm([other, mine]) == 3
+        assert (await ob.confirm([other, mine])).deleted == 3
         assert ob.depth == 3 and ob.confirmed_total == 3
-        assert await ob.resend() == 2  # the sent ones central lacks go again, in order
+        # 2 and 3 were sent with 4 and 5 (one PUBACK batch): not known lost yet
+        assert [e.seq for e in _events(await ob.peek(10))] == [6]
+        assert await ob.resend() == 2  # a new connection: the sent ones central lacks go again
         assert [e.seq for e in _events(await ob.peek(10))] == [2, 3, 6]
-        assert await ob.confirm([BootStored(boot_id=BOOT_1, upto=6)]) == 3
+        assert (await ob.confirm([BootStored(boot_id=BOOT_1, upto=6)])).deleted == 3
         assert ob.depth == 0 and ob.empty.is_set()
     ob = await _open(tmp_path, boot=BOOT_2)
     async with ob.running():
         assert ob.central_acks  # remembered across a restart
 
 
-async def test_resend_takes_only_events_sent_before_the_deadline(tmp_path: Path) -> None:
+async def test_events_a_later_acknowledgement_skips_are_sent_again_per_lane(
+    tmp_path: Path,
+) -> None:
+    """A lane is delivered in order: central storing an event of it sent later means one sent
+    earlier was lost; the other lane is not affected. A probe re-sends one event only."""
+    from wire.messages import BootStored
+
     now = [100.0]
     ob = await Outbox.open(
         tmp_path / "outbox.sqlite3", node_id=NODE, boot_id=BOOT_1, clock=lambda: now[0]
     )
     async with ob.running():
         await ob.set_central_acks(True)
-        for _ in range(3):
-            await ob.accept("info", "e")
-        ps = await ob.peek(3)
-        await ob.mark_sent([ps[0].id])
-        now[0] = 110.0
-        await ob.mark_sent([ps[1].id, ps[2].id])
-        assert await ob.peek(3) == []
-        assert await ob.resend(100.0) == 0
-        assert await ob.resend(105.0) == 1
-        assert [e.seq for e in _events(await ob.peek(3))] == [1]
-        assert await ob.resend() == 2
-        assert [e.seq for e in _events(await ob.peek(3))] == [1, 2, 3]
+        for prio in ("info", "info", "alarm", "info"):
+            await ob.accept(prio, "e")
+        by_seq = {decode(Event, p.payload).seq: p.id for p in await ob.peek(10)}
+        for seq in (1, 2, 3, 4):  # one PUBACK each, in this order, at 101, 102, ...
+            now[0] += 1.0
+            await ob.mark_sent([by_seq[seq]])
+        assert await ob.peek(10) == []
+        # central stored 3 (alarm lane) and 4 (event lane), not 1 and 2
+        done = await ob.confirm([BootStored(boot_id=BOOT_1, upto=4, missing=[(1, 2)])])
+        assert (done.deleted, done.resent) == (2, 2)
+        assert [e.seq for e in _events(await ob.peek(10))] == [1, 2]
+        await ob.mark_sent(list(by_seq[s] for s in (1, 2)))
+        assert await ob.probe(True, now[0] + 10) == 0  # nothing sent on the alarm lane
+        assert await ob.probe(False, now[0] + 10) == 1
+        assert [e.seq for e in _events(await ob.peek(10))] == [1]
 
 
 async def test_a_file_from_before_acknowledgements_is_migrated(tmp_path: Path) -> None:
@@ -238,7 +249,7 @@ async def test_a_file_from_before_acknowledgements_is_migrated(tmp_path: Path) -
     async with ob.running():
         assert ob.depth == 3 and not ob.central_acks
         assert [e.seq for e in _events(await ob.peek(10))] == [1, 2, 3]
-        assert await ob.confirm([BootStored(boot_id=BOOT_1, upto=2)]) == 2
+        assert (await ob.confirm([BootStored(boot_id=BOOT_1, upto=2)])).deleted == 2
         assert [e.seq for e in _events(await ob.peek(10))] == [3]
 
 
