@@ -87,6 +87,45 @@ def test_events_the_broker_acknowledged_survive_its_crash_before_it_saved(
         central.close()
 
 
+def test_events_the_broker_dropped_for_want_of_central_arrive_after_a_probe(
+    tmp_path: Path,
+) -> None:
+    """Central's session was lost (a broker crash before it was saved): the broker PUBACKs
+    events and drops them, the node's connection stays up. After 15 s of silence the node sends
+    its oldest event again; central's acknowledgement of it shows the rest lost, and they go
+    again too."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from central.acks import caps_payload
+
+    (tmp_path / "broker").mkdir()
+    broker = Mosquitto(tmp_path / "broker")  # central's capabilities retained from before
+    broker.start()
+    edge = Edge(tmp_path / "edge", NODE, broker.port, keepalive_s=5)
+    central = Central(tmp_path / "central", broker.port)
+    try:
+        pub = paho.Client(CallbackAPIVersion.VERSION2, "caps-from-before")
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        pub.publish(
+            "shilian/v1/central/caps", caps_payload(1.0), qos=1, retain=True
+        ).wait_for_publish(10)
+        pub.loop_stop()
+        pub.disconnect()
+        edge.start()
+        wait_for(lambda: waits_for_central(edge), what="the agent heard central's capabilities")
+        sent = edge.emit(10)
+        wait_for(lambda: unpubacked(edge) == 0, what="every event PUBACKed (and dropped)")
+        central.start()  # a new session: the dropped events are nowhere but at the node
+        wait_for(lambda: sorted(stored(central)) == sent, what="every event at central")
+        wait_for(lambda: outbox(edge, "SELECT count(*) FROM events") == 0, what="outbox empty")
+    finally:
+        edge.close()
+        central.close()
+        broker.close()
+
+
 def test_without_central_capabilities_events_go_on_the_brokers_puback(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
