@@ -41,8 +41,6 @@ WINDOW = 32
 ACK_TIMEOUT_S = 15.0
 #: The longest wait between probes while central stays silent.
 ACK_TIMEOUT_CAP_S = 300.0
-#: How often the sender looks for a silent lane.
-ACK_CHECK_S = 1.0
 #: The lanes, by whether they are the alarm lane (edge.outbox_db).
 LANES = (True, False)
 
@@ -66,7 +64,7 @@ class Sender:
         #: Per lane: the current silence before a probe, and since when we count silence.
         self._ack_timeout = dict.fromkeys(LANES, ACK_TIMEOUT_S)
         self._quiet_since = dict.fromkeys(LANES, clock())
-        self._next_check = clock() + ACK_CHECK_S
+        self._next_check = clock() + ACK_TIMEOUT_S
 
     async def run(self) -> None:
         while True:
@@ -82,11 +80,11 @@ class Sender:
         await self.outbox.resend()
         now = self._clock()
         self._quiet_since = dict.fromkeys(LANES, now)
-        self._next_check = now + ACK_CHECK_S
+        self._next_check = now + min(self._ack_timeout.values())
         closed = asyncio.ensure_future(link.closed.wait())
         try:
             while True:
-                if self._clock() >= self._next_check:
+                if self.outbox.depth and self._clock() >= self._next_check:
                     await self._resend_late()
                 self.outbox.new_events.clear()
                 if len(inflight) < WINDOW:
@@ -99,9 +97,12 @@ class Sender:
                     new = asyncio.ensure_future(self.outbox.new_events.wait())
                     waits.add(new)
                 try:
+                    # An empty outbox has nothing to probe for: an idle node sleeps until an
+                    # event or a PUBACK (a process may run ~1,800 agents).
+                    timeout = max(0.0, self._next_check - self._clock())
                     await asyncio.wait(
                         waits,
-                        timeout=max(0.0, self._next_check - self._clock()),
+                        timeout=timeout if self.outbox.depth else None,
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                 finally:
@@ -118,30 +119,33 @@ class Sender:
         goes again. The timeout doubles per probe and starts again from :data:`ACK_TIMEOUT_S`
         once an acknowledgement deletes something on the lane."""
         now = self._clock()
-        self._next_check = now + ACK_CHECK_S
-        if not self.outbox.central_acks:
+        if self.outbox.central_acks:
+            for lane in LANES:
+                await self._check_lane(lane, now)
+        self._next_check = min(self._quiet_since[k] + self._ack_timeout[k] for k in LANES)
+        self._next_check = max(self._next_check, now + 1.0)  # at most one check a second
+
+    async def _check_lane(self, lane: bool, now: float) -> None:
+        progress = self.outbox.lane_progress.get(lane)
+        if progress is not None and progress > self._quiet_since[lane]:
+            self._quiet_since[lane] = progress
+            self._ack_timeout[lane] = ACK_TIMEOUT_S
+        timeout = self._ack_timeout[lane]
+        if now - self._quiet_since[lane] < timeout:
             return
-        for lane in LANES:
-            progress = self.outbox.lane_progress.get(lane)
-            if progress is not None and progress > self._quiet_since[lane]:
-                self._quiet_since[lane] = progress
-                self._ack_timeout[lane] = ACK_TIMEOUT_S
-            timeout = self._ack_timeout[lane]
-            if now - self._quiet_since[lane] < timeout:
-                continue
-            if await self.outbox.probe(lane, now - timeout):
-                self.metrics.resent.inc()
-                log_at = logging.WARNING if timeout == ACK_TIMEOUT_S else logging.DEBUG
-                log.log(
-                    log_at,
-                    "node %s: no stored-acknowledgement from central for %.0f s (%s lane): "
-                    "sending the oldest unacknowledged event again",
-                    self.session.topics.node_id,
-                    now - self._quiet_since[lane],
-                    "alarm" if lane else "event",
-                )
-                self._ack_timeout[lane] = min(ACK_TIMEOUT_CAP_S, timeout * 2)
-            self._quiet_since[lane] = now
+        if await self.outbox.probe(lane, now - timeout):
+            self.metrics.resent.inc()
+            log_at = logging.WARNING if timeout == ACK_TIMEOUT_S else logging.DEBUG
+            log.log(
+                log_at,
+                "node %s: no stored-acknowledgement from central for %.0f s (%s lane): "
+                "sending the oldest unacknowledged event again",
+                self.session.topics.node_id,
+                now - self._quiet_since[lane],
+                "alarm" if lane else "event",
+            )
+            self._ack_timeout[lane] = min(ACK_TIMEOUT_CAP_S, timeout * 2)
+        self._quiet_since[lane] = now
 
     async def _settle(self, inflight: dict[int, tuple[Pending, asyncio.Future[int]]]) -> None:
         acked: list[int] = []
