@@ -60,6 +60,8 @@ from edge.outbox_db import (
     Unsend,
     is_disk_full,
     open_db,
+    stored_runs,
+    subtract_runs,
 )
 from wire import Event, Priority, encode
 from wire.messages import BootStored
@@ -95,6 +97,9 @@ MAX_KEY_LEN = 200
 _RETRY_WHEN_FULL = (Ack, Sent, Confirm, Unsend, Probe, SetMeta, Dead, Birth)
 #: Meta key: 1 while central's last capabilities said it acknowledges stored events.
 CENTRAL_ACKS = "central_acks"
+#: Boots whose last acknowledgement is remembered (a node has one boot with events waiting,
+#: a few across restarts); a boot forgotten is only applied in full again.
+ACKED_BOOTS_KEPT = 16
 #: Seconds between tries of those writes while the disk stays full.
 DISK_FULL_RETRY_S = 1.0
 
@@ -138,6 +143,9 @@ class Outbox:
         #: Clock time of the last acknowledgement that deleted events of each lane (the key is
         #: whether it is the alarm lane); the sender probes a lane silent for too long.
         self.lane_progress: dict[bool, float] = {}
+        #: Per boot, the seq runs the last applied acknowledgement covered: those events are
+        #: gone, so the next one (cumulative, sent every 0.2 s) deletes only what it adds.
+        self._acked_runs: dict[str, list[tuple[int, int]]] = {}
         self._on_drop = on_drop
         self._ops: list[_Op] = []
         self._wake = asyncio.Event()
@@ -319,7 +327,18 @@ class Outbox:
         """Central stored these events: delete every one the acknowledgement covers (sent or
         not; unknown ones are ignored), and make due again the events of a lane sent before
         one it covered (lost on the way: the lane is delivered in order)."""
-        result: Confirmed = await self._submit(Confirm(tuple(boots)))
+        todo, covered = [], {}
+        for boot in boots:
+            runs = stored_runs(boot)
+            covered[boot.boot_id] = runs
+            fresh = subtract_runs(runs, self._acked_runs.get(boot.boot_id, []))
+            todo.append((boot.boot_id, boot.upto, tuple(fresh)))
+        result: Confirmed = await self._submit(Confirm(tuple(todo)))
+        for boot_id, runs in covered.items():  # only once those events are deleted
+            self._acked_runs.pop(boot_id, None)
+            self._acked_runs[boot_id] = runs
+        while len(self._acked_runs) > ACKED_BOOTS_KEPT:
+            del self._acked_runs[next(iter(self._acked_runs))]
         self._confirmed += result.deleted
         now = self._clock()
         for lane in result.lanes:

@@ -141,11 +141,13 @@ class Sent:
 
 @dataclass(frozen=True, slots=True)
 class Confirm:
-    """Central's stored-acknowledgement: delete every event it covers, sent or not; then make
-    due again every event of a lane sent before one of that lane it covered (the lane is
-    delivered in order, so central storing a later one means the earlier one was lost)."""
+    """Central's stored-acknowledgement, per boot: ``upto`` (the highest seq it describes) and
+    the seq ranges it newly covers. Delete every event in those ranges, sent or not; then make
+    due again every event of a lane, at or below its boot's ``upto`` and not covered, that was
+    PUBACKed before one of that lane deleted here: the lane is delivered in order, so central
+    storing a later one means the earlier one was lost on the way."""
 
-    boots: tuple[BootStored, ...]
+    boots: tuple[tuple[str, int, tuple[tuple[int, int], ...]], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,18 +307,18 @@ class Batch:
         )
 
     def confirm(self, op: Confirm) -> Confirmed:
-        """Delete the events ``op`` covers, one range delete per stored run of seqs on the
-        (boot, seq) index: the cost follows what is deleted, not how much of the boot is still
-        waiting (an alarm ahead of a day's history makes ``upto`` high)."""
+        """One range delete per run on the (boot, seq) index, and the lost ones found on the
+        sent index: the cost follows what is deleted and what is in flight, not how much of the
+        boot is still waiting (an alarm ahead of a day's history makes ``upto`` high)."""
         deleted = 0
         lanes: set[bool] = set()
         last_sent: dict[bool, float] = {}
-        for boot in op.boots:
-            for first, last in stored_runs(boot):
+        for boot_id, _, runs in op.boots:
+            for first, last in runs:
                 for prio, sent in self.cur.execute(
                     "DELETE FROM events WHERE boot = ? AND seq BETWEEN ? AND ? "
                     "RETURNING prio, sent",
-                    (boot.boot_id, first, last),
+                    (boot_id, first, last),
                 ).fetchall():
                     self.counts[_RANKS[prio]] -= 1
                     deleted += 1
@@ -326,11 +328,13 @@ class Batch:
                         last_sent[lane] = sent
         resent = 0
         for lane, sent in last_sent.items():
-            self.cur.execute(
-                "UPDATE events SET sent = NULL WHERE sent < ? AND (prio = ?) = ?",
-                (sent, _ALARM_RANK, lane),
-            )
-            resent += self.cur.rowcount
+            for boot_id, upto, _ in op.boots:
+                self.cur.execute(
+                    "UPDATE events INDEXED BY events_sent SET sent = NULL "
+                    "WHERE sent < ? AND boot = ? AND seq <= ? AND (prio = ?) = ?",
+                    (sent, boot_id, upto, _ALARM_RANK, lane),
+                )
+                resent += self.cur.rowcount
         return Confirmed(deleted, frozenset(lanes), resent)
 
     def unsend(self) -> int:
@@ -383,6 +387,28 @@ def stored_runs(boot: BootStored) -> list[tuple[int, int]]:
     if nxt <= boot.upto:
         runs.append((nxt, boot.upto))
     return [(a, b) for a, b in runs if a <= b]
+
+
+def subtract_runs(
+    runs: list[tuple[int, int]], minus: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """``runs`` without ``minus`` (both sorted, disjoint, inclusive ranges)."""
+    out = []
+    j = 0
+    for first, last in runs:
+        while j < len(minus) and minus[j][1] < first:
+            j += 1
+        k = j
+        while first <= last:
+            if k >= len(minus) or minus[k][0] > last:
+                out.append((first, last))
+                break
+            a, b = minus[k]
+            if a > first:
+                out.append((first, a - 1))
+            first = max(first, b + 1)
+            k += 1
+    return out
 
 
 def is_disk_full(e: BaseException) -> bool:

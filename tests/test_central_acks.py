@@ -3,11 +3,11 @@ the ingest's dedupe state. Pure: messages in, acknowledgements out."""
 
 from __future__ import annotations
 
-from central.acks import StoredAcks
+from central.acks import ACK_MAX_RANGES, StoredAcks
 from central.store import SeqState
 from tests.test_central_ingest import BOOT, BOOT2, NODE, NODE_B, alarm, event, feed, make_ingest
 from wire import Topics, decode
-from wire.messages import MAX_ACK_MISSING, StoredAck
+from wire.messages import StoredAck
 
 
 def acks_after(ing: object, book: StoredAcks) -> dict[str, StoredAck]:
@@ -50,12 +50,12 @@ def test_a_duplicate_is_acknowledged_again_and_only_its_boot() -> None:
 
 
 def test_past_the_missing_bound_it_says_less_than_is_stored_never_more() -> None:
-    state = SeqState(high=10 * MAX_ACK_MISSING)
-    state.gaps = [(2 * i + 1, 2 * i + 1, 0.0) for i in range(MAX_ACK_MISSING + 5)]
+    state = SeqState(high=10 * ACK_MAX_RANGES)
+    state.gaps = [(2 * i + 1, 2 * i + 1, 0.0) for i in range(ACK_MAX_RANGES + 5)]
     book = StoredAcks()
     book.committed([(NODE, BOOT)], {(NODE, BOOT): state})
     ((_, payload),) = book.take(now=1.0)
     (b,) = decode(StoredAck, payload).boots
-    assert len(b.missing) == MAX_ACK_MISSING
-    assert b.upto == 2 * MAX_ACK_MISSING  # just below the first gap left out
+    assert len(b.missing) == ACK_MAX_RANGES
+    assert b.upto == 2 * ACK_MAX_RANGES  # just below the first gap left out
     assert not any(b.covers(first) for first, _, _ in state.gaps)

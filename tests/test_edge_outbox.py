@@ -271,3 +271,51 @@ def test_an_acknowledgement_covers_exactly_what_central_says_it_stored() -> None
         runs = stored_runs(boot)
         by_runs = {s for a, b in runs for s in range(a, b + 1)}
         assert by_runs == {s for s in range(1, 80) if boot.covers(s)}, (upto, missing, runs)
+
+
+def test_subtracting_runs_keeps_exactly_the_seqs_not_covered_before() -> None:
+    import random
+
+    from edge.outbox_db import subtract_runs
+
+    def runs_of(seqs: set[int]) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        for s in sorted(seqs):
+            if out and out[-1][1] == s - 1:
+                out[-1] = (out[-1][0], s)
+            else:
+                out.append((s, s))
+        return out
+
+    rng = random.Random(11)
+    for _ in range(500):
+        a = {s for s in range(1, 60) if rng.random() < 0.5}
+        b = {s for s in range(1, 60) if rng.random() < 0.5}
+        assert runs_of(a - b) == subtract_runs(runs_of(a), runs_of(b)), (a, b)
+
+
+async def test_events_beyond_what_an_acknowledgement_describes_are_not_taken_as_lost(
+    tmp_path: Path,
+) -> None:
+    """Central's acknowledgement may stop early (more gaps than it sends): an event above its
+    ``upto`` is not known lost, however early it was sent, and is not sent again."""
+    from wire.messages import BootStored
+
+    now = [100.0]
+    ob = await Outbox.open(
+        tmp_path / "outbox.sqlite3", node_id=NODE, boot_id=BOOT_1, clock=lambda: now[0]
+    )
+    async with ob.running():
+        await ob.set_central_acks(True)
+        for prio in ("device", "info", "device", "info"):  # device first: 1, 3, then 2, 4
+            await ob.accept(prio, "e")
+        for p in await ob.peek(10):
+            now[0] += 1.0
+            await ob.mark_sent([p.id])
+        # stored 1, 3, 2; the acknowledgement describes only up to 2
+        done = await ob.confirm([BootStored(boot_id=BOOT_1, upto=2)])
+        assert (done.deleted, done.resent) == (2, 0)
+        assert await ob.peek(10) == []  # 3 (sent before 2) is beyond upto: not lost
+        done = await ob.confirm([BootStored(boot_id=BOOT_1, upto=4, missing=[(3, 3)])])
+        assert (done.deleted, done.resent) == (1, 1)  # 4 stored after 3 was sent: 3 lost
+        assert [e.seq for e in _events(await ob.peek(10))] == [3]
