@@ -356,9 +356,9 @@ class Outbox:
         return result
 
     async def probe(self, alarm_lane: bool, sent_before: float) -> int:
-        """Make the oldest event of a lane sent before ``sent_before`` due again: one event
-        asks a silent central whether it is there (its acknowledgement then shows what else
-        was lost). Returns 1 or 0."""
+        """Make the newest event of a lane sent before ``sent_before`` due again: one event
+        asks a silent central whether it is there; its acknowledgement then shows every event
+        of the lane sent before it and not stored as lost. Returns 1 or 0."""
         result: int = await self._submit(Probe(alarm_lane, sent_before))
         if result:
             self.new_events.set()

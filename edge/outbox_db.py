@@ -166,7 +166,7 @@ class Unsend:
 
 @dataclass(frozen=True, slots=True)
 class Probe:
-    """Make the oldest event of a lane sent before ``before`` due again (central silent)."""
+    """Make the newest event of a lane sent before ``before`` due again (central silent)."""
 
     alarm_lane: bool
     before: float
@@ -344,7 +344,7 @@ class Batch:
     def probe(self, op: Probe) -> int:
         self.cur.execute(
             "UPDATE events SET sent = NULL WHERE id = (SELECT id FROM events "
-            "WHERE sent < ? AND (prio = ?) = ? ORDER BY sent, id LIMIT 1)",
+            "WHERE sent < ? AND (prio = ?) = ? ORDER BY sent DESC, id DESC LIMIT 1)",
             (op.before, _ALARM_RANK, op.alarm_lane),
         )
         return self.cur.rowcount

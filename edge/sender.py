@@ -10,7 +10,7 @@ history in the broker (docs/protocol.md, the alarm lane). On a disconnect nothin
 everything not yet acknowledged by central is sent again, in order, after the reconnect. On one
 connection an event is sent again when it turns out lost: central acknowledged a later event of
 its lane (the outbox sees that), or the lane has had no acknowledgement for
-:data:`ACK_TIMEOUT_S` — then only its oldest event goes again, as a probe, the wait doubling up
+:data:`ACK_TIMEOUT_S` — then only its newest event goes again, as a probe, the wait doubling up
 to :data:`ACK_TIMEOUT_CAP_S` while central stays silent, so a central away for hours costs one
 duplicate per lane every few minutes, not the backlog. Central drops the duplicates. A publish
 the broker refuses (PUBACK reason >= 0x80) is moved to the dead-letter table, counted, never
@@ -35,8 +35,8 @@ from edge.session import NodeSession
 WINDOW = 32
 
 #: Seconds without any acknowledgement on a lane, with events of it sent and unacknowledged for
-#: as long, before its oldest one is sent again as a probe. Central acknowledges within ~0.2 s
-#: of its commit; behind a long backlog at the broker it is busy with our older events, and
+#: as long, before the newest of those is sent again as a probe. Central acknowledges within
+#: ~0.2 s of its commit; behind a long backlog at the broker it is busy with our older events, and
 #: their acknowledgements are progress, so this only fires when nothing comes back at all.
 ACK_TIMEOUT_S = 15.0
 #: The longest wait between probes while central stays silent.
@@ -115,9 +115,10 @@ class Sender:
             closed.cancel()
 
     async def _resend_late(self) -> None:
-        """Probe each lane central has been silent on for its timeout: its oldest sent event
-        goes again. The timeout doubles per probe and starts again from :data:`ACK_TIMEOUT_S`
-        once an acknowledgement deletes something on the lane."""
+        """Probe each lane central has been silent on for its timeout: its newest sent event
+        goes again (once central stores it, those sent before it and missing go too). The
+        timeout doubles per probe and starts again from :data:`ACK_TIMEOUT_S` once an
+        acknowledgement deletes something on the lane."""
         now = self._clock()
         if self.outbox.central_acks:
             for lane in LANES:
@@ -139,7 +140,7 @@ class Sender:
             log.log(
                 log_at,
                 "node %s: no stored-acknowledgement from central for %.0f s (%s lane): "
-                "sending the oldest unacknowledged event again",
+                "sending the newest unacknowledged event again",
                 self.session.topics.node_id,
                 now - self._quiet_since[lane],
                 "alarm" if lane else "event",

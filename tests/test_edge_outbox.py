@@ -226,8 +226,8 @@ async def test_events_a_later_acknowledgement_skips_are_sent_again_per_lane(
         assert [e.seq for e in _events(await ob.peek(10))] == [1, 2]
         await ob.mark_sent(list(by_seq[s] for s in (1, 2)))
         assert await ob.probe(True, now[0] + 10) == 0  # nothing sent on the alarm lane
-        assert await ob.probe(False, now[0] + 10) == 1
-        assert [e.seq for e in _events(await ob.peek(10))] == [1]
+        assert await ob.probe(False, now[0] + 10) == 1  # the newest: 2 (same PUBACK, later id)
+        assert [e.seq for e in _events(await ob.peek(10))] == [2]
 
 
 async def test_a_file_from_before_acknowledgements_is_migrated(tmp_path: Path) -> None:

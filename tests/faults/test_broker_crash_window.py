@@ -75,7 +75,9 @@ def test_events_the_broker_acknowledged_survive_its_crash_before_it_saved(
         central.signal(signal.SIGKILL)  # from now on the broker queues events for central
         at_risk = edge.emit(20)
         wait_for(lambda: unpubacked(edge) == 0, what="every event PUBACKed by the broker")
-        assert outbox(edge, "SELECT count(*) FROM events") == 25 - len(first)
+        # held after their PUBACK (the first ones too, if central's acknowledgement of them
+        # was still on its way when the broker restarted)
+        assert outbox(edge, "SELECT count(*) FROM events") >= len(at_risk)
         broker.stop(signal.SIGKILL)  # acknowledged, queued, never saved: the crash window
         broker.start()
         central.start()
