@@ -96,6 +96,7 @@ class Ingest:
         self._changes: list[tuple[str, bool]] = []
         self._offline: list[tuple[str, str]] = []
         self._routes: dict[str, wire.Route] = {}
+        self._ack_keys: set[tuple[str, str]] = set()
 
     # -- the batch boundary -------------------------------------------------------------------
 
@@ -114,6 +115,12 @@ class Ingest:
         self._dirty_gaps.clear()
         self._last_health.clear()
         return writes, changes
+
+    def take_acks(self) -> set[tuple[str, str]]:
+        """(node, boot) of every event handled since the last call, new or duplicate: what
+        the stored-acknowledgements of the batch must cover once it is committed."""
+        keys, self._ack_keys = self._ack_keys, set()
+        return keys
 
     def take_offline(self) -> list[tuple[str, str]]:
         """(node_id, reason) of every node gone offline since the last call; the reason is the
@@ -277,6 +284,7 @@ class Ingest:
             s = self.seqs[key] = SeqState()
         before = len(s.gaps)
         new, gaps_changed = s.accept(e.seq, now)
+        self._ack_keys.add(key)
         if not new:
             out.ignored = "duplicate"
             return

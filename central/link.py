@@ -156,8 +156,9 @@ class MqttLink:
         response_topic: str | None = None,
         correlation_data: bytes | None = None,
         expiry_s: int | None = None,
+        retain: bool = False,
     ) -> None:
-        """Publish at QoS 1 (commands). :class:`LinkDown` if not connected."""
+        """Publish at QoS 1 (commands, acknowledgements). :class:`LinkDown` if not connected."""
         client = self._client
         if client is None or not self.connected:
             raise LinkDown("not connected to the MQTT broker / 未连接 MQTT 代理")
@@ -168,7 +169,7 @@ class MqttLink:
             props["correlation_data"] = correlation_data
         if expiry_s is not None:
             props["message_expiry_interval"] = max(1, expiry_s)
-        client.publish(topic, payload, qos=1, **props)
+        client.publish(topic, payload, qos=1, retain=retain, **props)
 
     # -- connection ------------------------------------------------------------------------------
 

@@ -101,6 +101,12 @@ class CentralMetrics:
         self.duplicates = Counter(
             "shilian_duplicate_events", "重复事件 / duplicate events dropped", registry=r
         )
+        self.acks = Counter(
+            "shilian_stored_acks",
+            "已发给节点的入库确认 / stored-acknowledgements published to nodes "
+            "(at most one per node per 0.2 s)",
+            registry=r,
+        )
         self.gaps = Counter(
             "shilian_event_gaps", "事件序号缺口 / gaps detected in event seq", registry=r
         )

@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from central.acks import ACK_INTERVAL_S, StoredAcks, caps_payload
 from central.commands import CommandClient
 from central.config import CentralConfig
 from central.coverage import CoverageIndex
 from central.device_feed import device_messages, load_devices
 from central.device_metrics import DeviceCollector
 from central.ingest import Ingest, Outcome
-from central.link import ALARM_LANE, MAIN_LANE, SHARED_LANE, Inbound, MqttLink
+from central.link import ALARM_LANE, MAIN_LANE, SHARED_LANE, Inbound, LinkDown, MqttLink
 from central.live import LiveHub
 from central.liveness import Liveness
 from central.metrics import CentralMetrics
@@ -41,6 +42,7 @@ from central.store import SqliteStore, Write
 from registry import Registry, import_registry
 from resilience.log_limiter import LogLimiter
 from wire.limits import RECONNECT_GRACE_S
+from wire.topics import CENTRAL_CAPS_TOPIC
 
 if TYPE_CHECKING:
     from central.renewal import RenewalService
@@ -88,6 +90,7 @@ class CentralService:
         self.http_port: int | None = None
         self.renewal: RenewalService | None = None  # certificate renewal, when [ca] is set
         self.revocations: Revocations | None = None  # revoked nodes refused, when [ca] is set
+        self.acks = StoredAcks()
 
     def stop(self) -> None:
         self._stop.set()
@@ -194,6 +197,7 @@ class CentralService:
                     if alarm_link is not None:
                         tg.create_task(alarm_link.run())
                     tg.create_task(self._ticker())
+                    tg.create_task(self._ack_flusher())
                     tg.create_task(self.history.run(self._stop))
                     tg.create_task(self.alerts.run(self._stop))
                     if self.renewal is not None:
@@ -287,6 +291,9 @@ class CentralService:
     # -- link callbacks ---------------------------------------------------------------------------
 
     def _link_up(self) -> None:
+        # Retained, on every connect: a broker that lost its saved state learns it again, and a
+        # node reads it before it sends (docs/protocol.md, stored-acknowledgement).
+        self.link.publish(CENTRAL_CAPS_TOPIC, caps_payload(self.clock()), retain=True)
         # No false collapse: every node believed online is held for the nodes' reconnect window.
         self.liveness.reset(self.clock(), self.ingest.online_nodes())
         self.metrics.connected.set(1)
@@ -311,7 +318,10 @@ class CentralService:
             handle = self.ingest.handle
             outcomes = [handle(m.topic, m.payload, now) for m in batch]
             writes, changes = self.ingest.take()
+            acked = self.ingest.take_acks()
             await self._commit(writes, changes)
+            # Only now, and still under the lock: the dedupe state is what was just committed.
+            self.acks.committed(acked, self.ingest.seqs)
             self._account(batch, outcomes, now)
             self._count_offline()
             self.metrics.batch_size.observe(len(batch))
@@ -388,6 +398,25 @@ class CentralService:
                     writes, changes = self.ingest.take()
                     await self._commit(writes, changes)
                     self._count_offline()
+
+    async def _ack_flusher(self) -> None:
+        """Every :data:`ACK_INTERVAL_S`, one stored-acknowledgement per node with newly stored
+        events, on the main session. While central is not connected they wait (the newest per
+        boot replaces older ones); one lost with the connection costs the node a re-send."""
+        while not self._stop.is_set():
+            try:
+                async with asyncio.timeout(ACK_INTERVAL_S):
+                    await self._stop.wait()
+            except TimeoutError:
+                pass
+            if not self.link.connected or not len(self.acks):
+                continue
+            for topic, payload in self.acks.take(self.clock()):
+                try:
+                    self.link.publish(topic, payload)
+                except LinkDown:
+                    break
+                self.metrics.acks.inc()
 
     def _count_offline(self) -> None:
         """Count and log each node gone offline under the reason the API shows for it."""

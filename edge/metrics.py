@@ -28,6 +28,11 @@ class EdgeMetrics:
         self.sent = Counter(
             p + "events_sent", "events acknowledged by the broker", ["priority"], registry=registry
         )
+        self.resent = Counter(
+            p + "events_resent",
+            "events sent again because central had not acknowledged them in time",
+            registry=registry,
+        )
         self.dropped = Counter(
             p + "events_dropped",
             "events evicted or refused because the outbox was full",

@@ -1,9 +1,16 @@
 """The durable outbox: every event is in SQLite before ``accept`` returns.
 
 What survives a power cut: every accepted event (WAL, ``synchronous=FULL``: a commit is on disk
-before the caller hears of it), the ``birth_seq`` counter, the eviction and dead-letter counters
-and the dead letters themselves. An acknowledgement (delete after PUBACK) lost in a power cut
-only means the event is sent again; central deduplicates by (node, boot_id, seq).
+before the caller hears of it), the ``birth_seq`` counter, the eviction and dead-letter counters,
+the dead letters themselves, and whether central acknowledges stored events.
+
+When an event is deleted (docs/protocol.md, stored-acknowledgement): while central says it
+acknowledges stored events (its retained capabilities, remembered here), an event is only marked
+sent on its PUBACK and deleted once central's acknowledgement covers it, so a broker that dies
+after its PUBACK and before it saved or delivered the event loses nothing; sent events are sent
+again after a reconnect or when the acknowledgement is late. With an older central (no
+capabilities seen) an event is deleted on its PUBACK, as before. Any deletion lost in a power
+cut only means the event is sent again; central deduplicates by (node, boot_id, seq).
 
 Idempotent accept: an event may carry a key naming it at its source (the alarm board's
 ``(board id, boot id, seq)``, a panel report's ``(account, receiver, line, seq)``). The key is
@@ -37,6 +44,8 @@ from edge.outbox_db import (
     Ack,
     Batch,
     Birth,
+    Confirm,
+    Confirmed,
     Dead,
     DeadList,
     Operation,
@@ -45,11 +54,18 @@ from edge.outbox_db import (
     OutboxFull,
     Peek,
     Pending,
+    Probe,
+    Sent,
+    SetMeta,
     Stored,
+    Unsend,
     is_disk_full,
     open_db,
+    stored_runs,
+    subtract_runs,
 )
 from wire import Event, Priority, encode
+from wire.messages import BootStored
 
 __all__ = [
     "DEFAULT_KEY_TTL_S",
@@ -77,9 +93,14 @@ MAX_KEY_LEN = 200
 
 
 #: Writes that are retried (their callers wait) rather than failed while the disk is full:
-#: deleting sent events, dead-lettering, the birth counter. Without them the sender or the
-#: MQTT session would stop; new events are refused instead (their senders keep them).
-_RETRY_WHEN_FULL = (Ack, Dead, Birth)
+#: deleting or marking sent events, dead-lettering, the birth counter. Without them the sender
+#: or the MQTT session would stop; new events are refused instead (their senders keep them).
+_RETRY_WHEN_FULL = (Ack, Sent, Confirm, Unsend, Probe, SetMeta, Dead, Birth)
+#: Meta key: 1 while central's last capabilities said it acknowledges stored events.
+CENTRAL_ACKS = "central_acks"
+#: Boots whose last acknowledgement is remembered (a node has one boot with events waiting,
+#: a few across restarts); a boot forgotten is only applied in full again.
+ACKED_BOOTS_KEPT = 16
 #: Seconds between tries of those writes while the disk stays full.
 DISK_FULL_RETRY_S = 1.0
 
@@ -91,7 +112,7 @@ class _Op:
 
 
 class Outbox:
-    """Durable, bounded, priority-ordered store of events not yet acknowledged by the broker.
+    """Durable, bounded, priority-ordered store of events not yet known to be delivered.
 
     Open with :meth:`open`; operations are applied by :meth:`run` (a task the owner supervises,
     or :meth:`running` for a self-contained scope).
@@ -119,6 +140,13 @@ class Outbox:
         self._counts = counts
         self._meta = meta
         self._seq = 0
+        self._confirmed = 0
+        #: Clock time of the last acknowledgement that deleted events of each lane (the key is
+        #: whether it is the alarm lane); the sender probes a lane silent for too long.
+        self.lane_progress: dict[bool, float] = {}
+        #: Per boot, the seq runs the last applied acknowledgement covered: those events are
+        #: gone, so the next one (cumulative, sent every 0.2 s) deletes only what it adds.
+        self._acked_runs: dict[str, list[tuple[int, int]]] = {}
         self._on_drop = on_drop
         self._ops: list[_Op] = []
         self._wake = asyncio.Event()
@@ -200,7 +228,8 @@ class Outbox:
 
     @property
     def depth(self) -> int:
-        """Events stored and not yet acknowledged."""
+        """Events stored and not yet acknowledged (by central, or by the broker with an older
+        central)."""
         return sum(self._counts.values())
 
     def counts(self) -> dict[Priority, int]:
@@ -215,6 +244,16 @@ class Outbox:
     def dead_total(self) -> int:
         """Events the broker rejected, kept in the dead-letter table (persisted)."""
         return self._meta.get("dead_total", 0)
+
+    @property
+    def central_acks(self) -> bool:
+        """Whether events wait for central's stored-acknowledgement (persisted)."""
+        return bool(self._meta.get(CENTRAL_ACKS, 0))
+
+    @property
+    def confirmed_total(self) -> int:
+        """Events deleted on central's acknowledgement since this outbox was opened."""
+        return self._confirmed
 
     @property
     def birth_seq(self) -> int:
@@ -283,6 +322,58 @@ class Outbox:
         for afterwards sees it applied; the future says when it is committed (or why not)."""
         fut: asyncio.Future[None] = self._submit(Ack(tuple(ids)))
         return fut
+
+    async def mark_sent(self, ids: Collection[int]) -> None:
+        """The broker acknowledged these events: keep them until central's acknowledgement,
+        and do not send them again unless they turn out lost (:meth:`confirm`, :meth:`probe`)
+        or the connection is new (:meth:`resend`)."""
+        await self._submit(Sent(tuple(ids), self._clock()))
+
+    async def confirm(self, boots: Collection[BootStored]) -> Confirmed:
+        """Central stored these events: delete every one the acknowledgement covers (sent or
+        not; unknown ones are ignored), and make due again the events of a lane sent before
+        one it covered (lost on the way: the lane is delivered in order)."""
+        todo, covered = [], {}
+        for boot in boots:
+            runs = stored_runs(boot)
+            covered[boot.boot_id] = runs
+            fresh = subtract_runs(runs, self._acked_runs.get(boot.boot_id, []))
+            todo.append((boot.boot_id, boot.upto, tuple(fresh)))
+        result: Confirmed = await self._submit(Confirm(tuple(todo)))
+        for boot_id, runs in covered.items():  # only once those events are deleted
+            self._acked_runs.pop(boot_id, None)
+            self._acked_runs[boot_id] = runs
+        while len(self._acked_runs) > ACKED_BOOTS_KEPT:
+            del self._acked_runs[next(iter(self._acked_runs))]
+        self._confirmed += result.deleted
+        now = self._clock()
+        for lane in result.lanes:
+            self.lane_progress[lane] = now
+        if result.resent:
+            self.new_events.set()
+        return result
+
+    async def resend(self) -> int:
+        """Make every sent, unacknowledged event due again (after a reconnect); returns how
+        many."""
+        result: int = await self._submit(Unsend())
+        if result:
+            self.new_events.set()
+        return result
+
+    async def probe(self, alarm_lane: bool, sent_before: float) -> int:
+        """Make the newest event of a lane sent before ``sent_before`` due again: one event
+        asks a silent central whether it is there; its acknowledgement then shows every event
+        of the lane sent before it and not stored as lost. Returns 1 or 0."""
+        result: int = await self._submit(Probe(alarm_lane, sent_before))
+        if result:
+            self.new_events.set()
+        return result
+
+    async def set_central_acks(self, on: bool) -> None:
+        """Remember (on disk) whether central acknowledges stored events."""
+        if on != self.central_acks:
+            await self._submit(SetMeta(CENTRAL_ACKS, int(on)))
 
     async def dead_letter(self, row_id: int, reason: int) -> None:
         """Move an event the broker rejected (PUBACK reason >= 0x80) to the dead-letter table."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from edge.outbox_policy import admit
 from wire import Event, Priority, decode, encode
+from wire.messages import BootStored
 
 #: SQLite page cache per outbox (KiB). Access is append at the tail, read at the head of one
 #: index: a small cache suffices, and the demo keeps ~1,800 outboxes open in one process.
@@ -43,6 +44,18 @@ _MIGRATIONS: tuple[str, ...] = (
         id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, expires REAL NOT NULL,
         payload BLOB NOT NULL);
     CREATE INDEX idem_expires ON idem(expires);
+    """,
+    # 2: central's stored-acknowledgements. An event is kept after its PUBACK (``sent`` set)
+    # until central says it is stored; ``boot``/``seq`` are what those acknowledgements name.
+    """
+    ALTER TABLE events ADD COLUMN boot TEXT;
+    ALTER TABLE events ADD COLUMN seq INTEGER;
+    ALTER TABLE events ADD COLUMN sent REAL;
+    UPDATE events SET boot = json_extract(CAST(payload AS TEXT), '$.boot_id'),
+        seq = json_extract(CAST(payload AS TEXT), '$.seq');
+    CREATE INDEX events_boot_seq ON events(boot, seq);
+    CREATE INDEX events_unsent ON events(prio DESC, id) WHERE sent IS NULL;
+    CREATE INDEX events_sent ON events(sent) WHERE sent IS NOT NULL;
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -110,6 +123,61 @@ class Ack:
     ids: tuple[int, ...]
 
 
+#: The lanes events travel on to central (docs/protocol.md, the alarm lane): alarm-priority
+#: events on ``event/alarm`` and central's alarm session, the rest on ``event``. The broker
+#: delivers each lane in the order it was published.
+ALARM_LANE, MAIN_LANE = True, False
+_ALARM_RANK = Priority.ALARM.rank
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """The broker acknowledged these events (PUBACK): keep them, not to be sent again unless
+    central's acknowledgements show them lost (:class:`Confirm`, :class:`Probe`)."""
+
+    ids: tuple[int, ...]
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Confirm:
+    """Central's stored-acknowledgement, per boot: ``upto`` (the highest seq it describes) and
+    the seq ranges it newly covers. Delete every event in those ranges, sent or not; then make
+    due again every event of a lane, at or below its boot's ``upto`` and not covered, that was
+    PUBACKed before one of that lane deleted here: the lane is delivered in order, so central
+    storing a later one means the earlier one was lost on the way."""
+
+    boots: tuple[tuple[str, int, tuple[tuple[int, int], ...]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmed:
+    """What a :class:`Confirm` did: events deleted, lanes they were on, events made due again."""
+
+    deleted: int
+    lanes: frozenset[bool]
+    resent: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unsend:
+    """Make every sent event due again (after a reconnect)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Make the newest event of a lane sent before ``before`` due again (central silent)."""
+
+    alarm_lane: bool
+    before: float
+
+
+@dataclass(frozen=True, slots=True)
+class SetMeta:
+    key: str
+    value: int
+
+
 @dataclass(frozen=True, slots=True)
 class Dead:
     row_id: int
@@ -127,7 +195,9 @@ class DeadList:
     pass
 
 
-Operation = Accept | Peek | Ack | Dead | Birth | DeadList
+Operation = (
+    Accept | Peek | Ack | Sent | Confirm | Unsend | Probe | SetMeta | Dead | Birth | DeadList
+)
 
 
 class Batch:
@@ -157,6 +227,17 @@ class Batch:
                 return _peek(self.cur, op.n, op.exclude)
             case Ack():
                 return self.ack(op)
+            case Sent():
+                return self.sent(op)
+            case Confirm():
+                return self.confirm(op)
+            case Unsend():
+                return self.unsend()
+            case Probe():
+                return self.probe(op)
+            case SetMeta():
+                self.meta[op.key] = op.value
+                return None
             case Dead():
                 return self.dead(op)
             case Birth():
@@ -201,8 +282,8 @@ class Batch:
         final = ev.model_copy(update={"seq": self.seq})
         payload = encode(final)
         cur.execute(
-            "INSERT INTO events(prio, accepted, payload) VALUES (?, ?, ?)",
-            (ev.priority.rank, ev.ts, payload),
+            "INSERT INTO events(prio, accepted, payload, boot, seq) VALUES (?, ?, ?, ?, ?)",
+            (ev.priority.rank, ev.ts, payload, final.boot_id, final.seq),
         )
         if key is not None:  # same transaction: the key exists iff the event does
             cur.execute(
@@ -219,6 +300,54 @@ class Batch:
             ).fetchone()
             if row is not None:
                 self.counts[_RANKS[row[0]]] -= 1
+
+    def sent(self, op: Sent) -> None:
+        self.cur.executemany(
+            "UPDATE events SET sent = ? WHERE id = ?", [(op.now, i) for i in op.ids]
+        )
+
+    def confirm(self, op: Confirm) -> Confirmed:
+        """One range delete per run on the (boot, seq) index, and the lost ones found on the
+        sent index: the cost follows what is deleted and what is in flight, not how much of the
+        boot is still waiting (an alarm ahead of a day's history makes ``upto`` high)."""
+        deleted = 0
+        lanes: set[bool] = set()
+        last_sent: dict[bool, float] = {}
+        for boot_id, _, runs in op.boots:
+            for first, last in runs:
+                for prio, sent in self.cur.execute(
+                    "DELETE FROM events WHERE boot = ? AND seq BETWEEN ? AND ? "
+                    "RETURNING prio, sent",
+                    (boot_id, first, last),
+                ).fetchall():
+                    self.counts[_RANKS[prio]] -= 1
+                    deleted += 1
+                    lane = prio == _ALARM_RANK
+                    lanes.add(lane)
+                    if sent is not None and sent > last_sent.get(lane, 0.0):
+                        last_sent[lane] = sent
+        resent = 0
+        for lane, sent in last_sent.items():
+            for boot_id, upto, _ in op.boots:
+                self.cur.execute(
+                    "UPDATE events INDEXED BY events_sent SET sent = NULL "
+                    "WHERE sent < ? AND boot = ? AND seq <= ? AND (prio = ?) = ?",
+                    (sent, boot_id, upto, _ALARM_RANK, lane),
+                )
+                resent += self.cur.rowcount
+        return Confirmed(deleted, frozenset(lanes), resent)
+
+    def unsend(self) -> int:
+        self.cur.execute("UPDATE events SET sent = NULL WHERE sent IS NOT NULL")
+        return self.cur.rowcount
+
+    def probe(self, op: Probe) -> int:
+        self.cur.execute(
+            "UPDATE events SET sent = NULL WHERE id = (SELECT id FROM events "
+            "WHERE sent < ? AND (prio = ?) = ? ORDER BY sent DESC, id DESC LIMIT 1)",
+            (op.before, _ALARM_RANK, op.alarm_lane),
+        )
+        return self.cur.rowcount
 
     def dead(self, op: Dead) -> None:
         row = self.cur.execute(
@@ -247,6 +376,41 @@ class Batch:
                 self.cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
 
+def stored_runs(boot: BootStored) -> list[tuple[int, int]]:
+    """The seq ranges an acknowledgement covers: 1..upto without its missing ranges."""
+    runs = []
+    nxt = 1
+    for first, last in sorted(boot.missing):
+        if first > nxt:
+            runs.append((nxt, min(first - 1, boot.upto)))
+        nxt = max(nxt, last + 1)
+    if nxt <= boot.upto:
+        runs.append((nxt, boot.upto))
+    return [(a, b) for a, b in runs if a <= b]
+
+
+def subtract_runs(
+    runs: list[tuple[int, int]], minus: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """``runs`` without ``minus`` (both sorted, disjoint, inclusive ranges)."""
+    out = []
+    j = 0
+    for first, last in runs:
+        while j < len(minus) and minus[j][1] < first:
+            j += 1
+        k = j
+        while first <= last:
+            if k >= len(minus) or minus[k][0] > last:
+                out.append((first, last))
+                break
+            a, b = minus[k]
+            if a > first:
+                out.append((first, a - 1))
+            first = max(first, b + 1)
+            k += 1
+    return out
+
+
 def is_disk_full(e: BaseException) -> bool:
     """SQLITE_FULL (disk full, or ``max_page_count`` reached) or ENOSPC."""
     if isinstance(e, sqlite3.Error):
@@ -259,13 +423,15 @@ def _peek(cur: sqlite3.Cursor, n: int, exclude: tuple[int, ...]) -> list[Pending
     if exclude:
         marks = ",".join("?" * len(exclude))
         sql = (
-            f"SELECT id, prio, accepted, payload FROM events WHERE id NOT IN ({marks}) "
-            "ORDER BY prio DESC, id LIMIT ?"
+            "SELECT id, prio, accepted, payload FROM events "
+            f"WHERE sent IS NULL AND id NOT IN ({marks}) ORDER BY prio DESC, id LIMIT ?"
         )
         rows = cur.execute(sql, (*exclude, n))
     else:
         rows = cur.execute(
-            "SELECT id, prio, accepted, payload FROM events ORDER BY prio DESC, id LIMIT ?", (n,)
+            "SELECT id, prio, accepted, payload FROM events WHERE sent IS NULL "
+            "ORDER BY prio DESC, id LIMIT ?",
+            (n,),
         )
     return [Pending(r[0], _RANKS[r[1]], r[2], bytes(r[3])) for r in rows]
 

@@ -1,13 +1,20 @@
-"""The outbox sender: publishes ``peek()``ed events at QoS 1 with a bounded in-flight window
-and deletes each only after its PUBACK.
+"""The outbox sender: publishes ``peek()``ed events at QoS 1 with a bounded in-flight window.
+On its PUBACK an event is marked sent, and deleted when central's stored-acknowledgement covers
+it (the session hands those to the outbox); with an older central, which sends none, it is
+deleted on its PUBACK (docs/protocol.md, stored-acknowledgement).
 
 Within a priority, events go on the wire in acceptance order (one connection, QoS 1, in-order
 delivery). Alarm-priority events go on the node's alarm topic (``event/alarm``), the rest on
 ``event``: central takes alarms on a session of its own, so they do not queue behind any node's
 history in the broker (docs/protocol.md, the alarm lane). On a disconnect nothing is deleted:
-everything unacknowledged is sent again, in order, after the reconnect (the only duplicates at
-the wire level; central deduplicates). A publish the broker refuses (PUBACK reason >= 0x80) is
-moved to the dead-letter table, counted, never retried.
+everything not yet acknowledged by central is sent again, in order, after the reconnect. On one
+connection an event is sent again when it turns out lost: central acknowledged a later event of
+its lane (the outbox sees that), or the lane has had no acknowledgement for
+:data:`ACK_TIMEOUT_S` — then only its newest event goes again, as a probe, the wait doubling up
+to :data:`ACK_TIMEOUT_CAP_S` while central stays silent, so a central away for hours costs one
+duplicate per lane every few minutes, not the backlog. Central drops the duplicates. A publish
+the broker refuses (PUBACK reason >= 0x80) is moved to the dead-letter table, counted, never
+retried.
 """
 
 from __future__ import annotations
@@ -27,6 +34,16 @@ from edge.session import NodeSession
 #: hundred events/s; small enough that a disconnect resends little.
 WINDOW = 32
 
+#: Seconds without any acknowledgement on a lane, with events of it sent and unacknowledged for
+#: as long, before the newest of those is sent again as a probe. Central acknowledges within
+#: ~0.2 s of its commit; behind a long backlog at the broker it is busy with our older events, and
+#: their acknowledgements are progress, so this only fires when nothing comes back at all.
+ACK_TIMEOUT_S = 15.0
+#: The longest wait between probes while central stays silent.
+ACK_TIMEOUT_CAP_S = 300.0
+#: The lanes, by whether they are the alarm lane (edge.outbox_db).
+LANES = (True, False)
+
 log = logging.getLogger("shilian.edge.sender")
 
 
@@ -44,6 +61,10 @@ class Sender:
         self._clock = clock
         #: Clock time of the last successful PUBACK of anything we sent (health reports it).
         self.last_puback: float | None = None
+        #: Per lane: the current silence before a probe, and since when we count silence.
+        self._ack_timeout = dict.fromkeys(LANES, ACK_TIMEOUT_S)
+        self._quiet_since = dict.fromkeys(LANES, clock())
+        self._next_check = clock() + ACK_TIMEOUT_S
 
     async def run(self) -> None:
         while True:
@@ -54,9 +75,17 @@ class Sender:
     async def _pump(self, link: Link) -> None:
         inflight: dict[int, tuple[Pending, asyncio.Future[int]]] = {}
         topic_for = self.session.topics.event_for
+        # What was sent on an earlier connection and never acknowledged by central may have
+        # died with the broker: it goes again, first, in order.
+        await self.outbox.resend()
+        now = self._clock()
+        self._quiet_since = dict.fromkeys(LANES, now)
+        self._next_check = now + min(self._ack_timeout.values())
         closed = asyncio.ensure_future(link.closed.wait())
         try:
             while True:
+                if self.outbox.depth and self._clock() >= self._next_check:
+                    await self._resend_late()
                 self.outbox.new_events.clear()
                 if len(inflight) < WINDOW:
                     for p in await self.outbox.peek(WINDOW - len(inflight), inflight.keys()):
@@ -68,7 +97,14 @@ class Sender:
                     new = asyncio.ensure_future(self.outbox.new_events.wait())
                     waits.add(new)
                 try:
-                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    # An empty outbox has nothing to probe for: an idle node sleeps until an
+                    # event or a PUBACK (a process may run ~1,800 agents).
+                    timeout = max(0.0, self._next_check - self._clock())
+                    await asyncio.wait(
+                        waits,
+                        timeout=timeout if self.outbox.depth else None,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
                 finally:
                     if new is not None:
                         new.cancel()
@@ -77,6 +113,40 @@ class Sender:
                     raise LinkError("link closed")
         finally:
             closed.cancel()
+
+    async def _resend_late(self) -> None:
+        """Probe each lane central has been silent on for its timeout: its newest sent event
+        goes again (once central stores it, those sent before it and missing go too). The
+        timeout doubles per probe and starts again from :data:`ACK_TIMEOUT_S` once an
+        acknowledgement deletes something on the lane."""
+        now = self._clock()
+        if self.outbox.central_acks:
+            for lane in LANES:
+                await self._check_lane(lane, now)
+        self._next_check = min(self._quiet_since[k] + self._ack_timeout[k] for k in LANES)
+        self._next_check = max(self._next_check, now + 1.0)  # at most one check a second
+
+    async def _check_lane(self, lane: bool, now: float) -> None:
+        progress = self.outbox.lane_progress.get(lane)
+        if progress is not None and progress > self._quiet_since[lane]:
+            self._quiet_since[lane] = progress
+            self._ack_timeout[lane] = ACK_TIMEOUT_S
+        timeout = self._ack_timeout[lane]
+        if now - self._quiet_since[lane] < timeout:
+            return
+        if await self.outbox.probe(lane, now - timeout):
+            self.metrics.resent.inc()
+            log_at = logging.WARNING if timeout == ACK_TIMEOUT_S else logging.DEBUG
+            log.log(
+                log_at,
+                "node %s: no stored-acknowledgement from central for %.0f s (%s lane): "
+                "sending the newest unacknowledged event again",
+                self.session.topics.node_id,
+                now - self._quiet_since[lane],
+                "alarm" if lane else "event",
+            )
+            self._ack_timeout[lane] = min(ACK_TIMEOUT_CAP_S, timeout * 2)
+        self._quiet_since[lane] = now
 
     async def _settle(self, inflight: dict[int, tuple[Pending, asyncio.Future[int]]]) -> None:
         acked: list[int] = []
@@ -103,11 +173,14 @@ class Sender:
             self.metrics.sent.labels(p.priority.value).inc()
             self.metrics.latency.observe(max(0.0, now - p.accepted))
         if acked:
-            # Not awaited: the next peek is queued behind this deletion on the outbox's writer
-            # and sees it applied, so a new alarm is peeked and sent without waiting for this
-            # commit first (the two usually share one transaction). A failed deletion only
-            # means those events are sent again (central deduplicates).
-            self.outbox.ack_nowait(acked).add_done_callback(self._acked)
+            if self.outbox.central_acks:
+                await self.outbox.mark_sent(acked)  # deleted on central's acknowledgement
+            else:
+                # Not awaited: the next peek is queued behind this deletion on the outbox's
+                # writer and sees it applied, so a new alarm is peeked and sent without waiting
+                # for this commit first. A failed deletion only means those events are sent
+                # again (central deduplicates).
+                self.outbox.ack_nowait(acked).add_done_callback(self._acked)
         self.metrics.outbox_depth.set(self.outbox.depth)
 
     def _acked(self, fut: asyncio.Future[None]) -> None:

@@ -2,11 +2,13 @@
 
 Per connection attempt: increment and persist ``birth_seq`` (outbox meta table), connect with
 clean start and the will ``NodeState(offline, will, birth_seq)``; after CONNACK subscribe to our
-command requests (and certificate answers, meeting requests), then publish the retained birth,
-re-publish retained device states and subscribe to our own state topic. If a retained state
-with a lower ``birth_seq`` than ours shows up while we are connected (the stale will of our
-previous connection, published after our birth on a session takeover), the birth is published
-again so the retained state is never left wrong.
+command requests (and certificate answers, meeting requests), to central's stored-acknowledgements
+for us and to central's retained capabilities (which say whether the outbox waits for those
+acknowledgements; remembered in the outbox, so they apply from the first event of the next
+connection); then publish the retained birth, re-publish retained device states and subscribe to
+our own state topic. If a retained state with a lower ``birth_seq`` than ours shows up while we are
+connected (the stale will of our previous connection, published after our birth on a session
+takeover), the birth is published again so the retained state is never left wrong.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from edge.mqtt_link import (
 from edge.outbox import Outbox
 from resilience.backoff import Backoff
 from wire import DeviceState, NodeState, RemoteWireError, Topics, decode, encode
+from wire.messages import CentralCaps, StoredAck
+from wire.topics import CENTRAL_CAPS_TOPIC
 
 log = logging.getLogger("shilian.edge.session")
 
@@ -207,7 +211,9 @@ class NodeSession:
         # the previous connection's retained will would trigger a needless second birth.
         renewal = (self.topics.cert_res,) if self.renewal else ()
         meetings = (self.topics.meet_req,) if self.meetings else ()
-        await link.subscribe(self.topics.cmd_req, *renewal, *meetings)
+        await link.subscribe(
+            self.topics.cmd_req, self.topics.ack, CENTRAL_CAPS_TOPIC, *renewal, *meetings
+        )
         # The birth is queued on the wire before anyone else may use the link: every event of
         # this connection follows it.
         birth = link.publish_nowait(self.topics.state, self._birth(), retain=True)
@@ -249,8 +255,12 @@ class NodeSession:
         self.metrics.connected.set(0)
 
     async def _dispatch(self, link: Link, msg: Incoming) -> None:
-        if msg.topic == self.topics.state:
+        if msg.topic == self.topics.ack:
+            await self._on_ack(msg)
+        elif msg.topic == self.topics.state:
             await self._on_state(link, msg)
+        elif msg.topic == CENTRAL_CAPS_TOPIC:
+            await self._on_caps(msg)
         elif msg.topic == self.topics.cert_res and self.renewal:
             self.renewal.on_answer(msg)
         elif msg.topic == self.topics.meet_req and self.meetings:
@@ -266,6 +276,43 @@ class NodeSession:
             except PublishRejected as e:
                 self.metrics.rejected.labels(str(e.reason)).inc()
             self.metrics.commands.labels(out.cmd, "ok" if out.ok else "error").inc()
+
+    async def _on_ack(self, msg: Incoming) -> None:
+        """Central stored these events: the outbox deletes them."""
+        try:
+            ack = decode(StoredAck, msg.payload, node_id=self.topics.node_id)
+        except RemoteWireError as e:
+            self.metrics.bad_input.labels(e.fault.value).inc()
+            self._log_peer_fault(e.fault.value, f"bad stored-acknowledgement: {e}")
+            return
+        done = await self.outbox.confirm(ack.boots)
+        if done.resent:  # central stored later events of their lane: these were lost
+            self.metrics.resent.inc(done.resent)
+            log.info(
+                "node %s: %d events lost on the way to central: sending them again",
+                self.topics.node_id,
+                done.resent,
+            )
+        self.metrics.outbox_depth.set(self.outbox.depth)
+
+    async def _on_caps(self, msg: Incoming) -> None:
+        """Central's retained capabilities; an empty payload (cleared) means none."""
+        on = False
+        if msg.payload:
+            try:
+                on = decode(CentralCaps, msg.payload).stored_acks
+            except RemoteWireError as e:
+                self.metrics.bad_input.labels(e.fault.value).inc()
+                self._log_peer_fault(e.fault.value, f"bad central capabilities: {e}")
+                return
+        if on != self.outbox.central_acks:
+            log.info(
+                "node %s: central %s stored events: events are deleted on %s",
+                self.topics.node_id,
+                "acknowledges" if on else "does not acknowledge",
+                "central's acknowledgement" if on else "the broker's PUBACK",
+            )
+        await self.outbox.set_central_acks(on)
 
     async def _on_state(self, link: Link, msg: Incoming) -> None:
         if not msg.payload:

@@ -5,7 +5,8 @@ name (``use_identity_as_username``) and client id (``use_username_as_clientid``,
 take over another node's session and fire its will). No anonymous access. The CRL is named from
 day one (mosquitto ignores a ``crlfile`` added later until a restart, docs/evidence.md). Pattern
 ACLs confine each node to the topics of its subtree that nodes write (docs/protocol.md); central
-reads everything and writes only command requests and certificate renewal answers; operators
+reads everything and writes only command requests, certificate renewal answers, meeting
+signalling, stored-acknowledgements and its capabilities; operators
 read everything.
 """
 
@@ -77,14 +78,21 @@ pattern read {r}/%u/state
 pattern read {r}/%u/cert/res
 # meetings: each node reads the signalling addressed to it
 pattern read {r}/%u/meet/req
+# stored-acknowledgements: each node reads central's for itself, and central's capabilities
+pattern read {r}/%u/ack
+pattern read {r}/central/caps
 
-# central: reads everything nodes send, writes command requests and renewal answers only
+# central: reads everything nodes send, writes command requests, renewal answers, meeting
+# signalling, stored-acknowledgements and its capabilities only
 user {central_cn}
 topic read {r}/#
 topic write {r}/+/cmd/req
 topic write {r}/+/cert/res
 # meetings: central relays operators' offers and hang-ups
 topic write {r}/+/meet/req
+# stored-acknowledgements to each node, and its retained capabilities
+topic write {r}/+/ack
+topic write {r}/central/caps
 
 # central's alarm session (the alarm lane): reads alarm-priority events, writes nothing
 user {alarms_cn}

@@ -207,3 +207,156 @@ async def test_a_peek_after_an_unawaited_ack_sees_it_applied(tmp_path: Path) -> 
         assert [e.kind for e in _events(after)] == ["i3"]
         assert acked.done() and acked.exception() is None
         assert ob.depth == 1
+
+
+# -- central's stored-acknowledgements (docs/protocol.md) -------------------------------------
+
+
+async def test_sent_events_stay_until_central_acknowledges_them(tmp_path: Path) -> None:
+    """With central acknowledging: a PUBACK only marks an event sent (not offered again); the
+    acknowledgement deletes exactly what it covers, gaps and other boots excepted."""
+    from wire.messages import BootStored
+
+    ob = await _open(tmp_path)
+    async with ob.running():
+        await ob.set_central_acks(True)
+        for i in range(6):
+            await ob.accept("info", "e", data={"i": i})
+        first = await ob.peek(10)
+        await ob.mark_sent([p.id for p in first[:5]])
+        assert ob.depth == 6
+        assert [e.seq for e in _events(await ob.peek(10))] == [6]
+        other = BootStored(boot_id=BOOT_2, upto=10)
+        mine = BootStored(boot_id=BOOT_1, upto=5, missing=[(2, 3)])
+        assert (await ob.confirm([other, mine])).deleted == 3
+        assert ob.depth == 3 and ob.confirmed_total == 3
+        # 2 and 3 were sent with 4 and 5 (one PUBACK batch): not known lost yet
+        assert [e.seq for e in _events(await ob.peek(10))] == [6]
+        assert await ob.resend() == 2  # a new connection: the sent ones central lacks go again
+        assert [e.seq for e in _events(await ob.peek(10))] == [2, 3, 6]
+        assert (await ob.confirm([BootStored(boot_id=BOOT_1, upto=6)])).deleted == 3
+        assert ob.depth == 0 and ob.empty.is_set()
+    ob = await _open(tmp_path, boot=BOOT_2)
+    async with ob.running():
+        assert ob.central_acks  # remembered across a restart
+
+
+async def test_events_a_later_acknowledgement_skips_are_sent_again_per_lane(
+    tmp_path: Path,
+) -> None:
+    """A lane is delivered in order: central storing an event of it sent later means one sent
+    earlier was lost; the other lane is not affected. A probe re-sends one event only."""
+    from wire.messages import BootStored
+
+    now = [100.0]
+    ob = await Outbox.open(
+        tmp_path / "outbox.sqlite3", node_id=NODE, boot_id=BOOT_1, clock=lambda: now[0]
+    )
+    async with ob.running():
+        await ob.set_central_acks(True)
+        for prio in ("info", "info", "alarm", "info"):
+            await ob.accept(prio, "e")
+        by_seq = {decode(Event, p.payload).seq: p.id for p in await ob.peek(10)}
+        for seq in (1, 2, 3, 4):  # one PUBACK each, in this order, at 101, 102, ...
+            now[0] += 1.0
+            await ob.mark_sent([by_seq[seq]])
+        assert await ob.peek(10) == []
+        # central stored 3 (alarm lane) and 4 (event lane), not 1 and 2
+        done = await ob.confirm([BootStored(boot_id=BOOT_1, upto=4, missing=[(1, 2)])])
+        assert (done.deleted, done.resent) == (2, 2)
+        assert [e.seq for e in _events(await ob.peek(10))] == [1, 2]
+        await ob.mark_sent(list(by_seq[s] for s in (1, 2)))
+        assert await ob.probe(True, now[0] + 10) == 0  # nothing sent on the alarm lane
+        assert await ob.probe(False, now[0] + 10) == 1  # the newest: 2 (same PUBACK, later id)
+        assert [e.seq for e in _events(await ob.peek(10))] == [2]
+
+
+async def test_a_file_from_before_acknowledgements_is_migrated(tmp_path: Path) -> None:
+    """Events stored by the previous version keep their order and can be acknowledged."""
+    from edge.outbox_db import _MIGRATIONS, _SCHEMA
+    from wire import encode
+    from wire.messages import BootStored
+
+    path = tmp_path / "outbox.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(_SCHEMA + _MIGRATIONS[0] + "PRAGMA user_version = 1;")
+    for seq in (1, 2, 3):
+        ev = Event(node=NODE, boot_id=BOOT_1, seq=seq, ts=1.0, priority=Priority.INFO, kind="old")
+        conn.execute(
+            "INSERT INTO events(prio, accepted, payload) VALUES (0, 1.0, ?)", (encode(ev),)
+        )
+    conn.close()
+    ob = await _open(tmp_path, boot=BOOT_2)
+    async with ob.running():
+        assert ob.depth == 3 and not ob.central_acks
+        assert [e.seq for e in _events(await ob.peek(10))] == [1, 2, 3]
+        assert (await ob.confirm([BootStored(boot_id=BOOT_1, upto=2)])).deleted == 2
+        assert [e.seq for e in _events(await ob.peek(10))] == [3]
+
+
+def test_an_acknowledgement_covers_exactly_what_central_says_it_stored() -> None:
+    """Property: the runs deleted are exactly the seqs ``covers`` accepts."""
+    import random
+
+    from edge.outbox_db import stored_runs
+    from wire.messages import BootStored
+
+    rng = random.Random(7)
+    for _ in range(300):
+        upto = rng.randrange(0, 60)
+        missing = []
+        for _ in range(rng.randrange(0, 6)):
+            a = rng.randrange(1, 70)
+            missing.append((a, a + rng.randrange(0, 8)))
+        boot = BootStored(boot_id=BOOT_1, upto=upto, missing=missing)
+        runs = stored_runs(boot)
+        by_runs = {s for a, b in runs for s in range(a, b + 1)}
+        assert by_runs == {s for s in range(1, 80) if boot.covers(s)}, (upto, missing, runs)
+
+
+def test_subtracting_runs_keeps_exactly_the_seqs_not_covered_before() -> None:
+    import random
+
+    from edge.outbox_db import subtract_runs
+
+    def runs_of(seqs: set[int]) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        for s in sorted(seqs):
+            if out and out[-1][1] == s - 1:
+                out[-1] = (out[-1][0], s)
+            else:
+                out.append((s, s))
+        return out
+
+    rng = random.Random(11)
+    for _ in range(500):
+        a = {s for s in range(1, 60) if rng.random() < 0.5}
+        b = {s for s in range(1, 60) if rng.random() < 0.5}
+        assert runs_of(a - b) == subtract_runs(runs_of(a), runs_of(b)), (a, b)
+
+
+async def test_events_beyond_what_an_acknowledgement_describes_are_not_taken_as_lost(
+    tmp_path: Path,
+) -> None:
+    """Central's acknowledgement may stop early (more gaps than it sends): an event above its
+    ``upto`` is not known lost, however early it was sent, and is not sent again."""
+    from wire.messages import BootStored
+
+    now = [100.0]
+    ob = await Outbox.open(
+        tmp_path / "outbox.sqlite3", node_id=NODE, boot_id=BOOT_1, clock=lambda: now[0]
+    )
+    async with ob.running():
+        await ob.set_central_acks(True)
+        for prio in ("device", "info", "device", "info"):  # device first: 1, 3, then 2, 4
+            await ob.accept(prio, "e")
+        for p in await ob.peek(10):
+            now[0] += 1.0
+            await ob.mark_sent([p.id])
+        # stored 1, 3, 2; the acknowledgement describes only up to 2
+        done = await ob.confirm([BootStored(boot_id=BOOT_1, upto=2)])
+        assert (done.deleted, done.resent) == (2, 0)
+        assert await ob.peek(10) == []  # 3 (sent before 2) is beyond upto: not lost
+        done = await ob.confirm([BootStored(boot_id=BOOT_1, upto=4, missing=[(3, 3)])])
+        assert (done.deleted, done.resent) == (1, 1)  # 4 stored after 3 was sent: 3 lost
+        assert [e.seq for e in _events(await ob.peek(10))] == [3]

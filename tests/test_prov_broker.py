@@ -347,6 +347,44 @@ def test_meeting_topics_node_reads_only_its_own_signalling(
         a.close()
 
 
+def test_ack_topics_central_writes_and_each_node_reads_only_its_own(
+    setup: tuple[CertificateAuthority, GeneratedBroker], tmp_path: Path
+) -> None:
+    """Stored-acknowledgements (docs/protocol.md): central writes a node's ack and the retained
+    capabilities; a node reads its own ack and the capabilities, and can forge neither."""
+    ca, broker = setup
+    a = Client(broker.port, node_creds(ca, tmp_path / "a", A), A)
+    assert a.connect()
+    try:
+        assert a.subscribe(f"shilian/v1/{A}/ack") == [1]
+        assert a.subscribe("shilian/v1/central/caps") == [1]
+        assert a.subscribe(f"shilian/v1/{B}/ack")[0] in (1, 0x87)  # granted, never delivered
+        central = _central(ca, broker, tmp_path)
+        try:
+            assert central.publish(f"shilian/v1/{B}/ack") < OK
+            assert central.publish(f"shilian/v1/{A}/ack") < OK
+            assert central.publish("shilian/v1/central/caps") < OK
+        finally:
+            central.close()
+        wanted = {f"shilian/v1/{A}/ack", "shilian/v1/central/caps"}
+        assert a._wait(lambda: {t for t, _ in a.messages} >= wanted)
+        assert [t for t, _ in a.messages if B in t] == []
+    finally:
+        a.close()
+    a = Client(broker.port, node_creds(ca, tmp_path / "a2", A), A)
+    assert a.connect()
+    try:
+        assert a.publish(f"shilian/v1/{B}/ack") == 135  # cannot acknowledge for central
+    finally:
+        a.close()
+    a = Client(broker.port, node_creds(ca, tmp_path / "a3", A), A)
+    assert a.connect()
+    try:
+        assert a.publish("shilian/v1/central/caps") == 135  # cannot speak for central
+    finally:
+        a.close()
+
+
 #: One concrete topic for each kind a node writes (provisioning.broker_config.NODE_WRITES).
 NODE_TOPICS = (
     "state",

@@ -21,6 +21,7 @@ from wire.messages import (
     Event,
     Health,
     NodeState,
+    StoredAck,
 )
 from wire.topics import Kind
 
@@ -38,6 +39,7 @@ SCHEMAS: dict[Kind, type[AnyMessage | MeetingRequest | MeetingReply]] = {
     Kind.CERT_RES: CertResponse,
     Kind.MEET_REQ: MeetingRequest,
     Kind.MEET_RES: MeetingReply,
+    Kind.ACK: StoredAck,
 }
 
 

@@ -196,6 +196,57 @@ class CertResponse(_Payload):
     error: CommandError | None = None
 
 
+#: Boots named in one stored-acknowledgement (a node has one boot with unacknowledged events,
+#: two or three across a restart); more wait for the next acknowledgement.
+MAX_ACK_BOOTS = 16
+#: Missing ranges named per boot: central keeps at most 1,000 open gaps per (node, boot)
+#: (central/ingest.py MAX_OPEN_GAPS); a [first, last] pair is ~20 B, so 1,000 fit in a payload.
+MAX_ACK_MISSING = 1000
+
+
+class BootStored(BaseModel):
+    """What central has stored of one boot's events: every seq from 1 to ``upto``, except
+    those inside a ``missing`` range (inclusive pairs, ascending)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
+
+    boot_id: BootId
+    upto: int = Field(ge=0, description="highest seq stored; everything below it is stored too "
+                      "unless inside a missing range")  # fmt: skip
+    missing: list[tuple[int, int]] = Field(
+        default_factory=list,
+        max_length=MAX_ACK_MISSING,
+        description="[first, last] seq ranges below upto not stored (yet)",
+    )
+
+    def covers(self, seq: int) -> bool:
+        """Whether the event ``seq`` of this boot is stored at central."""
+        if seq > self.upto:
+            return False
+        return not any(first <= seq <= last for first, last in self.missing)
+
+
+class StoredAck(_Payload):
+    """Central -> node on the node's ``ack`` (QoS 1, not retained): these events are committed
+    to central's store. Sent after the commit, at most every 0.2 s per node, also for
+    duplicates (a re-send after a lost acknowledgement is acknowledged again). The node deletes
+    an event from its outbox only once an acknowledgement covers it (docs/protocol.md)."""
+
+    node: NodeId
+    ts: Timestamp
+    boots: list[BootStored] = Field(max_length=MAX_ACK_BOOTS)
+
+
+class CentralCaps(_Payload):
+    """Central -> every node, retained on ``shilian/v1/central/caps``, published on every
+    connect of central: what this central does. A node deletes events on central's
+    stored-acknowledgement only while the last capabilities it saw say ``stored_acks``; without
+    them (an older central, or the topic cleared) it deletes on the broker's PUBACK."""
+
+    ts: Timestamp
+    stored_acks: bool = Field(description="central publishes StoredAck on each node's ack topic")
+
+
 AnyMessage = (
     NodeState
     | Health
@@ -205,4 +256,6 @@ AnyMessage = (
     | CommandResponse
     | CertRequest
     | CertResponse
+    | StoredAck
+    | CentralCaps
 )

@@ -18,7 +18,8 @@ from typing import Any
 
 from wire.codec import SCHEMAS
 from wire.limits import TOPIC_ROOT
-from wire.topics import Kind
+from wire.messages import CentralCaps
+from wire.topics import CENTRAL_CAPS_TOPIC, Kind
 
 #: Where the committed schemas live, relative to the repository root.
 SCHEMA_DIR = Path("docs") / "schemas"
@@ -39,8 +40,27 @@ def schema(kind: Kind) -> dict[str, Any]:
     return doc
 
 
+#: Payloads on topics that are not a node's: file name, topic, model.
+CENTRAL_FILES = (("central-caps.json", CENTRAL_CAPS_TOPIC, CentralCaps),)
+
+
 def render(kind: Kind) -> str:
-    return json.dumps(schema(kind), indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+    return _dump(schema(kind))
+
+
+def render_central(topic: str, model: type[CentralCaps]) -> str:
+    doc: dict[str, Any] = {"$schema": _DIALECT, "$comment": f"payload of {topic}"}
+    doc.update(model.model_json_schema(mode="validation"))
+    return _dump(doc)
+
+
+def _dump(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+def file_names() -> list[str]:
+    """Every schema file the contract has."""
+    return [file_name(k) for k in Kind] + [name for name, _, _ in CENTRAL_FILES]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="compare instead of writing")
     args = p.parse_args(argv)
     stale = []
-    for kind in Kind:
-        path = args.dir / file_name(kind)
-        text = render(kind)
+    files = [(file_name(k), render(k)) for k in Kind]
+    files += [(name, render_central(topic, model)) for name, topic, model in CENTRAL_FILES]
+    for name, text in files:
+        path = args.dir / name
         if args.check:
             if not path.exists() or path.read_text(encoding="utf-8") != text:
                 stale.append(str(path))

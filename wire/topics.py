@@ -19,6 +19,11 @@ would wait behind every other node's buffered history (docs/protocol.md, the ala
     shilian/v1/<node>/cert/res           QoS 1, central -> node   CertResponse
     shilian/v1/<node>/meet/req           QoS 1, central -> node   MeetingRequest (signalling)
     shilian/v1/<node>/meet/res           QoS 1, node -> central   MeetingReply
+    shilian/v1/<node>/ack                QoS 1, central -> node   StoredAck (events stored)
+    shilian/v1/central/caps              retained, QoS 1, central -> all   CentralCaps
+
+``central`` is not a node id (a node id starts with 12 digits), so central's own topic never
+parses as a node's.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class Kind(StrEnum):
     CERT_RES = "cert/res"
     MEET_REQ = "meet/req"
     MEET_RES = "meet/res"
+    ACK = "ack"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +146,17 @@ class Topics:
     def meet_res(self) -> str:
         return f"{self.base}/meet/res"
 
+    @property
+    def ack(self) -> str:
+        return f"{self.base}/ack"
+
     def owns(self, topic: str) -> bool:
         """True if ``topic`` is inside this node's subtree (e.g. a command's response topic)."""
         return topic.startswith(self.base + "/")
 
+
+#: Central's capabilities, retained (wire.messages.CentralCaps); every node reads it.
+CENTRAL_CAPS_TOPIC = f"{TOPIC_ROOT}/central/caps"
 
 #: What central's main session subscribes to (everything nodes send but the alarm lane; not the
 #: requests it sends itself). ``+/event`` does not match ``+/event/alarm``: no message is
@@ -176,7 +189,7 @@ def parse_topic(topic: str) -> Route:
             kind = Kind(rest[0])
         except ValueError:
             raise RemoteWireError(Fault.BAD_TOPIC, f"unknown topic: {topic[:200]!r}") from None
-        if kind in (Kind.STATE, Kind.HEALTH, Kind.EVENT):
+        if kind in (Kind.STATE, Kind.HEALTH, Kind.EVENT, Kind.ACK):
             return Route(node_id, kind)
     elif len(rest) == 2:
         if rest[0] == "device" and DEVICE_ID_RE.match(rest[1]):
