@@ -259,7 +259,7 @@ const END_TEXT = {
           var id = esc(n.node_id);
           return '<tr data-test="broadcast-row" data-node="' + id + '"><td><input type="checkbox" data-test="broadcast-pick" value="' +
             id + '" checked></td><td>' + esc(n.village_name || n.village) + "</td><td>" + id +
-            '</td><td data-test="leg-state" data-node="' + id + '">' + esc(t("state_" + n.state)) +
+            '</td><td data-test="leg-state" data-node="' + id + '">' + esc(t(n.state === "online" ? "state_online" : "state_offline")) +
             '</td><td data-test="leg-sent" data-node="' + id + '"></td><td data-test="leg-received" data-node="' + id +
             '"></td></tr>';
         }).join("") + "</tbody></table>";
