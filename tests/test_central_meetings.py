@@ -33,8 +33,8 @@ Script = Callable[[MeetingRequest], MeetingReply | None]
 class VillageNode(Node):
     """A node that also takes meet/req and answers with ``script``."""
 
-    def __init__(self, broker: Mosquitto, script: Script) -> None:
-        super().__init__(broker)
+    def __init__(self, broker: Mosquitto, script: Script, node_id: str = NODE) -> None:
+        super().__init__(broker, node_id)
         self.script = script
         self.requests: list[MeetingRequest] = []
         self._task: asyncio.Task[None] | None = None

@@ -24,7 +24,8 @@ const LEG_TEXT = {
 // Why central ended a leg the village side ended (a meeting record's end_reason).
 const END_TEXT = {
   hangup_remote: "leg_end_hangup_remote",
-  central_restart: "leg_end_central_restart",
+  central_restarted: "leg_end_central_restart",
+  central_stopped: "leg_end_central_stopped",
 };
 
 (function () {
