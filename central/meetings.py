@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from central.config import MeetingsConfig
 from central.link import Inbound
 from central.store import connect
 from wire import Kind, RemoteWireError, Topics, decode, encode, parse_topic
@@ -43,6 +44,7 @@ from wire.meeting import (
     MeetingRequest,
     Receiving,
     Switched,
+    turn_rest_credentials,
 )
 
 log = logging.getLogger("shilian.central.meetings")
@@ -196,8 +198,10 @@ class MeetingService:
         node_online: Callable[[str], bool | None],
         db_path: Path,
         clock: Callable[[], float],
+        ice: MeetingsConfig | None = None,
     ) -> None:
         self._publish = publish
+        self._ice = ice or MeetingsConfig()
         self._node_online = node_online
         self._clock = clock
         self.store = MeetingStore(db_path)
@@ -218,6 +222,21 @@ class MeetingService:
     async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
         async with self._lock:
             return await asyncio.to_thread(fn, *args)
+
+    def page_ice(self, user: str) -> dict[str, Any]:
+        """The RTCConfiguration a meeting page uses: no server (host candidates only), or the
+        TURN server with credentials for ``user`` derived from its shared secret (coturn
+        use-auth-secret) that expire after ``turn_ttl_s``."""
+        ice = self._ice
+        if not ice.turn_urls:
+            return {"iceServers": [], "iceTransportPolicy": "all"}
+        name, password = turn_rest_credentials(
+            ice.turn_secret, user or "operator", self._clock(), ice.turn_ttl_s
+        )
+        return {
+            "iceServers": [{"urls": list(ice.turn_urls), "username": name, "credential": password}],
+            "iceTransportPolicy": "relay" if ice.relay_only else "all",
+        }
 
     def busy_node(self, node_id: str) -> Call | None:
         return next((c for c in self.calls.values() if c.node_id == node_id), None)

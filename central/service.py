@@ -168,6 +168,7 @@ class CentralService:
                 coverage.node_online,
                 cfg.store.path,
                 self.clock,
+                cfg.meetings,
             )
             if cfg.ca is not None:
                 from central.renewal import RenewalService

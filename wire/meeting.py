@@ -12,6 +12,9 @@ a time, so a second offer is ``busy``). Both take the current time as ``now``.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -99,6 +102,27 @@ class EndReason(StrEnum):
 
 
 _SDP_LINE = re.compile(r"^[a-z]=")
+
+
+def turn_rest_credentials(secret: str, name: str, now: float, ttl_s: float) -> tuple[str, str]:
+    """Short-lived TURN credentials for a server sharing ``secret`` (coturn ``use-auth-secret``
+    / ``static-auth-secret``, the "TURN REST API"): user name ``<expiry>:<name>`` (Unix time),
+    password base64(HMAC-SHA1(secret, user name)). The server accepts them until the expiry;
+    nothing is stored on it per user."""
+    user = f"{int(now + ttl_s)}:{name}"
+    digest = hmac.new(secret.encode(), user.encode(), hashlib.sha1).digest()
+    return user, base64.b64encode(digest).decode()
+
+
+def turn_url_problem(url: str) -> str | None:
+    """Why ``url`` is not ``turn:HOST[:PORT][?transport=udp|tcp]`` or ``turns:...``, or None."""
+    scheme, _, rest = url.partition(":")
+    host = rest.split("?", 1)[0].rsplit(":", 1)
+    if scheme not in ("turn", "turns") or not host[0] or rest.startswith("//"):
+        return "must be turn:HOST[:PORT][?transport=udp|tcp] or turns:..."
+    if len(host) == 2 and not (host[1].isdigit() and 1 <= int(host[1]) <= 65535):
+        return "port must be 1-65535"
+    return None
 
 
 def sdp_problem(sdp: str | None) -> str | None:
