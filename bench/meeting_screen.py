@@ -10,8 +10,10 @@ the picture on a stand-in framebuffer file of ``--screen`` size (32 bpp). The ba
 run, same connection: the operator's video is negotiated but not sent (a box without
 ``video_out``), for as long. ``screen_cpu_pct``: this process's CPU (user + system, % of one
 core) while decoding, scaling and writing; ``baseline_cpu_pct``: the same while connected
-without the operator's video; ``extra_cpu_pct``: the difference; ``fps_shown``: frames written
-to the screen per second. Loopback, host candidates. Final line: JSON.
+without the operator's video; ``extra_cpu_pct``: the difference; ``fps_decoded``: the
+operator's frames decoded per second; ``fps_shown``: frames written to the screen per second
+(a frame that arrives while the previous one is still being written replaces the waiting
+one). Loopback, host candidates. Final line: JSON.
 """
 
 from __future__ import annotations
@@ -119,17 +121,19 @@ async def measure(window_s: float, screen: tuple[int, int], show: bool) -> dict[
             ours.send(pc.localDescription.sdp)
             await asyncio.wait_for(connected.wait(), 30)
             await asyncio.sleep(3.0)  # past the first key frame and the decoder's start
-            shown0 = av_parts.screen.frames if av_parts.screen else 0
+            sink = av_parts.screen
+            shown0, got0 = (sink.frames, sink.received) if sink else (0, 0)
             cpu0, t0 = time.process_time(), time.monotonic()
             await asyncio.sleep(window_s)
             cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
-            shown = (av_parts.screen.frames if av_parts.screen else 0) - shown0
+            shown = (sink.frames if sink else 0) - shown0
+            got = (sink.received if sink else 0) - got0
         finally:
             ours.send("stop")
             await av_parts.close()
             await pc.close()
             child.join(30)
-    return {"cpu_pct": 100 * cpu / wall, "fps": shown / wall}
+    return {"cpu_pct": 100 * cpu / wall, "fps": shown / wall, "fps_decoded": got / wall}
 
 
 async def main() -> None:
@@ -150,6 +154,7 @@ async def main() -> None:
         "baseline_cpu_pct": round(base["cpu_pct"], 1),
         "screen_cpu_pct": round(shown["cpu_pct"], 1),
         "extra_cpu_pct": round(shown["cpu_pct"] - base["cpu_pct"], 1),
+        "fps_decoded": round(shown["fps_decoded"], 1),
         "fps_shown": round(shown["fps"], 1),
     }
     print(json.dumps(result))
