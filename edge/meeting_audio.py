@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,6 +29,9 @@ CHANNELS = 2
 #: Operator's frames waiting for the speaker thread (20 ms each): 0.5 s. A card that stops
 #: taking samples makes the call drop the oldest sound, never grow memory.
 MAX_PENDING_FRAMES = 25
+#: ALSA devices are opened one at a time: the microphone and the speaker of a call open from
+#: different threads, and libasound loads its configuration on first use.
+_OPENING = threading.Lock()
 
 
 async def open_microphone(device: str) -> tuple[MediaPlayer, MediaStreamTrack]:
@@ -35,11 +39,12 @@ async def open_microphone(device: str) -> tuple[MediaPlayer, MediaStreamTrack]:
     opened."""
 
     def _open() -> MediaPlayer:
-        return MediaPlayer(
-            device,
-            format="alsa",
-            options={"sample_rate": str(SAMPLE_RATE), "channels": str(CHANNELS)},
-        )
+        with _OPENING:
+            return MediaPlayer(
+                device,
+                format="alsa",
+                options={"sample_rate": str(SAMPLE_RATE), "channels": str(CHANNELS)},
+            )
 
     try:
         player = await asyncio.to_thread(_open)
@@ -109,9 +114,10 @@ class Speaker:
             await asyncio.gather(*writes, return_exceptions=True)
 
     def _open(self) -> None:
-        self._out = av.open(self.device, format="alsa", mode="w")
-        self._stream = self._out.add_stream("pcm_s16le", rate=SAMPLE_RATE, layout="stereo")
-        self._out.start_encoding()  # FFmpeg opens the ALSA device here, not in av.open
+        with _OPENING:
+            self._out = av.open(self.device, format="alsa", mode="w")
+            self._stream = self._out.add_stream("pcm_s16le", rate=SAMPLE_RATE, layout="stereo")
+            self._out.start_encoding()  # FFmpeg opens the ALSA device here, not in av.open
 
     def _write(self, frame: Any) -> None:
         try:

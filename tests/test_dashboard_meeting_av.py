@@ -5,7 +5,8 @@ backed by files (no sound card here: a ``type file`` playback device records wha
 a capture device reads a 440 Hz tone from a file). What operators rely on: a village behind NAT
 is reached through the county's TURN server (both sides relay-only); the operator hears the
 village and is heard there; the operator's picture appears on the village's screen; a missing
-device costs only its own part of the call, with a clear message and a counted fault."""
+device or an unreachable TURN server costs only its own part of the call
+(tests/test_dashboard_meeting_faults.py)."""
 
 from __future__ import annotations
 
@@ -32,12 +33,12 @@ __all__ = ["cameras", "loopback_ice"]  # fixtures
 SCREEN = (320, 240)
 
 
-def _faults(agent: Any, part: str) -> float:
+def meeting_faults(agent: Any, part: str) -> float:
     v = agent.registry.get_sample_value("shilian_edge_meeting_faults_total", {"part": part})
     return float(v or 0.0)
 
 
-def _alsa_config(tmp_path: Path) -> Path:
+def alsa_config(tmp_path: Path) -> Path:
     """ALSA devices backed by files: ``box_out`` records what is played to ``speaker.raw``;
     ``box_in`` captures ``microphone.raw`` (a 440 Hz tone, 48 kHz stereo s16)."""
     tone = b"".join(
@@ -71,7 +72,7 @@ def _loudest(raw: bytes) -> int:
     return max((abs(v) for v in struct.unpack(f"<{n}h", raw[: n * 2])), default=0)
 
 
-async def _call(page: Any, frames: int = 10) -> dict[str, Any]:
+async def call_village(page: Any, frames: int = 10) -> dict[str, Any]:
     await page.goto(f"/dashboard/meeting?node={NODE}")
     await page.evaluate("() => window.__meeting.ready")
     await page.click("[data-test=meeting-call]")
@@ -87,7 +88,7 @@ async def test_a_call_through_turn_relay_only_on_both_sides(
         async with village_and_central(broker, tmp_path, cameras, village, county) as (svc, agent):
             base = f"http://127.0.0.1:{svc.http_port}"
             async with browser(base) as page:
-                st = await _call(page)
+                st = await call_village(page)
                 s = await wait_page(
                     page, lambda s: "local_candidate" in s["stats"], "selected pair in getStats"
                 )
@@ -97,7 +98,7 @@ async def test_a_call_through_turn_relay_only_on_both_sides(
                 media = agent.meetings.media if agent.meetings else None
                 assert media is not None
                 assert "typ host" not in media.pc.localDescription.sdp
-                assert _faults(agent, "turn") == 0
+                assert meeting_faults(agent, "turn") == 0
                 await page.click("[data-test=meeting-hangup]")
                 await wait_until(lambda: svc.meetings.calls == {}, "hung up")
 
@@ -105,7 +106,7 @@ async def test_a_call_through_turn_relay_only_on_both_sides(
 async def test_sound_both_ways_and_the_operators_picture_on_the_village_screen(
     broker: Mosquitto, tmp_path: Path, cameras: RtspCamera, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ALSA_CONFIG_PATH", str(_alsa_config(tmp_path)))
+    monkeypatch.setenv("ALSA_CONFIG_PATH", str(alsa_config(tmp_path)))
     screen = tmp_path / "fb0"
     screen.write_bytes(bytes(SCREEN[0] * SCREEN[1] * 4))
     village = {
@@ -117,7 +118,7 @@ async def test_sound_both_ways_and_the_operators_picture_on_the_village_screen(
     async with village_and_central(broker, tmp_path, cameras, village) as (svc, agent):
         base = f"http://127.0.0.1:{svc.http_port}"
         async with browser(base) as page:
-            await _call(page)
+            await call_village(page)
             media = agent.meetings.media if agent.meetings else None
             assert media is not None and media.extras is not None
             extras: Any = media.extras
@@ -138,30 +139,10 @@ async def test_sound_both_ways_and_the_operators_picture_on_the_village_screen(
             assert len(pixels) == SCREEN[0] * SCREEN[1] * 4  # written in place, not grown
             lit = sum(1 for i in range(0, len(pixels), 4) if max(pixels[i : i + 3]) > 40)
             assert lit > SCREEN[0] * SCREEN[1] // 2  # not black: mostly the pattern's green
-            assert all(_faults(agent, p) == 0 for p in ("audio_in", "audio_out", "video_out"))
+            parts = ("audio_in", "audio_out", "video_out")
+            assert all(meeting_faults(agent, p) == 0 for p in parts)
             await page.click("[data-test=meeting-hangup]")
             await wait_until(lambda: svc.meetings.calls == {}, "hung up")
             await wait_until(lambda: agent.meetings is not None and agent.meetings.media is None,
                              "node freed the call")  # fmt: skip
         assert screen.read_bytes() == bytes(SCREEN[0] * SCREEN[1] * 4)  # blanked at the end
-
-
-async def test_missing_devices_cost_only_their_part_of_the_call(
-    broker: Mosquitto, tmp_path: Path, cameras: RtspCamera, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ALSA_CONFIG_PATH", str(_alsa_config(tmp_path)))
-    village = {
-        "audio_in": "no_such_microphone",
-        "audio_out": "no_such_speaker",
-        "video_out": str(tmp_path / "no" / "fb0"),
-        "video_out_size": "320x240",
-    }
-    async with village_and_central(broker, tmp_path, cameras, village) as (svc, agent):
-        base = f"http://127.0.0.1:{svc.http_port}"
-        async with browser(base) as page:
-            st = await _call(page, frames=20)  # the village's picture comes all the same
-            assert st["state"] == "active"
-            for part in ("audio_in", "audio_out", "video_out"):
-                await wait_until(lambda p=part: _faults(agent, p) == 1, f"{part} fault counted")
-            await page.click("[data-test=meeting-hangup]")
-            await wait_until(lambda: svc.meetings.calls == {}, "hung up")
