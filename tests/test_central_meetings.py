@@ -275,3 +275,41 @@ async def test_abandoned_request_hangs_up(broker: Mosquitto, tmp_path: Path) -> 
                 await _post(http, "/api/v1/meetings", {"node_id": NODE, "sdp": SDP}, 200)
         await wait_for(lambda: node.ops() == ["offer", "hangup"], "hang-up on abandon")
         await wait_for(lambda: svc.meetings.calls == {}, "no session left")
+
+
+def test_pages_get_the_countys_turn_server_with_short_lived_credentials(tmp_path: Path) -> None:
+    import base64
+    import hashlib
+    import hmac
+
+    from central.config import MeetingsConfig
+    from central.meetings import MeetingService
+
+    for bad in (
+        {"turn_urls": ["stun:10.0.0.1"], "turn_secret": "s"},
+        {"turn_urls": ["turn:10.0.0.1:3478"]},  # no secret
+        {"relay_only": True},  # nothing to relay through
+    ):
+        with pytest.raises(ValueError):
+            MeetingsConfig.model_validate(bad)
+
+    def service(ice: MeetingsConfig | None) -> MeetingService:
+        db = tmp_path / "m.db"
+        return MeetingService(lambda *_: None, lambda _: True, db, lambda: 1000.0, ice)
+
+    plain = service(None)
+    assert plain.page_ice("op") == {"iceServers": [], "iceTransportPolicy": "all"}
+    plain.close()
+    county = MeetingsConfig(
+        turn_urls=["turn:10.0.0.1:3478?transport=udp"], turn_secret="north", turn_ttl_s=600,
+        relay_only=True,
+    )  # fmt: skip
+    svc = service(county)
+    ice = svc.page_ice("op")
+    svc.close()
+    (server,) = ice["iceServers"]
+    assert ice["iceTransportPolicy"] == "relay"
+    assert server["urls"] == ["turn:10.0.0.1:3478?transport=udp"]
+    assert server["username"] == "1600:op"  # valid until now + turn_ttl_s (coturn REST API)
+    mac = hmac.new(b"north", b"1600:op", hashlib.sha1).digest()
+    assert server["credential"] == base64.b64encode(mac).decode()

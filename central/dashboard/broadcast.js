@@ -114,7 +114,9 @@ const END_TEXT = {
   }
 
   function legFor(node) {
-    var pc = new RTCPeerConnection({ iceServers: [] });
+    // Host candidates only, or the county's TURN server when central has one.
+    var ice = boot.ice || {};
+    var pc = new RTCPeerConnection({ iceServers: ice.iceServers || [], iceTransportPolicy: ice.iceTransportPolicy || "all" });
     pcs[node] = pc;
     stream.getTracks().forEach(function (tr) { pc.addTransceiver(tr, { direction: "sendonly", streams: [stream] }); });
     setLeg(node, "connecting");
