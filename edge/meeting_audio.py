@@ -81,12 +81,11 @@ class Speaker:
         self._out: Any = None
         self._stream: Any = None
         self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=SAMPLE_RATE)
-        self._pending = 0
         self._failed = False
         self._loop = asyncio.get_running_loop()
 
     async def run(self, track: MediaStreamTrack) -> None:
-        self._loop = loop = asyncio.get_running_loop()
+        loop = self._loop
         try:
             await loop.run_in_executor(self._pool, self._open)
         except Exception as e:  # FFmpeg's errors and OSError: the device's fault
@@ -97,16 +96,17 @@ class Speaker:
                     f"cannot open the speaker {self.device} ({e}); the operator is not heard",
                 )
             )
-            return
+            self._failed = True
         writes: set[asyncio.Future[None]] = set()
-        while not self._failed:
+        while True:
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 break
-            if self._pending >= MAX_PENDING_FRAMES:
+            # Without a device the frames are still taken (and dropped): aiortc queues what
+            # nobody reads without bound.
+            if self._failed or len(writes) >= MAX_PENDING_FRAMES:
                 continue  # the device is behind: drop, the next frames catch up
-            self._pending += 1
             fut = loop.run_in_executor(self._pool, self._write, frame)
             writes.add(fut)
             fut.add_done_callback(writes.discard)
@@ -120,9 +120,9 @@ class Speaker:
             self._out.start_encoding()  # FFmpeg opens the ALSA device here, not in av.open
 
     def _write(self, frame: Any) -> None:
+        if self._failed:
+            return
         try:
-            if self._failed:
-                return
             for f in self._resampler.resample(frame):
                 for packet in self._stream.encode(f):
                     self._out.mux(packet)
@@ -137,8 +137,6 @@ class Speaker:
                     f"the speaker {self.device} failed ({e}); the operator is no longer heard",
                 ),
             )
-        finally:
-            self._pending -= 1
 
     async def close(self) -> None:
         def _close() -> None:

@@ -91,6 +91,7 @@ class Screen:
                     "is not shown",
                 )
             )
+            await _drain(track)  # aiortc queues what nobody reads without bound
             return
         shown: asyncio.Future[None] | None = None
         while True:
@@ -146,3 +147,9 @@ class Screen:
 
         await asyncio.get_running_loop().run_in_executor(self._pool, _close)
         self._pool.shutdown(wait=False)
+
+
+async def _drain(track: MediaStreamTrack) -> None:
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            await track.recv()
