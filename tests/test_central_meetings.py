@@ -313,3 +313,40 @@ def test_pages_get_the_countys_turn_server_with_short_lived_credentials(tmp_path
     assert server["username"] == "1600:op"  # valid until now + turn_ttl_s (coturn REST API)
     mac = hmac.new(b"north", b"1600:op", hashlib.sha1).digest()
     assert server["credential"] == base64.b64encode(mac).decode()
+
+
+async def test_after_a_crash_calls_never_answered_or_not_confirmed_are_ended(
+    tmp_path: Path,
+) -> None:
+    """The records a crash left open, settled without a node that answers: an offer never
+    answered is ended at once, an answered call whose node stays silent when the wait is over;
+    both nodes are told to hang up."""
+    from central.meeting_store import MeetingStore
+    from central.meetings import MeetingService
+    from wire.meeting import Call
+
+    db = tmp_path / "m.db"
+    store = MeetingStore(db)
+    offered, answered = Call("a" * 32, NODE, 10.0), Call("b" * 32, NODE, 20.0)
+    store.started(offered, None, "op")
+    store.started(answered, "cam-gate", "op")
+    answered.answered_at = 21.0
+    store.update(answered)
+    store.close()
+    sent: list[tuple[str, MeetingRequest]] = []
+
+    def publish(topic: str, payload: bytes, _expiry: int) -> None:
+        sent.append((topic, wire.decode(MeetingRequest, payload)))
+
+    svc = MeetingService(publish, lambda _: True, db, lambda: 100.0)
+    svc.link_up()
+    out = await svc.reconcile(wait_s=0.2)
+    assert out == {"a" * 32: "central_restarted", "b" * 32: "central_restarted"}
+    assert [(r.session[0], r.op) for _t, r in sent] == [("b", "status"), ("b", "hangup"),
+                                                       ("a", "hangup")]  # fmt: skip
+    recs = {s: await svc.get(s) for s in ("a" * 32, "b" * 32)}
+    assert all(r is not None and r["end_reason"] == "central_restarted" for r in recs.values())
+    assert "did not answer" in (recs["b" * 32] or {})["detail"]
+    assert "not answered" in (recs["a" * 32] or {})["detail"]
+    assert svc.calls == {} and await svc.reconcile() == {}  # settled once
+    svc.close()
