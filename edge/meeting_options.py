@@ -1,7 +1,7 @@
 """What a call at the node uses besides the camera: the TURN server (static or short-lived
 credentials, relay-only), the box's sound devices and screen (docs/meetings.md). Light: imports
 no aiortc or FFmpeg (an idle agent stays small); edge.meeting_av, which does, is imported by
-the desk when a call needs it.
+the desk when a call comes.
 
 A part that fails (TURN unreachable, a sound device or screen missing) is logged once per call
 with a zh/en message and counted in ``shilian_edge_meeting_faults{part}``; the call goes on
