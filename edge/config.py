@@ -373,8 +373,9 @@ class EdgeConfig(_Section):
         for cam in data.get("cameras", []):
             if cam.get("password"):
                 cam["password"] = "***"
-        if data["meetings"].get("turn_password"):
-            data["meetings"]["turn_password"] = "***"
+        for secret in ("turn_password", "turn_secret"):
+            if data["meetings"].get(secret):
+                data["meetings"][secret] = "***"
         for acct in (data.get("sia") or {}).get("accounts", []):
             if acct.get("key_hex") is not None:
                 acct["key_hex"] = "***"

@@ -25,19 +25,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.contrib.media import MediaPlayer, MediaRelay
 from aiortc.mediastreams import MediaStreamError
+
+from edge.meeting_options import CallExtras, Turn
 
 log = logging.getLogger("shilian.edge.meeting")
 
@@ -64,22 +66,22 @@ class MediaFailed(Exception):
         self.en = en
 
 
-@dataclass(frozen=True, slots=True)
-class TurnServer:
-    url: str
-    username: str
-    password: str
+#: The TURN server of a call (edge.meeting_options builds it from the config).
+TurnServer = Turn
 
 
 def ice_configuration(turn: TurnServer | None) -> RTCConfiguration:
     """Host candidates only unless a TURN server is configured: never aiortc's default public
-    STUN server (closed government networks have none, and it would leak addresses)."""
+    STUN server (closed government networks have none, and it would leak addresses). With
+    ``relay_only`` only the TURN server's relayed candidates are offered."""
     servers = []
     if turn is not None:
         servers.append(
             RTCIceServer(urls=[turn.url], username=turn.username, credential=turn.password)
         )
-    return RTCConfiguration(iceServers=servers)
+    relay = turn is not None and turn.relay_only
+    policy = RTCIceTransportPolicy.RELAY if relay else RTCIceTransportPolicy.ALL
+    return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
 
 
 async def open_player(url: str) -> tuple[MediaPlayer, Any]:
@@ -173,8 +175,10 @@ class CameraFeed(MediaStreamTrack):
 class MediaCall:
     """One call's peer connection sending one camera at a time through a MediaRelay."""
 
-    def __init__(self, turn: TurnServer | None) -> None:
+    def __init__(self, turn: TurnServer | None, extras: CallExtras | None = None) -> None:
         self.pc = RTCPeerConnection(ice_configuration(turn))
+        #: Sound both ways, the operator's picture, the TURN check (edge.meeting_av).
+        self.extras = extras
         self.relay = MediaRelay()
         self.player: MediaPlayer | None = None
         self.source: Any = None  # the player's video track
@@ -206,8 +210,12 @@ class MediaCall:
         for t in self.pc.getTransceivers():
             if t.sender is self.sender:
                 t.setCodecPreferences(h264)
+        if self.extras is not None:
+            await self.extras.prepare(self.pc)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            if self.extras is not None:
+                self.extras.negotiate(self.pc, self.sender)
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         except (ValueError, AssertionError, KeyError) as e:  # aiortc's parse/negotiation errors
             raise MediaFailed(
@@ -218,7 +226,10 @@ class MediaCall:
             raise MediaFailed(
                 "setup_failed", "呼叫方不接收视频", "the offer does not receive video"
             )
-        return str(self.pc.localDescription.sdp)
+        sdp = str(self.pc.localDescription.sdp)
+        if self.extras is not None:
+            self.extras.answered(sdp)
+        return sdp
 
     def _transceivers(self) -> list[Any]:
         return list(self.pc.getTransceivers())
@@ -249,6 +260,8 @@ class MediaCall:
         """Free everything: peer connection (sockets, DTLS, ICE), the player's thread."""
         self._closing = True
         self.feed.stop()
+        if self.extras is not None:
+            await self.extras.close()
         with contextlib.suppress(Exception):  # closing is best-effort on a broken connection
             await self.pc.close()
         if self.player is not None:

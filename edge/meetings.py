@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from prometheus_client import CollectorRegistry, Counter
 
 from edge.config import EdgeConfig
+from edge.meeting_options import CallOptions
 from edge.mqtt_link import Incoming, Link, LinkError, PublishRejected
 from wire import RemoteWireError, Topics, decode, encode
 from wire.meeting import (
@@ -40,6 +41,7 @@ from wire.meeting import (
 
 if TYPE_CHECKING:
     from edge.broadcast_media import BroadcastReceiver
+    from edge.meeting_av import CallAv
     from edge.meeting_media import MediaCall, TurnServer
 
 log = logging.getLogger("shilian.edge.meetings")
@@ -102,6 +104,8 @@ class MeetingDesk:
         self.media: MediaCall | None = None
         #: The broadcast being received, if the line is taken by one.
         self.receiver: BroadcastReceiver | None = None
+        #: TURN, sound devices and screen (edge.meeting_options).
+        self.options = CallOptions(config, registry)
 
     # -- from the session -------------------------------------------------------------------
 
@@ -178,7 +182,7 @@ class MeetingDesk:
 
         camera = a.camera or self.config.conference_camera
         assert camera is not None  # the line refuses offers on a node without cameras
-        media = MediaCall(self._turn())
+        media = MediaCall(self._turn(), self._extras())
         self.media = media
         reason = "hangup_local"
         try:
@@ -318,13 +322,13 @@ class MeetingDesk:
                 await asyncio.sleep(REOPEN_PAUSE_S)
         return False
 
-    def _turn(self) -> TurnServer | None:
-        from edge.meeting_media import TurnServer
+    def _extras(self) -> CallAv:
+        from edge.meeting_av import CallAv  # sound, screen, what the call receives
 
-        m = self.config.meetings
-        if m.turn_url is None:
-            return None
-        return TurnServer(m.turn_url, m.turn_username, m.turn_password)
+        return CallAv(self.config.meetings, self.topics.node_id, self.options.fault)
+
+    def _turn(self) -> TurnServer | None:
+        return self.options.turn(self.clock())
 
     async def _send(self, reply: MeetingReply) -> None:
         assert self._link is not None

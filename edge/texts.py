@@ -62,6 +62,10 @@ CONFIG_ERRORS: dict[str, tuple[str, str]] = {
         "TURN 地址应为 turn:主机[:端口][?transport=udp|tcp] 或 turns:…",
         "must be turn:HOST[:PORT][?transport=udp|tcp] or turns:...",
     ),
+    "relay_without_turn": (
+        "relay_only 需要同时设置 turn_url（只用中继地址就必须有 TURN 服务器）",
+        "relay_only needs turn_url (relay candidates come from a TURN server)",
+    ),
     "relay_without_board": (
         "摄像机 {id} 设置了 relay，但没有配置 [alarm_board]（继电器在报警板上）",
         "camera {id} has a relay but there is no [alarm_board] (the relay is on the board)",

@@ -162,6 +162,22 @@ def test_meetings_config_conference_camera_turn_and_redaction() -> None:
         assert key in text and ("TURN" in text or "摄像机" in text), text
 
 
+def test_meetings_relay_only_needs_turn_and_the_secret_is_redacted() -> None:
+    base = {"node_id": "450102001001-a"}
+    with pytest.raises(ConfigError) as e:
+        parse_config({**base, "meetings": {"relay_only": True}})
+    assert "relay_only" in str(e.value) and "turn_url" in str(e.value) and "中继" in str(e.value)
+    cfg = parse_config(
+        {**base, "meetings": {"turn_url": "turn:10.8.0.1:3478", "turn_secret": "s3cret",
+                              "relay_only": True, "audio_in": "plughw:1,0", "audio_out": "default",
+                              "video_out": "/dev/fb0", "video_out_size": "1920x1080"}}
+    )  # fmt: skip
+    assert cfg.redacted()["meetings"]["turn_secret"] == "***"
+    assert cfg.meetings.relay_only and cfg.meetings.video_out == "/dev/fb0"
+    with pytest.raises(ConfigError):
+        parse_config({**base, "meetings": {"video_out": "/dev/fb0", "video_out_size": "big"}})
+
+
 def test_check_config_fails_naming_each_missing_tls_file(tmp_path: Path) -> None:
     """A config whose certificate files are not there cannot connect: check-config says which
     file is missing (zh / en) instead of passing it."""

@@ -80,6 +80,7 @@ const STATE_TEXT = {
   function release() {
     if (timer) { clearInterval(timer); timer = null; }
     if (pc) { pc.close(); pc = null; }
+    window.meetingAV.release();
     var v = $("[data-test=meeting-video]");
     if (v.srcObject) { v.srcObject.getTracks().forEach(function (tr) { tr.stop(); }); v.srcObject = null; }
     last = null;
@@ -92,12 +93,12 @@ const STATE_TEXT = {
     state.answeredMs = null;
     state.clickedAt = performance.now();
     setState("calling");
-    // No STUN/TURN on the page: host candidates on the government network; a NAT-ed village
-    // brings its own TURN server in its answer's candidates.
-    pc = new RTCPeerConnection({ iceServers: [] });
+    // Host candidates only, or the county's TURN server when central has one (meeting_av.js).
+    pc = new RTCPeerConnection(window.meetingAV.config(boot));
     var mine = pc;
-    pc.addTransceiver("video", { direction: "recvonly" });
+    var video = pc.addTransceiver("video", { direction: "recvonly" });
     pc.ontrack = function (ev) {
+      if (window.meetingAV.track(ev)) return; // sound: meeting_av.js
       var v = $("[data-test=meeting-video]");
       v.srcObject = ev.streams && ev.streams[0] ? ev.streams[0] : new MediaStream([ev.track]);
       // The first picture shown, to the frame (getStats below only samples once a second).
@@ -113,7 +114,9 @@ const STATE_TEXT = {
       else if (pc.connectionState === "failed") hangUp("failed");
     };
     var camera = $("[data-test=meeting-camera]").value || null;
-    pc.createOffer().then(function (o) { return mine.setLocalDescription(o); })
+    window.meetingAV.prepare(pc, video)
+      .then(function () { return mine.createOffer(); })
+      .then(function (o) { return mine.setLocalDescription(o); })
       .then(function () { return gathered(mine); })
       .then(function () {
         return api("POST", "/api/v1/meetings", { node_id: NODE, sdp: mine.localDescription.sdp, camera: camera });
@@ -176,6 +179,7 @@ const STATE_TEXT = {
           s.rtt_ms = r.currentRoundTripTime * 1000;
         }
       });
+      window.meetingAV.sample(report, s);
       if (p !== pc) return;
       state.framesDecoded = s.frames_decoded || 0;
       if (state.framesDecoded > 0 && state.firstFrameMs == null) {
