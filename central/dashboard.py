@@ -9,7 +9,8 @@ Routes (docs/dashboard.md):
 - ``GET /api/v1/live`` server-sent events: ``hello`` on connect, then ``node``, ``coverage``,
   ``event`` and ``resync`` messages as central commits them (central.live), and ``link`` (is
   central connected to its broker, since when, last node traffic: central.freshness) on every
-  change and as the keepalive;
+  change and as the keepalive; ``alert`` when alerts fire or resolve; ``admin`` (to admins
+  only) when an admin changed a rule, webhook receiver or user, so open admin pages re-read it;
 - ``GET /api/v1/dashboard/overview?code=`` node counts, open alarms, recent events of a unit
   and the same ``link`` status;
 - ``GET /api/v1/dashboard/search?q=`` units by name or code;
@@ -32,6 +33,7 @@ from typing import Any
 from aiohttp import web
 
 from central import assets, auth, http, i18n, pinyin, views
+from central.accounts import Role
 from central.live import (
     MAX_STREAMS_PER_USER,
     LiveHub,
@@ -231,7 +233,8 @@ async def live(request: web.Request) -> web.StreamResponse:
                     await resp.write(sse(hub.link_message()))  # keepalive with the link state
                     last_write = ctx.clock()
                 continue
-            messages = [m for m in sub.take() if visible(m, session.scope)]
+            admin = session.role >= Role.admin
+            messages = [m for m in sub.take() if visible(m, session.scope, admin)]
             if messages:
                 await resp.write(b"".join(sse(m) for m in messages))
                 last_write = ctx.clock()

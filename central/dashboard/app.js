@@ -878,6 +878,7 @@ function connectLive() {
     if (was && !was.broker_connected && l.broker_connected) scheduleRefresh(); // back: re-read
   });
   src.addEventListener("alert", () => { fresh.heard(); refreshAlerts(); });
+  src.addEventListener("admin", (m) => { fresh.heard(); window.shilianAdmin.changed(JSON.parse(m.data)); });
   for (const kind of ["node", "coverage", "event", "devices", "resync"]) {
     src.addEventListener(kind, () => { fresh.heard(); scheduleRefresh(); });
   }
