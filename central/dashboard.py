@@ -42,7 +42,7 @@ from central.live import (
     TooManySubscribers,
     visible,
 )
-from registry import LEN_BY_LEVEL, Registry
+from registry import LEN_BY_LEVEL, Registry, former_names
 
 #: Seconds between keepalives (a ``link`` message) on an idle live stream: keeps proxies and
 #: the browser from timing the stream out, finds closed connections, and lets the page tell a
@@ -71,6 +71,9 @@ class SearchEntry:
     name: str
     path: str  # names of the ancestors below the scope, joined by " › "
     pinyin: tuple[tuple[str, ...], ...] = ()  # readings per character (central.pinyin)
+    #: Names people still use for a renamed unit (横县 for 横州市), with their readings.
+    former: tuple[str, ...] = ()
+    former_pinyin: tuple[tuple[tuple[str, ...], ...], ...] = ()
 
 
 HUB: web.AppKey[LiveHub] = web.AppKey("live_hub", LiveHub)
@@ -327,11 +330,22 @@ async def overview(request: web.Request) -> web.Response:
 def search_index(registry: Registry) -> list[SearchEntry]:
     """Every unit under the scope with its path of names, parents before children."""
     out: list[SearchEntry] = []
+    renamed = former_names()
     stack: list[tuple[str, str]] = [(registry.scope, "")]
     while stack:
         code, path = stack.pop()
         for u in registry.children(code):
-            out.append(SearchEntry(u.code, u.name, path, pinyin.readings(u.name)))
+            old = renamed.get(u.code, ())
+            out.append(
+                SearchEntry(
+                    u.code,
+                    u.name,
+                    path,
+                    pinyin.readings(u.name),
+                    old,
+                    tuple(pinyin.readings(n) for n in old),
+                )
+            )
             if u.level < 5:
                 stack.append((u.code, f"{path} › {u.name}" if path else u.name))
     return out
@@ -339,23 +353,39 @@ def search_index(registry: Registry) -> list[SearchEntry]:
 
 def find(index: list[SearchEntry], query: str, limit: int = MAX_RESULTS) -> list[SearchEntry]:
     """Units whose code starts with ``query`` (digits; a node id finds its village), whose name
-    contains it, or, for a query of letters, whose name's pinyin it matches (initials ``xnq``,
-    full ``xingning`` or a mix: central.pinyin); exact names first, then names matched from their
-    start, then by level and code."""
+    or a former name (横县 for 横州市) contains it, or, for a query of letters, whose name's or
+    former name's pinyin it matches (initials ``xnq``, full ``xingning`` or a mix:
+    central.pinyin); exact names first, then names matched from their start, then by level and
+    code."""
     q = query.strip()
     if not q:
         return []
     village, dash, _ = q.partition("-")
     if dash and len(village) == LEN_BY_LEVEL[5] and village.isdigit():
         q = village  # a node id (village code, dash, local name): its village
+    hits: list[tuple[int, SearchEntry]] = []
     if q.isdigit():
         hits = [(0, e) for e in index if e.code.startswith(q)]
     elif pinyin.is_pinyin_query(q):
         pq = pinyin.normalise(q)
-        hits = [(at, e) for e in index if (at := pinyin.match(pq, e.pinyin)) is not None]
+        for e in index:
+            at = pinyin.match(pq, e.pinyin)
+            for p in e.former_pinyin:  # a few renamed units only
+                if (old := pinyin.match(pq, p)) is not None and (at is None or old < at):
+                    at = old
+            if at is not None:
+                hits.append((at, e))
     else:
-        hits = [(e.name.find(q), e) for e in index if q in e.name]
-    hits.sort(key=lambda h: (h[1].name != q, h[0] != 0, len(h[1].code), h[1].code))
+        for e in index:
+            at = e.name.find(q)
+            for n in e.former:
+                if (old := n.find(q)) >= 0 and (at < 0 or old < at):
+                    at = old
+            if at >= 0:
+                hits.append((at, e))
+    hits.sort(
+        key=lambda h: (q not in (h[1].name, *h[1].former), h[0] != 0, len(h[1].code), h[1].code)
+    )
     return [e for _, e in hits[:limit]]
 
 
@@ -373,7 +403,13 @@ async def search(request: web.Request) -> web.Response:
         {
             "query": q,
             "results": [
-                {"code": e.code, "name": e.name, "path": e.path, "level": _level(e.code)}
+                {
+                    "code": e.code,
+                    "name": e.name,
+                    "path": e.path,
+                    "level": _level(e.code),
+                    "former": list(e.former),
+                }
                 for e in hits
             ],
         },

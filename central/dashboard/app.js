@@ -926,7 +926,7 @@ function setupSearch() {
   const run = async (q, mine) => {
     const r = await api(`/api/v1/dashboard/search?q=${encodeURIComponent(q)}`);
     if (mine !== seq) return;
-    list.innerHTML = r.results.length ? r.results.map((u, i) => `<li id="search-hit-${i}" role="option" aria-selected="false" data-code="${u.code}">${esc(u.name)}<small>${esc(u.path)} · ${u.code}</small></li>`).join("")
+    list.innerHTML = r.results.length ? r.results.map((u, i) => `<li id="search-hit-${i}" role="option" aria-selected="false" data-code="${u.code}">${esc(u.name)}${(u.former || []).length ? ` <small data-test="former">${esc(t("search_former", { name: u.former.join("、") }))}</small>` : ""}<small>${esc(u.path)} · ${u.code}</small></li>`).join("")
       : `<li class="muted">${esc(t("search_none"))}</li>`;
     selected = -1;
     show(true);
