@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import importlib.util
 import io
 import json
@@ -389,6 +390,21 @@ def find(index: list[SearchEntry], query: str, limit: int = MAX_RESULTS) -> list
     return [e for _, e in hits[:limit]]
 
 
+#: Nodes listed for a node-id query (a village has one or two; ``<village>-`` lists them).
+MAX_NODE_HITS = 10
+
+
+def _node_hits(conn: sqlite3.Connection, query: str) -> list[dict[str, Any]]:
+    """Nodes whose id starts with ``query`` when it is a village code and a dash (and maybe the
+    start of the local name): a node id read off an alert or a phone call opens the node."""
+    village, dash, _ = query.partition("-")
+    if not dash or len(village) != LEN_BY_LEVEL[5] or not village.isdigit():
+        return []
+    return [n for n in views.village_nodes(conn, village) if n["node_id"].startswith(query)][
+        :MAX_NODE_HITS
+    ]
+
+
 async def search(request: web.Request) -> web.Response:
     q = request.query.get("q", "")[:MAX_QUERY_CHARS]
     # Off the loop: a pinyin match over a province's 55,000 names takes tens of milliseconds.
@@ -399,9 +415,23 @@ async def search(request: web.Request) -> web.Response:
         return find([e for e in index if e.code.startswith(scope)] if scope else index, q)
 
     hits = await asyncio.to_thread(scoped_find)
+    query = q.strip()
+    nodes = (
+        await request.app[http.READS].run(functools.partial(_node_hits, query=query))
+        if query.startswith(scope)
+        else []
+    )
+    registry = request.app[http.CTX].registry
+    for n in nodes:
+        village = registry.unit(n["node_id"][:12])
+        n["village_name"] = village.name if village else None
     return web.json_response(
         {
             "query": q,
+            "nodes": [
+                {k: n[k] for k in ("node_id", "state", "state_since", "village_name")}
+                for n in nodes
+            ],
             "results": [
                 {
                     "code": e.code,

@@ -153,6 +153,26 @@ def test_a_former_name_finds_the_renamed_county(page: Any, site: Central) -> Non
         page.wait_for_selector(f"[data-test=unit-name] >> text={name}")
 
 
+def test_a_node_id_opens_the_node(page: Any, site: Central) -> None:
+    """An officer reads a node id off an alert, a report or a phone call and types it."""
+    village = next(iter(NANNING.villages()))  # its node is online (fleet_site)
+    node = f"{village.code}-a"
+    open_dashboard(page, site)
+    page.fill("[data-test=search]", node)
+    hit = f"[data-test=search-results] li[data-node='{node}']"
+    page.wait_for_selector(hit)
+    assert page.locator("[data-test=search-results] li").first.get_attribute("data-node") == node
+    assert "在线" in page.inner_text(hit) and village.name in page.inner_text(hit)
+    page.keyboard.press("Enter")
+    page.wait_for_function("n => location.hash == '#/n/' + n", arg=node)
+    page.wait_for_selector("[data-test=node-state][data-state=online]")
+    # The village's code and a dash list the village's nodes; an unknown node finds none.
+    assert [
+        n["node_id"] for n in site.get(f"/api/v1/dashboard/search?q={village.code}-")["nodes"]
+    ] == [node]
+    assert site.get(f"/api/v1/dashboard/search?q={village.code}-zz")["nodes"] == []
+
+
 # -- date range of the trend and the reports ------------------------------------------------
 
 
