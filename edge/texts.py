@@ -14,6 +14,7 @@ from typing import Any
 CONFIG_ERRORS: dict[str, tuple[str, str]] = {
     "missing": ("缺少必填项", "field required"),
     "extra_forbidden": ("未知配置项（拼写错误？）", "unknown key (typo?)"),
+    "extra_forbidden_meant": ("未知配置项，是否应为 {key}？", "unknown key: did you mean {key}?"),
     "int_type": ("应为整数", "must be an integer"),
     "int_parsing": ("应为整数", "must be an integer"),
     "int_from_float": ("应为整数", "must be an integer"),
