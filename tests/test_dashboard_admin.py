@@ -253,6 +253,9 @@ def test_audit_log_filters_by_user_action_and_time_and_pages(page: Any, central:
     assert page.locator("[data-test=audit-table] tr[data-audit]").count() == 50
     assert page.inner_text("[data-test=audit-page]") == f"第 1–50 条，共 {OLD_ROWS} 条"
     assert "节点命令" in page.inner_text("[data-test=audit-table] tbody tr:first-child")
+    # The outcome is a word in the page's language, not the stored code ("ok").
+    outcome = "[data-test=audit-table] tbody tr:first-child [data-test=audit-outcome]"
+    assert page.inner_text(outcome) == "成功"
     assert page.is_disabled("[data-test=audit-prev]")
     page.click("[data-test=audit-next]")
     page.wait_for_selector(f"[data-test=audit-page]:has-text('第 51–{OLD_ROWS} 条')")

@@ -344,7 +344,7 @@ window.shilianAdmin = (function () {
       $("[data-test=audit-table] tbody", box).innerHTML = r.entries.length ? r.entries.map((e) => `<tr data-audit="${e.id}" data-action="${esc(e.action)}">
           <td>${esc(fmtTime(e.ts))}</td><td>${esc(e.user ?? "—")}</td><td>${esc(e.role ? t(`role_${e.role}`) : "—")}</td>
           <td>${esc(e.address)}</td><td>${esc(nameOf("audit_action", e.action))}</td><td>${esc(e.target)}</td>
-          <td>${esc(e.outcome)}</td><td class="detail"><code>${esc(Object.keys(e.detail).length ? JSON.stringify(e.detail) : "")}</code></td></tr>`).join("")
+          <td data-test="audit-outcome" data-outcome="${esc(e.outcome)}">${esc(nameOf("audit_outcome", e.outcome))}</td><td class="detail"><code>${esc(Object.keys(e.detail).length ? JSON.stringify(e.detail) : "")}</code></td></tr>`).join("")
         : `<tr><td colspan="8" class="muted">${esc(t("admin_audit_none"))}</td></tr>`;
       const last = Math.min(total, f.offset + r.entries.length);
       $("[data-test=audit-page]", box).textContent = total ? t("admin_audit_page", { first: fmtInt(f.offset + 1), last: fmtInt(last), total: fmtInt(total) }) : "";
