@@ -116,7 +116,12 @@ async def list_alerts(request: web.Request) -> web.Response:
 
 
 async def get_rules(request: web.Request) -> web.Response:
-    return _ok({"source": request.app[ALERTS].rules_source, "rules": _rules(request)})
+    """The rules, and ``names``: the name of each unit they watch (the page shows names)."""
+    rules = _rules(request)
+    registry = request.app[http.CTX].registry
+    units = {r["code"] for r in rules if r["code"]}
+    names = {code: u.name for code in units if (u := registry.unit(code)) is not None}
+    return _ok({"source": request.app[ALERTS].rules_source, "rules": rules, "names": names})
 
 
 async def put_rules(request: web.Request) -> web.Response:

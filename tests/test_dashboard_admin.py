@@ -166,6 +166,7 @@ def test_admin_creates_edits_disables_and_deletes_a_rule(page: Any, central: Cen
     }  # fmt: skip
     row = "[data-test=rules-table] tr[data-rule='offline-10']"
     assert "节点离线" in page.inner_text(row) and "严重" in page.inner_text(row)
+    assert f"青秀区 {OTHER}" in page.inner_text(row)  # the unit by its name, with its code
     page.click(f"{row} [data-act=edit]")
     assert page.input_value("[data-test=rule-minutes]") == "10"
     assert page.is_disabled("[data-test=rule-id]")

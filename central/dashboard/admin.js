@@ -53,7 +53,7 @@ window.shilianAdmin = (function () {
   // -- alert rules and webhooks ----------------------------------------------------------------
 
   function rulesView(box) {
-    let rules = [], webhooks = [], editing = null, message = "", source = "config";
+    let rules = [], names = {}, webhooks = [], editing = null, message = "", source = "config";
     // Webhook edited in the form, and each receiver's last test result (kept across reloads).
     let hookEditing = null;
     const tested = {};
@@ -132,7 +132,7 @@ window.shilianAdmin = (function () {
       note.textContent = message;
       const body = $("[data-test=rules-table] tbody", box);
       body.innerHTML = rules.length ? rules.map((r) => `<tr data-rule="${esc(r.id)}" class="${r.enabled === false ? "disabled" : ""}">
-          <td>${esc(r.id)}</td><td>${esc(nameOf("rule_kind", r.kind))}</td><td>${esc(scopeText(r.code))}</td>
+          <td>${esc(r.id)}</td><td>${esc(nameOf("rule_kind", r.kind))}</td><td>${esc(scopeText(r.code, names[r.code]))}</td>
           <td>${r.kind === "coverage_below" ? `${esc(r.threshold_pct)}%` : r.kind === "outbox_backlog" ? esc(r.backlog) : "—"}</td>
           <td>${esc(r.minutes)}</td><td>${esc(t(`severity_${r.severity}`))}</td>
           <td data-test="rule-state">${r.enabled === false ? `<span class="pill never">${esc(t("rule_disabled"))}</span>` : `<span class="pill online">${esc(t("rule_on"))}</span>`}</td>
@@ -189,7 +189,7 @@ window.shilianAdmin = (function () {
     }
     async function load() {
       const [r, a] = await Promise.all([call("/api/v1/alerts/rules"), call("/api/v1/alerts")]);
-      rules = r.rules; source = r.source; webhooks = a.webhooks;
+      rules = r.rules; names = r.names || {}; source = r.source; webhooks = a.webhooks;
       render();
     }
     async function act(fn) {
