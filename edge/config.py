@@ -393,6 +393,13 @@ class ConfigProblem:
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
 
+    def said(self, lang: str) -> str:
+        """The problem in one language (``zh`` or ``en``): a table in Chinese is not to carry
+        the parser's English, nor an English one the Chinese."""
+        zh, _, en = self.message.partition(" / ")
+        text = (zh if lang == "zh" else en) or self.message
+        return f"{self.path}: {text}" if self.path else text
+
 
 class ConfigError(Exception):
     """The config file is unreadable or invalid; ``problems`` lists every error."""

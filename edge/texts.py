@@ -157,7 +157,7 @@ def config_error(err_type: str, ctx: dict[str, Any] | None, fallback: str) -> st
     """``"<zh> / <en>"`` for one config error; pydantic's message when the type is unknown."""
     pair = CONFIG_ERRORS.get(err_type)
     if pair is None:  # a check this catalogue does not name yet: no English in the zh half
-        return f"配置值无效（{err_type}）/ {fallback}"
+        return f"配置值无效（{err_type}） / {fallback}"
     c = ctx or {}
     return f"{_fill(pair[0], c)} / {_fill(pair[1], c)}"
 
