@@ -16,8 +16,9 @@ this module.
   broker never queues an alarm behind history on the main session. Both feed the same ingest.
 - Reconnection is ours, not gmqtt's (its fixed-delay loop is disabled): exponential backoff with
   full jitter capped at 60 s, auth refusals straight to the cap; the first failure is a WARNING
-  naming when the next attempt is, retries DEBUG, recovery INFO with the downtime. Each connection gets a fresh gmqtt client, so
-  an acknowledgement can never reach a connection other than the one that delivered the message.
+  naming when the next attempt is, retries DEBUG, recovery INFO with the downtime. Each
+  connection gets a fresh gmqtt client, so an acknowledgement can never reach a connection other
+  than the one that delivered the message.
 """
 
 from __future__ import annotations

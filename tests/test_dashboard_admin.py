@@ -289,6 +289,7 @@ def test_a_receiver_is_changed_and_tested_and_an_open_page_follows_another_admin
         theirs.click("[data-webhook='1'] [data-act=edit]")
         assert theirs.input_value("[data-test=webhook-url]") == ""
         assert theirs.input_value("[data-test=webhook-attempts]") == "8"
+        screenshot(theirs, "admin-webhook-edit")
         theirs.fill("[data-test=webhook-url]", f"{rx.url}?access_token=new-secret-42")
         theirs.click("[data-test=webhook-save]")
         theirs.wait_for_selector("[data-test=rules-message]:has-text('推送地址 1 已保存')")
