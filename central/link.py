@@ -15,9 +15,10 @@ this module.
   own (client id ``<client_id>-alarms``) subscribed only to alarm-priority events, so that the
   broker never queues an alarm behind history on the main session. Both feed the same ingest.
 - Reconnection is ours, not gmqtt's (its fixed-delay loop is disabled): exponential backoff with
-  full jitter capped at 60 s, auth refusals straight to the cap; the first failure is a WARNING,
-  retries DEBUG, recovery INFO with the downtime. Each connection gets a fresh gmqtt client, so
-  an acknowledgement can never reach a connection other than the one that delivered the message.
+  full jitter capped at 60 s, auth refusals straight to the cap; the first failure is a WARNING
+  naming when the next attempt is, retries DEBUG, recovery INFO with the downtime. Each
+  connection gets a fresh gmqtt client, so an acknowledgement can never reach a connection other
+  than the one that delivered the message.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from gmqtt import MQTTConnectError
 from central.config import BrokerConfig
 from central.gmqtt_adapter import Delivering, IngestClient, refusal_code, send_pubacks
 from pki.tls import client_context
-from resilience.backoff import Backoff
+from resilience.backoff import Backoff, next_try
 from wire.topics import CENTRAL_ALARM_SUBSCRIPTIONS, CENTRAL_SUBSCRIPTIONS
 
 log = logging.getLogger("shilian.central.link")
@@ -202,12 +203,12 @@ class MqttLink:
                 if down_since is None:
                     down_since = time.monotonic()
                     log.warning(
-                        "无法连接 MQTT 代理 / cannot connect to broker %s:%s (%s session): %s; "
-                        "retrying",
+                        "无法连接 MQTT 代理 / cannot connect to broker %s:%s (%s session): %s; %s",
                         self.cfg.host,
                         self.cfg.port,
                         self.lane.name,
                         e,
+                        next_try(time.time(), delay),
                     )
                 else:
                     log.debug("broker still unreachable (%s); next try in %.1f s", e, delay)

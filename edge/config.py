@@ -6,10 +6,12 @@ unknown keys are errors (``extra="forbid"``) so a typo is never silently ignored
 
 from __future__ import annotations
 
+import difflib
+import functools
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -392,6 +394,13 @@ class ConfigProblem:
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
 
+    def said(self, lang: str) -> str:
+        """The problem in one language (``zh`` or ``en``): a table in Chinese is not to carry
+        the parser's English, nor an English one the Chinese."""
+        zh, _, en = self.message.partition(" / ")
+        text = (zh if lang == "zh" else en) or self.message
+        return f"{self.path}: {text}" if self.path else text
+
 
 class ConfigError(Exception):
     """The config file is unreadable or invalid; ``problems`` lists every error."""
@@ -401,11 +410,44 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+@functools.cache
+def _keys(model: type[BaseModel]) -> frozenset[str]:
+    """Every key of ``model`` and of the sections within it (for guessing a misspelt key)."""
+    keys: set[str] = set()
+    seen: set[type[BaseModel]] = set()
+    todo = [model]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        for name, f in m.model_fields.items():
+            keys.add(f.alias or name)
+            types = [f.annotation]
+            while types:
+                t = types.pop()
+                if isinstance(t, type) and issubclass(t, BaseModel):
+                    todo.append(t)
+                types.extend(get_args(t))
+    return frozenset(keys)
+
+
+def _meant(key: object) -> str | None:
+    """The known key a misspelt ``key`` most likely was (``cert_fle`` → ``cert_file``)."""
+    if not isinstance(key, str):
+        return None
+    close = difflib.get_close_matches(key, _keys(EdgeConfig), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def explain(err: ValidationError) -> list[ConfigProblem]:
     out = []
     for e in err.errors(include_url=False, include_input=False):
         path = ".".join(str(p) for p in e["loc"])
-        out.append(ConfigProblem(path, config_error(e["type"], e.get("ctx"), e["msg"])))
+        kind, ctx = e["type"], e.get("ctx")
+        if kind == "extra_forbidden" and e["loc"] and (meant := _meant(e["loc"][-1])):
+            kind, ctx = "extra_forbidden_meant", {"key": meant}
+        out.append(ConfigProblem(path, config_error(kind, ctx, e["msg"])))
     return out
 
 

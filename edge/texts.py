@@ -14,6 +14,7 @@ from typing import Any
 CONFIG_ERRORS: dict[str, tuple[str, str]] = {
     "missing": ("缺少必填项", "field required"),
     "extra_forbidden": ("未知配置项（拼写错误？）", "unknown key (typo?)"),
+    "extra_forbidden_meant": ("未知配置项，是否应为 {key}？", "unknown key: did you mean {key}?"),
     "int_type": ("应为整数", "must be an integer"),
     "int_parsing": ("应为整数", "must be an integer"),
     "int_from_float": ("应为整数", "must be an integer"),
@@ -160,7 +161,7 @@ def config_error(err_type: str, ctx: dict[str, Any] | None, fallback: str) -> st
     """``"<zh> / <en>"`` for one config error; pydantic's message when the type is unknown."""
     pair = CONFIG_ERRORS.get(err_type)
     if pair is None:  # a check this catalogue does not name yet: no English in the zh half
-        return f"配置值无效（{err_type}）/ {fallback}"
+        return f"配置值无效（{err_type}） / {fallback}"
     c = ctx or {}
     return f"{_fill(pair[0], c)} / {_fill(pair[1], c)}"
 

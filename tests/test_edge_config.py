@@ -199,3 +199,27 @@ def test_check_config_fails_naming_each_missing_tls_file(tmp_path: Path) -> None
         (tmp_path / f).write_text("x")
     ok = CliRunner().invoke(app, ["check-config", str(conf)])
     assert ok.exit_code == 0, ok.output
+
+
+def test_a_misspelt_key_names_the_key_it_should_be(tmp_path: Path) -> None:
+    """``cert_fle`` for ``cert_file``, ``keepalive`` for ``keepalive_s``: check-config says which
+    key was meant, not only that the typed one is unknown."""
+    for f in ("ca.pem", "node.pem", "node.key"):
+        (tmp_path / f).write_text("x")
+    conf = tmp_path / "edge.toml"
+    conf.write_text(
+        GOOD.replace("[broker]\n", "[broker]\nkeepalive = 30\n")
+        + f'[broker.tls]\nca_file = "{tmp_path / "ca.pem"}"\n'
+        + f'cert_fle = "{tmp_path / "node.pem"}"\nkey_file = "{tmp_path / "node.key"}"\n'
+    )
+    res = CliRunner().invoke(app, ["check-config", str(conf)])
+    assert res.exit_code == 1, res.output
+    out = "".join(res.output.split())
+    assert "broker.tls.cert_fle:未知配置项，是否应为cert_file？" in out, res.output
+    assert "didyoumeancert_file?" in out
+    assert "broker.keepalive:未知配置项，是否应为keepalive_s？" in out
+    # A key like nothing we know still says it is unknown, with no guess.
+    conf.write_text(GOOD + "colour = 'red'\n")
+    res = CliRunner().invoke(app, ["check-config", str(conf)])
+    out = "".join(res.output.split())
+    assert "colour:未知配置项（拼写错误？）" in out and "是否应为" not in out, res.output
