@@ -236,6 +236,12 @@ class MeetingsConfig(_Section):
     turn_password: str = Field(
         default="", max_length=128, description="TURN password; never logged or shown"
     )
+    keep_warm: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="cameras ([[cameras]] ids) kept open between calls, so a call to one "
+        "starts at once; each costs a camera stream and a little CPU (docs/meetings.md)",
+    )
 
     @field_validator("turn_url")
     @classmethod
