@@ -109,7 +109,7 @@ class TapTrack(MediaStreamTrack):
         if len(self._queue) >= MAX_LAG_PACKETS:
             self._queue.clear()
             self._need_key = True
-            self._tap.lagged += 1
+            self._tap.fault("viewer_lagged")
             return
         self._queue.append(_copy(packet, packet.pts, packet.dts))
         self._ready.set()
@@ -132,17 +132,21 @@ class TapTrack(MediaStreamTrack):
         self._end()  # a reader waiting on this track moves on
 
 
+#: Told of what a tap had to give up: ``gop_overflow`` (a group of pictures larger than the
+#: buffer) or ``viewer_lagged`` (a viewer moved on to the next key frame).
+OnFault = Callable[[str], None]
+
+
 class CameraTap:
     """One camera opened by FFmpeg, read continuously by a task the tap owns (``close`` ends
     it and the player's thread). ``ended`` is set when the stream ended by itself."""
 
-    def __init__(self, camera: str, player: MediaPlayer, gop_bytes: int | None = None) -> None:
+    def __init__(self, camera: str, player: MediaPlayer, on_fault: OnFault | None = None) -> None:
         self.camera = camera
         self.player = player
-        self.gop: GopBuffer[Any] = GopBuffer() if gop_bytes is None else GopBuffer(gop_bytes)
+        self.gop: GopBuffer[Any] = GopBuffer()
         self.ended = asyncio.Event()
-        #: Viewers that fell behind and were moved on to the next key frame.
-        self.lagged = 0
+        self._on_fault = on_fault
         self._viewers: set[TapTrack] = set()
         self._on_end: set[Callable[[], None]] = set()
         self._closing = False
@@ -150,8 +154,12 @@ class CameraTap:
             self._read(), name=f"camera-tap-{camera}"
         )
 
+    def fault(self, kind: str) -> None:
+        if self._on_fault is not None:
+            self._on_fault(kind)
+
     @classmethod
-    async def open(cls, camera: str, url: str) -> CameraTap:
+    async def open(cls, camera: str, url: str, on_fault: OnFault | None = None) -> CameraTap:
         """Open ``url`` without decoding (in a worker thread) and start reading it."""
 
         def _open() -> MediaPlayer:
@@ -169,7 +177,7 @@ class CameraTap:
             raise MediaFailed(
                 "camera_failed", "摄像机没有 H.264 视频", "the camera has no H.264 video stream"
             )
-        return cls(camera, player)
+        return cls(camera, player, on_fault)
 
     def subscribe(self) -> TapTrack:
         """A new viewer, starting at the latest key frame (or the next one, if none is kept)."""
@@ -197,7 +205,10 @@ class CameraTap:
                     packet = await source.recv()
                 except MediaStreamError:
                     break
+                overflows = self.gop.overflows
                 self.gop.push(packet, packet.size, bool(packet.is_keyframe))
+                if self.gop.overflows != overflows:
+                    self.fault("gop_overflow")
                 for viewer in list(self._viewers):
                     viewer._put(packet)
         finally:
@@ -225,8 +236,9 @@ class CameraTaps:
     lets go of it, except the cameras in ``warm`` (``[meetings] keep_warm``): those stay open
     between calls, so a call to one starts from its buffered key frame without opening it."""
 
-    def __init__(self, warm: frozenset[str] = frozenset()) -> None:
+    def __init__(self, warm: frozenset[str] = frozenset(), on_fault: OnFault | None = None) -> None:
         self.warm = warm
+        self._on_fault = on_fault
         self._open: dict[str, CameraTap] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -239,7 +251,7 @@ class CameraTaps:
             if tap is not None:
                 del self._open[camera]
                 await tap.close()
-            tap = await CameraTap.open(camera, url)
+            tap = await CameraTap.open(camera, url, self._on_fault)
             if camera in self.warm:
                 self._open[camera] = tap
             return tap

@@ -117,6 +117,14 @@ class MeetingDesk:
             "attempts to open a camera kept warm ([meetings] keep_warm) that failed",
             registry=registry,
         )
+        self.video_faults = Counter(
+            "shilian_edge_meeting_video_faults",
+            "what a call's camera had to give up, by kind: gop_overflow (a group of pictures "
+            "over the buffer: the call waits for the next key frame), viewer_lagged (the "
+            "sender fell behind: skipped to the next key frame)",
+            ["kind"],
+            registry=registry,
+        )
         #: The node's opened cameras (edge.camera_tap; created with the first call, or at the
         #: start when cameras are kept warm).
         self.taps: CameraTaps | None = None
@@ -355,7 +363,10 @@ class MeetingDesk:
         if self.taps is None:
             from edge.camera_tap import CameraTaps
 
-            self.taps = CameraTaps(frozenset(self.config.meetings.keep_warm))
+            self.taps = CameraTaps(
+                frozenset(self.config.meetings.keep_warm),
+                lambda kind: self.video_faults.labels(kind).inc(),
+            )
         return self.taps
 
     async def _keep_warm(self) -> None:
