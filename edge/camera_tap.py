@@ -262,6 +262,34 @@ class CameraTaps:
             return
         await tap.close()
 
+    async def keep_open(
+        self,
+        urls: dict[str, str],
+        every_s: float,
+        on_failure: Callable[[], None],
+        node_id: str,
+    ) -> None:
+        """Open the cameras of ``urls`` (id -> URL) and open again, every ``every_s``, those
+        whose stream ended (MediaPlayer never reconnects); until cancelled. A failure calls
+        ``on_failure`` and is logged once until that camera opens again."""
+        failing: set[str] = set()
+        while True:
+            for camera, url in urls.items():
+                if self.is_open(camera):
+                    continue
+                try:
+                    await self.acquire(camera, url)
+                except MediaFailed as e:
+                    on_failure()
+                    if camera not in failing:
+                        log.warning("node %s: camera %s kept warm: %s", node_id, camera, e)
+                    failing.add(camera)
+                    continue
+                if camera in failing:
+                    log.info("node %s: camera %s kept warm: open again", node_id, camera)
+                    failing.discard(camera)
+            await asyncio.sleep(every_s)
+
     def is_open(self, camera: str) -> bool:
         tap = self._open.get(camera)
         return tap is not None and not tap.ended.is_set()

@@ -11,7 +11,8 @@ node decodes the operator's media, counts its frames and sends nothing back.
 A call ends when the operator hangs up (``hangup``), when the page's peer connection fails or
 closes, when the camera's stream ended and could not be opened again, or when the agent stops;
 the node tells central (``hangup``) in the last three cases. Ending frees the peer connection
-(its sockets), the camera player (its thread) and the call's task.
+(its sockets), the camera player (its thread; not for a camera in ``[meetings] keep_warm``,
+which stays open between calls) and the call's task.
 """
 
 from __future__ import annotations
@@ -370,30 +371,11 @@ class MeetingDesk:
         return self.taps
 
     async def _keep_warm(self) -> None:
-        """Keep the ``keep_warm`` cameras open: opened at the start, reopened when their
-        stream ended (checked every WARM_CHECK_S)."""
-        from edge.meeting_media import MediaFailed
-
-        taps = self._camera_taps()
-        failing: set[str] = set()
-        while True:
-            for camera in self.config.meetings.keep_warm:
-                if taps.is_open(camera):
-                    continue
-                try:
-                    await taps.acquire(camera, self.urls[camera])
-                except MediaFailed as e:
-                    self.warm_failures.inc()
-                    if camera not in failing:
-                        log.warning("node %s: camera %s kept warm: %s", self.topics.node_id,
-                                    camera, e)  # fmt: skip
-                    failing.add(camera)
-                    continue
-                if camera in failing:
-                    log.info("node %s: camera %s kept warm: open again", self.topics.node_id,
-                             camera)  # fmt: skip
-                    failing.discard(camera)
-            await asyncio.sleep(WARM_CHECK_S)
+        """Keep the ``keep_warm`` cameras open (edge.camera_tap.CameraTaps.keep_open)."""
+        warm = {c: self.urls[c] for c in self.config.meetings.keep_warm}
+        await self._camera_taps().keep_open(
+            warm, WARM_CHECK_S, self.warm_failures.inc, self.topics.node_id
+        )
 
     def _turn(self) -> TurnServer | None:
         from edge.meeting_media import TurnServer

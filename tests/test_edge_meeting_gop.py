@@ -89,3 +89,24 @@ async def test_a_camera_not_kept_warm_is_closed_after_the_call(
             await viewer.close()
             assert desk.taps is not None and not desk.taps.is_open("cam-gate")
             await wait_until(lambda: _player_threads() == [], "player thread ended")
+
+
+async def test_a_camera_kept_warm_that_cannot_be_opened_is_counted_and_retried(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    with RtspCamera("ball", mounts=2) as cam:
+        cam.stop()  # nothing listens on its port any more
+        async with node(tmp_path, broker, cam, keep_warm=["cam-gate"]) as (agent, op):
+            desk = agent.meetings
+            assert desk is not None
+            failures = "shilian_edge_meeting_warm_failures_total"
+            await wait_until(
+                lambda: (agent.registry.get_sample_value(failures) or 0) >= 1, "failure counted"
+            )
+            # the node keeps serving: a call to that camera is refused with the reason
+            viewer = Viewer()
+            await op.send(_offer(S1, await viewer.offer()))
+            rej = await op.reply(S1, "reject")
+            assert rej.error is not None and rej.error.code == "camera_failed"
+            await viewer.close()
+            assert desk.taps is not None and not desk.taps.is_open("cam-gate")
