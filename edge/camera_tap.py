@@ -222,7 +222,9 @@ class CameraTap:
 
     async def close(self) -> None:
         """Stop reading and stop the player's thread (joined in a worker thread: it may be
-        waiting for a read)."""
+        waiting for a read). Closing again does nothing."""
+        if self._closing:
+            return
         self._closing = True
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
