@@ -210,10 +210,14 @@ class MeetingDesk:
 
         if a.broadcast:
             receiver = self._new_receiver()
-            await self._run_leg(
-                a, "broadcast", lambda: receiver.answer(a.sdp), receiver.close,
-                lambda: self._receive_broadcast(a.session, receiver),
-            )  # fmt: skip
+            try:
+                await self._run_leg(
+                    a, "broadcast", lambda: receiver.answer(a.sdp), receiver.close,
+                    lambda: self._receive_broadcast(a.session, receiver),
+                )  # fmt: skip
+            finally:
+                if self.receiver is receiver:
+                    self.receiver = None
             return
         camera = a.camera or self.config.conference_camera
         assert camera is not None  # the line refuses offers on a node without cameras
@@ -302,8 +306,6 @@ class MeetingDesk:
                     await self._send(report)
             return "peer_failed" if failed else "peer_gone"
         finally:
-            if self.receiver is receiver:
-                self.receiver = None
             log.info("node %s: broadcast %s: %d video frames received", self.topics.node_id,
                      session[:8], receiver.frames)  # fmt: skip
 
