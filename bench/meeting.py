@@ -27,7 +27,9 @@ node), ICE + DTLS connected, first picture. ``edge_stages_mean_ms``: the node's 
 the offer reached it (mean, from its ``shilian_edge_meeting_setup_seconds`` histogram): camera
 opened, answer ready, first packet handed to the sender. ``--keep-warm``: the node keeps its
 camera open between calls (``[meetings] keep_warm``); ``edge_cpu_idle_pct`` and
-``edge_rss_mb`` (the agent's resident memory after the calls) then include the open camera.
+``edge_rss_mb`` (the agent's resident memory after the calls) then include the open camera;
+``edge_rss_before_calls_mb``: its resident memory before the first call (without keep_warm,
+aiortc is not loaded yet).
 Final line: JSON.
 """
 
@@ -246,6 +248,8 @@ async def run(calls: int, relay_s: float, villages: int, keep_warm: bool) -> dic
         await wait(lambda: svc._started.is_set() and svc.link.connected, "central up")
         await wait(lambda: svc.coverage.node_online(NODE) is True, "node online")
         await wait(lambda: all(svc.coverage.node_online(n) is True for n in nodes), "villages")
+        await asyncio.sleep(5.0)  # a camera kept warm is open by now
+        rss_before = rss_mb(edge.pid)
         async with async_playwright() as p:
             b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             ctx = await b.new_context(base_url=f"http://127.0.0.1:{svc.http_port}")
@@ -308,6 +312,7 @@ async def run(calls: int, relay_s: float, villages: int, keep_warm: bool) -> dic
         "stages_p50_ms": {k: round(statistics.median(v), 1) for k, v in stages.items()},
         "edge_stages_mean_ms": edge_stages,
         "edge_rss_mb": round(edge_rss, 1),
+        "edge_rss_before_calls_mb": round(rss_before, 1),
         "edge_cpu_pct": round(relay_pct, 2),
         "edge_cpu_idle_pct": round(idle_pct, 2),
         "relayed_bitrate_kbps": round(float(stats.get("bitrate_kbps") or 0), 0),
