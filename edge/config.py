@@ -347,6 +347,12 @@ class EdgeConfig(_Section):
             raise PydanticCustomError(
                 "meeting_camera", "meetings.camera {id} is not a [[cameras]] id", {"id": cam}
             )
+        for cam in self.meetings.keep_warm:
+            if cam not in {c.id for c in self.cameras}:
+                raise PydanticCustomError(
+                    "meeting_camera", "meetings.keep_warm {id} is not a [[cameras]] id",
+                    {"id": cam},
+                )  # fmt: skip
         for camera in self.cameras:
             if camera.relay is not None and self.alarm_board is None:
                 raise PydanticCustomError(

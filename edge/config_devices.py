@@ -273,6 +273,12 @@ class MeetingsConfig(_Section):
         pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$",
         description="WIDTHxHEIGHT of video_out (absent: read from /sys/class/graphics)",
     )
+    keep_warm: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="cameras ([[cameras]] ids) kept open between calls, so a call to one "
+        "starts at once; each costs a camera stream and a little CPU (docs/meetings.md)",
+    )
 
     @field_validator("turn_url")
     @classmethod
