@@ -41,6 +41,9 @@ SWS_BILINEAR = 0x2
 PIX_FMT_GRAY8 = 8
 #: AVERROR(EAGAIN): the decoder wants more input before it gives a frame.
 AVERROR_EAGAIN = -11
+#: AV_LOG_ERROR: FFmpeg's own log lines below errors are not printed (libswscale warns on every
+#: snapshot that yuvj420p is deprecated; the agent's log says what happened to each picture).
+AV_LOG_ERROR = 16
 #: AVERROR_EOF (FFERRTAG('E','O','F',' ')): a flushed codec has nothing more to give.
 AVERROR_EOF = -0x20464F45
 #: A key frame larger than this is refused before anything is allocated for it (an 8 Mbit/s
@@ -135,6 +138,7 @@ def load() -> Libs:
         (avutil, "av_opt_set_pixel_fmt", i, [p, ctypes.c_char_p, i, i]),
         (avutil, "av_opt_set_q", i, [p, ctypes.c_char_p, Rational, i]),
         (avutil, "av_frame_get_buffer", i, [p, i]),
+        (avutil, "av_log_set_level", None, [i]),
         (avcodec, "avcodec_find_encoder_by_name", p, [ctypes.c_char_p]),
         (avcodec, "avcodec_send_frame", i, [p, p]),
         (avcodec, "avcodec_receive_packet", i, [p, p]),
@@ -156,6 +160,7 @@ def load() -> Libs:
         fn = getattr(lib, name)
         fn.restype = restype
         fn.argtypes = argtypes
+    avutil.av_log_set_level(AV_LOG_ERROR)
     _libs = Libs(avutil, avcodec, swscale)
     return _libs
 
