@@ -44,15 +44,7 @@ from wire import event_kinds
 
 log = logging.getLogger("shilian.central.alarms")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alarm_acks(event_id INTEGER PRIMARY KEY, acked_by TEXT NOT NULL,
-  acked_at REAL NOT NULL, note TEXT NOT NULL DEFAULT '');
-CREATE TABLE IF NOT EXISTS alarm_closes(event_id INTEGER PRIMARY KEY, closed_by TEXT NOT NULL,
-  closed_at REAL NOT NULL, note TEXT NOT NULL DEFAULT '');
-"""
 #: Over central.store's ``events`` (created by the store before the API starts).
-ALARM_INDEX = "CREATE INDEX IF NOT EXISTS events_alarm ON events(ts, id) WHERE priority = 'alarm'"
-
 #: Operator name and note lengths: a name, and a sentence or two of what was done.
 MAX_BY_CHARS = 64
 MAX_NOTE_CHARS = 1000
@@ -128,11 +120,6 @@ class AckStore:
 
     def __init__(self, path: Path) -> None:
         self.conn = connect(path)
-        self.conn.executescript(SCHEMA)
-        if self.conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
-        ).fetchone():
-            self.conn.execute(ALARM_INDEX)
 
     def close(self) -> None:
         self.conn.close()

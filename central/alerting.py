@@ -54,15 +54,6 @@ from registry import Registry
 
 log = logging.getLogger("shilian.central.alerts")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alert_rules(id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL,
-  updated REAL NOT NULL, updated_by TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS alerts(id INTEGER PRIMARY KEY, rule TEXT NOT NULL, key TEXT NOT NULL,
-  kind TEXT NOT NULL, severity TEXT NOT NULL, labels TEXT NOT NULL, zh TEXT NOT NULL,
-  en TEXT NOT NULL, value REAL NOT NULL, since REAL NOT NULL, fired REAL NOT NULL, resolved REAL);
-CREATE INDEX IF NOT EXISTS alerts_firing ON alerts(rule, key) WHERE resolved IS NULL;
-"""
-
 #: Open alarms / backlogged nodes read per rule and evaluation (MAX_ALERTS_PER_RULE fire anyway).
 OBSERVE_ROWS = 500
 #: Resolved alerts listed with the firing ones by GET /api/v1/alerts (what just cleared).
@@ -94,7 +85,6 @@ class AlertStore:
 
     def __init__(self, path: Path) -> None:
         self.conn = connect(path)
-        self.conn.executescript(SCHEMA)
 
     def close(self) -> None:
         self.conn.close()

@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from central import auth
+from central import auth, migrate
 from central.commissioning_page import place_from_registry, render
 from central.http import error_response
 from central.tokens import token_hash
@@ -50,18 +50,6 @@ MAX_REPORT_BYTES = 64 * 1024
 MAX_LISTED = 100
 #: Seconds a request waits for central's database lock (ingest commits are short).
 DB_TIMEOUT_S = 10.0
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS commissioning_reports(
-  id INTEGER PRIMARY KEY,
-  node_id TEXT NOT NULL,
-  uploaded_at REAL NOT NULL,
-  ok INTEGER NOT NULL,
-  technician TEXT NOT NULL DEFAULT '',
-  report TEXT NOT NULL            -- the JSON as uploaded (validated)
-);
-CREATE INDEX IF NOT EXISTS commissioning_by_node ON commissioning_reports(node_id, id);
-"""
 
 _DUMPS = functools.partial(json.dumps, ensure_ascii=False)
 
@@ -172,11 +160,10 @@ class ReportStore:
 
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
+        migrate.ensure(db_path)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.db_path, timeout=DB_TIMEOUT_S, isolation_level=None)
-        conn.executescript(SCHEMA)
-        return conn
+        return sqlite3.connect(self.db_path, timeout=DB_TIMEOUT_S, isolation_level=None)
 
     def upload(self, token: str, node_id: str, body: Any, now: float) -> int:
         report = validate_report(body, node_id)

@@ -44,13 +44,6 @@ from wire.meeting import (
 
 log = logging.getLogger("shilian.central.meetings")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meetings(session TEXT PRIMARY KEY, node TEXT NOT NULL,
-  village TEXT NOT NULL, camera TEXT, user TEXT, started REAL NOT NULL, answered REAL,
-  ended REAL, end_reason TEXT, detail TEXT NOT NULL DEFAULT '', stats TEXT NOT NULL DEFAULT '{}');
-CREATE INDEX IF NOT EXISTS meetings_village ON meetings(village, started);
-"""
-
 #: Calls in progress at once. A county has a few hundred villages and a handful of operators;
 #: beyond this central refuses rather than hold unbounded state for abandoned pages.
 MAX_CALLS = 256
@@ -103,7 +96,6 @@ class MeetingStore:
 
     def __init__(self, path: Path) -> None:
         self.conn = connect(path)
-        self.conn.executescript(SCHEMA)
 
     def close(self) -> None:
         self.conn.close()

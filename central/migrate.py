@@ -1,0 +1,114 @@
+"""Bring central's database to the newest schema (Alembic, migrations in ``central/migrations``).
+
+Central runs :func:`upgrade` at start, before any route or ingest; ``shilian-central migrate``
+shows or runs the same. A database made before versioned migrations (tables, no
+``alembic_version``) is adopted by the first migration with all its rows (docs/storage.md).
+Each migration runs in its own transaction: a failure leaves the database at the last version
+that completed, and the next start carries on from there.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.pool import NullPool
+
+#: Where the migrations live: inside the package, so an installed wheel carries them.
+SCRIPT_LOCATION = "central:migrations"
+#: The URL schemes of PostgreSQL in ``[store] url``.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    current: str | None  # None: no version (an empty database, or one from before migrations)
+    head: str
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(POSTGRES_SCHEMES)
+
+
+def sqlalchemy_url(target: str | Path) -> str:
+    """A SQLite file path, or a ``postgresql://`` URL, as SQLAlchemy's URL (psycopg 3)."""
+    if isinstance(target, Path):
+        return f"sqlite:///{target}"
+    for scheme in POSTGRES_SCHEMES:
+        if target.startswith(scheme):
+            return "postgresql+psycopg://" + target.removeprefix(scheme)
+    raise ValueError(f"not a PostgreSQL URL: {target!r}")
+
+
+def engine(target: str | Path) -> Engine:
+    """An engine for one short job (no pool kept: central's stores hold their own connections)."""
+    eng = create_engine(sqlalchemy_url(target), poolclass=NullPool)
+    if isinstance(target, Path):
+
+        @event.listens_for(eng, "connect")
+        def _pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+            # the same busy wait as the stores: central may be running on the file
+            dbapi_conn.execute("PRAGMA busy_timeout=5000")
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+
+    return eng
+
+
+@cache
+def _config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", SCRIPT_LOCATION)
+    return cfg
+
+
+@cache
+def head() -> str:
+    rev = ScriptDirectory.from_config(_config()).get_current_head()
+    assert rev is not None  # the package ships at least the first migration
+    return rev
+
+
+def status(target: str | Path) -> Status:
+    with engine(target).connect() as conn:
+        return Status(MigrationContext.configure(conn).get_current_revision(), head())
+
+
+def upgrade(target: str | Path, revision: str = "head") -> Status:
+    """Run every migration the database lacks, up to ``revision``; returns the new status."""
+    eng = engine(target)
+    try:
+        with eng.begin() as conn:
+            cfg = _config()
+            cfg.attributes["connection"] = conn
+            try:
+                command.upgrade(cfg, revision)
+            finally:
+                del cfg.attributes["connection"]
+        return status(target)
+    finally:
+        eng.dispose()
+
+
+def ensure(path: Path) -> None:
+    """Upgrade the SQLite file at ``path`` unless it is at the newest version already (a cheap
+    read: every store opening the file calls this, after central's start has migrated it)."""
+    conn = sqlite3.connect(path, timeout=5.0)
+    try:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.OperationalError:  # no version table: a new file, or one from before
+        row = None
+    finally:
+        conn.close()
+    if row is None or row[0] != head():
+        upgrade(path)

@@ -1,0 +1,2 @@
+"""Central's versioned schema migrations (Alembic), shipped inside the package; run them with
+:func:`central.migrate.upgrade` (central does at start) or ``shilian-central migrate``."""
