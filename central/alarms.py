@@ -295,7 +295,7 @@ _WRITER: web.AppKey[ThreadPoolExecutor] = web.AppKey("alarm_writer", ThreadPoolE
 def add_routes(app: web.Application) -> None:
     """Mount the alarm routes and the ``shilian_alarms_open`` gauge on the API ``app``.
 
-    The ack table is created on start-up (central's store has created ``events`` by then)."""
+    The tables are central's (central.schema), made at start before any route."""
     app.router.add_get("/api/v1/alarms", alarms)
     app.router.add_post("/api/v1/alarms/{event_id}/ack", ack)
     app.router.add_post("/api/v1/alarms/{event_id}/close", close)

@@ -364,15 +364,12 @@ async def _first(*aws: Any) -> None:
 def _alarms(
     conn: sqlite3.Connection, low: str, high: str, due: float
 ) -> list[tuple[int, str, str, float]]:
-    try:
-        rows = conn.execute(
-            "SELECT e.id, e.node_id, e.kind, e.recv_ts FROM events e WHERE e.priority = 'alarm'"
-            " AND e.village BETWEEN ? AND ? AND e.recv_ts <= ? AND NOT EXISTS"
-            " (SELECT 1 FROM alarm_acks a WHERE a.event_id = e.id) ORDER BY e.recv_ts LIMIT ?",
-            (low, high, due, OBSERVE_ROWS),
-        ).fetchall()
-    except sqlite3.OperationalError:  # alarm_acks not created yet (alarm routes not started)
-        return []
+    rows = conn.execute(
+        "SELECT e.id, e.node_id, e.kind, e.recv_ts FROM events e WHERE e.priority = 'alarm'"
+        " AND e.village BETWEEN ? AND ? AND e.recv_ts <= ? AND NOT EXISTS"
+        " (SELECT 1 FROM alarm_acks a WHERE a.event_id = e.id) ORDER BY e.recv_ts LIMIT ?",
+        (low, high, due, OBSERVE_ROWS),
+    ).fetchall()
     return [(int(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in rows]
 
 

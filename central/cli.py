@@ -398,7 +398,7 @@ def audit_cmd(
         except ValueError as e:
             typer.echo(str(e), err=True)
             raise typer.Exit(2) from None
-    store = AccountStore(db)  # creates the table if central never ran: an empty log
+    store = AccountStore(db)  # migrates the file if central never ran: an empty log
     try:
         start = None if since is None else parse_since(since)
         _, rows = audit.list_audit(store.conn, audit.AuditFilter(user, action, start), limit, 0)

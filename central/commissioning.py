@@ -196,14 +196,11 @@ class ReportStore:
         conn = self._connect()
         try:
             check_token(conn, token, node_id, now)
-            try:
-                row = conn.execute(
-                    "SELECT state, birth_seq, "
-                    "(SELECT count(*) FROM health WHERE node_id = ?) FROM nodes WHERE node_id = ?",
-                    (node_id, node_id),
-                ).fetchone()
-            except sqlite3.OperationalError:  # central has not created its tables yet
-                row = None
+            row = conn.execute(
+                "SELECT state, birth_seq, "
+                "(SELECT count(*) FROM health WHERE node_id = ?) FROM nodes WHERE node_id = ?",
+                (node_id, node_id),
+            ).fetchone()
         finally:
             conn.close()
         if row is None:

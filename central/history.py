@@ -252,14 +252,11 @@ def read_days(
 ) -> dict[str, dict[str, DayRow]]:
     """``{code: {iso day: row}}`` for ``codes`` between ``first`` and ``last`` inclusive."""
     out: dict[str, dict[str, DayRow]] = {c: {} for c in codes}
-    try:
-        rows = conn.execute(
-            "SELECT day, code, villages, provisioned, covered, taken, source FROM coverage_daily"
-            f" WHERE code IN ({','.join('?' * len(codes))}) AND day BETWEEN ? AND ?",
-            [*codes, first.isoformat(), last.isoformat()],
-        ).fetchall()
-    except sqlite3.OperationalError:  # no table yet: central has not written history
-        return out
+    rows = conn.execute(
+        "SELECT day, code, villages, provisioned, covered, taken, source FROM coverage_daily"
+        f" WHERE code IN ({','.join('?' * len(codes))}) AND day BETWEEN ? AND ?",
+        [*codes, first.isoformat(), last.isoformat()],
+    ).fetchall()
     for r in rows:
         row = DayRow(*(tuple(r)))
         out[row.code][row.day] = row

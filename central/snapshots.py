@@ -81,7 +81,7 @@ def split_event(row: EventRow) -> tuple[EventRow, SnapshotRow | None]:
 
 
 class SnapshotIntake:
-    """Owns table ``snapshots`` on the store's writer connection (used by the service's
+    """Writes table ``snapshots`` on the store's writer connection (used by the service's
     writer only, between the store's stage and commit)."""
 
     def __init__(self, conn: sqlite3.Connection, registry: CollectorRegistry) -> None:
