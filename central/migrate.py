@@ -1,10 +1,13 @@
 """Bring central's database to the newest schema (Alembic, migrations in ``central/migrations``).
 
-Central runs :func:`upgrade` at start, before any route or ingest; ``shilian-central migrate``
+Central runs :func:`upgrade` at start, before any route or ingest; ``shilian central migrate``
 shows or runs the same. A database made before versioned migrations (tables, no
 ``alembic_version``) is adopted by the first migration with all its rows (docs/storage.md).
-Each migration runs in its own transaction: a failure leaves the database at the last version
-that completed, and the next start carries on from there.
+
+An upgrade is one transaction (DDL is transactional on both backends; on SQLite the driver's
+own transaction handling is bypassed so that it is): a failure leaves the database as it was.
+Two processes upgrading at once are serialised (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: an
+advisory lock); the second finds the work done.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
 #: Where the migrations live: inside the package, so an installed wheel carries them.
 SCRIPT_LOCATION = "central:migrations"
 #: The URL schemes of PostgreSQL in ``[store] url``.
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+#: PostgreSQL advisory lock key held while upgrading ("shilian" in ASCII, as a bigint).
+PG_LOCK_KEY = 0x7368696C69616E
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,16 +56,24 @@ def sqlalchemy_url(target: str | Path) -> str:
     raise ValueError(f"not a PostgreSQL URL: {target!r}")
 
 
-def engine(target: str | Path) -> Engine:
-    """An engine for one short job (no pool kept: central's stores hold their own connections)."""
+def engine(target: str | Path, *, upgrading: bool = False) -> Engine:
+    """An engine for one short job (no pool kept: central's stores hold their own connections);
+    ``upgrading``: its transactions take SQLite's write lock at once."""
     eng = create_engine(sqlalchemy_url(target), poolclass=NullPool)
     if isinstance(target, Path):
 
         @event.listens_for(eng, "connect")
         def _pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+            # sqlite3 would commit before each DDL statement: take the transactions over
+            dbapi_conn.isolation_level = None
             # the same busy wait as the stores: central may be running on the file
             dbapi_conn.execute("PRAGMA busy_timeout=5000")
             dbapi_conn.execute("PRAGMA journal_mode=WAL")
+
+        @event.listens_for(eng, "begin")
+        def _begin(conn: Connection) -> None:
+            # the write lock first when upgrading: one upgrader at a time
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if upgrading else "BEGIN")
 
     return eng
 
@@ -86,9 +99,11 @@ def status(target: str | Path) -> Status:
 
 def upgrade(target: str | Path, revision: str = "head") -> Status:
     """Run every migration the database lacks, up to ``revision``; returns the new status."""
-    eng = engine(target)
+    eng = engine(target, upgrading=True)
     try:
         with eng.begin() as conn:
+            if not isinstance(target, Path):
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_LOCK_KEY})")
             cfg = _config()
             cfg.attributes["connection"] = conn
             try:

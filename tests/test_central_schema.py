@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg
 import pytest
+import sqlalchemy
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from typer.testing import CliRunner
@@ -72,6 +75,37 @@ def test_a_migrated_database_equals_the_schema(target: str | Path) -> None:
     assert status.current == migrate.head() and status.up_to_date
     assert differences(target) == []
     assert migrate.upgrade(target) == status  # again: nothing to do
+
+
+def _execute(target: str | Path, sql: str) -> None:
+    if isinstance(target, Path):
+        with sqlite3.connect(target) as c:
+            c.execute(sql)
+    else:
+        with psycopg.connect(target, autocommit=True) as c:
+            c.execute(sql)
+
+
+def test_a_failed_upgrade_changes_nothing(target: str | Path) -> None:
+    """A name taken by something not a table: the upgrade fails part-way and is rolled back."""
+    _execute(target, "CREATE VIEW enrol_tokens AS SELECT 1 AS x")
+    with pytest.raises(sqlalchemy.exc.DatabaseError):
+        migrate.upgrade(target)
+    assert migrate.status(target).current is None
+    eng = migrate.engine(target)
+    try:
+        with eng.connect() as conn:
+            assert sqlalchemy.inspect(conn).get_table_names() == []
+    finally:
+        eng.dispose()
+
+
+def test_two_upgraders_at_once_both_succeed(target: str | Path) -> None:
+    """Two processes starting on one new database (central and a tool): one waits."""
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda _: migrate.upgrade(target), range(2)))
+    assert all(s.up_to_date for s in done)
+    assert differences(target) == []
 
 
 def _legacy(path: Path, ddl: str) -> None:

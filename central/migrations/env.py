@@ -14,7 +14,6 @@ context.configure(
     target_metadata=metadata,
     # SQLite cannot ALTER most things: batch mode copies the table (a no-op on PostgreSQL).
     render_as_batch=True,
-    transaction_per_migration=True,
 )
 with context.begin_transaction():
     context.run_migrations()
