@@ -16,13 +16,13 @@ import sqlite3
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.pool import NullPool
+from central.migrations import HEAD
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy import Connection, Engine
 
 #: Where the migrations live: inside the package, so an installed wheel carries them.
 SCRIPT_LOCATION = "central:migrations"
@@ -59,6 +59,9 @@ def sqlalchemy_url(target: str | Path) -> str:
 def engine(target: str | Path, *, upgrading: bool = False) -> Engine:
     """An engine for one short job (no pool kept: central's stores hold their own connections);
     ``upgrading``: its transactions take SQLite's write lock at once."""
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.pool import NullPool
+
     eng = create_engine(sqlalchemy_url(target), poolclass=NullPool)
     if isinstance(target, Path):
 
@@ -80,6 +83,8 @@ def engine(target: str | Path, *, upgrading: bool = False) -> Engine:
 
 @cache
 def _config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", SCRIPT_LOCATION)
     return cfg
@@ -87,18 +92,25 @@ def _config() -> Config:
 
 @cache
 def head() -> str:
+    """The newest revision, read from the migration scripts."""
+    from alembic.script import ScriptDirectory
+
     rev = ScriptDirectory.from_config(_config()).get_current_head()
     assert rev is not None  # the package ships at least the first migration
     return rev
 
 
 def status(target: str | Path) -> Status:
+    from alembic.runtime.migration import MigrationContext
+
     with engine(target).connect() as conn:
         return Status(MigrationContext.configure(conn).get_current_revision(), head())
 
 
 def upgrade(target: str | Path, revision: str = "head") -> Status:
     """Run every migration the database lacks, up to ``revision``; returns the new status."""
+    from alembic import command
+
     eng = engine(target, upgrading=True)
     try:
         with eng.begin() as conn:
@@ -115,9 +127,10 @@ def upgrade(target: str | Path, revision: str = "head") -> Status:
         eng.dispose()
 
 
-def ensure(path: Path) -> None:
-    """Upgrade the SQLite file at ``path`` unless it is at the newest version already (a cheap
-    read: every store opening the file calls this, after central's start has migrated it)."""
+def ensure(path: Path) -> str:
+    """Upgrade the SQLite file at ``path`` unless it is at the newest version already; returns
+    the version. At the newest version this is one read, without loading Alembic or SQLAlchemy
+    (each store opening the file calls it; central's start and the command-line tools too)."""
     conn = sqlite3.connect(path, timeout=5.0)
     try:
         row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
@@ -125,5 +138,8 @@ def ensure(path: Path) -> None:
         row = None
     finally:
         conn.close()
-    if row is None or row[0] != head():
-        upgrade(path)
+    if row is not None and row[0] == HEAD:
+        return HEAD
+    current = upgrade(path).current
+    assert current is not None
+    return current

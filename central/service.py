@@ -108,8 +108,8 @@ class CentralService:
         from central import migrate
 
         # before any route or ingest: every module uses the tables this makes
-        version = await asyncio.to_thread(migrate.upgrade, cfg.store.path)
-        log.info("数据库版本 / database schema at version %s", version.current)
+        version = await asyncio.to_thread(migrate.ensure, cfg.store.path)
+        log.info("数据库版本 / database schema at version %s", version)
         self.store = store = SqliteStore(cfg.store.path)
         #: One thread for the store's commits (one connection, one writer).
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="central-commit")

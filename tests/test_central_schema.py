@@ -16,7 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from typer.testing import CliRunner
 
-from central import migrate
+from central import migrate, migrations
 from central.cli import app as central_cli
 from central.config import CentralConfig, StoreConfig
 from central.coverage import CoverageIndex
@@ -67,6 +67,10 @@ def adopted_differences(db: Path) -> list[object]:
             continue
         rest.append(diff)
     return rest
+
+
+def test_the_head_constant_is_the_newest_script() -> None:
+    assert migrate.head() == migrations.HEAD
 
 
 def test_a_migrated_database_equals_the_schema(target: str | Path) -> None:
