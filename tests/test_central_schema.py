@@ -219,3 +219,15 @@ def test_migrate_command_shows_and_upgrades(tmp_path: Path) -> None:
     assert f"upgraded to: {migrate.head()}" in r.output
     r = CliRunner().invoke(central_cli, ["migrate", "--db", str(db), "--status"])
     assert "up to date" in r.output
+
+
+def test_migrate_command_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    cfg = tmp_path / "central.toml"
+    cfg.write_text(f'[store]\nurl = "{pg_url}"\n', encoding="utf-8")
+    r = CliRunner().invoke(central_cli, ["migrate", "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    assert f"upgraded to: {migrate.head()}" in r.output
+    assert migrate.status(pg_url).up_to_date
+    r = CliRunner().invoke(central_cli, ["run", "--config", str(cfg)])
+    assert r.exit_code == 2
+    assert "[store] url" in r.output
