@@ -42,10 +42,6 @@ class Status:
         return self.current == self.head
 
 
-def is_postgres(url: str) -> bool:
-    return url.startswith(POSTGRES_SCHEMES)
-
-
 def sqlalchemy_url(target: str | Path) -> str:
     """A SQLite file path, or a ``postgresql://`` URL, as SQLAlchemy's URL (psycopg 3)."""
     if isinstance(target, Path):
