@@ -3,10 +3,11 @@ here; PostgreSQL in :mod:`central.store_pg`. Both run the same SQL (portable: up
 ``ON CONFLICT``, no date functions) on the tables :mod:`central.schema` defines and
 :mod:`central.migrate` creates.
 
-Durability: :meth:`SqlStore.apply` commits a whole batch in one transaction with
-``synchronous=FULL``; the link acknowledges a batch's messages to the broker (PUBACK) only after
-it returns, so whatever central acknowledged survives a crash or a power cut, and whatever it did
-not is redelivered by the broker (central's MQTT session is persistent) and deduplicated.
+Durability: :meth:`SqlStore.apply` commits a whole batch in one transaction (SQLite with
+``synchronous=FULL``; PostgreSQL: :mod:`central.store_pg`); the link acknowledges a batch's
+messages to the broker (PUBACK) only after it returns, so whatever central acknowledged survives
+a crash or a power cut, and whatever it did not is redelivered by the broker (central's MQTT
+session is persistent) and deduplicated.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
+
+from central import migrate
 
 #: Recent health reports kept per node (about an hour at the default 30 s interval); older rows
 #: are pruned in the same transaction that adds new ones.
@@ -154,8 +157,6 @@ class Store(Protocol):
 def connect(path: Path) -> sqlite3.Connection:
     """A connection with central's pragmas (WAL, durable commits) to the database at ``path``,
     brought to the newest schema first (central.migrate)."""
-    from central import migrate  # alembic: only where a database is opened
-
     migrate.ensure(path)
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
