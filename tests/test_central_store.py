@@ -122,4 +122,6 @@ def test_a_failed_batch_writes_nothing(open_store: Opener) -> None:
     with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
         store.apply([good, bad])
     assert scalar(store, "SELECT COUNT(*) FROM events") == 0
+    store.apply([good])  # the store goes on with the next batch
+    assert scalar(store, "SELECT COUNT(*) FROM events") == 1
     store.close()
