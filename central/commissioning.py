@@ -69,13 +69,10 @@ def _error(
 def check_token(conn: sqlite3.Connection, token: str, node_id: str, now: float) -> None:
     """The token enrolled ``node_id`` less than :data:`UPLOAD_WINDOW_S` ago, or
     :class:`UploadRefused` (401 unknown, 403 another node or never used, 410 too late)."""
-    try:
-        row = conn.execute(
-            "SELECT used_at, used_by FROM enrol_tokens WHERE token_sha256 = ?",
-            (token_hash(token),),
-        ).fetchone()
-    except sqlite3.OperationalError:  # no token was ever created here
-        row = None
+    row = conn.execute(
+        "SELECT used_at, used_by FROM enrol_tokens WHERE token_sha256 = ?",
+        (token_hash(token),),
+    ).fetchone()
     if row is None:
         raise UploadRefused(
             401,

@@ -40,8 +40,6 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 _TTL_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
-#: Added after the first release: databases made before it gain the column at open.
-
 
 class TokenError(Exception):
     """A token that cannot be used: ``status`` (HTTP), ``code``, a zh-CN / English message."""
