@@ -8,11 +8,14 @@ BIN := $(VENV)/bin
 # sip-tester (sipp): SIP terminal discovery; shellcheck: deploy/install.sh (tests/test_prov_discover.py, test_deploy.py)
 # gstreamer1.0-rtsp + gir1.2-gst-rtsp-server-1.0 + python3-gi + plugins (x264enc is in -ugly on
 # Debian 12): the real RTSP test camera run by the system python3 (tests/rtsp_camera.py)
+# postgresql: central's PostgreSQL store and migrations (tests/postgres.py: the server on
+# 127.0.0.1:5432, trust auth for local test machines, or SHILIAN_TEST_PG)
 # nftables + iptables: loss, bandwidth caps and (iptables NFQUEUE) latency on the village link of
 # tests/faults (no tc netem in the kernels we run on); strace: the power-cut model of tests/faults/power.py
 SYS_PKGS := mosquitto mosquitto-clients chromium fonts-wqy-microhei prometheus sip-tester shellcheck \
   gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base \
-  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly systemd nftables iptables strace coturn
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly systemd nftables iptables strace coturn \
+  postgresql
 STAMP := $(VENV)/.installed
 # Exact versions of every package the project and its dev extras install (the ones the tests
 # passed with); pyproject.toml keeps ranges. `make lock` rewrites it.
@@ -67,7 +70,8 @@ bench: sysdeps venv
 	@for b in bench/ingest.py bench/edge_footprint.py bench/coverage.py bench/dashboard.py \
 	  bench/provision.py bench/serial_throughput.py bench/alarm_latency.py \
 	  bench/firmware_update.py bench/registry_import.py bench/camera_probe.py \
-	  bench/snapshot_alarm.py bench/meeting.py bench/meeting_screen.py bench/demo_start.py; do \
+	  bench/snapshot_alarm.py bench/meeting.py bench/meeting_screen.py bench/demo_start.py \
+	  bench/store_backends.py; do \
 	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # The coverage figure through a 120 s broker outage at full scale (1,856 Nanning nodes, health

@@ -33,15 +33,6 @@ from typing import Any
 from central import audit
 from central.store import connect
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users(name TEXT PRIMARY KEY, role TEXT NOT NULL, scope TEXT NOT NULL,
-  password_hash TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
-  changed REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS sessions(token_sha256 TEXT PRIMARY KEY, user TEXT NOT NULL,
-  created REAL NOT NULL, last_used REAL NOT NULL, expires REAL NOT NULL, address TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user);
-"""
-
 #: A session's last-use time is written at most this often: idle expiry is exact to within this,
 #: and a dashboard polling every few seconds does not turn into a write per request.
 TOUCH_S = 60.0
@@ -210,7 +201,6 @@ class AccountStore:
 
     def __init__(self, path: Path) -> None:
         self.conn = connect(path)
-        self.conn.executescript(SCHEMA + audit.SCHEMA)
 
     def close(self) -> None:
         self.conn.close()

@@ -44,15 +44,7 @@ from wire import event_kinds
 
 log = logging.getLogger("shilian.central.alarms")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alarm_acks(event_id INTEGER PRIMARY KEY, acked_by TEXT NOT NULL,
-  acked_at REAL NOT NULL, note TEXT NOT NULL DEFAULT '');
-CREATE TABLE IF NOT EXISTS alarm_closes(event_id INTEGER PRIMARY KEY, closed_by TEXT NOT NULL,
-  closed_at REAL NOT NULL, note TEXT NOT NULL DEFAULT '');
-"""
 #: Over central.store's ``events`` (created by the store before the API starts).
-ALARM_INDEX = "CREATE INDEX IF NOT EXISTS events_alarm ON events(ts, id) WHERE priority = 'alarm'"
-
 #: Operator name and note lengths: a name, and a sentence or two of what was done.
 MAX_BY_CHARS = 64
 MAX_NOTE_CHARS = 1000
@@ -128,11 +120,6 @@ class AckStore:
 
     def __init__(self, path: Path) -> None:
         self.conn = connect(path)
-        self.conn.executescript(SCHEMA)
-        if self.conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
-        ).fetchone():
-            self.conn.execute(ALARM_INDEX)
 
     def close(self) -> None:
         self.conn.close()
@@ -308,7 +295,7 @@ _WRITER: web.AppKey[ThreadPoolExecutor] = web.AppKey("alarm_writer", ThreadPoolE
 def add_routes(app: web.Application) -> None:
     """Mount the alarm routes and the ``shilian_alarms_open`` gauge on the API ``app``.
 
-    The ack table is created on start-up (central's store has created ``events`` by then)."""
+    The tables are central's (central.schema), made at start before any route."""
     app.router.add_get("/api/v1/alarms", alarms)
     app.router.add_post("/api/v1/alarms/{event_id}/ack", ack)
     app.router.add_post("/api/v1/alarms/{event_id}/close", close)

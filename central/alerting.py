@@ -56,17 +56,6 @@ from registry import Registry
 
 log = logging.getLogger("shilian.central.alerts")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alert_rules(id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL,
-  updated REAL NOT NULL, updated_by TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS alerts(id INTEGER PRIMARY KEY, rule TEXT NOT NULL, key TEXT NOT NULL,
-  kind TEXT NOT NULL, severity TEXT NOT NULL, labels TEXT NOT NULL, zh TEXT NOT NULL,
-  en TEXT NOT NULL, value REAL NOT NULL, since REAL NOT NULL, fired REAL NOT NULL, resolved REAL);
-CREATE TABLE IF NOT EXISTS alert_webhooks(id INTEGER PRIMARY KEY CHECK (id = 1),
-  body TEXT NOT NULL, updated REAL NOT NULL, updated_by TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS alerts_firing ON alerts(rule, key) WHERE resolved IS NULL;
-"""
-
 #: Open alarms / backlogged nodes read per rule and evaluation (MAX_ALERTS_PER_RULE fire anyway).
 OBSERVE_ROWS = 500
 #: Resolved alerts listed with the firing ones by GET /api/v1/alerts (what just cleared).
@@ -105,7 +94,6 @@ class AlertStore:
 
     def __init__(self, path: Path) -> None:
         self.conn = connect(path)
-        self.conn.executescript(SCHEMA)
 
     def close(self) -> None:
         self.conn.close()
@@ -434,15 +422,12 @@ async def _first(*aws: Any) -> None:
 def _alarms(
     conn: sqlite3.Connection, low: str, high: str, due: float
 ) -> list[tuple[int, str, str, float]]:
-    try:
-        rows = conn.execute(
-            "SELECT e.id, e.node_id, e.kind, e.recv_ts FROM events e WHERE e.priority = 'alarm'"
-            " AND e.village BETWEEN ? AND ? AND e.recv_ts <= ? AND NOT EXISTS"
-            " (SELECT 1 FROM alarm_acks a WHERE a.event_id = e.id) ORDER BY e.recv_ts LIMIT ?",
-            (low, high, due, OBSERVE_ROWS),
-        ).fetchall()
-    except sqlite3.OperationalError:  # alarm_acks not created yet (alarm routes not started)
-        return []
+    rows = conn.execute(
+        "SELECT e.id, e.node_id, e.kind, e.recv_ts FROM events e WHERE e.priority = 'alarm'"
+        " AND e.village BETWEEN ? AND ? AND e.recv_ts <= ? AND NOT EXISTS"
+        " (SELECT 1 FROM alarm_acks a WHERE a.event_id = e.id) ORDER BY e.recv_ts LIMIT ?",
+        (low, high, due, OBSERVE_ROWS),
+    ).fetchall()
     return [(int(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in rows]
 
 

@@ -17,15 +17,6 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit(id INTEGER PRIMARY KEY, ts REAL NOT NULL, user TEXT,
-  role TEXT, address TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
-  outcome TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '{}');
-CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);
-CREATE INDEX IF NOT EXISTS audit_user ON audit(user, ts);
-CREATE INDEX IF NOT EXISTS audit_action ON audit(action, ts);
-"""
-
 #: Longest detail stored per row: enough for a command's arguments or a note, bounded so one
 #: request cannot grow the log by megabytes.
 MAX_DETAIL_CHARS = 4000

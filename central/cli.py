@@ -9,6 +9,7 @@ import typer
 
 if TYPE_CHECKING:
     from central.accounts import AccountStore
+    from central.config import CentralConfig
 
 app = typer.Typer(
     help="中心汇聚服务 / central aggregator: ingest, coverage, HTTP API.", no_args_is_help=True
@@ -23,23 +24,75 @@ def run(
     import asyncio
     import logging
 
-    from central.config import ConfigError, load_config
     from central.service import serve
 
-    try:
-        cfg = load_config(config)
-    except ConfigError as e:
-        for line in e.lines:
-            typer.echo(line, err=True)
-        raise typer.Exit(2) from None
+    cfg = _load(config)
     logging.basicConfig(
         level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    if cfg.store.url is not None:
+        from central.store_pg import NotPorted
+
+        typer.echo(str(NotPorted()), err=True)
+        raise typer.Exit(2)
     try:
         code = asyncio.run(serve(cfg))
     except asyncio.CancelledError:
         code = 1  # a second signal: forced exit
     raise typer.Exit(code)
+
+
+def _load(config: Path) -> CentralConfig:
+    from central.config import ConfigError, load_config
+
+    try:
+        return load_config(config)
+    except ConfigError as e:
+        for line in e.lines:
+            typer.echo(line, err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def migrate(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="配置文件 / central.toml ([store])")
+    ] = None,
+    db: Annotated[
+        Path | None, typer.Option("--db", help="中心 SQLite 数据库 / central's SQLite database")
+    ] = None,
+    status_only: Annotated[
+        bool, typer.Option("--status", help="只显示版本，不升级 / show versions, change nothing")
+    ] = False,
+) -> None:
+    """数据库结构版本与升级 / show the database's schema version and upgrade it to the newest
+    (central does this itself at start)."""
+    from central import migrate as migrations
+
+    if (config is None) == (db is None):
+        typer.echo("请给出 --config 或 --db 之一 / give one of --config or --db", err=True)
+        raise typer.Exit(2)
+    target: str | Path
+    if db is not None:
+        target = db
+    else:
+        assert config is not None
+        store = _load(config).store
+        target = store.url if store.url is not None else store.path
+    shown = target if isinstance(target, Path) else target.split("@")[-1]  # no password shown
+    try:
+        before = migrations.status(target)
+        after = before if status_only else migrations.upgrade(target)
+    except Exception as e:  # the database's own error (unreachable, locked, not ours) for the user
+        typer.echo(f"数据库错误 / database error ({shown}): {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"数据库 / database: {shown}")
+    typer.echo(f"当前版本 / current: {before.current or '无 / none'}")
+    typer.echo(f"最新版本 / head: {after.head}")
+    if not status_only and after.current != before.current:
+        typer.echo(f"已升级到 / upgraded to: {after.current}")
+    elif before.up_to_date:
+        typer.echo("已是最新 / up to date")
 
 
 @app.command("check-config")
@@ -345,7 +398,7 @@ def audit_cmd(
         except ValueError as e:
             typer.echo(str(e), err=True)
             raise typer.Exit(2) from None
-    store = AccountStore(db)  # creates the table if central never ran: an empty log
+    store = AccountStore(db)  # migrates the file if central never ran: an empty log
     try:
         start = None if since is None else parse_since(since)
         _, rows = audit.list_audit(store.conn, audit.AuditFilter(user, action, start), limit, 0)

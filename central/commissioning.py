@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from central import auth
+from central import auth, migrate
 from central.commissioning_page import place_from_registry, render
 from central.http import error_response
 from central.tokens import token_hash
@@ -50,18 +50,6 @@ MAX_REPORT_BYTES = 64 * 1024
 MAX_LISTED = 100
 #: Seconds a request waits for central's database lock (ingest commits are short).
 DB_TIMEOUT_S = 10.0
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS commissioning_reports(
-  id INTEGER PRIMARY KEY,
-  node_id TEXT NOT NULL,
-  uploaded_at REAL NOT NULL,
-  ok INTEGER NOT NULL,
-  technician TEXT NOT NULL DEFAULT '',
-  report TEXT NOT NULL            -- the JSON as uploaded (validated)
-);
-CREATE INDEX IF NOT EXISTS commissioning_by_node ON commissioning_reports(node_id, id);
-"""
 
 _DUMPS = functools.partial(json.dumps, ensure_ascii=False)
 
@@ -81,13 +69,10 @@ def _error(
 def check_token(conn: sqlite3.Connection, token: str, node_id: str, now: float) -> None:
     """The token enrolled ``node_id`` less than :data:`UPLOAD_WINDOW_S` ago, or
     :class:`UploadRefused` (401 unknown, 403 another node or never used, 410 too late)."""
-    try:
-        row = conn.execute(
-            "SELECT used_at, used_by FROM enrol_tokens WHERE token_sha256 = ?",
-            (token_hash(token),),
-        ).fetchone()
-    except sqlite3.OperationalError:  # no token was ever created here
-        row = None
+    row = conn.execute(
+        "SELECT used_at, used_by FROM enrol_tokens WHERE token_sha256 = ?",
+        (token_hash(token),),
+    ).fetchone()
     if row is None:
         raise UploadRefused(
             401,
@@ -172,11 +157,10 @@ class ReportStore:
 
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
+        migrate.ensure(db_path)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.db_path, timeout=DB_TIMEOUT_S, isolation_level=None)
-        conn.executescript(SCHEMA)
-        return conn
+        return sqlite3.connect(self.db_path, timeout=DB_TIMEOUT_S, isolation_level=None)
 
     def upload(self, token: str, node_id: str, body: Any, now: float) -> int:
         report = validate_report(body, node_id)
@@ -209,14 +193,11 @@ class ReportStore:
         conn = self._connect()
         try:
             check_token(conn, token, node_id, now)
-            try:
-                row = conn.execute(
-                    "SELECT state, birth_seq, "
-                    "(SELECT count(*) FROM health WHERE node_id = ?) FROM nodes WHERE node_id = ?",
-                    (node_id, node_id),
-                ).fetchone()
-            except sqlite3.OperationalError:  # central has not created its tables yet
-                row = None
+            row = conn.execute(
+                "SELECT state, birth_seq, "
+                "(SELECT count(*) FROM health WHERE node_id = ?) FROM nodes WHERE node_id = ?",
+                (node_id, node_id),
+            ).fetchone()
         finally:
             conn.close()
         if row is None:

@@ -84,6 +84,12 @@ class StoreConfig(_Section):
     path: Path = Field(
         default=Path("central.db"), description="SQLite database file (WAL) / SQLite 数据库文件"
     )
+    url: str | None = Field(
+        default=None,
+        pattern=r"^postgres(ql)?://",
+        description="PostgreSQL instead of the SQLite file, e.g. postgresql://shilian@db/shilian "
+        "(docs/storage.md) / 使用 PostgreSQL 数据库（替代 SQLite 文件）",
+    )
 
 
 class HttpConfig(_Section):

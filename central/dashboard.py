@@ -290,14 +290,11 @@ def open_alarms(conn: sqlite3.Connection, code: str) -> int | None:
     except ImportError:
         return None
     low, high = code.ljust(12, "0"), code.ljust(12, "9")
-    try:
-        row = conn.execute(
-            "SELECT count(*) FROM events e WHERE e.priority = 'alarm' AND e.village BETWEEN ? AND ?"
-            " AND NOT EXISTS (SELECT 1 FROM alarm_acks a WHERE a.event_id = e.id)",
-            (low, high),
-        ).fetchone()
-    except sqlite3.OperationalError:  # the alarm table is created when the alarm app starts
-        return 0
+    row = conn.execute(
+        "SELECT count(*) FROM events e WHERE e.priority = 'alarm' AND e.village BETWEEN ? AND ?"
+        " AND NOT EXISTS (SELECT 1 FROM alarm_acks a WHERE a.event_id = e.id)",
+        (low, high),
+    ).fetchone()
     return int(row[0])
 
 

@@ -46,12 +46,6 @@ MAX_TOWNSHIPS = 5000
 #: Deepest level snapshotted: 4 township (3 county when the scope has too many townships).
 TOWNSHIP_LEVEL = 4
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS coverage_daily(day TEXT NOT NULL, code TEXT NOT NULL,
-  villages INTEGER NOT NULL, provisioned INTEGER NOT NULL, covered INTEGER NOT NULL,
-  taken REAL NOT NULL, source TEXT NOT NULL, PRIMARY KEY(code, day));
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class DayRow:
@@ -207,7 +201,6 @@ class HistoryStore:
 
     def __init__(self, path: Path) -> None:
         self.conn = connect(path)
-        self.conn.executescript(SCHEMA)
 
     def close(self) -> None:
         self.conn.close()
@@ -259,14 +252,11 @@ def read_days(
 ) -> dict[str, dict[str, DayRow]]:
     """``{code: {iso day: row}}`` for ``codes`` between ``first`` and ``last`` inclusive."""
     out: dict[str, dict[str, DayRow]] = {c: {} for c in codes}
-    try:
-        rows = conn.execute(
-            "SELECT day, code, villages, provisioned, covered, taken, source FROM coverage_daily"
-            f" WHERE code IN ({','.join('?' * len(codes))}) AND day BETWEEN ? AND ?",
-            [*codes, first.isoformat(), last.isoformat()],
-        ).fetchall()
-    except sqlite3.OperationalError:  # no table yet: central has not written history
-        return out
+    rows = conn.execute(
+        "SELECT day, code, villages, provisioned, covered, taken, source FROM coverage_daily"
+        f" WHERE code IN ({','.join('?' * len(codes))}) AND day BETWEEN ? AND ?",
+        [*codes, first.isoformat(), last.isoformat()],
+    ).fetchall()
     for r in rows:
         row = DayRow(*(tuple(r)))
         out[row.code][row.day] = row

@@ -12,13 +12,6 @@ from typing import Any
 from central.store import connect
 from wire.meeting import Call, EndReason
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meetings(session TEXT PRIMARY KEY, node TEXT NOT NULL,
-  village TEXT NOT NULL, camera TEXT, user TEXT, started REAL NOT NULL, answered REAL,
-  ended REAL, end_reason TEXT, detail TEXT NOT NULL DEFAULT '', stats TEXT NOT NULL DEFAULT '{}');
-CREATE INDEX IF NOT EXISTS meetings_village ON meetings(village, started);
-"""
-
 #: Records without an end read at a start: more than central's calls at once (256) several
 #: crashes over; older ones are left for the next start.
 MAX_UNFINISHED = 1024
@@ -30,7 +23,6 @@ class MeetingStore:
 
     def __init__(self, path: Path) -> None:
         self.conn = connect(path)
-        self.conn.executescript(SCHEMA)
 
     def close(self) -> None:
         self.conn.close()

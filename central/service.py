@@ -101,6 +101,15 @@ class CentralService:
 
     async def run(self) -> None:
         cfg = self.cfg
+        if cfg.store.url is not None:
+            from central.store_pg import NotPorted
+
+            raise NotPorted  # before anything is opened or listens
+        from central import migrate
+
+        # before any route or ingest: every module uses the tables this makes
+        version = await asyncio.to_thread(migrate.ensure, cfg.store.path)
+        log.info("数据库版本 / database schema at version %s", version)
         self.store = store = SqliteStore(cfg.store.path)
         #: One thread for the store's commits (one connection, one writer).
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="central-commit")

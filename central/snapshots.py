@@ -35,14 +35,6 @@ MAX_PER_ALARM = 8
 #: at a few dozen alarms a day. Older alarms keep their event rows, without pictures.
 MAX_TOTAL = 5000
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS snapshots(id INTEGER PRIMARY KEY, node_id TEXT NOT NULL,
-  village TEXT NOT NULL, alarm_boot_id TEXT NOT NULL, alarm_seq INTEGER NOT NULL,
-  camera TEXT NOT NULL, zone INTEGER NOT NULL, taken_ts REAL NOT NULL, recv_ts REAL NOT NULL,
-  width INTEGER NOT NULL, height INTEGER NOT NULL, jpeg BLOB NOT NULL,
-  UNIQUE(node_id, alarm_boot_id, alarm_seq, camera));
-"""
-
 OUTCOMES = ("stored", "refused", "over_alarm_bound")
 
 
@@ -89,12 +81,11 @@ def split_event(row: EventRow) -> tuple[EventRow, SnapshotRow | None]:
 
 
 class SnapshotIntake:
-    """Owns table ``snapshots`` on the store's writer connection (used by the service's
+    """Writes table ``snapshots`` on the store's writer connection (used by the service's
     writer only, between the store's stage and commit)."""
 
     def __init__(self, conn: sqlite3.Connection, registry: CollectorRegistry) -> None:
         self.conn = conn
-        conn.executescript(SCHEMA)
         self.counts = Counter(
             "shilian_snapshots",
             "报警抓拍入库结果 / alarm snapshots received, by outcome",

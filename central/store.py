@@ -1,19 +1,24 @@
-"""Central's storage: SQLite (WAL) behind the small :class:`Store` protocol, so that PostgreSQL
-can follow.
+"""Central's storage behind the small :class:`Store` protocol: SQLite (WAL), the embedded default,
+here; PostgreSQL in :mod:`central.store_pg`. Both run the same SQL (portable: upserts with
+``ON CONFLICT``, no date functions) on the tables :mod:`central.schema` defines and
+:mod:`central.migrate` creates.
 
-Durability: :meth:`SqliteStore.apply` commits a whole batch in one transaction with
-``synchronous=FULL``; the link acknowledges a batch's messages to the broker (PUBACK) only after
-it returns, so whatever central acknowledged survives a crash or a power cut, and whatever it did
-not is redelivered by the broker (central's MQTT session is persistent) and deduplicated.
+Durability: :meth:`SqlStore.apply` commits a whole batch in one transaction (SQLite with
+``synchronous=FULL``; PostgreSQL: :mod:`central.store_pg`); the link acknowledges a batch's
+messages to the broker (PUBACK) only after it returns, so whatever central acknowledged survives
+a crash or a power cut, and whatever it did not is redelivered by the broker (central's MQTT
+session is persistent) and deduplicated.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
+
+from central import migrate
 
 #: Recent health reports kept per node (about an hour at the default 30 s interval); older rows
 #: are pruned in the same transaction that adds new ones.
@@ -21,39 +26,6 @@ HEALTH_KEEP_PER_NODE = 120
 
 #: How long a writer waits for a reader's lock before failing (readers are short API queries).
 BUSY_TIMEOUT_MS = 5000
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS nodes(
-  node_id TEXT PRIMARY KEY, village TEXT NOT NULL, county TEXT NOT NULL,
-  state TEXT NOT NULL, state_since REAL NOT NULL, state_reason TEXT NOT NULL,
-  boot_id TEXT, birth_seq INTEGER NOT NULL DEFAULT 0,
-  health_interval_s REAL NOT NULL, sw_version TEXT NOT NULL DEFAULT '',
-  first_seen REAL NOT NULL, last_seen REAL NOT NULL,
-  last_health TEXT);
-CREATE INDEX IF NOT EXISTS nodes_village ON nodes(village);
-CREATE INDEX IF NOT EXISTS nodes_county ON nodes(county);
-CREATE TABLE IF NOT EXISTS state_history(id INTEGER PRIMARY KEY, node_id TEXT NOT NULL,
-  state TEXT NOT NULL, start REAL NOT NULL, end REAL, reason TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS state_history_node ON state_history(node_id, start);
-CREATE INDEX IF NOT EXISTS state_history_open ON state_history(node_id) WHERE end IS NULL;
-CREATE TABLE IF NOT EXISTS health(id INTEGER PRIMARY KEY, node_id TEXT NOT NULL, ts REAL NOT NULL,
-  recv_ts REAL NOT NULL, body TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS health_node ON health(node_id, id);
-CREATE TABLE IF NOT EXISTS devices(node_id TEXT NOT NULL, device_id TEXT NOT NULL,
-  kind TEXT NOT NULL, state TEXT NOT NULL, name TEXT, ts REAL NOT NULL,
-  detail TEXT NOT NULL DEFAULT '{}', removed INTEGER NOT NULL DEFAULT 0,
-  PRIMARY KEY(node_id, device_id));
-CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, node_id TEXT NOT NULL,
-  village TEXT NOT NULL, boot_id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL,
-  recv_ts REAL NOT NULL, priority TEXT NOT NULL, kind TEXT NOT NULL, device TEXT,
-  data TEXT NOT NULL, UNIQUE(node_id, boot_id, seq));
-CREATE INDEX IF NOT EXISTS events_node_ts ON events(node_id, ts);
-CREATE INDEX IF NOT EXISTS events_village_ts ON events(village, ts);
-CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
-CREATE TABLE IF NOT EXISTS gaps(node_id TEXT NOT NULL, boot_id TEXT NOT NULL,
-  first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, detected REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS gaps_node ON gaps(node_id, boot_id);
-"""
 
 
 @dataclass(slots=True)
@@ -183,7 +155,9 @@ class Store(Protocol):
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """A connection with central's pragmas (WAL, durable commits)."""
+    """A connection with central's pragmas (WAL, durable commits) to the database at ``path``,
+    brought to the newest schema first (central.migrate)."""
+    migrate.ensure(path)
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA journal_mode=WAL")
@@ -191,32 +165,37 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-class SqliteStore:
-    """The default store. Not thread-safe: one writer at a time (the service serialises)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.conn = connect(path)
-        self.conn.executescript(SCHEMA)
+class SqlStore:
+    """The store's logic over a DB-API connection in autocommit mode, which the subclasses open:
+    transactions are explicit ``BEGIN``/``COMMIT``. Not thread-safe: one writer at a time (the
+    service serialises). SQL is written with ``?`` placeholders; :meth:`_sql` adapts them."""
 
     def close(self) -> None:
-        self.conn.close()
+        raise NotImplementedError
+
+    def _sql(self, sql: str) -> str:
+        return sql
+
+    def _exec(self, sql: str, params: Sequence[object] = ()) -> Iterable[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        raise NotImplementedError
 
     def load(self) -> Snapshot:
-        c = self.conn
         nodes = {
             r[0]: NodeRow(*r)
-            for r in c.execute(
+            for r in self._exec(
                 "SELECT node_id, village, county, state, state_since, state_reason, boot_id,"
                 " birth_seq, health_interval_s, sw_version, first_seen, last_seen FROM nodes"
             )
         }
         seqs: dict[tuple[str, str], SeqState] = {}
-        for node_id, boot_id, high in c.execute(
+        for node_id, boot_id, high in self._exec(
             "SELECT node_id, boot_id, MAX(seq) FROM events GROUP BY node_id, boot_id"
         ):
             seqs[(node_id, boot_id)] = SeqState(high)
-        for node_id, boot_id, first, last, detected in c.execute(
+        for node_id, boot_id, first, last, detected in self._exec(
             "SELECT node_id, boot_id, first_seq, last_seq, detected FROM gaps ORDER BY first_seq"
         ):
             seqs.setdefault((node_id, boot_id), SeqState()).gaps.append((first, last, detected))
@@ -233,63 +212,91 @@ class SqliteStore:
         fsync then overlaps with parsing the next messages); nothing else may use the
         connection meanwhile."""
         try:
-            self.conn.execute("COMMIT")
+            self._exec("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._exec("ROLLBACK")
             raise
 
     def stage(self, writes: Sequence[Write]) -> None:
         """Write ``writes`` in order inside a new transaction, left open for :meth:`commit`;
         rolled back if any write fails."""
-        c = self.conn
+        sql = self._sql
         events: list[EventRow] = []
         health_nodes: set[str] = set()
-        c.execute("BEGIN")
+        self._exec("BEGIN")
         try:
             for w in writes:
                 if isinstance(w, EventRow):
                     events.append(w)
                 elif isinstance(w, NodeRow):
-                    c.execute(_UPSERT_NODE, _node_params(w))
+                    self._exec(sql(_UPSERT_NODE), _node_params(w))
                 elif isinstance(w, HealthRow):
-                    c.execute(
-                        "INSERT INTO health(node_id, ts, recv_ts, body) VALUES (?,?,?,?)",
+                    self._exec(
+                        sql("INSERT INTO health(node_id, ts, recv_ts, body) VALUES (?,?,?,?)"),
                         (w.node_id, w.ts, w.recv_ts, w.body),
                     )
                     health_nodes.add(w.node_id)
                 elif isinstance(w, IntervalRow):
-                    c.execute(
-                        "UPDATE state_history SET end=? WHERE node_id=? AND end IS NULL",
+                    # "end" is a reserved word in PostgreSQL
+                    self._exec(
+                        sql('UPDATE state_history SET "end"=? WHERE node_id=? AND "end" IS NULL'),
                         (w.start, w.node_id),
                     )
-                    c.execute(
-                        "INSERT INTO state_history(node_id, state, start, reason) VALUES (?,?,?,?)",
+                    self._exec(
+                        sql(
+                            "INSERT INTO state_history(node_id, state, start, reason)"
+                            " VALUES (?,?,?,?)"
+                        ),
                         (w.node_id, w.state, w.start, w.reason),
                     )
                 elif isinstance(w, GapsRow):
-                    c.execute(
-                        "DELETE FROM gaps WHERE node_id=? AND boot_id=?", (w.node_id, w.boot_id)
+                    self._exec(
+                        sql("DELETE FROM gaps WHERE node_id=? AND boot_id=?"),
+                        (w.node_id, w.boot_id),
                     )
-                    c.executemany(
-                        "INSERT INTO gaps VALUES (?,?,?,?,?)",
-                        [(w.node_id, w.boot_id, a, b, d) for a, b, d in w.gaps],
-                    )
+                    if w.gaps:
+                        self._many(
+                            sql(
+                                "INSERT INTO gaps(node_id, boot_id, first_seq, last_seq,"
+                                " detected) VALUES (?,?,?,?,?)"
+                            ),
+                            [(w.node_id, w.boot_id, a, b, d) for a, b, d in w.gaps],
+                        )
                 else:
-                    c.execute(_UPSERT_DEVICE, _device_params(w))
+                    self._exec(sql(_UPSERT_DEVICE), _device_params(w))
             if events:
                 # The in-memory dedupe decides; the UNIQUE key is the backstop (and only the
                 # key: OR IGNORE would also swallow NOT NULL violations).
-                c.executemany(
-                    "INSERT INTO events(node_id, village, boot_id, seq, ts, recv_ts,"
-                    " priority, kind, device, data) VALUES (?,?,?,?,?,?,?,?,?,?)"
-                    " ON CONFLICT(node_id, boot_id, seq) DO NOTHING",
+                self._many(
+                    sql(
+                        "INSERT INTO events(node_id, village, boot_id, seq, ts, recv_ts,"
+                        " priority, kind, device, data) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                        " ON CONFLICT(node_id, boot_id, seq) DO NOTHING"
+                    ),
                     events,
                 )
             for node_id in health_nodes:
-                c.execute(_PRUNE_HEALTH, (node_id, node_id, HEALTH_KEEP_PER_NODE))
+                self._exec(sql(_PRUNE_HEALTH), (node_id, node_id, HEALTH_KEEP_PER_NODE))
         except BaseException:
-            c.execute("ROLLBACK")
+            self._exec("ROLLBACK")
             raise
+
+
+class SqliteStore(SqlStore):
+    """The embedded default: one SQLite file, brought to the newest schema when opened."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = connect(path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _exec(self, sql: str, params: Sequence[object] = ()) -> Iterable[tuple[Any, ...]]:
+        return self.conn.execute(sql, params)
+
+    def _many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        self.conn.executemany(sql, rows)
 
 
 _UPSERT_NODE = """
@@ -306,10 +313,10 @@ _UPSERT_DEVICE = """
 INSERT INTO devices(node_id, device_id, kind, state, name, ts, detail, removed)
 VALUES (?,?,?,?,?,?,?,?)
 ON CONFLICT(node_id, device_id) DO UPDATE SET
-  kind=CASE WHEN excluded.removed THEN devices.kind ELSE excluded.kind END,
-  state=CASE WHEN excluded.removed THEN devices.state ELSE excluded.state END,
-  name=CASE WHEN excluded.removed THEN devices.name ELSE excluded.name END,
-  detail=CASE WHEN excluded.removed THEN devices.detail ELSE excluded.detail END,
+  kind=CASE WHEN excluded.removed <> 0 THEN devices.kind ELSE excluded.kind END,
+  state=CASE WHEN excluded.removed <> 0 THEN devices.state ELSE excluded.state END,
+  name=CASE WHEN excluded.removed <> 0 THEN devices.name ELSE excluded.name END,
+  detail=CASE WHEN excluded.removed <> 0 THEN devices.detail ELSE excluded.detail END,
   ts=excluded.ts, removed=excluded.removed
 """
 

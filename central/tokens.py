@@ -20,7 +20,9 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from central import migrate
 from wire import valid_node_id
 
 #: Random bytes per token: 256 bits, unguessable even with the 401 answer as an oracle.
@@ -37,19 +39,6 @@ MAX_TOKEN_LEN = 128
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 _TTL_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS enrol_tokens(
-  token_sha256 TEXT PRIMARY KEY,
-  target TEXT NOT NULL,          -- a node id, or a 12-digit village code
-  created_at REAL NOT NULL,
-  expires_at REAL NOT NULL,
-  used_at REAL,
-  used_by TEXT                   -- the node id enrolled with it
-);
-"""
-#: Added after the first release: databases made before it gain the column at open.
-_MIGRATIONS = ("ALTER TABLE enrol_tokens ADD COLUMN revoked_at REAL",)
 
 
 class TokenError(Exception):
@@ -118,13 +107,9 @@ class TokenStore:
     def __init__(self, conn: sqlite3.Connection, clock: Callable[[], float] = time.time) -> None:
         self.conn = conn
         self.clock = clock
-        with conn:
-            conn.executescript(SCHEMA)
-        have = {str(r[1]) for r in conn.execute("PRAGMA table_info(enrol_tokens)")}
-        for statement in _MIGRATIONS:
-            if statement.split()[-2] not in have:
-                with conn:
-                    conn.execute(statement)
+        db = conn.execute("PRAGMA database_list").fetchone()[2]
+        if db:  # a file: opened by a tool before central upgraded it, perhaps
+            migrate.ensure(Path(db))
 
     def create(self, target: str, ttl_s: float) -> str:
         """A new token for ``target`` (node id or 12-digit village code); only its hash is kept."""

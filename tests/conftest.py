@@ -9,6 +9,7 @@ import pytest
 from hypothesis import settings
 
 from shilian.broker import Mosquitto
+from tests.postgres import scratch_database
 
 
 @pytest.fixture
@@ -27,3 +28,10 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 # Shared, noisy machines: no per-example deadline (timings are for bench/, not tests).
 settings.register_profile("shilian", deadline=None, max_examples=200)
 settings.load_profile("shilian")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database (tests/postgres.py), dropped after the test."""
+    with scratch_database() as url:
+        yield url

@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 
 import wire
+from central import migrate
 from central.app import make_app
 from central.commands import CommandClient, CommandError
 from central.coverage import CoverageIndex
@@ -32,35 +33,14 @@ V2 = "450102001004"
 V3 = "450103001005"  # 青秀区
 BOOT = "0" * 31 + "1"
 
-SCHEMA = """
-CREATE TABLE nodes(node_id TEXT PRIMARY KEY, village TEXT NOT NULL, county TEXT NOT NULL,
-  state TEXT NOT NULL, state_since REAL NOT NULL, state_reason TEXT NOT NULL, boot_id TEXT,
-  birth_seq INTEGER NOT NULL DEFAULT 0, health_interval_s REAL NOT NULL,
-  sw_version TEXT NOT NULL DEFAULT '', first_seen REAL NOT NULL, last_seen REAL NOT NULL,
-  last_health TEXT);
-CREATE TABLE state_history(id INTEGER PRIMARY KEY, node_id TEXT NOT NULL, state TEXT NOT NULL,
-  start REAL NOT NULL, end REAL, reason TEXT NOT NULL);
-CREATE TABLE health(id INTEGER PRIMARY KEY, node_id TEXT NOT NULL, ts REAL NOT NULL,
-  recv_ts REAL NOT NULL, body TEXT NOT NULL);
-CREATE TABLE devices(node_id TEXT NOT NULL, device_id TEXT NOT NULL, kind TEXT NOT NULL,
-  state TEXT NOT NULL, name TEXT, ts REAL NOT NULL, detail TEXT NOT NULL DEFAULT '{}',
-  removed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(node_id, device_id));
-CREATE TABLE events(id INTEGER PRIMARY KEY, node_id TEXT NOT NULL, village TEXT NOT NULL,
-  boot_id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL, recv_ts REAL NOT NULL,
-  priority TEXT NOT NULL, kind TEXT NOT NULL, device TEXT, data TEXT NOT NULL,
-  UNIQUE(node_id, boot_id, seq));
-CREATE TABLE gaps(node_id TEXT NOT NULL, boot_id TEXT NOT NULL, first_seq INTEGER NOT NULL,
-  last_seq INTEGER NOT NULL, detected REAL NOT NULL);
-"""
-
 
 class Writer:
     """Test-only rows in the shared schema (WAL, like central.store)."""
 
     def __init__(self, path: Path) -> None:
+        migrate.upgrade(path)  # central's own schema, as central makes it at start
         self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.executescript(SCHEMA)
 
     def node(self, node_id: str, state: str, since: float = 100.0) -> None:
         village = node_id[:12]
@@ -401,8 +381,9 @@ async def test_metrics_healthz_and_json_for_everything_else(api: Api) -> None:
 
 
 async def test_a_bug_is_a_json_500(tmp_path: Path) -> None:
-    sqlite3.connect(tmp_path / "empty.db").close()  # no tables: every read fails
-    password = add_user(tmp_path / "empty.db", "admin", "admin")  # only the account tables
+    password = add_user(tmp_path / "empty.db", "admin", "admin")
+    with sqlite3.connect(tmp_path / "empty.db") as broken:
+        broken.execute("DROP TABLE nodes")  # every read of the node list fails
     ctx = ApiContext(
         tmp_path / "empty.db",
         NANNING,

@@ -67,9 +67,6 @@ def _seed(db: Path, now: float) -> None:
             )
             rows.append(IntervalRow(node, "offline", old, "will"))
         store.apply(rows)
-        from central.commissioning import SCHEMA
-
-        store.conn.executescript(SCHEMA)
         report = {"node_id": ONLINE[0], "ok": True, "started_at": now - 86400, "steps": []}
         store.conn.execute(
             "INSERT INTO commissioning_reports(node_id, uploaded_at, ok, technician, report)"
