@@ -8,7 +8,7 @@ import asyncio
 
 from aiohttp import web
 
-from central import alarms, api, auth, browser_guard, user_routes, views
+from central import alarms, api, auth, browser_guard, openapi, user_routes, views
 from central.http import CTX, MAX_BODY_BYTES, READS, ApiContext, json_errors
 
 
@@ -31,4 +31,5 @@ def make_app(ctx: ApiContext) -> web.Application:
     api.add_routes(app)
     alarms.add_routes(app)
     user_routes.add_routes(app)
+    openapi.add_routes(app)
     return app

@@ -243,7 +243,7 @@ class CentralService:
             auth=self.cfg.auth,
             devices=self.devices,
         )
-        app = make_app(ctx)
+        self.http_app = app = make_app(ctx)
         from central.dashboard import add_routes as add_dashboard_routes
 
         add_dashboard_routes(app, self.live)
