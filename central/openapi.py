@@ -138,7 +138,7 @@ OPERATIONS: Mapping[tuple[str, str], Op] = {
         response=_obj("limit", "events", events=_OBJS),
     ),
     ("GET", "/metrics"): Op("Prometheus metrics / 指标", media="text/plain"),
-    ("GET", "/healthz"): Op("Liveness / 存活检查", response=_obj("ok")),
+    ("GET", "/healthz"): Op("Liveness / 存活检查", response=_obj("status", "scope")),
     # -- alarms ----------------------------------------------------------------------------------
     ("GET", "/api/v1/alarms"): Op(
         "Alarms / 报警",

@@ -108,7 +108,11 @@ class Proc:
 
 
 class Central(Proc):
-    def __init__(self, workdir: Path, broker_port: int, scope: str = "4501") -> None:
+    def __init__(
+        self, workdir: Path, broker_port: int, scope: str = "4501", extra_conf: str = ""
+    ) -> None:
+        """``extra_conf``: TOML appended to the generated central.toml, right after its
+        ``[http]`` keys (more ``[http]`` keys first, then other sections)."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.http_port = free_port()
         self.api = f"http://127.0.0.1:{self.http_port}"
@@ -119,7 +123,7 @@ class Central(Proc):
             f'[store]\npath = "{workdir / "central.sqlite3"}"\n'
             f'[registry]\ndefault_scope = "{scope}"\n'
             f'[broker]\nhost = "127.0.0.1"\nport = {broker_port}\nclient_id = "central-e2e"\n'
-            f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\n',
+            f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\n' + extra_conf,
             encoding="utf-8",
         )
         super().__init__(
