@@ -277,7 +277,9 @@ class CentralService:
             add_enrol_routes(app, self.cfg.ca, self.cfg.store.path, self.clock)
         from central import http_server
 
-        runner = http_server.runner(app, access_log=None)
+        runner = http_server.runner(
+            app, access_log=None, keepalive_timeout=self.cfg.http.idle_timeout_s
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.cfg.http.host, self.cfg.http.port)
         try:

@@ -7,6 +7,7 @@ database before the first start and logs in after each start; :func:`add_user` a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -15,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -173,6 +174,17 @@ class Central(Proc):
     def events(self, node_id: str) -> list[dict[str, Any]]:
         ev: list[dict[str, Any]] = self.get(f"/api/v1/events?node={node_id}&limit=1000")["events"]
         return ev
+
+
+@contextlib.contextmanager
+def running_central(workdir: Path, broker_port: int, extra_conf: str = "") -> Iterator[Central]:
+    """A started :class:`Central` process, killed on exit."""
+    c = Central(workdir, broker_port, extra_conf=extra_conf)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.close()
 
 
 class Edge(Proc):

@@ -1,0 +1,83 @@
+"""Slowloris against a running ``shilian central run`` process: many connections send a request
+head one byte at a time and never finish it. Legitimate requests keep being answered meanwhile,
+each slow connection is closed ``[http] idle_timeout_s`` after it opened (however many bytes it
+trickles), and the cuts are counted in /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shilian.broker import Mosquitto
+from tests.processes import Central, running_central
+
+pytestmark = pytest.mark.slow
+
+LONG = bool(os.environ.get("SHILIAN_RELIABILITY"))
+SLOW_CLIENTS = 600 if LONG else 150
+IDLE_TIMEOUT_S = 2.0
+#: A byte every this often: far inside the timeout, so only the whole-request bound cuts it.
+TRICKLE_S = 0.25
+#: Allowed lateness of a cut on a shared, noisy machine (the bound is the timeout itself).
+SLACK_S = 3.0
+
+
+@pytest.fixture
+def central(broker: Mosquitto, tmp_path: Path) -> Iterator[Central]:
+    conf = f"idle_timeout_s = {IDLE_TIMEOUT_S}\n"
+    with running_central(tmp_path / "central", broker.port, conf) as c:
+        yield c
+
+
+async def _slow_client(port: int) -> float:
+    """Trickle a request head that never ends; return how long the server kept the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    opened = time.monotonic()
+    head = b"GET /healthz HTTP/1.1\r\nHost: central\r\nX-Padding: " + b"a" * 10_000
+    try:
+        for byte in head:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            try:
+                if await asyncio.wait_for(reader.read(1), TRICKLE_S) == b"":
+                    break  # closed by the server
+            except TimeoutError:
+                continue
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+    return time.monotonic() - opened
+
+
+def _cut_count(central: Central) -> float:
+    with urllib.request.urlopen(central.api + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith('shilian_http_connections_cut_total{reason="incomplete_request"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_slow_request_heads_are_cut_and_real_requests_served(central: Central) -> None:
+    slow = [asyncio.create_task(_slow_client(central.http_port)) for _ in range(SLOW_CLIENTS)]
+    served = 0
+    deadline = time.monotonic() + IDLE_TIMEOUT_S * 2
+    while time.monotonic() < deadline or not all(t.done() for t in slow):
+        body = await asyncio.to_thread(central.get, "/healthz")
+        assert body["status"] == "ok"
+        served += 1
+        await asyncio.sleep(0.1)
+        assert time.monotonic() < deadline + IDLE_TIMEOUT_S + SLACK_S * 4, "slow clients not cut"
+    held = [t.result() for t in slow]
+    assert served >= 10
+    assert max(held) <= IDLE_TIMEOUT_S + SLACK_S, sorted(held)[-5:]
+    assert min(held) >= IDLE_TIMEOUT_S * 0.9  # by the timeout, not refused at once
+    assert _cut_count(central) >= SLOW_CLIENTS
+    assert central.p is not None and central.p.poll() is None
