@@ -6,12 +6,14 @@ then it is a guest. The rules (docs/panels.md):
 
 - at most :data:`MAX_PER_ADDRESS` connections from one address (one panel needs one, a few
   overlap while it reconnects): more are refused;
-- at most :data:`MAX_CONNECTIONS` in all; when full, the guest connected longest is evicted
-  for the newcomer, so idle clients cannot hold every slot. Age, not silence: a client
-  trickling a byte at a time always looks less silent than a panel that sent its whole report
-  at once, but cannot make its connection younger. A guest whose complete frame is being
-  stored is never evicted (a panel about to be ACKed); when no guest can be evicted the
-  newcomer is refused;
+- at most :data:`MAX_CONNECTIONS` in all; when full, a guest is evicted for the newcomer, so
+  idle clients cannot hold every slot: the oldest guest of the address holding the most
+  slots. A panel uses one connection from its own address, so clients that reconnect as fast
+  as they are cut (each newcomer evicting another) take each other's slots first; and age,
+  not silence, since a client trickling a byte at a time always looks less silent than a
+  panel that sent its whole report at once, but cannot make its connection younger. A guest
+  whose complete frame is being stored is never evicted (a panel about to be ACKed); when no
+  guest can be evicted the newcomer is refused;
 - a guest that has no frame ACKed within :data:`GUEST_TIMEOUT_S` of connecting is closed, and a
   proven connection silent for :data:`IDLE_TIMEOUT_S` (a half-open TCP connection).
 
@@ -99,7 +101,8 @@ class SlotTable:
             first = self._spell("total")
             if not guests:
                 return Admission(None, cap="total", first_of_spell=first)
-            evict = min(guests, key=lambda s: s.opened)
+            held = self._per_address
+            evict = max(guests, key=lambda s: (held[s.peer], -s.opened))
             self.release(evict)
         else:
             self._spells.discard("total")

@@ -38,3 +38,10 @@ def test_the_oldest_guest_is_evicted_however_recently_it_trickled() -> None:
     assert slow is not None and panel is not None
     t.heard(slow, 1.5, acked=False)  # one more trickled byte
     assert t.admit("10.0.0.2", 1.6).evict is slow
+
+
+def test_the_address_holding_most_slots_loses_one_first() -> None:
+    t = SlotTable(SlotLimits(max_connections=3, max_per_address=4))
+    panel = t.admit("10.0.0.9", 0.0).slot  # the oldest, alone on its address
+    churn = [t.admit("10.0.0.1", 1.0 + i).slot for i in range(2)]
+    assert t.admit("10.0.0.1", 5.0).evict is churn[0] and panel is not None
