@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -174,6 +175,15 @@ class Central(Proc):
     def events(self, node_id: str) -> list[dict[str, Any]]:
         ev: list[dict[str, Any]] = self.get(f"/api/v1/events?node={node_id}&limit=1000")["events"]
         return ev
+
+
+def record_result(fault: str, **figures: float) -> None:
+    """One row of figures for docs/reliability.md, when ``make reliability`` collects them
+    (SHILIAN_RELIABILITY_RESULTS names the file; bench/faults/report.py renders it)."""
+    path = os.environ.get("SHILIAN_RELIABILITY_RESULTS")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"fault": fault, **figures}) + "\n")
 
 
 @contextlib.contextmanager

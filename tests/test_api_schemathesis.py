@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 
 LONG = bool(os.environ.get("SHILIAN_RELIABILITY"))
 #: Examples per operation: ~60 operations, so the short form stays near a minute.
-EXAMPLES = 300 if LONG else 6
+EXAMPLES = 100 if LONG else 6
 MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE] if LONG else [GenerationMode.POSITIVE]
 #: Not called: the live stream never ends (its limits: tests/test_live_limits.py), and logging
 #: out would end the bearer session the run uses.

@@ -23,13 +23,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from shilian.broker import Mosquitto
-from tests.processes import Central, Edge, running_central, wait_for
+from tests.processes import Central, Edge, record_result, running_central, wait_for
 from wire import MAX_PAYLOAD_BYTES, Topics
 
 pytestmark = pytest.mark.slow
 
 LONG = bool(os.environ.get("SHILIAN_RELIABILITY"))
-RESULTS = os.environ.get("SHILIAN_RELIABILITY_RESULTS")
 GOOD_EVENTS = 1000 if LONG else 200  # central's event list answers up to 1,000 at once
 ROUNDS = 2500 if LONG else 300  # per client; one round is one message of each bad kind
 CLIENTS = 4
@@ -169,14 +168,11 @@ def test_garbage_at_volume_is_counted_and_no_good_event_is_lost(
     assert sorted(stored) == sorted(good) and len(set(stored)) == len(stored)
     assert central.p is not None and central.p.poll() is None
     assert central.get("/healthz")["status"] == "ok"
-    if RESULTS:
-        with open(RESULTS, "a", encoding="utf-8") as f:
-            row = {
-                "fault": "hostile_mqtt",
-                "garbage_messages": garbage,
-                "garbage_per_s": round(garbage / elapsed),
-                "good_events": len(good),
-                "lost": len(good) - len(set(stored)),
-                "duplicated": len(stored) - len(set(stored)),
-            }
-            f.write(json.dumps(row) + "\n")
+    record_result(
+        "hostile_mqtt",
+        garbage_messages=garbage,
+        garbage_per_s=round(garbage / elapsed),
+        good_events=len(good),
+        lost=len(set(good) - set(stored)),
+        duplicated=len(stored) - len(set(stored)),
+    )

@@ -15,7 +15,7 @@ import pytest
 
 from firmware_bridge import sia_dc09 as sia
 from shilian.broker import Mosquitto, free_port
-from tests.processes import Edge
+from tests.processes import Edge, record_result
 from tests.test_edge_sia import _metrics, metric
 
 pytestmark = pytest.mark.slow
@@ -136,3 +136,12 @@ async def test_slow_frames_are_cut_and_panels_answered(broker: Mosquitto, tmp_pa
     assert metric(m, "shilian_edge_sia_connections_total", outcome="guest_timeout", **dev) > 0
     assert cut >= len(held)
     assert metric(m, "shilian_edge_sia_frames_total", outcome="ack", **dev) == len(answers) + 1
+    record_result(
+        "slowloris_sia",
+        slow_clients=SLOW_CLIENTS,
+        slow_connections=len(held),
+        panel_reports=len(answers),
+        panel_retransmissions=sum(attempts) - len(attempts),
+        max_held_s=round(max(held), 2),
+        lost=0,
+    )
