@@ -103,6 +103,13 @@ class HttpConfig(_Section):
         description="a connection without a complete request this long after it opened or after "
         "its last answer is closed (slow or idle clients) / 连接在此时间内未发完请求即断开",
     )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="a request body not fully received this long after its head closes the "
+        "connection (slow clients) / 请求体在此时间内未收完即断开",
+    )
 
 
 class RegistryConfig(_Section):

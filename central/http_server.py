@@ -13,9 +13,10 @@ Slow clients (slowloris): aiohttp closes a connection that has no complete reque
 ``keepalive_timeout`` seconds after it opened or after its last answer, however many bytes
 trickle in meanwhile (the timer is not moved by received data). Central sets that timeout from
 ``[http] idle_timeout_s`` and counts each connection so closed in
-``shilian_http_connections_cut_total{reason}``: ``incomplete_request`` when bytes of a request
-had arrived, ``idle`` when none had. The count relies on ``RequestHandler._process_keepalive``
-and ``_force_close`` (tests/test_slowloris.py fails if they change).
+``shilian_http_connections_cut_total{reason}`` (central.slow_clients): ``incomplete_request``
+when bytes of a request had arrived, ``idle`` when none had. The count relies on
+``RequestHandler._process_keepalive`` and ``_force_close`` (tests/test_slowloris.py fails if
+they change).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from central.browser_guard import SECURITY_HEADERS
-from central.http import CTX, error_response
+from central.http import error_response
+from central.slow_clients import CUTS
 
 log = logging.getLogger("shilian.central.http")
 
@@ -53,16 +55,17 @@ class _JsonErrorHandler(RequestHandler):
 
     def _process_keepalive(self) -> None:
         was_open = not self._force_close
+        peer = self.transport.get_extra_info("peername") if self.transport else None
         super()._process_keepalive()
         if was_open and self._force_close:
             reason = "incomplete_request" if self._pending else "idle"
             cut = getattr(self._manager, "cut", None)
             if cut is not None:
                 cut.labels(reason).inc()
-            if self._pending:
-                log.info(
+            if self._pending:  # counted above; one line each only when debugging: a flood is many
+                log.debug(
                     "http: %s closed: no complete request within the idle timeout (%d bytes)",
-                    self.transport.get_extra_info("peername") if self.transport else "?",
+                    peer,
                     self._pending,
                 )
 
@@ -106,15 +109,7 @@ class JsonErrorsRunner(web.AppRunner):
         server = await super()._make_server()
         server.__class__ = _JsonErrorServer
         assert isinstance(server, _JsonErrorServer)
-        app = self.app
-        if CTX in app:
-            server.cut = prometheus_client.Counter(
-                "shilian_http_connections_cut",
-                "未在时限内发完请求而被断开的连接 / HTTP connections closed for sending no "
-                "complete request within [http] idle_timeout_s, by reason",
-                ["reason"],
-                registry=app[CTX].metrics_registry,
-            )
+        server.cut = self.app.get(CUTS)
         return server
 
 

@@ -242,6 +242,7 @@ class CentralService:
             clock=self.clock,
             auth=self.cfg.auth,
             devices=self.devices,
+            body_timeout_s=self.cfg.http.body_timeout_s,
         )
         self.http_app = app = make_app(ctx)
         from central.dashboard import add_routes as add_dashboard_routes

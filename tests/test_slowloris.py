@@ -1,7 +1,8 @@
 """Slowloris against a running ``shilian central run`` process: many connections send a request
-head one byte at a time and never finish it. Legitimate requests keep being answered meanwhile,
-each slow connection is closed ``[http] idle_timeout_s`` after it opened (however many bytes it
-trickles), and the cuts are counted in /metrics."""
+head, or a complete head and then its body, one byte at a time and never finish. Legitimate
+requests keep being answered meanwhile, each slow connection is closed ``[http]
+idle_timeout_s`` after it opened (a slow head) or ``body_timeout_s`` after its head (a slow
+body), however many bytes it trickles, and the cuts are counted in /metrics."""
 
 from __future__ import annotations
 
@@ -30,18 +31,31 @@ SLACK_S = 3.0
 
 @pytest.fixture
 def central(broker: Mosquitto, tmp_path: Path) -> Iterator[Central]:
-    conf = f"idle_timeout_s = {IDLE_TIMEOUT_S}\n"
+    conf = f"idle_timeout_s = {IDLE_TIMEOUT_S}\nbody_timeout_s = {IDLE_TIMEOUT_S}\n"
     with running_central(tmp_path / "central", broker.port, conf) as c:
         yield c
 
 
-async def _slow_client(port: int) -> float:
-    """Trickle a request head that never ends; return how long the server kept the connection."""
+#: A request whose head never ends, and one whose body never does (the login reads its body
+#: before any credential is checked).
+SLOW_HEAD = b"GET /healthz HTTP/1.1\r\nHost: central\r\nX-Padding: " + b"a" * 10_000
+SLOW_BODY = b'{"user": "admin", "password": "' + b"a" * 10_000
+BODY_HEAD = (
+    b"POST /api/v1/login HTTP/1.1\r\nHost: central\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n" % (len(SLOW_BODY) + 2)
+)
+
+
+async def _slow_client(port: int, body: bool = False) -> float:
+    """Trickle a request that never ends; return how long the server kept the connection
+    (for a slow body: from the end of its head)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    if body:
+        writer.write(BODY_HEAD)
+        await writer.drain()
     opened = time.monotonic()
-    head = b"GET /healthz HTTP/1.1\r\nHost: central\r\nX-Padding: " + b"a" * 10_000
     try:
-        for byte in head:
+        for byte in SLOW_BODY if body else SLOW_HEAD:
             writer.write(bytes([byte]))
             await writer.drain()
             try:
@@ -56,22 +70,23 @@ async def _slow_client(port: int) -> float:
     return time.monotonic() - opened
 
 
-def _cut_count(central: Central) -> float:
+def _cut_count(central: Central, reason: str) -> float:
     with urllib.request.urlopen(central.api + "/metrics", timeout=10) as r:
         text = r.read().decode()
     for line in text.splitlines():
-        if line.startswith('shilian_http_connections_cut_total{reason="incomplete_request"}'):
+        if line.startswith(f'shilian_http_connections_cut_total{{reason="{reason}"}}'):
             return float(line.split()[-1])
     return 0.0
 
 
-async def test_slow_request_heads_are_cut_and_real_requests_served(central: Central) -> None:
-    slow = [asyncio.create_task(_slow_client(central.http_port)) for _ in range(SLOW_CLIENTS)]
+@pytest.mark.parametrize("body", [False, True], ids=["slow_head", "slow_body"])
+async def test_slow_requests_are_cut_and_real_requests_served(central: Central, body: bool) -> None:
+    slow = [asyncio.create_task(_slow_client(central.http_port, body)) for _ in range(SLOW_CLIENTS)]
     served = 0
     deadline = time.monotonic() + IDLE_TIMEOUT_S * 2
     while time.monotonic() < deadline or not all(t.done() for t in slow):
-        body = await asyncio.to_thread(central.get, "/healthz")
-        assert body["status"] == "ok"
+        health = await asyncio.to_thread(central.get, "/healthz")
+        assert health["status"] == "ok"
         served += 1
         await asyncio.sleep(0.1)
         assert time.monotonic() < deadline + IDLE_TIMEOUT_S + SLACK_S * 4, "slow clients not cut"
@@ -79,10 +94,10 @@ async def test_slow_request_heads_are_cut_and_real_requests_served(central: Cent
     assert served >= 10
     assert max(held) <= IDLE_TIMEOUT_S + SLACK_S, sorted(held)[-5:]
     assert min(held) >= IDLE_TIMEOUT_S * 0.5  # by the timeout, not refused at once
-    assert _cut_count(central) >= SLOW_CLIENTS
+    assert _cut_count(central, "slow_body" if body else "incomplete_request") >= SLOW_CLIENTS
     assert central.p is not None and central.p.poll() is None
     record_result(
-        "slowloris_api",
+        "slowloris_api_body" if body else "slowloris_api",
         slow_connections=SLOW_CLIENTS,
         requests_served=served,
         requests_failed=0,

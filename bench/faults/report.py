@@ -92,6 +92,12 @@ FAULTS = {
         "other requests answered throughout; each slow connection closed [http] idle_timeout_s "
         "after it opened, counted in shilian_http_connections_cut_total",
     ),
+    "slowloris_api_body": (
+        "HTTP 慢速请求体：请求头完整，请求体逐字节发送 / slow request bodies on central's API: a "
+        "complete head, then the body a byte at a time (tests/test_slowloris.py)",
+        "other requests answered throughout; each slow connection closed [http] body_timeout_s "
+        "after its head, counted in shilian_http_connections_cut_total{reason=slow_body}",
+    ),
     "slowloris_sia": (
         "SIA 接收机慢速攻击：连接数超过槽位，逐字节发送 / slowloris on the SIA receiver: more "
         "slow connections than slots, from many addresses (tests/test_sia_slowloris.py)",
@@ -187,8 +193,7 @@ def main() -> None:
         "Event delays are central's receive time minus the node's accept time (one clock: same",
         "machine). Not yet measured here: latency, loss and a bandwidth cap together, jitter and",
         "reordering on a link, a disk that acknowledges syncs it has not done, disk full and clock",
-        "jumps at volume, memory pressure in a 1 GB cgroup, a slowly sent HTTP request body, and",
-        "the 30-minute 10,000-node soak.",
+        "jumps at volume, memory pressure in a 1 GB cgroup, and the 30-minute 10,000-node soak.",
         "",
     ]
     sys.stdout.write("\n".join(out))
