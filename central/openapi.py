@@ -61,6 +61,7 @@ class Op:
     summary: str
     query: Mapping[str, Schema] = field(default_factory=dict)
     body: Schema | None = None
+    body_media: str = JSON
     status: tuple[int, ...] = (200,)
     media: str = JSON
     response: Schema | None = None  # for JSON answers; None: any object
@@ -280,6 +281,8 @@ OPERATIONS: Mapping[tuple[str, str], Op] = {
     ),
     ("POST", "/api/v1/firmware"): Op(
         "Upload a signed firmware image / 上传固件",
+        body={"type": "string", "format": "binary"},
+        body_media="application/octet-stream",
         status=(200, 201),
     ),
     ("GET", "/api/v1/firmware"): Op("Firmware images / 固件列表", response=_obj("images")),
@@ -352,12 +355,7 @@ def _operation(method: str, path: str, op: Op) -> Schema:
     if params:
         out["parameters"] = params
     if op.body is not None:
-        out["requestBody"] = {"required": True, "content": {JSON: {"schema": op.body}}}
-    elif path == "/api/v1/firmware" and method == "POST":
-        out["requestBody"] = {
-            "required": True,
-            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
-        }
+        out["requestBody"] = {"required": True, "content": {op.body_media: {"schema": op.body}}}
     return out
 
 
