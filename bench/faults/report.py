@@ -172,7 +172,8 @@ def main() -> None:
         "village's end of the link (`numgen random` loss, `limit rate over` bandwidth), an",
         "iptables NFQUEUE whose verdicts a small process gives 300 ms late",
         "(tests/faults/delayer.py), and a power cut: the agent killed under strace and its files",
-        "cut back to what it had synced (tests/faults/power.py). The short forms run in",
+        "cut back to what it had synced (tests/faults/power.py). The hostile-input rows (hostile",
+        "MQTT, slowloris) run real processes on loopback instead. The short forms run in",
         "`make test`.",
         "",
         f"Machine: {os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}; "
