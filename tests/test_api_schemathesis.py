@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -98,7 +99,12 @@ def test_generated_requests_get_documented_answers(
             response = case.call(base_url=central.api, headers=headers, timeout=30)
             case.validate_response(response, checks=checks, headers=headers)  # noqa: B023
 
-        call()
+        try:
+            call()
+        except Unsatisfiable:
+            # No invalid request can be written for an operation without parameters or body
+            # (or whose only one is a path segment): nothing to send in this mode.
+            assert mode is GenerationMode.NEGATIVE, (method, path)
     central.ready(lambda: central.get("/healthz"), what="central still serving")
 
 
