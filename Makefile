@@ -94,12 +94,14 @@ soak: sysdeps venv
 
 # Faults on a real network path (namespaces, veth cuts, kill -9, a slow, lossy or 4G line, a
 # county's uplink cut, a power cut at the edge), long forms, and the 24 h backlog
-# drain of 100 nodes (bench/faults/backlog.py, ~2 minutes); the figures are
-# written to docs/reliability.md. The short forms run in `make test`.
+# drain of 100 nodes (bench/faults/backlog.py, ~2 minutes), and hostile input at volume
+# (schemathesis against the API, hostile MQTT, slowloris on the API and the SIA receiver); the
+# figures are written to docs/reliability.md. The short forms run in `make test`.
 reliability: sysdeps venv
 	mkdir -p test-artifacts && rm -f test-artifacts/reliability.jsonl
 	SHILIAN_RELIABILITY=1 SHILIAN_RELIABILITY_RESULTS=$(CURDIR)/test-artifacts/reliability.jsonl \
-	  $(BIN)/pytest -q --timeout 3600 tests/faults
+	  $(BIN)/pytest -q --timeout 3600 tests/faults tests/test_api_schemathesis.py \
+	  tests/test_hostile_mqtt.py tests/test_slowloris.py tests/test_sia_slowloris.py
 	$(BIN)/python bench/faults/backlog.py --results test-artifacts/reliability.jsonl
 	$(BIN)/python bench/faults/report.py test-artifacts/reliability.jsonl > docs/reliability.md
 

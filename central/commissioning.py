@@ -339,15 +339,15 @@ def add_commissioning_routes(
         try:
             node_id = _node_id(request)
         except UploadRefused as e:
-            return web.Response(status=e.status, text=f"{e.zh} / {e.en}")
+            return _error(e.status, e.code, e.zh, e.en)
         latest, _ = await asyncio.to_thread(store.reports, node_id)
-        if latest is None:
-            text = (
-                f"no commissioning report for node {node_id} yet"
-                if lang == "en"
-                else f"节点 {node_id} 还没有调试报告"
+        if latest is None:  # the same JSON error as every other answer (docs/api.md)
+            return _error(
+                404,
+                "no_report",
+                f"节点 {node_id} 还没有调试报告",
+                f"no commissioning report for node {node_id} yet",
             )
-            return web.Response(status=404, text=text)
         body = render(latest, place_from_registry(registry, node_id), lang, request.path)
         return web.Response(text=body, content_type="text/html", charset="utf-8")
 

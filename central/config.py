@@ -92,10 +92,30 @@ class StoreConfig(_Section):
     )
 
 
+#: A browser or script sends its request head at once; 15 s covers a slow 4G uplink while
+#: bounding how long a slowloris client trickling bytes holds a connection (aiohttp's own
+#: default is an hour).
+DEFAULT_HTTP_IDLE_TIMEOUT_S = 15.0
+
+
 class HttpConfig(_Section):
     host: str = Field(default="127.0.0.1", description="HTTP API listen address / 监听地址")
     port: int = Field(
         default=8080, ge=0, le=65535, description="HTTP API and /metrics port (0: any free) / 端口"
+    )
+    idle_timeout_s: float = Field(
+        default=DEFAULT_HTTP_IDLE_TIMEOUT_S,
+        gt=0,
+        le=3600,
+        description="a connection without a complete request this long after it opened or after "
+        "its last answer is closed (slow or idle clients) / 连接在此时间内未发完请求即断开",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="a request body not fully received this long after its head closes the "
+        "connection (slow clients) / 请求体在此时间内未收完即断开",
     )
 
 

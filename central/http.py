@@ -58,6 +58,7 @@ class ApiContext:
     clock: Callable[[], float]
     auth: AuthConfig = field(default_factory=AuthConfig)
     devices: DeviceIndex | None = None  # cameras, terminals: the stricter figure
+    body_timeout_s: float = 30.0  # [http] body_timeout_s: central.slow_clients
 
 
 class ApiError(Exception):

@@ -8,6 +8,15 @@ with a traceback. :class:`JsonErrorsRunner` is an ``AppRunner`` whose server bui
 handlers that override it. It relies on ``Server._loop``/``Server._kwargs`` and on
 ``handle_error``'s signature (aiohttp 3.14, pinned in constraints.txt); tests/test_http_errors.py
 fails loudly if an upgrade changes them.
+
+Slow clients (slowloris): aiohttp closes a connection that has no complete request
+``keepalive_timeout`` seconds after it opened or after its last answer, however many bytes
+trickle in meanwhile (the timer is not moved by received data). Central sets that timeout from
+``[http] idle_timeout_s`` and counts each connection so closed in
+``shilian_http_connections_cut_total{reason}`` (central.slow_clients): ``incomplete_request``
+when bytes of a request had arrived, ``idle`` when none had. The count relies on
+``RequestHandler._process_keepalive`` and ``_force_close`` (tests/test_slowloris.py fails if
+they change).
 """
 
 from __future__ import annotations
@@ -15,12 +24,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import prometheus_client
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from central.browser_guard import SECURITY_HEADERS
 from central.http import error_response
+from central.slow_clients import CUTS
 
 log = logging.getLogger("shilian.central.http")
 
@@ -35,6 +46,29 @@ _CODES = {
 
 
 class _JsonErrorHandler(RequestHandler):
+    _pending = 0  # bytes received since the last complete request
+
+    def data_received(self, data: bytes) -> None:
+        before = self._request_count
+        super().data_received(data)
+        self._pending = 0 if self._request_count != before else self._pending + len(data)
+
+    def _process_keepalive(self) -> None:
+        was_open = not self._force_close
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        super()._process_keepalive()
+        if was_open and self._force_close:
+            reason = "incomplete_request" if self._pending else "idle"
+            cut = getattr(self._manager, "cut", None)
+            if cut is not None:
+                cut.labels(reason).inc()
+            if self._pending:  # counted above; one line each only when debugging: a flood is many
+                log.debug(
+                    "http: %s closed: no complete request within the idle timeout (%d bytes)",
+                    peer,
+                    self._pending,
+                )
+
     def handle_error(
         self,
         request: BaseRequest,
@@ -62,6 +96,8 @@ class _JsonErrorHandler(RequestHandler):
 
 
 class _JsonErrorServer(web.Server):
+    cut: prometheus_client.Counter | None = None
+
     def __call__(self) -> RequestHandler:
         return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
 
@@ -72,6 +108,8 @@ class JsonErrorsRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _JsonErrorServer
+        assert isinstance(server, _JsonErrorServer)
+        server.cut = self.app.get(CUTS)
         return server
 
 

@@ -72,14 +72,7 @@ def add_routes(app: web.Application, service: MeetingService) -> None:
 
 
 def _body(raw: bytes, model: type[BaseModel]) -> Any:
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise http.ApiError(
-            400, "bad_json", f"请求体不是有效 JSON：{e}", f"body is not JSON: {e}"
-        ) from None
-    if not isinstance(data, dict):
-        raise http.ApiError(400, "bad_json", "请求体应为 JSON 对象", "body must be a JSON object")
+    data = http.json_body(raw)  # bounded depth: a deeply nested body is a 400, not a 500
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -108,7 +101,8 @@ async def call(request: web.Request) -> web.Response:
     http.params(request, ())
     body: CallBody = _body(await request.read(), CallBody)
     node_id = http.node_id_param(body.node_id)
-    assert node_id is not None
+    if node_id is None:
+        raise http.ApiError(400, "bad_body", "请指定节点 node_id", "node_id is required")
     auth.check_scope(request, node_id[:12])  # before anything is sent: 403 leaves no trace
     if not await request.app[http.READS].run(lambda c: _node_exists(c, node_id)):
         raise http.ApiError(404, "unknown_node", f"没有节点 {node_id}", f"no node {node_id}")

@@ -255,8 +255,9 @@ class CentralService:
             clock=self.clock,
             auth=self.cfg.auth,
             devices=self.devices,
+            body_timeout_s=self.cfg.http.body_timeout_s,
         )
-        app = make_app(ctx)
+        self.http_app = app = make_app(ctx)
         from central.dashboard import add_routes as add_dashboard_routes
 
         add_dashboard_routes(app, self.live)
@@ -290,7 +291,9 @@ class CentralService:
             add_enrol_routes(app, self.cfg.ca, self.cfg.store.path, self.clock)
         from central import http_server
 
-        runner = http_server.runner(app, access_log=None)
+        runner = http_server.runner(
+            app, access_log=None, keepalive_timeout=self.cfg.http.idle_timeout_s
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.cfg.http.host, self.cfg.http.port)
         try:

@@ -189,8 +189,11 @@ class Agent:
         if config.sia is not None:
             # Likewise the SIA receiver (and cryptography only with an encrypted account).
             from edge.sia_receiver import SiaReceiver, SiaReceiverConfig
+            from edge.sia_slots import SlotLimits
 
-            self.sources.append(SiaReceiver(SiaReceiverConfig.from_edge(config.sia)))
+            limits = SlotLimits(guest_timeout_s=config.sia.guest_timeout_s)
+            receiver = SiaReceiver(SiaReceiverConfig.from_edge(config.sia), limits=limits)
+            self.sources.append(receiver)
         if config.cameras:
             # Imported only with cameras configured: the frame check loads FFmpeg (PyAV).
             from edge.camera_source import CameraSource

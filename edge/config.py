@@ -194,6 +194,8 @@ SIA_DEFAULT_PORT = 12128
 SIA_PAST_S = 40.0
 SIA_FUTURE_S = 20.0
 SIA_DEDUP_WINDOW_S = 120.0
+#: edge.sia_slots.GUEST_TIMEOUT_S: a panel sends its report right after connecting.
+SIA_GUEST_TIMEOUT_S = 30.0
 
 
 class SiaAccountConfig(_Section):
@@ -255,6 +257,13 @@ class SiaConfig(_Section):
         gt=0,
         le=86400,
         description="a report seen again within this time is a retransmission (ACK lost)",
+    )
+    guest_timeout_s: float = Field(
+        default=SIA_GUEST_TIMEOUT_S,
+        gt=0,
+        le=600,
+        description="a connection with no report ACKed this long after it opened is closed "
+        "(idle or slow clients must not hold the panels' slots)",
     )
 
     @field_validator("accounts")

@@ -122,11 +122,11 @@ class SiaReceiver:
                 "SIA 接收机连接已满（%s）：%s / receiver connection cap hit (%s): %s; "
                 "device=%s peer=%s open=%d",
                 "单个地址上限" if adm.cap == "address" else "总数上限",
-                "拒绝新连接" if adm.slot is None else "断开最久无报文的未确认连接",
+                "拒绝新连接" if adm.slot is None else "断开占用连接最多的地址上最早的未确认连接",
                 adm.cap,
                 "new connection refused"
                 if adm.slot is None
-                else "evicting the longest-silent connection that never had a frame ACKed",
+                else "evicting the oldest connection never ACKed of the address holding the most",
                 self.config.device,
                 peer,
                 len(self.slots),
@@ -217,7 +217,11 @@ class SiaReceiver:
                         self._log_peer_fault(peer, item)
                         self._respond(writer, nak(self.clock()))
                         continue
-                    acked = await self._handle(item, writer, sink, peer)
+                    self.slots.handling(slot, True)
+                    try:
+                        acked = await self._handle(item, writer, sink, peer)
+                    finally:
+                        self.slots.handling(slot, False)
                     if acked is None:
                         return
                     self.slots.heard(slot, self.clock(), acked)

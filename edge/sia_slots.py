@@ -6,9 +6,14 @@ then it is a guest. The rules (docs/panels.md):
 
 - at most :data:`MAX_PER_ADDRESS` connections from one address (one panel needs one, a few
   overlap while it reconnects): more are refused;
-- at most :data:`MAX_CONNECTIONS` in all; when full, the guest silent longest is evicted for
-  the newcomer, so idle clients cannot hold every slot; when every slot is proven the newcomer
-  is refused;
+- at most :data:`MAX_CONNECTIONS` in all; when full, a guest is evicted for the newcomer, so
+  idle clients cannot hold every slot: the oldest guest of the address holding the most
+  slots. A panel uses one connection from its own address, so clients that reconnect as fast
+  as they are cut (each newcomer evicting another) take each other's slots first; and age,
+  not silence, since a client trickling a byte at a time always looks less silent than a
+  panel that sent its whole report at once, but cannot make its connection younger. A guest
+  whose complete frame is being stored is never evicted (a panel about to be ACKed); when no
+  guest can be evicted the newcomer is refused;
 - a guest that has no frame ACKed within :data:`GUEST_TIMEOUT_S` of connecting is closed, and a
   proven connection silent for :data:`IDLE_TIMEOUT_S` (a half-open TCP connection).
 
@@ -51,6 +56,7 @@ class Slot:
     opened: float
     last_rx: float
     proven: bool = False
+    busy: bool = False  # a complete frame of it is being stored (not yet answered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +97,12 @@ class SlotTable:
         self._spells.discard(f"address {peer}")
         evict = None
         if len(self._open) >= lim.max_connections:
-            guests = [s for s in self._open if not s.proven]
+            guests = [s for s in self._open if not s.proven and not s.busy]
             first = self._spell("total")
             if not guests:
                 return Admission(None, cap="total", first_of_spell=first)
-            evict = min(guests, key=lambda s: s.last_rx)
+            held = self._per_address
+            evict = max(guests, key=lambda s: (held[s.peer], -s.opened))
             self.release(evict)
         else:
             self._spells.discard("total")
@@ -117,6 +124,10 @@ class SlotTable:
         """Bytes arrived on ``slot``; ``acked``: a frame of it was ACKed (it is a panel)."""
         slot.last_rx = now
         slot.proven = slot.proven or acked
+
+    def handling(self, slot: Slot, busy: bool) -> None:
+        """A complete frame of ``slot`` is being stored (``busy``), or has been answered."""
+        slot.busy = busy
 
     def deadline(self, slot: Slot) -> float:
         """When ``slot`` is closed if nothing changes: a guest at a fixed time after it

@@ -7,7 +7,9 @@ database before the first start and logs in after each start; :func:`add_user` a
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -15,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -108,7 +110,11 @@ class Proc:
 
 
 class Central(Proc):
-    def __init__(self, workdir: Path, broker_port: int, scope: str = "4501") -> None:
+    def __init__(
+        self, workdir: Path, broker_port: int, scope: str = "4501", extra_conf: str = ""
+    ) -> None:
+        """``extra_conf``: TOML appended to the generated central.toml, right after its
+        ``[http]`` keys (more ``[http]`` keys first, then other sections)."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.http_port = free_port()
         self.api = f"http://127.0.0.1:{self.http_port}"
@@ -119,7 +125,7 @@ class Central(Proc):
             f'[store]\npath = "{workdir / "central.sqlite3"}"\n'
             f'[registry]\ndefault_scope = "{scope}"\n'
             f'[broker]\nhost = "127.0.0.1"\nport = {broker_port}\nclient_id = "central-e2e"\n'
-            f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\n',
+            f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\n' + extra_conf,
             encoding="utf-8",
         )
         super().__init__(
@@ -169,6 +175,26 @@ class Central(Proc):
     def events(self, node_id: str) -> list[dict[str, Any]]:
         ev: list[dict[str, Any]] = self.get(f"/api/v1/events?node={node_id}&limit=1000")["events"]
         return ev
+
+
+def record_result(fault: str, **figures: float) -> None:
+    """One row of figures for docs/reliability.md, when ``make reliability`` collects them
+    (SHILIAN_RELIABILITY_RESULTS names the file; bench/faults/report.py renders it)."""
+    path = os.environ.get("SHILIAN_RELIABILITY_RESULTS")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"fault": fault, **figures}) + "\n")
+
+
+@contextlib.contextmanager
+def running_central(workdir: Path, broker_port: int, extra_conf: str = "") -> Iterator[Central]:
+    """A started :class:`Central` process, killed on exit."""
+    c = Central(workdir, broker_port, extra_conf=extra_conf)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.close()
 
 
 class Edge(Proc):

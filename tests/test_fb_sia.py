@@ -499,8 +499,8 @@ def sia_samples(rx: SiaReceiver) -> dict[tuple[str, str], float]:
 
 async def test_idle_clients_cannot_lock_a_real_panel_out(caplog: pytest.LogCaptureFixture) -> None:
     """Idle clients fill every slot (four per address, the per-address cap, from eight
-    addresses); a real panel still connects and gets its ACK: the longest-silent connection
-    that never had a frame ACKed makes room. Each cap is logged once per spell."""
+    addresses); a real panel still connects and gets its ACK: the oldest connection that never
+    had a frame ACKed makes room. Each cap is logged once per spell."""
     sink = RecordingSink()
     held: list[Conn] = []
     async with running(sink) as rx:

@@ -78,6 +78,32 @@ FAULTS = {
         "central session (the alarm lane), no longer behind other nodes' history at the broker "
         "(target p99 <= 1,000 ms, not met yet: the rest is spent before central's ingest)",
     ),
+    "hostile_mqtt": (
+        "恶意 MQTT 消息：畸形、超长、重放、冒用他人主题，与正常事件交错 / hostile MQTT at volume: "
+        "malformed, oversized, replayed and spoofed-topic messages from 4 clients, interleaved "
+        "with a node's real events (tests/test_hostile_mqtt.py)",
+        "central keeps serving; every bad message is counted by reason in "
+        "shilian_invalid_messages_total, replays in shilian_duplicate_events_total; every good "
+        "event stored once",
+    ),
+    "slowloris_api": (
+        "HTTP 慢速攻击：大量连接逐字节发送请求头 / slowloris on central's API: many connections "
+        "trickling a request head (tests/test_slowloris.py)",
+        "other requests answered throughout; each slow connection closed [http] idle_timeout_s "
+        "after it opened, counted in shilian_http_connections_cut_total",
+    ),
+    "slowloris_api_body": (
+        "HTTP 慢速请求体：请求头完整，请求体逐字节发送 / slow request bodies on central's API: a "
+        "complete head, then the body a byte at a time (tests/test_slowloris.py)",
+        "other requests answered throughout; each slow connection closed [http] body_timeout_s "
+        "after its head, counted in shilian_http_connections_cut_total{reason=slow_body}",
+    ),
+    "slowloris_sia": (
+        "SIA 接收机慢速攻击：连接数超过槽位，逐字节发送 / slowloris on the SIA receiver: more "
+        "slow connections than slots, from many addresses (tests/test_sia_slowloris.py)",
+        "a panel's reports are ACKed throughout (retransmitted when a slot was taken); slow "
+        "connections closed at [sia] guest_timeout_s or evicted for a newcomer",
+    ),
 }
 
 
@@ -146,7 +172,8 @@ def main() -> None:
         "village's end of the link (`numgen random` loss, `limit rate over` bandwidth), an",
         "iptables NFQUEUE whose verdicts a small process gives 300 ms late",
         "(tests/faults/delayer.py), and a power cut: the agent killed under strace and its files",
-        "cut back to what it had synced (tests/faults/power.py). The short forms run in",
+        "cut back to what it had synced (tests/faults/power.py). The hostile-input rows (hostile",
+        "MQTT, slowloris) run real processes on loopback instead. The short forms run in",
         "`make test`.",
         "",
         f"Machine: {os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}; "
@@ -167,8 +194,7 @@ def main() -> None:
         "Event delays are central's receive time minus the node's accept time (one clock: same",
         "machine). Not yet measured here: latency, loss and a bandwidth cap together, jitter and",
         "reordering on a link, a disk that acknowledges syncs it has not done, disk full and clock",
-        "jumps at volume, memory pressure in a 1 GB cgroup, hostile input at volume, and the",
-        "30-minute 10,000-node soak.",
+        "jumps at volume, memory pressure in a 1 GB cgroup, and the 30-minute 10,000-node soak.",
         "",
     ]
     sys.stdout.write("\n".join(out))
