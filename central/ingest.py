@@ -15,7 +15,11 @@ What it decides (docs/central.md):
   boot_id, seq) across both topics, gaps in seq recorded and closed when the missing seq arrives
   (out-of-order arrival is normal: alarms jump the queue, and on their own session they reach
   central before older history of the same node);
-- device: upserted; an empty payload means the device was removed.
+- device: upserted; an empty payload means the device was removed;
+- a county broker's bridge state (``bridge/<county>/state``, docs/scale.md): while it is ``0``
+  the county's online nodes are held online with reason ``county_link_down`` (their silence is
+  the cut uplink's, not theirs: no health deadline applies); at ``1`` their reason becomes
+  ``county_link_up`` and their deadlines restart from that moment.
 """
 
 from __future__ import annotations
@@ -39,9 +43,13 @@ from central.store import (
     Write,
 )
 from wire import Fault, Kind, RemoteWireError
+from wire.topics import bridge_county, parse_bridge_state
 
 ONLINE = "online"
 OFFLINE = "offline"
+#: ``state_reason`` of an online node held while its county broker's bridge is down, and after.
+COUNTY_LINK_DOWN = "county_link_down"
+COUNTY_LINK_UP = "county_link_up"
 
 #: Parsed topics remembered (a fleet's topics repeat: parsing each message's topic again costs
 #: as much as decoding its payload). Cleared when full; about 100 B per entry.
@@ -79,6 +87,15 @@ class Changes:
     nodes: list[tuple[str, bool]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class CountyLink:
+    """A county broker's bridge went down or came back; ``nodes``: its online nodes then."""
+
+    county: str
+    up: bool
+    nodes: int
+
+
 class Ingest:
     """Central's view of every node, updated message by message."""
 
@@ -97,6 +114,13 @@ class Ingest:
         self._offline: list[tuple[str, str]] = []
         self._routes: dict[str, wire.Route] = {}
         self._ack_keys: set[tuple[str, str]] = set()
+        self._county_links: list[CountyLink] = []
+        #: county -> since when its bridge is down. A restart finds the holds in the nodes'
+        #: reasons; the bridge's retained state then confirms or ends them.
+        self.counties_down: dict[str, float] = {}
+        for n in self.nodes.values():
+            if n.state == ONLINE and n.state_reason == COUNTY_LINK_DOWN:
+                self.counties_down.setdefault(n.county, n.state_since)
 
     # -- the batch boundary -------------------------------------------------------------------
 
@@ -128,6 +152,11 @@ class Ingest:
         offline, self._offline = self._offline, []
         return offline
 
+    def take_county_links(self) -> list[CountyLink]:
+        """County bridges gone down or back since the last call."""
+        links, self._county_links = self._county_links, []
+        return links
+
     def online_nodes(self) -> Iterable[tuple[str, float]]:
         """(node_id, health interval) of the nodes believed online, for :meth:`Liveness.reset`."""
         return ((n.node_id, n.health_interval_s) for n in self.nodes.values() if n.state == ONLINE)
@@ -138,6 +167,9 @@ class Ingest:
         """Apply one message. Never raises for bad input: the fault is in the outcome."""
         route = self._routes.get(topic)
         if route is None:
+            county = bridge_county(topic)
+            if county is not None:
+                return self._bridge(county, payload, now)
             try:
                 route = wire.parse_topic(topic)
             except RemoteWireError as e:
@@ -173,7 +205,10 @@ class Ingest:
         expired = []
         for node_id in self.liveness.tick(now):
             n = self.nodes.get(node_id)
-            reason = "will" if self.liveness.is_dying(node_id) else "health_timeout"
+            dying = self.liveness.is_dying(node_id)
+            if n is not None and n.county in self.counties_down and not dying:
+                continue  # held: the bridge's return restarts its deadline
+            reason = "will" if dying else "health_timeout"
             self.liveness.forget(node_id)
             if n is not None and n.state == ONLINE:
                 self._set_state(n, OFFLINE, reason, now)
@@ -181,6 +216,31 @@ class Ingest:
         return expired
 
     # -- per kind -------------------------------------------------------------------------------
+
+    def _bridge(self, county: str, payload: bytes, now: float) -> Outcome:
+        out = Outcome("bridge")
+        try:
+            up = parse_bridge_state(county, payload)
+        except RemoteWireError as e:
+            out.fault, out.detail = e.fault, e.detail
+            return out
+        if up == (county not in self.counties_down):
+            return out  # no change: a retained state redelivered on resubscribe
+        if up:
+            del self.counties_down[county]
+        else:
+            self.counties_down[county] = now
+        held = 0
+        for n in self.nodes.values():
+            if n.county != county or n.state != ONLINE:
+                continue
+            held += 1
+            n.state_reason = COUNTY_LINK_UP if up else COUNTY_LINK_DOWN
+            self._dirty_nodes.add(n.node_id)
+            if up:
+                self.liveness.restart(n.node_id, n.health_interval_s, now)
+        self._county_links.append(CountyLink(county, up, held))
+        return out
 
     def _touch(self, node_id: str, now: float) -> NodeRow | None:
         n = self.nodes.get(node_id)

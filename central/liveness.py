@@ -21,6 +21,10 @@ never before the hold that followed the last (re)connect; a newer birth cancels 
 report does not (the connection that sent it is dead). A node's new birth after the reconnect
 ends its hold: a will after that birth is a death of this broker's life and applies a second
 later.
+
+A county's nodes reach central through their county broker's bridge (docs/scale.md). While that
+bridge is down the ingest core does not expire them (their silence is the bridge's); when it is
+back, :meth:`Liveness.restart` gives each a full grace period from the reconnect.
 """
 
 from __future__ import annotations
@@ -107,9 +111,16 @@ class Liveness:
         self._dying.clear()
         self._floor.clear()
         for node_id, interval_s in nodes:
-            hold = max(self.grace_factor * interval_s, self.reconnect_grace_s)
-            self._floor[node_id] = now + hold
-            self._set(node_id, self._floor[node_id])
+            self._hold(node_id, now + max(self.grace_factor * interval_s, self.reconnect_grace_s))
+
+    def restart(self, node_id: str, interval_s: float, now: float) -> None:
+        """Central can hear the node again from ``now`` (its county's bridge is back; the node
+        itself stayed connected): a full grace period from ``now``, whatever came before."""
+        self._hold(node_id, now + self.grace_factor * interval_s)
+
+    def _hold(self, node_id: str, until: float) -> None:
+        self._floor[node_id] = until
+        self._set(node_id, until)
 
     def next_deadline(self) -> float | None:
         while self._heap and self._deadline.get(self._heap[0][1]) != self._heap[0][0]:

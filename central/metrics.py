@@ -135,6 +135,21 @@ class CentralMetrics:
         self.reconnects = Counter(
             "shilian_broker_reconnects", "重新连接次数 / reconnections to the broker", registry=r
         )
+        self.county_link_drops = Counter(
+            "shilian_county_link_drops",
+            "县级代理桥接中断次数 / county broker bridges lost (bridge state 0)",
+            registry=r,
+        )
+        self.counties_link_down = Gauge(
+            "shilian_county_links_down",
+            "桥接中断的县 / counties whose broker's bridge to the city is down now",
+            registry=r,
+        )
+        self.nodes_held_county = Gauge(
+            "shilian_nodes_held_county_link",
+            "因县级链路中断而保持的节点 / online nodes held while their county's bridge is down",
+            registry=r,
+        )
 
     def add_coverage(self, registry: Registry, coverage: CoverageIndex) -> None:
         self.registry.register(CoverageCollector(registry, coverage))

@@ -91,6 +91,7 @@ class CentralService:
         self.renewal: RenewalService | None = None  # certificate renewal, when [ca] is set
         self.revocations: Revocations | None = None  # revoked nodes refused, when [ca] is set
         self.acks = StoredAcks()
+        self._held: dict[str, int] = {}  # county -> online nodes held while its bridge is down
 
     def stop(self) -> None:
         self._stop.set()
@@ -341,6 +342,7 @@ class CentralService:
             self.acks.committed(acked, self.ingest.seqs)
             self._account(batch, outcomes, now)
             self._count_offline()
+            self._county_links()
             self.metrics.batch_size.observe(len(batch))
             self.metrics.batch_latency.observe(time.perf_counter() - t0)
 
@@ -434,6 +436,28 @@ class CentralService:
                 except LinkDown:
                     break
                 self.metrics.acks.inc()
+
+    def _county_links(self) -> None:
+        """Count and log each county bridge gone down or back (after the batch's commit)."""
+        mt = self.metrics
+        for c in self.ingest.take_county_links():
+            if c.up:
+                self._held.pop(c.county, None)
+                log.info(
+                    "县级链路恢复 / county %s bridge back: %d nodes' health deadlines restart",
+                    c.county,
+                    c.nodes,
+                )
+            else:
+                self._held[c.county] = c.nodes
+                mt.county_link_drops.inc()
+                log.warning(
+                    "县级链路中断 / county %s bridge down: %d online nodes held (county_link_down)",
+                    c.county,
+                    c.nodes,
+                )
+        mt.counties_link_down.set(len(self.ingest.counties_down))
+        mt.nodes_held_county.set(sum(self._held.values()))
 
     def _count_offline(self) -> None:
         """Count and log each node gone offline under the reason the API shows for it."""

@@ -21,9 +21,10 @@ would wait behind every other node's buffered history (docs/protocol.md, the ala
     shilian/v1/<node>/meet/res           QoS 1, node -> central   MeetingReply
     shilian/v1/<node>/ack                QoS 1, central -> node   StoredAck (events stored)
     shilian/v1/central/caps              retained, QoS 1, central -> all   CentralCaps
+    shilian/v1/bridge/<county>/state     retained, QoS 1, county broker -> central   "1" / "0"
 
-``central`` is not a node id (a node id starts with 12 digits), so central's own topic never
-parses as a node's.
+``central`` and ``bridge`` are not node ids (a node id starts with 12 digits), so central's own
+topics never parse as a node's.
 """
 
 from __future__ import annotations
@@ -158,6 +159,43 @@ class Topics:
 #: Central's capabilities, retained (wire.messages.CentralCaps); every node reads it.
 CENTRAL_CAPS_TOPIC = f"{TOPIC_ROOT}/central/caps"
 
+#: A county broker's bridge to the city broker (docs/scale.md): mosquitto publishes ``1`` there,
+#: retained, when the bridge connects, and the city broker publishes the bridge's will ``0`` when
+#: the bridge is lost. Six digits: the county's statistical code.
+BRIDGE_STATE_SUBSCRIPTION = f"{TOPIC_ROOT}/bridge/+/state"
+COUNTY_CODE_RE = re.compile(r"^\d{6}$")
+
+
+def bridge_state_topic(county: str) -> str:
+    """The notification topic of the bridge of ``county`` (a 6-digit code)."""
+    if not COUNTY_CODE_RE.match(county):
+        raise LocalWireError(Fault.BAD_TOPIC, f"not a county code: {county!r}")
+    return f"{TOPIC_ROOT}/bridge/{county}/state"
+
+
+def bridge_county(topic: str) -> str | None:
+    """The county of a bridge notification topic; None if ``topic`` is not one."""
+    parts = topic.split("/")
+    if len(parts) != _ROOT_LEVELS + 3 or "/".join(parts[:_ROOT_LEVELS]) != TOPIC_ROOT:
+        return None
+    if parts[_ROOT_LEVELS] != "bridge" or parts[-1] != "state":
+        return None
+    county = parts[_ROOT_LEVELS + 1]
+    return county if COUNTY_CODE_RE.match(county) else None
+
+
+def parse_bridge_state(county: str, payload: bytes) -> bool:
+    """Whether the bridge of ``county`` is up: ``1`` up, ``0`` down (mosquitto's notification
+    payloads); :class:`RemoteWireError` (SCHEMA) for anything else."""
+    if payload == b"1":
+        return True
+    if payload == b"0":
+        return False
+    raise RemoteWireError(
+        Fault.SCHEMA, f"bridge state of county {county} must be 1 or 0, got {payload[:40]!r}"
+    )
+
+
 #: What central's main session subscribes to (everything nodes send but the alarm lane; not the
 #: requests it sends itself). ``+/event`` does not match ``+/event/alarm``: no message is
 #: delivered to both sessions.
@@ -169,6 +207,7 @@ CENTRAL_SUBSCRIPTIONS: tuple[str, ...] = (
     f"{TOPIC_ROOT}/+/cmd/res",
     f"{TOPIC_ROOT}/+/cert/req",
     f"{TOPIC_ROOT}/+/meet/res",
+    BRIDGE_STATE_SUBSCRIPTION,
 )
 #: What central's alarm session subscribes to: alarm-priority events only, so that they never
 #: queue behind history in the broker.
