@@ -157,6 +157,12 @@ class Ingest:
         links, self._county_links = self._county_links, []
         return links
 
+    def held_nodes(self) -> int:
+        """Online nodes held while their county's bridge is down (a scan: call on changes)."""
+        return sum(
+            1 for n in self.nodes.values() if n.state == ONLINE and n.county in self.counties_down
+        )
+
     def online_nodes(self) -> Iterable[tuple[str, float]]:
         """(node_id, health interval) of the nodes believed online, for :meth:`Liveness.reset`."""
         return ((n.node_id, n.health_interval_s) for n in self.nodes.values() if n.state == ONLINE)

@@ -91,7 +91,6 @@ class CentralService:
         self.renewal: RenewalService | None = None  # certificate renewal, when [ca] is set
         self.revocations: Revocations | None = None  # revoked nodes refused, when [ca] is set
         self.acks = StoredAcks()
-        self._held: dict[str, int] = {}  # county -> online nodes held while its bridge is down
 
     def stop(self) -> None:
         self._stop.set()
@@ -126,6 +125,8 @@ class CentralService:
                 if registry.has_village(n.village):
                     coverage.set_node(n.node_id, n.state == "online")
             self.metrics.add_coverage(registry, coverage)
+            self.metrics.counties_link_down.set(len(self.ingest.counties_down))
+            self.metrics.nodes_held_county.set(self.ingest.held_nodes())
             from central.snapshots import SnapshotIntake
 
             self.snapshots = SnapshotIntake(store.conn, self.metrics.registry)
@@ -440,24 +441,24 @@ class CentralService:
     def _county_links(self) -> None:
         """Count and log each county bridge gone down or back (after the batch's commit)."""
         mt = self.metrics
-        for c in self.ingest.take_county_links():
+        links = self.ingest.take_county_links()
+        for c in links:
             if c.up:
-                self._held.pop(c.county, None)
                 log.info(
                     "县级链路恢复 / county %s bridge back: %d nodes' health deadlines restart",
                     c.county,
                     c.nodes,
                 )
             else:
-                self._held[c.county] = c.nodes
                 mt.county_link_drops.inc()
                 log.warning(
                     "县级链路中断 / county %s bridge down: %d online nodes held (county_link_down)",
                     c.county,
                     c.nodes,
                 )
-        mt.counties_link_down.set(len(self.ingest.counties_down))
-        mt.nodes_held_county.set(sum(self._held.values()))
+        if links:
+            mt.counties_link_down.set(len(self.ingest.counties_down))
+            mt.nodes_held_county.set(self.ingest.held_nodes())
 
     def _count_offline(self) -> None:
         """Count and log each node gone offline under the reason the API shows for it."""

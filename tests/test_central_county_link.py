@@ -59,6 +59,7 @@ def test_a_down_bridge_holds_its_county_past_every_deadline_and_only_its_county(
     assert ing.expire(3700.0) == [NODE_ELSEWHERE]
     assert ing.nodes[NODE].state == ing.nodes[NODE_B].state == "online"
     assert ing.nodes[NODE].state_reason == COUNTY_LINK_DOWN
+    assert ing.held_nodes() == 2
 
 
 def test_the_bridge_back_restarts_deadlines_from_the_reconnect() -> None:
