@@ -27,7 +27,7 @@ from central.service import CentralService
 from registry import Registry
 from shilian.broker import Mosquitto, free_port
 from shilian.simulate.node import SimNode, make_fleet
-from tests.test_central_service import wait_for
+from tests.test_central_service import db_rows, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CITY = "4501"
@@ -162,6 +162,11 @@ async def _scenario(tmp_path: Path, city: Mosquitto, county: Mosquitto, uplink: 
                 ), n.node_id
                 assert n.connected  # to its county broker, all along
             assert rows[other[0].node_id].state_reason != COUNTY_LINK_DOWN
+            # what the API and the dashboard read
+            stored = db_rows(cfg, "SELECT node_id, state, state_reason FROM nodes")
+            assert {r for r in stored if r[0][:6] == COUNTY} == {
+                (n.node_id, ONLINE, COUNTY_LINK_DOWN) for n in held
+            }
             assert svc.coverage.summary(CITY).covered == covered
             assert svc.coverage.summary(COUNTY).covered == len(held)
             assert _metric(svc, "shilian_county_links_down") == 1
