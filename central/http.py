@@ -58,6 +58,8 @@ class ApiContext:
     clock: Callable[[], float]
     auth: AuthConfig = field(default_factory=AuthConfig)
     devices: DeviceIndex | None = None  # cameras, terminals: the stricter figure
+    #: node -> its clock's offset from central's, seconds, for nodes off by more than the bound
+    clock_off: Mapping[str, float] = field(default_factory=dict)
 
 
 class ApiError(Exception):
