@@ -10,9 +10,11 @@ BIN := $(VENV)/bin
 # Debian 12): the real RTSP test camera run by the system python3 (tests/rtsp_camera.py)
 # nftables + iptables: loss, bandwidth caps and (iptables NFQUEUE) latency on the village link of
 # tests/faults (no tc netem in the kernels we run on); strace: the power-cut model of tests/faults/power.py
+# faketime + libfaketime: a running process's wall clock stepped (tests/faults/test_clock_jumps.py)
 SYS_PKGS := mosquitto mosquitto-clients chromium fonts-wqy-microhei prometheus sip-tester shellcheck \
   gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base \
-  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly systemd nftables iptables strace
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly systemd nftables iptables strace \
+  faketime libfaketime
 STAMP := $(VENV)/.installed
 # Exact versions of every package the project and its dev extras install (the ones the tests
 # passed with); pyproject.toml keeps ranges. `make lock` rewrites it.
