@@ -25,6 +25,7 @@ import pytest
 
 from central.ingest import CLOCK_OFF_S
 from shilian.broker import Mosquitto
+from tests.faults.backlog import stored_seqs
 from tests.faults.clock import WallClock
 from tests.faults.test_network_faults import LONG, NODE, exactly_once, record, wait
 from tests.processes import ADMIN, ADMIN_PASSWORD, Central, Edge
@@ -73,9 +74,8 @@ def _api(central: Central, path: str) -> Any:
 
 
 def _seqs(db: Path) -> list[int]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
-        rows = c.execute("SELECT seq FROM events WHERE node_id = ? ORDER BY seq", (NODE,))
-        return [int(r[0]) for r in rows]
+    """The node's event seqs central stored, in storage order (one boot: the agent runs on)."""
+    return [q for (node, _), seqs in stored_seqs(db).items() if node == NODE for q in seqs]
 
 
 def _offline_spells(db: Path) -> int:
