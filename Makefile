@@ -91,7 +91,8 @@ soak: sysdeps venv
 	  tests/test_edge_board_source.py::test_noisy_line_with_cuts_delivers_every_press_exactly_once_in_order
 
 # Faults on a real network path (namespaces, veth cuts, kill -9, a slow, lossy or 4G line, a
-# county's uplink cut, a power cut at the edge), long forms, and the 24 h backlog
+# county's uplink cut, a power cut at the edge), wall-clock steps (libfaketime), the edge and
+# central in a 1 GiB memory cgroup (as root), long forms, and the 24 h backlog
 # drain of 100 nodes (bench/faults/backlog.py, ~2 minutes); the figures are
 # written to docs/reliability.md. The short forms run in `make test`.
 reliability: sysdeps venv
