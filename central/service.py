@@ -187,6 +187,7 @@ class CentralService:
                     lambda t, p, cd: link.publish(t, p, correlation_data=cd),
                     self.metrics.registry,
                     self.clock,
+                    self.mono,
                 )
             runner = await self._start_http()
             try:

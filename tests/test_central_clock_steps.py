@@ -1,16 +1,26 @@
-"""Central's ingest core when a wall clock is stepped (NTP, ``date -s``): deadlines run on the
-monotonic clock, so a step of central's wall clock neither takes nodes offline nor keeps a dead
-one online; a node whose clock is off central's is flagged once two of its reports agree. No
-I/O: both clocks are numbers passed in. The same rules with real processes and libfaketime:
+"""Central's cores when a wall clock is stepped (NTP, ``date -s``): deadlines and windows run on
+the monotonic clock, so a step of central's wall clock neither takes nodes offline nor keeps a
+dead one online nor moves the renewal limit; a node whose clock is off central's is flagged once
+two of its reports agree. Both clocks are numbers passed in (the renewal test signs real
+certificates). The same rules with real processes and libfaketime:
 tests/faults/test_clock_jumps.py."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
+from prometheus_client import CollectorRegistry
 
 import wire
+from central.config import CaConfig
 from central.ingest import CLOCK_OFF_S, Ingest
+from central.link import Inbound
+from central.renewal import RenewalService
+from pki.ca import CertificateAuthority, make_csr, new_key
 from tests.test_central_ingest import BOOT, NODE, make_ingest, state
+from wire.messages import CertRequest, CertResponse
 
 INTERVAL = 30.0
 WALL0, MONO0 = 1_800_000_000.0, 500.0
@@ -81,3 +91,53 @@ def test_reports_queued_while_central_was_away_do_not_flag_the_node() -> None:
         now = arrive + (i + 1) * INTERVAL
         ing.handle(*health_at(now + CLOCK_OFF_S / 2), now, MONO0 + 600.0 + (i + 1) * INTERVAL)
     assert ing.clock_off == {}
+
+
+@pytest.mark.parametrize("step", [86400.0, -86400.0])
+def test_a_step_of_centrals_wall_clock_neither_ends_nor_stretches_the_renewal_limit(
+    tmp_path: Path, step: float
+) -> None:
+    """Three certificates a day per node (a node in a renewal loop must not grow the CA's list):
+    the window runs on the monotonic clock, so a forward step does not reopen it early and a
+    backward one does not keep it shut for longer."""
+    ca = CertificateAuthority.create(tmp_path / "ca")
+    ca.issue_node(make_csr(new_key(), NODE), days=5)
+    answers: list[CertResponse] = []
+    wall, mono = [WALL0], [MONO0]
+    svc = RenewalService(
+        CaConfig(dir=tmp_path / "ca", broker_host="127.0.0.1"),
+        lambda topic, payload, corr: answers.append(
+            wire.decode(CertResponse, payload, node_id=NODE)
+        ),
+        CollectorRegistry(),
+        clock=lambda: wall[0],
+        mono=lambda: mono[0],
+    )
+
+    async def ask() -> CertResponse:
+        req = CertRequest(node=NODE, ts=wall[0], csr_pem=make_csr(new_key(), NODE).decode())
+        n = len(answers)
+        svc.take([Inbound(wire.Topics(NODE).cert_req, wire.encode(req), False, b"1")])
+        for _ in range(500):
+            if len(answers) > n:
+                return answers[-1]
+            await asyncio.sleep(0.01)
+        raise AssertionError("no renewal answer")
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        runner = asyncio.create_task(svc.run(stop))
+        for _ in range(3):
+            assert (await ask()).ok
+        wall[0] += step  # central's clock stepped; an hour passes on the monotonic clock
+        mono[0] += 3600.0
+        refused = await ask()
+        assert not refused.ok and refused.error is not None
+        assert refused.error.code == "rate_limited"
+        wall[0] += 86400.0 - step  # a real day after the first renewal: the window is open again
+        mono[0] += 86400.0
+        assert (await ask()).ok
+        stop.set()
+        await runner
+
+    asyncio.run(scenario())
