@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 # faketime + libfaketime: a running process's wall clock stepped (tests/faults/test_clock_jumps.py)
 SYS_PKGS := mosquitto mosquitto-clients chromium fonts-wqy-microhei prometheus sip-tester shellcheck \
   gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base \
-  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly systemd nftables iptables strace \
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly systemd nftables iptables strace coturn \
   faketime libfaketime
 STAMP := $(VENV)/.installed
 # Exact versions of every package the project and its dev extras install (the ones the tests
@@ -69,7 +69,7 @@ bench: sysdeps venv
 	@for b in bench/ingest.py bench/edge_footprint.py bench/coverage.py bench/dashboard.py \
 	  bench/provision.py bench/serial_throughput.py bench/alarm_latency.py \
 	  bench/firmware_update.py bench/registry_import.py bench/camera_probe.py \
-	  bench/snapshot_alarm.py bench/meeting.py bench/demo_start.py; do \
+	  bench/snapshot_alarm.py bench/meeting.py bench/meeting_screen.py bench/demo_start.py; do \
 	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # The coverage figure through a 120 s broker outage at full scale (1,856 Nanning nodes, health

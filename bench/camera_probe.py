@@ -12,12 +12,16 @@ seconds per camera per hour of monitoring. Prints one final JSON line: cpu_s_per
 rss_peak_mb (its VmHWM: the highest it was, decodes and start-up included), idle_rss_mb (the
 same agent without cameras, VmRSS after ``--idle-s``, target <= 40), cameras_ok (cameras whose
 retained state said ``ok`` at the end), and the settings used. The RTSP server's own CPU is the
-cameras', not the edge's: not counted.
+cameras', not the edge's: not counted. The agent runs as installed: the project's packages are
+byte-compiled first, as pip does on install (deploy/install.sh); run from a source tree with
+``PYTHONDONTWRITEBYTECODE`` set, the agent would compile every module of its own at each start
+(+0.6 MB of idle RSS, measured).
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import signal
@@ -38,6 +42,8 @@ from shilian.broker import Mosquitto, free_port  # noqa: E402
 from tests.camera_peers import RtspCamera  # noqa: E402
 
 NODE = "450102001001-a"
+#: The project's packages the agent imports from (byte-compiled before the run, as installed).
+PACKAGES = ("edge", "wire", "pki", "resilience", "firmware_bridge", "shilian")
 USER, PASSWORD = "admin", "bench-pw"
 
 
@@ -75,6 +81,12 @@ def write_config(
             )
     cfg.write_text(text)
     return cfg
+
+
+def compile_packages() -> None:
+    """Write the .pyc files an installed package has (quietly; an up-to-date one is kept)."""
+    for pkg in PACKAGES:
+        compileall.compile_dir(ROOT / pkg, quiet=1)
 
 
 def start_agent(cfg: Path) -> subprocess.Popen[bytes]:
@@ -126,6 +138,7 @@ def main() -> None:
     ap.add_argument("--idle-s", type=float, default=10.0)
     args = ap.parse_args()
     n = args.cameras
+    compile_packages()
     with tempfile.TemporaryDirectory(prefix="shilian-cam-bench-") as d, Mosquitto() as broker:
         work = Path(d)
         idle = start_agent(write_config(work, broker, None, 0, args.picture_interval_s))

@@ -5,7 +5,8 @@
 Prints one final JSON line: idle_rss_mb (target <= 40), outbox_events_per_s (target >= 2,000),
 outbox_serial_events_per_s (one caller at a time: no commit sharing, the baseline), plus the
 settings used. The outbox figure is events accepted (committed, WAL, synchronous=FULL)
-into a fresh file by many concurrent ``accept`` calls sharing group commits.
+into a fresh file by many concurrent ``accept`` calls sharing group commits. The agent runs
+byte-compiled, as installed (bench/camera_probe.py says why).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.camera_probe import compile_packages  # noqa: E402
 from edge.outbox import Outbox  # noqa: E402
 from shilian.broker import Mosquitto, free_port  # noqa: E402
 
@@ -102,6 +104,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="shilian-edge-bench-") as d:
         work = Path(d)
+        compile_packages()
         rss, clean = idle_rss(work, args.idle_s)
         rate = asyncio.run(outbox_rate(work, args.events, args.concurrency))
         # one caller at a time: every accept waits for its own fsync (the group-commit baseline)

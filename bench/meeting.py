@@ -21,6 +21,15 @@ central's CPU (this process: the service, and Playwright's client, which idles) 
 same run), divided by the number of villages; ``central_cpu_s_broadcast_setup``: its CPU
 seconds from the click to the last leg connected (signalling, records, audit). Central relays
 signalling only in a broadcast (docs/meetings.md "1:N"), so the former is close to zero.
+``stages_p50_ms``: the set-up's stages on the page, ms after the click (median over the
+calls): offer created, candidates gathered (the offer sent), answer back (central and the
+node), ICE + DTLS connected, first picture. ``edge_stages_mean_ms``: the node's side, ms after
+the offer reached it (mean, from its ``shilian_edge_meeting_setup_seconds`` histogram): camera
+opened, answer ready, first packet handed to the sender. ``--keep-warm``: the node keeps its
+camera open between calls (``[meetings] keep_warm``); ``edge_cpu_idle_pct`` and
+``edge_rss_mb`` (the agent's resident memory after the calls) then include the open camera;
+``edge_rss_before_calls_mb``: its resident memory before the first call (without keep_warm,
+aiortc is not loaded yet).
 Final line: JSON.
 """
 
@@ -76,6 +85,29 @@ def start_camera(port: int) -> subprocess.Popen[bytes]:
     )  # fmt: skip
     assert cam.stdout is not None and cam.stdout.readline().startswith(b"READY")
     return cam
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def setup_stages(metrics_port: int) -> dict[str, float]:
+    """Mean ms per stage of the node's set-up histogram (shilian_edge_meeting_setup_seconds)."""
+    from urllib.request import urlopen
+
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    with urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            for suffix, into in (("_sum", sums), ("_count", counts)):
+                head = f'shilian_edge_meeting_setup_seconds{suffix}{{stage="'
+                if line.startswith(head):
+                    stage = line[len(head) :].split('"', 1)[0]
+                    into[stage] = float(line.rsplit(" ", 1)[1])
+    return {k: round(1000 * sums[k] / counts[k], 1) for k in sums if counts.get(k)}
 
 
 def start_edge(config: Path) -> subprocess.Popen[bytes]:
@@ -176,7 +208,7 @@ async def wait(cond, what: str, within: float = 60.0) -> None:  # type: ignore[n
         await asyncio.sleep(0.05)
 
 
-async def run(calls: int, relay_s: float, villages: int) -> dict[str, object]:
+async def run(calls: int, relay_s: float, villages: int, keep_warm: bool) -> dict[str, object]:
     from playwright.async_api import async_playwright
 
     work = Path(tempfile.mkdtemp(prefix="bench-meeting-"))
@@ -192,11 +224,13 @@ async def run(calls: int, relay_s: float, villages: int) -> dict[str, object]:
     )
     add_user(cfg.store.path, "op", "operator", "", password="pw-op-0123")
     edge_toml = work / "edge.toml"
+    edge_metrics = free_port()
     edge_toml.write_text(
         f'node_id = "{NODE}"\nlog_level = "WARNING"\n[broker]\nport = {broker.port}\n'
-        f'[outbox]\npath = "{work / "outbox.sqlite3"}"\n[metrics]\nenabled = false\n'
+        f'[outbox]\npath = "{work / "outbox.sqlite3"}"\n[metrics]\nport = {edge_metrics}\n'
         f'[local_socket]\npath = "{work / "edge.sock"}"\n'
-        f'[[cameras]]\nid = "cam-gate"\nrtsp_url = "rtsp://127.0.0.1:{port}/cam0"\n'
+        + ('[meetings]\nkeep_warm = ["cam-gate"]\n' if keep_warm else "")
+        + f'[[cameras]]\nid = "cam-gate"\nrtsp_url = "rtsp://127.0.0.1:{port}/cam0"\n'
     )
     svc = CentralService(cfg)
     task = asyncio.create_task(svc.run())
@@ -208,11 +242,14 @@ async def run(calls: int, relay_s: float, villages: int) -> dict[str, object]:
         for n, p in zip(nodes, ports, strict=True)
     ]
     setups: list[float] = []
+    stages: dict[str, list[float]] = {}
     figures: dict[str, object] = {}
     try:
         await wait(lambda: svc._started.is_set() and svc.link.connected, "central up")
         await wait(lambda: svc.coverage.node_online(NODE) is True, "node online")
         await wait(lambda: all(svc.coverage.node_online(n) is True for n in nodes), "villages")
+        await asyncio.sleep(5.0)  # a camera kept warm is open by now
+        rss_before = rss_mb(edge.pid)
         async with async_playwright() as p:
             b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             ctx = await b.new_context(base_url=f"http://127.0.0.1:{svc.http_port}")
@@ -233,9 +270,13 @@ async def run(calls: int, relay_s: float, villages: int) -> dict[str, object]:
                 if m.get("error"):
                     raise RuntimeError(m["error"])
                 setups.append(float(m["firstFrameMs"]))
+                for k, v in (m.get("stages") or {}).items():
+                    stages.setdefault(k, []).append(float(v))
                 await page.click("[data-test=meeting-hangup]")
                 await wait(lambda: svc.meetings.calls == {}, "hung up")
                 await asyncio.sleep(0.5)  # the node frees its side (player thread, sockets)
+            edge_stages = setup_stages(edge_metrics)
+            edge_rss = rss_mb(edge.pid)
             # the agent's CPU: idle, then relaying one call, same length
             c0 = cpu_s(edge.pid)
             await asyncio.sleep(relay_s)
@@ -267,6 +308,11 @@ async def run(calls: int, relay_s: float, villages: int) -> dict[str, object]:
         "calls": len(setups),
         "setup_p50_ms": round(statistics.median(setups), 1),
         "setup_max_ms": round(max(setups), 1),
+        "keep_warm": keep_warm,
+        "stages_p50_ms": {k: round(statistics.median(v), 1) for k, v in stages.items()},
+        "edge_stages_mean_ms": edge_stages,
+        "edge_rss_mb": round(edge_rss, 1),
+        "edge_rss_before_calls_mb": round(rss_before, 1),
         "edge_cpu_pct": round(relay_pct, 2),
         "edge_cpu_idle_pct": round(idle_pct, 2),
         "relayed_bitrate_kbps": round(float(stats.get("bitrate_kbps") or 0), 0),
@@ -282,8 +328,9 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--relay-s", type=float, default=20.0)
     ap.add_argument("--villages", type=int, default=8, help="1:N broadcast to this many")
+    ap.add_argument("--keep-warm", action="store_true", help="the node keeps its camera open")
     args = ap.parse_args()
-    figures = asyncio.run(run(args.calls, args.relay_s, min(args.villages, 10)))
+    figures = asyncio.run(run(args.calls, args.relay_s, min(args.villages, 10), args.keep_warm))
     print(json.dumps(figures))
 
 

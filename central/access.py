@@ -13,6 +13,8 @@ from aiohttp import web
 
 from central import auth
 from central.accounts import Role
+from central.dashboard import HUB
+from central.live import Message
 
 
 def caller(request: web.Request) -> tuple[str, str | None]:
@@ -41,3 +43,11 @@ async def audit(
     """An audit row for the caller's change (none on an app without auth set up)."""
     if auth.AUTH in request.app:
         await auth.audit(request, action, target, outcome, **detail)
+
+
+def announce(request: web.Request, what: str) -> None:
+    """Tell the open admin pages that ``what`` ("rules", "webhooks", "users") changed, so they
+    re-read it (a ``admin`` message on the live stream, sent to admins only)."""
+    if HUB in request.app:
+        by, _ = caller(request)
+        request.app[HUB].publish([Message("admin", {"what": what, "by": by})])

@@ -3,7 +3,11 @@ recently resolved alerts, the rules, the webhook queues), ``GET /api/v1/alerts/r
 ``PUT /api/v1/alerts/rules`` (the whole set) and one rule at a time: ``POST
 /api/v1/alerts/rules``, ``PUT`` and ``DELETE /api/v1/alerts/rules/{rule_id}`` (admin:
 central.auth's default rule for a non-GET route). A scoped admin changes only rules over units
-in their scope, and the rules outside it are kept as they are; every change is audited."""
+in their scope, and the rules outside it are kept as they are. The webhook receivers (admins of
+the whole registry: they get every alert): ``PUT``/``PATCH /api/v1/alerts/webhooks/{n}`` changes
+receiver ``n`` (its URL is a secret, shown masked: one not given is kept) and ``POST
+/api/v1/alerts/webhooks/{n}/test`` delivers a test message now and answers what the receiver
+said. Every change is audited and announced to the open admin pages."""
 
 from __future__ import annotations
 
@@ -13,18 +17,30 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from central import body_errors, http
-from central.access import audit, caller, check_scope, is_admin
+from central.access import announce, audit, caller, check_scope, is_admin
 from central.alerting import AlertTask, alert_json
-from central.alerts import AlertRule, check_unique, masked_url, rule_in_scope
+from central.alerts import AlertRule, WebhookConfig, check_unique, masked_url, rule_in_scope
 
 #: Largest rule set accepted through the API.
 MAX_RULES = 200
 
 _RULES = TypeAdapter(list[AlertRule])
 _RULE = TypeAdapter(AlertRule)
+
+
+class WebhookChange(BaseModel):
+    """An admin's change to a receiver; a field left out keeps its value (the URL above all:
+    the page only ever sees it masked)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str | None = Field(default=None, description="new receiver URL / 新的接收地址")
+    timeout_s: float | None = Field(default=None, description="per attempt / 单次超时（秒）")
+    max_attempts: int | None = Field(default=None, description="attempts / 最多尝试次数")
+
+
 # -- routes -------------------------------------------------------------------------------------
 
 
@@ -47,6 +63,9 @@ def add_routes(app: web.Application, task: AlertTask) -> None:
     app.router.add_post("/api/v1/alerts/rules", _one_at_a_time(_add_rule))
     app.router.add_put("/api/v1/alerts/rules/{rule_id}", _one_at_a_time(_change_rule))
     app.router.add_delete("/api/v1/alerts/rules/{rule_id}", _one_at_a_time(_delete_rule))
+    app.router.add_put("/api/v1/alerts/webhooks/{n}", _one_at_a_time(_change_webhook))
+    app.router.add_patch("/api/v1/alerts/webhooks/{n}", _one_at_a_time(_change_webhook))
+    app.router.add_post("/api/v1/alerts/webhooks/{n}/test", _test_webhook)
 
 
 def _code_param(request: web.Request) -> str | None:
@@ -66,8 +85,17 @@ def _webhooks(request: web.Request) -> list[dict[str, Any]]:
     userinfo): admins see them masked, nobody else sees them at all."""
     if not is_admin(request):
         return []
+    task = request.app[ALERTS]
     return [
-        {"url": masked_url(s.cfg.url), "queued": len(s.queue)} for s in request.app[ALERTS].senders
+        {
+            "id": n,
+            "url": masked_url(s.cfg.url),
+            "timeout_s": s.cfg.timeout_s,
+            "max_attempts": s.cfg.max_attempts,
+            "queued": len(s.queue),
+            "source": "config" if s.cfg == configured else "api",
+        }
+        for n, (s, configured) in enumerate(zip(task.senders, task.cfg.webhooks, strict=True), 1)
     ]
 
 
@@ -88,7 +116,12 @@ async def list_alerts(request: web.Request) -> web.Response:
 
 
 async def get_rules(request: web.Request) -> web.Response:
-    return _ok({"source": request.app[ALERTS].rules_source, "rules": _rules(request)})
+    """The rules, and ``names``: the name of each unit they watch (the page shows names)."""
+    rules = _rules(request)
+    registry = request.app[http.CTX].registry
+    units = {r["code"] for r in rules if r["code"]}
+    names = {code: u.name for code in units if (u := registry.unit(code)) is not None}
+    return _ok({"source": request.app[ALERTS].rules_source, "rules": rules, "names": names})
 
 
 async def put_rules(request: web.Request) -> web.Response:
@@ -126,6 +159,7 @@ async def put_rules(request: web.Request) -> web.Response:
     await task.replace_rules(rules, by)
     count = None if rules is None else len(rules)
     await audit(request, "alert_rules_replace", "rules", "ok", count=count)
+    announce(request, "rules")
     return await get_rules(request)
 
 
@@ -181,6 +215,7 @@ async def _add_rule(request: web.Request) -> web.Response:
         )
     await _save(request, [*rules, rule])
     await audit(request, "alert_rule_add", rule.id, "ok", rule=rule.model_dump())
+    announce(request, "rules")
     return web.json_response(
         rule.model_dump(), status=201, dumps=lambda o: json.dumps(o, ensure_ascii=False)
     )
@@ -204,6 +239,7 @@ async def _change_rule(request: web.Request) -> web.Response:
     await audit(
         request, "alert_rule_change", rule_id, "ok", before=old.model_dump(), rule=rule.model_dump()
     )
+    announce(request, "rules")
     return _ok(rule.model_dump())
 
 
@@ -216,4 +252,77 @@ async def _delete_rule(request: web.Request) -> web.Response:
     check_scope(request, old.code)
     await _save(request, [r for r in rules if r.id != rule_id])
     await audit(request, "alert_rule_delete", rule_id, "ok", rule=old.model_dump())
+    announce(request, "rules")
     return _ok({"deleted": rule_id})
+
+
+# -- webhook receivers --------------------------------------------------------------------------
+
+
+def _receiver(request: web.Request) -> int:
+    """The index of receiver ``{n}`` (1-based, as listed); 404 ``unknown_webhook`` else. Only an
+    admin of the whole registry: every receiver gets every unit's alerts."""
+    check_scope(request, "")
+    raw = request.match_info["n"]
+    count = len(request.app[ALERTS].senders)
+    if not raw.isdigit() or not 1 <= int(raw) <= count:
+        raise http.ApiError(
+            404,
+            "unknown_webhook",
+            f"没有告警推送地址 {raw[:16]}（共 {count} 个）",
+            f"no webhook receiver {raw[:16]!r} ({count} configured)",
+        )
+    return int(raw) - 1
+
+
+async def _change_webhook(request: web.Request) -> web.Response:
+    index = _receiver(request)
+    task = request.app[ALERTS]
+    try:
+        change = WebhookChange.model_validate(http.json_body(await request.read()))
+        old = task.senders[index].cfg
+        hook = WebhookConfig.model_validate(
+            {**old.model_dump(), **change.model_dump(exclude_none=True)}
+        )
+    except ValidationError as e:
+        zh, en = body_errors.explain(e)
+        raise http.ApiError(
+            400, "bad_webhook", f"推送地址设置无效：{zh}", f"invalid webhook: {en}"
+        ) from None
+    by, _ = caller(request)
+    await task.change_webhook(index, hook, by)
+    fields = sorted(change.model_dump(exclude_none=True))
+    await audit(
+        request,
+        "webhook_change",
+        str(index + 1),
+        "ok",
+        fields=fields,
+        before=masked_url(old.url),
+        url=masked_url(hook.url),
+    )
+    announce(request, "webhooks")
+    return _ok(next(w for w in _webhooks(request) if w["id"] == index + 1))
+
+
+async def _test_webhook(request: web.Request) -> web.Response:
+    """One test message now; 200 whatever the receiver answered: ``{"ok", "status", "error"}``
+    (``status`` the receiver's HTTP status or null when it could not be reached)."""
+    index = _receiver(request)
+    task = request.app[ALERTS]
+    http.json_body(await request.read() or b"{}")
+    by, _ = caller(request)
+    status, problem = await task.test_webhook(index, by)
+    shown = masked_url(task.senders[index].cfg.url)
+    await audit(
+        request,
+        "webhook_test",
+        str(index + 1),
+        "ok" if problem is None else "failed",
+        url=shown,
+        status=status,
+        error=problem,
+    )
+    return _ok(
+        {"id": index + 1, "url": shown, "ok": problem is None, "status": status, "error": problem}
+    )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import logging
 import sqlite3
@@ -39,6 +40,7 @@ from central.alerts import (
     Condition,
     Evaluator,
     Transition,
+    WebhookConfig,
     observe_alarms,
     observe_backlog,
     observe_coverage,
@@ -49,7 +51,7 @@ from central.coverage import CoverageIndex
 from central.devices import DeviceIndex
 from central.live import LiveHub, Message
 from central.store import NodeRow, connect
-from central.webhooks import WebhookSender, webhook_body
+from central.webhooks import WebhookSender, test_body, webhook_body
 from registry import Registry
 
 log = logging.getLogger("shilian.central.alerts")
@@ -60,6 +62,8 @@ CREATE TABLE IF NOT EXISTS alert_rules(id INTEGER PRIMARY KEY CHECK (id = 1), bo
 CREATE TABLE IF NOT EXISTS alerts(id INTEGER PRIMARY KEY, rule TEXT NOT NULL, key TEXT NOT NULL,
   kind TEXT NOT NULL, severity TEXT NOT NULL, labels TEXT NOT NULL, zh TEXT NOT NULL,
   en TEXT NOT NULL, value REAL NOT NULL, since REAL NOT NULL, fired REAL NOT NULL, resolved REAL);
+CREATE TABLE IF NOT EXISTS alert_webhooks(id INTEGER PRIMARY KEY CHECK (id = 1),
+  body TEXT NOT NULL, updated REAL NOT NULL, updated_by TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS alerts_firing ON alerts(rule, key) WHERE resolved IS NULL;
 """
 
@@ -69,6 +73,13 @@ OBSERVE_ROWS = 500
 RECENT_RESOLVED = 20
 
 _RULES = TypeAdapter(list[AlertRule])
+_WEBHOOKS = TypeAdapter(dict[str, WebhookConfig])
+
+
+def config_digest(hook: WebhookConfig) -> str:
+    """Names a receiver of central.toml without its secrets: an admin's edit is stored against
+    it, so editing that entry in central.toml later makes the file's version count again."""
+    return hashlib.sha256(hook.model_dump_json().encode()).hexdigest()
 
 
 def alert_json(a: Alert) -> dict[str, Any]:
@@ -113,6 +124,19 @@ class AlertStore:
             " ON CONFLICT(id) DO UPDATE SET body=excluded.body, updated=excluded.updated,"
             " updated_by=excluded.updated_by",
             (body, at, by),
+        )
+
+    def webhooks(self) -> dict[str, WebhookConfig]:
+        """The admin's receivers, by the digest of the central.toml entry each replaces."""
+        row = self.conn.execute("SELECT body FROM alert_webhooks WHERE id = 1").fetchone()
+        return {} if row is None else _WEBHOOKS.validate_json(row[0])
+
+    def set_webhooks(self, hooks: dict[str, WebhookConfig], by: str, at: float) -> None:
+        self.conn.execute(
+            "INSERT INTO alert_webhooks(id, body, updated, updated_by) VALUES (1,?,?,?)"
+            " ON CONFLICT(id) DO UPDATE SET body=excluded.body, updated=excluded.updated,"
+            " updated_by=excluded.updated_by",
+            (_WEBHOOKS.dump_json(hooks).decode(), at, by),
         )
 
     def firing(self) -> list[Alert]:
@@ -208,6 +232,15 @@ class AlertTask:
         )
         for outcome in ("delivered", "retried", "rejected", "failed", "dropped"):
             self.outcomes.labels(outcome)
+        self.tests = prometheus_client.Counter(
+            "shilian_webhook_tests",
+            "管理员发送的推送测试 / webhook test messages sent by admins, by outcome (delivered, "
+            "failed)",
+            ["outcome"],
+            registry=metrics,
+        )
+        for outcome in ("delivered", "failed"):
+            self.tests.labels(outcome)
         self.firing_gauge = prometheus_client.Gauge(
             "shilian_alerts_firing",
             "正在告警的数量 / alerts firing, by rule and severity",
@@ -226,6 +259,10 @@ class AlertTask:
             if saved is not None:
                 self.rules_source = "api"
             self.evaluator.set_rules(saved if saved is not None else self.cfg.rules)
+            edited = await self._db(store.webhooks)
+            for sender, hook in zip(self.senders, self.cfg.webhooks, strict=True):
+                if config_digest(hook) in edited:
+                    sender.configure(edited[config_digest(hook)])
             self.evaluator.restore(await self._db(store.firing))
             self.recent.extend(reversed(await self._db(store.recent_resolved, RECENT_RESOLVED)))
             async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tg:
@@ -352,6 +389,29 @@ class AlertTask:
         self.rules_source = "config" if rules is None else "api"
         self.evaluator.set_rules(self.cfg.rules if rules is None else rules)
         self._changed.set()
+
+    async def change_webhook(self, index: int, hook: WebhookConfig, by: str) -> None:
+        """An admin's new settings for receiver ``index``: stored, then used at once (what is
+        queued for it goes to the new address)."""
+        assert self._store is not None
+        edited = {
+            config_digest(c): s.cfg
+            for c, s in zip(self.cfg.webhooks, self.senders, strict=True)
+            if s.cfg != c
+        }
+        edited[config_digest(self.cfg.webhooks[index])] = hook
+        await self._db(self._store.set_webhooks, edited, by, self.clock())
+        self.senders[index].configure(hook)
+
+    async def test_webhook(self, index: int, by: str) -> tuple[int | None, str | None]:
+        """One test message to receiver ``index`` now, outside its queue: (HTTP status, the
+        problem or None when the receiver took it)."""
+        async with aiohttp.ClientSession() as session:
+            status, problem = await self.senders[index].attempt(
+                session, test_body(by, self.clock())
+            )
+        self.tests.labels("delivered" if problem is None else "failed").inc()
+        return status, problem
 
     def firing(self, code: str | None) -> list[Alert]:
         alerts = sorted(

@@ -14,7 +14,8 @@ import json
 
 from aiohttp import web
 
-from central import assets, http, i18n
+from central import assets, auth, http, i18n
+from central.meeting_routes import MEETINGS
 
 #: Villages one broadcast addresses at most. The page encodes and sends one stream per village:
 #: measured ~2.5-3 % of a core and 0.15-0.2 Mbit/s (fake camera, 640x360 at 15 fps) more per
@@ -39,6 +40,8 @@ async def page(request: web.Request) -> web.Response:
     lang = i18n.language(q.get("lang"))
     strings = i18n.strings(lang)
     boot = {"lang": lang, "code": code, "max": MAX_VILLAGES, "strings": strings}
+    # Every leg's RTCConfiguration: the county's TURN server, as on the meeting page.
+    boot["ice"] = request.app[MEETINGS].page_ice(auth.principal(request).user)
     # No "<" inside the inline JSON: nothing in it can end its <script> element.
     payload = json.dumps(boot, ensure_ascii=False).replace("<", "\\u003c")
     html = (assets.ASSETS / "broadcast.html").read_text(encoding="utf-8")

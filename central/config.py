@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from central.alerts import AlertsConfig
+from wire.meeting import turn_url_problem
 
 #: MQTT session expiry central asks for: one week. Central's session is persistent so that QoS 1
 #: events queue in the broker while central is down (an upgrade, a crash, a weekend outage).
@@ -153,6 +154,45 @@ class FirmwareConfig(_Section):
     )
 
 
+class MeetingsConfig(_Section):
+    """The TURN server the meeting pages use (docs/meetings.md "TURN"); none: host candidates
+    only."""
+
+    turn_urls: list[str] = Field(
+        default_factory=list,
+        max_length=4,
+        description="TURN URLs given to the pages, e.g. turn:203.0.113.5:3478?transport=udp / "
+        "会议页面使用的 TURN 地址",
+    )
+    turn_secret: str = Field(
+        default="",
+        max_length=256,
+        description="coturn's static-auth-secret: each page gets credentials derived from it "
+        "that expire after turn_ttl_s / coturn 的 static-auth-secret，不会显示",
+    )
+    turn_ttl_s: int = Field(
+        default=12 * 3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="how long a page's TURN credentials last (an operator's shift) / 凭据有效期",
+    )
+    relay_only: bool = Field(
+        default=False, description="pages use only TURN relay candidates / 只用中继地址"
+    )
+
+    @model_validator(mode="after")
+    def _turn(self) -> MeetingsConfig:
+        for url in self.turn_urls:
+            problem = turn_url_problem(url)
+            if problem is not None:
+                raise ValueError(f"TURN 地址无效 / bad TURN URL {url!r}: {problem}")
+        if self.turn_urls and not self.turn_secret:
+            raise ValueError("turn_urls 需要 turn_secret / turn_urls need turn_secret")
+        if self.relay_only and not self.turn_urls:
+            raise ValueError("relay_only 需要 turn_urls / relay_only needs turn_urls")
+        return self
+
+
 class CentralConfig(_Section):
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="MQTT broker / 代理")
     store: StoreConfig = Field(default_factory=StoreConfig, description="storage / 存储")
@@ -172,6 +212,9 @@ class CentralConfig(_Section):
     )
     alerts: AlertsConfig = Field(
         default_factory=AlertsConfig, description="alert rules and webhooks / 告警规则与推送"
+    )
+    meetings: MeetingsConfig = Field(
+        default_factory=MeetingsConfig, description="meetings: TURN for the pages / 会议"
     )
 
 

@@ -9,7 +9,8 @@ Routes (docs/dashboard.md):
 - ``GET /api/v1/live`` server-sent events: ``hello`` on connect, then ``node``, ``coverage``,
   ``event`` and ``resync`` messages as central commits them (central.live), and ``link`` (is
   central connected to its broker, since when, last node traffic: central.freshness) on every
-  change and as the keepalive;
+  change and as the keepalive; ``alert`` when alerts fire or resolve; ``admin`` (to admins
+  only) when an admin changed a rule, webhook receiver or user, so open admin pages re-read it;
 - ``GET /api/v1/dashboard/overview?code=`` node counts, open alarms, recent events of a unit
   and the same ``link`` status;
 - ``GET /api/v1/dashboard/search?q=`` units by name or code;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import importlib.util
 import io
 import json
@@ -32,6 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from central import assets, auth, http, i18n, pinyin, views
+from central.accounts import Role
 from central.live import (
     MAX_STREAMS_PER_USER,
     LiveHub,
@@ -40,7 +43,7 @@ from central.live import (
     TooManySubscribers,
     visible,
 )
-from registry import LEN_BY_LEVEL, Registry
+from registry import LEN_BY_LEVEL, Registry, former_names
 
 #: Seconds between keepalives (a ``link`` message) on an idle live stream: keeps proxies and
 #: the browser from timing the stream out, finds closed connections, and lets the page tell a
@@ -69,6 +72,9 @@ class SearchEntry:
     name: str
     path: str  # names of the ancestors below the scope, joined by " › "
     pinyin: tuple[tuple[str, ...], ...] = ()  # readings per character (central.pinyin)
+    #: Names people still use for a renamed unit (横县 for 横州市), with their readings.
+    former: tuple[str, ...] = ()
+    former_pinyin: tuple[tuple[tuple[str, ...], ...], ...] = ()
 
 
 HUB: web.AppKey[LiveHub] = web.AppKey("live_hub", LiveHub)
@@ -231,7 +237,8 @@ async def live(request: web.Request) -> web.StreamResponse:
                     await resp.write(sse(hub.link_message()))  # keepalive with the link state
                     last_write = ctx.clock()
                 continue
-            messages = [m for m in sub.take() if visible(m, session.scope)]
+            admin = session.role >= Role.admin
+            messages = [m for m in sub.take() if visible(m, session.scope, admin)]
             if messages:
                 await resp.write(b"".join(sse(m) for m in messages))
                 last_write = ctx.clock()
@@ -324,11 +331,22 @@ async def overview(request: web.Request) -> web.Response:
 def search_index(registry: Registry) -> list[SearchEntry]:
     """Every unit under the scope with its path of names, parents before children."""
     out: list[SearchEntry] = []
+    renamed = former_names()
     stack: list[tuple[str, str]] = [(registry.scope, "")]
     while stack:
         code, path = stack.pop()
         for u in registry.children(code):
-            out.append(SearchEntry(u.code, u.name, path, pinyin.readings(u.name)))
+            old = renamed.get(u.code, ())
+            out.append(
+                SearchEntry(
+                    u.code,
+                    u.name,
+                    path,
+                    pinyin.readings(u.name),
+                    old,
+                    tuple(pinyin.readings(n) for n in old),
+                )
+            )
             if u.level < 5:
                 stack.append((u.code, f"{path} › {u.name}" if path else u.name))
     return out
@@ -336,24 +354,55 @@ def search_index(registry: Registry) -> list[SearchEntry]:
 
 def find(index: list[SearchEntry], query: str, limit: int = MAX_RESULTS) -> list[SearchEntry]:
     """Units whose code starts with ``query`` (digits; a node id finds its village), whose name
-    contains it, or, for a query of letters, whose name's pinyin it matches (initials ``xnq``,
-    full ``xingning`` or a mix: central.pinyin); exact names first, then names matched from their
-    start, then by level and code."""
+    or a former name (横县 for 横州市) contains it, or, for a query of letters, whose name's or
+    former name's pinyin it matches (initials ``xnq``, full ``xingning`` or a mix:
+    central.pinyin); exact names first, then names matched from their start, then by level and
+    code."""
     q = query.strip()
     if not q:
         return []
     village, dash, _ = q.partition("-")
     if dash and len(village) == LEN_BY_LEVEL[5] and village.isdigit():
         q = village  # a node id (village code, dash, local name): its village
+    hits: list[tuple[int, SearchEntry]] = []
     if q.isdigit():
         hits = [(0, e) for e in index if e.code.startswith(q)]
     elif pinyin.is_pinyin_query(q):
         pq = pinyin.normalise(q)
-        hits = [(at, e) for e in index if (at := pinyin.match(pq, e.pinyin)) is not None]
+        for e in index:
+            at = pinyin.match(pq, e.pinyin)
+            for p in e.former_pinyin:  # a few renamed units only
+                if (old := pinyin.match(pq, p)) is not None and (at is None or old < at):
+                    at = old
+            if at is not None:
+                hits.append((at, e))
     else:
-        hits = [(e.name.find(q), e) for e in index if q in e.name]
-    hits.sort(key=lambda h: (h[1].name != q, h[0] != 0, len(h[1].code), h[1].code))
+        for e in index:
+            at = e.name.find(q)
+            for n in e.former:
+                if (old := n.find(q)) >= 0 and (at < 0 or old < at):
+                    at = old
+            if at >= 0:
+                hits.append((at, e))
+    hits.sort(
+        key=lambda h: (q not in (h[1].name, *h[1].former), h[0] != 0, len(h[1].code), h[1].code)
+    )
     return [e for _, e in hits[:limit]]
+
+
+#: Nodes listed for a node-id query (a village has one or two; ``<village>-`` lists them).
+MAX_NODE_HITS = 10
+
+
+def _node_hits(conn: sqlite3.Connection, query: str) -> list[dict[str, Any]]:
+    """Nodes whose id starts with ``query`` when it is a village code and a dash (and maybe the
+    start of the local name): a node id read off an alert or a phone call opens the node."""
+    village, dash, _ = query.partition("-")
+    if not dash or len(village) != LEN_BY_LEVEL[5] or not village.isdigit():
+        return []
+    return [n for n in views.village_nodes(conn, village) if n["node_id"].startswith(query)][
+        :MAX_NODE_HITS
+    ]
 
 
 async def search(request: web.Request) -> web.Response:
@@ -366,11 +415,31 @@ async def search(request: web.Request) -> web.Response:
         return find([e for e in index if e.code.startswith(scope)] if scope else index, q)
 
     hits = await asyncio.to_thread(scoped_find)
+    query = q.strip()
+    nodes = (
+        await request.app[http.READS].run(functools.partial(_node_hits, query=query))
+        if query.startswith(scope)
+        else []
+    )
+    registry = request.app[http.CTX].registry
+    for n in nodes:
+        village = registry.unit(n["node_id"][:12])
+        n["village_name"] = village.name if village else None
     return web.json_response(
         {
             "query": q,
+            "nodes": [
+                {k: n[k] for k in ("node_id", "state", "state_since", "village_name")}
+                for n in nodes
+            ],
             "results": [
-                {"code": e.code, "name": e.name, "path": e.path, "level": _level(e.code)}
+                {
+                    "code": e.code,
+                    "name": e.name,
+                    "path": e.path,
+                    "level": _level(e.code),
+                    "former": list(e.former),
+                }
                 for e in hits
             ],
         },

@@ -15,9 +15,10 @@ this module.
   own (client id ``<client_id>-alarms``) subscribed only to alarm-priority events, so that the
   broker never queues an alarm behind history on the main session. Both feed the same ingest.
 - Reconnection is ours, not gmqtt's (its fixed-delay loop is disabled): exponential backoff with
-  full jitter capped at 60 s, auth refusals straight to the cap; the first failure is a WARNING,
-  retries DEBUG, recovery INFO with the downtime. Each connection gets a fresh gmqtt client, so
-  an acknowledgement can never reach a connection other than the one that delivered the message.
+  full jitter capped at 60 s, auth refusals straight to the cap; the first failure is a WARNING
+  naming when the next attempt is, retries DEBUG, recovery INFO with the downtime. Each
+  connection gets a fresh gmqtt client, so an acknowledgement can never reach a connection other
+  than the one that delivered the message.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from gmqtt import MQTTConnectError
 from central.config import BrokerConfig
 from central.gmqtt_adapter import Delivering, IngestClient, refusal_code, send_pubacks
 from pki.tls import client_context
-from resilience.backoff import Backoff
+from resilience.backoff import Backoff, next_try
 from wire.topics import CENTRAL_ALARM_SUBSCRIPTIONS, CENTRAL_SUBSCRIPTIONS
 
 log = logging.getLogger("shilian.central.link")
@@ -54,6 +55,11 @@ RECEIVE_MAXIMUM = 10_000
 #: Messages per batch (one transaction). Smaller than RECEIVE_MAXIMUM so that the next batch
 #: is being received and parsed while one commits (the commit runs in a worker thread).
 MAX_BATCH = 2_000
+#: Payload bytes per batch: a batch is closed at this size whatever its count. A batch is
+#: applied under the write lock that the alarm lane's batches take too, so its size is how long
+#: an alarm may wait: 2,000 snapshots (~59 KiB each) would be ~115 MiB to parse, decode and
+#: store first. 1 MiB is ~17 snapshots, or ~4,000 ordinary events (~230 B: MAX_BATCH binds).
+MAX_BATCH_BYTES = 1024 * 1024
 #: At stop, how long to wait for the received messages to be committed and acknowledged.
 DRAIN_TIMEOUT_S = 10.0
 #: CONNACK codes that retrying soon cannot fix (bad credentials, not authorised, banned).
@@ -125,6 +131,7 @@ class MqttLink:
         self._wake = asyncio.Event()
         # Batches being filled, oldest first: the messages, and (connection, packet id) to ack.
         self._chunks: deque[tuple[list[Inbound], list[tuple[Delivering | None, int]]]] = deque()
+        self._chunk_bytes = 0  # payload bytes in the last (filling) batch
         self._closed = False
         self._idle = asyncio.Event()  # set when every received message is committed
         self._idle.set()
@@ -202,12 +209,12 @@ class MqttLink:
                 if down_since is None:
                     down_since = time.monotonic()
                     log.warning(
-                        "无法连接 MQTT 代理 / cannot connect to broker %s:%s (%s session): %s; "
-                        "retrying",
+                        "无法连接 MQTT 代理 / cannot connect to broker %s:%s (%s session): %s; %s",
                         self.cfg.host,
                         self.cfg.port,
                         self.lane.name,
                         e,
+                        next_try(time.time(), delay),
                     )
                 else:
                     log.debug("broker still unreachable (%s); next try in %.1f s", e, delay)
@@ -296,9 +303,11 @@ class MqttLink:
         if self._stop.is_set():
             return  # stopping: not acknowledged, so the broker delivers it to the next session
         chunks = self._chunks
-        if not chunks or len(chunks[-1][0]) >= MAX_BATCH:
+        if not chunks or len(chunks[-1][0]) >= MAX_BATCH or self._chunk_bytes >= MAX_BATCH_BYTES:
             chunks.append(([], []))
+            self._chunk_bytes = 0
         batch, acks = chunks[-1]
+        self._chunk_bytes += len(payload)
         corr = props.get("correlation_data")
         batch.append(Inbound(topic, payload, bool(props.get("retain")), corr[0] if corr else None))
         if mid is not None:

@@ -37,18 +37,20 @@ MAX_STREAMS_PER_USER = 8
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One server-sent event: its type (``node``, ``coverage``, ``event``, ``resync``, ``link``)
-    and data."""
+    """One server-sent event: its type (``node``, ``coverage``, ``event``, ``resync``, ``link``,
+    ``alert``, ``admin``) and data."""
 
     kind: str
     data: dict[str, Any]
 
 
-def visible(message: Message, scope: str) -> bool:
+def visible(message: Message, scope: str, admin: bool = False) -> bool:
     """Whether a user whose scope is ``scope`` (a division-code prefix) may see ``message``:
     node, event and devices messages by their village, coverage by its unit (units above the
-    scope are not shown: their figures include other counties); hello and resync go to
-    everyone."""
+    scope are not shown: their figures include other counties); ``admin`` (a rule, webhook or
+    user changed) to admins only; hello and resync go to everyone."""
+    if message.kind == "admin":
+        return admin
     if message.kind in ("node", "event", "devices"):
         return str(message.data.get("village", "")).startswith(scope)
     if message.kind == "coverage":

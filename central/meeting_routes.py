@@ -206,6 +206,8 @@ async def page(request: web.Request) -> web.Response:
     lang = i18n.language(q.get("lang"))
     strings = i18n.strings(lang)
     boot = {"lang": lang, "node": node_id, "strings": strings}
+    # The page's RTCConfiguration: TURN credentials are per user and short-lived.
+    boot["ice"] = request.app[MEETINGS].page_ice(auth.principal(request).user)
     # No "<" inside the inline JSON: nothing in it can end its <script> element.
     payload = json.dumps(boot, ensure_ascii=False).replace("<", "\\u003c")
     html = (assets.ASSETS / "meeting.html").read_text(encoding="utf-8")

@@ -6,9 +6,12 @@ Central never touches media: the operator's browser and the node's agent exchang
 (central.meeting_routes), keeps one :class:`wire.meeting.Call` per session and a record per
 meeting in SQLite (table ``meetings``: who called which node, when it was answered and ended,
 why, and the quality the page reported from getStats). A call record is written before the
-offer is sent and updated when it ends, so a central restart leaves at most a record without an
-end (shown as ended ``central_restart`` on the next start); the node's line is freed by the
-hang-up central sends for every call it forgets.
+offer is sent and updated when it ends. Media does not pass through central, so a call can
+outlive central: when central is stopped (SIGTERM) it hangs up every call and ends its record
+``central_stopped``; after a crash (SIGKILL, power cut) the next start finds records without an
+end and reconciles them (:meth:`MeetingService.reconcile`): an answered call whose node says it
+is still in that session is taken up again (the operator can hang it up, the node's hang-up is
+recorded); every other one is ended ``central_restarted`` (and the node told to hang up).
 
 No half-open session: an offer that is not answered in 30 s, a request the operator abandoned
 (closed page, cancelled HTTP request) and an answer that arrives after either are all followed by
@@ -18,7 +21,6 @@ a ``hangup`` to the node.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from collections.abc import Callable, Coroutine
@@ -26,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from central.config import MeetingsConfig
 from central.link import Inbound
-from central.store import connect
+from central.meeting_store import MeetingStore
 from wire import Kind, RemoteWireError, Topics, decode, encode, parse_topic
 from wire.meeting import (
     OFFER_EXPIRY_S,
@@ -40,16 +43,10 @@ from wire.meeting import (
     MeetingRequest,
     Receiving,
     Switched,
+    turn_rest_credentials,
 )
 
 log = logging.getLogger("shilian.central.meetings")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meetings(session TEXT PRIMARY KEY, node TEXT NOT NULL,
-  village TEXT NOT NULL, camera TEXT, user TEXT, started REAL NOT NULL, answered REAL,
-  ended REAL, end_reason TEXT, detail TEXT NOT NULL DEFAULT '', stats TEXT NOT NULL DEFAULT '{}');
-CREATE INDEX IF NOT EXISTS meetings_village ON meetings(village, started);
-"""
 
 #: Calls in progress at once. A county has a few hundred villages and a handful of operators;
 #: beyond this central refuses rather than hold unbounded state for abandoned pages.
@@ -72,6 +69,11 @@ STAT_KEYS = (
     "first_frame_ms",
     "audio_frames",  # a broadcast leg: reported by the node (MeetingReply "received")
 )
+
+#: How long central waits, after a restart, for nodes to say whether they are still in the calls
+#: its records leave open: as long as an offer may wait for an answer (a node reconnecting after
+#: an outage that took central down too needs a while to be back).
+STATUS_WAIT_S = OFFER_EXPIRY_S
 
 #: publish(topic, payload, expiry_s); raises ConnectionError when the broker link is down.
 Publish = Callable[[str, bytes, int], None]
@@ -97,85 +99,6 @@ class Connected:
     camera: str | None
 
 
-class MeetingStore:
-    """The ``meetings`` table in central's SQLite file. Every method is blocking: call it from
-    a worker thread (the service does)."""
-
-    def __init__(self, path: Path) -> None:
-        self.conn = connect(path)
-        self.conn.executescript(SCHEMA)
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def end_orphans(self, now: float) -> int:
-        """Calls without an end (central stopped during them) are ended ``central_restart``."""
-        cur = self.conn.execute(
-            "UPDATE meetings SET ended = ?, end_reason = 'central_restart' WHERE ended IS NULL",
-            (now,),
-        )
-        return cur.rowcount
-
-    def started(self, call: Call, camera: str | None, user: str | None) -> None:
-        self.conn.execute(
-            "INSERT INTO meetings(session, node, village, camera, user, started)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (call.session, call.node_id, call.node_id[:12], camera, user, call.started),
-        )
-
-    def update(self, call: Call) -> None:
-        end = call.end
-        self.conn.execute(
-            "UPDATE meetings SET camera = coalesce(?, camera), answered = ?, ended = ?,"
-            " end_reason = ?, detail = ? WHERE session = ?",
-            (
-                call.camera,
-                call.answered_at,
-                call.ended_at,
-                end.reason.value if end else None,
-                end.detail[:1000] if end else "",
-                call.session,
-            ),
-        )
-
-    def set_stats(self, session: str, stats: dict[str, float]) -> bool:
-        cur = self.conn.execute(
-            "UPDATE meetings SET stats = ? WHERE session = ?", (json.dumps(stats), session)
-        )
-        return cur.rowcount == 1
-
-    def get(self, session: str) -> dict[str, Any] | None:
-        rows = self._select("WHERE session = ?", (session,), 1, 0)
-        return rows[0] if rows else None
-
-    def history(self, village: str, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
-        total = self.conn.execute(
-            "SELECT count(*) FROM meetings WHERE village = ?", (village,)
-        ).fetchone()[0]
-        return int(total), self._select("WHERE village = ?", (village,), limit, offset)
-
-    def _select(
-        self, where: str, args: tuple[Any, ...], limit: int, offset: int
-    ) -> list[dict[str, Any]]:
-        cols = (
-            "session, node, village, camera, user, started, answered, ended, end_reason,"
-            " detail, stats"
-        )
-        rows = self.conn.execute(
-            f"SELECT {cols} FROM meetings {where} ORDER BY started DESC LIMIT ? OFFSET ?",
-            (*args, limit, offset),
-        ).fetchall()
-        out = []
-        for r in rows:
-            d = dict(zip([c.strip() for c in cols.split(",")], r, strict=True))
-            d["stats"] = json.loads(d["stats"])
-            d["state"] = "ended" if d["ended"] is not None else (
-                "active" if d["answered"] is not None else "offered"
-            )  # fmt: skip
-            out.append(d)
-        return out
-
-
 class MeetingService:
     """Calls in progress, keyed by session; the records in :class:`MeetingStore`."""
 
@@ -185,12 +108,17 @@ class MeetingService:
         node_online: Callable[[str], bool | None],
         db_path: Path,
         clock: Callable[[], float],
+        ice: MeetingsConfig | None = None,
     ) -> None:
         self._publish = publish
+        self._ice = ice or MeetingsConfig()
         self._node_online = node_online
         self._clock = clock
         self.store = MeetingStore(db_path)
-        self.store.end_orphans(clock())
+        #: Records left without an end by a crash, until :meth:`reconcile` settles them.
+        self.orphans = self.store.unfinished()
+        self._status: dict[str, asyncio.Future[bool]] = {}
+        self._link_up = asyncio.Event()
         self.calls: dict[str, Call] = {}
         self._waiting: dict[str, asyncio.Future[Answered | Ended]] = {}
         self._lock = asyncio.Lock()  # one writer on the store's connection
@@ -204,6 +132,21 @@ class MeetingService:
     async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
         async with self._lock:
             return await asyncio.to_thread(fn, *args)
+
+    def page_ice(self, user: str) -> dict[str, Any]:
+        """The RTCConfiguration a meeting page uses: no server (host candidates only), or the
+        TURN server with credentials for ``user`` derived from its shared secret (coturn
+        use-auth-secret) that expire after ``turn_ttl_s``."""
+        ice = self._ice
+        if not ice.turn_urls:
+            return {"iceServers": [], "iceTransportPolicy": "all"}
+        name, password = turn_rest_credentials(
+            ice.turn_secret, user or "operator", self._clock(), ice.turn_ttl_s
+        )
+        return {
+            "iceServers": [{"urls": list(ice.turn_urls), "username": name, "credential": password}],
+            "iceTransportPolicy": "relay" if ice.relay_only else "all",
+        }
 
     def busy_node(self, node_id: str) -> Call | None:
         return next((c for c in self.calls.values() if c.node_id == node_id), None)
@@ -328,6 +271,69 @@ class MeetingService:
         )
         return result
 
+    # -- after a restart -----------------------------------------------------------------------
+
+    def link_up(self) -> None:
+        """Central is connected to the broker (requests to nodes can go out)."""
+        self._link_up.set()
+
+    async def reconcile(self, wait_s: float = STATUS_WAIT_S) -> dict[str, str]:
+        """Settle the records a crash left without an end; what became of each session
+        (``resumed`` or an end reason). An answered call is asked about (``status`` on the
+        node's ``meet/req``): if the node is still in it within ``wait_s``, central takes it up
+        again; otherwise, and for offers never answered (their page lost its request with the
+        restart), the record is ended ``central_restarted`` and the node told to hang up."""
+        orphans, self.orphans = self.orphans, []
+        if not orphans:
+            return {}
+        await self._link_up.wait()
+        loop = asyncio.get_running_loop()
+        asked: dict[str, asyncio.Future[bool]] = {}
+        for rec in orphans:
+            if rec["answered"] is None:
+                continue
+            req = MeetingRequest(session=rec["session"], op="status", ts=self._clock())
+            fut: asyncio.Future[bool] = loop.create_future()
+            self._status[rec["session"]] = fut
+            try:
+                self._publish(Topics(rec["node"]).meet_req, encode(req), max(1, int(wait_s)))
+            except ConnectionError:
+                fut.set_result(False)
+            asked[rec["session"]] = fut
+        if asked:
+            await asyncio.wait(asked.values(), timeout=wait_s)
+        out: dict[str, str] = {}
+        ended = []
+        for rec in orphans:  # first every call taken up, with no wait in between
+            session, node = rec["session"], rec["node"]
+            self._status.pop(session, None)
+            answer = asked.get(session)
+            active = answer is not None and answer.done() and answer.result()
+            if active and self.busy_node(node) is None and len(self.calls) < MAX_CALLS:
+                self.calls[session] = Call.resumed(
+                    session, node, rec["started"], rec["answered"], rec["camera"]
+                )
+                out[session] = "resumed"
+                log.info("会议 / meeting %s node %s: resumed after a restart", session, node)
+            elif answer is None:
+                ended.append((rec, "中心重启时尚未接通 / not answered when central restarted"))
+            elif answer.done():
+                ended.append((rec, "节点已不在此通话中 / the node is no longer in this call"))
+            else:
+                ended.append((rec, "节点未回应 / the node did not answer"))
+        for rec, detail in ended:
+            session, node = rec["session"], rec["node"]
+            self._send_quiet_to(
+                node, MeetingRequest(session=session, op="hangup", ts=self._clock())
+            )
+            await self._db(
+                self.store.end, session, EndReason.CENTRAL_RESTARTED, detail, self._clock()
+            )
+            out[session] = EndReason.CENTRAL_RESTARTED.value
+            log.info("会议 / meeting %s node %s: ended central_restarted (%s)", session, node,
+                     detail)  # fmt: skip
+        return out
+
     # -- from the MQTT link -------------------------------------------------------------------
 
     def take(self, batch: list[Inbound]) -> list[Inbound]:
@@ -352,6 +358,11 @@ class MeetingService:
         return rest
 
     def on_reply(self, reply: MeetingReply) -> None:
+        asked = self._status.get(reply.session)
+        if asked is not None and reply.op in ("status", "hangup"):
+            if not asked.done():
+                asked.set_result(reply.op == "status" and reply.active is True)
+            return
         call = self.calls.get(reply.session)
         if call is None:
             if reply.op == "answer":  # answered after central gave up: free the node's line
@@ -423,7 +434,7 @@ class MeetingService:
     async def drain(self) -> None:
         """Hang up every call (central stops) and wait for the records to be written."""
         for call in list(self.calls.values()):
-            bye = call.hang_up(self._clock())
+            bye = call.hang_up(self._clock(), EndReason.CENTRAL_STOPPED)
             if bye is not None:
                 self._send_quiet(call, bye)
             self._forget(call)

@@ -174,6 +174,7 @@ class CentralService:
                 coverage.node_online,
                 cfg.store.path,
                 self.clock,
+                cfg.meetings,
             )
             if cfg.ca is not None:
                 from central.renewal import RenewalService
@@ -209,7 +210,10 @@ class CentralService:
                     tg.create_task(self.alerts.run(self._stop))
                     if self.renewal is not None:
                         tg.create_task(self.renewal.run(self._stop))
+                    # calls a crash left open in the records: asked about, taken up or ended
+                    reconcile = tg.create_task(self.meetings.reconcile())
                     await self._stop.wait()
+                    reconcile.cancel()
                     await self.meetings.drain()  # hang-ups go out before the link closes
                     link.stop()
                     if alarm_link is not None:
@@ -306,6 +310,7 @@ class CentralService:
         self.liveness.reset(self.mono(), self.ingest.online_nodes())
         self.metrics.connected.set(1)
         self.live.link_changed(True)
+        self.meetings.link_up()
         if self.link.connects > 1:
             self.metrics.reconnects.inc()
 

@@ -7,7 +7,7 @@ and gives out only scopes within it: an admin of one county cannot create a city
 reset the password of the city's admin. Nobody disables their own account (the last admin
 would lock everyone out). Every change is audited (``user_add``, ``user_passwd``,
 ``user_disable``, ``user_enable``, as the command-line tools on central's box write them) and is
-on disk before it is answered (central.accounts).
+on disk before it is answered (central.accounts), and announced to the open admin pages.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from central import auth, body_errors, http
+from central.access import announce
 from central.accounts import (
     MAX_PASSWORD_CHARS,
     AccountError,
@@ -115,6 +116,7 @@ async def add_user(request: web.Request) -> web.Response:
     except AccountError as e:
         raise _refused(e) from None
     await auth.audit(request, "user_add", user.name, "ok", role=role.name, scope=user.scope)
+    announce(request, "users")
     return http.ok(_json(request, user), status=201)
 
 
@@ -128,6 +130,7 @@ async def set_password(request: web.Request) -> web.Response:
     except AccountError as e:
         raise _refused(e) from None
     await auth.audit(request, "user_passwd", user.name, "ok")
+    announce(request, "users")
     changed = await a.run(a.store.get, user.name)
     assert changed is not None
     return http.ok(_json(request, changed))
@@ -148,6 +151,7 @@ async def set_disabled(request: web.Request) -> web.Response:
     await a.run(a.store.set_disabled, user.name, body.disabled, a.clock())
     action = "user_disable" if body.disabled else "user_enable"
     await auth.audit(request, action, user.name, "ok")
+    announce(request, "users")
     changed = await a.run(a.store.get, user.name)
     assert changed is not None
     return http.ok(_json(request, changed))

@@ -68,6 +68,25 @@ def webhook_body(t: Transition) -> dict[str, Any]:
     }
 
 
+def test_body(by: str, at: float) -> dict[str, Any]:
+    """The message an admin's "send a test" delivers: shaped like an alert's (version 4) so the
+    receiver's parsing is tried too, with ``status`` "test" and no alerts, so nothing acts on it.
+    """
+    when = dt.datetime.fromtimestamp(at, dt.timezone(dt.timedelta(hours=8))).strftime(
+        "%Y-%m-%d %H:%M:%S"
+    )
+    return {
+        "version": "4",
+        "receiver": "shilian",
+        "status": "test",
+        "groupKey": "test",
+        "commonLabels": {"alertname": "test"},
+        "alerts": [],
+        "text": f"【测试】视联告警推送测试（{by}，{when}），收到即表示推送地址可用"
+        f"\n[TEST] shilian webhook test ({by}, {when} CST): this receiver works",
+    }
+
+
 # -- webhooks -----------------------------------------------------------------------------------
 
 
@@ -106,37 +125,48 @@ class WebhookSender:
                     self.queue.popleft()
             self._wake.clear()
 
-    async def _deliver(self, session: aiohttp.ClientSession, body: dict[str, Any]) -> None:
+    def configure(self, cfg: WebhookConfig) -> None:
+        """An admin changed the receiver: what is queued goes to the new address."""
+        self.cfg = cfg
+        self.shown = masked_url(cfg.url)
+        self._failing = False
+
+    async def attempt(
+        self, session: aiohttp.ClientSession, body: dict[str, Any]
+    ) -> tuple[int | None, str | None]:
+        """One POST of ``body``: (HTTP status or None, the problem or None when delivered). The
+        problem names the receiver masked, never its secrets."""
         data = json.dumps(body, ensure_ascii=False).encode()
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
+        try:
+            async with session.post(
+                self.cfg.url,
+                data=data,
+                headers={"Content-Type": "application/json; charset=utf-8"},
+                timeout=timeout,
+            ) as r:
+                await r.read()
+                return r.status, None if 200 <= r.status < 300 else f"HTTP {r.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            problem = f"{type(e).__name__}: {e}".replace(self.cfg.url, self.shown)
+            return None, problem.rstrip(": ")
+
+    async def _deliver(self, session: aiohttp.ClientSession, body: dict[str, Any]) -> None:
         for attempt in range(self.cfg.max_attempts):
-            problem: str
-            try:
-                async with session.post(
-                    self.cfg.url,
-                    data=data,
-                    headers={"Content-Type": "application/json; charset=utf-8"},
-                    timeout=timeout,
-                ) as r:
-                    await r.read()
-                    if 200 <= r.status < 300:
-                        self._outcomes.labels("delivered").inc()
-                        if self._failing:
-                            log.info("告警推送恢复 / webhook %s delivering again", self.shown)
-                            self._failing = False
-                        return
-                    problem = f"HTTP {r.status}"
-                    if 400 <= r.status < 500 and r.status not in (408, 429):
-                        # The receiver refuses this message: resending it cannot help.
-                        self._outcomes.labels("rejected").inc()
-                        log.warning(
-                            "告警推送被拒绝 / webhook %s rejected an alert: %s",
-                            self.shown,
-                            problem,
-                        )
-                        return
-            except (aiohttp.ClientError, TimeoutError, OSError) as e:
-                problem = f"{type(e).__name__}: {e}".replace(self.cfg.url, self.shown)
+            status, problem = await self.attempt(session, body)
+            if problem is None:
+                self._outcomes.labels("delivered").inc()
+                if self._failing:
+                    log.info("告警推送恢复 / webhook %s delivering again", self.shown)
+                    self._failing = False
+                return
+            if status is not None and 400 <= status < 500 and status not in (408, 429):
+                # The receiver refuses this message: resending it cannot help.
+                self._outcomes.labels("rejected").inc()
+                log.warning(
+                    "告警推送被拒绝 / webhook %s rejected an alert: %s", self.shown, problem
+                )
+                return
             if not self._failing:
                 log.warning("告警推送失败，将重试 / webhook %s failed: %s", self.shown, problem)
                 self._failing = True

@@ -6,10 +6,12 @@ unknown keys are errors (``extra="forbid"``) so a typo is never silently ignored
 
 from __future__ import annotations
 
+import difflib
+import functools
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -345,6 +347,12 @@ class EdgeConfig(_Section):
             raise PydanticCustomError(
                 "meeting_camera", "meetings.camera {id} is not a [[cameras]] id", {"id": cam}
             )
+        for cam in self.meetings.keep_warm:
+            if cam not in {c.id for c in self.cameras}:
+                raise PydanticCustomError(
+                    "meeting_camera", "meetings.keep_warm {id} is not a [[cameras]] id",
+                    {"id": cam},
+                )  # fmt: skip
         for camera in self.cameras:
             if camera.relay is not None and self.alarm_board is None:
                 raise PydanticCustomError(
@@ -373,8 +381,9 @@ class EdgeConfig(_Section):
         for cam in data.get("cameras", []):
             if cam.get("password"):
                 cam["password"] = "***"
-        if data["meetings"].get("turn_password"):
-            data["meetings"]["turn_password"] = "***"
+        for secret in ("turn_password", "turn_secret"):
+            if data["meetings"].get(secret):
+                data["meetings"][secret] = "***"
         for acct in (data.get("sia") or {}).get("accounts", []):
             if acct.get("key_hex") is not None:
                 acct["key_hex"] = "***"
@@ -391,6 +400,13 @@ class ConfigProblem:
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
 
+    def said(self, lang: str) -> str:
+        """The problem in one language (``zh`` or ``en``): a table in Chinese is not to carry
+        the parser's English, nor an English one the Chinese."""
+        zh, _, en = self.message.partition(" / ")
+        text = (zh if lang == "zh" else en) or self.message
+        return f"{self.path}: {text}" if self.path else text
+
 
 class ConfigError(Exception):
     """The config file is unreadable or invalid; ``problems`` lists every error."""
@@ -400,11 +416,44 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+@functools.cache
+def _keys(model: type[BaseModel]) -> frozenset[str]:
+    """Every key of ``model`` and of the sections within it (for guessing a misspelt key)."""
+    keys: set[str] = set()
+    seen: set[type[BaseModel]] = set()
+    todo = [model]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        for name, f in m.model_fields.items():
+            keys.add(f.alias or name)
+            types = [f.annotation]
+            while types:
+                t = types.pop()
+                if isinstance(t, type) and issubclass(t, BaseModel):
+                    todo.append(t)
+                types.extend(get_args(t))
+    return frozenset(keys)
+
+
+def _meant(key: object) -> str | None:
+    """The known key a misspelt ``key`` most likely was (``cert_fle`` → ``cert_file``)."""
+    if not isinstance(key, str):
+        return None
+    close = difflib.get_close_matches(key, _keys(EdgeConfig), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def explain(err: ValidationError) -> list[ConfigProblem]:
     out = []
     for e in err.errors(include_url=False, include_input=False):
         path = ".".join(str(p) for p in e["loc"])
-        out.append(ConfigProblem(path, config_error(e["type"], e.get("ctx"), e["msg"])))
+        kind, ctx = e["type"], e.get("ctx")
+        if kind == "extra_forbidden" and e["loc"] and (meant := _meant(e["loc"][-1])):
+            kind, ctx = "extra_forbidden_meant", {"key": meant}
+        out.append(ConfigProblem(path, config_error(kind, ctx, e["msg"])))
     return out
 
 

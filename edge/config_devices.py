@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from wire.meeting import turn_url_problem
+
 #: A device id is a wire ``Name`` (it is the last topic level of its retained state).
 DEVICE_ID = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 #: Cameras per node: a village has a handful to a few dozen; each costs a TCP session and a
@@ -218,9 +220,11 @@ class InfoSystemConfig(_Section):
 
 
 class MeetingsConfig(_Section):
-    """Remote meetings (docs/meetings.md): which camera a call sends by default, and a TURN
-    server for a village behind NAT. Without ``turn_url`` only host candidates are offered
-    (the government network or VPN is flat); no public STUN server is ever used."""
+    """Remote meetings (docs/meetings.md): which camera a call sends by default, a TURN server
+    for a village behind NAT, and the box's sound devices and screen. Without ``turn_url`` only
+    host candidates are offered (the government network or VPN is flat); no public STUN server
+    is ever used. Without ``audio_in`` / ``audio_out`` / ``video_out`` a call is video from the
+    village only."""
 
     enabled: bool = Field(default=True, description="answer operators' calls")
     camera: str | None = Field(
@@ -236,18 +240,56 @@ class MeetingsConfig(_Section):
     turn_password: str = Field(
         default="", max_length=128, description="TURN password; never logged or shown"
     )
+    turn_secret: str = Field(
+        default="",
+        max_length=256,
+        description="coturn's static-auth-secret (use-auth-secret): short-lived credentials are "
+        "derived from it for each call instead of turn_username/turn_password; never shown",
+    )
+    relay_only: bool = Field(
+        default=False, description="offer only TURN relay candidates (needs turn_url)"
+    )
+    audio_in: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="ALSA capture device sent to the operator (e.g. plughw:1,0); absent: none",
+    )
+    audio_out: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="ALSA playback device the operator is heard on (e.g. default); absent: none",
+    )
+    video_out: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="framebuffer device the operator's picture is shown on (e.g. /dev/fb0); "
+        "absent: the operator's video is not asked for",
+    )
+    video_out_size: str | None = Field(
+        default=None,
+        pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$",
+        description="WIDTHxHEIGHT of video_out (absent: read from /sys/class/graphics)",
+    )
+    keep_warm: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="cameras ([[cameras]] ids) kept open between calls, so a call to one "
+        "starts at once; each costs a camera stream and a little CPU (docs/meetings.md)",
+    )
 
     @field_validator("turn_url")
     @classmethod
     def _turn(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        scheme, _, rest = v.partition(":")
-        host = rest.split("?", 1)[0].rsplit(":", 1)
-        if scheme not in ("turn", "turns") or not host[0] or rest.startswith("//"):
-            raise PydanticCustomError(
-                "turn_url", "must be turn:HOST[:PORT][?transport=udp|tcp] or turns:..."
-            )
-        if len(host) == 2 and not (host[1].isdigit() and 1 <= int(host[1]) <= 65535):
-            raise PydanticCustomError("turn_url", "port must be 1-65535")
+        problem = None if v is None else turn_url_problem(v)
+        if problem is not None:
+            raise PydanticCustomError("turn_url", problem)
         return v
+
+    @model_validator(mode="after")
+    def _relay_needs_turn(self) -> MeetingsConfig:
+        if self.relay_only and self.turn_url is None:
+            raise PydanticCustomError("relay_without_turn", "relay_only needs turn_url")
+        return self

@@ -116,13 +116,13 @@ class Doctor:
         try:
             self.cfg = load_config(self.config_path)
         except ConfigError as e:
-            first = str(e.problems[0])
+            first = e.problems[0]
             n = len(e.problems)
             return _f(
                 "config",
                 "fail",
-                f"{n} 处错误，首个：{first}；运行 shilian edge check-config 查看全部",
-                f"{n} error(s), first: {first}; run shilian edge check-config for all",
+                f"{n} 处错误，首个：{first.said('zh')}；运行 shilian edge check-config 查看全部",
+                f"{n} error(s), first: {first.said('en')}; run shilian edge check-config for all",
             )
         return _f(
             "config", "ok", f"有效：节点 {self.cfg.node_id}", f"valid: node {self.cfg.node_id}"

@@ -1,4 +1,5 @@
-"""One H.264 key frame to a small grey picture, through FFmpeg's public C API (ctypes).
+"""One H.264 key frame decoded, and scaled to a small grey picture, through FFmpeg's public C API
+(ctypes). (edge.jpeg encodes the decoded frame as a JPEG with the same libraries.)
 
 Why not PyAV here: ``import av`` maps and relocates all of FFmpeg (libavformat, libavfilter,
 libavdevice and their codecs: x264, x265, gnutls...) and ~50 extension modules, whatever is
@@ -8,9 +9,11 @@ cost ~6 MB. The libraries are the ones the PyAV wheel ships (``av.libs``, found 
 importing ``av``), else the system's.
 
 ABI used, all public and stable across FFmpeg 5-8 (libavcodec 59-62): the functions below, the
-codec context's AVOptions (``threads``, ``video_size``, ``pixel_format``: no struct offsets),
-and the first two fields of ``AVFrame`` (``uint8_t *data[8]; int linesize[8];``).
-``tests/test_edge_keyframe_decoder.py`` compares the result with PyAV's on the same libraries.
+codec contexts' AVOptions (``threads``, ``video_size``, ``pixel_format``...: no struct offsets),
+the first fields of ``AVFrame`` (:class:`FrameHead`: planes, strides, size, pixel format) and of
+``AVPacket`` (:class:`PacketHead`), laid out by ctypes for the platform's word size.
+``tests/test_edge_keyframe_decoder.py`` and ``tests/test_edge_jpeg.py`` compare the results
+with PyAV's on the same libraries.
 
 Blocking (a few ms for 320x240, tens of ms for 1080p on a Pi-class CPU); ctypes releases the
 GIL during each FFmpeg call, so the event loop keeps running. Callers run it in a thread.
@@ -18,8 +21,10 @@ GIL during each FFmpeg call, so the event loop keeps running. Callers run it in 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +41,11 @@ SWS_BILINEAR = 0x2
 PIX_FMT_GRAY8 = 8
 #: AVERROR(EAGAIN): the decoder wants more input before it gives a frame.
 AVERROR_EAGAIN = -11
+#: AV_LOG_ERROR: FFmpeg's own log lines below errors are not printed (libswscale warns on every
+#: snapshot that yuvj420p is deprecated; the agent's log says what happened to each picture).
+AV_LOG_ERROR = 16
+#: AVERROR_EOF (FFERRTAG('E','O','F',' ')): a flushed codec has nothing more to give.
+AVERROR_EOF = -0x20464F45
 #: A key frame larger than this is refused before anything is allocated for it (an 8 Mbit/s
 #: 4K I-frame is ~1 MB).
 MAX_KEYFRAME_BYTES = 8 * 1024 * 1024
@@ -47,14 +57,46 @@ class DecodeError(ValueError):
     """The key frame does not decode (the camera's fault) or FFmpeg is not usable."""
 
 
+class FrameHead(ctypes.Structure):
+    """The first fields of ``AVFrame`` (libavutil/frame.h, in this order since FFmpeg 1.0)."""
+
+    _fields_ = [
+        ("data", ctypes.c_void_p * FRAME_DATA_POINTERS),
+        ("linesize", ctypes.c_int * FRAME_DATA_POINTERS),
+        ("extended_data", ctypes.c_void_p),
+        ("width", ctypes.c_int),
+        ("height", ctypes.c_int),
+        ("nb_samples", ctypes.c_int),
+        ("format", ctypes.c_int),
+    ]
+
+
+class PacketHead(ctypes.Structure):
+    """The first fields of ``AVPacket`` (libavcodec/packet.h, in this order since FFmpeg 3.0)."""
+
+    _fields_ = [
+        ("buf", ctypes.c_void_p),
+        ("pts", ctypes.c_int64),
+        ("dts", ctypes.c_int64),
+        ("data", ctypes.c_void_p),
+        ("size", ctypes.c_int),
+    ]
+
+
+class Rational(ctypes.Structure):
+    """``AVRational``, passed by value to ``av_opt_set_q``."""
+
+    _fields_ = [("num", ctypes.c_int), ("den", ctypes.c_int)]
+
+
 @dataclass(frozen=True, slots=True)
-class _Libs:
+class Libs:
     avutil: ctypes.CDLL
     avcodec: ctypes.CDLL
     swscale: ctypes.CDLL
 
 
-_libs: _Libs | None = None
+_libs: Libs | None = None
 
 
 def _find(name: str) -> str:
@@ -74,7 +116,8 @@ def _find(name: str) -> str:
     return path
 
 
-def _load() -> _Libs:
+def load() -> Libs:
+    """The three libraries, loaded once, with the signatures of the functions used."""
     global _libs
     if _libs is not None:
         return _libs
@@ -91,6 +134,15 @@ def _load() -> _Libs:
         (avutil, "av_opt_set_int", i, [p, ctypes.c_char_p, i64, i]),
         (avutil, "av_opt_get_image_size", i, [p, ctypes.c_char_p, i, p, p]),
         (avutil, "av_opt_get_pixel_fmt", i, [p, ctypes.c_char_p, i, p]),
+        (avutil, "av_opt_set_image_size", i, [p, ctypes.c_char_p, i, i, i]),
+        (avutil, "av_opt_set_pixel_fmt", i, [p, ctypes.c_char_p, i, i]),
+        (avutil, "av_opt_set_q", i, [p, ctypes.c_char_p, Rational, i]),
+        (avutil, "av_frame_get_buffer", i, [p, i]),
+        (avutil, "av_log_set_level", None, [i]),
+        (avcodec, "avcodec_find_encoder_by_name", p, [ctypes.c_char_p]),
+        (avcodec, "avcodec_send_frame", i, [p, p]),
+        (avcodec, "avcodec_receive_packet", i, [p, p]),
+        (avcodec, "av_packet_unref", None, [p]),
         (avcodec, "avcodec_find_decoder_by_name", p, [ctypes.c_char_p]),
         (avcodec, "avcodec_alloc_context3", p, [p]),
         (avcodec, "avcodec_open2", i, [p, p, p]),
@@ -108,16 +160,29 @@ def _load() -> _Libs:
         fn = getattr(lib, name)
         fn.restype = restype
         fn.argtypes = argtypes
-    _libs = _Libs(avutil, avcodec, swscale)
+    avutil.av_log_set_level(AV_LOG_ERROR)
+    _libs = Libs(avutil, avcodec, swscale)
     return _libs
 
 
 def grey_thumbnail(annexb: bytes, width: int, height: int) -> bytes:
     """Decode one key frame (Annex B, with SPS/PPS) and scale its luma to ``width`` x
     ``height`` grey bytes (row by row, no padding); :class:`DecodeError` if it does not decode."""
+    out = ctypes.create_string_buffer(width * height)
+    with decoded(annexb) as (lib, frame):
+        dst = (ctypes.c_void_p * 4)(ctypes.addressof(out), None, None, None)
+        dst_strides = (ctypes.c_int * 4)(width, 0, 0, 0)
+        scale(lib, frame, dst, dst_strides, width, height, PIX_FMT_GRAY8)
+    return out.raw
+
+
+@contextlib.contextmanager
+def decoded(annexb: bytes) -> Iterator[tuple[Libs, FrameHead]]:
+    """Decode one key frame (Annex B, with SPS/PPS): the libraries and the decoded picture,
+    valid inside the ``with`` block only; :class:`DecodeError` if it does not decode."""
     if not annexb or len(annexb) > MAX_KEYFRAME_BYTES:
         raise DecodeError(f"key frame of {len(annexb)} bytes")
-    lib = _load()
+    lib = load()
     u, c = lib.avutil, lib.avcodec
     codec = c.avcodec_find_decoder_by_name(b"h264")
     if not codec:
@@ -148,37 +213,36 @@ def grey_thumbnail(annexb: bytes, width: int, height: int) -> bytes:
             got = c.avcodec_receive_frame(ctx, frame)
         if got < 0:
             raise DecodeError("key frame gave no picture")
-        return _scale(lib, ctx, frame, width, height)
+        assert frame.value is not None  # checked above
+        head = FrameHead.from_address(frame.value)
+        if not (0 < head.width <= MAX_SIDE and 0 < head.height <= MAX_SIDE) or head.format < 0:
+            raise DecodeError(f"picture of {head.width}x{head.height}, format {head.format}")
+        yield lib, head
     finally:
         c.av_packet_free(ctypes.byref(pkt))
         u.av_frame_free(ctypes.byref(frame))
         c.avcodec_free_context(ctypes.byref(ctx))
 
 
-def _scale(lib: _Libs, ctx: ctypes.c_void_p, frame: ctypes.c_void_p, w: int, h: int) -> bytes:
-    src_w, src_h, fmt = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
-    lib.avutil.av_opt_get_image_size(
-        ctx, b"video_size", 0, ctypes.byref(src_w), ctypes.byref(src_h)
-    )
-    lib.avutil.av_opt_get_pixel_fmt(ctx, b"pixel_format", 0, ctypes.byref(fmt))
-    if not (0 < src_w.value <= MAX_SIDE and 0 < src_h.value <= MAX_SIDE) or fmt.value < 0:
-        raise DecodeError(f"picture of {src_w.value}x{src_h.value}, format {fmt.value}")
+def scale(
+    lib: Libs,
+    src: FrameHead,
+    dst: ctypes.Array[ctypes.c_void_p],
+    dst_strides: ctypes.Array[ctypes.c_int],
+    w: int,
+    h: int,
+    fmt: int,
+) -> None:
+    """Scale the picture ``src`` (bilinear) to ``w`` x ``h`` of pixel format ``fmt`` into the
+    planes ``dst`` (with their strides); :class:`DecodeError` if libswscale cannot."""
     sws = lib.swscale.sws_getContext(
-        src_w.value, src_h.value, fmt.value, w, h, PIX_FMT_GRAY8, SWS_BILINEAR, None, None, None
+        src.width, src.height, src.format, w, h, fmt, SWS_BILINEAR, None, None, None
     )
     if not sws:
-        raise DecodeError(f"cannot scale pixel format {fmt.value}")
-    out = ctypes.create_string_buffer(w * h)
+        raise DecodeError(f"cannot scale pixel format {src.format}")
     try:
-        src = ctypes.cast(frame, ctypes.POINTER(ctypes.c_void_p * FRAME_DATA_POINTERS))[0]
-        assert frame.value is not None  # allocated by the caller
-        strides_at = frame.value + ctypes.sizeof(ctypes.c_void_p) * FRAME_DATA_POINTERS
-        strides = (ctypes.c_int * FRAME_DATA_POINTERS).from_address(strides_at)
-        dst = (ctypes.c_void_p * 4)(ctypes.addressof(out), None, None, None)
-        dst_strides = (ctypes.c_int * 4)(w, 0, 0, 0)
-        rows = lib.swscale.sws_scale(sws, src, strides, 0, src_h.value, dst, dst_strides)
+        rows = lib.swscale.sws_scale(sws, src.data, src.linesize, 0, src.height, dst, dst_strides)
     finally:
         lib.swscale.sws_freeContext(sws)
     if rows != h:
         raise DecodeError("scaling failed")
-    return out.raw

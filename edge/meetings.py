@@ -11,7 +11,8 @@ node decodes the operator's media, counts its frames and sends nothing back.
 A call ends when the operator hangs up (``hangup``), when the page's peer connection fails or
 closes, when the camera's stream ended and could not be opened again, or when the agent stops;
 the node tells central (``hangup``) in the last three cases. Ending frees the peer connection
-(its sockets), the camera player (its thread) and the call's task.
+(its sockets), the camera player (its thread; not for a camera in ``[meetings] keep_warm``,
+which stays open between calls) and the call's task.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from edge.config import EdgeConfig
+from edge.meeting_options import CallOptions
 from edge.mqtt_link import Incoming, Link, LinkError, PublishRejected
 from wire import RemoteWireError, Topics, decode, encode
 from wire.meeting import (
@@ -40,6 +42,8 @@ from wire.meeting import (
 
 if TYPE_CHECKING:
     from edge.broadcast_media import BroadcastReceiver
+    from edge.camera_tap import CameraTaps
+    from edge.meeting_av import CallAv
     from edge.meeting_media import MediaCall, TurnServer
 
 log = logging.getLogger("shilian.edge.meetings")
@@ -59,6 +63,11 @@ STOP_PUBLISH_S = 2.0
 #: A broadcast leg tells central what it decoded this often: the operator's page shows it per
 #: village (read every ~4 s), and 8-32 villages at this rate are a few messages a second.
 RECEIVED_REPORT_S = 3.0
+#: How often cameras kept warm are checked and reopened if their stream ended: MediaPlayer
+#: never reconnects, and a camera rebooting comes back within ~10 s.
+WARM_CHECK_S = 5.0
+#: Buckets of the set-up stages' histogram (s): the whole set-up is aimed at under 1 s.
+SETUP_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
 
 class LinkSource(Protocol):
@@ -98,10 +107,36 @@ class MeetingDesk:
             ["kind"],
             registry=registry,
         )
+        self.setup_seconds = Histogram(
+            "shilian_edge_meeting_setup_seconds",
+            "a call's set-up at the node, seconds after the offer, by stage (camera_open, "
+            "answer, first_packet)",
+            ["stage"],
+            buckets=SETUP_BUCKETS,
+            registry=registry,
+        )
+        self.warm_failures = Counter(
+            "shilian_edge_meeting_warm_failures",
+            "attempts to open a camera kept warm ([meetings] keep_warm) that failed",
+            registry=registry,
+        )
+        self.video_faults = Counter(
+            "shilian_edge_meeting_video_faults",
+            "what a call's camera had to give up, by kind: gop_overflow (a group of pictures "
+            "over the buffer: the call waits for the next key frame), viewer_lagged (the "
+            "sender fell behind: skipped to the next key frame)",
+            ["kind"],
+            registry=registry,
+        )
+        #: The node's opened cameras (edge.camera_tap; created with the first call, or at the
+        #: start when cameras are kept warm).
+        self.taps: CameraTaps | None = None
         #: The media of the call in progress (tests and /metrics look at it).
         self.media: MediaCall | None = None
         #: The broadcast being received, if the line is taken by one.
         self.receiver: BroadcastReceiver | None = None
+        #: TURN, sound devices and screen (edge.meeting_options).
+        self.options = CallOptions(config, registry)
 
     # -- from the session -------------------------------------------------------------------
 
@@ -125,6 +160,8 @@ class MeetingDesk:
         self._link = link
         try:
             async with asyncio.TaskGroup() as tg:
+                if self.config.meetings.keep_warm:
+                    tg.create_task(self._keep_warm(), name="meeting-keep-warm")
                 while True:
                     req, expired = await self._inbox.get()
                     self._act(tg, self.line.receive(req, expired, self.clock()))
@@ -167,35 +204,73 @@ class MeetingDesk:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.taps is not None:
+            await self.taps.close()
 
     # -- one call -----------------------------------------------------------------------------
 
     async def _call(self, a: Answer) -> None:
-        if a.broadcast:
-            await self._receive_broadcast(a)
-            return
-        from edge.meeting_media import MediaCall, MediaFailed  # aiortc: only once a call comes
+        from edge.meeting_media import MediaCall  # aiortc: only once a call comes
 
+        if a.broadcast:
+            receiver = self._new_receiver()
+            try:
+                await self._run_leg(
+                    a, "broadcast", lambda: receiver.answer(a.sdp), receiver.close,
+                    lambda: self._receive_broadcast(a.session, receiver),
+                )  # fmt: skip
+            finally:
+                if self.receiver is receiver:
+                    self.receiver = None
+            return
         camera = a.camera or self.config.conference_camera
         assert camera is not None  # the line refuses offers on a node without cameras
-        media = MediaCall(self._turn())
+        media = MediaCall(
+            self._turn(),
+            self._extras(),
+            self._camera_taps(),
+            lambda stage, s: self.setup_seconds.labels(stage).observe(s),
+        )
         self.media = media
+        try:
+            await self._run_leg(
+                a, "meeting", lambda: media.answer(a.sdp, camera, self.urls[camera]),
+                media.close, lambda: self._serve(a.session, media), camera,
+            )  # fmt: skip
+        finally:
+            if self.media is media:
+                self.media = None
+
+    async def _run_leg(
+        self,
+        a: Answer,
+        what: str,
+        answer: Callable[[], Awaitable[str]],
+        close: Callable[[], Awaitable[None]],
+        serve: Callable[[], Awaitable[str]],
+        camera: str | None = None,
+    ) -> None:
+        """Answer ``a`` (``answer()``: the answer SDP), run ``serve()`` (why the call ended;
+        cancel: central hung up), tell central unless it hung up, and ``close()``: what a
+        call and a broadcast leg share."""
+        from edge.meeting_media import MediaFailed
+
         reason = "hangup_local"
         try:
             try:
-                sdp = await media.answer(a.sdp, camera, self.urls[camera])
+                sdp = await answer()
             except MediaFailed as e:
                 reason = e.code
-                log.warning("node %s: meeting %s: %s", self.topics.node_id, a.session[:8], e)
+                log.warning("node %s: %s %s: %s", self.topics.node_id, what, a.session[:8], e)
                 await self._send(self.line.failed(a.session, e.code, e.zh, e.en, self.clock()))
                 return
-            answer = self.line.answered(a.session, sdp, camera, self.clock())
-            if answer is None:
+            reply = self.line.answered(a.session, sdp, camera, self.clock())
+            if reply is None:
                 return  # hung up while we were setting up
-            await self._send(answer)
-            log.info("node %s: meeting %s answered, camera %s", self.topics.node_id,
-                     a.session[:8], camera)  # fmt: skip
-            reason = await self._serve(a.session, media)
+            await self._send(reply)
+            log.info("node %s: %s %s answered%s", self.topics.node_id, what, a.session[:8],
+                     f", camera {camera}" if camera else "")  # fmt: skip
+            reason = await serve()
             if reason != "hangup_remote":
                 bye = self.line.ended(a.session, self.clock())
                 if bye is not None:
@@ -205,65 +280,39 @@ class MeetingDesk:
             self._switches.pop(a.session, None)
             if self.line.session == a.session:
                 self.line.ended(a.session, self.clock())
-            await asyncio.shield(media.close())
-            if self.media is media:
-                self.media = None
+            await asyncio.shield(close())
             self.calls_ended.labels(reason).inc()
-            log.info("node %s: meeting %s ended (%s)", self.topics.node_id, a.session[:8], reason)
+            log.info("node %s: %s %s ended (%s)", self.topics.node_id, what, a.session[:8], reason)
 
-    async def _receive_broadcast(self, a: Answer) -> None:
-        """One village's leg of a 1:N broadcast: receive the operator's media, send none."""
+    def _new_receiver(self) -> BroadcastReceiver:
         from edge.broadcast_media import BroadcastReceiver
-        from edge.meeting_media import MediaFailed
 
-        receiver = BroadcastReceiver(
+        self.receiver = BroadcastReceiver(
             self._turn(), lambda kind: self.broadcast_frames.labels(kind).inc()
         )
-        self.receiver = receiver
-        reason = "hangup_local"
+        return self.receiver
+
+    async def _receive_broadcast(self, session: str, receiver: BroadcastReceiver) -> str:
+        """One village's leg of a 1:N broadcast, answered: report what arrives until the page
+        leaves; why it ended (cancel: central hung up)."""
         try:
-            try:
-                sdp = await receiver.answer(a.sdp)
-            except MediaFailed as e:
-                reason = e.code
-                log.warning("node %s: broadcast %s: %s", self.topics.node_id, a.session[:8], e)
-                await self._send(self.line.failed(a.session, e.code, e.zh, e.en, self.clock()))
-                return
-            answer = self.line.answered(a.session, sdp, None, self.clock())
-            if answer is None:
-                return  # hung up while we were setting up
-            await self._send(answer)
-            log.info("node %s: broadcast %s answered", self.topics.node_id, a.session[:8])
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_S):
                     await _first(receiver.peer_gone.wait(), receiver.connected.wait())
             except TimeoutError:
-                reason = "connect_timeout"
-            else:
-                failed = receiver.peer_gone.is_set()
-                # until the page leaves (cancel: central hung up), reporting what arrived
-                while not receiver.peer_gone.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(RECEIVED_REPORT_S):
-                            await receiver.peer_gone.wait()
-                    report = self.line.received(a.session, receiver.counts(), self.clock())
-                    if report is not None and not receiver.peer_gone.is_set():
-                        await self._send(report)
-                reason = "peer_failed" if failed else "peer_gone"
-            bye = self.line.ended(a.session, self.clock())
-            if bye is not None:
-                await self._send(bye)
+                return "connect_timeout"
+            failed = receiver.peer_gone.is_set()
+            while not receiver.peer_gone.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RECEIVED_REPORT_S):
+                        await receiver.peer_gone.wait()
+                report = self.line.received(session, receiver.counts(), self.clock())
+                if report is not None and not receiver.peer_gone.is_set():
+                    await self._send(report)
+            return "peer_failed" if failed else "peer_gone"
         finally:
-            self._calls.pop(a.session, None)
-            self._switches.pop(a.session, None)
-            if self.line.session == a.session:
-                self.line.ended(a.session, self.clock())
-            await asyncio.shield(receiver.close())
-            if self.receiver is receiver:
-                self.receiver = None
-            self.calls_ended.labels(reason).inc()
-            log.info("node %s: broadcast %s ended (%s), %d video frames received",
-                     self.topics.node_id, a.session[:8], reason, receiver.frames)  # fmt: skip
+            log.info("node %s: broadcast %s: %d video frames received", self.topics.node_id,
+                     session[:8], receiver.frames)  # fmt: skip
 
     async def _serve(self, session: str, media: MediaCall) -> str:
         """Run an answered call until it ends by itself; why (cancel: central hung up)."""
@@ -318,13 +367,30 @@ class MeetingDesk:
                 await asyncio.sleep(REOPEN_PAUSE_S)
         return False
 
-    def _turn(self) -> TurnServer | None:
-        from edge.meeting_media import TurnServer
+    def _camera_taps(self) -> CameraTaps:
+        if self.taps is None:
+            from edge.camera_tap import CameraTaps
 
-        m = self.config.meetings
-        if m.turn_url is None:
-            return None
-        return TurnServer(m.turn_url, m.turn_username, m.turn_password)
+            self.taps = CameraTaps(
+                frozenset(self.config.meetings.keep_warm),
+                lambda kind: self.video_faults.labels(kind).inc(),
+            )
+        return self.taps
+
+    async def _keep_warm(self) -> None:
+        """Keep the ``keep_warm`` cameras open (edge.camera_tap.CameraTaps.keep_open)."""
+        warm = {c: self.urls[c] for c in self.config.meetings.keep_warm}
+        await self._camera_taps().keep_open(
+            warm, WARM_CHECK_S, self.warm_failures.inc, self.topics.node_id
+        )
+
+    def _extras(self) -> CallAv:
+        from edge.meeting_av import CallAv  # sound, screen, what the call receives
+
+        return CallAv(self.config.meetings, self.topics.node_id, self.options.fault)
+
+    def _turn(self) -> TurnServer | None:
+        return self.options.turn(self.clock())
 
     async def _send(self, reply: MeetingReply) -> None:
         assert self._link is not None

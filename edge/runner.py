@@ -16,11 +16,16 @@ import signal
 import sys
 from pathlib import Path
 
-from edge.agent import Agent
-from edge.config import ConfigError, EdgeConfig, load_config
-from edge.outbox import OutboxError
-from edge.sdnotify import Notifier
-from edge.texts import text
+from edge.lean_imports import trim_imports
+
+# First: the modules below import prometheus_client and pydantic (edge.lean_imports says why).
+trim_imports()
+
+from edge.agent import Agent  # noqa: E402
+from edge.config import ConfigError, EdgeConfig, load_config  # noqa: E402
+from edge.outbox import OutboxError  # noqa: E402
+from edge.sdnotify import Notifier  # noqa: E402
+from edge.texts import text  # noqa: E402
 
 log = logging.getLogger("shilian.edge")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -35,7 +34,7 @@ from edge.mqtt_link import (
     Will,
 )
 from edge.outbox import Outbox
-from resilience.backoff import Backoff
+from resilience.backoff import Backoff, next_try
 from wire import DeviceState, NodeState, RemoteWireError, Topics, decode, encode
 from wire.messages import CentralCaps, StoredAck
 from wire.topics import CENTRAL_CAPS_TOPIC
@@ -164,14 +163,14 @@ class NodeSession:
                     down_since = self._clock()
                     log.warning(
                         "node %s: 无法连接 MQTT 代理 / cannot connect to broker: %s; %s",
-                        self.topics.node_id, e, _next_try(self._clock(), delay),
+                        self.topics.node_id, e, next_try(self._clock(), delay),
                     )  # fmt: skip
                 else:
                     log.info(
                         "node %s: 仍无法连接 MQTT 代理 / broker still unreachable (down %.0f s): "
                         "%s; %s",
                         self.topics.node_id, self._clock() - down_since, e,
-                        _next_try(self._clock(), delay),
+                        next_try(self._clock(), delay),
                     )  # fmt: skip
                 await asyncio.sleep(delay)
                 continue
@@ -186,7 +185,7 @@ class NodeSession:
                     delay = self.backoff.next()
                     log.warning(
                         "node %s: 与 MQTT 代理的连接中断 / connection lost: %s; %s",
-                        self.topics.node_id, e, _next_try(self._clock(), delay),
+                        self.topics.node_id, e, next_try(self._clock(), delay),
                     )  # fmt: skip
                     await asyncio.sleep(delay)
             except PublishRejected as e:
@@ -407,9 +406,3 @@ class NodeSession:
         except PublishRejected as e:
             self.metrics.rejected.labels(str(e.reason)).inc()
         return True
-
-
-def _next_try(now: float, delay: float) -> str:
-    """When the next connection attempt is, for the log: in seconds and as the local time."""
-    at = time.strftime("%H:%M:%S", time.localtime(now + delay))
-    return f"下次重试 {delay:.1f} 秒后（{at}）/ next try in {delay:.1f} s at {at}"

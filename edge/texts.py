@@ -14,6 +14,7 @@ from typing import Any
 CONFIG_ERRORS: dict[str, tuple[str, str]] = {
     "missing": ("缺少必填项", "field required"),
     "extra_forbidden": ("未知配置项（拼写错误？）", "unknown key (typo?)"),
+    "extra_forbidden_meant": ("未知配置项，是否应为 {key}？", "unknown key: did you mean {key}?"),
     "int_type": ("应为整数", "must be an integer"),
     "int_parsing": ("应为整数", "must be an integer"),
     "int_from_float": ("应为整数", "must be an integer"),
@@ -61,6 +62,10 @@ CONFIG_ERRORS: dict[str, tuple[str, str]] = {
     "turn_url": (
         "TURN 地址应为 turn:主机[:端口][?transport=udp|tcp] 或 turns:…",
         "must be turn:HOST[:PORT][?transport=udp|tcp] or turns:...",
+    ),
+    "relay_without_turn": (
+        "relay_only 需要同时设置 turn_url（只用中继地址就必须有 TURN 服务器）",
+        "relay_only needs turn_url (relay candidates come from a TURN server)",
     ),
     "relay_without_board": (
         "摄像机 {id} 设置了 relay，但没有配置 [alarm_board]（继电器在报警板上）",
@@ -156,7 +161,7 @@ def config_error(err_type: str, ctx: dict[str, Any] | None, fallback: str) -> st
     """``"<zh> / <en>"`` for one config error; pydantic's message when the type is unknown."""
     pair = CONFIG_ERRORS.get(err_type)
     if pair is None:  # a check this catalogue does not name yet: no English in the zh half
-        return f"配置值无效（{err_type}）/ {fallback}"
+        return f"配置值无效（{err_type}） / {fallback}"
     c = ctx or {}
     return f"{_fill(pair[0], c)} / {_fill(pair[1], c)}"
 

@@ -146,6 +146,16 @@ def check_tls(t: CheckTarget) -> str:
         raise StepFailed(str(e)) from None
 
 
+def central_refusal(e: urllib.error.HTTPError) -> str:
+    """What central said when it refused a request (its ``error.message``, Chinese then
+    English), else the bare status: the technician is told why, not just a number."""
+    try:
+        message = json.load(e)["error"]["message"]
+    except (ValueError, KeyError, TypeError, OSError):
+        return f"HTTP {e.code}"
+    return f"HTTP {e.code}: {message}" if isinstance(message, str) else f"HTTP {e.code}"
+
+
 def _get_node(t: CheckTarget) -> tuple[dict[str, Any], str | None]:
     url = f"{t.central.rstrip('/')}/api/v1/nodes/{t.node_id}"
     headers = {}
@@ -159,7 +169,7 @@ def _get_node(t: CheckTarget) -> tuple[dict[str, Any], str | None]:
     except urllib.error.HTTPError as e:
         if e.code == 404:
             raise StepFailed("中心尚未见过本节点 / central has not seen this node yet") from None
-        raise StepFailed(f"中心接口错误 / central API error: HTTP {e.code}") from None
+        raise StepFailed(f"中心拒绝 / central refused: {central_refusal(e)}") from None
     except (OSError, ValueError) as e:
         raise StepFailed(f"无法访问中心 / cannot reach central: {e}") from None
 

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pki.ca import CaError, key_pem, make_csr, new_key, write_private, write_public
+from provisioning.check import central_refusal
 from wire import valid_node_id
 
 #: Seconds the enrol request may take (a CSR and a certificate over a poor uplink).
@@ -153,11 +154,7 @@ def enrol(state: State, central: str, token: str) -> dict[str, Any]:
         with urllib.request.urlopen(req, timeout=ENROL_TIMEOUT_S) as r:
             answer: dict[str, Any] = json.load(r)
     except urllib.error.HTTPError as e:
-        try:
-            message = json.load(e)["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {e.code}"
-        raise FlowError(f"入网被拒绝 / enrolment refused (HTTP {e.code}): {message}") from None
+        raise FlowError(f"入网被拒绝 / enrolment refused ({central_refusal(e)})") from None
     except (OSError, ValueError) as e:
         raise FlowError(
             f"无法连接中心 {central}，请检查网络后重试 / cannot reach central: {e}"
@@ -285,13 +282,7 @@ def upload_report(state: State, central: str | None = None) -> int:
         with urllib.request.urlopen(req, timeout=ENROL_TIMEOUT_S) as r:
             rid = int(json.load(r)["id"])
     except urllib.error.HTTPError as e:
-        try:
-            message = json.load(e)["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {e.code}"
-        raise FlowError(
-            f"报告上传被拒绝 / report upload refused (HTTP {e.code}): {message}"
-        ) from None
+        raise FlowError(f"报告上传被拒绝 / report upload refused ({central_refusal(e)})") from None
     except (OSError, ValueError, KeyError) as e:
         raise FlowError(
             f"无法连接中心，报告未上传；重新运行 provision node 会续传 / "

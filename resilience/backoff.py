@@ -7,6 +7,7 @@ broker restart instead of having 1,856 nodes retry in lock-step.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 
 from wire.limits import RECONNECT_BASE_S, RECONNECT_CAP_S
@@ -47,3 +48,10 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def next_try(now: float, delay: float) -> str:
+    """When the next connection attempt is, for a log line (zh / en): in seconds and as the
+    local time of day, so whoever reads the journal knows it is still trying, and when."""
+    at = time.strftime("%H:%M:%S", time.localtime(now + delay))
+    return f"下次重试 {delay:.1f} 秒后（{at}）/ next try in {delay:.1f} s at {at}"

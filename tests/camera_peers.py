@@ -33,8 +33,10 @@ class RtspCamera:
         password: str = "",
         mounts: int = 1,
         port: int | None = None,
+        key_int: int | None = None,
     ) -> None:
         self.pattern = pattern
+        self.key_int = key_int
         self.user = user
         self.password = password
         self.mounts = mounts
@@ -49,6 +51,8 @@ class RtspCamera:
         cmd += ["--pattern", self.pattern, "--mounts", str(self.mounts)]
         if self.user:
             cmd += ["--user", self.user, "--password", self.password]
+        if self.key_int:
+            cmd += ["--key-int", str(self.key_int)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()

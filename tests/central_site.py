@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import prometheus_client
@@ -132,6 +133,26 @@ async def central_site(tmp_path: Path) -> AsyncIterator[CentralSite]:
         await alerting
         await runner.cleanup()
         store.close()
+
+
+async def call(
+    http: aiohttp.ClientSession, method: str, path: str, body: Any = None
+) -> tuple[int, Any]:
+    """(status, JSON body) of one request with ``http``'s session."""
+    async with http.request(method, path, json=body) as r:
+        return r.status, await r.json()
+
+
+@asynccontextmanager
+async def admin_site(tmp_path: Path) -> AsyncIterator[CentralSite]:
+    """:func:`central_site` with the users of the admin routes' tests: "boss" (admin of the
+    city), "xadmin" (admin of 兴宁区), "op" (operator) and "viewer"."""
+    async with central_site(tmp_path) as s:
+        s.user("boss", "admin")
+        s.user("xadmin", "admin", XINGNING)
+        s.user("op", "operator")
+        s.user("viewer", "viewer")
+        yield s
 
 
 class ThreadedCentral:

@@ -1,7 +1,7 @@
 """A real RTSP test camera: Debian's gst-rtsp-server, run by the SYSTEM python3 (python3-gi).
 
     /usr/bin/python3 tests/rtsp_camera.py --port 8554 [--pattern ball] [--mounts 1]
-        [--user admin --password secret]
+        [--user admin --password secret] [--key-int FRAMES]
 
 Serves H.264 (x264enc) over RTSP at ``rtsp://127.0.0.1:<port>/cam0`` .. ``/cam<mounts-1>``.
 With ``--user``, every request needs Digest auth (GstRtspServer.RTSPAuth, digest method).
@@ -27,7 +27,7 @@ PIPELINE = (
     "( videotestsrc is-live=true pattern={pattern} ! "
     "video/x-raw,width={width},height={height},framerate={fps}/1 ! "
     "valve name=gate drop=false ! "
-    "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} ! "
+    "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={key_int} ! "
     "rtph264pay name=pay0 pt=96 )"
 )
 
@@ -42,6 +42,7 @@ def main() -> int:
     ap.add_argument("--fps", type=int, default=10)
     ap.add_argument("--user")
     ap.add_argument("--password", default="")
+    ap.add_argument("--key-int", type=int, help="frames between key frames (default: fps)")
     args = ap.parse_args()
 
     Gst.init(None)
@@ -62,7 +63,11 @@ def main() -> int:
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(
             PIPELINE.format(
-                pattern=args.pattern, width=args.width, height=args.height, fps=args.fps
+                pattern=args.pattern,
+                width=args.width,
+                height=args.height,
+                fps=args.fps,
+                key_int=args.key_int or args.fps,
             )
         )
         factory.set_shared(True)

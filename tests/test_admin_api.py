@@ -16,17 +16,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.central_site import QINGXIU, XINGNING, CentralSite, central_site
+from tests.central_site import QINGXIU, XINGNING, CentralSite, admin_site
 from tests.processes import login
 
 
 @pytest.fixture
 async def site(tmp_path: Path) -> AsyncIterator[CentralSite]:
-    async with central_site(tmp_path) as s:
-        s.user("boss", "admin")
-        s.user("xadmin", "admin", XINGNING)
-        s.user("op", "operator")
-        s.user("viewer", "viewer")
+    async with admin_site(tmp_path) as s:
         yield s
 
 

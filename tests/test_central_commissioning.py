@@ -201,6 +201,37 @@ def test_cli_saves_html_and_resumes_the_upload(site: Site) -> None:
     assert got["latest"]["started_at"] == saved["started_at"] and got["latest"]["ok"] is False
 
 
+def test_a_check_central_refuses_says_why(site: Site) -> None:
+    """A technician back at a node a week later: central refuses the old enrolment token, and
+    the check says what central said (and what to do), not just a status code."""
+    node = "450102101201-w"
+    _, work = enrol(site, node)
+    cli(
+        "write-config",
+        *("--dir", str(work), "--outbox", str(work / "o.sqlite3"), "--socket", str(work / "s")),
+        *("--metrics-port", str(free_port())),
+    )
+    with sqlite3.connect(site.central.db) as db:
+        db.execute(
+            "UPDATE enrol_tokens SET used_at = used_at - 8 * 86400 WHERE used_by = ?", (node,)
+        )
+    agent = Proc(
+        [sys.executable, "-m", "shilian", "edge", "run", "--config", str(work / "edge.toml")],
+        work / "edge.log",
+    )
+    agent.start()
+    try:
+        r = runner.invoke(app, ["check", "--dir", str(work), "--timeout", "0"])
+    finally:
+        agent.close()
+    assert r.exit_code == 1
+    said = "".join(r.output.split())
+    # The failed step itself, not only the upload after it, carries central's reason.
+    step = said[said.index("birthseenbycentral") : said.index("可打印报告")]
+    assert "HTTP410" in step and "入网已超过7天" in step and "请联系管理员" in step, r.output
+    assert "contacttheadministrator" in step
+
+
 def test_page_reads_top_down_in_one_language_with_devices() -> None:
     from central.commissioning_page import Place, render
 

@@ -33,8 +33,8 @@ Script = Callable[[MeetingRequest], MeetingReply | None]
 class VillageNode(Node):
     """A node that also takes meet/req and answers with ``script``."""
 
-    def __init__(self, broker: Mosquitto, script: Script) -> None:
-        super().__init__(broker)
+    def __init__(self, broker: Mosquitto, script: Script, node_id: str = NODE) -> None:
+        super().__init__(broker, node_id)
         self.script = script
         self.requests: list[MeetingRequest] = []
         self._task: asyncio.Task[None] | None = None
@@ -275,3 +275,78 @@ async def test_abandoned_request_hangs_up(broker: Mosquitto, tmp_path: Path) -> 
                 await _post(http, "/api/v1/meetings", {"node_id": NODE, "sdp": SDP}, 200)
         await wait_for(lambda: node.ops() == ["offer", "hangup"], "hang-up on abandon")
         await wait_for(lambda: svc.meetings.calls == {}, "no session left")
+
+
+def test_pages_get_the_countys_turn_server_with_short_lived_credentials(tmp_path: Path) -> None:
+    import base64
+    import hashlib
+    import hmac
+
+    from central.config import MeetingsConfig
+    from central.meetings import MeetingService
+
+    for bad in (
+        {"turn_urls": ["stun:10.0.0.1"], "turn_secret": "s"},
+        {"turn_urls": ["turn:10.0.0.1:3478"]},  # no secret
+        {"relay_only": True},  # nothing to relay through
+    ):
+        with pytest.raises(ValueError):
+            MeetingsConfig.model_validate(bad)
+
+    def service(ice: MeetingsConfig | None) -> MeetingService:
+        db = tmp_path / "m.db"
+        return MeetingService(lambda *_: None, lambda _: True, db, lambda: 1000.0, ice)
+
+    plain = service(None)
+    assert plain.page_ice("op") == {"iceServers": [], "iceTransportPolicy": "all"}
+    plain.close()
+    county = MeetingsConfig(
+        turn_urls=["turn:10.0.0.1:3478?transport=udp"], turn_secret="north", turn_ttl_s=600,
+        relay_only=True,
+    )  # fmt: skip
+    svc = service(county)
+    ice = svc.page_ice("op")
+    svc.close()
+    (server,) = ice["iceServers"]
+    assert ice["iceTransportPolicy"] == "relay"
+    assert server["urls"] == ["turn:10.0.0.1:3478?transport=udp"]
+    assert server["username"] == "1600:op"  # valid until now + turn_ttl_s (coturn REST API)
+    mac = hmac.new(b"north", b"1600:op", hashlib.sha1).digest()
+    assert server["credential"] == base64.b64encode(mac).decode()
+
+
+async def test_after_a_crash_calls_never_answered_or_not_confirmed_are_ended(
+    tmp_path: Path,
+) -> None:
+    """The records a crash left open, settled without a node that answers: an offer never
+    answered is ended at once, an answered call whose node stays silent when the wait is over;
+    both nodes are told to hang up."""
+    from central.meeting_store import MeetingStore
+    from central.meetings import MeetingService
+    from wire.meeting import Call
+
+    db = tmp_path / "m.db"
+    store = MeetingStore(db)
+    offered, answered = Call("a" * 32, NODE, 10.0), Call("b" * 32, NODE, 20.0)
+    store.started(offered, None, "op")
+    store.started(answered, "cam-gate", "op")
+    answered.answered_at = 21.0
+    store.update(answered)
+    store.close()
+    sent: list[tuple[str, MeetingRequest]] = []
+
+    def publish(topic: str, payload: bytes, _expiry: int) -> None:
+        sent.append((topic, wire.decode(MeetingRequest, payload)))
+
+    svc = MeetingService(publish, lambda _: True, db, lambda: 100.0)
+    svc.link_up()
+    out = await svc.reconcile(wait_s=0.2)
+    assert out == {"a" * 32: "central_restarted", "b" * 32: "central_restarted"}
+    assert [(r.session[0], r.op) for _t, r in sent] == [("b", "status"), ("b", "hangup"),
+                                                       ("a", "hangup")]  # fmt: skip
+    recs = {s: await svc.get(s) for s in ("a" * 32, "b" * 32)}
+    assert all(r is not None and r["end_reason"] == "central_restarted" for r in recs.values())
+    assert "did not answer" in (recs["b" * 32] or {})["detail"]
+    assert "not answered" in (recs["a" * 32] or {})["detail"]
+    assert svc.calls == {} and await svc.reconcile() == {}  # settled once
+    svc.close()

@@ -1,8 +1,10 @@
 """The dashboard's admin pages in a real browser (headless Chromium, Playwright) against a real
 ``shilian central run`` and mosquitto: alert rules (create with its validation message in
 Chinese and English, edit, disable, delete), the webhook receivers masked, users (create with a
-role and a scope, reset a password, disable) and the audit log (filters, pages). Admins only:
-operators and viewers see no menu, the page tells them so, and central refuses their calls.
+role and a scope, reset a password, disable) and the audit log (filters, pages); a receiver
+changed and sent a test (a real HTTP receiver started here) with the answer shown; an open admin
+page following another admin's changes. Admins only: operators and viewers see no menu, the page
+tells them so, and central refuses their calls.
 Every page fails its test on a console error or a request off localhost.
 """
 
@@ -18,6 +20,7 @@ import pytest
 from central import audit
 from central.accounts import AccountStore
 from shilian.broker import Mosquitto
+from tests.dashboard_client import Receiver
 from tests.processes import ADMIN, ADMIN_PASSWORD, Central, add_user
 from tests.test_dashboard import chromium, open_dashboard, screenshot, watched
 
@@ -27,6 +30,8 @@ COUNTY, OTHER = "450102", "450103"
 #: A receiver whose URL carries secrets: the page must show it masked.
 HOOK = "http://bot:hunter2@127.0.0.1:9/send?access_token=s3cr3t-value"
 PASSWORDS = {"viewer": "pw-admin-viewer-1", "operator": "pw-admin-operator-1"}
+#: A second admin, whose changes the first one's open page follows.
+OTHER_ADMIN, OTHER_PASSWORD = "李管理", "pw-admin-other-1"
 #: Audit rows seeded ten days back: more than a page of them (admin.js shows 50 a page).
 OLD_ROWS = 60
 
@@ -60,6 +65,7 @@ def central(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Central]:
     )
     for role, pw in PASSWORDS.items():
         add_user(c.db, f"ad{role}", role, "", pw)
+    add_user(c.db, OTHER_ADMIN, "admin", "", OTHER_PASSWORD)
     _seed_audit(c.db, time.time())
     try:
         c.start()
@@ -160,6 +166,7 @@ def test_admin_creates_edits_disables_and_deletes_a_rule(page: Any, central: Cen
     }  # fmt: skip
     row = "[data-test=rules-table] tr[data-rule='offline-10']"
     assert "节点离线" in page.inner_text(row) and "严重" in page.inner_text(row)
+    assert f"青秀区 {OTHER}" in page.inner_text(row)  # the unit by its name, with its code
     page.click(f"{row} [data-act=edit]")
     assert page.input_value("[data-test=rule-minutes]") == "10"
     assert page.is_disabled("[data-test=rule-id]")
@@ -247,6 +254,9 @@ def test_audit_log_filters_by_user_action_and_time_and_pages(page: Any, central:
     assert page.locator("[data-test=audit-table] tr[data-audit]").count() == 50
     assert page.inner_text("[data-test=audit-page]") == f"第 1–50 条，共 {OLD_ROWS} 条"
     assert "节点命令" in page.inner_text("[data-test=audit-table] tbody tr:first-child")
+    # The outcome is a word in the page's language, not the stored code ("ok").
+    outcome = "[data-test=audit-table] tbody tr:first-child [data-test=audit-outcome]"
+    assert page.inner_text(outcome) == "成功"
     assert page.is_disabled("[data-test=audit-prev]")
     page.click("[data-test=audit-next]")
     page.wait_for_selector(f"[data-test=audit-page]:has-text('第 51–{OLD_ROWS} 条')")
@@ -262,3 +272,80 @@ def test_audit_log_filters_by_user_action_and_time_and_pages(page: Any, central:
     page.click("[data-test=audit-apply]")
     page.wait_for_selector(f"[data-test=audit-total]:has-text('共 {OLD_ROWS} 条')")
     screenshot(page, "admin-audit")
+
+
+def test_a_receiver_is_changed_and_tested_and_an_open_page_follows_another_admin(
+    browser: Any, central: Central
+) -> None:
+    rx = Receiver()
+    mine = _page(browser, central, ADMIN, ADMIN_PASSWORD)
+    theirs = _page(browser, central, OTHER_ADMIN, OTHER_PASSWORD)
+    their_token = central.login(OTHER_ADMIN, OTHER_PASSWORD)["token"]
+    try:
+        for pg in (mine, theirs):
+            open_dashboard(pg, central, "/dashboard/#/admin/rules")
+            pg.wait_for_selector("[data-test=webhook][data-webhook='1']")
+        # The other admin points receiver 1 at the new address; only the URL is typed.
+        theirs.click("[data-webhook='1'] [data-act=edit]")
+        assert theirs.input_value("[data-test=webhook-url]") == ""
+        assert theirs.input_value("[data-test=webhook-attempts]") == "8"
+        screenshot(theirs, "admin-webhook-edit")
+        theirs.fill("[data-test=webhook-url]", f"{rx.url}?access_token=new-secret-42")
+        theirs.click("[data-test=webhook-save]")
+        theirs.wait_for_selector("[data-test=rules-message]:has-text('推送地址 1 已保存')")
+        # My page, open all along, shows it without a reload, says who changed it, and never
+        # holds the secret.
+        shown = f"{rx.url}?access_token=***"
+        mine.wait_for_selector(f"[data-webhook='1'] code:has-text('{shown}')")
+        mine.wait_for_selector(f"[data-test=admin-changed]:has-text('{OTHER_ADMIN} 刚刚修改')")
+        assert "new-secret-42" not in mine.content() and "new-secret-42" not in theirs.content()
+        assert "已在页面修改" in mine.inner_text("[data-webhook='1']")
+        # A test from my page reaches the receiver, and the page says what it answered.
+        mine.click("[data-webhook='1'] [data-act=test]")
+        mine.wait_for_selector(
+            "[data-webhook='1'] [data-test=webhook-result]:has-text('测试已送达（HTTP 200）')"
+        )
+        tests = [b for b in rx.bodies if b["status"] == "test"]
+        assert len(tests) == 1 and tests[0]["text"].startswith("【测试】视联告警推送测试（admin，")
+        rx.statuses = [503] * 100  # alerts queued for the receiver may ask too
+        mine.click("[data-webhook='1'] [data-act=test]")
+        mine.wait_for_selector(
+            "[data-webhook='1'] [data-test=webhook-result]:has-text('测试未送达：HTTP 503')"
+        )
+        screenshot(mine, "admin-webhooks")
+        # While I type a new rule, the other admin adds one: the table gains it, my form keeps
+        # what I typed.
+        mine.fill("[data-test=rule-id]", "typed-not-saved")
+        rule = {"id": "their-rule", "kind": "node_offline", "code": OTHER, "minutes": 30}
+        central.call("POST", "/api/v1/alerts/rules", rule, token=their_token)
+        mine.wait_for_selector("[data-test=rules-table] tr[data-rule='their-rule']")
+        assert mine.input_value("[data-test=rule-id]") == "typed-not-saved"
+        central.call("DELETE", "/api/v1/alerts/rules/their-rule", token=their_token)
+        mine.wait_for_selector(
+            "[data-test=rules-table] tr[data-rule='their-rule']", state="detached"
+        )
+        # Users: the other admin disables an operator; my users page shows it at once.
+        open_dashboard(mine, central, "/dashboard/#/admin/users")
+        row = "[data-test=users-table] tr[data-user='adoperator']"
+        mine.wait_for_selector(f"{row} [data-test=user-state]:has-text('正常')")
+        mine.fill(f"{row} [data-test=user-new-password]", "being-typed-1")
+        central.call(
+            "POST", "/api/v1/users/adoperator/disabled", {"disabled": True}, token=their_token
+        )
+        mine.wait_for_selector(f"{row} [data-test=user-state]:has-text('已停用')")
+        assert mine.input_value(f"{row} [data-test=user-new-password]") == "being-typed-1"
+        screenshot(mine, "admin-live")
+        entries = central.get("/api/v1/audit?limit=20")["entries"]
+        done = [(e["user"], e["action"], e["outcome"]) for e in entries if "webhook" in e["action"]]
+        assert done[:3] == [
+            (ADMIN, "webhook_test", "failed"), (ADMIN, "webhook_test", "ok"),
+            (OTHER_ADMIN, "webhook_change", "ok"),
+        ]  # fmt: skip
+        for pg in (mine, theirs):
+            pg.rec.check()
+    finally:
+        central.call("POST", "/api/v1/users/adoperator/disabled", {"disabled": False})
+        central.call("PATCH", "/api/v1/alerts/webhooks/1", {"url": HOOK})
+        mine.context.close()
+        theirs.context.close()
+        rx.close()

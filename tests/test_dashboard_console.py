@@ -332,14 +332,20 @@ def test_stale_data_is_flagged_when_central_loses_the_broker_or_the_page_loses_c
         assert time.monotonic() - t0 < BANNER_S
         text = desk.inner_text("[data-test=stale]")
         assert "中心与消息代理（MQTT）的连接已于" in text and "最后收到节点数据于" in text
-        assert desk.evaluate("document.body.classList.contains('stale')")
-        assert desk.get_attribute("[data-test=live]", "class") == "live off"
+        # The figures under the banner are greyed on the desk and on the wall alike.
+        grey = "() => getComputedStyle(document.querySelector('#view')).filter"
+        for pg in (desk, wall):
+            assert pg.evaluate("document.body.classList.contains('stale')")
+            assert pg.evaluate(grey) == "grayscale(1)"
+            assert pg.get_attribute("[data-test=live]", "class") == "live off"
         screenshot(wall, "stale-broker-wall")
         broker.start()
         for pg in (desk, wall):
             pg.wait_for_selector("[data-test=stale]", state="hidden", timeout=RECOVERY_S * 1000)
             pg.wait_for_selector("[data-test=live].on")
-        assert not desk.evaluate("document.body.classList.contains('stale')")
+        for pg in (desk, wall):
+            assert not pg.evaluate("document.body.classList.contains('stale')")
+            assert pg.evaluate(grey) == "none"
         # The page loses central.
         central.close()
         for pg in (desk, wall):

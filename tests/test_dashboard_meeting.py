@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from central.config import MeetingsConfig
 from central.service import CentralService
 from edge.agent import Agent
 from shilian.broker import Mosquitto
@@ -59,9 +60,16 @@ def cameras() -> Iterator[RtspCamera]:
 
 @contextlib.asynccontextmanager
 async def village_and_central(
-    broker: Mosquitto, tmp_path: Path, cam: RtspCamera
+    broker: Mosquitto,
+    tmp_path: Path,
+    cam: RtspCamera,
+    meetings: dict[str, Any] | None = None,
+    county: MeetingsConfig | None = None,
 ) -> AsyncIterator[tuple[CentralService, Agent]]:
+    """Central (with ``county``'s [meetings]) and an agent (with ``meetings``) with two cameras."""
     cfg = make_cfg(broker, tmp_path / "central")
+    if county is not None:
+        cfg = cfg.model_copy(update={"meetings": county})
     (tmp_path / "central").mkdir()
     add_user(cfg.store.path, "op", "operator", NODE[:6], password=PASSWORD)
     edge_cfg = make_config(
@@ -72,6 +80,7 @@ async def village_and_central(
             {"id": "cam-gate", "name": "村委会大门", "rtsp_url": cam.url(0)},
             {"id": "cam-road", "name": "村口", "rtsp_url": cam.url(1)},
         ],
+        meetings=meetings or {},
     )
     async with central(cfg) as svc, Running(edge_cfg, serve_local_socket=False) as agent:
         await wait_until(lambda: svc.coverage.node_online(NODE) is True, "node online at central")

@@ -128,6 +128,8 @@ def test_search_by_name_and_by_code() -> None:
     hits = dashboard.find(index, village.name)
     assert VILLAGE in [h.code for h in hits]
     assert dashboard.find(index, "横州")[0].code == "450181"
+    (renamed,) = dashboard.find(index, "横县")  # the former name, still on documents and maps
+    assert (renamed.code, renamed.former) == ("450181", ("横县",))
     by_code = dashboard.find(index, COUNTY)
     assert by_code[0].code == COUNTY and all(h.code.startswith(COUNTY) for h in by_code)
     assert dashboard.find(index, "  ") == []
@@ -154,6 +156,7 @@ def test_search_by_pinyin_initials_full_pinyin_and_a_mix() -> None:
     assert dashboard.find(index, "XingNing Q")[0].code == COUNTY  # case and spaces ignored
     assert dashboard.find(index, "xingnq")[0].code == COUNTY
     assert dashboard.find(index, "hzs")[0].code == "450181"  # 横州市
+    assert dashboard.find(index, "hengxian")[0].code == "450181"  # its former name, 横县
     village = NANNING.unit(VILLAGE)
     assert village is not None
     initials = "".join(r[0][0] for r in pinyin.readings(village.name))

@@ -137,6 +137,42 @@ def test_search_results_follow_the_arrow_keys_enter_opens_escape_closes(
     assert page.evaluate("() => location.hash") == f"#/u/{hits[1]['code']}"
 
 
+def test_a_former_name_finds_the_renamed_county(page: Any, site: Central) -> None:
+    """Officers and old documents still say 横县 (横州市 since 2021) and 武鸣县 (武鸣区)."""
+    open_dashboard(page, site)
+    for typed, code, name in (("横县", "450181", "横州市"), ("wmx", "450110", "武鸣区")):
+        page.fill("[data-test=search]", typed)
+        hit = f"[data-test=search-results] li[data-code='{code}']"
+        page.wait_for_selector(hit)
+        assert (
+            page.inner_text(f"{hit} [data-test=former]")
+            == f"原名 {typed if typed != 'wmx' else '武鸣县'}"
+        )
+        page.keyboard.press("Enter")
+        page.wait_for_function("c => location.hash == '#/u/' + c", arg=code)
+        page.wait_for_selector(f"[data-test=unit-name] >> text={name}")
+
+
+def test_a_node_id_opens_the_node(page: Any, site: Central) -> None:
+    """An officer reads a node id off an alert, a report or a phone call and types it."""
+    village = next(iter(NANNING.villages()))  # its node is online (fleet_site)
+    node = f"{village.code}-a"
+    open_dashboard(page, site)
+    page.fill("[data-test=search]", node)
+    hit = f"[data-test=search-results] li[data-node='{node}']"
+    page.wait_for_selector(hit)
+    assert page.locator("[data-test=search-results] li").first.get_attribute("data-node") == node
+    assert "在线" in page.inner_text(hit) and village.name in page.inner_text(hit)
+    page.keyboard.press("Enter")
+    page.wait_for_function("n => location.hash == '#/n/' + n", arg=node)
+    page.wait_for_selector("[data-test=node-state][data-state=online]")
+    # The village's code and a dash list the village's nodes; an unknown node finds none.
+    assert [
+        n["node_id"] for n in site.get(f"/api/v1/dashboard/search?q={village.code}-")["nodes"]
+    ] == [node]
+    assert site.get(f"/api/v1/dashboard/search?q={village.code}-zz")["nodes"] == []
+
+
 # -- date range of the trend and the reports ------------------------------------------------
 
 

@@ -162,6 +162,22 @@ def test_meetings_config_conference_camera_turn_and_redaction() -> None:
         assert key in text and ("TURN" in text or "摄像机" in text), text
 
 
+def test_meetings_relay_only_needs_turn_and_the_secret_is_redacted() -> None:
+    base = {"node_id": "450102001001-a"}
+    with pytest.raises(ConfigError) as e:
+        parse_config({**base, "meetings": {"relay_only": True}})
+    assert "relay_only" in str(e.value) and "turn_url" in str(e.value) and "中继" in str(e.value)
+    cfg = parse_config(
+        {**base, "meetings": {"turn_url": "turn:10.8.0.1:3478", "turn_secret": "s3cret",
+                              "relay_only": True, "audio_in": "plughw:1,0", "audio_out": "default",
+                              "video_out": "/dev/fb0", "video_out_size": "1920x1080"}}
+    )  # fmt: skip
+    assert cfg.redacted()["meetings"]["turn_secret"] == "***"
+    assert cfg.meetings.relay_only and cfg.meetings.video_out == "/dev/fb0"
+    with pytest.raises(ConfigError):
+        parse_config({**base, "meetings": {"video_out": "/dev/fb0", "video_out_size": "big"}})
+
+
 def test_check_config_fails_naming_each_missing_tls_file(tmp_path: Path) -> None:
     """A config whose certificate files are not there cannot connect: check-config says which
     file is missing (zh / en) instead of passing it."""
@@ -183,3 +199,27 @@ def test_check_config_fails_naming_each_missing_tls_file(tmp_path: Path) -> None
         (tmp_path / f).write_text("x")
     ok = CliRunner().invoke(app, ["check-config", str(conf)])
     assert ok.exit_code == 0, ok.output
+
+
+def test_a_misspelt_key_names_the_key_it_should_be(tmp_path: Path) -> None:
+    """``cert_fle`` for ``cert_file``, ``keepalive`` for ``keepalive_s``: check-config says which
+    key was meant, not only that the typed one is unknown."""
+    for f in ("ca.pem", "node.pem", "node.key"):
+        (tmp_path / f).write_text("x")
+    conf = tmp_path / "edge.toml"
+    conf.write_text(
+        GOOD.replace("[broker]\n", "[broker]\nkeepalive = 30\n")
+        + f'[broker.tls]\nca_file = "{tmp_path / "ca.pem"}"\n'
+        + f'cert_fle = "{tmp_path / "node.pem"}"\nkey_file = "{tmp_path / "node.key"}"\n'
+    )
+    res = CliRunner().invoke(app, ["check-config", str(conf)])
+    assert res.exit_code == 1, res.output
+    out = "".join(res.output.split())
+    assert "broker.tls.cert_fle:未知配置项，是否应为cert_file？" in out, res.output
+    assert "didyoumeancert_file?" in out
+    assert "broker.keepalive:未知配置项，是否应为keepalive_s？" in out
+    # A key like nothing we know still says it is unknown, with no guess.
+    conf.write_text(GOOD + "colour = 'red'\n")
+    res = CliRunner().invoke(app, ["check-config", str(conf)])
+    out = "".join(res.output.split())
+    assert "colour:未知配置项（拼写错误？）" in out and "是否应为" not in out, res.output

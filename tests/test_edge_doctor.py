@@ -186,6 +186,21 @@ def test_bad_config_is_one_red_line(tmp_path: Path) -> None:
     assert exit_code(findings) == 2
 
 
+def test_a_config_error_is_in_one_language_per_table(tmp_path: Path) -> None:
+    """The zh table says what the parser found in Chinese only (keys and "TOML" aside), the en
+    table in English only."""
+    import re
+
+    conf = tmp_path / "edge.toml"
+    for text in ('node_id = "x"\n[broker\nport = 1\n', '[broker]\ncert_fle = "x"\n'):
+        conf.write_text(text)
+        (f,) = Doctor(conf).run()
+        assert f.level == "fail" and "check-config" in f.zh and "check-config" in f.en
+        english = ("error", "Expected", "syntax", "unknown", "required", " / ")
+        assert not any(w in f.zh for w in english), f.zh
+        assert not re.search(r"[\u4e00-\u9fff]", f.en), f.en
+
+
 def test_corrupt_outbox_and_missing_state_dir(tmp_path: Path) -> None:
     d = tmp_path / "node"
     (d / "state").mkdir(parents=True)

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from shilian.broker import Mosquitto, free_port
@@ -30,6 +31,9 @@ MEETING_ONLY = ("aiortc", "aioice", "pylibsrtp", "edge.meeting_media")
 #: Never loaded by the agent: paho-mqtt's optional DNS SRV support would import dnspython
 #: (~5 MB of RSS) although the agent never asks for SRV records (edge/aiomqtt_adapter.py).
 NEVER = ("dns",)
+#: Kept out of the agent by edge.lean_imports: prometheus_client's own HTTP servers and
+#: pydantic's plugin discovery (importlib.metadata scanning every installed distribution).
+TRIMMED = ("http.server", "socketserver", "wsgiref.simple_server", "importlib.metadata", "zipfile")
 
 
 def _imported(log: str) -> set[str]:
@@ -43,10 +47,11 @@ def _imported(log: str) -> set[str]:
 
 def test_agent_process_does_not_import_the_cli_framework(tmp_path: Path, broker: Mosquitto) -> None:
     cfg = tmp_path / "edge.toml"
+    metrics_port = free_port()
     cfg.write_text(
         f'node_id = "{NODE}"\n[broker]\nport = {broker.port}\n'
         f'[outbox]\npath = "{tmp_path / "outbox.sqlite3"}"\n'
-        f"[metrics]\nport = {free_port()}\n"
+        f"[metrics]\nport = {metrics_port}\n"
         f'[local_socket]\npath = "{tmp_path / "edge.sock"}"\n'
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONPROFILEIMPORTTIME="1")
@@ -63,6 +68,10 @@ def test_agent_process_does_not_import_the_cli_framework(tmp_path: Path, broker:
             # connected: everything the idle agent needs has been imported
             wait_for(lambda: "connected (birth_seq" in err.read_text(), WAIT_S, "agent connected")
             pid_cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+            # the trimmed prometheus_client still serves the agent's metrics
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=WAIT_S) as r:
+                metrics = r.read().decode()
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(WAIT_S) == 0
         finally:
@@ -88,3 +97,44 @@ def test_agent_process_does_not_import_the_cli_framework(tmp_path: Path, broker:
     # package itself must never load)
     never = sorted(n for n in agent if n in NEVER)
     assert never == [], f"the agent imported {never}"
+    trimmed = sorted(n for n in agent if n in TRIMMED)
+    assert trimmed == [], f"the agent imported {trimmed}"
+    assert "shilian_edge_connected 1.0" in metrics
+
+
+def test_trimmed_libraries_work_and_their_servers_refuse_clearly() -> None:
+    """In a process of its own (the trim happens only before the libraries are imported): the
+    metric types, exposition and pydantic validation work; prometheus_client's HTTP servers
+    raise ServerUnavailable; the stand-ins are gone, so importing the real modules works."""
+    script = """
+import sys
+from edge.lean_imports import ServerUnavailable, trim_imports
+trim_imports()
+import prometheus_client as p
+import pydantic
+reg = p.CollectorRegistry()
+p.Counter("x", "x", registry=reg).inc()
+assert b"x_total 1.0" in p.generate_latest(reg)
+class M(pydantic.BaseModel):
+    a: int
+assert M.model_validate({"a": "2"}).a == 2
+try:
+    p.start_http_server(0, registry=reg)
+except ServerUnavailable as e:
+    print("refused:", e)
+else:
+    raise SystemExit("the stand-in server started")
+import http.server
+assert http.server.BaseHTTPRequestHandler.__module__ == "http.server"
+assert "importlib.metadata" not in sys.modules
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "refused: prometheus_client's HTTP servers are not loaded" in out.stdout

@@ -206,6 +206,10 @@ async def test_call_sends_the_camera_switches_is_busy_and_frees_everything_on_ha
         busy = await op.reply(S2, "busy")
         assert busy.error is not None and "通话中" in busy.error.message
         await other.close()
+        # central, restarted, asks which call the node is in
+        for session, active in ((S1, True), (S2, False)):
+            await op.send(MeetingRequest(session=session, op="status", ts=time.time()))
+            assert (await op.reply(session, "status")).active is active
         # switch to the other camera mid-call: pictures keep coming
         await op.send(MeetingRequest(session=S1, op="camera", ts=time.time(), camera="cam-road"))
         assert (await op.reply(S1, "camera")).camera == "cam-road"

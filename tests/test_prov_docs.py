@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
+import socket
 import sys
+import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,3 +118,103 @@ def test_check_before_the_agent_runs_says_to_start_it(site: Site) -> None:
     assert "启动代理" in said and "starttheagent" in said and "edgerun" in said
     assert time.monotonic() - t0 < 30  # not the 60 s step timeout
     assert not (work / "report.json").exists()  # not a commissioning result: nothing uploaded
+
+
+def _admin_section() -> tuple[list[list[str]], str, str]:
+    """The administrator's ``sh`` block (one argv per command, continuations joined), its
+    central.toml block, and the per-visit token command, as docs/provisioning.md has them."""
+    text = DOC.read_text("utf-8")
+    section = text[text.index("## 管理员") : text.index("## 技术员")]
+    sh = re.search(r"```sh\n(.*?)```", section, re.S)
+    toml = re.search(r"```toml\n(.*?)```", section, re.S)
+    token = re.search(r"Per visit: `(shilian provision token create [^`]*)`", section)
+    assert sh and toml and token, "docs/provisioning.md lost the administrator's steps"
+    joined = sh.group(1).replace("\\\n", " ")
+    lines = [line.split("  #")[0].strip() for line in joined.splitlines()]
+    return [shlex.split(line) for line in lines if line], toml.group(1), token.group(1)
+
+
+def test_administrator_steps_as_written_then_a_node_enrols_and_passes(tmp_path: Path) -> None:
+    """The administrator's commands and central.toml exactly as written (only the paths, the
+    broker's names and its port made this machine's), then the per-visit token, and a node
+    enrolled against them passes its commissioning check."""
+    commands, toml, token_line = _admin_section()
+    port = free_port()
+    # The broker drops to the user ``mosquitto`` (as the generated config says) before it reads
+    # its ACL: its files live where that user can reach them, as /etc does (pytest's own
+    # temporary directories are the owner's only).
+    etc = Path(tempfile.mkdtemp(prefix="shilian-doc-etc-"))
+    etc.chmod(0o755)
+    values = {
+        "/etc/shilian/ca": str(etc / "ca"),
+        "/etc/shilian/central": str(etc / "central-certs"),
+        "/etc/mosquitto/shilian": str(etc / "broker"),
+        "mqtt.example.gov.cn": "localhost",
+        "10.0.0.5": "127.0.0.1",
+        "8883": str(port),
+    }
+
+    def here(s: str) -> str:
+        for doc_value, value in values.items():
+            s = s.replace(doc_value, value)
+        return s
+
+    assert commands[-1] == ["mosquitto", "-c", "/etc/mosquitto/shilian/mosquitto.conf"]
+    broker = Proc([here(a) for a in commands[-1]], tmp_path / "mosquitto.log")
+    central_dir = tmp_path / "central"
+    central_dir.mkdir()
+    http_port = free_port()
+    db = central_dir / "central.db"
+    conf = central_dir / "central.toml"
+    central = Proc(
+        [sys.executable, "-m", "shilian", "central", "run", "--config", str(conf)],
+        central_dir / "central.log",
+    )
+    work = tmp_path / "node"
+    edge = Proc(
+        [sys.executable, "-m", "shilian", "edge", "run", "--config", str(work / "edge.toml")],
+        work.parent / "edge.log",
+    )
+    try:
+        for argv in commands[:-1]:
+            assert argv[:2] == ["shilian", "provision"], argv
+            r = runner.invoke(app, [here(a) for a in argv[2:]])
+            assert r.exit_code == 0, (argv, r.output)
+        broker.start()
+        broker.ready(lambda: _listening(port), what="the broker as documented")
+        # central.toml "gains" the documented block: under this machine's store and HTTP port.
+        conf.write_text(
+            f'[store]\npath = "{db}"\n[registry]\ndefault_scope = "4501"\n'
+            f'[http]\nhost = "127.0.0.1"\nport = {http_port}\n' + here(toml),
+            encoding="utf-8",
+        )
+        central.start()
+        api = f"http://127.0.0.1:{http_port}"
+        central.ready(lambda: urllib.request.urlopen(f"{api}/healthz", timeout=2), what="central")
+        token_argv = shlex.split(token_line.replace("central.db", str(db)))
+        node_id = token_argv[token_argv.index("--node") + 1]
+        token = cli(*token_argv[2:]).strip()
+        r = runner.invoke(
+            app,
+            [
+                *("node", "--node", node_id, "--central", api, "--token", token),
+                *("--dir", str(work), "--skip-check"),
+                *("--outbox", str(work / "outbox.sqlite3"), "--socket", str(work / "edge.sock")),
+                *("--metrics-port", str(free_port()), "--health-interval", "2"),
+            ],
+        )
+        assert r.exit_code == 0, r.output
+        edge.start()
+        r = runner.invoke(app, ["check", "--dir", str(work)])
+        assert r.exit_code == 0, r.output
+        assert json.loads((work / "report.json").read_text("utf-8"))["ok"]
+    finally:
+        edge.close()
+        central.close()
+        broker.close()
+        shutil.rmtree(etc)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

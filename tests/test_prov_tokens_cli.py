@@ -49,6 +49,20 @@ def test_unknown_village_is_refused_by_keygen(tmp_path: Path) -> None:
     assert not (tmp_path / "n" / "node.key").exists()
 
 
+def test_unknown_village_is_refused_by_provision_node_before_central(tmp_path: Path) -> None:
+    """``provision node`` (what the technician runs) refuses the code before making a key or
+    calling central (port 9 refuses: reaching it would say "cannot reach central")."""
+    work = tmp_path / "n"
+    code, out, err = run(
+        *("node", "--node", f"{NOT_A_VILLAGE}-a", "--central", "http://127.0.0.1:9"),
+        *("--token", "x" * 32, "--dir", str(work)),
+    )
+    said = "".join((out + err).split())
+    assert code != 0 and NOT_A_VILLAGE in said, said
+    assert "无法连接中心" not in said and "cannotreach" not in said
+    assert not (work / "node.key").exists()
+
+
 def test_mistyped_database_path_is_refused_not_created(tmp_path: Path) -> None:
     missing = tmp_path / "centrl.sqlite3"
     code, _, err = run("token", "create", "--village", VILLAGE, "--db", str(missing))

@@ -313,3 +313,25 @@ def test_a_broadcast_legs_counts_reach_central_only_while_it_is_active() -> None
     assert call.state is CallState.ACTIVE  # counts never end a leg
     line.ended(S1, 12.0)
     assert line.received(S1, counts, 12.1) is None
+
+
+def test_line_says_whether_it_is_in_a_session() -> None:
+    line = _line()
+    line.receive(_offer(), expired=False, now=1.0)
+    for session, active in ((S1, True), (S2, False)):
+        got = line.receive(MeetingRequest(session=session, op="status", ts=2.0), False, 2.0)
+        assert isinstance(got, Reply) and got.reply.op == "status"
+        assert got.reply.session == session and got.reply.active is active
+    assert line.session == S1  # asking changes nothing
+    late = MeetingRequest(session=S1, op="status", ts=2.0)
+    assert line.receive(late, expired=True, now=40.0) == Drop("expired")
+
+
+def test_a_call_taken_up_after_a_restart_is_active_and_ends_with_a_reason() -> None:
+    call = Call.resumed(S1, NODE, started=1.0, answered_at=2.0, camera="cam-gate")
+    assert call.state is CallState.ACTIVE and call.next_deadline() is None
+    assert isinstance(call.receive(_reply("status", active=True), now=5.0), Ignored)
+    assert isinstance(call.switch("cam-road", now=6.0), MeetingRequest)
+    bye = call.hang_up(7.0, EndReason.CENTRAL_STOPPED)
+    assert bye is not None and bye.op == "hangup"
+    assert call.end == Ended(EndReason.CENTRAL_STOPPED) and call.ended_at == 7.0

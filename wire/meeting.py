@@ -12,6 +12,9 @@ a time, so a second offer is ``busy``). Both take the current time as ``now``.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -40,11 +43,13 @@ class MeetingRequest(_Payload):
     """Central -> node on ``meet/req`` (QoS 1, message expiry = what is left of the offer's
     30 s). ``offer``: call with ``sdp`` (complete, candidates included), optionally a
     ``camera`` (device id; absent: the node's conference camera). ``hangup``: end the call.
-    ``camera``: switch the call's video to ``camera``. ``mode`` (offers only): ``call``, or
-    ``broadcast`` (the node receives the operator's media and sends none; ``camera`` unused)."""
+    ``camera``: switch the call's video to ``camera``. ``status``: is the node still in
+    ``session``? (central asks after a restart about the calls its records leave open; the node
+    answers ``status`` with ``active``). ``mode`` (offers only): ``call``, or ``broadcast`` (the
+    node receives the operator's media and sends none; ``camera`` unused)."""
 
     session: SessionId
-    op: Literal["offer", "hangup", "camera"]
+    op: Literal["offer", "hangup", "camera", "status"]
     ts: Timestamp
     sdp: str | None = Field(default=None, max_length=MAX_SDP_CHARS)
     camera: CameraId | None = None
@@ -68,16 +73,18 @@ class MeetingReply(_Payload):
     ``error``: the camera is unknown or cannot be opened, the offer's SDP is unusable) and
     ``hangup`` (the node ended the call: its camera stream ended for good, or it stops) end the
     call; ``camera`` confirms a switch; ``received`` (broadcast legs, every few seconds) carries
-    what the node decoded so far in ``received``."""
+    what the node decoded so far in ``received``; ``status`` answers a ``status`` request:
+    ``active`` is true when the node's line is in that session."""
 
     node: NodeId
     session: SessionId
-    op: Literal["answer", "busy", "reject", "hangup", "camera", "received"]
+    op: Literal["answer", "busy", "reject", "hangup", "camera", "received", "status"]
     ts: Timestamp
     sdp: str | None = Field(default=None, max_length=MAX_SDP_CHARS)
     camera: CameraId | None = None
     error: CommandError | None = None
     received: Received | None = None
+    active: bool | None = None
 
 
 class EndReason(StrEnum):
@@ -89,9 +96,33 @@ class EndReason(StrEnum):
     HANGUP_LOCAL = "hangup_local"  # the operator hung up
     HANGUP_REMOTE = "hangup_remote"  # the node hung up
     MALFORMED_SDP = "malformed_sdp"  # the answer's SDP was unusable
+    CENTRAL_STOPPED = "central_stopped"  # central was stopped (SIGTERM) during the call
+    #: central restarted (after a crash) and the node no longer had the call, or did not say
+    CENTRAL_RESTARTED = "central_restarted"
 
 
 _SDP_LINE = re.compile(r"^[a-z]=")
+
+
+def turn_rest_credentials(secret: str, name: str, now: float, ttl_s: float) -> tuple[str, str]:
+    """Short-lived TURN credentials for a server sharing ``secret`` (coturn ``use-auth-secret``
+    / ``static-auth-secret``, the "TURN REST API"): user name ``<expiry>:<name>`` (Unix time),
+    password base64(HMAC-SHA1(secret, user name)). The server accepts them until the expiry;
+    nothing is stored on it per user."""
+    user = f"{int(now + ttl_s)}:{name}"
+    digest = hmac.new(secret.encode(), user.encode(), hashlib.sha1).digest()
+    return user, base64.b64encode(digest).decode()
+
+
+def turn_url_problem(url: str) -> str | None:
+    """Why ``url`` is not ``turn:HOST[:PORT][?transport=udp|tcp]`` or ``turns:...``, or None."""
+    scheme, _, rest = url.partition(":")
+    host = rest.split("?", 1)[0].rsplit(":", 1)
+    if scheme not in ("turn", "turns") or not host[0] or rest.startswith("//"):
+        return "must be turn:HOST[:PORT][?transport=udp|tcp] or turns:..."
+    if len(host) == 2 and not (host[1].isdigit() and 1 <= int(host[1]) <= 65535):
+        return "port must be 1-65535"
+    return None
 
 
 def sdp_problem(sdp: str | None) -> str | None:
@@ -187,6 +218,17 @@ class Call:
         self.answered_at: float | None = None
         self.ended_at: float | None = None
 
+    @classmethod
+    def resumed(
+        cls, session: str, node_id: str, started: float, answered_at: float, camera: str | None
+    ) -> Call:
+        """A call answered before central restarted that the node says is still going."""
+        call = cls(session, node_id, started)
+        call.state = CallState.ACTIVE
+        call.answered_at = answered_at
+        call.camera = camera
+        return call
+
     def offer(
         self, sdp: str, camera: str | None, now: float, mode: MeetingMode = "call"
     ) -> MeetingRequest:
@@ -222,6 +264,8 @@ class Call:
                 return Ignored("not_active")
             self.camera = reply.camera
             return Switched(reply.camera)
+        if reply.op == "status":
+            return Ignored("status")
         if reply.op == "received":
             if self.state is not CallState.ACTIVE or reply.received is None:
                 return Ignored("not_active" if reply.received is not None else "no_counts")
@@ -234,11 +278,14 @@ class Call:
         }[reply.op]
         return self._finish(Ended(reason, detail), now)
 
-    def hang_up(self, now: float) -> MeetingRequest | None:
-        """End the call from this side; the request tells the node (None: already ended)."""
+    def hang_up(
+        self, now: float, reason: EndReason = EndReason.HANGUP_LOCAL
+    ) -> MeetingRequest | None:
+        """End the call from this side (the operator, or central stopping: ``reason``); the
+        request tells the node (None: already ended)."""
         if self.state is CallState.ENDED:
             return None
-        self._finish(Ended(EndReason.HANGUP_LOCAL), now)
+        self._finish(Ended(reason), now)
         return MeetingRequest(session=self.session, op="hangup", ts=now)
 
     def switch(self, camera: str, now: float) -> MeetingRequest:
@@ -344,6 +391,15 @@ class Line:
                 return Reply(self._reply(req.session, "reject", now, "no_camera", zh, en))
             self.session = req.session
             return Answer(req.session, req.sdp, req.camera)
+        if req.op == "status":
+            if expired:
+                return Drop("expired")
+            return Reply(
+                MeetingReply(
+                    node=self.node_id, session=req.session, op="status", ts=now,
+                    active=self.session == req.session,
+                )
+            )  # fmt: skip
         if req.session != self.session:
             return Drop("other_session")
         if req.op == "hangup":

@@ -14,7 +14,8 @@ window.shilianAdmin = (function () {
   const ACTIONS = ["login", "login_failed", "logout", "alarm_ack", "alarm_close", "command",
     "user_add", "user_passwd", "user_disable", "user_enable", "alert_rule_add",
     "alert_rule_change", "alert_rule_delete", "alert_rules_replace", "meeting_call",
-    "meeting_hangup", "token_create", "token_revoke", "revoke", "firmware_upload"];
+    "meeting_hangup", "token_create", "token_revoke", "revoke", "firmware_upload", "webhook_change",
+    "webhook_test"];
   // Day boundaries of the audit filter: China Standard Time, as the operators' clocks.
   const dayStart = (iso) => Date.parse(`${iso}T00:00:00+08:00`) / 1000;
 
@@ -44,6 +45,7 @@ window.shilianAdmin = (function () {
     const root = $("#view");
     root.innerHTML = `<section class="card admin" data-test="admin" data-tab="${tab}">
       <nav class="admin-tabs" data-test="admin-tabs">${TABS.map((k) => `<a href="#/admin/${k}" data-tab="${k}" class="${k === tab ? "on" : ""}">${esc(t(`admin_tab_${k}`))}</a>`).join("")}</nav>
+      <p class="muted" data-test="admin-changed" aria-live="polite" hidden></p>
       <div data-test="admin-body"></div></section>`;
     return $("[data-test=admin-body]", root);
   }
@@ -51,7 +53,10 @@ window.shilianAdmin = (function () {
   // -- alert rules and webhooks ----------------------------------------------------------------
 
   function rulesView(box) {
-    let rules = [], webhooks = [], editing = null, message = "", source = "config";
+    let rules = [], names = {}, webhooks = [], editing = null, message = "", source = "config";
+    // Webhook edited in the form, and each receiver's last test result (kept across reloads).
+    let hookEditing = null;
+    const tested = {};
     box.innerHTML = `<h2>${esc(t("admin_rules_title"))} <span class="muted" data-test="rules-source"></span></h2>
       <table data-test="rules-table"><thead><tr><th>${esc(t("rule_id"))}</th><th>${esc(t("rule_kind"))}</th>
         <th>${esc(t("rule_code"))}</th><th>${esc(t("rule_threshold"))}</th><th>${esc(t("rule_minutes"))}</th>
@@ -73,10 +78,21 @@ window.shilianAdmin = (function () {
       </form>
       <h2>${esc(t("admin_webhooks_title"))}</h2>
       <ul class="admin-list" data-test="webhooks"></ul>
-      <p class="muted">${esc(t("admin_webhooks_note"))}</p>`;
+      <p class="muted">${esc(t("admin_webhooks_note"))}</p>
+      <form class="admin-form" data-test="webhook-form" novalidate hidden>
+        <h3 data-test="webhook-form-title"></h3>
+        <label>${esc(t("admin_webhook_url"))} <input name="url" data-test="webhook-url" autocomplete="off" spellcheck="false"></label>
+        <label>${esc(t("admin_webhook_timeout"))} <input name="timeout_s" data-test="webhook-timeout" inputmode="decimal"></label>
+        <label>${esc(t("admin_webhook_attempts"))} <input name="max_attempts" data-test="webhook-attempts" inputmode="numeric"></label>
+        <button type="submit" data-test="webhook-save">${esc(t("admin_save"))}</button>
+        <button type="button" data-test="webhook-cancel">${esc(t("admin_cancel"))}</button>
+        <p class="error-text" data-test="webhook-error" hidden></p>
+      </form>`;
     const form = $("[data-test=rule-form]", box);
     const err = $("[data-test=rule-error]", box);
     const note = $("[data-test=rules-message]", box);
+    const hookForm = $("[data-test=webhook-form]", box);
+    const hookErr = $("[data-test=webhook-error]", box);
 
     function showKindFields() {
       const kind = form.kind.value;
@@ -116,7 +132,7 @@ window.shilianAdmin = (function () {
       note.textContent = message;
       const body = $("[data-test=rules-table] tbody", box);
       body.innerHTML = rules.length ? rules.map((r) => `<tr data-rule="${esc(r.id)}" class="${r.enabled === false ? "disabled" : ""}">
-          <td>${esc(r.id)}</td><td>${esc(nameOf("rule_kind", r.kind))}</td><td>${esc(scopeText(r.code))}</td>
+          <td>${esc(r.id)}</td><td>${esc(nameOf("rule_kind", r.kind))}</td><td>${esc(scopeText(r.code, names[r.code]))}</td>
           <td>${r.kind === "coverage_below" ? `${esc(r.threshold_pct)}%` : r.kind === "outbox_backlog" ? esc(r.backlog) : "—"}</td>
           <td>${esc(r.minutes)}</td><td>${esc(t(`severity_${r.severity}`))}</td>
           <td data-test="rule-state">${r.enabled === false ? `<span class="pill never">${esc(t("rule_disabled"))}</span>` : `<span class="pill online">${esc(t("rule_on"))}</span>`}</td>
@@ -135,13 +151,45 @@ window.shilianAdmin = (function () {
           act(() => call(`/api/v1/alerts/rules/${encodeURIComponent(rule.id)}`, "DELETE"));
         });
       });
-      $("[data-test=webhooks]", box).innerHTML = webhooks.length
-        ? webhooks.map((w) => `<li data-test="webhook"><code>${esc(w.url)}</code> <span class="muted">${esc(t("admin_webhook_queued", { n: w.queued }))}</span></li>`).join("")
+      const hooks = $("[data-test=webhooks]", box);
+      hooks.innerHTML = webhooks.length
+        ? webhooks.map((w) => `<li data-test="webhook" data-webhook="${w.id}"><code>${esc(w.url)}</code>
+            <span class="muted">${esc(t("admin_webhook_queued", { n: w.queued }))}${w.source === "api" ? ` · ${esc(t("admin_webhook_source_api"))}` : ""}</span>
+            <button data-act="edit">${esc(t("admin_edit"))}</button> <button data-act="test">${esc(t("admin_webhook_test"))}</button>
+            <span data-test="webhook-result" class="${tested[w.id] && !tested[w.id].ok ? "error-text" : "muted"}">${esc(tested[w.id] ? tested[w.id].text : "")}</span></li>`).join("")
         : `<li class="muted">${esc(t("admin_webhooks_none"))}</li>`;
+      hooks.querySelectorAll("li[data-webhook]").forEach((li) => {
+        const w = webhooks.find((x) => String(x.id) === li.dataset.webhook);
+        li.querySelector("[data-act=edit]").addEventListener("click", () => fillHook(w));
+        li.querySelector("[data-act=test]").addEventListener("click", () => sendTest(w.id));
+      });
+    }
+    function fillHook(w) {
+      hookEditing = w ? w.id : null;
+      hookForm.hidden = !w;
+      hookErr.hidden = true;
+      if (!w) return;
+      $("[data-test=webhook-form-title]", box).textContent = t("admin_webhook_edit", { n: w.id });
+      hookForm.url.value = "";
+      hookForm.url.placeholder = w.url; // masked: the secret never reaches the page
+      hookForm.timeout_s.value = w.timeout_s;
+      hookForm.max_attempts.value = w.max_attempts;
+      hookForm.scrollIntoView({ block: "nearest" });
+    }
+    async function sendTest(id) {
+      tested[id] = { ok: true, text: t("admin_webhook_testing") };
+      render();
+      try {
+        const r = await call(`/api/v1/alerts/webhooks/${id}/test`, "POST", {});
+        tested[id] = { ok: r.ok, text: r.ok ? t("admin_webhook_test_ok", { status: r.status }) : t("admin_webhook_test_failed", { error: r.error }) };
+      } catch (e) {
+        tested[id] = { ok: false, text: t("admin_webhook_test_failed", { error: e.message }) };
+      }
+      render();
     }
     async function load() {
       const [r, a] = await Promise.all([call("/api/v1/alerts/rules"), call("/api/v1/alerts")]);
-      rules = r.rules; source = r.source; webhooks = a.webhooks;
+      rules = r.rules; names = r.names || {}; source = r.source; webhooks = a.webhooks;
       render();
     }
     async function act(fn) {
@@ -149,6 +197,26 @@ window.shilianAdmin = (function () {
       try { await fn(); } catch (e) { message = e.message; }
       await load();
     }
+    $("[data-test=webhook-cancel]", box).addEventListener("click", () => fillHook(null));
+    hookForm.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      // Numbers as numbers; a text that is not one is sent as typed and central names the field.
+      const num = (v) => (Number.isFinite(Number(v)) && v.trim() !== "" ? Number(v) : v.trim());
+      const change = { timeout_s: num(hookForm.timeout_s.value), max_attempts: num(hookForm.max_attempts.value) };
+      if (hookForm.url.value.trim()) change.url = hookForm.url.value.trim();
+      const id = hookEditing;
+      try {
+        await call(`/api/v1/alerts/webhooks/${id}`, "PATCH", change);
+      } catch (e) {
+        hookErr.textContent = e.message;
+        hookErr.hidden = false;
+        return;
+      }
+      fillHook(null);
+      message = t("admin_webhook_saved", { n: id });
+      delete tested[id];
+      await load();
+    });
     form.kind.addEventListener("change", showKindFields);
     $("[data-test=rule-cancel]", box).addEventListener("click", () => fill(null));
     form.addEventListener("submit", async (ev) => {
@@ -194,6 +262,9 @@ window.shilianAdmin = (function () {
       note.hidden = !message;
       note.textContent = message;
       const body = $("[data-test=users-table] tbody", box);
+      // A new password being typed for a user survives another admin's change redrawing the rows.
+      const typed = {};
+      body.querySelectorAll("tr[data-user]").forEach((tr) => { typed[tr.dataset.user] = tr.querySelector("[data-test=user-new-password]").value; });
       body.innerHTML = users.map((u) => `<tr data-user="${esc(u.name)}" class="${u.disabled ? "disabled" : ""}">
           <td>${esc(u.name)}</td><td>${esc(t(`role_${u.role}`))}</td><td>${esc(scopeText(u.scope, u.scope_name))}</td>
           <td data-test="user-state">${u.disabled ? `<span class="pill never">${esc(t("user_disabled"))}</span>` : `<span class="pill online">${esc(t("user_active"))}</span>`}</td>
@@ -203,6 +274,7 @@ window.shilianAdmin = (function () {
             ${u.name === me ? "" : `<button data-act="toggle">${esc(t(u.disabled ? "admin_enable" : "admin_disable"))}</button>`}</td></tr>`).join("");
       body.querySelectorAll("tr[data-user]").forEach((tr) => {
         const name = tr.dataset.user;
+        if (typed[name]) tr.querySelector("[data-test=user-new-password]").value = typed[name];
         const path = `/api/v1/users/${encodeURIComponent(name)}`;
         tr.querySelector("[data-act=password]").addEventListener("click", () => {
           const password = tr.querySelector("[data-test=user-new-password]").value;
@@ -272,7 +344,7 @@ window.shilianAdmin = (function () {
       $("[data-test=audit-table] tbody", box).innerHTML = r.entries.length ? r.entries.map((e) => `<tr data-audit="${e.id}" data-action="${esc(e.action)}">
           <td>${esc(fmtTime(e.ts))}</td><td>${esc(e.user ?? "—")}</td><td>${esc(e.role ? t(`role_${e.role}`) : "—")}</td>
           <td>${esc(e.address)}</td><td>${esc(nameOf("audit_action", e.action))}</td><td>${esc(e.target)}</td>
-          <td>${esc(e.outcome)}</td><td class="detail"><code>${esc(Object.keys(e.detail).length ? JSON.stringify(e.detail) : "")}</code></td></tr>`).join("")
+          <td data-test="audit-outcome" data-outcome="${esc(e.outcome)}">${esc(nameOf("audit_outcome", e.outcome))}</td><td class="detail"><code>${esc(Object.keys(e.detail).length ? JSON.stringify(e.detail) : "")}</code></td></tr>`).join("")
         : `<tr><td colspan="8" class="muted">${esc(t("admin_audit_none"))}</td></tr>`;
       const last = Math.min(total, f.offset + r.entries.length);
       $("[data-test=audit-page]", box).textContent = total ? t("admin_audit_page", { first: fmtInt(f.offset + 1), last: fmtInt(last), total: fmtInt(total) }) : "";
@@ -291,11 +363,28 @@ window.shilianAdmin = (function () {
 
   // -- the view and the header link ------------------------------------------------------------
 
-  // The forms keep what is typed: a view reads the API once, and again after each change it
-  // makes, not on every live message (app.js re-runs refresh() on those).
+  // The forms keep what is typed: a view reads the API once, again after each change it makes,
+  // and when another admin changed what it shows (an "admin" live message: changed()); not on
+  // the other live messages (app.js re-runs refresh() on those). A reload redraws the lists,
+  // never the forms.
+  let current = null;
+  const SHOWS = { rules: ["rules", "webhooks"], users: ["users"], audit: ["rules", "webhooks", "users"] };
+  function changed(what) {
+    if (current && current.load && SHOWS[current.tab].includes(what.what)) {
+      current.load().then(() => {
+        const by = $("[data-test=admin-changed]");
+        if (by && what.by !== (window.shilianSession ? window.shilianSession.user : "")) {
+          by.textContent = t("admin_changed_by", { user: what.by });
+          by.hidden = false;
+        }
+      }).catch((e) => console.warn("admin", e));
+    }
+  }
   function view(path) {
     const tab = TABS.includes(path.split("?")[0]) ? path.split("?")[0] : "rules";
     let loaded = false, load = null;
+    const me = { tab, load: null };
+    current = me;
     return {
       key: `admin:${tab}`,
       async refresh() {
@@ -305,13 +394,14 @@ window.shilianAdmin = (function () {
         } else {
           const box = frame(tab);
           load = tab === "users" ? usersView(box) : tab === "audit" ? auditView(box) : rulesView(box);
+          me.load = load;
           await load();
         }
         loaded = true;
         markReady();
         return undefined;
       },
-      dispose() {},
+      dispose() { if (current === me) current = null; },
     };
   }
 
@@ -322,5 +412,5 @@ window.shilianAdmin = (function () {
     link.hidden = (await roleRank()) < ROLES.admin;
   }
 
-  return { view, start };
+  return { view, start, changed };
 })();

@@ -879,6 +879,7 @@ function connectLive() {
     if (was && !was.broker_connected && l.broker_connected) scheduleRefresh(); // back: re-read
   });
   src.addEventListener("alert", () => { fresh.heard(); refreshAlerts(); });
+  src.addEventListener("admin", (m) => { fresh.heard(); window.shilianAdmin.changed(JSON.parse(m.data)); });
   for (const kind of ["node", "coverage", "event", "devices", "resync"]) {
     src.addEventListener(kind, () => { fresh.heard(); scheduleRefresh(); });
   }
@@ -905,7 +906,7 @@ function setupSearch() {
   // The search answering the input as it is now: Enter waits for it, so it never opens a hit of
   // an earlier query whose list is still in the DOM.
   let pending = Promise.resolve();
-  const hits = () => Array.from(list.querySelectorAll("li[data-code]"));
+  const hits = () => Array.from(list.querySelectorAll("li[data-code], li[data-node]"));
   const show = (on) => {
     list.hidden = !on;
     input.setAttribute("aria-expanded", on ? "true" : "false");
@@ -918,19 +919,21 @@ function setupSearch() {
     if (li) { input.setAttribute("aria-activedescendant", li.id); li.scrollIntoView({ block: "nearest" }); }
     else input.removeAttribute("aria-activedescendant");
   };
-  const open = (code) => {
+  const open = (li) => {
     show(false);
     input.value = "";
-    location.hash = unitHref(code);
+    location.hash = li.dataset.node ? nodeHref(li.dataset.node) : unitHref(li.dataset.code);
   };
   const run = async (q, mine) => {
     const r = await api(`/api/v1/dashboard/search?q=${encodeURIComponent(q)}`);
     if (mine !== seq) return;
-    list.innerHTML = r.results.length ? r.results.map((u, i) => `<li id="search-hit-${i}" role="option" aria-selected="false" data-code="${u.code}">${esc(u.name)}<small>${esc(u.path)} · ${u.code}</small></li>`).join("")
+    // A node id typed: its node first (with its state), then the units.
+    const nodes = (r.nodes || []).map((n, i) => `<li id="search-node-${i}" role="option" aria-selected="false" data-node="${esc(n.node_id)}">${esc(n.node_id)} ${pill(n.state, t(`state_${n.state}`))}<small>${esc(n.village_name || "")}</small></li>`).join("");
+    list.innerHTML = nodes || r.results.length ? nodes + r.results.map((u, i) => `<li id="search-hit-${i}" role="option" aria-selected="false" data-code="${u.code}">${esc(u.name)}${(u.former || []).length ? ` <small data-test="former">${esc(t("search_former", { name: u.former.join("、") }))}</small>` : ""}<small>${esc(u.path)} · ${u.code}</small></li>`).join("")
       : `<li class="muted">${esc(t("search_none"))}</li>`;
     selected = -1;
     show(true);
-    list.querySelectorAll("li[data-code]").forEach((li) => li.addEventListener("click", () => open(li.dataset.code)));
+    hits().forEach((li) => li.addEventListener("click", () => open(li)));
   };
   input.addEventListener("input", () => {
     const q = input.value.trim();
@@ -957,7 +960,7 @@ function setupSearch() {
     await pending;
     if (mine !== seq) return;
     const hit = hits()[Math.max(0, selected)];
-    if (hit) open(hit.dataset.code);
+    if (hit) open(hit);
   });
 }
 

@@ -24,7 +24,8 @@ const LEG_TEXT = {
 // Why central ended a leg the village side ended (a meeting record's end_reason).
 const END_TEXT = {
   hangup_remote: "leg_end_hangup_remote",
-  central_restart: "leg_end_central_restart",
+  central_restarted: "leg_end_central_restart",
+  central_stopped: "leg_end_central_stopped",
 };
 
 (function () {
@@ -113,7 +114,9 @@ const END_TEXT = {
   }
 
   function legFor(node) {
-    var pc = new RTCPeerConnection({ iceServers: [] });
+    // Host candidates only, or the county's TURN server when central has one.
+    var ice = boot.ice || {};
+    var pc = new RTCPeerConnection({ iceServers: ice.iceServers || [], iceTransportPolicy: ice.iceTransportPolicy || "all" });
     pcs[node] = pc;
     stream.getTracks().forEach(function (tr) { pc.addTransceiver(tr, { direction: "sendonly", streams: [stream] }); });
     setLeg(node, "connecting");
@@ -259,7 +262,7 @@ const END_TEXT = {
           var id = esc(n.node_id);
           return '<tr data-test="broadcast-row" data-node="' + id + '"><td><input type="checkbox" data-test="broadcast-pick" value="' +
             id + '" checked></td><td>' + esc(n.village_name || n.village) + "</td><td>" + id +
-            '</td><td data-test="leg-state" data-node="' + id + '">' + esc(t("state_" + n.state)) +
+            '</td><td data-test="leg-state" data-node="' + id + '">' + esc(t(n.state === "online" ? "state_online" : "state_offline")) +
             '</td><td data-test="leg-sent" data-node="' + id + '"></td><td data-test="leg-received" data-node="' + id +
             '"></td></tr>';
         }).join("") + "</tbody></table>";

@@ -21,6 +21,10 @@ const STATE_TEXT = {
   // How long the page waits for its own ICE candidates before sending the offer anyway (ms):
   // host candidates come in a few ms; a TURN allocation in well under a second.
   var GATHER_MS = 3000;
+  // Without ICE servers only host candidates come, all within a few ms of each other: the
+  // offer goes this long after the last one (or on the end-of-candidates signal, whichever
+  // first) instead of waiting for the browser to declare gathering complete.
+  var HOST_SETTLE_MS = 20;
   // Quality refresh and how often the figures are stored with the meeting record (ms).
   var STATS_MS = 1000;
   var POST_STATS_EVERY = 5;
@@ -52,7 +56,11 @@ const STATE_TEXT = {
   var state = window.__meeting = {
     state: "idle", session: null, framesDecoded: 0, clickedAt: null, firstFrameMs: null,
     answeredMs: null, error: null, stats: {},
+    // Set-up stages, ms after the click: offer created, candidates gathered, answer back
+    // (central and the node), ICE + DTLS connected, first picture (= firstFrameMs).
+    stages: {},
   };
+  function stage(name) { state.stages[name] = performance.now() - state.clickedAt; }
   var pc = null;
   var timer = null;
   var ticks = 0;
@@ -68,18 +76,28 @@ const STATE_TEXT = {
     $("[data-test=meeting-hangup]").disabled = !busy;
   }
 
+  // Resolves once the offer holds the page's candidates (see HOST_SETTLE_MS).
   function gathered(p) {
     if (p.iceGatheringState === "complete") return Promise.resolve();
     return new Promise(function (resolve) {
-      var done = function () { if (p.iceGatheringState === "complete") resolve(); };
-      p.addEventListener("icegatheringstatechange", done);
-      setTimeout(resolve, GATHER_MS);
+      var settle = null;
+      var done = function () { if (settle) clearTimeout(settle); resolve(); };
+      p.addEventListener("icegatheringstatechange", function () {
+        if (p.iceGatheringState === "complete") done();
+      });
+      p.addEventListener("icecandidate", function (ev) {
+        if (!ev.candidate) { done(); return; }
+        if (settle) clearTimeout(settle);
+        settle = setTimeout(done, HOST_SETTLE_MS);
+      });
+      setTimeout(done, GATHER_MS);
     });
   }
 
   function release() {
     if (timer) { clearInterval(timer); timer = null; }
     if (pc) { pc.close(); pc = null; }
+    window.meetingAV.release();
     var v = $("[data-test=meeting-video]");
     if (v.srcObject) { v.srcObject.getTracks().forEach(function (tr) { tr.stop(); }); v.srcObject = null; }
     last = null;
@@ -89,39 +107,46 @@ const STATE_TEXT = {
     if (!window.RTCPeerConnection) { setState("failed", t("meeting_no_webrtc")); return; }
     release();
     state.session = null; state.framesDecoded = 0; state.firstFrameMs = null; state.error = null;
-    state.answeredMs = null;
+    state.answeredMs = null; state.stages = {};
     state.clickedAt = performance.now();
     setState("calling");
-    // No STUN/TURN on the page: host candidates on the government network; a NAT-ed village
-    // brings its own TURN server in its answer's candidates.
-    pc = new RTCPeerConnection({ iceServers: [] });
+    // Host candidates only, or the county's TURN server when central has one (meeting_av.js).
+    pc = new RTCPeerConnection(window.meetingAV.config(boot));
     var mine = pc;
-    pc.addTransceiver("video", { direction: "recvonly" });
+    var video = pc.addTransceiver("video", { direction: "recvonly" });
     pc.ontrack = function (ev) {
+      if (window.meetingAV.track(ev)) return; // sound: meeting_av.js
       var v = $("[data-test=meeting-video]");
       v.srcObject = ev.streams && ev.streams[0] ? ev.streams[0] : new MediaStream([ev.track]);
       // The first picture shown, to the frame (getStats below only samples once a second).
       if (v.requestVideoFrameCallback) {
         v.requestVideoFrameCallback(function () {
-          if (mine === pc && state.firstFrameMs == null) state.firstFrameMs = performance.now() - state.clickedAt;
+          if (mine === pc && state.firstFrameMs == null) {
+            state.firstFrameMs = performance.now() - state.clickedAt;
+            state.stages.first_frame = state.firstFrameMs;
+          }
         });
       }
     };
     pc.onconnectionstatechange = function () {
       if (mine !== pc) return;
-      if (pc.connectionState === "connected") setState("active");
+      if (pc.connectionState === "connected") { stage("connected"); setState("active"); }
       else if (pc.connectionState === "failed") hangUp("failed");
     };
     var camera = $("[data-test=meeting-camera]").value || null;
-    pc.createOffer().then(function (o) { return mine.setLocalDescription(o); })
+    window.meetingAV.prepare(pc, video)
+      .then(function () { return mine.createOffer(); })
+      .then(function (o) { stage("offer"); return mine.setLocalDescription(o); })
       .then(function () { return gathered(mine); })
       .then(function () {
+        stage("gathered");
         return api("POST", "/api/v1/meetings", { node_id: NODE, sdp: mine.localDescription.sdp, camera: camera });
       })
       .then(function (ans) {
         if (mine !== pc) { api("DELETE", "/api/v1/meetings/" + ans.session).catch(function () {}); return; }
         state.session = ans.session;
         state.answeredMs = performance.now() - state.clickedAt;
+        state.stages.answered = state.answeredMs;
         if (ans.camera) $("[data-test=meeting-camera]").value = ans.camera;
         setState("connecting");
         timer = setInterval(sample, STATS_MS);
@@ -176,6 +201,7 @@ const STATE_TEXT = {
           s.rtt_ms = r.currentRoundTripTime * 1000;
         }
       });
+      window.meetingAV.sample(report, s);
       if (p !== pc) return;
       state.framesDecoded = s.frames_decoded || 0;
       if (state.framesDecoded > 0 && state.firstFrameMs == null) {

@@ -1,6 +1,6 @@
 """The wall clock stepped while everything runs (NTP after a long offline spell, an RTC battery
 gone flat, an operator's ``date -s``): forward one hour and one day, back one hour and ten
-minutes, on the village box and on central (docs/faults.md, rows 83 and 84).
+minutes, on the village box and on central (docs/faults.md, rows 93 and 94).
 
 Real mosquitto, real central and agent processes; the stepped process runs under libfaketime
 (tests/faults/clock.py), its monotonic clock untouched, as a real step leaves it. While events

@@ -1,6 +1,6 @@
 """Central and the edge agent each in a cgroup with a 1 GiB memory limit (the smallest box we
 ship on), under load: they stay inside it, are never OOM-killed, and lose nothing (docs/faults.md,
-row 85). The peak memory and the limit's events are measured (``make reliability`` writes them
+row 95). The peak memory and the limit's events are measured (``make reliability`` writes them
 to docs/reliability.md).
 
 - edge: a backlog built while the broker is away (the outbox on disk, not in memory), then
