@@ -12,10 +12,11 @@ BIN := $(VENV)/bin
 # 127.0.0.1:5432, trust auth for local test machines, or SHILIAN_TEST_PG)
 # nftables + iptables: loss, bandwidth caps and (iptables NFQUEUE) latency on the village link of
 # tests/faults (no tc netem in the kernels we run on); strace: the power-cut model of tests/faults/power.py
+# faketime + libfaketime: a running process's wall clock stepped (tests/faults/test_clock_jumps.py)
 SYS_PKGS := mosquitto mosquitto-clients chromium fonts-wqy-microhei prometheus sip-tester shellcheck \
   gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base \
   gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly systemd nftables iptables strace coturn \
-  postgresql
+  postgresql faketime libfaketime
 STAMP := $(VENV)/.installed
 # Exact versions of every package the project and its dev extras install (the ones the tests
 # passed with); pyproject.toml keeps ranges. `make lock` rewrites it.
@@ -93,10 +94,11 @@ soak: sysdeps venv
 	  tests/test_edge_board_source.py::test_noisy_line_with_cuts_delivers_every_press_exactly_once_in_order
 
 # Faults on a real network path (namespaces, veth cuts, kill -9, a slow, lossy or 4G line, a
-# county's uplink cut, a power cut at the edge), long forms, and the 24 h backlog
-# drain of 100 nodes (bench/faults/backlog.py, ~2 minutes), and hostile input at volume
-# (schemathesis against the API, hostile MQTT, slowloris on the API and the SIA receiver); the
-# figures are written to docs/reliability.md. The short forms run in `make test`.
+# county's uplink cut, a power cut at the edge), wall-clock steps (libfaketime), the edge and
+# central in a 1 GiB memory cgroup (as root), long forms, and the 24 h backlog drain of 100
+# nodes (bench/faults/backlog.py, ~2 minutes), and hostile input at volume (schemathesis against
+# the API, hostile MQTT, slowloris on the API and the SIA receiver); the figures are written to
+# docs/reliability.md. The short forms run in `make test`.
 reliability: sysdeps venv
 	mkdir -p test-artifacts && rm -f test-artifacts/reliability.jsonl
 	SHILIAN_RELIABILITY=1 SHILIAN_RELIABILITY_RESULTS=$(CURDIR)/test-artifacts/reliability.jsonl \

@@ -167,6 +167,8 @@ async def node(request: web.Request) -> web.Response:
     if detail is None:
         raise _unknown_node(node_id)
     suppress(detail["devices"], detail["state"] == "online")  # offline: devices unknown
+    off = ctx.clock_off.get(node_id)
+    detail["clock_off_s"] = None if off is None else round(off, 1)
     return ok(_with_names(ctx.registry, detail))
 
 

@@ -59,6 +59,8 @@ class ApiContext:
     auth: AuthConfig = field(default_factory=AuthConfig)
     devices: DeviceIndex | None = None  # cameras, terminals: the stricter figure
     body_timeout_s: float = 30.0  # [http] body_timeout_s: central.slow_clients
+    #: node -> its clock's offset from central's, seconds, for nodes off by more than the bound
+    clock_off: Mapping[str, float] = field(default_factory=dict)
 
 
 class ApiError(Exception):

@@ -61,6 +61,17 @@ def _json(obj: object) -> str:
     return pydantic_core.to_json(obj).decode()
 
 
+#: A node whose clock is off central's by more than this is flagged (``clock_off``). NTP keeps a
+#: box within milliseconds, and a live health report crosses even the slowest village line
+#: measured in well under a second (docs/faults.md, row 73); far below the 10 min a stepped clock
+#: is typically off by. The event times such a node stamps are not to be trusted.
+CLOCK_OFF_S = 30.0
+#: Two health reports agree on a node's offset when their spacing at the node and at central
+#: differs by less than this, or half the health interval if that is less: live reports differ
+#: by transit jitter only (under a second on the slowest line measured), reports queued at the
+#: broker by a whole interval.
+CLOCK_AGREE_S = 5.0
+
 #: Open gaps kept per (node, boot). A peer sending every other seq would otherwise grow the list
 #: without bound; beyond this the closest neighbouring gaps are merged (SeqState.bound_gaps), so
 #: every late event is still taken.
@@ -121,6 +132,16 @@ class Ingest:
         for n in self.nodes.values():
             if n.state == ONLINE and n.state_reason == COUNTY_LINK_DOWN:
                 self.counties_down.setdefault(n.county, n.state_since)
+        #: Monotonic time of the message being handled: liveness deadlines are kept on it, so a
+        #: step of the wall clock (NTP, an operator's ``date -s``) neither expires nor extends
+        #: them. Wall time (``now``) is what is stored and shown.
+        self._mono = 0.0
+        #: Nodes whose clock is off central's by more than :data:`CLOCK_OFF_S`: node -> offset
+        #: in seconds (node minus central), from their last health report.
+        self.clock_off: dict[str, float] = {}
+        self._clock_changes: list[tuple[str, float | None]] = []
+        #: Per node, (node's ts, central's receive time) of its previous health report.
+        self._last_report: dict[str, tuple[float, float]] = {}
 
     # -- the batch boundary -------------------------------------------------------------------
 
@@ -163,14 +184,23 @@ class Ingest:
             1 for n in self.nodes.values() if n.state == ONLINE and n.county in self.counties_down
         )
 
+    def take_clock_changes(self) -> list[tuple[str, float | None]]:
+        """(node_id, offset) of every node newly flagged with its clock off since the last call,
+        (node_id, None) of every node whose clock is right again."""
+        changes, self._clock_changes = self._clock_changes, []
+        return changes
+
     def online_nodes(self) -> Iterable[tuple[str, float]]:
         """(node_id, health interval) of the nodes believed online, for :meth:`Liveness.reset`."""
         return ((n.node_id, n.health_interval_s) for n in self.nodes.values() if n.state == ONLINE)
 
     # -- messages -----------------------------------------------------------------------------
 
-    def handle(self, topic: str, payload: bytes, now: float) -> Outcome:
-        """Apply one message. Never raises for bad input: the fault is in the outcome."""
+    def handle(self, topic: str, payload: bytes, now: float, mono: float | None = None) -> Outcome:
+        """Apply one message received at wall time ``now`` and monotonic time ``mono`` (the
+        deadlines' clock; ``now`` when not given). Never raises for bad input: the fault is in
+        the outcome."""
+        self._mono = now if mono is None else mono
         route = self._routes.get(topic)
         if route is None:
             county = bridge_county(topic)
@@ -206,10 +236,12 @@ class Ingest:
             out.fault, out.detail = e.fault, e.detail
         return out
 
-    def expire(self, now: float) -> list[str]:
-        """Mark offline every node silent past its grace period; returns their ids."""
+    def expire(self, now: float, mono: float | None = None) -> list[str]:
+        """Mark offline every node silent past its grace period at monotonic time ``mono``
+        (``now`` when not given); returns their ids."""
+        self._mono = now if mono is None else mono
         expired = []
-        for node_id in self.liveness.tick(now):
+        for node_id in self.liveness.tick(self._mono):
             n = self.nodes.get(node_id)
             dying = self.liveness.is_dying(node_id)
             if n is not None and n.county in self.counties_down and not dying:
@@ -244,7 +276,7 @@ class Ingest:
             n.state_reason = COUNTY_LINK_UP if up else COUNTY_LINK_DOWN
             self._dirty_nodes.add(n.node_id)
             if up:
-                self.liveness.restart(n.node_id, n.health_interval_s, now)
+                self.liveness.restart(n.node_id, n.health_interval_s, self._mono)
         self._county_links.append(CountyLink(county, up, held))
         return out
 
@@ -261,7 +293,7 @@ class Ingest:
         self._dirty_nodes.add(n.node_id)
         self._writes.append(IntervalRow(n.node_id, state, now, reason))
         if state == ONLINE:
-            self.liveness.born(n.node_id, n.health_interval_s, now)
+            self.liveness.born(n.node_id, n.health_interval_s, self._mono)
         else:
             self.liveness.forget(n.node_id)
         if changed:
@@ -299,7 +331,7 @@ class Ingest:
         self._dirty_nodes.add(n.node_id)
         if s.state == OFFLINE and s.reason == "will" and n.state == ONLINE:
             # Not at once: it may be one of the wills a shutting-down broker sends (liveness.py).
-            self.liveness.dying(n.node_id, now)
+            self.liveness.dying(n.node_id, self._mono)
             return
         n.health_interval_s = s.health_interval_s
         if s.sw_version:
@@ -328,9 +360,10 @@ class Ingest:
             self.nodes[h.node] = n
             self._set_state(n, ONLINE, "health", now)
         elif n.boot_id == h.boot_id:
+            self._check_clock(h.node, h.ts, now, h.interval_s)
             n.health_interval_s, n.sw_version, n.last_seen = h.interval_s, h.sw_version, now
             if n.state == ONLINE:
-                self.liveness.alive(n.node_id, n.health_interval_s, now)
+                self.liveness.alive(n.node_id, n.health_interval_s, self._mono)
             elif n.state_reason == "health_timeout":
                 self._set_state(n, ONLINE, "health", now)
         else:
@@ -342,6 +375,25 @@ class Ingest:
         self._dirty_nodes.add(h.node)
         self._last_health[h.node] = body
         self._writes.append(HealthRow(h.node, h.ts, now, body))
+
+    def _check_clock(self, node_id: str, ts: float, now: float, interval_s: float) -> None:
+        """Flag a node whose health ``ts`` is off central's ``now`` by more than
+        :data:`CLOCK_OFF_S`, once two reports in a row agree (:data:`CLOCK_AGREE_S`): a report
+        queued at the broker while central was away also reads as behind, but a queue delivers
+        its reports together (receive times close, node times an interval apart), so it does
+        not agree with the one before it. One report within the bound clears the flag."""
+        off = ts - now
+        prev = self._last_report.get(node_id)
+        self._last_report[node_id] = (ts, now)
+        if abs(off) <= CLOCK_OFF_S:
+            if self.clock_off.pop(node_id, None) is not None:
+                self._clock_changes.append((node_id, None))
+        elif prev is not None and abs((ts - prev[0]) - (now - prev[1])) < min(
+            CLOCK_AGREE_S, interval_s / 2
+        ):
+            if node_id not in self.clock_off:
+                self._clock_changes.append((node_id, off))
+            self.clock_off[node_id] = off
 
     def _event(self, e: wire.Event, now: float, out: Outcome) -> None:
         key = (e.node, e.boot_id)

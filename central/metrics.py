@@ -129,6 +129,17 @@ class CentralMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.clock_off = Gauge(
+            "shilian_nodes_clock_off",
+            "时钟偏差超过 30 秒的节点数 / nodes whose clock is off central's by more than 30 s "
+            "(their event times are wrong)",
+            registry=r,
+        )
+        self.clock_steps = Counter(
+            "shilian_central_clock_steps",
+            "中心系统时钟跳变次数 / steps of central's own wall clock over 30 s",
+            registry=r,
+        )
         self.connected = Gauge(
             "shilian_broker_connected", "是否连接 MQTT 代理 / 1 when connected", registry=r
         )

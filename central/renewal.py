@@ -191,10 +191,14 @@ class RenewalService:
         publish: Publish,
         registry: CollectorRegistry,
         clock: Callable[[], float] = time.time,
+        mono: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock``: wall time, for the certificates' validity; ``mono``: the rate limit's
+        and the log limiter's windows, which a step of the wall clock must not end or extend."""
         self.renewer = Renewer(cfg, clock)
         self.limit = RateLimit()
         self.clock = clock
+        self.mono = mono
         self._publish = publish
         self._queue: deque[Pending] = deque()
         self._superseding: deque[tuple[str, int]] = deque()
@@ -265,7 +269,7 @@ class RenewalService:
                     f"续期请求格式错误：{e.detail[:200]}",
                     f"malformed renewal request: {e.detail[:200]}",
                 ) from None
-            self.limit.check(p.node_id, self.clock())
+            self.limit.check(p.node_id, self.mono())
             issued, ca_pem = await asyncio.to_thread(self.renewer.renew, p.node_id, req)
         except RenewalRefused as e:
             self._answer_refusal(p, e)
@@ -273,7 +277,7 @@ class RenewalService:
         except CaError as e:  # a bad CSR (csr_*) or central's CA unreadable (ca_missing)
             self._answer_refusal(p, RenewalRefused(e.code, e.zh, e.en))
             return
-        self.limit.record(p.node_id, self.clock())
+        self.limit.record(p.node_id, self.mono())
         self.outcomes.labels("issued").inc()
         log.info(
             "证书已续期 / certificate renewed: node %s serial %x until %s",
@@ -329,7 +333,7 @@ class RenewalService:
 
     def _answer_refusal(self, p: Pending, e: RenewalRefused) -> None:
         self.outcomes.labels(e.code).inc()
-        if self._log.allow((p.node_id, e.code), self.clock()):
+        if self._log.allow((p.node_id, e.code), self.mono()):
             log.warning(
                 "拒绝证书续期 / renewal refused: node %s code %s: %s", p.node_id, e.code, e.en
             )

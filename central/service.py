@@ -33,7 +33,7 @@ from central.config import CentralConfig
 from central.coverage import CoverageIndex
 from central.device_feed import device_messages, load_devices
 from central.device_metrics import DeviceCollector
-from central.ingest import Ingest, Outcome
+from central.ingest import CLOCK_OFF_S, Ingest, Outcome
 from central.link import ALARM_LANE, MAIN_LANE, SHARED_LANE, Inbound, LinkDown, MqttLink
 from central.live import LiveHub
 from central.liveness import Liveness
@@ -72,14 +72,20 @@ class CentralService:
         cfg: CentralConfig,
         *,
         clock: Callable[[], float] = time.time,
+        mono: Callable[[], float] = time.monotonic,
         reconnect_grace_s: float = RECONNECT_GRACE_S,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        """``reconnect_grace_s``: how long nodes are held after central's connection comes up
-        (the nodes' reconnect window; tests and benchmarks with shortened node timings shorten
-        it to match). ``rng``: the broker link's reconnect jitter."""
+        """``clock``: wall time, stored and shown; ``mono``: the deadlines' clock (liveness),
+        which a step of the wall clock does not move. ``reconnect_grace_s``: how long nodes are
+        held after central's connection comes up (the nodes' reconnect window; tests and
+        benchmarks with shortened node timings shorten it to match). ``rng``: the broker link's
+        reconnect jitter."""
         self.cfg = cfg
         self.clock = clock
+        self.mono = mono
+        #: Wall minus monotonic time at the last liveness tick: a change is a wall-clock step.
+        self._wall_offset: float | None = None
         self.reconnect_grace_s = reconnect_grace_s
         self._rng = rng
         self.metrics = CentralMetrics()
@@ -193,6 +199,7 @@ class CentralService:
                     lambda t, p, cd: link.publish(t, p, correlation_data=cd),
                     self.metrics.registry,
                     self.clock,
+                    self.mono,
                 )
             runner = await self._start_http()
             try:
@@ -258,6 +265,7 @@ class CentralService:
             auth=self.cfg.auth,
             devices=self.devices,
             body_timeout_s=self.cfg.http.body_timeout_s,
+            clock_off=self.ingest.clock_off,
         )
         self.http_app = app = make_app(ctx)
         from central.dashboard import add_routes as add_dashboard_routes
@@ -313,7 +321,7 @@ class CentralService:
         # node reads it before it sends (docs/protocol.md, stored-acknowledgement).
         self.link.publish(CENTRAL_CAPS_TOPIC, caps_payload(self.clock()), retain=True)
         # No false collapse: every node believed online is held for the nodes' reconnect window.
-        self.liveness.reset(self.clock(), self.ingest.online_nodes())
+        self.liveness.reset(self.mono(), self.ingest.online_nodes())
         self.metrics.connected.set(1)
         self.live.link_changed(True)
         self.meetings.link_up()
@@ -332,10 +340,10 @@ class CentralService:
             batch = self.revocations.take(batch)  # revoked nodes: counted, never stored
         async with self._write_lock:
             t0 = time.perf_counter()
-            now = self.clock()
+            now, mono = self.clock(), self.mono()
             self.live.link.heard(now)
             handle = self.ingest.handle
-            outcomes = [handle(m.topic, m.payload, now) for m in batch]
+            outcomes = [handle(m.topic, m.payload, now, mono) for m in batch]
             writes, changes = self.ingest.take()
             acked = self.ingest.take_acks()
             await self._commit(writes, changes)
@@ -344,6 +352,7 @@ class CentralService:
             self._account(batch, outcomes, now)
             self._count_offline()
             self._county_links()
+            self._note_clocks()
             self.metrics.batch_size.observe(len(batch))
             self.metrics.batch_latency.observe(time.perf_counter() - t0)
 
@@ -411,10 +420,11 @@ class CentralService:
                     await self._stop.wait()
             except TimeoutError:
                 pass
+            self._watch_own_clock()
             if not self.link.connected:
                 continue  # central cannot hear anyone: silence is not the nodes' fault
             async with self._write_lock:
-                if self.ingest.expire(self.clock()):
+                if self.ingest.expire(self.clock(), self.mono()):
                     writes, changes = self.ingest.take()
                     await self._commit(writes, changes)
                     self._count_offline()
@@ -459,6 +469,38 @@ class CentralService:
         if links:
             mt.counties_link_down.set(len(self.ingest.counties_down))
             mt.nodes_held_county.set(self.ingest.held_nodes())
+
+    def _watch_own_clock(self) -> None:
+        """Log and count a step of central's own wall clock. Deadlines do not move with it
+        (they run on the monotonic clock), but stored times and every node's clock offset
+        (``clock_off_s``) are read against it."""
+        offset = self.clock() - self.mono()
+        last, self._wall_offset = self._wall_offset, offset
+        if last is not None and abs(offset - last) > CLOCK_OFF_S:
+            self.metrics.clock_steps.inc()
+            log.warning(
+                "中心系统时钟跳变 %+.0f 秒，请检查 NTP / central's wall clock stepped by %+.0f s: "
+                "check NTP (timedatectl)",
+                offset - last,
+                offset - last,
+            )
+
+    def _note_clocks(self) -> None:
+        """Log each node whose clock is newly off, or right again; keep the gauge current."""
+        changes = self.ingest.take_clock_changes()
+        for node_id, off in changes:
+            if off is None:
+                log.info("节点时钟已恢复 / node %s: clock right again", node_id)
+            else:
+                log.warning(
+                    "节点时钟偏差 %+.0f 秒，事件时间不可信 / node %s: clock off central's by "
+                    "%+.0f s, its event times are wrong",
+                    off,
+                    node_id,
+                    off,
+                )
+        if changes:
+            self.metrics.clock_off.set(len(self.ingest.clock_off))
 
     def _count_offline(self) -> None:
         """Count and log each node gone offline under the reason the API shows for it."""

@@ -181,14 +181,12 @@ def node_detail(conn: sqlite3.Connection, node_id: str) -> dict[str, Any] | None
                 (node_id, DETAIL_HEALTH_ROWS),
             )
         ]
-        detail["events"] = [
-            _event(r)
-            for r in conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE node_id = ? "
-                "ORDER BY ts DESC, id DESC LIMIT ?",
+        detail["events"] = _in_node_order(
+            conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE node_id = ? ORDER BY id DESC LIMIT ?",
                 (node_id, DETAIL_EVENT_ROWS),
-            )
-        ]
+            ).fetchall()
+        )
         detail["devices"] = [
             {**dict(r), "detail": _json(r["detail"]), "removed": bool(r["removed"])}
             for r in conn.execute(
@@ -218,8 +216,34 @@ def node_detail(conn: sqlite3.Connection, node_id: str) -> dict[str, Any] | None
         conn.execute("COMMIT")
 
 
+def _in_node_order(rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
+    """One node's events newest first in the node's own order: the boot central stored last
+    first, then by ``seq``, not by ``ts``: a node's clock can be stepped (``clock_off_s``), its
+    sequence cannot. ``rows`` are the node's newest stored events (by ``id``)."""
+    boot_rank: dict[str, int] = {}
+    for r in rows:  # by id, newest first: a boot's rank is its newest stored event
+        boot_rank.setdefault(r["boot_id"], -len(boot_rank))
+    rows = sorted(rows, key=lambda r: (boot_rank[r["boot_id"]], r["seq"]), reverse=True)
+    return [_event(r) for r in rows]
+
+
 def list_events(conn: sqlite3.Connection, f: EventFilter, limit: int) -> list[dict[str, Any]]:
-    """Events newest first by event time (ties: newest received first)."""
+    """Events newest first by event time (ties: newest received first); one node's events
+    (``node`` given, no ``since``) newest first in the node's own order (:func:`_in_node_order`)."""
+    if f.node is not None and f.since is None:
+        sql_where, args = where(
+            eq("node_id", f.node),
+            eq("village", f.village),
+            under("village", f.county),
+            eq("priority", f.priority),
+            under("village", f.scope),
+        )
+        return _in_node_order(
+            conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events{sql_where} ORDER BY id DESC LIMIT ?",
+                [*args, limit],
+            ).fetchall()
+        )
     sql_where, args = where(
         eq("node_id", f.node),
         eq("village", f.village),

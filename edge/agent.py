@@ -162,6 +162,7 @@ class Agent:
         config: EdgeConfig,
         *,
         clock: Callable[[], float] = time.time,
+        mono: Callable[[], float] = time.monotonic,
         registry: CollectorRegistry | None = None,
         serve_metrics: bool = True,
         serve_local_socket: bool = True,
@@ -169,7 +170,8 @@ class Agent:
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.config = config
-        self.clock = clock
+        self.clock = clock  # wall: what events and reports are stamped with
+        self.mono = mono  # timeouts and ages: a step of the wall clock moves none of them
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = EdgeMetrics(self.registry)
         self.serve_metrics = serve_metrics and config.metrics.enabled
@@ -279,6 +281,7 @@ class Agent:
             max_events=cfg.outbox.max_events,
             max_batch=cfg.outbox.max_batch,
             clock=self.clock,
+            mono=self.mono,
             on_drop=lambda p: self.metrics.dropped.labels(p.value).inc(),
         )
         self.metrics.outbox_depth.set(outbox.depth)
@@ -297,7 +300,7 @@ class Agent:
             clock=self.clock,
             backoff=Backoff(self._rng),
         )
-        self.sender = sender = Sender(session, outbox, self.metrics, self.clock)
+        self.sender = sender = Sender(session, outbox, self.metrics, self.clock, self.mono)
         if cfg.broker.tls is not None:  # certificate renewal over MQTT (edge.renew)
             from edge.renew import CertRenewer
 
@@ -382,7 +385,7 @@ class Agent:
                 disk_used_pct=probe.disk_used_pct(),
                 temp_c=probe.temp_c(),
                 outbox_depth=self.outbox.depth,
-                last_publish_age_s=max(0.0, self.clock() - last) if last is not None else None,
+                last_publish_age_s=max(0.0, self.mono() - last) if last is not None else None,
                 cert_not_after=self.renewer.not_after if self.renewer else None,
                 outbox_disk_full_since=self.disk_full_since,
             )

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -127,6 +128,7 @@ class Outbox:
         max_events: int,
         max_batch: int,
         clock: Callable[[], float],
+        mono: Callable[[], float] = time.monotonic,
         counts: dict[Priority, int],
         meta: dict[str, int],
         on_drop: Callable[[Priority], None] | None,
@@ -137,11 +139,12 @@ class Outbox:
         self.max_events = max_events
         self.max_batch = max_batch
         self._clock = clock
+        self._mono = mono
         self._counts = counts
         self._meta = meta
         self._seq = 0
         self._confirmed = 0
-        #: Clock time of the last acknowledgement that deleted events of each lane (the key is
+        #: Monotonic time of the last acknowledgement that deleted events of each lane (the key is
         #: whether it is the alarm lane); the sender probes a lane silent for too long.
         self.lane_progress: dict[bool, float] = {}
         #: Per boot, the seq runs the last applied acknowledgement covered: those events are
@@ -170,8 +173,13 @@ class Outbox:
         max_events: int = 100_000,
         max_batch: int = 512,
         clock: Callable[[], float],
+        mono: Callable[[], float] = time.monotonic,
         on_drop: Callable[[Priority], None] | None = None,
     ) -> Outbox:
+        """``clock``: wall time, stamped on events (``ts``, ``accepted``); ``mono``: when an
+        event went out and when central acknowledged a lane. Those stamps are compared with
+        each other only within one process (every sent mark is cleared before a connection
+        sends), so a step of the wall clock cannot reorder them."""
         loop = asyncio.get_running_loop()
         conn, counts, meta = await loop.run_in_executor(_EXECUTOR, open_db, path)
         return cls(
@@ -181,6 +189,7 @@ class Outbox:
             max_events=max_events,
             max_batch=max_batch,
             clock=clock,
+            mono=mono,
             counts=counts,
             meta=meta,
             on_drop=on_drop,
@@ -327,7 +336,7 @@ class Outbox:
         """The broker acknowledged these events: keep them until central's acknowledgement,
         and do not send them again unless they turn out lost (:meth:`confirm`, :meth:`probe`)
         or the connection is new (:meth:`resend`)."""
-        await self._submit(Sent(tuple(ids), self._clock()))
+        await self._submit(Sent(tuple(ids), self._mono()))
 
     async def confirm(self, boots: Collection[BootStored]) -> Confirmed:
         """Central stored these events: delete every one the acknowledgement covers (sent or
@@ -346,7 +355,7 @@ class Outbox:
         while len(self._acked_runs) > ACKED_BOOTS_KEPT:
             del self._acked_runs[next(iter(self._acked_runs))]
         self._confirmed += result.deleted
-        now = self._clock()
+        now = self._mono()
         for lane in result.lanes:
             self.lane_progress[lane] = now
         if result.resent:

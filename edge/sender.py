@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -54,17 +55,22 @@ class Sender:
         outbox: Outbox,
         metrics: EdgeMetrics,
         clock: Callable[[], float],
+        mono: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock``: wall time (event latency from acceptance); ``mono``: the timeouts' clock,
+        the one :class:`~edge.outbox.Outbox` stamps sends and acknowledgements with, so a step
+        of the wall clock neither fires nor stalls a probe."""
         self.session = session
         self.outbox = outbox
         self.metrics = metrics
         self._clock = clock
-        #: Clock time of the last successful PUBACK of anything we sent (health reports it).
+        self._mono = mono
+        #: Monotonic time of the last successful PUBACK of anything we sent (health reports it).
         self.last_puback: float | None = None
         #: Per lane: the current silence before a probe, and since when we count silence.
         self._ack_timeout = dict.fromkeys(LANES, ACK_TIMEOUT_S)
-        self._quiet_since = dict.fromkeys(LANES, clock())
-        self._next_check = clock() + ACK_TIMEOUT_S
+        self._quiet_since = dict.fromkeys(LANES, mono())
+        self._next_check = mono() + ACK_TIMEOUT_S
 
     async def run(self) -> None:
         while True:
@@ -78,13 +84,13 @@ class Sender:
         # What was sent on an earlier connection and never acknowledged by central may have
         # died with the broker: it goes again, first, in order.
         await self.outbox.resend()
-        now = self._clock()
+        now = self._mono()
         self._quiet_since = dict.fromkeys(LANES, now)
         self._next_check = now + min(self._ack_timeout.values())
         closed = asyncio.ensure_future(link.closed.wait())
         try:
             while True:
-                if self.outbox.depth and self._clock() >= self._next_check:
+                if self.outbox.depth and self._mono() >= self._next_check:
                     await self._resend_late()
                 self.outbox.new_events.clear()
                 if len(inflight) < WINDOW:
@@ -99,7 +105,7 @@ class Sender:
                 try:
                     # An empty outbox has nothing to probe for: an idle node sleeps until an
                     # event or a PUBACK (a process may run ~1,800 agents).
-                    timeout = max(0.0, self._next_check - self._clock())
+                    timeout = max(0.0, self._next_check - self._mono())
                     await asyncio.wait(
                         waits,
                         timeout=timeout if self.outbox.depth else None,
@@ -119,7 +125,7 @@ class Sender:
         goes again (once central stores it, those sent before it and missing go too). The
         timeout doubles per probe and starts again from :data:`ACK_TIMEOUT_S` once an
         acknowledgement deletes something on the lane."""
-        now = self._clock()
+        now = self._mono()
         if self.outbox.central_acks:
             for lane in LANES:
                 await self._check_lane(lane, now)
@@ -158,7 +164,7 @@ class Sender:
             if fut.exception() is not None:
                 continue  # link lost: stays in the outbox, resent after the reconnect
             reason = fut.result()
-            self.last_puback = now
+            self.last_puback = self._mono()
             if reason >= REASON_FAILURE:
                 self.metrics.rejected.labels(str(reason)).inc()
                 log.error(

@@ -134,6 +134,17 @@ class Fleet:
         for info in infos:
             info.wait_for_publish(30)
 
+    def health(self, node_id: str, clock_off_s: float = 0.0) -> None:
+        """One health report now, stamped by a clock ``clock_off_s`` off the real one."""
+        import wire
+
+        msg = wire.Health(
+            node=node_id, boot_id=self.boot, ts=time.time() + clock_off_s,
+            interval_s=wire.limits.MAX_HEALTH_INTERVAL_S, uptime_s=86400, sw_version="0.1.0",
+            cpu_pct=10, mem_used_pct=40, disk_used_pct=21.5, outbox_depth=0,
+        )  # fmt: skip
+        self.client.publish(wire.Topics(node_id).health, wire.encode(msg), 1).wait_for_publish(30)
+
     def alarm(self, node_id: str, seq: int, kind: str = "panic") -> None:
         """One alarm event from ``node_id`` (as the alarm board's source sends it)."""
         import wire

@@ -79,10 +79,13 @@ class Proc:
     def __init__(self, args: list[str], log: Path) -> None:
         self.args, self.log = args, log
         self.p: subprocess.Popen[bytes] | None = None
+        #: Extra environment of the process (e.g. libfaketime's, tests/faults/clock.py).
+        self.env: dict[str, str] = {}
 
     def start(self) -> None:
+        env = {**os.environ, **self.env} if self.env else None
         with self.log.open("ab") as f:
-            self.p = subprocess.Popen(self.args, stdout=f, stderr=subprocess.STDOUT)
+            self.p = subprocess.Popen(self.args, stdout=f, stderr=subprocess.STDOUT, env=env)
 
     def ready(self, cond: Callable[[], object], what: str) -> None:
         """Wait for ``cond``; fail at once, with the log, if the process exits meanwhile."""

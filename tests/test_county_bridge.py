@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from pathlib import Path
 
 from central.config import BrokerConfig, CentralConfig, HttpConfig, StoreConfig
@@ -174,7 +173,7 @@ async def _scenario(tmp_path: Path, city: Mosquitto, county: Mosquitto, uplink: 
             assert all(n.seq > sent_in_cut[n.node_id] for n in held)  # events sent in the cut
             sent = {n.node_id: (n.boot_id, n.seq) for n in held}
 
-            restored = time.time()
+            restored = svc.mono()  # deadlines are on central's monotonic clock
             await uplink.restore()
             await wait_for(lambda: COUNTY not in svc.ingest.counties_down, "the bridge back")
 

@@ -14,6 +14,7 @@ import contextlib
 import csv
 import io
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -330,6 +331,25 @@ def test_drill_down_from_the_map_to_a_node_and_back_by_clicks(
     page.wait_for_selector(f"[data-test=children-table] tr[data-code='{township.code}']")
     page.go_back()
     page.wait_for_selector("[data-test=node-state]")
+
+
+def test_a_node_whose_clock_is_off_says_so_on_its_page(
+    page: Any, site: tuple[Central, Fleet]
+) -> None:
+    central, fleet = site
+    node = f"{next(v.code for i, v in enumerate(NANNING.villages()) if i == 3)}-a"
+    for _ in range(2):  # two live reports that agree: the box's clock is an hour ahead
+        fleet.health(node, clock_off_s=3600)
+        time.sleep(1.0)
+    wait_for(lambda: central.node(node)["clock_off_s"], what="central flags the clock")
+    open_dashboard(page, central, f"/dashboard/#/n/{node}")
+    page.wait_for_selector("[data-test=clock-off]:has-text('时钟与中心相差 +3,600 秒')")
+    fleet.health(node)  # NTP fixed it
+    wait_for(lambda: central.node(node)["clock_off_s"] is None, what="flag cleared")
+    page.reload()
+    page.wait_for_selector('body[data-ready="1"]')
+    page.wait_for_selector("[data-test=node-state][data-state=online]")
+    page.wait_for_selector("[data-test=clock-off]", state="detached")
 
 
 def test_search_finds_a_village_by_name_and_a_county_by_code(

@@ -250,7 +250,11 @@ async def test_events_a_later_acknowledgement_skips_are_sent_again_per_lane(
 
     now = [100.0]
     ob = await Outbox.open(
-        tmp_path / "outbox.sqlite3", node_id=NODE, boot_id=BOOT_1, clock=lambda: now[0]
+        tmp_path / "outbox.sqlite3",
+        node_id=NODE,
+        boot_id=BOOT_1,
+        clock=lambda: now[0],
+        mono=lambda: now[0],
     )
     async with ob.running():
         await ob.set_central_acks(True)
@@ -344,7 +348,11 @@ async def test_events_beyond_what_an_acknowledgement_describes_are_not_taken_as_
 
     now = [100.0]
     ob = await Outbox.open(
-        tmp_path / "outbox.sqlite3", node_id=NODE, boot_id=BOOT_1, clock=lambda: now[0]
+        tmp_path / "outbox.sqlite3",
+        node_id=NODE,
+        boot_id=BOOT_1,
+        clock=lambda: now[0],
+        mono=lambda: now[0],
     )
     async with ob.running():
         await ob.set_central_acks(True)

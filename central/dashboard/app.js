@@ -729,6 +729,7 @@ function nodeView(id) {
       <div class="big">${pill(n.state, t(`state_${n.state}`))}</div>
       <div class="sub">${esc(t("col_since"))}: ${esc(fmtTime(n.state_since))} · ${esc(reasonText(n.state_reason))}</div>
       <div class="sub">${esc(t("col_last_seen"))}: ${esc(fmtTime(n.last_seen))}</div>
+      ${n.clock_off_s == null ? "" : `<div class="sub clock-off" data-test="clock-off">${esc(t("node_clock_off", { s: `${n.clock_off_s > 0 ? "+" : ""}${fmtInt(Math.round(n.clock_off_s))}` }))}</div>`}
       <div class="sub"><a data-test="meeting-link" href="${meetingHref(n.node_id)}">${esc(t("meeting_open"))}</a></div>`;
     const h = n.last_health;
     $("[data-test=health]", root).innerHTML = h ? `<dl class="kv">
