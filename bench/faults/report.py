@@ -16,6 +16,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 #: What each fault is and what the user sees; the figures come from the run.
 FAULTS = {
@@ -78,7 +79,23 @@ FAULTS = {
         "central session (the alarm lane), no longer behind other nodes' history at the broker "
         "(target p99 <= 1,000 ms, not met yet: the rest is spent before central's ingest)",
     ),
+    "soak": (
+        "长时间运行：10,000 个模拟节点稳态 30 分钟 / soak: 10,000 simulated nodes at steady "
+        "state for 30 minutes (bench/faults/soak.py, `make soak-central`)",
+        "central's memory levels off after the warm-up (target growth < 5 %); every event the "
+        "nodes sent is stored once and acknowledged; coverage equals the truth throughout",
+    ),
 }
+
+
+def append(results: Path, fault: str, figures: dict[str, Any]) -> None:
+    """Add one benchmark's figures to ``results`` as a row of ``fault``, with the date and
+    machine they were measured on."""
+    row = {"fault": fault, **figures}
+    row["measured"] = f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores"
+    row["machine"] = platform.machine()
+    with results.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def _row(r: dict[str, object]) -> str:
