@@ -81,10 +81,10 @@ FAULTS = {
         "most of the time is still spent between the broker and central's ingest)",
     ),
     "soak": (
-        "长时间运行：10,000 个模拟节点稳态 30 分钟 / soak: 10,000 simulated nodes at steady "
-        "state for 30 minutes (bench/faults/soak.py, `make soak-central`)",
-        "central's memory levels off after the warm-up (target growth < 5 %); every event the "
-        "nodes sent is stored once and acknowledged; coverage equals the truth throughout",
+        "长时间运行：10,000 个模拟节点稳态运行 / soak: 10,000 simulated nodes at steady state "
+        "(bench/faults/soak.py; `make soak-central` runs 30 minutes)",
+        "every event the nodes sent is stored once and acknowledged, coverage equals the truth "
+        "throughout; central's memory after the warm-up should grow < 5 % (not met yet)",
     ),
 }
 

@@ -19,12 +19,13 @@ sent by the nodes (each node's seq), stored by central (distinct rows), acknowle
 
 Final JSON line: ``rss_growth_pct`` (central's resident memory, last sample against the first
 one after ``--warmup`` seconds; target < 5 %), ``rss_mb_after_warmup``, ``rss_mb_end``,
-``rss_mb_max``, ``cpu_pct_mean`` / ``cpu_pct_max`` (of one core, per sample interval, after the
-warm-up), ``lost``, ``duplicated``, ``not_acked`` (sent and never covered by an
-acknowledgement), ``p50_delay_ms`` / ``p99_delay_ms`` / ``max_delay_ms`` (an event's timestamp
-on its node to central taking it: same machine, same clock), ``coverage_ok`` (every sample of
-the run equal to the truth after the first 10 s), ``mismatches``, ``events_sent``,
-``health_stored``. No baseline in the same process: the figures are against their targets.
+``rss_mb_max``, ``rss_mb_every_5_min``, ``cpu_pct_mean`` / ``cpu_pct_max`` (of one core, per
+sample interval, after the warm-up), ``lost``, ``duplicated``, ``not_acked`` (sent and never
+covered by an acknowledgement), ``p50_delay_ms`` / ``p99_delay_ms`` / ``max_delay_ms`` (an
+event's timestamp on its node to central taking it: same machine, same clock), ``coverage_ok``
+(every sample of the run equal to the truth after the first 10 s), ``mismatches``, ``events_sent``,
+``health_stored``, ``catch_up_s`` (how long central took after the nodes stopped to store
+their last events). No baseline in the same process: the figures are against their targets.
 """
 
 from __future__ import annotations
@@ -220,6 +221,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rss_mb_after_warmup": round(first.rss_kb / 1024, 1),
         "rss_mb_end": round(last.rss_kb / 1024, 1),
         "rss_mb_max": round(max(s.rss_kb for s in samples) / 1024, 1),
+        # the curve, one sample every 5 minutes: levelling off or still climbing
+        "rss_mb_every_5_min": [
+            round(s.rss_kb / 1024, 1) for s in samples if s.t % 300 < args.sample
+        ],
         "cpu_pct_mean": round(statistics.mean(cpu), 1) if cpu else None,
         "cpu_pct_max": round(max(cpu), 1) if cpu else None,
         "lost": sent - distinct,
