@@ -4,7 +4,11 @@ liveness ticker and the HTTP server (API and /metrics on one port).
 Two MQTT sessions feed the one ingest: the main link (everything nodes send but alarms; commands
 go out on it, and its connection is what "central hears the nodes" means for liveness) and the
 alarm lane (alarm-priority events only, so that they never wait in the broker behind history).
-Their batches are applied one at a time under the write lock, on the one event loop.
+Their batches are applied one at a time under the write lock, on the one event loop. A main
+batch (up to 2,000 messages) is handled in slices of :data:`SLICE` with the loop free between
+them; when an alarm batch is waiting for the lock, what the main batch has handled so far is
+committed and the alarms go next, in a transaction of their own, before the rest of it. So an
+alarm waits for at most a slice of history, not for a whole batch of it.
 
 Start-up: open the store, load the registry from the database (importing the configured default
 scope when there is none), rebuild coverage from the ``nodes`` table, load the dedupe state.
@@ -60,6 +64,9 @@ OFFLINE_REASONS_ZH = {
 }
 #: Bad input from one node (or topic) for one reason is logged at most once per this window.
 BAD_INPUT_LOG_WINDOW_S = 60.0
+#: Messages of a batch handled between two looks at the alarm lane (a slice takes a few ms; a
+#: whole batch of history, hundreds of ms, seconds on a loaded machine).
+SLICE = 200
 
 
 class CentralService:
@@ -92,6 +99,8 @@ class CentralService:
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
         self._write_lock = asyncio.Lock()
+        #: Alarm-lane batches waiting for (or holding) the write lock.
+        self._alarms_waiting = 0
         self._log_limiter = LogLimiter(BAD_INPUT_LOG_WINDOW_S)
         self.http_port: int | None = None
         self.renewal: RenewalService | None = None  # certificate renewal, when [ca] is set
@@ -168,7 +177,7 @@ class CentralService:
                 lane=MAIN_LANE if lane_apart else SHARED_LANE,
             )
             self.alarm_link = alarm_link = (
-                MqttLink(cfg.broker, self._handle_batch, rng=self._rng, lane=ALARM_LANE)
+                MqttLink(cfg.broker, self._handle_alarms, rng=self._rng, lane=ALARM_LANE)
                 if lane_apart
                 else None
             )
@@ -332,29 +341,55 @@ class CentralService:
         self.metrics.connected.set(0)
         self.live.link_changed(False)
 
+    async def _handle_alarms(self, batch: list[Inbound]) -> None:
+        """A batch of the alarm lane: ahead of the rest of any main batch under way."""
+        self._alarms_waiting += 1
+        try:
+            await self._ingest(batch, alarms=True)
+        finally:
+            self._alarms_waiting -= 1
+
     async def _handle_batch(self, batch: list[Inbound]) -> None:
+        """A batch of the main lane."""
+        await self._ingest(batch, alarms=False)
+
+    async def _ingest(self, batch: list[Inbound], *, alarms: bool) -> None:
         if self.renewal is not None:
             batch = self.renewal.take(batch)  # cert/req: answered by the renewal service
         batch = self.meetings.take(batch)  # meet/res: answers to operators' calls
         if self.revocations is not None:
             batch = self.revocations.take(batch)  # revoked nodes: counted, never stored
-        async with self._write_lock:
-            t0 = time.perf_counter()
-            now, mono = self.clock(), self.mono()
-            self.live.link.heard(now)
-            handle = self.ingest.handle
-            outcomes = [handle(m.topic, m.payload, now, mono) for m in batch]
-            writes, changes = self.ingest.take()
-            acked = self.ingest.take_acks()
-            await self._commit(writes, changes)
-            # Only now, and still under the lock: the dedupe state is what was just committed.
-            self.acks.committed(acked, self.ingest.seqs)
-            self._account(batch, outcomes, now)
-            self._count_offline()
-            self._county_links()
-            self._note_clocks()
-            self.metrics.batch_size.observe(len(batch))
-            self.metrics.batch_latency.observe(time.perf_counter() - t0)
+        done = 0
+        while done < len(batch) or not batch:
+            async with self._write_lock:
+                t0 = time.perf_counter()
+                now, mono = self.clock(), self.mono()
+                self.live.link.heard(now)
+                handle = self.ingest.handle
+                start, outcomes = done, []
+                while done < len(batch):
+                    if done > start and not alarms:
+                        await asyncio.sleep(0)  # the loop reads the alarm lane meanwhile
+                        if self._alarms_waiting:
+                            break  # commit what is handled; the alarms take the lock next
+                    outcomes += [
+                        handle(m.topic, m.payload, now, mono) for m in batch[done : done + SLICE]
+                    ]
+                    done = start + len(outcomes)
+                writes, changes = self.ingest.take()
+                acked = self.ingest.take_acks()
+                await self._commit(writes, changes)
+                # Only now, and still under the lock: the dedupe state is what was just
+                # committed.
+                self.acks.committed(acked, self.ingest.seqs)
+                self._account(batch[start:done], outcomes, now)
+                self._count_offline()
+                self._county_links()
+                self._note_clocks()
+                self.metrics.batch_size.observe(done - start)
+                self.metrics.batch_latency.observe(time.perf_counter() - t0)
+            if not batch:
+                return
 
     async def _commit(self, writes: list[Write], changes: list[tuple[str, bool]]) -> None:
         if writes:

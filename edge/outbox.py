@@ -20,11 +20,13 @@ So a source that crashed after the commit but before acknowledging its peer, and
 peer retransmit after the restart, stores the event once.
 
 All SQLite work runs on one writer thread shared by every outbox of the process (the demo runs
-~1,800 agents in one process), serialised per outbox by ``run()``, which applies queued
-operations in order and commits each batch in one transaction (group commit: concurrent
-``accept`` calls share one fsync), except that queued alarm accepts go first, in a transaction
-of their own (an alarm never waits behind queued snapshot pictures). The SQL (schema,
-migrations, each operation) is :mod:`edge.outbox_db`; this module queues, batches and settles.
+~1,800 agents in one process; :mod:`edge.outbox_writer`), serialised per outbox by ``run()``,
+which applies queued operations in order and commits each batch in one transaction (group
+commit: concurrent ``accept`` calls share one fsync), except that queued alarm accepts go first,
+in a transaction of their own (an alarm never waits behind queued snapshot pictures). On the
+shared thread such a transaction, and the reads of the next events to send while an alarm is
+stored, go ahead of the other outboxes' queued work. The SQL (schema, migrations, each
+operation) is :mod:`edge.outbox_db`; this module queues, batches and settles.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ from edge.outbox_db import (
     stored_runs,
     subtract_runs,
 )
+from edge.outbox_writer import UrgentFirstExecutor
 from wire import Event, Priority, encode
 from wire.messages import BootStored
 
@@ -81,9 +83,8 @@ __all__ = [
     "Stored",
 ]
 
-#: One writer thread for the whole process: SQLite commits are fsync-bound, more threads
-#: would only contend for the same disk, and the demo must not start a thread per agent.
-_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-writer")
+#: One writer thread for the whole process (edge.outbox_writer).
+_EXECUTOR = UrgentFirstExecutor("outbox-writer")
 
 #: Default time to live of an idempotency key: the longest a source's peer may hold an
 #: unacknowledged event and retransmit it (a board keeps events in flash across an edge outage
@@ -205,7 +206,11 @@ class Outbox:
                 self._wake.clear()
                 while self._ops:
                     batch = self._next_batch()
-                    results = await loop.run_in_executor(_EXECUTOR, self._apply, batch)
+                    if self._urgent(batch):
+                        job = _EXECUTOR.submit_urgent(self._apply, batch)
+                        results = await asyncio.wrap_future(job, loop=loop)
+                    else:
+                        results = await loop.run_in_executor(_EXECUTOR, self._apply, batch)
                     self._settle(batch, results)
                     batch = []
         finally:
@@ -317,9 +322,13 @@ class Outbox:
         result: Stored = await self._submit(Accept(ev, key, key_ttl_s))
         return result
 
-    async def peek(self, n: int, exclude: Collection[int] = ()) -> list[Pending]:
-        """The next ``n`` events to send in send order, skipping ``exclude`` (in flight)."""
-        result: list[Pending] = await self._submit(Peek(n, tuple(exclude)))
+    async def peek(
+        self, n: int, exclude: Collection[int] = (), *, alarms: int | None = None
+    ) -> list[Pending]:
+        """The next ``n`` events to send in send order, skipping ``exclude`` (in flight).
+        With ``alarms``: up to that many alarm events, then up to ``n`` of the other
+        priorities (so history cannot take an alarm's place, nor alarms history's)."""
+        result: list[Pending] = await self._submit(Peek(n, tuple(exclude), alarms))
         return result
 
     async def ack(self, ids: Collection[int]) -> None:
@@ -422,6 +431,12 @@ class Outbox:
         batch = self._ops[: self.max_batch]
         del self._ops[: self.max_batch]
         return batch
+
+    def _urgent(self, batch: list[_Op]) -> bool:
+        """Whether ``batch`` stores an alarm, or reads what to send while an alarm is stored."""
+        if self._counts.get(Priority.ALARM):
+            return any(isinstance(op.operation, (Accept, Peek)) for op in batch)
+        return any(_is_alarm(op.operation) for op in batch)
 
     def _requeue(self, ops: list[_Op]) -> None:
         if self._closed:

@@ -114,8 +114,12 @@ class Accept:
 
 @dataclass(frozen=True, slots=True)
 class Peek:
+    """The next ``n`` events due, in send order; with ``alarms`` set, up to ``alarms`` alarm
+    events and then up to ``n`` of the others (each lane has its own window in the sender)."""
+
     n: int
     exclude: tuple[int, ...]
+    alarms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,8 +227,14 @@ class Batch:
         match op:
             case Accept():
                 return self.accept(op)
-            case Peek():
+            case Peek(alarms=None):
                 return _peek(self.cur, op.n, op.exclude)
+            case Peek():
+                assert op.alarms is not None
+                return [
+                    *_peek(self.cur, op.alarms, op.exclude, "prio = ?", _ALARM_RANK),
+                    *_peek(self.cur, op.n, op.exclude, "prio < ?", _ALARM_RANK),
+                ]
             case Ack():
                 return self.ack(op)
             case Sent():
@@ -419,20 +429,18 @@ def is_disk_full(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno == errno.ENOSPC
 
 
-def _peek(cur: sqlite3.Cursor, n: int, exclude: tuple[int, ...]) -> list[Pending]:
-    if exclude:
-        marks = ",".join("?" * len(exclude))
-        sql = (
-            "SELECT id, prio, accepted, payload FROM events "
-            f"WHERE sent IS NULL AND id NOT IN ({marks}) ORDER BY prio DESC, id LIMIT ?"
-        )
-        rows = cur.execute(sql, (*exclude, n))
-    else:
-        rows = cur.execute(
-            "SELECT id, prio, accepted, payload FROM events WHERE sent IS NULL "
-            "ORDER BY prio DESC, id LIMIT ?",
-            (n,),
-        )
+def _peek(
+    cur: sqlite3.Cursor, n: int, exclude: tuple[int, ...], where: str = "1", *args: object
+) -> list[Pending]:
+    if n <= 0:
+        return []
+    marks = ",".join("?" * len(exclude))
+    skip = f"AND id NOT IN ({marks}) " if exclude else ""
+    sql = (
+        "SELECT id, prio, accepted, payload FROM events "
+        f"WHERE sent IS NULL AND {where} {skip}ORDER BY prio DESC, id LIMIT ?"
+    )
+    rows = cur.execute(sql, (*args, *exclude, n))
     return [Pending(r[0], _RANKS[r[1]], r[2], bytes(r[3])) for r in rows]
 
 

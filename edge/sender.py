@@ -1,4 +1,6 @@
-"""The outbox sender: publishes ``peek()``ed events at QoS 1 with a bounded in-flight window.
+"""The outbox sender: publishes ``peek()``ed events at QoS 1 with bounded in-flight windows, one
+for alarms and one for the rest (a fresh alarm never waits for a PUBACK of history: during a
+drain the history window is always full).
 On its PUBACK an event is marked sent, and deleted when central's stored-acknowledgement covers
 it (the session hands those to the outbox); with an older central, which sends none, it is
 deleted on its PUBACK (docs/protocol.md, stored-acknowledgement).
@@ -30,10 +32,14 @@ from edge.metrics import EdgeMetrics
 from edge.mqtt_link import REASON_FAILURE, Link, LinkError
 from edge.outbox import Outbox, Pending
 from edge.session import NodeSession
+from wire import Priority
 
-#: Events in flight (published, PUBACK pending). Enough to fill a 4G round trip at a few
-#: hundred events/s; small enough that a disconnect resends little.
+#: Events other than alarms in flight (published, PUBACK pending). Enough to fill a 4G round
+#: trip at a few hundred events/s; small enough that a disconnect resends little.
 WINDOW = 32
+#: Alarms in flight, beside that window: a fresh alarm never waits for a PUBACK of history
+#: (during a drain the history window is always full), only for its own commit and one read.
+ALARM_WINDOW = 8
 
 #: Seconds without any acknowledgement on a lane, with events of it sent and unacknowledged for
 #: as long, before the newest of those is sent again as a probe. Central acknowledges within
@@ -93,15 +99,17 @@ class Sender:
                 if self.outbox.depth and self._mono() >= self._next_check:
                     await self._resend_late()
                 self.outbox.new_events.clear()
-                if len(inflight) < WINDOW:
-                    for p in await self.outbox.peek(WINDOW - len(inflight), inflight.keys()):
+                alarms = sum(1 for p, _ in inflight.values() if p.priority is Priority.ALARM)
+                room, alarm_room = WINDOW - (len(inflight) - alarms), ALARM_WINDOW - alarms
+                if room > 0 or alarm_room > 0:
+                    due = await self.outbox.peek(room, inflight.keys(), alarms=alarm_room)
+                    for p in due:
                         inflight[p.id] = (p, link.publish_nowait(topic_for(p.priority), p.payload))
                 waits: set[asyncio.Future[Any]] = {f for _, f in inflight.values()}
                 waits.add(closed)
-                new = None
-                if len(inflight) < WINDOW:
-                    new = asyncio.ensure_future(self.outbox.new_events.wait())
-                    waits.add(new)
+                # Woken by a new event even with the history window full: it may be an alarm.
+                new = asyncio.ensure_future(self.outbox.new_events.wait())
+                waits.add(new)
                 try:
                     # An empty outbox has nothing to probe for: an idle node sleeps until an
                     # event or a PUBACK (a process may run ~1,800 agents).
@@ -112,8 +120,7 @@ class Sender:
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                 finally:
-                    if new is not None:
-                        new.cancel()
+                    new.cancel()
                 await self._settle(inflight)
                 if closed.done():
                     raise LinkError("link closed")

@@ -56,6 +56,20 @@ async def test_accept_assigns_gap_free_seq_and_peek_orders_by_priority(tmp_path:
         assert [e.kind for e in _events(await ob.peek(10))] == ["a2", "d1", "i2"]
 
 
+async def test_peek_with_an_alarm_window_gives_each_lane_its_own_share(tmp_path: Path) -> None:
+    # The sender's two windows: history can never take an alarm's slot nor alarms history's.
+    ob = await _open(tmp_path)
+    async with ob.running():
+        for p, k in [("info", "i1"), ("device", "d1"), ("alarm", "a1"), ("info", "i2")]:
+            await ob.accept(p, k)
+        await ob.accept("alarm", "a2")
+        both = await ob.peek(2, alarms=1)
+        assert [e.kind for e in _events(both)] == ["a1", "d1", "i1"]
+        only_alarms = await ob.peek(0, exclude=[p.id for p in both], alarms=8)
+        assert [e.kind for e in _events(only_alarms)] == ["a2"]
+        assert [e.kind for e in _events(await ob.peek(8, alarms=0))] == ["d1", "i1", "i2"]
+
+
 async def test_invalid_events_are_refused_before_storage(tmp_path: Path) -> None:
     ob = await _open(tmp_path)
     async with ob.running():

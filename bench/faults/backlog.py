@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -54,11 +53,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench.faults.report import append
 from shilian.broker import Mosquitto
 from tests.faults.backlog import (
     DEFAULT_PER_HOUR,
     PROBE_KIND,
     Drain,
+    Probe,
     fill_outboxes,
     village_nodes,
 )
@@ -71,11 +72,33 @@ ALARM_EVERY_S = 0.5
 DRAIN_TIMEOUT_S = 1800.0
 
 
+def _trace_alarm_publishes(trace: dict[str, dict[str, float]]) -> None:
+    """Record when each alarm is handed to the MQTT client and when its PUBACK comes (this
+    worker process only: the agents' links are ``edge.mqtt_link.Link``)."""
+    from edge.mqtt_link import Link
+
+    publish = Link.publish_nowait
+
+    def traced(self: Link, topic: str, payload: bytes, **kw: Any) -> asyncio.Future[int]:
+        fut = publish(self, topic, payload, **kw)
+        if topic.endswith("/event/alarm"):
+            body = json.loads(payload)
+            stages = trace.setdefault(f"{body['node']}/{body['seq']}", {})
+            stages.setdefault("published", time.time())
+            fut.add_done_callback(lambda _: stages.setdefault("puback", time.time()))
+        return fut
+
+    Link.publish_nowait = traced  # type: ignore[method-assign]
+
+
 async def _worker(port: int, workdir: Path, nodes: list[str]) -> None:
-    """Run an agent per node on its outbox; make alarms in turn until SIGTERM."""
+    """Run an agent per node on its outbox; make alarms in turn until SIGTERM; then write
+    when each alarm was committed, published and PUBACKed to ``trace-<pid>.json``."""
     from edge.agent import Agent, AgentNotRunning
     from edge.config import EdgeConfig
 
+    trace: dict[str, dict[str, float]] = {}
+    _trace_alarm_publishes(trace)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -105,8 +128,10 @@ async def _worker(port: int, workdir: Path, nodes: list[str]) -> None:
             agent = agents[n % len(agents)]
             if agent.started.is_set() and not stop.is_set():
                 with contextlib.suppress(AgentNotRunning):  # stopping meanwhile
-                    await agent.sink.emit("alarm", PROBE_KIND, None, {"i": n})
+                    ev = await agent.sink.emit("alarm", PROBE_KIND, None, {"i": n})
+                    trace.setdefault(f"{ev.node}/{ev.seq}", {})["committed"] = time.time()
                 n += 1
+    (workdir / f"trace-{os.getpid()}.json").write_text(json.dumps(trace), encoding="utf-8")
 
 
 def _start_workers(port: int, workdir: Path, nodes: list[str], workers: int) -> list[Any]:
@@ -144,6 +169,44 @@ def _stop(procs: list[Any]) -> None:
             p.wait()
 
 
+def _read_traces(work: Path) -> dict[str, dict[str, float]]:
+    trace: dict[str, dict[str, float]] = {}
+    for f in work.glob("trace-*.json"):
+        trace.update(json.loads(f.read_text(encoding="utf-8")))
+    return trace
+
+
+#: An alarm's way, stage by stage: the edge's commit of its accept, the sender handing it to
+#: the MQTT client, central's ingest taking it. Each figure is the median over the alarms made
+#: during the drain of the time from the previous stage.
+STAGES = ("committed", "published", "received")
+
+
+def _stages(probes: list[Probe], trace: dict[str, dict[str, float]]) -> dict[str, float]:
+    rows = []
+    for p in probes:
+        t = trace.get(f"{p.node}/{p.seq}", {})
+        if "committed" in t and "published" in t:
+            rows.append({"emitted": p.emitted, **t, "received": p.received, "seen": p.seen})
+    out: dict[str, float] = {"alarms_traced": len(rows)}
+    if not rows:
+        return out
+    prev = "emitted"
+    for stage in (*STAGES, "seen"):
+        gaps = sorted((r[stage] - r[prev]) * 1000 for r in rows)
+        out[f"alarm_p50_{prev}_to_{stage}_ms"] = round(statistics.median(gaps), 1)
+        out[f"alarm_p99_{prev}_to_{stage}_ms"] = round(_p99(gaps), 1)
+        prev = stage
+    puback = sorted((r["puback"] - r["published"]) * 1000 for r in rows if "puback" in r)
+    if puback:
+        out["alarm_p50_published_to_puback_ms"] = round(statistics.median(puback), 1)
+    return out
+
+
+def _p99(ms: list[float]) -> float:
+    return statistics.quantiles(ms, n=100, method="inclusive")[98] if len(ms) > 1 else ms[0]
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     nodes = village_nodes(args.nodes)
     with tempfile.TemporaryDirectory(prefix="shilian-backlog-") as tmp, Mosquitto() as broker:
@@ -167,10 +230,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 drain.join()
         finally:
             central.close()
+        trace = _read_traces(work)
     assert drain.last_history is not None and drain.first_history is not None
     during = [p for p in drain.probes if t0 <= p.emitted <= drain.last_history]
     ms = sorted((p.seen - p.emitted) * 1000 for p in during)
-    p99 = statistics.quantiles(ms, n=100, method="inclusive")[98] if len(ms) > 1 else ms[0]
+    p99 = _p99(ms)
     return {
         "drain_events_per_s": round(total / (drain.last_history - t0)),
         "alarm_p99_ms_during_drain": round(p99, 1),
@@ -183,6 +247,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "alarm_p50_ingest_to_visible_ms": round(
             statistics.median(p.seen - p.received for p in during) * 1000, 1
         ),
+        **_stages(during, trace),
         "alarms": len(ms),
         "events": total,
         "nodes": args.nodes,
@@ -209,11 +274,7 @@ def main() -> None:
         return
     figures = run(args)
     if args.results is not None:
-        with args.results.open("a", encoding="utf-8") as f:
-            row = {"fault": "backlog_drain", **figures}
-            row["measured"] = f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores"
-            row["machine"] = platform.machine()
-            f.write(json.dumps(row) + "\n")
+        append(args.results, "backlog_drain", figures)
     print(json.dumps(figures))
 
 

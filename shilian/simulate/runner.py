@@ -43,6 +43,9 @@ class WorkerStatus:
     ready: int = 0
     connected: int = 0
     connects: int = 0
+    #: Events the worker's nodes have sent (QoS 1; every node's seq of its boot), final once
+    #: :meth:`Simulation.run` has returned.
+    events: int = 0
     rss_kb: int = 0
 
 
@@ -130,6 +133,7 @@ class Simulation:
                 w.ready, w.nodes, w.connected = msg["ready"], msg["nodes"], msg["ready"]
             else:
                 w.connected, w.connects, w.rss_kb = msg["connected"], msg["connects"], msg["rss_kb"]
+                w.events = msg["events"]
 
     async def _until_ready(self, readers: list[asyncio.Task[None]]) -> None:
         deadline = time.monotonic() + READY_WAIT_S

@@ -6,7 +6,8 @@ Run as ``python -m shilian.simulate.worker``. It talks to its parent over stdin/
 object a line: it reads ``{"spec": …, "index": k}``, connects its nodes (at its share of the start
 rate) and answers ``{"ready": connected, "nodes": n}``; it reads ``{"go": <unix time>}``, the
 common start every worker counts the plan from, and then reports ``{"t", "connected",
-"connects", "rss_kb"}`` every second; end of input (or SIGTERM) stops every node cleanly."""
+"connects", "events", "rss_kb"}`` every second (``events``: events its nodes have sent); end of
+input (or SIGTERM) stops every node cleanly, and a last report follows the stop."""
 
 from __future__ import annotations
 
@@ -98,6 +99,7 @@ async def run_worker() -> None:
         await _until(lambda: all(n.connected for n in nodes.values()), READY_TIMEOUT_S)
         _say({"ready": sum(n.connected for n in nodes.values()), "nodes": len(nodes)})
         line = await _line_or_stop(stdin, stop)
+        start = time.time()
         if line:
             start = float(json.loads(line)["go"])
             tg.create_task(_follow(timeline, nodes, start, stop))
@@ -105,6 +107,7 @@ async def run_worker() -> None:
             await _line_or_stop(stdin, stop)  # anything more, or end of input: stop
         stop.set()
         await _until(lambda: not any(n.connected for n in nodes.values()), STOP_DRAIN_S)
+    _say(_status_line(nodes, start))
 
 
 async def _until(cond: Callable[[], bool], within_s: float) -> None:
@@ -137,16 +140,19 @@ async def _follow(
             node.down("cut") if change.action == "down" else node.up()
 
 
+def _status_line(nodes: dict[int, SimNode], start: float) -> dict[str, Any]:
+    return {
+        "t": round(time.time() - start, 2),
+        "connected": sum(n.connected for n in nodes.values()),
+        "connects": sum(n.connects for n in nodes.values()),
+        "events": sum(n.seq for n in nodes.values()),
+        "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+
+
 async def _status(nodes: dict[int, SimNode], start: float, stop: asyncio.Event) -> None:
     while not stop.is_set():
-        _say(
-            {
-                "t": round(time.time() - start, 2),
-                "connected": sum(n.connected for n in nodes.values()),
-                "connects": sum(n.connects for n in nodes.values()),
-                "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-            }
-        )
+        _say(_status_line(nodes, start))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), STATUS_S)
 

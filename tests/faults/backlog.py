@@ -87,6 +87,7 @@ class Probe:
 
     node: str
     row_id: int
+    seq: int
     emitted: float  # the event's ts: the edge's clock when it accepted the alarm
     received: float  # central's clock when its ingest took the alarm (before the commit)
     seen: float  # the reader's wall clock when the row was visible at central
@@ -118,16 +119,17 @@ class Drain(threading.Thread):
             while not self.stop.is_set():
                 try:
                     rows = conn.execute(
-                        "SELECT id, node_id, kind, ts, recv_ts FROM events"
+                        "SELECT id, node_id, kind, ts, recv_ts, seq FROM events"
                         " WHERE id > ? ORDER BY id",
                         (last,),
                     ).fetchall()
                 except sqlite3.OperationalError:  # the table is not created yet
                     rows = []
                 now = time.time()
-                for row_id, node, kind, ts, recv in rows:
+                for row_id, node, kind, ts, recv, seq in rows:
                     if kind == PROBE_KIND:
-                        self.probes.append(Probe(node, row_id, float(ts), float(recv), now))
+                        probe = Probe(node, row_id, int(seq), float(ts), float(recv), now)
+                        self.probes.append(probe)
                         continue
                     self.history[node] = self.history.get(node, 0) + 1
                     self.history_total += 1
