@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from tests.test_dashboard_meeting import (
     village_and_central,
     wait_page,
 )
-from tests.test_edge_meetings import loopback_ice, wait_until
+from tests.test_edge_meetings import S1, S2, loopback_ice, node, wait_until
+from wire.meeting import MeetingRequest
 
 pytestmark = pytest.mark.slow
 
@@ -93,3 +95,30 @@ async def test_the_page_prepares_the_camera_and_a_camera_not_called_is_closed_af
             ok = signals("shilian_edge_meeting_signals_total", {"result": "prepare"})
             assert ok == 2
             assert _prepares(svc) == [(NODE, "ok"), (NODE, "ok")]
+
+
+async def test_prepares_beyond_the_bound_or_for_unknown_cameras_open_nothing(
+    tmp_path: Path, broker: Mosquitto, cameras: RtspCamera
+) -> None:
+    async with node(tmp_path, broker, cameras, prepare_max=1) as (agent, op):
+        desk = agent.meetings
+        assert desk is not None
+
+        def count(result: str) -> float:
+            v = agent.registry.get_sample_value(
+                "shilian_edge_meeting_signals_total", {"result": result}
+            )
+            return v or 0.0
+
+        def prepare(session: str, camera: str) -> MeetingRequest:
+            return MeetingRequest(session=session, op="prepare", ts=time.time(), camera=camera)
+
+        await op.send(prepare(S1, "cam-gate"))
+        await wait_until(lambda: count("prepare") == 1, "first camera prepared")
+        await op.send(prepare(S2, "cam-road"))  # over prepare_max = 1
+        await op.send(prepare("3" * 32, "cam-none"))
+        await wait_until(lambda: count("prepare_full") == 1, "second refused")
+        await wait_until(lambda: count("prepare_no_camera") == 1, "unknown camera dropped")
+        assert desk.taps is not None and desk.taps.prepared() == frozenset({"cam-gate"})
+        assert _player_threads() == 1
+        assert not op.replies  # a prepare is never answered
