@@ -24,6 +24,7 @@ import asyncio
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +124,11 @@ class MeetingService:
         db_path: Path,
         clock: Callable[[], float],
         ice: MeetingsConfig | None = None,
+        mono: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock``: wall time, for the records; ``mono``: the prepare limit's window, which a
+        step of the wall clock must not end or extend."""
+        self._mono = mono
         self._publish = publish
         self._ice = ice or MeetingsConfig()
         self._node_online = node_online
@@ -246,7 +251,7 @@ class MeetingService:
         :class:`MeetingRefused` when it is offline or in a call, or ``user`` or the node asked
         too often (``PREPARES_PER_USER`` / ``PREPARES_PER_NODE`` per ``PREPARE_WINDOW_S``)."""
         self._check_free(node_id)
-        now = self._clock()
+        now = self._mono()
         per_user, per_node = self.prepare_limits
         keys = ((f"user:{user}", per_user), (f"node:{node_id}", per_node))
         for key, limit in keys:
@@ -258,7 +263,7 @@ class MeetingService:
                     f"too many prepares: try again in {s} s",
                 )  # fmt: skip
         req = MeetingRequest(
-            session=os.urandom(SESSION_BYTES).hex(), op="prepare", ts=now, camera=camera
+            session=os.urandom(SESSION_BYTES).hex(), op="prepare", ts=self._clock(), camera=camera
         )
         try:
             self._publish(Topics(node_id).meet_req, encode(req), PREPARE_EXPIRY_S)

@@ -398,7 +398,8 @@ def test_prepares_are_limited_per_user_and_per_node_in_a_sliding_window(tmp_path
         lambda topic, payload, expiry: sent.append((topic, payload, expiry)),
         lambda node: True,
         tmp_path / "m.db",
-        lambda: now[0],
+        time.time,
+        mono=lambda: now[0],
     )
     try:
         nodes = [f"45010200100{i}-a" for i in range(PREPARES_PER_USER + 1)]
