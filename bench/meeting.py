@@ -7,7 +7,13 @@ Real peers on loopback: a private mosquitto, central (this process), the edge ag
 process (so its CPU is its own, read from /proc), the gst-rtsp-server test camera at
 1280x720, 25 fps, a key frame every second, and Debian's headless Chromium on the meeting page.
 ``setup_p50_ms``: median over ``--calls`` calls of click -> first picture shown
-(requestVideoFrameCallback), each call hung up before the next. ``edge_cpu_pct``: the agent's
+(requestVideoFrameCallback), each call hung up before the next, without a prepare (the page's
+``/api/v1/meetings/prepare`` requests are blocked, as with a central that has none: the
+camera is opened by the offer). ``setup_prepared_p50_ms``: the same over ``--calls`` calls
+as an operator makes them: the meeting page opened (its prepare has the node open the camera),
+the click ``--click-after-s`` (2 s) later. ``edge_cpu_prepared_pct`` / ``edge_rss_prepared_mb``:
+the agent's CPU and resident memory while a prepared camera lingers without a call (the cost
+of a page opened and never called from, for the linger). ``edge_cpu_pct``: the agent's
 CPU (user + system, % of one core) during ``--relay-s`` seconds of one call, and the same
 agent idle for as long (the baseline, same run).
 
@@ -50,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from central.config import BrokerConfig, CentralConfig, HttpConfig, StoreConfig  # noqa: E402
+from central.meetings import PREPARE_KEEP  # noqa: E402
 from central.service import CentralService  # noqa: E402
 from shilian.broker import Mosquitto, free_port  # noqa: E402
 from tests.camera_peers import SYSTEM_PYTHON  # noqa: E402
@@ -208,7 +215,36 @@ async def wait(cond, what: str, within: float = 60.0) -> None:  # type: ignore[n
         await asyncio.sleep(0.05)
 
 
-async def run(calls: int, relay_s: float, villages: int, keep_warm: bool) -> dict[str, object]:
+async def timed_call(page: object, svc: CentralService) -> dict[str, object]:
+    """Click "call", wait for the first picture, hang up; the page's figures."""
+    await page.click("[data-test=meeting-call]")  # type: ignore[attr-defined]
+    await page.wait_for_function(  # type: ignore[attr-defined]
+        "() => window.__meeting.firstFrameMs != null || window.__meeting.error",
+        timeout=30_000,
+    )
+    m: dict[str, object] = await page.evaluate("() => window.__meeting")  # type: ignore[attr-defined]
+    if m.get("error"):
+        raise RuntimeError(m["error"])
+    await page.click("[data-test=meeting-hangup]")  # type: ignore[attr-defined]
+    await wait(lambda: svc.meetings.calls == {}, "hung up")
+    await asyncio.sleep(0.5)  # the node frees its side (player thread, sockets)
+    return m
+
+
+def prepared_cameras(metrics_port: int) -> float:
+    """The agent's cameras lingering after a prepare, from its /metrics."""
+    from urllib.request import urlopen
+
+    with urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("shilian_edge_meeting_prepared_cameras "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def run(
+    calls: int, relay_s: float, villages: int, keep_warm: bool, click_after_s: float
+) -> dict[str, object]:
     from playwright.async_api import async_playwright
 
     work = Path(tempfile.mkdtemp(prefix="bench-meeting-"))
@@ -242,10 +278,14 @@ async def run(calls: int, relay_s: float, villages: int, keep_warm: bool) -> dic
         for n, p in zip(nodes, ports, strict=True)
     ]
     setups: list[float] = []
+    prepared: list[float] = []
     stages: dict[str, list[float]] = {}
     figures: dict[str, object] = {}
     try:
         await wait(lambda: svc._started.is_set() and svc.link.connected, "central up")
+        # 2 x --calls page openings within a few minutes, one operator, one node: far beyond
+        # what the per-user and per-node prepare limits allow an operator (docs/meetings.md)
+        svc.meetings.prepare_limits = (PREPARE_KEEP, PREPARE_KEEP)
         await wait(lambda: svc.coverage.node_online(NODE) is True, "node online")
         await wait(lambda: all(svc.coverage.node_online(n) is True for n in nodes), "villages")
         await asyncio.sleep(5.0)  # a camera kept warm is open by now
@@ -258,24 +298,46 @@ async def run(calls: int, relay_s: float, villages: int, keep_warm: bool) -> dic
             )
             assert r.ok
             page = await ctx.new_page()
+            # cold: no prepare reaches central (the node opens the camera on the offer)
+            await page.route("**/api/v1/meetings/prepare", lambda route: route.abort())
             await page.goto(f"/dashboard/meeting?node={NODE}")
             await page.evaluate("() => window.__meeting.ready")
             for _ in range(calls):
-                await page.click("[data-test=meeting-call]")
-                await page.wait_for_function(
-                    "() => window.__meeting.firstFrameMs != null || window.__meeting.error",
-                    timeout=30_000,
-                )
-                m = await page.evaluate("() => window.__meeting")
-                if m.get("error"):
-                    raise RuntimeError(m["error"])
-                setups.append(float(m["firstFrameMs"]))
-                for k, v in (m.get("stages") or {}).items():
+                m = await timed_call(page, svc)
+                setups.append(float(m["firstFrameMs"]))  # type: ignore[arg-type]
+                for k, v in (m.get("stages") or {}).items():  # type: ignore[attr-defined]
                     stages.setdefault(k, []).append(float(v))
-                await page.click("[data-test=meeting-hangup]")
-                await wait(lambda: svc.meetings.calls == {}, "hung up")
-                await asyncio.sleep(0.5)  # the node frees its side (player thread, sockets)
-            edge_stages = setup_stages(edge_metrics)
+            edge_stages = setup_stages(edge_metrics)  # the cold calls' stages only
+            await page.unroute("**/api/v1/meetings/prepare")
+            # prepared: the page opened, the click a moment later, as an operator does
+            for _ in range(calls):
+                await page.goto(f"/dashboard/meeting?node={NODE}")
+                await page.evaluate("() => window.__meeting.ready")
+                ok = await page.evaluate("() => window.__meeting.prepared.ok")
+                if not ok:
+                    raise RuntimeError("the prepare was refused")
+                await asyncio.sleep(click_after_s)
+                m = await timed_call(page, svc)
+                prepared.append(float(m["firstFrameMs"]))  # type: ignore[arg-type]
+            # the cost of a prepared camera lingering without a call (one kept warm is open
+            # anyway: nothing lingers)
+            prepared_cpu: float | None = None
+            prepared_rss: float | None = None
+            if not keep_warm:
+                await page.goto(f"/dashboard/meeting?node={NODE}")
+                await page.evaluate("() => window.__meeting.ready")
+                await wait(lambda: prepared_cameras(edge_metrics) == 1, "camera prepared")
+                await asyncio.sleep(2.0)  # past the opening
+                c0 = cpu_s(edge.pid)
+                linger_window = min(relay_s, 20.0)  # inside the node's 60 s linger
+                await asyncio.sleep(linger_window)
+                prepared_cpu = round(100 * (cpu_s(edge.pid) - c0) / linger_window, 2)
+                prepared_rss = round(rss_mb(edge.pid), 1)
+                await wait(lambda: prepared_cameras(edge_metrics) == 0, "linger over", within=90)
+            # the relay figures below, as before: the page without a prepare
+            await page.route("**/api/v1/meetings/prepare", lambda route: route.abort())
+            await page.goto(f"/dashboard/meeting?node={NODE}")
+            await page.evaluate("() => window.__meeting.ready")
             edge_rss = rss_mb(edge.pid)
             # the agent's CPU: idle, then relaying one call, same length
             c0 = cpu_s(edge.pid)
@@ -309,6 +371,12 @@ async def run(calls: int, relay_s: float, villages: int, keep_warm: bool) -> dic
         "setup_p50_ms": round(statistics.median(setups), 1),
         "setup_max_ms": round(max(setups), 1),
         "keep_warm": keep_warm,
+        "calls_prepared": len(prepared),
+        "setup_prepared_p50_ms": round(statistics.median(prepared), 1),
+        "setup_prepared_max_ms": round(max(prepared), 1),
+        "click_after_s": click_after_s,
+        "edge_cpu_prepared_pct": prepared_cpu,
+        "edge_rss_prepared_mb": prepared_rss,
         "stages_p50_ms": {k: round(statistics.median(v), 1) for k, v in stages.items()},
         "edge_stages_mean_ms": edge_stages,
         "edge_rss_mb": round(edge_rss, 1),
@@ -329,8 +397,11 @@ def main() -> None:
     ap.add_argument("--relay-s", type=float, default=20.0)
     ap.add_argument("--villages", type=int, default=8, help="1:N broadcast to this many")
     ap.add_argument("--keep-warm", action="store_true", help="the node keeps its camera open")
+    ap.add_argument("--click-after-s", type=float, default=2.0, help="page opened -> click")
     args = ap.parse_args()
-    figures = asyncio.run(run(args.calls, args.relay_s, min(args.villages, 10), args.keep_warm))
+    figures = asyncio.run(
+        run(args.calls, args.relay_s, min(args.villages, 10), args.keep_warm, args.click_after_s)
+    )
     print(json.dumps(figures))
 
 

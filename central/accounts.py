@@ -367,7 +367,8 @@ class AccountStore:
 
 
 class Throttle:
-    """Failed attempts per key (``user:NAME``, ``addr:IP``) in a sliding window. Pure."""
+    """Attempts per key (failed logins per ``user:NAME`` and ``addr:IP``, meeting prepares)
+    in a sliding window. Pure."""
 
     def __init__(
         self,
@@ -389,12 +390,14 @@ class Throttle:
             return None
         return q
 
-    def retry_after(self, key: str, now: float) -> float | None:
-        """Seconds until ``key`` may try again, or None if it may now."""
+    def retry_after(self, key: str, now: float, limit: int | None = None) -> float | None:
+        """Seconds until ``key`` may try again, or None if it may now; ``limit`` (at most the
+        throttle's own): a lower bound for this key."""
+        n = self.limit if limit is None else min(limit, self.limit)
         q = self._recent(key, now)
-        if q is None or len(q) < self.limit:
+        if q is None or len(q) < n:
             return None
-        return q[-self.limit] + self.window_s - now
+        return q[-n] + self.window_s - now
 
     def failed(self, key: str, now: float) -> None:
         q = self._recent(key, now)

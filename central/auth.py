@@ -85,6 +85,7 @@ RULES: Mapping[tuple[str, str], Role] = {
     ("GET", "/api/v1/users"): Role.admin,  # central.user_routes; its POSTs: admin by default
     # meetings: operators call the villages of their scope (central.meeting_routes)
     ("POST", "/api/v1/meetings"): Role.operator,
+    ("POST", "/api/v1/meetings/prepare"): Role.operator,
     ("DELETE", "/api/v1/meetings/{session}"): Role.operator,
     ("POST", "/api/v1/meetings/{session}/camera"): Role.operator,
     ("POST", "/api/v1/meetings/{session}/stats"): Role.operator,

@@ -3,6 +3,9 @@
 - ``POST /api/v1/meetings`` ``{node_id, sdp, camera?, mode?}``: call a node with the page's
   complete offer; answers ``{session, node, camera, sdp}`` (the node's answer) once the node
   answered. ``mode: "broadcast"`` is one village's leg of a 1:N broadcast.
+- ``POST /api/v1/meetings/prepare`` ``{node_id, camera?}``: the meeting page opened (or the
+  operator chose another camera): the node opens that camera now so the call starts at once
+  (202; it lingers there a minute without a call). Rate-limited per user and per node (429).
 - ``DELETE /api/v1/meetings/{session}``: hang up; answers the meeting record.
 - ``POST /api/v1/meetings/{session}/camera`` ``{camera}``: switch the call's camera.
 - ``POST /api/v1/meetings/{session}/stats`` ``{rtt_ms, loss_pct, bitrate_kbps, frames_decoded,
@@ -11,9 +14,9 @@
   record, a village's history (newest first).
 - ``GET /dashboard/meeting?node=&lang=``: the meeting page (central/dashboard/meeting.html).
 
-Calling, hanging up, switching and posting stats need an operator (or admin) whose scope holds
-the node's village; reading needs a viewer in scope. Every call attempt and hang-up is audited
-with its outcome.
+Calling, preparing, hanging up, switching and posting stats need an operator (or admin) whose
+scope holds the node's village; reading needs a viewer in scope. Every call attempt, prepare and
+hang-up is audited with its outcome.
 """
 
 from __future__ import annotations
@@ -54,6 +57,15 @@ class CallBody(BaseModel):
     )
 
 
+class PrepareBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node_id: str = Field(max_length=40, description="the node whose meeting page is open")
+    camera: str | None = Field(
+        default=None, pattern=_CAMERA, description="camera device id (absent: the default)"
+    )
+
+
 class CameraBody(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -63,6 +75,7 @@ class CameraBody(BaseModel):
 def add_routes(app: web.Application, service: MeetingService) -> None:
     app[MEETINGS] = service
     app.router.add_post("/api/v1/meetings", call)
+    app.router.add_post("/api/v1/meetings/prepare", prepare)
     app.router.add_get("/api/v1/meetings", history)
     app.router.add_get("/api/v1/meetings/{session}", meeting)
     app.router.add_delete("/api/v1/meetings/{session}", hang_up)
@@ -100,12 +113,7 @@ async def _record(request: web.Request) -> dict[str, Any]:
 async def call(request: web.Request) -> web.Response:
     http.params(request, ())
     body: CallBody = _body(await request.read(), CallBody)
-    node_id = http.node_id_param(body.node_id)
-    if node_id is None:
-        raise http.ApiError(400, "bad_body", "请指定节点 node_id", "node_id is required")
-    auth.check_scope(request, node_id[:12])  # before anything is sent: 403 leaves no trace
-    if not await request.app[http.READS].run(lambda c: _node_exists(c, node_id)):
-        raise http.ApiError(404, "unknown_node", f"没有节点 {node_id}", f"no node {node_id}")
+    node_id = await _node_in_scope(request, body.node_id)
     service = request.app[MEETINGS]
     user = auth.principal(request).user
     outcome = "ok"
@@ -127,6 +135,32 @@ async def call(request: web.Request) -> web.Response:
             )
         )
     return http.ok({"session": got.session, "node": node_id, "camera": got.camera, "sdp": got.sdp})
+
+
+async def prepare(request: web.Request) -> web.Response:
+    http.params(request, ())
+    body: PrepareBody = _body(await request.read(), PrepareBody)
+    node_id = await _node_in_scope(request, body.node_id)
+    outcome = "ok"
+    try:
+        request.app[MEETINGS].prepare(node_id, body.camera, auth.principal(request).user)
+    except MeetingRefused as e:
+        outcome = e.code
+        raise _refused(e) from None
+    finally:
+        await auth.audit(request, "meeting_prepare", node_id, outcome, camera=body.camera)
+    return http.ok({"node": node_id, "camera": body.camera}, status=202)
+
+
+async def _node_in_scope(request: web.Request, raw: str) -> str:
+    """The body's node id, checked before anything is sent (a 403 or 404 leaves no trace)."""
+    node_id = http.node_id_param(raw)
+    if node_id is None:
+        raise http.ApiError(400, "bad_body", "请指定节点 node_id", "node_id is required")
+    auth.check_scope(request, node_id[:12])
+    if not await request.app[http.READS].run(lambda c: _node_exists(c, node_id)):
+        raise http.ApiError(404, "unknown_node", f"没有节点 {node_id}", f"no node {node_id}")
+    return node_id
 
 
 def _node_exists(conn: Any, node_id: str) -> bool:

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from central.accounts import Throttle
 from central.config import MeetingsConfig
 from central.link import Inbound
 from central.meeting_store import MeetingStore
@@ -75,6 +78,18 @@ STAT_KEYS = (
 #: an outage that took central down too needs a while to be back).
 STATUS_WAIT_S = OFFER_EXPIRY_S
 
+#: Prepares (an operator opened a village's meeting page: its camera is opened ahead of the
+#: call and lingers ~60 s at the node) per user and per node in a sliding window: enough for a
+#: duty officer going through villages and switching cameras, not for a page or script keeping
+#: every camera of a county open.
+PREPARES_PER_USER = 6
+PREPARES_PER_NODE = 4
+PREPARE_WINDOW_S = 60.0
+#: Prepares remembered per key: bounds any limit set on a service (tests, benchmarks).
+PREPARE_KEEP = 64
+#: A prepare reaching a node later than this is dropped there: the operator has called or left.
+PREPARE_EXPIRY_S = 10
+
 #: publish(topic, payload, expiry_s); raises ConnectionError when the broker link is down.
 Publish = Callable[[str, bytes, int], None]
 
@@ -109,7 +124,11 @@ class MeetingService:
         db_path: Path,
         clock: Callable[[], float],
         ice: MeetingsConfig | None = None,
+        mono: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock``: wall time, for the records; ``mono``: the prepare limit's window, which a
+        step of the wall clock must not end or extend."""
+        self._mono = mono
         self._publish = publish
         self._ice = ice or MeetingsConfig()
         self._node_online = node_online
@@ -125,6 +144,10 @@ class MeetingService:
         self._updates: set[asyncio.Task[Any]] = set()
         #: How long an offer waits for the answer (the contract's 30 s; shorter in tests).
         self.offer_expiry_s = OFFER_EXPIRY_S
+        #: Prepares sent, per ``user:NAME`` and ``node:ID`` (a sliding window of events), and
+        #: how many each may send per window (raised by benchmarks, at most PREPARE_KEEP).
+        self._prepares = Throttle(PREPARE_KEEP, PREPARE_WINDOW_S)
+        self.prepare_limits = (PREPARES_PER_USER, PREPARES_PER_NODE)
 
     def close(self) -> None:
         self.store.close()
@@ -148,6 +171,17 @@ class MeetingService:
             "iceTransportPolicy": "relay" if ice.relay_only else "all",
         }
 
+    def _check_free(self, node_id: str) -> None:
+        """:class:`MeetingRefused` unless ``node_id`` is online and not in a call."""
+        if self._node_online(node_id) is not True:
+            raise MeetingRefused(
+                409, "node_offline", f"节点 {node_id} 离线，无法呼叫", f"node {node_id} is offline"
+            )
+        if self.busy_node(node_id) is not None:
+            raise MeetingRefused(
+                409, "busy", f"节点 {node_id} 正在通话中", f"node {node_id} is already in a call"
+            )
+
     def busy_node(self, node_id: str) -> Call | None:
         return next((c for c in self.calls.values() if c.node_id == node_id), None)
 
@@ -162,14 +196,7 @@ class MeetingService:
         """Offer ``sdp`` to ``node_id`` and wait for its answer; :class:`MeetingRefused`
         otherwise. Cancelling this (the operator gave up) hangs the call up. ``mode``
         ``broadcast``: one village's leg of a 1:N broadcast (the node only receives)."""
-        if self._node_online(node_id) is not True:
-            raise MeetingRefused(
-                409, "node_offline", f"节点 {node_id} 离线，无法呼叫", f"node {node_id} is offline"
-            )
-        if self.busy_node(node_id) is not None:
-            raise MeetingRefused(
-                409, "busy", f"节点 {node_id} 正在通话中", f"node {node_id} is already in a call"
-            )
+        self._check_free(node_id)
         if len(self.calls) >= MAX_CALLS:
             raise MeetingRefused(503, "too_many_calls", "进行中的通话过多", "too many calls")
         now = self._clock()
@@ -218,6 +245,34 @@ class MeetingService:
             raise
         finally:
             self._waiting.pop(call.session, None)
+
+    def prepare(self, node_id: str, camera: str | None, user: str) -> None:
+        """Ask ``node_id`` to open ``camera`` (None: its conference camera) ahead of a call;
+        :class:`MeetingRefused` when it is offline or in a call, or ``user`` or the node asked
+        too often (``PREPARES_PER_USER`` / ``PREPARES_PER_NODE`` per ``PREPARE_WINDOW_S``)."""
+        self._check_free(node_id)
+        now = self._mono()
+        per_user, per_node = self.prepare_limits
+        keys = ((f"user:{user}", per_user), (f"node:{node_id}", per_node))
+        for key, limit in keys:
+            wait = self._prepares.retry_after(key, now, limit)
+            if wait is not None:
+                s = math.ceil(wait)
+                raise MeetingRefused(
+                    429, "rate_limited", f"预备摄像机过于频繁，请 {s} 秒后再试",
+                    f"too many prepares: try again in {s} s",
+                )  # fmt: skip
+        req = MeetingRequest(
+            session=os.urandom(SESSION_BYTES).hex(), op="prepare", ts=self._clock(), camera=camera
+        )
+        try:
+            self._publish(Topics(node_id).meet_req, encode(req), PREPARE_EXPIRY_S)
+        except ConnectionError:
+            raise MeetingRefused(
+                503, "broker_unavailable", "MQTT 代理不可用", "the MQTT broker is unavailable"
+            ) from None
+        for key, _ in keys:
+            self._prepares.failed(key, now)
 
     async def hang_up(self, session: str) -> dict[str, Any] | None:
         """End a call from central; the record afterwards (None: no such meeting)."""

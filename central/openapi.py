@@ -29,7 +29,7 @@ from central.alert_routes import WebhookChange
 from central.alerts import AlertRule
 from central.api import MAX_COMMAND_TIMEOUT_S, CommandBody
 from central.auth import LoginBody
-from central.meeting_routes import CallBody, CameraBody
+from central.meeting_routes import CallBody, CameraBody, PrepareBody
 from central.user_routes import Disabled, NewPassword, NewUser
 from wire.topics import NODE_ID_RE
 from wire.version import __version__
@@ -270,6 +270,12 @@ OPERATIONS: Mapping[tuple[str, str], Op] = {
         "Call a village / 发起会议",
         body=_model(CallBody),
         response=_obj("session", "node", "sdp"),
+    ),
+    ("POST", "/api/v1/meetings/prepare"): Op(
+        "Open a village's camera ahead of a call / 预备摄像机",
+        body=_model(PrepareBody),
+        status=(202,),
+        response=_obj("node", "camera"),
     ),
     ("GET", "/api/v1/meetings"): Op(
         "Meeting history / 会议记录",

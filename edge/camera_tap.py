@@ -236,19 +236,26 @@ class CameraTap:
 class CameraTaps:
     """The node's opened cameras. A call's camera is opened for it and closed when the call
     lets go of it, except the cameras in ``warm`` (``[meetings] keep_warm``): those stay open
-    between calls, so a call to one starts from its buffered key frame without opening it."""
+    between calls, so a call to one starts from its buffered key frame without opening it.
+    A camera opened by :meth:`prepare` (an operator opened the meeting page) lingers open for a
+    while; a call within that time takes it over, else it is closed."""
 
     def __init__(self, warm: frozenset[str] = frozenset(), on_fault: OnFault | None = None) -> None:
         self.warm = warm
         self._on_fault = on_fault
         self._open: dict[str, CameraTap] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._lingering: dict[str, asyncio.Task[None]] = {}
+        self._preparing: set[str] = set()
 
     async def acquire(self, camera: str, url: str) -> CameraTap:
         """The camera's tap: the one kept open if it is still streaming, else newly opened."""
         async with self._locks.setdefault(camera, asyncio.Lock()):
+            self._stop_linger(camera)  # a prepared camera is the call's now
             tap = self._open.get(camera)
             if tap is not None and not tap.ended.is_set():
+                if camera not in self.warm:
+                    del self._open[camera]  # closed when the call releases it
                 return tap
             if tap is not None:
                 del self._open[camera]
@@ -292,12 +299,60 @@ class CameraTaps:
                     failing.discard(camera)
             await asyncio.sleep(every_s)
 
+    async def prepare(self, camera: str, url: str, linger_s: float, most: int) -> bool:
+        """Open ``camera`` ahead of a call and keep it open ``linger_s`` (counted again from
+        now if it already lingers). False, and nothing opened, when ``most`` cameras already
+        linger; :class:`MediaFailed` if it cannot be opened."""
+        if camera in self.warm:
+            return True  # open all the time anyway
+        held = self._lingering.keys() | self._preparing
+        if camera not in held and len(held) >= most:
+            return False
+        self._preparing.add(camera)
+        try:
+            async with self._locks.setdefault(camera, asyncio.Lock()):
+                tap = self._open.get(camera)
+                if tap is None or tap.ended.is_set():
+                    if tap is not None:
+                        del self._open[camera]
+                        await tap.close()
+                    tap = await CameraTap.open(camera, url, self._on_fault)
+                    self._open[camera] = tap
+                self._stop_linger(camera)
+                self._lingering[camera] = asyncio.get_running_loop().create_task(
+                    self._linger(camera, tap, linger_s), name=f"camera-linger-{camera}"
+                )
+        finally:
+            self._preparing.discard(camera)
+        return True
+
+    async def _linger(self, camera: str, tap: CameraTap, linger_s: float) -> None:
+        await asyncio.sleep(linger_s)
+        async with self._locks[camera]:
+            if self._lingering.get(camera) is asyncio.current_task():
+                del self._lingering[camera]
+            if self._open.get(camera) is tap:
+                del self._open[camera]
+                log.info("camera %s: prepared %g s ago, no call: closed", camera, linger_s)
+                await tap.close()
+
+    def _stop_linger(self, camera: str) -> None:
+        task = self._lingering.pop(camera, None)
+        if task is not None:
+            task.cancel()
+
+    def prepared(self) -> frozenset[str]:
+        """The cameras opened by :meth:`prepare` that are waiting for a call."""
+        return frozenset(self._lingering)
+
     def is_open(self, camera: str) -> bool:
         tap = self._open.get(camera)
         return tap is not None and not tap.ended.is_set()
 
     async def close(self) -> None:
-        """Close every camera kept open."""
+        """Close every camera kept open or lingering."""
+        for camera in list(self._lingering):
+            self._stop_linger(camera)
         taps, self._open = list(self._open.values()), {}
         for tap in taps:
             await tap.close()

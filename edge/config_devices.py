@@ -279,6 +279,19 @@ class MeetingsConfig(_Section):
         description="cameras ([[cameras]] ids) kept open between calls, so a call to one "
         "starts at once; each costs a camera stream and a little CPU (docs/meetings.md)",
     )
+    prepare_linger_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=600,
+        description="how long a camera opened because an operator opened the meeting page "
+        "(prepare) stays open without a call; 0: prepares are ignored (docs/meetings.md)",
+    )
+    prepare_max: int = Field(
+        default=2,
+        ge=0,
+        le=8,
+        description="cameras opened by prepares at once; a prepare beyond is ignored",
+    )
 
     @field_validator("turn_url")
     @classmethod

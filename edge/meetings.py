@@ -13,6 +13,11 @@ closes, when the camera's stream ended and could not be opened again, or when th
 the node tells central (``hangup``) in the last three cases. Ending frees the peer connection
 (its sockets), the camera player (its thread; not for a camera in ``[meetings] keep_warm``,
 which stays open between calls) and the call's task.
+
+A ``prepare`` (an operator opened the node's meeting page) opens the camera before the call:
+it lingers open ``[meetings] prepare_linger_s`` and a call within that time starts from its
+buffered key frame; at most ``prepare_max`` cameras linger at once. A prepare while the line
+is busy, for an unknown camera or beyond that bound is ignored (counted).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from edge.config import EdgeConfig
 from edge.meeting_options import CallOptions
@@ -35,6 +40,7 @@ from wire.meeting import (
     Line,
     MeetingReply,
     MeetingRequest,
+    Prepare,
     Release,
     Reply,
     SwitchCamera,
@@ -128,6 +134,12 @@ class MeetingDesk:
             ["kind"],
             registry=registry,
         )
+        prepared = Gauge(
+            "shilian_edge_meeting_prepared_cameras",
+            "cameras opened because an operator opened the meeting page, waiting for a call",
+            registry=registry,
+        )
+        prepared.set_function(lambda: len(self.taps.prepared()) if self.taps is not None else 0)
         #: The node's opened cameras (edge.camera_tap; created with the first call, or at the
         #: start when cameras are kept warm).
         self.taps: CameraTaps | None = None
@@ -190,6 +202,13 @@ class MeetingDesk:
             if q is not None:
                 with contextlib.suppress(asyncio.QueueFull):
                     q.put_nowait(action.camera)
+        elif isinstance(action, Prepare):
+            camera = action.camera or self.config.conference_camera
+            assert camera is not None  # the line drops prepares on a node without cameras
+            if self.config.meetings.prepare_linger_s <= 0:
+                self.signals.labels("prepare_off").inc()
+            else:
+                tg.create_task(self._prepare(camera), name=f"meeting-prepare-{camera}")
         elif isinstance(action, Drop):
             self.signals.labels(action.why).inc()
 
@@ -366,6 +385,21 @@ class MeetingDesk:
             except MediaFailed:
                 await asyncio.sleep(REOPEN_PAUSE_S)
         return False
+
+    async def _prepare(self, camera: str) -> None:
+        """Open ``camera`` ahead of a call (edge.camera_tap.CameraTaps.prepare)."""
+        from edge.camera_tap import MediaFailed
+
+        m = self.config.meetings
+        try:
+            ok = await self._camera_taps().prepare(
+                camera, self.urls[camera], m.prepare_linger_s, m.prepare_max
+            )
+        except MediaFailed as e:
+            self.signals.labels("prepare_failed").inc()
+            log.warning("node %s: camera %s prepared: %s", self.topics.node_id, camera, e)
+            return
+        self.signals.labels("prepare" if ok else "prepare_full").inc()
 
     def _camera_taps(self) -> CameraTaps:
         if self.taps is None:

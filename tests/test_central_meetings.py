@@ -18,6 +18,14 @@ import aiomqtt
 import pytest
 
 import wire
+from central.meetings import (
+    PREPARE_EXPIRY_S,
+    PREPARE_WINDOW_S,
+    PREPARES_PER_NODE,
+    PREPARES_PER_USER,
+    MeetingRefused,
+    MeetingService,
+)
 from central.service import CentralService
 from shilian.broker import Mosquitto
 from tests.processes import add_user, login
@@ -350,3 +358,67 @@ async def test_after_a_crash_calls_never_answered_or_not_confirmed_are_ended(
     assert "not answered" in (recs["a" * 32] or {})["detail"]
     assert svc.calls == {} and await svc.reconcile() == {}  # settled once
     svc.close()
+
+
+async def test_a_prepare_is_relayed_scoped_rate_limited_and_audited(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    async with (
+        site(broker, tmp_path, silent) as (svc, node, base),
+        await _as(base, "op") as http,
+    ):
+        body = {"node_id": NODE, "camera": "cam-road"}
+        got = await _post(http, "/api/v1/meetings/prepare", body, 202)
+        assert got == {"node": NODE, "camera": "cam-road"}
+        await wait_for(lambda: node.ops() == ["prepare"], "prepare relayed")
+        assert node.requests[0].camera == "cam-road"
+        for _ in range(PREPARES_PER_NODE - 1):
+            await _post(http, "/api/v1/meetings/prepare", {"node_id": NODE}, 202)
+        err = await _post(http, "/api/v1/meetings/prepare", {"node_id": NODE}, 429)
+        assert err["error"]["code"] == "rate_limited"
+        assert "频繁" in err["error"]["message"] and "too many" in err["error"]["message"]
+        async with await _as(base, "far") as far:
+            err = await _post(far, "/api/v1/meetings/prepare", {"node_id": NODE}, 403)
+            assert err["error"]["code"] == "out_of_scope"
+        async with await _as(base, "view") as view:
+            await _post(view, "/api/v1/meetings/prepare", {"node_id": NODE}, 403)
+        await asyncio.sleep(0.3)  # let anything wrongly sent arrive
+        assert node.ops() == ["prepare"] * PREPARES_PER_NODE
+        assert svc.meetings.calls == {}  # a prepare is no call
+        prepares = [a for a in _audit(svc) if a[1] == "meeting_prepare"]
+        assert prepares == [("op", "meeting_prepare", NODE, "ok")] * PREPARES_PER_NODE + [
+            ("op", "meeting_prepare", NODE, "rate_limited")
+        ]
+
+
+def test_prepares_are_limited_per_user_and_per_node_in_a_sliding_window(tmp_path: Path) -> None:
+    sent: list[tuple[str, bytes, int]] = []
+    now = [1000.0]
+    svc = MeetingService(
+        lambda topic, payload, expiry: sent.append((topic, payload, expiry)),
+        lambda node: True,
+        tmp_path / "m.db",
+        time.time,
+        mono=lambda: now[0],
+    )
+    try:
+        nodes = [f"45010200100{i}-a" for i in range(PREPARES_PER_USER + 1)]
+        for n in nodes[:PREPARES_PER_USER]:
+            svc.prepare(n, None, "op")
+        with pytest.raises(MeetingRefused) as e:  # one user: not every village of a county
+            svc.prepare(nodes[-1], None, "op")
+        assert (e.value.status, e.value.code) == (429, "rate_limited")
+        svc.prepare(nodes[-1], None, "other")  # another operator is not held up
+        for _ in range(PREPARES_PER_NODE - 1):
+            svc.prepare(nodes[-1], "cam-road", "other2")
+        with pytest.raises(MeetingRefused):  # one node: not by every operator at once
+            svc.prepare(nodes[-1], None, "other3")
+        now[0] += PREPARE_WINDOW_S
+        svc.prepare(nodes[-1], None, "op")  # the window moved on
+        assert len(sent) == PREPARES_PER_USER + PREPARES_PER_NODE + 1
+        req = wire.decode(MeetingRequest, sent[-1][1])
+        assert (req.op, req.camera, sent[-1][0], sent[-1][2]) == (
+            "prepare", None, wire.Topics(nodes[-1]).meet_req, PREPARE_EXPIRY_S,
+        )  # fmt: skip
+    finally:
+        svc.close()

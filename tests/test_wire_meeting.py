@@ -19,6 +19,7 @@ from wire.meeting import (
     Line,
     MeetingReply,
     MeetingRequest,
+    Prepare,
     Release,
     Reply,
     SwitchCamera,
@@ -335,3 +336,34 @@ def test_a_call_taken_up_after_a_restart_is_active_and_ends_with_a_reason() -> N
     bye = call.hang_up(7.0, EndReason.CENTRAL_STOPPED)
     assert bye is not None and bye.op == "hangup"
     assert call.end == Ended(EndReason.CENTRAL_STOPPED) and call.ended_at == 7.0
+
+
+def _prepare(camera: str | None = None, session: str = S2) -> MeetingRequest:
+    return MeetingRequest(session=session, op="prepare", ts=1.0, camera=camera)
+
+
+def test_an_idle_line_prepares_a_known_camera_or_the_conference_camera() -> None:
+    line = _line()
+    assert line.receive(_prepare("cam-road"), expired=False, now=1.0) == Prepare("cam-road")
+    assert line.receive(_prepare(), expired=False, now=1.0) == Prepare(None)
+    assert line.session is None  # preparing does not take the line
+
+
+def test_a_prepare_is_dropped_while_busy_late_or_for_an_unknown_camera() -> None:
+    line = _line()
+    assert line.receive(_prepare(), expired=True, now=1.0) == Drop("expired")
+    assert line.receive(_prepare("cam-none"), expired=False, now=1.0) == Drop("prepare_no_camera")
+    assert Line(NODE, frozenset()).receive(_prepare(), expired=False, now=1.0) == Drop(
+        "prepare_no_camera"
+    )
+    assert isinstance(line.receive(_offer(), expired=False, now=1.0), Answer)
+    assert line.receive(_prepare("cam-road"), expired=False, now=2.0) == Drop("prepare_busy")
+
+
+def test_a_prepare_round_trips_and_an_older_node_refuses_it_as_malformed() -> None:
+    req = _prepare("cam-road")
+    assert decode(MeetingRequest, encode(req)) == req
+    # a node whose contract lacks the op fails validation: dropped, never acted on
+    payload = encode(req).replace(b'"prepare"', b'"prepared"')
+    with pytest.raises(RemoteWireError):
+        decode(MeetingRequest, payload)

@@ -46,10 +46,13 @@ class MeetingRequest(_Payload):
     ``camera``: switch the call's video to ``camera``. ``status``: is the node still in
     ``session``? (central asks after a restart about the calls its records leave open; the node
     answers ``status`` with ``active``). ``mode`` (offers only): ``call``, or ``broadcast`` (the
-    node receives the operator's media and sends none; ``camera`` unused)."""
+    node receives the operator's media and sends none; ``camera`` unused). ``prepare``: an
+    operator opened the node's meeting page; open ``camera`` (absent: the conference camera)
+    now and keep it open a while, so a call soon after starts at once (``session`` is the
+    prepare's own id; no reply; a node of an older version drops it as malformed)."""
 
     session: SessionId
-    op: Literal["offer", "hangup", "camera", "status"]
+    op: Literal["offer", "hangup", "camera", "status", "prepare"]
     ts: Timestamp
     sdp: str | None = Field(default=None, max_length=MAX_SDP_CHARS)
     camera: CameraId | None = None
@@ -346,13 +349,20 @@ class SwitchCamera:
 
 
 @dataclass(frozen=True, slots=True)
+class Prepare:
+    """Open ``camera`` (None: the conference camera) and keep it open a while."""
+
+    camera: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Drop:
     """Nothing to do; ``why`` is a metric label."""
 
     why: str
 
 
-Action = Answer | Reply | Release | SwitchCamera | Drop
+Action = Answer | Reply | Release | SwitchCamera | Prepare | Drop
 
 
 class Line:
@@ -400,6 +410,14 @@ class Line:
                     active=self.session == req.session,
                 )
             )  # fmt: skip
+        if req.op == "prepare":
+            if expired:
+                return Drop("expired")
+            if self.session is not None:  # the call in progress has its camera open
+                return Drop("prepare_busy")
+            if not self.cameras or (req.camera is not None and req.camera not in self.cameras):
+                return Drop("prepare_no_camera")
+            return Prepare(req.camera)
         if req.session != self.session:
             return Drop("other_session")
         if req.op == "hangup":

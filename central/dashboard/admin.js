@@ -14,7 +14,7 @@ window.shilianAdmin = (function () {
   const ACTIONS = ["login", "login_failed", "logout", "alarm_ack", "alarm_close", "command",
     "user_add", "user_passwd", "user_disable", "user_enable", "alert_rule_add",
     "alert_rule_change", "alert_rule_delete", "alert_rules_replace", "meeting_call",
-    "meeting_hangup", "token_create", "token_revoke", "revoke", "firmware_upload", "webhook_change",
+    "meeting_prepare", "meeting_hangup", "token_create", "token_revoke", "revoke", "firmware_upload", "webhook_change",
     "webhook_test"];
   // Day boundaries of the audit filter: China Standard Time, as the operators' clocks.
   const dayStart = (iso) => Date.parse(`${iso}T00:00:00+08:00`) / 1000;

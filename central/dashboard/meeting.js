@@ -2,6 +2,8 @@
 // show call state and quality (getStats), hang up; the village's call history.
 // Signalling goes through central (POST/DELETE /api/v1/meetings); media flows directly between
 // this browser and the node. The offer is sent complete (ICE gathered first): no trickle.
+// Opening the page (and choosing another camera before calling) asks central to prepare the
+// village: the node opens that camera now, so the call's first picture comes at once.
 // window.__meeting exposes the call's state for tests and bench/meeting.py.
 // The call states and their strings (every key spelled out: the catalogue test reads them).
 const STATE_TEXT = {
@@ -56,6 +58,8 @@ const STATE_TEXT = {
   var state = window.__meeting = {
     state: "idle", session: null, framesDecoded: 0, clickedAt: null, firstFrameMs: null,
     answeredMs: null, error: null, stats: {},
+    // The last prepare: {camera, ok} once central answered (ok false: refused, e.g. offline).
+    prepared: null,
     // Set-up stages, ms after the click: offer created, candidates gathered, answer back
     // (central and the node), ICE + DTLS connected, first picture (= firstFrameMs).
     stages: {},
@@ -232,8 +236,17 @@ const STATE_TEXT = {
       "<dt>" + esc(t("meeting_resolution")) + "</dt><dd>" + (s.width ? s.width + "×" + s.height : "—") + "</dd>";
   }
 
+  // Best effort: a refusal (offline, busy, too many prepares) only means a slower call.
+  function prepare() {
+    var cam = $("[data-test=meeting-camera]").value || null;
+    return api("POST", "/api/v1/meetings/prepare", { node_id: NODE, camera: cam })
+      .then(function () { state.prepared = { camera: cam, ok: true }; })
+      .catch(function () { state.prepared = { camera: cam, ok: false }; });
+  }
+
   function switchCamera() {
     var cam = $("[data-test=meeting-camera]").value;
+    if (!state.session && state.state !== "calling") { prepare(); return; }
     if (!state.session || !cam) return;
     api("POST", "/api/v1/meetings/" + state.session + "/camera", { camera: cam }).catch(function (e) {
       state.error = e.message;
@@ -288,5 +301,5 @@ const STATE_TEXT = {
   window.addEventListener("pagehide", function () { if (state.session) hangUp(); });
   setState("idle");
   showQuality({});
-  state.ready = Promise.all([cameras(), history()]);
+  state.ready = Promise.all([prepare(), cameras(), history()]);
 })();
