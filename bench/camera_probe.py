@@ -11,11 +11,13 @@ seconds per camera per hour of monitoring. Prints one final JSON line: cpu_s_per
 (target <= 2), rss_mb (agent with cameras, VmRSS at the end of the window, target <= 60),
 rss_peak_mb (its VmHWM: the highest it was, decodes and start-up included), idle_rss_mb (the
 same agent without cameras, VmRSS after ``--idle-s``, target <= 40), cameras_ok (cameras whose
-retained state said ``ok`` at the end), and the settings used. The RTSP server's own CPU is the
-cameras', not the edge's: not counted. The agent runs as installed: the project's packages are
-byte-compiled first, as pip does on install (deploy/install.sh); run from a source tree with
-``PYTHONDONTWRITEBYTECODE`` set, the agent would compile every module of its own at each start
-(+0.6 MB of idle RSS, measured).
+retained state said ``ok`` at the end), pss_mb (the agent's proportional set size then, shared
+pages split between the processes mapping them), ffmpeg_rss_mb and ffmpeg_pss_mb (the part of
+the RSS and Pss in FFmpeg's library mappings, from /proc/<pid>/smaps), and the settings used.
+The RTSP server's own CPU is the cameras', not the edge's: not counted. The agent runs as
+installed: the project's packages are byte-compiled first, as pip does on install
+(deploy/install.sh); run from a source tree with ``PYTHONDONTWRITEBYTECODE`` set, the agent
+would compile every module of its own at each start (+0.6 MB of idle RSS, measured).
 """
 
 from __future__ import annotations
@@ -53,6 +55,30 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no {field}")
+
+
+#: FFmpeg's libraries: the PyAV wheel's directory (libavcodec and every codec library it links),
+#: or the three the agent loads from the system.
+FFMPEG_DIR, FFMPEG_NAMES = "/av.libs/", ("libavcodec", "libavutil", "libswscale")
+
+
+def mapping_kb(pid: int) -> dict[str, int]:
+    """From /proc/<pid>/smaps: the process's Pss, and FFmpeg's libraries' Rss and Pss (kB)."""
+    out = {"pss": 0, "ffmpeg_rss": 0, "ffmpeg_pss": 0}
+    ffmpeg = False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if not fields[0].endswith(":"):  # a mapping's header line: address range ... path
+            path = fields[5] if len(fields) > 5 else ""
+            name = path.rsplit("/", 1)[-1]
+            ffmpeg = FFMPEG_DIR in path or name.startswith(FFMPEG_NAMES)
+        elif fields[0] in ("Rss:", "Pss:"):
+            kb = int(fields[1])
+            if fields[0] == "Pss:":
+                out["pss"] += kb
+            if ffmpeg:
+                out["ffmpeg_" + fields[0][:-1].lower()] += kb
+    return out
 
 
 def cpu_s(pid: int) -> float:
@@ -155,6 +181,7 @@ def main() -> None:
                 time.sleep(args.window_s)
                 c1, t1 = cpu_s(agent.pid), time.monotonic()
                 rss, peak = rss_mb(agent.pid), rss_mb(agent.pid, "VmHWM")
+                kb = mapping_kb(agent.pid)
                 healths = camera_healths(broker.port)
             finally:
                 stop(agent)
@@ -166,6 +193,9 @@ def main() -> None:
                 "rss_mb": round(rss, 1),
                 "rss_peak_mb": round(peak, 1),
                 "idle_rss_mb": round(idle_rss, 1),
+                "pss_mb": round(kb["pss"] / 1024, 1),
+                "ffmpeg_rss_mb": round(kb["ffmpeg_rss"] / 1024, 1),
+                "ffmpeg_pss_mb": round(kb["ffmpeg_pss"] / 1024, 1),
                 "cameras": n,
                 "cameras_ok": sum(1 for h in healths.values() if h == "ok"),
                 "window_s": args.window_s,
