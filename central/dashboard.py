@@ -53,6 +53,10 @@ KEEPALIVE_S = 15.0
 #: user (``shilian central user disable`` runs in another process) or the session's expiry ends
 #: the stream within this. One indexed read per stream; 200 streams make 40 reads a second.
 SESSION_RECHECK_S = 5.0
+#: How often an idle stream checks that its page is still there (s). aiohttp notices a closed
+#: connection only on the next write, and a reloaded page would otherwise hold one of the
+#: user's MAX_STREAMS_PER_USER places until the keepalive.
+GONE_CHECK_S = 1.0
 #: What the browser waits before reconnecting a dropped stream (SSE ``retry``), milliseconds.
 RECONNECT_MS = 1000
 #: Recent events on the overview: what fits beside the charts.
@@ -223,11 +227,18 @@ async def live(request: web.Request) -> web.StreamResponse:
         # login page).
         auth_state = request.app[auth.AUTH]
         last_write = ctx.clock()
+        ticks = 0  # GONE_CHECK_S waits since the last session check (the clock may be a test's)
         while not sub.closed and ctx.clock() < session.absolute_expiry:
             try:
-                async with asyncio.timeout(SESSION_RECHECK_S):
+                async with asyncio.timeout(GONE_CHECK_S):
                     await sub.wake.wait()
             except TimeoutError:
+                if request.transport is None or request.transport.is_closing():
+                    break  # the page closed: free its place among the user's streams now
+                ticks += 1
+                if ticks * GONE_CHECK_S < SESSION_RECHECK_S:
+                    continue
+                ticks = 0
                 alive = await auth_state.run(
                     auth_state.store.session_alive, session.token_sha256, ctx.clock()
                 )

@@ -109,6 +109,13 @@ async def test_after_sigkill_a_call_still_going_is_taken_up_and_the_others_are_e
         await b.start()
         await _online(central, NODE, NODE2)
         kept, lost = await _call(central, NODE), await _call(central, NODE2)
+        # The answer reaches the page before its record is written (a worker thread): kill
+        # central only once both records say answered.
+        await asyncio.to_thread(
+            wait_for,
+            lambda: all(_record(central.db, s)["answered"] is not None for s in (kept, lost)),
+            what="answers recorded",
+        )
         assert await asyncio.to_thread(central.signal, signal.SIGKILL) == -signal.SIGKILL
         assert _record(central.db, kept)["ended"] is None
         forgets.session = None  # the node ended the call while central was down

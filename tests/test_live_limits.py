@@ -65,3 +65,26 @@ async def test_one_user_cannot_take_every_stream(site: CentralSite) -> None:
         finally:
             for s in streams:
                 s.close()
+
+
+async def test_a_closed_page_frees_its_stream_place_before_the_keepalive(site: CentralSite) -> None:
+    """A duty officer reloading the page: each closed stream's place is free again within a
+    couple of seconds, not only at the next keepalive write (15 s)."""
+    http = await site.session("watcher")
+    async with http:
+        streams = [await http.get("/api/v1/live") for _ in range(MAX_STREAMS_PER_USER)]
+        assert all(s.status == 200 for s in streams)
+        for s in streams:
+            s.close()  # the browser drops the connection; central has written nothing since
+
+        async def reopened() -> None:
+            while True:
+                async with http.get("/api/v1/live") as r:
+                    if r.status == 200:
+                        return
+                    assert r.status == 429
+                await asyncio.sleep(0.2)
+
+        async with asyncio.timeout(SESSION_RECHECK_S):  # well before KEEPALIVE_S
+            for _ in range(MAX_STREAMS_PER_USER):
+                await reopened()
