@@ -268,27 +268,24 @@ def _alarm_mark(name: str, by: str, at: str) -> Table:
 alarm_acks = _alarm_mark("alarm_acks", "acked_by", "acked_at")
 alarm_closes = _alarm_mark("alarm_closes", "closed_by", "closed_at")
 
-alert_rules = Table(
-    "alert_rules",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("body", Text, nullable=False),
-    Column("updated", _time(), nullable=False),
-    Column("updated_by", Text, nullable=False),
-    CheckConstraint("id = 1", name="alert_rules_one_row"),
-)
 
+def _one_row(name: str) -> Table:
+    """An admin's setting kept as one JSON row over central.toml's (``id`` always 1)."""
+    return Table(
+        name,
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("body", Text, nullable=False),
+        Column("updated", _time(), nullable=False),
+        Column("updated_by", Text, nullable=False),
+        CheckConstraint("id = 1", name=f"{name}_one_row"),
+    )
+
+
+alert_rules = _one_row("alert_rules")
 #: The admins' webhook receiver changes (URL, timeout, attempts) over central.toml's, by the
 #: digest of the entry each replaces (central.alerting).
-alert_webhooks = Table(
-    "alert_webhooks",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("body", Text, nullable=False),
-    Column("updated", _time(), nullable=False),
-    Column("updated_by", Text, nullable=False),
-    CheckConstraint("id = 1", name="alert_webhooks_one_row"),
-)
+alert_webhooks = _one_row("alert_webhooks")
 
 alerts = Table(
     "alerts",
