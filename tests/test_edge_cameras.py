@@ -95,7 +95,6 @@ async def test_moving_picture_is_ok_then_unreachable_when_the_camera_stops(
         assert loop.time() - stopped_at < PROBE["interval_s"] + PROBE["timeout_s"]
         down = obs.states("cam-gate")[-1]
         assert down.state == "down" and down.detail["since"] >= ok_since
-        events = obs.health_events("cam-gate")
         await wait_for(lambda: len(obs.health_events("cam-gate")) >= 2, "two health events")
         events = obs.health_events("cam-gate")
         assert [e["health"] for e in events] == ["ok", "unreachable"]
@@ -133,7 +132,9 @@ async def test_frozen_picture_without_auth(
     async with Running(config(tmp_path, broker, camera.url())):
         await reaches(obs, "frozen")
         assert obs.states("cam-gate")[-1].state == "degraded"
-        # its first picture was a picture (ok); unchanged for the window, it is frozen
+        # its first picture was a picture (ok); unchanged for the window, it is frozen. The
+        # retained state is published at once, the event goes through the outbox: wait for it.
+        await wait_for(lambda: len(obs.health_events("cam-gate")) >= 2, "two health events")
         assert [e["health"] for e in obs.health_events("cam-gate")] == ["ok", "frozen"]
 
 
