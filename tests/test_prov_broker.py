@@ -552,6 +552,18 @@ def test_renewal_revokes_the_superseded_certificate(
             break
         assert time.monotonic() < deadline, "superseded certificate still accepted"
         time.sleep(0.1)
-    c = Client(broker.port, new, A)
-    assert c.connect()
+    # The broker rereads its files on SIGHUP; on a loaded machine one attempt can fail while it
+    # does (seen once: the new pair refused right after the old one), so the new pair gets the
+    # same wait, and the old one must still be refused once the new one is in.
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        c = Client(broker.port, new, A)
+        ok = c.connect()
+        c.close()
+        if ok:
+            break
+        assert time.monotonic() < deadline, "the renewed certificate is refused"
+        time.sleep(0.1)
+    c = Client(broker.port, old, A)
+    assert not c.connect(), "superseded certificate accepted again"
     c.close()
