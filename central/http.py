@@ -7,14 +7,16 @@ whose message is Chinese first, then English (docs/api.md).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import prometheus_client
 from aiohttp import web
@@ -28,6 +30,8 @@ from wire import MAX_PAYLOAD_BYTES, bounded_json, valid_node_id
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: Largest request body: a command's args travel in one wire payload, which is capped anyway.
 MAX_BODY_BYTES = MAX_PAYLOAD_BYTES
 #: Page sizes of the lists: the default suits a screen; the cap keeps one call from reading the
@@ -38,6 +42,9 @@ MAX_PAGE = 1000
 LEVEL_NAMES = {0: "全国", 1: "省级", 2: "地级", 3: "县级", 4: "乡级", 5: "村级"}
 CODE_RE = re.compile(r"^\d{2}(\d{2}(\d{2}(\d{3}(\d{3})?)?)?)?$")
 _JSON_DUMPS = functools.partial(json.dumps, ensure_ascii=False)
+#: How often a long-waiting request checks that its client is still connected: aiohttp does not
+#: cancel a handler whose client went away, so without a look the work would run to its end.
+CLIENT_GONE_CHECK_S = 0.25
 
 
 class CommandSender(Protocol):
@@ -242,3 +249,30 @@ def known_unit(registry: Registry, code: str) -> str:
             f"no unit {code[:40]!r} in the registry scope",
         )
     return code
+
+
+def client_gone(request: web.Request) -> bool:
+    """True once the client's connection is closed or closing."""
+    return request.transport is None or request.transport.is_closing()
+
+
+class ClientGone(Exception):
+    """The client closed its connection while its request was being worked on."""
+
+
+async def unless_client_gone(request: web.Request, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` for ``request``; if the client goes away first, cancel it (its own clean-up
+    runs, as on any cancellation) and raise :class:`ClientGone`."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=CLIENT_GONE_CHECK_S)
+            if done:
+                return task.result()
+            if client_gone(request):
+                raise ClientGone
+    finally:
+        if not task.done():  # the client left, or the handler itself was cancelled
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -119,7 +119,15 @@ async def call(request: web.Request) -> web.Response:
     outcome = "ok"
     try:
         async with asyncio.timeout(OFFER_EXPIRY_S + ANSWER_GRACE_S):
-            got = await service.call(node_id, body.sdp, body.camera, user, body.mode)
+            # a page closed while the node is asked hangs up at once, not at the offer's expiry
+            got = await http.unless_client_gone(
+                request, service.call(node_id, body.sdp, body.camera, user, body.mode)
+            )
+    except http.ClientGone:
+        outcome = "abandoned"  # nobody reads the answer; the status is for the access log
+        raise http.ApiError(
+            499, "client_closed", "页面已关闭，呼叫已挂断", "the page closed; the call was hung up"
+        ) from None
     except MeetingRefused as e:
         outcome = e.code
         raise _refused(e) from None

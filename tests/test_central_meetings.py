@@ -283,6 +283,11 @@ async def test_abandoned_request_hangs_up(broker: Mosquitto, tmp_path: Path) -> 
                 await _post(http, "/api/v1/meetings", {"node_id": NODE, "sdp": SDP}, 200)
         await wait_for(lambda: node.ops() == ["offer", "hangup"], "hang-up on abandon")
         await wait_for(lambda: svc.meetings.calls == {}, "no session left")
+        # the operator went away before the node's time to answer was up: the record says so,
+        # not that the node failed to answer
+        async with http.get(f"/api/v1/meetings?village={VILLAGE}") as r:
+            rec = (await r.json())["meetings"][0]
+        assert rec["end_reason"] == "hangup_local" and rec["answered"] is None
 
 
 def test_pages_get_the_countys_turn_server_with_short_lived_credentials(tmp_path: Path) -> None:
