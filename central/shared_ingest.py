@@ -18,6 +18,10 @@ docs/scale.md, "Several ingest processes").
   unique key drops them.
 - **Leader.** One process holds the leader's advisory lock and alone judges silence
   (central/shared_liveness.py); a survivor takes the lock within a tick of the leader's death.
+- **Wills.** The process that receives a node's will takes it offline ``WILL_CONFIRM_S`` later
+  if its own broker connection stayed up meanwhile (a shutting-down broker sends every will just
+  before it goes: central/liveness.py), and only if the node is still in the life the will
+  ended (a newer birth, stored by any process, wins).
 - Each batch is one transaction, its PUBACKs sent after the commit (central/link.py); per-node
   correctness across processes is :mod:`central.store_shared`'s.
 
@@ -33,6 +37,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import psycopg
 
@@ -41,7 +46,7 @@ from central.acks import ACK_INTERVAL_S, StoredAcks, caps_payload
 from central.config import CentralConfig
 from central.ingest import Ingest, Outcome
 from central.link import Inbound, LinkDown, MqttLink, member_lane
-from central.liveness import Liveness
+from central.liveness import WILL_CONFIRM_S, Liveness
 from central.refusals import log_refused
 from central.shared_liveness import overdue
 from central.store import EventRow, Snapshot
@@ -63,16 +68,33 @@ LEADER_TICK_S = 0.5
 BAD_INPUT_LOG_WINDOW_S = 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class PendingWill:
+    """A will received: the life it ends, when it applies, and the connection it came in."""
+
+    boot_id: str | None
+    birth_seq: int
+    due: float
+    connects: int
+
+
 class SharedIngest:
     """An ingest process of a shared group; :meth:`run` until :meth:`stop`."""
 
-    def __init__(self, cfg: CentralConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        cfg: CentralConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        mono: Callable[[], float] = time.monotonic,
+    ) -> None:
         if cfg.store.url is None or cfg.ingest.shared_group is None:
             raise ValueError("shared ingest needs [store] url and [ingest] shared_group")
         self.cfg = cfg
         self.url: str = cfg.store.url
         self.group: str = cfg.ingest.shared_group
         self.clock = clock
+        self.mono = mono
         self._stop = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-db")
@@ -84,6 +106,7 @@ class SharedIngest:
         self._hold_until = float("inf")  # until the own member's session is up
         self._adopting: dict[int, asyncio.Task[None]] = {}
         self._retired: set[int] = set()
+        self._wills: dict[str, PendingWill] = {}
 
     def stop(self) -> None:
         self._stop.set()
@@ -109,7 +132,7 @@ class SharedIngest:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(link.run())
                 tg.create_task(self._adopter(tg))
-                tg.create_task(self._leader())
+                tg.create_task(self._ticker())
                 tg.create_task(self._ack_flusher())
                 await self._stop.wait()
                 link.stop()
@@ -184,16 +207,14 @@ class SharedIngest:
             del self._adopting[k]
             await asyncio.to_thread(self._unlock, LOCK_MEMBER, k)
 
-    # -- leader -----------------------------------------------------------------------------------
+    # -- liveness -------------------------------------------------------------------------------
 
-    async def _leader(self) -> None:
+    async def _ticker(self) -> None:
         while not self._stop.is_set():
             await self._sleep(LEADER_TICK_S)
-            if not self.leader:
-                if await asyncio.to_thread(self._try_lock, LOCK_LEADER, 0):
-                    self.leader = True
-                    log.info("成为主进程（在线判定）/ this process now judges liveness (leader)")
-                continue
+            if not self.leader and await asyncio.to_thread(self._try_lock, LOCK_LEADER, 0):
+                self.leader = True
+                log.info("成为主进程（在线判定）/ this process now judges liveness (leader)")
             if self.link is None or not self.link.connected:
                 continue  # this process cannot hear the broker: silence is not the nodes'
             async with self._write_lock:
@@ -201,9 +222,21 @@ class SharedIngest:
                 await loop.run_in_executor(self._db, self._expire)
 
     def _expire(self) -> None:
-        now = self.clock()
+        """Wills due (any process), and, on the leader, nodes silent past their deadline."""
+        now, mono = self.clock(), self.mono()
+        assert self.link is not None
+        for node_id, w in list(self._wills.items()):
+            if w.due > mono:
+                continue
+            del self._wills[node_id]
+            if w.connects != self.link.connects:
+                continue  # our connection went meanwhile: maybe a broker's shutdown wills
+            if self.store.take_offline(node_id, w.boot_id, w.birth_seq, "will", now):
+                log.info("节点离线（遗嘱）/ node %s offline: reason=will", node_id)
+        if not self.leader:
+            return
         for n in overdue(self.store.online(), now, self._hold_until):
-            if self.store.time_out(n, now):
+            if self.store.take_offline(n.node_id, n.boot_id, n.birth_seq, "health_timeout", now):
                 log.info("节点离线（心跳超时）/ node %s offline: reason=health_timeout", n.node_id)
 
     # -- batches ----------------------------------------------------------------------------------
@@ -235,9 +268,17 @@ class SharedIngest:
                 ingest.nodes.pop(node_id, None)
             else:
                 ingest.nodes[node_id] = row
-        now = self.clock()
-        outcomes = [ingest.handle(m.topic, m.payload, now) for m in batch]
+        now, mono = self.clock(), self.mono()
+        outcomes = [ingest.handle(m.topic, m.payload, now, mono) for m in batch]
         writes, _ = ingest.take()
+        connects = self.link.connects if self.link is not None else 0
+        for node_id in stateful:
+            if ingest.liveness.is_dying(node_id):
+                n = ingest.nodes[node_id]
+                self._wills[node_id] = PendingWill(
+                    n.boot_id, n.birth_seq, mono + WILL_CONFIRM_S, connects
+                )
+                ingest.liveness.forget(node_id)
         lows: dict[tuple[str, str], int] = {}
         for w in writes:
             if isinstance(w, EventRow):

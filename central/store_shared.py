@@ -13,8 +13,8 @@ applies it:
   forward (``GREATEST``); the open gaps of each (node, boot) the batch touched are recomputed
   from the events table, under a lock per (node, boot), after the batch's events are inserted:
   the last transaction to recompute sees every event committed before it.
-- **Timeouts**: the leader's conditional UPDATE (:meth:`SharedStore.time_out`) applies only
-  while the node is still in the life the leader judged.
+- **Timeouts and wills**: a conditional UPDATE (:meth:`SharedStore.take_offline`) applies only
+  while the node is still in the life that was judged.
 
 Lock order, so that two processes never wait on each other in a cycle: node locks, then gap
 locks, each set in ascending key order, each in one statement.
@@ -74,8 +74,8 @@ SELECT %(n)s, %(b)s, a, z,
 FROM g
 """
 
-_TIME_OUT = """
-UPDATE nodes SET state='offline', state_reason='health_timeout', state_since=%s
+_OFFLINE = """
+UPDATE nodes SET state='offline', state_reason=%s, state_since=%s
 WHERE node_id=%s AND state='online' AND boot_id IS NOT DISTINCT FROM %s AND birth_seq=%s
 """
 
@@ -178,20 +178,23 @@ class SharedStore(PostgresStore):
     def online(self) -> list[OnlineNode]:
         return [OnlineNode(*r) for r in self.conn.execute(_ONLINE).fetchall()]
 
-    def time_out(self, n: OnlineNode, now: float) -> bool:
-        """Take ``n`` offline (``health_timeout``) if it is still online in the life the leader
-        judged; one transaction with its state history. Whether it did."""
+    def take_offline(
+        self, node_id: str, boot_id: str | None, birth_seq: int, reason: str, now: float
+    ) -> bool:
+        """Take the node offline for ``reason`` (``health_timeout``, ``will``) if it is still
+        online in the life (``boot_id``, ``birth_seq``) that was judged; one transaction with
+        its state history. Whether it did."""
         with self.conn.transaction():
-            cur = self.conn.execute(_TIME_OUT, (now, n.node_id, n.boot_id, n.birth_seq))
+            cur = self.conn.execute(_OFFLINE, (reason, now, node_id, boot_id, birth_seq))
             if cur.rowcount != 1:
                 return False
             self.conn.execute(
                 'UPDATE state_history SET "end"=%s WHERE node_id=%s AND "end" IS NULL',
-                (now, n.node_id),
+                (now, node_id),
             )
             self.conn.execute(
                 "INSERT INTO state_history(node_id, state, start, reason)"
-                " VALUES (%s, 'offline', %s, 'health_timeout')",
-                (n.node_id, now),
+                " VALUES (%s, 'offline', %s, %s)",
+                (node_id, now, reason),
             )
         return True

@@ -19,6 +19,8 @@ import paho.mqtt.client as paho
 import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 import wire
 from central.coverage import CoverageIndex
@@ -76,6 +78,11 @@ class Node:
         self.topics = wire.Topics(node_id)
         self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id=node_id, protocol=paho.MQTTv5)
         self.c.max_inflight_messages_set(100)
+        will = wire.NodeState(
+            node=node_id, state="offline", boot_id=self.boot_id, birth_seq=1, ts=time.time(),
+            reason="will", health_interval_s=INTERVAL_S, sw_version="t",
+        )  # fmt: skip
+        self.c.will_set(self.topics.state, wire.encode(will), qos=1, retain=True)
         self.c.connect("127.0.0.1", port)
         self.c.loop_start()
         self.healthy = True
@@ -101,6 +108,13 @@ class Node:
             priority=EVENT_KINDS[PATROL_CHECKIN], kind=PATROL_CHECKIN, data={"n": seq},
         )  # fmt: skip
         return self.c.publish(self.topics.event, wire.encode(e), qos=1)
+
+    def power_cut(self) -> None:
+        """Gone as a power cut goes: the broker publishes the will (MQTT 5 reason code 4)."""
+        self.healthy = False
+        self.c.disconnect(
+            reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
+        )
 
     def close(self) -> None:
         self.c.loop_stop()
@@ -176,7 +190,7 @@ def test_kill_leader_under_load(cluster: tuple[Mosquitto, str, list[Proc]]) -> N
         assert lock_holders(url, LOCK_LEADER) == {0: survivor.p.pid if survivor.p else -1}
         assert "taking over its session" in survivor.log.read_text()
 
-        # A node that falls silent goes offline by the survivor's judgement; the rest stay.
+        # A node that falls silent goes offline by the survivor's judgement.
         silent = nodes[0]
         silent.healthy = False
 
@@ -189,13 +203,17 @@ def test_kill_leader_under_load(cluster: tuple[Mosquitto, str, list[Proc]]) -> N
             lambda: states()[silent.node_id] == ("offline", "health_timeout"),
             what="the silent node offline",
         )
+        # A node whose will arrives goes offline for that reason, by whichever process got it.
+        cut = nodes[1]
+        cut.power_cut()
+        wait_for(lambda: states()[cut.node_id] == ("offline", "will"), what="the cut node offline")
         final = states()
-        assert all(final[n.node_id][0] == "online" for n in nodes[1:]), final
+        assert all(final[n.node_id][0] == "online" for n in nodes[2:]), final
         registry = Registry.from_package("4501")
         coverage = CoverageIndex(registry)
         for node_id, (state, _) in final.items():
             coverage.set_node(node_id, state == "online")
-        assert coverage.online_nodes() == NODES - 1
+        assert coverage.online_nodes() == NODES - 2
         assert coverage.known_nodes() == NODES
     finally:
         stop_health.set()
