@@ -52,6 +52,16 @@ def run(
                 err=True,
             )
             raise typer.Exit(2)
+        if cfg.broker.tls is not None:
+            # The broker makes a certificate's CN the client id: one certificate for every
+            # member session would have them take each other over.
+            typer.echo(
+                "--role ingest 暂不支持 [broker.tls]（每个成员会话需各自的证书）/ --role ingest "
+                "does not run with [broker.tls] yet (each member session needs its own "
+                "certificate; docs/scale.md)",
+                err=True,
+            )
+            raise typer.Exit(2)
         from central.shared_ingest import serve_ingest
 
         raise typer.Exit(asyncio.run(serve_ingest(cfg)))
