@@ -19,6 +19,15 @@ app = typer.Typer(
 @app.command()
 def run(
     config: Annotated[Path, typer.Option("--config", "-c", help="配置文件 / central.toml")],
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            help="all：接入与接口 / all: ingest and API (default); ingest：共享组中的一个接入进程"
+            "（PostgreSQL 与 [ingest] shared_group）/ ingest: one ingest process of a shared "
+            "group (PostgreSQL and [ingest] shared_group, docs/scale.md)",
+        ),
+    ] = "all",
 ) -> None:
     """运行中心服务 / run central (MQTT ingest, HTTP API and /metrics)."""
     import asyncio
@@ -30,6 +39,32 @@ def run(
     logging.basicConfig(
         level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    if role not in ("all", "ingest"):
+        typer.echo(
+            f"--role：应为 all 或 ingest / --role must be all or ingest, not {role!r}", err=True
+        )
+        raise typer.Exit(2)
+    if role == "ingest":
+        if cfg.store.url is None or cfg.ingest.shared_group is None:
+            typer.echo(
+                "--role ingest 需要 [store] url（PostgreSQL）与 [ingest] shared_group / "
+                "--role ingest needs [store] url (PostgreSQL) and [ingest] shared_group",
+                err=True,
+            )
+            raise typer.Exit(2)
+        if cfg.broker.tls is not None:
+            # The broker makes a certificate's CN the client id: one certificate for every
+            # member session would have them take each other over.
+            typer.echo(
+                "--role ingest 暂不支持 [broker.tls]（每个成员会话需各自的证书）/ --role ingest "
+                "does not run with [broker.tls] yet (each member session needs its own "
+                "certificate; docs/scale.md)",
+                err=True,
+            )
+            raise typer.Exit(2)
+        from central.shared_ingest import serve_ingest
+
+        raise typer.Exit(asyncio.run(serve_ingest(cfg)))
     if cfg.store.url is not None:
         from central.store_pg import NotPorted
 

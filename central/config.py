@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from central.alerts import AlertsConfig
+from wire.limits import RECONNECT_GRACE_S
 from wire.meeting import turn_url_problem
 
 #: MQTT session expiry central asks for: one week. Central's session is persistent so that QoS 1
@@ -219,6 +220,36 @@ class MeetingsConfig(_Section):
         return self
 
 
+#: Member sessions of one shared group. Each is a persistent session at the broker; 64 is far
+#: beyond the two cores per ingest process a county's PostgreSQL can keep busy.
+MAX_INGEST_MEMBERS = 64
+
+
+class IngestConfig(_Section):
+    shared_group: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        description="MQTT 5 shared-subscription group of the ingest processes "
+        "(`central run --role ingest`, PostgreSQL only; docs/scale.md) / "
+        "多个接入进程共享订阅的组名（仅 PostgreSQL）",
+    )
+    members: int = Field(
+        default=2,
+        ge=1,
+        le=MAX_INGEST_MEMBERS,
+        description="member sessions of the group (client ids <client_id>-m1 … -mN): at least "
+        "the number of ingest processes / 共享组成员会话数（不少于接入进程数）",
+    )
+    reconnect_grace_s: float = Field(
+        default=RECONNECT_GRACE_S,
+        gt=0,
+        le=3600,
+        description="how long the leader holds every online node after its broker connection "
+        "comes up (the nodes' reconnect window; shorten only with shortened node timings) / "
+        "主进程连上代理后保持节点在线的时长（秒）",
+    )
+
+
 class CentralConfig(_Section):
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="MQTT broker / 代理")
     store: StoreConfig = Field(default_factory=StoreConfig, description="storage / 存储")
@@ -241,6 +272,10 @@ class CentralConfig(_Section):
     )
     meetings: MeetingsConfig = Field(
         default_factory=MeetingsConfig, description="meetings: TURN for the pages / 会议"
+    )
+    ingest: IngestConfig = Field(
+        default_factory=IngestConfig,
+        description="several ingest processes on one PostgreSQL / 多接入进程",
     )
 
 

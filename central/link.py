@@ -40,7 +40,7 @@ from central.config import BrokerConfig
 from central.gmqtt_adapter import Delivering, IngestClient, refusal_code, send_pubacks
 from pki.tls import client_context
 from resilience.backoff import Backoff, next_try
-from wire.topics import CENTRAL_ALARM_SUBSCRIPTIONS, CENTRAL_SUBSCRIPTIONS
+from wire.topics import CENTRAL_ALARM_SUBSCRIPTIONS, CENTRAL_SUBSCRIPTIONS, shared_subscriptions
 
 log = logging.getLogger("shilian.central.link")
 
@@ -66,6 +66,10 @@ DRAIN_TIMEOUT_S = 10.0
 _AUTH_REFUSALS = frozenset({4, 5, 134, 135, 138, 140})
 #: Appended to central's client id for the alarm lane's session (its own persistent session).
 ALARM_CLIENT_SUFFIX = "-alarms"
+#: A retiring member session (docs/scale.md) is ended once nothing has arrived on it for this
+#: long and all it received is committed: the broker sends a session's queue as fast as the
+#: receive maximum lets it, so a second of silence after the unsubscribe means it is empty.
+RETIRE_QUIET_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,13 @@ ALARM_LANE = Lane("alarms", ALARM_CLIENT_SUFFIX, CENTRAL_ALARM_SUBSCRIPTIONS, al
 #: Everything on one session: only when the alarm session has no certificate of its own
 #: (the broker would make both sessions one client id); alarms may then queue behind history.
 SHARED_LANE = Lane("main", "", CENTRAL_SUBSCRIPTIONS + CENTRAL_ALARM_SUBSCRIPTIONS)
+
+
+def member_lane(group: str, member: int) -> Lane:
+    """Member ``member`` of the ingest processes' shared group ``group``: a persistent session
+    of its own (client id ``<client_id>-m<member>``) subscribed to everything central takes,
+    alarms included, as shared subscriptions."""
+    return Lane(f"ingest-m{member}", f"-m{member}", shared_subscriptions(group))
 
 
 class LinkDown(ConnectionError):
@@ -119,8 +130,14 @@ class MqttLink:
         on_down: Callable[[], None] = lambda: None,
         rng: Callable[[], float] = random.random,
         lane: Lane = MAIN_LANE,
+        retire: bool = False,
     ) -> None:
+        """``retire``: take the session over only to end it (docs/scale.md): unsubscribe, take
+        what the broker still has queued or in flight for it, and once that is committed and
+        acknowledged, disconnect ending the session; :meth:`run` then returns."""
         self.cfg = cfg
+        self.retire = retire
+        self._last_receive = 0.0
         self.lane = lane
         self.client_id = cfg.client_id + lane.client_suffix
         self._handle_batch = handle_batch
@@ -239,7 +256,15 @@ class MqttLink:
                     self.lane.name,
                 )
             self._on_up()
-            client.subscribe([gmqtt.Subscription(t, qos=1) for t in self.lane.subscriptions])
+            if self.retire:
+                client.unsubscribe(list(self.lane.subscriptions))
+                if await self._retired(client, lost):
+                    self.connected = False
+                    self._on_down()
+                    return
+            else:
+                client.on_subscribe = self._subscribed
+                client.subscribe([gmqtt.Subscription(t, qos=1) for t in self.lane.subscriptions])
             stop_wait = asyncio.ensure_future(self._stop.wait())
             lost_wait = asyncio.ensure_future(lost.wait())
             try:
@@ -268,6 +293,22 @@ class MqttLink:
                 )
                 await _close_quietly(client)
                 await self._sleep_or_stop(self._backoff.next())
+
+    def _subscribed(self, client: Any, mid: int, qos: Any, props: Any) -> None:
+        log.info("已订阅 / subscribed (%s session)", self.lane.name)
+
+    async def _retired(self, client: IngestClient, lost: asyncio.Event) -> bool:
+        """Wait until the session is drained, then end it (session expiry 0 on DISCONNECT).
+        False if the connection was lost first (the session, and what it holds, remain)."""
+        self._last_receive = time.monotonic()
+        while not lost.is_set():
+            await asyncio.sleep(RETIRE_QUIET_S / 4)
+            quiet = time.monotonic() - self._last_receive >= RETIRE_QUIET_S
+            if quiet and self._idle.is_set() and not self._chunks:
+                await client.disconnect(session_expiry_interval=0)
+                log.info("已结束成员会话 / member session %s drained and ended", self.client_id)
+                return True
+        return False
 
     def _tls_context(self) -> ssl.SSLContext | None:
         """Verify the broker against our CA and present central's certificate (read at every
@@ -302,6 +343,7 @@ class MqttLink:
     ) -> None:
         if self._stop.is_set():
             return  # stopping: not acknowledged, so the broker delivers it to the next session
+        self._last_receive = time.monotonic()
         chunks = self._chunks
         if not chunks or len(chunks[-1][0]) >= MAX_BATCH or self._chunk_bytes >= MAX_BATCH_BYTES:
             chunks.append(([], []))

@@ -42,6 +42,7 @@ from central.link import ALARM_LANE, MAIN_LANE, SHARED_LANE, Inbound, LinkDown, 
 from central.live import LiveHub
 from central.liveness import Liveness
 from central.metrics import CentralMetrics
+from central.refusals import log_refused
 from central.store import SqliteStore, Write
 from registry import Registry, import_registry
 from resilience.log_limiter import LogLimiter
@@ -419,15 +420,7 @@ class CentralService:
         for m, out in zip(batch, outcomes, strict=True):
             if out.fault is not None:
                 counts["invalid", out.fault.value] += 1
-                key = (out.node_id or m.topic[:200], out.fault.value)
-                if self._log_limiter.allow(key, now):
-                    log.warning(
-                        "拒绝消息 / refused message: node=%s topic=%s reason=%s: %s",
-                        out.node_id,
-                        m.topic[:200],
-                        out.fault.value,
-                        out.detail[:300],
-                    )
+                log_refused(self._log_limiter, m.topic, out, now)
             elif out.ignored is not None:
                 counts["ignored", out.ignored] += 1
             else:

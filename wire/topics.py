@@ -214,6 +214,12 @@ CENTRAL_SUBSCRIPTIONS: tuple[str, ...] = (
 CENTRAL_ALARM_SUBSCRIPTIONS: tuple[str, ...] = (f"{TOPIC_ROOT}/+/event/alarm",)
 
 
+def shared_subscriptions(group: str) -> tuple[str, ...]:
+    """Central's subscriptions (both sessions' topics) as MQTT 5 shared subscriptions of
+    ``group``: the broker hands each message to one member of the group."""
+    return tuple(f"$share/{group}/{t}" for t in CENTRAL_SUBSCRIPTIONS + CENTRAL_ALARM_SUBSCRIPTIONS)
+
+
 def parse_topic(topic: str) -> Route:
     """Parse a topic of the contract; :class:`RemoteWireError` (BAD_TOPIC) otherwise."""
     parts = topic.split("/")
