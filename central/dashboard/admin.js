@@ -19,19 +19,15 @@ window.shilianAdmin = (function () {
   // Day boundaries of the audit filter: China Standard Time, as the operators' clocks.
   const dayStart = (iso) => Date.parse(`${iso}T00:00:00+08:00`) / 1000;
 
-  // fetch() keeping the API's error code; the message in the page's language (central answers
+  // api() (kit.js) with central's message in the page's language (central answers
   // "中文 / English").
   async function call(path, method = "GET", payload = undefined) {
-    const init = { method, headers: { Accept: "application/json" } };
-    if (payload !== undefined) { init.body = JSON.stringify(payload); init.headers["Content-Type"] = "application/json"; }
-    const r = await fetch(path, init);
-    const body = await r.json();
-    if (!r.ok) {
-      const e = new Error(body.error ? said(body.error.message) : r.statusText);
-      e.code = body.error ? body.error.code : String(r.status);
+    try {
+      return await api(path, method, payload);
+    } catch (e) {
+      e.message = said(e.message);
       throw e;
     }
-    return body;
   }
   function said(message) {
     const i = message.indexOf(" / ");

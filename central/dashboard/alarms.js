@@ -22,20 +22,6 @@ window.shilianAlarms = (function () {
 
   function kindText(k) { return eventKindName(k); } // app.js: the catalogue's name of a kind
 
-  // fetch() that keeps the API's error code (api() in app.js keeps only the message).
-  async function call(path, method, payload) {
-    const init = { method, headers: { Accept: "application/json" } };
-    if (payload !== undefined) { init.body = JSON.stringify(payload); init.headers["Content-Type"] = "application/json"; }
-    const r = await fetch(path, init);
-    const body = await r.json();
-    if (!r.ok) {
-      const e = new Error(body.error ? body.error.message : r.statusText);
-      e.code = body.error ? body.error.code : String(r.status);
-      throw e;
-    }
-    return body;
-  }
-
   function who(step, key) {
     return step ? `<div data-test="alarm-${key}-by">${esc(t(`alarm_${key}_by`, { by: step.by, time: fmtTime(step.at) }))}${step.note ? `<br><span class="muted">${esc(step.note)}</span>` : ""}</div>` : "";
   }
@@ -145,7 +131,7 @@ window.shilianAlarms = (function () {
     async function act(id, step, button) {
       button.disabled = true;
       try {
-        await call(`/api/v1/alarms/${id}/${step}`, "POST", { note: notes[id] || "" });
+        await api(`/api/v1/alarms/${id}/${step}`, "POST", { note: notes[id] || "" });
         delete notes[id];
         delete messages[id];
       } catch (e) {

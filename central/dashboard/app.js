@@ -3,10 +3,9 @@
 // "#/n/<node id>" a node, "#/alarms" the alarm console (alarms.js), "#/admin/<tab>" the admin
 // pages (admin.js). Figures come from central's API; a server-sent events stream
 // (/api/v1/live) says when they changed, and the view re-reads them (throttled).
+// BOOT, LANG, t, $, esc and api are kit.js's, which every page loads first.
 "use strict";
 
-const BOOT = JSON.parse(document.getElementById("boot").textContent);
-const LANG = BOOT.lang;
 const LOCALE = LANG === "en" ? "en-GB" : "zh-CN";
 // 南宁市's county shapes predate the 2021 renaming of 横县 (450127) to 横州市 (450181):
 // features join the registry by code, and this maps the one renamed unit.
@@ -36,18 +35,12 @@ const TREND_REFRESH_MS = 60000;
 
 const COLON = LANG === "en" ? ": " : "：";
 const SEMI = LANG === "en" ? "; " : "；";
-const $ = (sel, root = document) => root.querySelector(sel);
 const NUM = new Intl.NumberFormat(LOCALE);
 const DATE = new Intl.DateTimeFormat(LOCALE, {
   year: "numeric", month: LANG === "en" ? "short" : "long", day: "numeric",
   hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
 });
 
-function t(key, vars = {}) {
-  const s = BOOT.strings[key];
-  if (s === undefined) { console.warn("missing string", key); return key; }
-  return s.replace(/\{(\w+)\}/g, (_, k) => (k in vars ? String(vars[k]) : `{${k}}`));
-}
 const fmtInt = (n) => NUM.format(n);
 const fmtPct = (r) => `${(r * 100).toFixed(2)}%`;
 const fmtTime = (ts) => (ts == null ? "—" : DATE.format(new Date(ts * 1000)));
@@ -59,22 +52,10 @@ function fmtDuration(s) {
   if (h) return t("hours", { h, m });
   return t("minutes", { m });
 }
-function esc(s) {
-  return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-}
 function el(html) {
   const tpl = document.createElement("template");
   tpl.innerHTML = html.trim();
   return tpl.content.firstElementChild;
-}
-async function api(path, method = "GET", payload = undefined) {
-  const init = { method, headers: { Accept: "application/json" } };
-  // Every state change is JSON: central refuses anything else (CSRF defence, docs/api.md).
-  if (payload !== undefined || method !== "GET") { init.body = JSON.stringify(payload ?? {}); init.headers["Content-Type"] = "application/json"; }
-  const r = await fetch(path, init);
-  const body = await r.json();
-  if (!r.ok) throw new Error(body.error ? body.error.message : r.statusText);
-  return body;
 }
 // The whole country's scope is the empty code: its coverage is /api/v1/coverage.
 const coveragePath = (code) => (code ? `/api/v1/coverage/${code}` : "/api/v1/coverage");

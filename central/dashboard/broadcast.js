@@ -30,8 +30,7 @@ const END_TEXT = {
 
 (function () {
   "use strict";
-  var boot = JSON.parse(document.getElementById("boot").textContent);
-  var S = boot.strings;
+  var boot = BOOT;
   var CODE = boot.code;
   var MAX = boot.max;
   // How long a leg waits for its own ICE candidates before sending the offer anyway (ms).
@@ -44,34 +43,6 @@ const END_TEXT = {
   // What the page sends to every village: one encoder per village, so a modest picture
   // (docs/meetings.md: uplink and browser cost grow with the number of villages).
   var VIDEO = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 15 } };
-
-  function t(key, vars) {
-    var s = S[key] || key;
-    if (vars) Object.keys(vars).forEach(function (k) { s = s.split("{" + k + "}").join(vars[k]); });
-    return s;
-  }
-  function $(sel) { return document.querySelector(sel); }
-  function esc(s) {
-    return String(s == null ? "" : s).replace(/[&<>"']/g, function (c) {
-      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
-    });
-  }
-  function api(method, url, body) {
-    return fetch(url, {
-      method: method, credentials: "same-origin", keepalive: method === "DELETE",
-      headers: body ? { "Content-Type": "application/json", Accept: "application/json" } : { Accept: "application/json" },
-      body: body ? JSON.stringify(body) : undefined,
-    }).then(function (r) {
-      return r.json().then(function (b) {
-        if (!r.ok) {
-          var e = new Error(b.error ? b.error.message : r.statusText);
-          e.code = b.error ? b.error.code : String(r.status);
-          throw e;
-        }
-        return b;
-      });
-    });
-  }
 
   var state = window.__broadcast = { state: "idle", legs: {}, nodes: [], startedAt: null, error: null };
   var stream = null;
@@ -128,10 +99,10 @@ const END_TEXT = {
     return pc.createOffer().then(function (o) { return pc.setLocalDescription(o); })
       .then(function () { return gathered(pc); })
       .then(function () {
-        return api("POST", "/api/v1/meetings", { node_id: node, sdp: pc.localDescription.sdp, mode: "broadcast" });
+        return api("/api/v1/meetings", "POST", { node_id: node, sdp: pc.localDescription.sdp, mode: "broadcast" });
       })
       .then(function (ans) {
-        if (pcs[node] !== pc) { api("DELETE", "/api/v1/meetings/" + ans.session).catch(function () {}); return; }
+        if (pcs[node] !== pc) { api("/api/v1/meetings/" + ans.session, "DELETE").catch(function () {}); return; }
         state.legs[node].session = ans.session;
         return pc.setRemoteDescription({ type: "answer", sdp: ans.sdp });
       })
@@ -150,7 +121,7 @@ const END_TEXT = {
     var session = leg ? leg.session : null;
     if (leg) leg.session = null;
     setLeg(node, s, reason);
-    var bye = session ? api("DELETE", "/api/v1/meetings/" + session).catch(function () {}) : Promise.resolve();
+    var bye = session ? api("/api/v1/meetings/" + session, "DELETE").catch(function () {}) : Promise.resolve();
     return bye.then(function () { if (pc) pc.close(); });
   }
 
@@ -203,7 +174,7 @@ const END_TEXT = {
       var leg = state.legs[node];
       if (ticks % RECORD_EVERY === 0 && leg && leg.session) {
         var session = leg.session;
-        api("GET", "/api/v1/meetings/" + session).then(function (rec) {
+        api("/api/v1/meetings/" + session).then(function (rec) {
           var now = state.legs[node];
           if (!now || now.session !== session) return;
           // what the village reports it decoded (its node's "received" messages)
@@ -251,7 +222,7 @@ const END_TEXT = {
   function villages() {
     var param = { 6: "county", 9: "township", 12: "village" }[CODE.length];
     var url = "/api/v1/nodes?limit=" + MAX + (param ? "&" + param + "=" + CODE : "");
-    return api("GET", url).then(function (r) {
+    return api(url).then(function (r) {
       state.nodes = r.nodes.map(function (n) { return n.node_id; });
       var box = $("[data-test=broadcast-villages]");
       if (!r.nodes.length) { box.innerHTML = '<p class="muted">' + esc(t("broadcast_no_villages")) + "</p>"; return; }
@@ -272,11 +243,7 @@ const END_TEXT = {
     }).catch(function (e) { state.error = e.message; });
   }
 
-  document.title = t("broadcast_title");
-  $("[data-test=brand]").textContent = t("app_title");
-  var back = $("[data-test=back]");
-  back.textContent = t("meeting_back");
-  back.href = "/dashboard/" + (boot.lang === "en" ? "?lang=en" : "") + (CODE ? "#/u/" + encodeURIComponent(CODE) : "");
+  subpageHead(t("broadcast_title"), CODE ? "#/u/" + encodeURIComponent(CODE) : "");
   $("[data-test=broadcast-title]").textContent = t("broadcast_title");
   $("[data-test=broadcast-start]").textContent = t("broadcast_start");
   $("[data-test=broadcast-end]").textContent = t("broadcast_end");

@@ -16,8 +16,7 @@ const STATE_TEXT = {
 
 (function () {
   "use strict";
-  var boot = JSON.parse(document.getElementById("boot").textContent);
-  var S = boot.strings;
+  var boot = BOOT;
   var NODE = boot.node;
   var VILLAGE = NODE.slice(0, 12);
   // How long the page waits for its own ICE candidates before sending the offer anyway (ms):
@@ -30,30 +29,6 @@ const STATE_TEXT = {
   // Quality refresh and how often the figures are stored with the meeting record (ms).
   var STATS_MS = 1000;
   var POST_STATS_EVERY = 5;
-
-  function t(key, vars) {
-    var s = S[key] || key;
-    if (vars) Object.keys(vars).forEach(function (k) { s = s.split("{" + k + "}").join(vars[k]); });
-    return s;
-  }
-  function $(sel) { return document.querySelector(sel); }
-  function esc(s) {
-    return String(s == null ? "" : s).replace(/[&<>"']/g, function (c) {
-      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
-    });
-  }
-  function api(method, url, body) {
-    return fetch(url, {
-      method: method, credentials: "same-origin", keepalive: method === "DELETE",
-      headers: body ? { "Content-Type": "application/json", Accept: "application/json" } : { Accept: "application/json" },
-      body: body ? JSON.stringify(body) : undefined,
-    }).then(function (r) {
-      return r.json().then(function (b) {
-        if (!r.ok) throw new Error(b.error ? b.error.message : r.statusText);
-        return b;
-      });
-    });
-  }
 
   var state = window.__meeting = {
     state: "idle", session: null, framesDecoded: 0, clickedAt: null, firstFrameMs: null,
@@ -144,10 +119,10 @@ const STATE_TEXT = {
       .then(function () { return gathered(mine); })
       .then(function () {
         stage("gathered");
-        return api("POST", "/api/v1/meetings", { node_id: NODE, sdp: mine.localDescription.sdp, camera: camera });
+        return api("/api/v1/meetings", "POST", { node_id: NODE, sdp: mine.localDescription.sdp, camera: camera });
       })
       .then(function (ans) {
-        if (mine !== pc) { api("DELETE", "/api/v1/meetings/" + ans.session).catch(function () {}); return; }
+        if (mine !== pc) { api("/api/v1/meetings/" + ans.session, "DELETE").catch(function () {}); return; }
         state.session = ans.session;
         state.answeredMs = performance.now() - state.clickedAt;
         state.stages.answered = state.answeredMs;
@@ -174,9 +149,9 @@ const STATE_TEXT = {
     // The last quality figures go with the record, then the hang-up through central; the peer
     // connection closes after, so the node hears the hang-up before it sees the media end.
     var final = Object.keys(state.stats).length
-      ? api("POST", "/api/v1/meetings/" + session + "/stats", state.stats).catch(function () {})
+      ? api("/api/v1/meetings/" + session + "/stats", "POST", state.stats).catch(function () {})
       : Promise.resolve();
-    final.then(function () { return api("DELETE", "/api/v1/meetings/" + session); })
+    final.then(function () { return api("/api/v1/meetings/" + session, "DELETE"); })
       .catch(function () {})
       .then(function () { if (!state.session) release(); history(); });
   }
@@ -218,7 +193,7 @@ const STATE_TEXT = {
       showQuality(s);
       ticks += 1;
       if (state.session && ticks % POST_STATS_EVERY === 0) {
-        api("POST", "/api/v1/meetings/" + state.session + "/stats", s).then(function (rec) {
+        api("/api/v1/meetings/" + state.session + "/stats", "POST", s).then(function (rec) {
           if (rec.state === "ended" && p === pc) { release(); state.session = null; setState("ended"); history(); }
         }).catch(function () {});
       }
@@ -239,7 +214,7 @@ const STATE_TEXT = {
   // Best effort: a refusal (offline, busy, too many prepares) only means a slower call.
   function prepare() {
     var cam = $("[data-test=meeting-camera]").value || null;
-    return api("POST", "/api/v1/meetings/prepare", { node_id: NODE, camera: cam })
+    return api("/api/v1/meetings/prepare", "POST", { node_id: NODE, camera: cam })
       .then(function () { state.prepared = { camera: cam, ok: true }; })
       .catch(function () { state.prepared = { camera: cam, ok: false }; });
   }
@@ -248,7 +223,7 @@ const STATE_TEXT = {
     var cam = $("[data-test=meeting-camera]").value;
     if (!state.session && state.state !== "calling") { prepare(); return; }
     if (!state.session || !cam) return;
-    api("POST", "/api/v1/meetings/" + state.session + "/camera", { camera: cam }).catch(function (e) {
+    api("/api/v1/meetings/" + state.session + "/camera", "POST", { camera: cam }).catch(function (e) {
       state.error = e.message;
     });
   }
@@ -256,7 +231,7 @@ const STATE_TEXT = {
   function cameras() {
     var sel = $("[data-test=meeting-camera]");
     sel.innerHTML = '<option value="">' + esc(t("meeting_camera_default")) + "</option>";
-    return api("GET", "/api/v1/devices?code=" + VILLAGE + "&kind=camera&limit=2000").then(function (r) {
+    return api("/api/v1/devices?code=" + VILLAGE + "&kind=camera&limit=2000").then(function (r) {
       r.devices.filter(function (d) { return d.node_id === NODE; }).forEach(function (d) {
         var o = document.createElement("option");
         o.value = d.device_id;
@@ -269,7 +244,7 @@ const STATE_TEXT = {
   function fmtTime(ts) { return ts ? new Date(ts * 1000).toLocaleString(boot.lang) : "—"; }
 
   function history() {
-    return api("GET", "/api/v1/meetings?village=" + VILLAGE + "&limit=20").then(function (r) {
+    return api("/api/v1/meetings?village=" + VILLAGE + "&limit=20").then(function (r) {
       var box = $("[data-test=meeting-history]");
       if (!r.meetings.length) { box.innerHTML = '<p class="muted">' + esc(t("meeting_no_history")) + "</p>"; return; }
       box.innerHTML = "<table><thead><tr><th>" + esc(t("meeting_col_started")) + "</th><th>" +
@@ -284,11 +259,7 @@ const STATE_TEXT = {
     }).catch(function () {});
   }
 
-  document.title = t("meeting_title", { node: NODE });
-  $("[data-test=brand]").textContent = t("app_title");
-  var back = $("[data-test=back]");
-  back.textContent = t("meeting_back");
-  back.href = "/dashboard/" + (boot.lang === "en" ? "?lang=en" : "") + "#/n/" + encodeURIComponent(NODE);
+  subpageHead(t("meeting_title", { node: NODE }), "#/n/" + encodeURIComponent(NODE));
   $("[data-test=meeting-title]").textContent = t("meeting_title", { node: NODE });
   $("[data-test=camera-label]").textContent = t("meeting_camera");
   $("[data-test=meeting-call]").textContent = t("meeting_call");
