@@ -624,6 +624,14 @@ function nodeView(id) {
   </div>`;
   const hchart = chart("health", $("[data-test=health-chart]", root));
   let ancestors = null, rank = null, actionsDrawn = false, devicesShown = [];
+  async function alarmShots(alarmId) {
+    try {
+      return (await api(`/api/v1/alarms/${alarmId}/snapshots`)).snapshots;
+    } catch (e) {
+      console.warn("snapshots", e);
+      return [];
+    }
+  }
 
   async function renderExtras() {
     // The commissioning report (provisioning) when there is one.
@@ -676,21 +684,16 @@ function nodeView(id) {
     const alarmsBox = $("[data-test=open-alarms]", root);
     if (rank < ROLES.operator) { alarmsBox.innerHTML = ""; return; }
     const open = (await api(`/api/v1/alarms?node=${encodeURIComponent(id)}&state=open&limit=20`)).alarms;
-    alarmsBox.innerHTML = `<h2>${esc(t("open_alarms_title"))}</h2>` + (open.length ? `<ul class="events">${open.map((a) => `<li data-alarm="${a.id}">
+    // The pictures taken on each alarm by the cameras of its zone (GET .../snapshots), fetched
+    // before the box is replaced, so a refresh never shows an alarm without its pictures.
+    const shots = await Promise.all(open.map((a) => alarmShots(a.id)));
+    alarmsBox.innerHTML = `<h2>${esc(t("open_alarms_title"))}</h2>` + (open.length ? `<ul class="events">${open.map((a, i) => `<li data-alarm="${a.id}">
       ${priorityPill("alarm")} ${esc(eventKindName(a.kind))} <span class="muted">${esc(fmtTime(a.ts))}</span>
-      <button type="button" data-ack="${a.id}">${esc(t("action_ack"))}</button></li>`).join("")}</ul>`
-      : `<p class="muted">${esc(t("no_open_alarms"))}</p>`);
-    // The pictures taken on each alarm by the cameras of its zone (GET .../snapshots).
-    await Promise.all(open.map(async (a) => {
-      const li = alarmsBox.querySelector(`li[data-alarm="${a.id}"]`);
-      let shots = [];
-      try { shots = (await api(`/api/v1/alarms/${a.id}/snapshots`)).snapshots; } catch (e) { console.warn("snapshots", e); }
-      if (!li || !shots.length) return;
-      li.insertAdjacentHTML("beforeend", `<div class="snaps" data-test="alarm-snapshots">${shots.map((s) =>
+      <button type="button" data-ack="${a.id}">${esc(t("action_ack"))}</button>${shots[i].length ? `<div class="snaps" data-test="alarm-snapshots">${shots[i].map((s) =>
         `<figure><a href="${esc(s.url)}" target="_blank"><img data-test="alarm-snapshot" data-camera="${esc(s.camera)}"
           src="${esc(s.url)}" width="${s.width}" height="${s.height}" alt="${esc(t("snapshot_of", { camera: s.camera }))}"></a>
-          <figcaption>${esc(s.camera)} · ${esc(fmtTime(s.taken_ts))}</figcaption></figure>`).join("")}</div>`);
-    }));
+          <figcaption>${esc(s.camera)} · ${esc(fmtTime(s.taken_ts))}</figcaption></figure>`).join("")}</div>` : ""}</li>`).join("")}</ul>`
+      : `<p class="muted">${esc(t("no_open_alarms"))}</p>`);
     alarmsBox.querySelectorAll("button[data-ack]").forEach((b) => b.addEventListener("click", async () => {
       b.disabled = true;
       try {
