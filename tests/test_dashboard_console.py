@@ -34,9 +34,9 @@ EDGE_NODE = f"{V_A[2]}-a"
 TOWNSHIP = V_A[0][:9]
 NO_NODE_VILLAGE = next(v for v in V_A if v.startswith(TOWNSHIP) and v not in V_A[:3])
 OFFICERS = {"h6zhang": "pw-h6-zhang-1", "h6li": "pw-h6-li-1"}
-#: The page shows a lost broker within this (central hears the socket close at once and pushes
-#: a ``link`` message; the bound is for a loaded 2-core machine).
-BANNER_S = 5.0
+#: The page shows a lost broker at once (central hears the socket close and pushes a ``link``
+#: message: under a second here); this is only how long the test waits on a loaded machine.
+BANNER_S = 20.0
 #: ... and clears it within this once the broker is back (central's reconnect backoff grows
 #: while the broker is away: up to 8 s after a few seconds' outage, plus the re-read).
 RECOVERY_S = 30.0
@@ -325,12 +325,14 @@ def test_stale_data_is_flagged_when_central_loses_the_broker_or_the_page_loses_c
             assert _banner(pg) is None
             assert pg.inner_text("[data-test=updated]").startswith("更新于 ")
         broker.stop()
-        t0 = time.monotonic()
         for pg in (desk, wall):
-            pg.wait_for_selector(
-                "[data-test=stale][data-reason=broker]:not([hidden])", timeout=BANNER_S * 1000
-            )
-        assert time.monotonic() - t0 < BANNER_S
+            try:
+                pg.wait_for_selector(
+                    "[data-test=stale][data-reason=broker]:not([hidden])", timeout=BANNER_S * 1000
+                )
+            except Exception as e:
+                link = pg.evaluate("JSON.stringify(window.shilianFreshness.state)")
+                raise AssertionError(f"banner {_banner(pg)!r}, page state {link}") from e
         text = desk.inner_text("[data-test=stale]")
         assert "中心与消息代理（MQTT）的连接已于" in text and "最后收到节点数据于" in text
         # The figures under the banner are greyed on the desk and on the wall alike.
@@ -363,3 +365,49 @@ def test_stale_data_is_flagged_when_central_loses_the_broker_or_the_page_loses_c
         wall.context.close()
     for pg in (desk, wall):
         assert pg.rec.foreign == []
+
+
+def test_a_view_read_answered_before_the_broker_was_lost_does_not_clear_the_banner(
+    browser: Any, site: tuple[Central, Fleet, Mosquitto]
+) -> None:
+    """The overview answer carries central's link status too: one computed before the broker
+    went away and delivered after the live stream said so must not make the page look live."""
+    central, _, broker = site
+    user, pw = next(iter(OFFICERS.items()))
+    desk = _page(browser, central, user, pw)
+    held: list[tuple[Any, Any]] = []
+
+    def hold(route: Any) -> None:
+        held.append((route, route.fetch()))  # answered by central now, delivered later
+
+    try:
+        open_dashboard(desk, central)
+        desk.wait_for_selector("[data-test=live].on")
+        desk.route("**/api/v1/dashboard/overview*", hold)
+        desk.evaluate(f"location.hash = '#/u/{XINGNING}'")  # a view read, held
+        wait_for(lambda: desk.wait_for_timeout(100) or held, timeout=20)
+        assert json_link(held[0][1])["broker_connected"] is True
+        broker.stop()
+        desk.wait_for_selector(
+            "[data-test=stale][data-reason=broker]:not([hidden])", timeout=BANNER_S * 1000
+        )
+        for route, answer in held:
+            route.fulfill(response=answer)
+        desk.unroute("**/api/v1/dashboard/overview*")
+        # The held view is drawn (its county's name in the heading), still under the banner.
+        desk.wait_for_selector(
+            f"[data-test=unit-name] >> text={NANNING.unit(XINGNING).name}",
+            timeout=BANNER_S * 1000,
+        )
+        assert _banner(desk) == "broker"
+        assert desk.get_attribute("[data-test=live]", "class") == "live off"
+    finally:
+        broker.start()
+        desk.wait_for_selector("[data-test=stale]", state="hidden", timeout=RECOVERY_S * 1000)
+        desk.context.close()
+    assert desk.rec.foreign == []
+
+
+def json_link(response: Any) -> dict[str, Any]:
+    link: dict[str, Any] = response.json()["link"]
+    return link

@@ -585,7 +585,7 @@ function unitView(code) {
         api(`/api/v1/dashboard/overview?code=${code}`),
       ]);
       data = { coverage, overview };
-      fresh.link(overview.link);
+      fresh.linkRead(overview.link);
       if (unseen) await loadUnseen();
       render();
       await video.load();

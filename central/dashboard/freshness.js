@@ -78,8 +78,16 @@ window.shilianFreshness = (function () {
     heard() { state.heardAt = Date.now(); },
     // The stream failed (the browser reconnects by itself).
     lost() { state.stream = false; render(); },
-    // Central's broker link status (a "link" message or the overview's "link").
+    // Central's broker link status: a "link" message (in order on the stream: always taken).
     link(l) { if (l) { state.link = l; render(); } },
+    // ... or a view's answer ("link" in the overview), which may have been computed before the
+    // stream's latest change and arrive after it: a status older than the one shown is ignored.
+    linkRead(l) {
+      const cur = state.link;
+      if (!l || (cur && cur.since != null && (l.since == null || l.since < cur.since))) return;
+      state.link = l;
+      render();
+    },
     // A view's read succeeded (central's time of the answer) or failed (its message).
     loaded(time) { state.loadError = null; state.loadedAt = time ?? Date.now() / 1000; render(); },
     failed(message) { state.loadError = message; render(); },
