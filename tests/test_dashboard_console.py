@@ -396,7 +396,7 @@ def test_a_view_read_answered_before_the_broker_was_lost_does_not_clear_the_bann
         desk.unroute("**/api/v1/dashboard/overview*")
         # The held view is drawn (its county's name in the heading), still under the banner.
         desk.wait_for_selector(
-            f"[data-test=unit-name] >> text={NANNING.unit(XINGNING).name}",
+            f"[data-test=unit-name] >> text={NANNING.unit(XINGNING).name}",  # type: ignore[union-attr]
             timeout=BANNER_S * 1000,
         )
         assert _banner(desk) == "broker"
