@@ -63,7 +63,7 @@ typecheck: venv
 	$(BIN)/mypy
 
 pytest: sysdeps venv
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=30
 
 test: sysdeps venv lint typecheck pytest
 
