@@ -125,6 +125,15 @@ class Inbound:
     correlation: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """Messages taken off a link by :meth:`MqttLink.take_received`, to be committed by the
+    taker and then handed back to :meth:`MqttLink.acknowledge`."""
+
+    messages: list[Inbound]
+    _acks: list[tuple[Delivering | None, int]]
+
+
 class MqttLink:
     """Keeps central connected and subscribed; hands batches of messages to ``handle_batch``.
 
@@ -216,6 +225,38 @@ class MqttLink:
         if expiry_s is not None:
             props["message_expiry_interval"] = max(1, expiry_s)
         client.publish(topic, payload, qos=1, retain=retain, **props)
+
+    def take_received(self) -> Taken | None:
+        """Everything received and not yet handed to ``handle_batch``, taken off the link (None
+        if nothing is waiting): central writes the alarm lane's messages into a main-lane
+        transaction under way rather than after it. The taker commits them, then calls
+        :meth:`acknowledge`; until then they count as held."""
+        if not self._chunks:
+            return None
+        messages: list[Inbound] = []
+        acks: list[tuple[Delivering | None, int]] = []
+        while self._chunks:
+            batch, chunk_acks = self._chunks.popleft()
+            messages += batch
+            acks += chunk_acks
+        self._chunk_bytes = 0
+        return Taken(messages, acks)
+
+    def acknowledge(self, taken: Taken) -> None:
+        """``taken`` is committed: acknowledge it on the connection that delivered it."""
+        self._acknowledge(taken.messages, taken._acks)
+
+    def _acknowledge(self, batch: list[Inbound], acks: list[tuple[Delivering | None, int]]) -> None:
+        by_conn: dict[int, tuple[Delivering | None, list[int]]] = {}
+        for conn, mid in acks:
+            by_conn.setdefault(id(conn), (conn, []))[1].append(mid)
+        for conn, mids in by_conn.values():
+            send_pubacks(conn, mids)
+        self.held -= len(batch)
+        if self.held < self.max_held:
+            self._room.set()
+        if not self.held:
+            self._idle.set()
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -392,15 +433,7 @@ class MqttLink:
             while self._chunks:
                 batch, acks = self._chunks.popleft()
                 await self._handle_batch(batch)
-                by_conn: dict[int, tuple[Delivering | None, list[int]]] = {}
-                for conn, mid in acks:
-                    by_conn.setdefault(id(conn), (conn, []))[1].append(mid)
-                for conn, mids in by_conn.values():
-                    send_pubacks(conn, mids)
-                self.held -= len(batch)
-                if self.held < self.max_held:
-                    self._room.set()
-            self._idle.set()
+                self._acknowledge(batch, acks)
             if self._closed:
                 return
 
