@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from central import memtrace
 from central.acks import ACK_INTERVAL_S, StoredAcks, caps_payload
 from central.commands import CommandClient
 from central.config import CentralConfig
@@ -585,6 +586,7 @@ async def serve(cfg: CentralConfig) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    memtrace.install(loop)
     try:
         await service.run()
     finally:
