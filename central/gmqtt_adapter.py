@@ -24,6 +24,15 @@ Private names used:
   connection of the same client could receive acknowledgements meant for the first; ours only
   signals the loss and central opens a fresh client.
 
+- ``Client._connection`` (``gmqtt.mqtt.connection.MQTTConnection``), its ``_protocol``
+  (``MQTTProtocol``) and that protocol's ``read(n)``, replaced on the instance: gmqtt's read
+  loop (``MQTTProtocol._read_loop``) calls ``self.read(65536)`` for every chunk it parses. The
+  replacement waits for the link's ``room`` first, so that while central holds as many
+  uncommitted messages as it may, nothing more is parsed; the ``asyncio.StreamReader`` under it
+  then fills and pauses the transport itself (its own flow control, which resumes reading once
+  the loop reads again), and the broker is held back by TCP. Pausing the transport from here
+  instead would race that reader, which resumes a transport it finds paused.
+
 Also gmqtt-specific but not private: the PUBACK bytes are packed here by the MQTT 5 spec
 (§3.4: fixed header 0x40, remaining length 4, packet id, reason 0, no properties), and a refused
 CONNACK's code is read from ``MQTTConnectError.args`` (gmqtt raises ``MQTTConnectError(code)``).
@@ -64,13 +73,36 @@ class IngestClient(gmqtt.Client):  # type: ignore[misc]  # gmqtt ships no type h
     them with :func:`send_pubacks` after commit), and which, instead of reconnecting itself,
     sets ``lost`` when the connection drops. One client per connection."""
 
-    def __init__(self, *args: Any, lost: asyncio.Event, sink: Sink, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        lost: asyncio.Event,
+        sink: Sink,
+        room: asyncio.Event | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``room``: while it is clear, the socket is not read (set: read on)."""
         self._lost_signal = lost
         super().__init__(*args, optimistic_acknowledgement=False, **kwargs)
         self._sink = sink
+        self._room = room
         self._handler = self._package_handler
         self.on_message = self._on_qos0
         self._handler._handle_qos_1_publish_packet = self._on_qos1
+
+    async def connect(self, *args: Any, **kwargs: Any) -> None:
+        await super().connect(*args, **kwargs)
+        room = self._room
+        if room is None:
+            return
+        protocol = self._connection._protocol
+        read = protocol.read
+
+        async def read_when_room(n: int = -1) -> bytes:
+            await room.wait()
+            return await read(n)  # type: ignore[no-any-return]
+
+        protocol.read = read_when_room
 
     async def reconnect(self, delay: bool = False) -> None:
         self._lost_signal.set()

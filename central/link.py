@@ -11,6 +11,9 @@ this module.
   the current batch with their packet id, and after the service has committed the batch writes
   all its PUBACKs in one socket write, on the connection that delivered them (or not at all if
   that connection is gone: the broker redelivers, ingest deduplicates).
+- Bounded memory: the link stops reading the socket while :data:`MAX_HELD` received messages
+  wait for their commit (mosquitto 2.0.11 does not keep to central's Receive Maximum under a
+  backlog), and reads on when a commit makes room; TCP holds the broker back meanwhile.
 - Central runs two links (central/service.py): the main one, and the alarm lane, a session of its
   own (client id ``<client_id>-alarms``) subscribed only to alarm-priority events, so that the
   broker never queues an alarm behind history on the main session. Both feed the same ingest.
@@ -52,6 +55,15 @@ CONNECT_TIMEOUT_S = 10.0
 #: QoS 1 messages the broker may have in flight to central (MQTT 5 Receive Maximum). It bounds
 #: a batch and the memory held before commit, and keeps the pipeline full while a batch commits.
 RECEIVE_MAXIMUM = 10_000
+#: Messages received and not yet committed at which the link stops reading the socket. The
+#: broker should never send more than RECEIVE_MAXIMUM unacknowledged, but mosquitto 2.0.11 does
+#: once PUBACKs come back in bulk (measured: ~8,800 in flight against a Receive Maximum of 100,
+#: ~10,700 against 2,000): under a backlog, what central holds would grow without bound.
+MAX_HELD = RECEIVE_MAXIMUM
+#: What gmqtt reads off the socket at once (its read loop's read size, gmqtt 0.8.0): the
+#: messages already read when the link stops reading are delivered too, so the link may hold
+#: MAX_HELD plus what fits in this many bytes.
+READ_SLACK_BYTES = 64 * 1024
 #: Messages per batch (one transaction). Smaller than RECEIVE_MAXIMUM so that the next batch
 #: is being received and parsed while one commits (the commit runs in a worker thread).
 MAX_BATCH = 2_000
@@ -113,6 +125,15 @@ class Inbound:
     correlation: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """Messages taken off a link by :meth:`MqttLink.take_received`, to be committed by the
+    taker and then handed back to :meth:`MqttLink.acknowledge`."""
+
+    messages: list[Inbound]
+    _acks: list[tuple[Delivering | None, int]]
+
+
 class MqttLink:
     """Keeps central connected and subscribed; hands batches of messages to ``handle_batch``.
 
@@ -131,11 +152,19 @@ class MqttLink:
         rng: Callable[[], float] = random.random,
         lane: Lane = MAIN_LANE,
         retire: bool = False,
+        max_held: int = MAX_HELD,
     ) -> None:
         """``retire``: take the session over only to end it (docs/scale.md): unsubscribe, take
         what the broker still has queued or in flight for it, and once that is committed and
-        acknowledged, disconnect ending the session; :meth:`run` then returns."""
+        acknowledged, disconnect ending the session; :meth:`run` then returns. ``max_held``: the
+        Receive Maximum announced, and the number of uncommitted messages at which the link
+        stops reading the socket until a commit makes room (:data:`MAX_HELD`)."""
         self.cfg = cfg
+        self.max_held = max_held
+        #: Messages received and not yet committed (and acknowledged).
+        self.held = 0
+        #: Set once the broker has confirmed the subscriptions of the current connection.
+        self.subscribed = asyncio.Event()
         self.retire = retire
         self._last_receive = 0.0
         self.lane = lane
@@ -152,6 +181,8 @@ class MqttLink:
         self._closed = False
         self._idle = asyncio.Event()  # set when every received message is committed
         self._idle.set()
+        self._room = asyncio.Event()  # clear while ``max_held`` messages wait for their commit
+        self._room.set()
         self.connected = False
         self.connects = 0  # successful connections (reconnects = connects - 1)
 
@@ -195,6 +226,38 @@ class MqttLink:
             props["message_expiry_interval"] = max(1, expiry_s)
         client.publish(topic, payload, qos=1, retain=retain, **props)
 
+    def take_received(self) -> Taken | None:
+        """Everything received and not yet handed to ``handle_batch``, taken off the link (None
+        if nothing is waiting): central writes the alarm lane's messages into a main-lane
+        transaction under way rather than after it. The taker commits them, then calls
+        :meth:`acknowledge`; until then they count as held."""
+        if not self._chunks:
+            return None
+        messages: list[Inbound] = []
+        acks: list[tuple[Delivering | None, int]] = []
+        while self._chunks:
+            batch, chunk_acks = self._chunks.popleft()
+            messages += batch
+            acks += chunk_acks
+        self._chunk_bytes = 0
+        return Taken(messages, acks)
+
+    def acknowledge(self, taken: Taken) -> None:
+        """``taken`` is committed: acknowledge it on the connection that delivered it."""
+        self._acknowledge(taken.messages, taken._acks)
+
+    def _acknowledge(self, batch: list[Inbound], acks: list[tuple[Delivering | None, int]]) -> None:
+        by_conn: dict[int, tuple[Delivering | None, list[int]]] = {}
+        for conn, mid in acks:
+            by_conn.setdefault(id(conn), (conn, []))[1].append(mid)
+        for conn, mids in by_conn.values():
+            send_pubacks(conn, mids)
+        self.held -= len(batch)
+        if self.held < self.max_held:
+            self._room.set()
+        if not self.held:
+            self._idle.set()
+
     # -- connection ------------------------------------------------------------------------------
 
     async def _connection_loop(self) -> None:
@@ -206,8 +269,9 @@ class MqttLink:
                 clean_session=False,
                 lost=lost,
                 sink=self._receive,
+                room=self._room,
                 session_expiry_interval=self.cfg.session_expiry_s,
-                receive_maximum=RECEIVE_MAXIMUM,
+                receive_maximum=self.max_held,
             )
             if self.cfg.username is not None:
                 client.set_auth_credentials(self.cfg.username, self.cfg.password)
@@ -273,6 +337,7 @@ class MqttLink:
                 stop_wait.cancel()
                 lost_wait.cancel()
             self.connected = False
+            self.subscribed.clear()
             self._on_down()
             if self._stop.is_set():
                 # Messages received from now on are ignored in _receive (unacknowledged, so the
@@ -295,6 +360,7 @@ class MqttLink:
                 await self._sleep_or_stop(self._backoff.next())
 
     def _subscribed(self, client: Any, mid: int, qos: Any, props: Any) -> None:
+        self.subscribed.set()
         log.info("已订阅 / subscribed (%s session)", self.lane.name)
 
     async def _retired(self, client: IngestClient, lost: asyncio.Event) -> bool:
@@ -354,6 +420,9 @@ class MqttLink:
         batch.append(Inbound(topic, payload, bool(props.get("retain")), corr[0] if corr else None))
         if mid is not None:
             acks.append((conn, mid))
+        self.held += 1
+        if self.held >= self.max_held:
+            self._room.clear()  # gmqtt stops reading the socket (central/gmqtt_adapter.py)
         self._idle.clear()
         self._wake.set()
 
@@ -364,12 +433,7 @@ class MqttLink:
             while self._chunks:
                 batch, acks = self._chunks.popleft()
                 await self._handle_batch(batch)
-                by_conn: dict[int, tuple[Delivering | None, list[int]]] = {}
-                for conn, mid in acks:
-                    by_conn.setdefault(id(conn), (conn, []))[1].append(mid)
-                for conn, mids in by_conn.values():
-                    send_pubacks(conn, mids)
-            self._idle.set()
+                self._acknowledge(batch, acks)
             if self._closed:
                 return
 

@@ -6,9 +6,9 @@ go out on it, and its connection is what "central hears the nodes" means for liv
 alarm lane (alarm-priority events only, so that they never wait in the broker behind history).
 Their batches are applied one at a time under the write lock, on the one event loop. A main
 batch (up to 2,000 messages) is handled in slices of :data:`SLICE` with the loop free between
-them; when an alarm batch is waiting for the lock, what the main batch has handled so far is
-committed and the alarms go next, in a transaction of their own, before the rest of it. So an
-alarm waits for at most a slice of history, not for a whole batch of it.
+them; alarms received meanwhile join the transaction under way at the next slice boundary, and
+it is committed at once, before the rest of the batch. So an alarm waits for at most a slice of
+history and one commit, not for a whole batch of it.
 
 Start-up: open the store, load the registry from the database (importing the configured default
 scope when there is none), rebuild coverage from the ``nodes`` table, load the dedupe state.
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from central import memtrace
 from central.acks import ACK_INTERVAL_S, StoredAcks, caps_payload
 from central.commands import CommandClient
 from central.config import CentralConfig
@@ -38,7 +39,7 @@ from central.coverage import CoverageIndex
 from central.device_feed import device_messages, load_devices
 from central.device_metrics import DeviceCollector
 from central.ingest import CLOCK_OFF_S, Ingest, Outcome
-from central.link import ALARM_LANE, MAIN_LANE, SHARED_LANE, Inbound, LinkDown, MqttLink
+from central.link import ALARM_LANE, MAIN_LANE, SHARED_LANE, Inbound, LinkDown, MqttLink, Taken
 from central.live import LiveHub
 from central.liveness import Liveness
 from central.metrics import CentralMetrics
@@ -354,12 +355,26 @@ class CentralService:
         """A batch of the main lane."""
         await self._ingest(batch, alarms=False)
 
-    async def _ingest(self, batch: list[Inbound], *, alarms: bool) -> None:
+    def _admit(self, batch: list[Inbound]) -> list[Inbound]:
+        """What of ``batch`` goes to ingest: certificate requests, meeting answers and revoked
+        nodes' messages are taken out first."""
         if self.renewal is not None:
             batch = self.renewal.take(batch)  # cert/req: answered by the renewal service
         batch = self.meetings.take(batch)  # meet/res: answers to operators' calls
         if self.revocations is not None:
             batch = self.revocations.take(batch)  # revoked nodes: counted, never stored
+        return batch
+
+    async def _ingest(self, batch: list[Inbound], *, alarms: bool) -> None:
+        """Apply ``batch`` under the write lock, in transactions. A main-lane batch is handled in
+        slices of :data:`SLICE`; at each slice boundary, alarms the alarm lane has received
+        meanwhile join the transaction under way, which is committed at once (with the slices
+        handled so far), and the rest of the batch goes on in a new one: an alarm waits for at
+        most a slice of history and one commit. An alarm batch already waiting for the lock
+        (taken off its link before this batch began a slice) goes next in a transaction of its
+        own."""
+        batch = self._admit(batch)
+        alarm_link = None if alarms else self.alarm_link
         done = 0
         while done < len(batch) or not batch:
             async with self._write_lock:
@@ -368,11 +383,21 @@ class CentralService:
                 self.live.link.heard(now)
                 handle = self.ingest.handle
                 start, outcomes = done, []
+                joined: Taken | None = None
+                joined_msgs: list[Inbound] = []
                 while done < len(batch):
                     if done > start and not alarms:
                         await asyncio.sleep(0)  # the loop reads the alarm lane meanwhile
                         if self._alarms_waiting:
                             break  # commit what is handled; the alarms take the lock next
+                        joined = alarm_link.take_received() if alarm_link is not None else None
+                        if joined is not None:
+                            joined_msgs = self._admit(joined.messages)
+                            at, at_mono = self.clock(), self.mono()
+                            outcomes += [
+                                handle(m.topic, m.payload, at, at_mono) for m in joined_msgs
+                            ]
+                            break  # commit now: the alarms with the slices handled so far
                     outcomes += [
                         handle(m.topic, m.payload, now, mono) for m in batch[done : done + SLICE]
                     ]
@@ -383,12 +408,14 @@ class CentralService:
                 # Only now, and still under the lock: the dedupe state is what was just
                 # committed.
                 self.acks.committed(acked, self.ingest.seqs)
-                self._account(batch[start:done], outcomes, now)
+                self._account(batch[start:done] + joined_msgs, outcomes, now)
                 self._count_offline()
                 self._county_links()
                 self._note_clocks()
-                self.metrics.batch_size.observe(done - start)
+                self.metrics.batch_size.observe(done - start + len(joined_msgs))
                 self.metrics.batch_latency.observe(time.perf_counter() - t0)
+                if joined is not None and alarm_link is not None:
+                    alarm_link.acknowledge(joined)
             if not batch:
                 return
 
@@ -559,6 +586,7 @@ async def serve(cfg: CentralConfig) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    memtrace.install(loop)
     try:
         await service.run()
     finally:

@@ -14,6 +14,7 @@ import aiomqtt
 import gmqtt
 from gmqtt.mqtt.connection import MQTTConnection
 from gmqtt.mqtt.handler import MqttPackageHandler
+from gmqtt.mqtt.protocol import MQTTProtocol
 
 from central.gmqtt_adapter import (
     WRITTEN_FOR,
@@ -61,6 +62,11 @@ async def test_private_names_signatures_and_calls_are_still_there() -> None:
         method = CHECK.has("gmqtt", MQTTConnection, name, "MQTTConnection")
         CHECK.params("gmqtt", method, f"MQTTConnection.{name}", expected)
     CHECK.params("gmqtt", gmqtt.Client.reconnect, "gmqtt.Client.reconnect", ["delay"])
+    # The read gate only works while the read loop looks read up on the protocol instance.
+    CHECK.params("gmqtt", MQTTProtocol.read, "MQTTProtocol.read", ["n"])
+    loop = CHECK.has("gmqtt", MQTTProtocol, "_read_loop", "MQTTProtocol")
+    if "await self.read(" not in inspect.getsource(loop):
+        CHECK.fail("gmqtt", "MQTTProtocol._read_loop", "no longer calls self.read(...)")
     if refusal_code(gmqtt.MQTTConnectError(134)) != 134:
         CHECK.fail("gmqtt", "MQTTConnectError(code).args", "no longer carries the code")
 

@@ -15,17 +15,26 @@ stored-acknowledgements (``shilian/v1/+/ack``) for every node.
 
 At the end, once the nodes have stopped (each sends its last events, then its goodbye): events
 sent by the nodes (each node's seq), stored by central (distinct rows), acknowledged by central
-(its last acknowledgement of each node's boot); ``lost`` = sent - stored.
+(its last acknowledgement of each node's boot). ``not_yet_stored``: sent and not stored at the
+cut-off (the moment the nodes have stopped: still on their way, or queued at the broker);
+``lost``: sent and still not stored once central has drained (its stored count reached the sent
+count, or stopped growing for NO_PROGRESS_S).
+
+``--tracemalloc DIR`` runs central with ``SHILIAN_TRACEMALLOC=DIR`` (central/memtrace.py): a
+snapshot after the warm-up, one a sample interval before the nodes stop, and the lines whose
+allocations changed most between them (``tracemalloc_top``, KiB). Tracing slows central and its
+tables count in its resident memory: compare such a run's figures only with another traced run.
 
 Final JSON line: ``rss_growth_pct`` (central's resident memory, last sample against the first
 one after ``--warmup`` seconds; target < 5 %), ``rss_mb_after_warmup``, ``rss_mb_end``,
 ``rss_mb_max``, ``rss_mb_every_5_min``, ``cpu_pct_mean`` / ``cpu_pct_max`` (of one core, per
-sample interval, after the warm-up), ``lost``, ``duplicated``, ``not_acked`` (sent and never
-covered by an acknowledgement), ``p50_delay_ms`` / ``p99_delay_ms`` / ``max_delay_ms`` (an
-event's timestamp on its node to central taking it: same machine, same clock), ``coverage_ok``
-(every sample of the run equal to the truth after the first 10 s), ``mismatches``, ``events_sent``,
-``health_stored``, ``catch_up_s`` (how long central took after the nodes stopped to store
-their last events). No baseline in the same process: the figures are against their targets.
+sample interval, after the warm-up), ``lost``, ``not_yet_stored``, ``duplicated``,
+``not_acked`` (sent and never covered by an acknowledgement), ``p50_delay_ms`` /
+``p99_delay_ms`` / ``max_delay_ms`` (an event's timestamp on its node to central taking it:
+same machine, same clock), ``coverage_ok`` (every sample of the run equal to the truth after
+the first 10 s), ``mismatches``, ``events_sent``, ``health_stored``, ``catch_up_s`` (how
+long central took after the nodes stopped to store their last events). No baseline in the
+same process: the figures are against their targets.
 """
 
 from __future__ import annotations
@@ -37,11 +46,13 @@ import itertools
 import json
 import os
 import resource
+import signal
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +62,7 @@ import aiomqtt
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.faults.report import append
+from central import memtrace
 from shilian.broker import Mosquitto
 from shilian.simulate.check import CentralCoverage
 from shilian.simulate.node import EVENT_KIND
@@ -68,6 +80,8 @@ NO_PROGRESS_S = 30.0
 #: ... and at most this long in all.
 SETTLE_END_S = 900.0
 _TICK = os.sysconf("SC_CLK_TCK")
+#: Lines named in ``tracemalloc_top``.
+TRACEMALLOC_TOP = 15
 
 
 @dataclass
@@ -130,10 +144,35 @@ def stored(db: Path) -> tuple[int, int, int, list[float]]:
     return int(rows), int(distinct), int(health), delays
 
 
-async def _sampler(pid: int, start: float, every: float, out: list[Sample]) -> None:
+async def _sampler(
+    pid: int, start: float, every: float, out: list[Sample], snapshots_at: list[float]
+) -> None:
+    """Sample every ``every`` s; at the first sample past each of ``snapshots_at``, ask central
+    for a tracemalloc snapshot (SIGUSR2, central/memtrace.py)."""
     while True:
         out.append(sample(pid, time.time() - start))
+        if snapshots_at and out[-1].t >= snapshots_at[0]:
+            os.kill(pid, signal.SIGUSR2)
+            snapshots_at = snapshots_at[1:]
         await asyncio.sleep(every)
+
+
+async def _snapshot_diff(folder: Path, top: int) -> list[str]:
+    """The ``top`` lines whose allocations changed most from the first snapshot (after the
+    warm-up) to the second (the last sample interval before the nodes stop)."""
+    first, last = folder / "snapshot-1.tracemalloc", folder / "snapshot-2.tracemalloc"
+    async with asyncio.timeout(120):
+        while not last.exists():  # noqa: ASYNC110 (written by another process)
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(2)  # let the dump finish
+    diff = tracemalloc.Snapshot.load(str(last)).compare_to(
+        tracemalloc.Snapshot.load(str(first)), "lineno"
+    )
+    return [
+        f"{d.traceback[0].filename}:{d.traceback[0].lineno} "
+        f"{d.size_diff / 1024:+.1f} KiB ({d.count_diff:+d} blocks)"
+        for d in diff[:top]
+    ]
 
 
 async def _catch_up(count: Any, want: int) -> float:
@@ -158,6 +197,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         broker.workdir.mkdir(parents=True)
         broker.start()
         central = Central(Path(tmp) / "central", broker.port)
+        if args.tracemalloc is not None:
+            central.env[memtrace.ENV] = str(args.tracemalloc)
         central.start()
         assert central.p is not None
         pid = central.p.pid
@@ -192,7 +233,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     while sim.start is None:  # noqa: ASYNC110 (set by the simulation, no event)
                         await asyncio.sleep(0.5)
                     await asyncio.sleep(max(0.0, sim.start - time.time()))
-                    sampler = tg.create_task(_sampler(pid, sim.start, args.sample, samples))
+                    snaps: list[float] = []
+                    if args.tracemalloc is not None:
+                        snaps = [args.warmup, args.minutes * 60 - 2 * args.sample]
+                    sampler = tg.create_task(_sampler(pid, sim.start, args.sample, samples, snaps))
 
                 tg.create_task(start_sampling())
                 ok = await sim.run()
@@ -200,6 +244,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     sampler.cancel()
                 samples.append(sample(pid, time.time() - (sim.start or 0)))
                 sent = sum(w.events for w in sim.workers)
+                at_cutoff = stored(central.db)[1]
+                if args.tracemalloc is not None:
+                    grown = await _snapshot_diff(args.tracemalloc, TRACEMALLOC_TOP)
                 catch_up = await _catch_up(lambda: stored(central.db)[1], sent)
                 await _catch_up(lambda: acks.total, sent)
                 follow.cancel()
@@ -228,6 +275,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_pct_mean": round(statistics.mean(cpu), 1) if cpu else None,
         "cpu_pct_max": round(max(cpu), 1) if cpu else None,
         "lost": sent - distinct,
+        "not_yet_stored": sent - at_cutoff,
         "duplicated": rows - distinct,
         "not_acked": sent - acks.total,
         "p50_delay_ms": round(statistics.median(delays), 1) if delays else None,
@@ -243,6 +291,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "warmup_s": args.warmup,
         "worker_peak_rss_mb": round(max(w.rss_kb for w in sim.workers) / 1024, 1),
         "wall_s": round(time.monotonic() - started, 1),
+        **({"tracemalloc_top": grown} if args.tracemalloc is not None else {}),
     }
 
 
@@ -262,6 +311,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="simulator processes (0: auto)")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--results", type=Path, default=None)
+    p.add_argument(
+        "--tracemalloc", type=Path, default=None, help="snapshots' folder: trace central's memory"
+    )
     return p
 
 
