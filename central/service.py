@@ -31,10 +31,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from central import registry_store
 from central.acks import ACK_INTERVAL_S, StoredAcks, caps_payload
 from central.commands import CommandClient
 from central.config import CentralConfig
 from central.coverage import CoverageIndex
+from central.db import open_db, target
 from central.device_feed import device_messages, load_devices
 from central.device_metrics import DeviceCollector
 from central.ingest import CLOCK_OFF_S, Ingest, Outcome
@@ -44,7 +46,7 @@ from central.liveness import Liveness
 from central.metrics import CentralMetrics
 from central.refusals import log_refused
 from central.store import SqliteStore, Write
-from registry import Registry, import_registry
+from registry import Registry
 from resilience.log_limiter import LogLimiter
 from wire.limits import RECONNECT_GRACE_S
 from wire.topics import CENTRAL_CAPS_TOPIC
@@ -251,15 +253,18 @@ class CentralService:
     # -- set-up -----------------------------------------------------------------------------------
 
     def _load_registry(self) -> Registry:
-        conn = self.store.conn
-        registry = Registry.from_db(conn)
-        if registry is None:
-            scope = self.cfg.registry.default_scope
-            count = import_registry(conn, scope)
-            log.info("导入区划 / imported registry scope %r: %d villages", scope, count)
-            registry = Registry.from_db(conn)
-            assert registry is not None  # just imported
-        return registry
+        conn = open_db(target(self.cfg.store))
+        try:
+            registry = registry_store.load(conn)
+            if registry is None:
+                scope = self.cfg.registry.default_scope
+                count = registry_store.import_registry(conn, scope)
+                log.info("导入区划 / imported registry scope %r: %d villages", scope, count)
+                registry = registry_store.load(conn)
+                assert registry is not None  # just imported
+            return registry
+        finally:
+            conn.close()
 
     async def _start_http(self) -> web.AppRunner:
         from central.app import make_app
