@@ -262,7 +262,8 @@ user_app = typer.Typer(
 app.add_typer(user_app, name="user")
 
 DbOption = Annotated[
-    Path, typer.Option("--db", help="中心数据库 / central's SQLite database ([store] path)")
+    Path | None,
+    typer.Option("--db", help="中心 SQLite 数据库 / central's SQLite database ([store] path)"),
 ]
 UserName = Annotated[str, typer.Argument(help="用户名 / user name")]
 PasswordStdin = Annotated[
@@ -310,7 +311,8 @@ def _audit(store: AccountStore, action: str, name: str, detail: dict[str, Any]) 
 @user_app.command("add")
 def user_add(
     name: UserName,
-    db: DbOption,
+    config: ConfigOption = None,
+    db: DbOption = None,
     role: Annotated[
         str, typer.Option("--role", help="viewer | operator | admin（查看/值班/管理）")
     ] = "viewer",
@@ -325,10 +327,11 @@ def user_add(
 
     from central.accounts import AccountError, AccountStore, parse_role
 
-    store = AccountStore(db)
+    t = _target(config, db)
+    store = AccountStore(t)
     try:
         r = parse_role(role)
-        registry = _registry(db)
+        registry = _registry(t)
         if scope and registry is not None and registry.unit(scope) is None:
             raise AccountError(
                 "unknown_unit",
@@ -348,11 +351,11 @@ def user_add(
 
 
 @user_app.command("list")
-def user_list(db: DbOption) -> None:
+def user_list(config: ConfigOption = None, db: DbOption = None) -> None:
     """列出用户 / list users."""
     from central.accounts import AccountStore
 
-    store = AccountStore(db)
+    store = AccountStore(_target(config, db))
     try:
         users = store.users()
     finally:
@@ -365,7 +368,7 @@ def user_list(db: DbOption) -> None:
 
 
 def _change(
-    db: Path, name: str, action: str, *, password: str | None = None, disable: bool = False
+    db: Target, name: str, action: str, *, password: str | None = None, disable: bool = False
 ) -> None:
     """Set ``password``, or disable/enable ``name``; audited as ``action``."""
     import time
@@ -388,25 +391,26 @@ def _change(
 @user_app.command("passwd")
 def user_passwd(
     name: UserName,
-    db: DbOption,
+    config: ConfigOption = None,
+    db: DbOption = None,
     password_stdin: PasswordStdin = False,
 ) -> None:
     """修改密码（并注销其会话）/ set a new password (ends the user's sessions)."""
-    _change(db, name, "user_passwd", password=_password(password_stdin))
+    _change(_target(config, db), name, "user_passwd", password=_password(password_stdin))
     typer.echo(f"已修改 {name} 的密码 / password of {name} changed")
 
 
 @user_app.command("disable")
-def user_disable(name: UserName, db: DbOption) -> None:
+def user_disable(name: UserName, config: ConfigOption = None, db: DbOption = None) -> None:
     """停用用户（立即注销其会话）/ disable a user (ends their sessions at once)."""
-    _change(db, name, "user_disable", disable=True)
+    _change(_target(config, db), name, "user_disable", disable=True)
     typer.echo(f"已停用 {name} / {name} disabled")
 
 
 @user_app.command("enable")
-def user_enable(name: UserName, db: DbOption) -> None:
+def user_enable(name: UserName, config: ConfigOption = None, db: DbOption = None) -> None:
     """启用用户 / enable a user."""
-    _change(db, name, "user_enable", disable=False)
+    _change(_target(config, db), name, "user_enable", disable=False)
     typer.echo(f"已启用 {name} / {name} enabled")
 
 
@@ -432,7 +436,8 @@ def parse_since(text: str) -> float:
 
 @app.command("audit")
 def audit_cmd(
-    db: DbOption,
+    config: ConfigOption = None,
+    db: DbOption = None,
     user: Annotated[str | None, typer.Option("--user", help="按用户 / by user")] = None,
     action: Annotated[str | None, typer.Option("--action", help="按操作 / by action")] = None,
     since: Annotated[
@@ -458,10 +463,10 @@ def audit_cmd(
         except ValueError as e:
             typer.echo(str(e), err=True)
             raise typer.Exit(2) from None
-    store = AccountStore(db)  # migrates the file if central never ran: an empty log
+    store = AccountStore(_target(config, db))  # migrates it if central never ran: an empty log
     try:
         start = None if since is None else parse_since(since)
-        _, rows = audit.list_audit(store.conn, audit.AuditFilter(user, action, start), limit, 0)
+        _, rows = audit.list_audit(store.db, audit.AuditFilter(user, action, start), limit, 0)
     finally:
         store.close()
     for r in rows:

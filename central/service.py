@@ -281,6 +281,7 @@ class CentralService:
             devices=self.devices,
             body_timeout_s=self.cfg.http.body_timeout_s,
             clock_off=self.ingest.clock_off,
+            db_url=self.cfg.store.url,
         )
         self.http_app = app = make_app(ctx)
         from central.dashboard import add_routes as add_dashboard_routes
