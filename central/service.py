@@ -314,7 +314,7 @@ class CentralService:
         if self.cfg.ca is not None:
             from central.enrol import add_enrol_routes
 
-            add_enrol_routes(app, self.cfg.ca, self.cfg.store.path, self.clock)
+            add_enrol_routes(app, self.cfg.ca, target(self.cfg.store), self.clock)
         from central import http_server
 
         runner = http_server.runner(

@@ -22,7 +22,8 @@ CONNECT_TIMEOUT_S = 10
 
 #: What runs on PostgreSQL so far: this store (ingest's node registry, liveness, health, events
 #: with dedupe, gaps, devices) and the coverage counters rebuilt from it, migrations, the
-#: village registry (central.registry_store), operator accounts, sessions and the audit log.
+#: village registry (central.registry_store), operator accounts, sessions and the audit log,
+#: enrolment tokens and enrolment.
 #: The rest of central still opens the SQLite file, so the service refuses to start on
 #: PostgreSQL (:class:`NotPorted`) rather than fail on the first request.
 NOT_PORTED_ZH_EN = (
@@ -32,7 +33,7 @@ NOT_PORTED_ZH_EN = (
     ("覆盖率日历史", "daily coverage history"),
     ("视频会议记录", "meeting records"),
     ("报警抓拍", "alarm snapshots"),
-    ("调试报告与入网令牌", "commissioning reports and enrolment tokens"),
+    ("调试报告", "commissioning reports"),
 )
 
 
