@@ -300,13 +300,13 @@ class CentralService:
         from central import broadcast_routes
 
         broadcast_routes.add_routes(app)
-        commissioning_summary.add_routes(app)
+        commissioning_summary.add_routes(app, target(self.cfg.store))
         from central import snapshot_routes
 
         snapshot_routes.add_routes(app)
         from central.commissioning import add_commissioning_routes
 
-        add_commissioning_routes(app, self.cfg.store.path, self.registry, self.clock)
+        add_commissioning_routes(app, target(self.cfg.store), self.registry, self.clock)
         if (fw := self.cfg.firmware) is not None:
             from central import firmware
 

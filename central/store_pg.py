@@ -23,7 +23,7 @@ CONNECT_TIMEOUT_S = 10
 #: What runs on PostgreSQL so far: this store (ingest's node registry, liveness, health, events
 #: with dedupe, gaps, devices) and the coverage counters rebuilt from it, migrations, the
 #: village registry (central.registry_store), operator accounts, sessions and the audit log,
-#: enrolment tokens and enrolment.
+#: enrolment tokens and enrolment, commissioning reports.
 #: The rest of central still opens the SQLite file, so the service refuses to start on
 #: PostgreSQL (:class:`NotPorted`) rather than fail on the first request.
 NOT_PORTED_ZH_EN = (
@@ -33,7 +33,6 @@ NOT_PORTED_ZH_EN = (
     ("覆盖率日历史", "daily coverage history"),
     ("视频会议记录", "meeting records"),
     ("报警抓拍", "alarm snapshots"),
-    ("调试报告", "commissioning reports"),
 )
 
 
