@@ -31,11 +31,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from central import memtrace
+from central import memtrace, registry_store
 from central.acks import ACK_INTERVAL_S, StoredAcks, caps_payload
 from central.commands import CommandClient
 from central.config import CentralConfig
 from central.coverage import CoverageIndex
+from central.db import open_db, target
 from central.device_feed import device_messages, load_devices
 from central.device_metrics import DeviceCollector
 from central.ingest import CLOCK_OFF_S, Ingest, Outcome
@@ -45,7 +46,7 @@ from central.liveness import Liveness
 from central.metrics import CentralMetrics
 from central.refusals import log_refused
 from central.store import SqliteStore, Write
-from registry import Registry, import_registry
+from registry import Registry
 from resilience.log_limiter import LogLimiter
 from wire.limits import RECONNECT_GRACE_S
 from wire.topics import CENTRAL_CAPS_TOPIC
@@ -252,15 +253,18 @@ class CentralService:
     # -- set-up -----------------------------------------------------------------------------------
 
     def _load_registry(self) -> Registry:
-        conn = self.store.conn
-        registry = Registry.from_db(conn)
-        if registry is None:
-            scope = self.cfg.registry.default_scope
-            count = import_registry(conn, scope)
-            log.info("导入区划 / imported registry scope %r: %d villages", scope, count)
-            registry = Registry.from_db(conn)
-            assert registry is not None  # just imported
-        return registry
+        conn = open_db(target(self.cfg.store))
+        try:
+            registry = registry_store.load(conn)
+            if registry is None:
+                scope = self.cfg.registry.default_scope
+                count = registry_store.import_registry(conn, scope)
+                log.info("导入区划 / imported registry scope %r: %d villages", scope, count)
+                registry = registry_store.load(conn)
+                assert registry is not None  # just imported
+            return registry
+        finally:
+            conn.close()
 
     async def _start_http(self) -> web.AppRunner:
         from central.app import make_app
@@ -277,6 +281,7 @@ class CentralService:
             devices=self.devices,
             body_timeout_s=self.cfg.http.body_timeout_s,
             clock_off=self.ingest.clock_off,
+            db_url=self.cfg.store.url,
         )
         self.http_app = app = make_app(ctx)
         from central.dashboard import add_routes as add_dashboard_routes
@@ -295,13 +300,13 @@ class CentralService:
         from central import broadcast_routes
 
         broadcast_routes.add_routes(app)
-        commissioning_summary.add_routes(app)
+        commissioning_summary.add_routes(app, target(self.cfg.store))
         from central import snapshot_routes
 
         snapshot_routes.add_routes(app)
         from central.commissioning import add_commissioning_routes
 
-        add_commissioning_routes(app, self.cfg.store.path, self.registry, self.clock)
+        add_commissioning_routes(app, target(self.cfg.store), self.registry, self.clock)
         if (fw := self.cfg.firmware) is not None:
             from central import firmware
 
@@ -309,7 +314,7 @@ class CentralService:
         if self.cfg.ca is not None:
             from central.enrol import add_enrol_routes
 
-            add_enrol_routes(app, self.cfg.ca, self.cfg.store.path, self.clock)
+            add_enrol_routes(app, self.cfg.ca, target(self.cfg.store), self.clock)
         from central import http_server
 
         runner = http_server.runner(

@@ -25,3 +25,37 @@ def scratch_database() -> Iterator[str]:
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def template_database() -> str:
+    """A new database migrated to the newest schema, to copy with :func:`database_from`; its name
+    (the caller drops it with :func:`drop_database`)."""
+    from central import migrate
+
+    name = f"shilian_tmpl_{secrets.token_hex(6)}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    migrate.upgrade(url_of(name))  # its connections are closed when it returns
+    return name
+
+
+def url_of(name: str) -> str:
+    return ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+@contextmanager
+def database_from(template: str) -> Iterator[str]:
+    """The URL of a new database copied from ``template`` (a file copy on the server: quick),
+    dropped afterwards."""
+    name = f"shilian_test_{secrets.token_hex(6)}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield url_of(name)
+    finally:
+        drop_database(name)
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
