@@ -55,6 +55,7 @@ class PostgresStore(SqlStore):
     the database is brought to the newest schema when opened."""
 
     def __init__(self, url: str) -> None:
+        super().__init__()
         self.url = url
         migrate.upgrade(url)
         self.conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
