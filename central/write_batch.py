@@ -13,6 +13,7 @@ a node's intervals keep their order: :func:`interval_rounds`).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -98,17 +99,21 @@ class HealthPrune:
     """Which nodes' health history to prune, so that pruning costs one statement per
     ``every`` reports of a node rather than one per report.
 
-    A node is due at its ``every``-th report counted since its last prune (or since this
-    object was made): pruned then to ``keep`` rows, it holds at most ``keep + every - 1`` rows
-    while the process runs. Counts live in memory: after a restart a node's first prune comes
-    ``every`` reports later, so up to ``every - 1`` more rows may wait until then (the same
-    after a batch that was rolled back: its counts are not taken back).
+    A node is due at every ``every``-th report: pruned then to ``keep`` rows, it holds at most
+    ``keep + every - 1`` rows while the process runs. With ``stagger``, a node's count starts
+    at a fixed point of the cycle drawn from its id (CRC-32), so that the nodes, which all
+    start counting when central starts and report at one interval, are not all due in the
+    same interval: each batch prunes about ``1 / every`` of its nodes. Counts live in memory:
+    after a restart a node's first prune comes at most ``every`` reports later, so up to
+    ``every - 1`` more rows may wait until then (the same after a batch that was rolled back:
+    its counts are not taken back).
     """
 
-    def __init__(self, every: int) -> None:
+    def __init__(self, every: int, *, stagger: bool = True) -> None:
         if every < 1:
             raise ValueError(f"every must be at least 1, not {every}")
         self.every = every
+        self.stagger = stagger
         self._count: dict[str, int] = {}
 
     def due(self, health: Iterable[HealthRow]) -> list[str]:
@@ -117,7 +122,10 @@ class HealthPrune:
         every = self.every
         out: list[str] = []
         for h in health:
-            n = count.get(h.node_id, 0) + 1
+            n = count.get(h.node_id)
+            if n is None:
+                n = zlib.crc32(h.node_id.encode()) % every if self.stagger else 0
+            n += 1
             if n >= every:
                 n = 0
                 out.append(h.node_id)

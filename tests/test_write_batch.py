@@ -91,12 +91,28 @@ def test_interval_rounds_hold_one_per_node_in_order() -> None:
 
 
 def test_health_prune_is_due_every_n_reports_per_node() -> None:
-    p = HealthPrune(3)
+    p = HealthPrune(3, stagger=False)
     assert p.due([health(A, 1), health(A, 2), health(B, 1)]) == []
     assert p.due([health(A, 3)]) == [A]
     assert p.due([health(A, t) for t in range(4, 11)] + [health(B, 2), health(B, 3)]) == [A, B]
     assert p.due([health(A, 11)]) == []  # 10 and 11 counted since the prune at 9
     assert p.due([health(A, 12)]) == [A]
+
+
+def test_staggered_prunes_spread_over_the_cycle_and_each_node_is_due_once_per_cycle() -> None:
+    every = 30
+    p = HealthPrune(every)
+    nodes = [f"4501020{k:05d}-a" for k in range(3000)]
+    per_report: list[int] = []
+    seen: dict[str, int] = {}
+    for t in range(3 * every):  # one report per node per "interval", as the fleet reports
+        due = p.due([health(n, float(t)) for n in nodes])
+        per_report.append(len(due))
+        for n in due:
+            seen[n] = seen.get(n, 0) + 1
+    assert sorted(set(seen.values())) == [3]  # every node, once per cycle
+    # spread: no interval prunes more than twice its share (all 3000 at once without stagger)
+    assert max(per_report) <= 2 * len(nodes) // every
 
 
 def test_health_prune_refuses_a_zero_period() -> None:
