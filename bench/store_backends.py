@@ -12,10 +12,11 @@ transaction each, durable commit: SQLite WAL ``synchronous=FULL``; PostgreSQL
 
 Three stores, each on its own empty database: ``sqlite``; ``postgresql`` (the store as shipped:
 one set-based statement per kind of row); ``postgresql_rowwise``, the PostgreSQL write path
-before it, kept here as the baseline: a statement per row, pipelined, and every reporting
-node's health pruned in every batch. The order of the stores rotates each round; figures are
-medians. PostgreSQL is the local server on 127.0.0.1:5432 (``SHILIAN_TEST_PG`` overrides the
-admin URL), in databases created for the run and dropped after it.
+before it, kept here as the baseline: a statement per row, pipelined, every reporting node's
+health pruned in every batch, ``nodes`` at the default fillfactor. The order of the stores
+rotates each round; figures are medians. PostgreSQL is the local server on 127.0.0.1:5432
+(``SHILIAN_TEST_PG`` overrides the admin URL), in databases created for the run and dropped
+after it.
 
     python bench/store_backends.py [--batches 200] [--batch 100] [--health-batches 120]
         [--health-batch 500] [--health-nodes 1000] [--rounds 3]
@@ -87,11 +88,13 @@ def health_batches(n: int, size: int, nodes: int, first: int) -> list[list[Write
 
 class RowwisePostgres(PostgresStore):
     """The PostgreSQL write path before set-based statements: one statement per row (SQLite's
-    :meth:`SqlStore._write`), pipelined, and each reporting node's health pruned in every batch."""
+    :meth:`SqlStore._write`), pipelined, each reporting node's health pruned in every batch, and
+    ``nodes`` at the default fillfactor (100, as before migration 0003)."""
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self._health_prune = HealthPrune(1)
+        self.conn.execute("ALTER TABLE nodes RESET (fillfactor)")
 
     def _write(self, batch: FoldedBatch, prune: Sequence[str]) -> None:
         SqlStore._write(self, batch, prune)
