@@ -75,6 +75,11 @@ nodes = Table(
     Column("last_health", Text),
     Index("nodes_village", "village"),
     Index("nodes_county", "county"),
+    # Every health report rewrites its node's row. Half of each page left free lets PostgreSQL
+    # put the new version on the same page with no new index entries (a HOT update), and reclaim
+    # the old one without a vacuum; at fillfactor 100 each update added an entry to each of the
+    # three indexes (measured: bench/store_backends.py, docs/scale.md). SQLite updates in place.
+    postgresql_with={"fillfactor": 50},
 )
 
 state_history = Table(

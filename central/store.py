@@ -16,92 +16,30 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from central import migrate
+from central.rows import DeviceRow as DeviceRow
+from central.rows import EventRow as EventRow
+from central.rows import GapsRow as GapsRow
+from central.rows import HealthRow as HealthRow
+from central.rows import IntervalRow as IntervalRow
+from central.rows import NodeRow as NodeRow
+from central.rows import Write as Write
+from central.write_batch import FoldedBatch, HealthPrune, fold
 
 #: Recent health reports kept per node (about an hour at the default 30 s interval); older rows
-#: are pruned in the same transaction that adds new ones.
+#: are pruned in the transaction of a batch that adds new ones.
 HEALTH_KEEP_PER_NODE = 120
+
+#: A node's health history is pruned at every this many of its reports, not at each: the prune
+#: is an index walk and a delete per node, the report an append. A node holds at most
+#: HEALTH_KEEP_PER_NODE + HEALTH_PRUNE_EVERY - 1 rows (``HealthPrune``: restarts add up to
+#: HEALTH_PRUNE_EVERY - 1 more until the node's next prune), i.e. at most 15 minutes more.
+HEALTH_PRUNE_EVERY = 30
 
 #: How long a writer waits for a reader's lock before failing (readers are short API queries).
 BUSY_TIMEOUT_MS = 5000
-
-
-@dataclass(slots=True)
-class NodeRow:
-    """A row of ``nodes``; the ingest core keeps one per node, mutable, in memory."""
-
-    node_id: str
-    village: str
-    county: str
-    state: str
-    state_since: float
-    state_reason: str
-    boot_id: str | None
-    birth_seq: int
-    health_interval_s: float
-    sw_version: str
-    first_seen: float
-    last_seen: float
-    last_health: str | None = None  # as a write: None keeps the stored value
-
-
-@dataclass(frozen=True, slots=True)
-class IntervalRow:
-    """Close the node's open state interval at ``start`` and open a new one."""
-
-    node_id: str
-    state: str
-    start: float
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class HealthRow:
-    node_id: str
-    ts: float
-    recv_ts: float
-    body: str
-
-
-class EventRow(NamedTuple):
-    """A tuple so that a batch goes to ``executemany`` as it is (the hot path)."""
-
-    node_id: str
-    village: str
-    boot_id: str
-    seq: int
-    ts: float
-    recv_ts: float
-    priority: str
-    kind: str
-    device: str | None
-    data: str
-
-
-@dataclass(frozen=True, slots=True)
-class GapsRow:
-    """The complete set of open gaps of one (node, boot): (first_seq, last_seq, detected)."""
-
-    node_id: str
-    boot_id: str
-    gaps: tuple[tuple[int, int, float], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceRow:
-    node_id: str
-    device_id: str
-    kind: str
-    state: str
-    name: str | None
-    ts: float
-    detail: str
-    removed: int
-
-
-Write = NodeRow | IntervalRow | HealthRow | EventRow | GapsRow | DeviceRow
 
 
 @dataclass(slots=True)
@@ -170,6 +108,9 @@ class SqlStore:
     transactions are explicit ``BEGIN``/``COMMIT``. Not thread-safe: one writer at a time (the
     service serialises). SQL is written with ``?`` placeholders; :meth:`_sql` adapts them."""
 
+    def __init__(self) -> None:
+        self._health_prune = HealthPrune(HEALTH_PRUNE_EVERY)
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -218,74 +159,68 @@ class SqlStore:
             raise
 
     def stage(self, writes: Sequence[Write]) -> None:
-        """Write ``writes`` in order inside a new transaction, left open for :meth:`commit`;
-        rolled back if any write fails."""
-        sql = self._sql
-        events: list[EventRow] = []
-        health_nodes: set[str] = set()
+        """Write ``writes`` inside a new transaction, left open for :meth:`commit`; rolled back
+        if any write fails. The database ends as if they were applied one by one in order
+        (:func:`central.write_batch.fold`); the health history of the nodes whose prune is due
+        (:class:`central.write_batch.HealthPrune`) is cut to :data:`HEALTH_KEEP_PER_NODE`."""
+        batch = fold(writes)
+        prune = self._health_prune.due(batch.health)
         self._exec("BEGIN")
         try:
-            for w in writes:
-                if isinstance(w, EventRow):
-                    events.append(w)
-                elif isinstance(w, NodeRow):
-                    self._exec(sql(_UPSERT_NODE), _node_params(w))
-                elif isinstance(w, HealthRow):
-                    self._exec(
-                        sql("INSERT INTO health(node_id, ts, recv_ts, body) VALUES (?,?,?,?)"),
-                        (w.node_id, w.ts, w.recv_ts, w.body),
-                    )
-                    health_nodes.add(w.node_id)
-                elif isinstance(w, IntervalRow):
-                    # "end" is a reserved word in PostgreSQL
-                    self._exec(
-                        sql('UPDATE state_history SET "end"=? WHERE node_id=? AND "end" IS NULL'),
-                        (w.start, w.node_id),
-                    )
-                    self._exec(
-                        sql(
-                            "INSERT INTO state_history(node_id, state, start, reason)"
-                            " VALUES (?,?,?,?)"
-                        ),
-                        (w.node_id, w.state, w.start, w.reason),
-                    )
-                elif isinstance(w, GapsRow):
-                    self._exec(
-                        sql("DELETE FROM gaps WHERE node_id=? AND boot_id=?"),
-                        (w.node_id, w.boot_id),
-                    )
-                    if w.gaps:
-                        self._many(
-                            sql(
-                                "INSERT INTO gaps(node_id, boot_id, first_seq, last_seq,"
-                                " detected) VALUES (?,?,?,?,?)"
-                            ),
-                            [(w.node_id, w.boot_id, a, b, d) for a, b, d in w.gaps],
-                        )
-                else:
-                    self._exec(sql(_UPSERT_DEVICE), _device_params(w))
-            if events:
-                # The in-memory dedupe decides; the UNIQUE key is the backstop (and only the
-                # key: OR IGNORE would also swallow NOT NULL violations).
-                self._many(
-                    sql(
-                        "INSERT INTO events(node_id, village, boot_id, seq, ts, recv_ts,"
-                        " priority, kind, device, data) VALUES (?,?,?,?,?,?,?,?,?,?)"
-                        " ON CONFLICT(node_id, boot_id, seq) DO NOTHING"
-                    ),
-                    events,
-                )
-            for node_id in health_nodes:
-                self._exec(sql(_PRUNE_HEALTH), (node_id, node_id, HEALTH_KEEP_PER_NODE))
+            self._write(batch, prune)
         except BaseException:
             self._exec("ROLLBACK")
             raise
+
+    def _write(self, batch: FoldedBatch, prune: Sequence[str]) -> None:
+        """Write one folded batch in the open transaction: a statement per row, each kind in
+        one ``executemany`` where it can (SQLite binds a row in microseconds; there is no round
+        trip to save)."""
+        sql = self._sql
+        if batch.nodes:
+            self._many(sql(_UPSERT_NODE), [_node_params(n) for n in batch.nodes])
+        for w in batch.intervals:
+            # "end" is a reserved word in PostgreSQL
+            self._exec(
+                sql('UPDATE state_history SET "end"=? WHERE node_id=? AND "end" IS NULL'),
+                (w.start, w.node_id),
+            )
+            self._exec(
+                sql("INSERT INTO state_history(node_id, state, start, reason) VALUES (?,?,?,?)"),
+                (w.node_id, w.state, w.start, w.reason),
+            )
+        if batch.health:
+            self._many(
+                sql("INSERT INTO health(node_id, ts, recv_ts, body) VALUES (?,?,?,?)"),
+                [(h.node_id, h.ts, h.recv_ts, h.body) for h in batch.health],
+            )
+        for g in batch.gaps:
+            self._exec(
+                sql("DELETE FROM gaps WHERE node_id=? AND boot_id=?"), (g.node_id, g.boot_id)
+            )
+            if g.gaps:
+                self._many(
+                    sql(
+                        "INSERT INTO gaps(node_id, boot_id, first_seq, last_seq, detected)"
+                        " VALUES (?,?,?,?,?)"
+                    ),
+                    [(g.node_id, g.boot_id, a, b, d) for a, b, d in g.gaps],
+                )
+        if batch.devices:
+            self._many(sql(_UPSERT_DEVICE), [_device_params(d) for d in batch.devices])
+        if batch.events:
+            # The in-memory dedupe decides; the UNIQUE key is the backstop (and only the
+            # key: OR IGNORE would also swallow NOT NULL violations).
+            self._many(sql(_INSERT_EVENT), batch.events)
+        if prune:
+            self._many(sql(_PRUNE_HEALTH), [(n, n, HEALTH_KEEP_PER_NODE) for n in prune])
 
 
 class SqliteStore(SqlStore):
     """The embedded default: one SQLite file, brought to the newest schema when opened."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = path
         self.conn = connect(path)
 
@@ -318,6 +253,11 @@ ON CONFLICT(node_id, device_id) DO UPDATE SET
   name=CASE WHEN excluded.removed <> 0 THEN devices.name ELSE excluded.name END,
   detail=CASE WHEN excluded.removed <> 0 THEN devices.detail ELSE excluded.detail END,
   ts=excluded.ts, removed=excluded.removed
+"""
+
+_INSERT_EVENT = """
+INSERT INTO events(node_id, village, boot_id, seq, ts, recv_ts, priority, kind, device, data)
+VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(node_id, boot_id, seq) DO NOTHING
 """
 
 _PRUNE_HEALTH = """

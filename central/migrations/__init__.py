@@ -3,4 +3,4 @@
 
 #: The newest revision, so that a database already there is recognised without loading Alembic
 #: (tests/test_central_schema.py checks it against the scripts). Update it with each migration.
-HEAD = "0002"
+HEAD = "0003"
