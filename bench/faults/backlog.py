@@ -29,7 +29,11 @@ drain p50 25 s, p99 36 s (queued at the broker behind every node's history on ce
 session); with the alarm lane (alarms on ``event/alarm``, central's own session for them)
 3,197 events/s, alarms p50 1.1 s, p99 6.3 s, max 6.9 s, still nearly all before central's
 ingest (p50 1.1 s; ingest to visible 14 ms): the 1 s target is not met yet (docs/faults.md
-row 59).
+row 59). 2026-12-06 20:04-20:35 UTC, alarms joining central's history transaction under way,
+ABAB against the code before, load average 10.7-22.0 on the 2 cores: p99 3,549 and 3,692 ms
+(before: 3,855 and 4,147), 635 and 769 events/s (before: 617 and 1,033); an alarm's ingest to
+visible p99 grew (767 and 832 ms against 295 and 210) because central now stamps it when it
+joins, not after the history commit it used to wait for, which was counted before the ingest.
 
 ``--results`` appends the figures as one JSON line for bench/faults/report.py
 (docs/reliability.md).

@@ -76,15 +76,19 @@ FAULTS = {
         "积压排空：100 个节点各带 24 小时缓存事件同时重连 / backlog drain: 100 nodes, each "
         "with 24 h of buffered events, reconnect at once (bench/faults/backlog.py)",
         "every event arrives, once; alarms made during the drain travel on their own topic and "
-        "central session (the alarm lane), have their own in-flight window at the edge and go "
-        "ahead of history at central (target p99 <= 1,000 ms: not met on a machine this loaded; "
-        "most of the time is still spent between the broker and central's ingest)",
+        "central session (the alarm lane), have their own in-flight window at the edge and, at "
+        "central, join the history transaction under way at its next slice boundary (committed "
+        "at once); central holds at most its Receive Maximum of uncommitted messages (target "
+        "p99 <= 1,000 ms: not met on a machine this loaded; most of the time is still spent "
+        "between the broker and central's ingest)",
     ),
     "soak": (
         "长时间运行：10,000 个模拟节点稳态运行 / soak: 10,000 simulated nodes at steady state "
         "(bench/faults/soak.py; `make soak-central` runs 30 minutes)",
         "every event the nodes sent is stored once and acknowledged, coverage equals the truth "
-        "throughout; central's memory after the warm-up should grow < 5 % (not met yet)",
+        "throughout; central's memory after the warm-up should grow < 5 % (not met yet). "
+        "not_yet_stored: sent but not stored when the nodes stopped; lost: still not stored "
+        "after central drained",
     ),
     "hostile_mqtt": (
         "恶意 MQTT 消息：畸形、超长、重放、冒用他人主题，与正常事件交错 / hostile MQTT at volume: "
