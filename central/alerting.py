@@ -48,6 +48,7 @@ from central.alerts import (
     observe_offline,
 )
 from central.coverage import CoverageIndex
+from central.db import Db
 from central.devices import DeviceIndex
 from central.live import LiveHub, Message
 from central.store import NodeRow, connect
@@ -419,22 +420,29 @@ async def _first(*aws: Any) -> None:
             t.cancel()
 
 
-def _alarms(
-    conn: sqlite3.Connection, low: str, high: str, due: float
-) -> list[tuple[int, str, str, float]]:
-    rows = conn.execute(
+def _alarms(db: Db, low: str, high: str, due: float) -> list[tuple[int, str, str, float]]:
+    rows = db.fetchall(
         "SELECT e.id, e.node_id, e.kind, e.recv_ts FROM events e WHERE e.priority = 'alarm'"
         " AND e.village BETWEEN ? AND ? AND e.recv_ts <= ? AND NOT EXISTS"
         " (SELECT 1 FROM alarm_acks a WHERE a.event_id = e.id) ORDER BY e.recv_ts LIMIT ?",
         (low, high, due, OBSERVE_ROWS),
-    ).fetchall()
+    )
     return [(int(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in rows]
 
 
-def _backlogs(conn: sqlite3.Connection, low: str, high: str, backlog: int) -> list[tuple[str, int]]:
-    rows = conn.execute(
-        "SELECT node_id, CAST(json_extract(last_health, '$.outbox_depth') AS INTEGER) AS d"
-        " FROM nodes WHERE village BETWEEN ? AND ? AND d > ? ORDER BY d DESC LIMIT ?",
+#: A node's outbox depth from its last health report (JSON text), in each backend's dialect;
+#: NULL when the report has no number there.
+_OUTBOX_DEPTH = {
+    "sqlite": "CAST(json_extract(last_health, '$.outbox_depth') AS INTEGER)",
+    "postgresql": "CASE WHEN jsonb_typeof(last_health::jsonb -> 'outbox_depth') = 'number'"
+    " THEN floor((last_health::jsonb ->> 'outbox_depth')::numeric) END",
+}
+
+
+def _backlogs(db: Db, low: str, high: str, backlog: int) -> list[tuple[str, int]]:
+    rows = db.fetchall(
+        f"SELECT node_id, d FROM (SELECT node_id, {_OUTBOX_DEPTH[db.backend]} AS d FROM nodes"
+        " WHERE village BETWEEN ? AND ?) AS n WHERE d > ? ORDER BY d DESC LIMIT ?",
         (low, high, backlog, OBSERVE_ROWS),
-    ).fetchall()
+    )
     return [(str(r[0]), int(r[1])) for r in rows]

@@ -17,6 +17,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from central.db import Db
+
 #: Longest detail stored per row: enough for a command's arguments or a note, bounded so one
 #: request cannot grow the log by megabytes.
 MAX_DETAIL_CHARS = 4000
@@ -63,7 +65,7 @@ def local_login() -> str:
 
 
 def list_audit(
-    conn: sqlite3.Connection, f: AuditFilter, limit: int, offset: int
+    conn: Db | sqlite3.Connection, f: AuditFilter, limit: int, offset: int
 ) -> tuple[int, list[dict[str, Any]]]:
     """(total matching, one page newest first)."""
     conds: list[str] = []

@@ -44,6 +44,7 @@ from central.accounts import (
     verify_password,
 )
 from central.config import AuthConfig
+from central.db import Target
 
 log = logging.getLogger("shilian.central.auth")
 
@@ -131,7 +132,7 @@ class Auth:
     def __init__(
         self,
         cfg: AuthConfig,
-        db_path: Path,
+        db_path: Target,
         clock: Callable[[], float],
         throttle: Throttle | None = None,
     ) -> None:
@@ -175,6 +176,7 @@ class Auth:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def open(self) -> None:
+        assert isinstance(self.db_path, Path), "accounts are kept in a SQLite file"
         self._store = await self.run(AccountStore, self.db_path)
         if await self.run(self.store.user_count) == 0:
             log.warning(

@@ -9,28 +9,28 @@ operator login like the rest of the dashboard; the reports themselves are stored
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from aiohttp import web
 
 from central import http
+from central.db import ERRORS, Db
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/dashboard/nodes/{node_id}/reports", node_reports)
 
 
-def commissioning_summary(conn: sqlite3.Connection, node_id: str) -> dict[str, Any] | None:
+def commissioning_summary(db: Db, node_id: str) -> dict[str, Any] | None:
     """The node's latest commissioning report in brief (central.commissioning stores
     them), or None: none uploaded, or no provisioning on this central (no table)."""
     try:
-        row = conn.execute(
+        row = db.fetchone(
             "SELECT id, uploaded_at, ok, technician FROM commissioning_reports WHERE node_id = ?"
             " ORDER BY id DESC LIMIT 1",
             (node_id,),
-        ).fetchone()
-    except sqlite3.OperationalError:
+        )
+    except ERRORS:
         return None
     if row is None:
         return None

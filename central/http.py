@@ -15,7 +15,6 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import prometheus_client
@@ -24,6 +23,7 @@ from aiohttp import web
 from central import views
 from central.config import AuthConfig
 from central.coverage import CoverageIndex
+from central.db import Target
 from central.devices import DeviceIndex
 from registry import Registry
 from wire import MAX_PAYLOAD_BYTES, bounded_json, valid_node_id
@@ -57,7 +57,7 @@ class CommandSender(Protocol):
 
 @dataclass
 class ApiContext:
-    db_path: Path  # views open their own read-only connections (WAL readers)
+    db_path: Target  # central's database (central.db): a SQLite file or a PostgreSQL URL
     registry: Registry
     coverage: CoverageIndex
     metrics_registry: prometheus_client.CollectorRegistry

@@ -25,7 +25,7 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -35,15 +35,17 @@ from central.acks import ACK_INTERVAL_S, StoredAcks, caps_payload
 from central.commands import CommandClient
 from central.config import CentralConfig
 from central.coverage import CoverageIndex
+from central.db import open_db, target
 from central.device_feed import device_messages, load_devices
 from central.device_metrics import DeviceCollector
+from central.devices import DeviceIndex
 from central.ingest import CLOCK_OFF_S, Ingest, Outcome
 from central.link import ALARM_LANE, MAIN_LANE, SHARED_LANE, Inbound, LinkDown, MqttLink
 from central.live import LiveHub
 from central.liveness import Liveness
 from central.metrics import CentralMetrics
 from central.refusals import log_refused
-from central.store import SqliteStore, Write
+from central.store import NodeRow, SqliteStore, Write
 from registry import Registry, import_registry
 from resilience.log_limiter import LogLimiter
 from wire.limits import RECONNECT_GRACE_S
@@ -146,7 +148,7 @@ class CentralService:
             from central.snapshots import SnapshotIntake
 
             self.snapshots = SnapshotIntake(store.conn, self.metrics.registry)
-            self.devices = load_devices(store.conn, registry, snapshot.nodes.values())
+            self.devices = await asyncio.to_thread(self._load_devices, snapshot.nodes.values())
             self.metrics.registry.register(DeviceCollector(registry, self.devices))
             self.live = LiveHub(
                 coverage, lambda v: (u.code for u in registry.ancestors(v)), self.clock
@@ -154,7 +156,8 @@ class CentralService:
             from central.alerting import AlertTask
             from central.history import HistoryTask
 
-            self.history = HistoryTask(cfg.store.path, registry, coverage, self.clock)
+            db = target(cfg.store)
+            self.history = HistoryTask(db, registry, coverage, self.clock)
             self.alerts = AlertTask(
                 cfg.alerts, cfg.store.path, registry, coverage, lambda: self.ingest.nodes.values(),
                 self.live, self.metrics.registry, self.clock, devices=self.devices,
@@ -261,12 +264,19 @@ class CentralService:
             assert registry is not None  # just imported
         return registry
 
+    def _load_devices(self, nodes: Iterable[NodeRow]) -> DeviceIndex:
+        db = open_db(target(self.cfg.store))
+        try:
+            return load_devices(db, self.registry, nodes)
+        finally:
+            db.close()
+
     async def _start_http(self) -> web.AppRunner:
         from central.app import make_app
         from central.http import ApiContext
 
         ctx = ApiContext(
-            db_path=self.cfg.store.path,
+            db_path=target(self.cfg.store),
             registry=self.registry,
             coverage=self.coverage,
             metrics_registry=self.metrics.registry,

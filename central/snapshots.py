@@ -25,7 +25,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
+from central.db import Db
 from central.store import EventRow, Write
+from central.views import records
 from wire.snapshots import SNAPSHOT_KIND, SnapshotData
 
 #: Pictures kept per alarm: the cameras of one zone (the edge sends at most 16 per alarm,
@@ -146,23 +148,24 @@ class SnapshotIntake:
             raise
 
 
-# -- queries (read-only connections) ------------------------------------------------------------
+# -- queries (central.views readers) ------------------------------------------------------------
 
 
-def for_alarm(conn: sqlite3.Connection, node_id: str, boot_id: str, seq: int) -> list[Any]:
+def for_alarm(db: Db, node_id: str, boot_id: str, seq: int) -> list[dict[str, Any]]:
     """The pictures' metadata of one alarm, by camera."""
-    rows = conn.execute(
-        "SELECT camera, zone, taken_ts, recv_ts, width, height, length(jpeg) AS bytes"
-        " FROM snapshots WHERE node_id=? AND alarm_boot_id=? AND alarm_seq=? ORDER BY camera",
-        (node_id, boot_id, seq),
-    ).fetchall()
-    return [dict(r) for r in rows]
+    return records(
+        db.execute(
+            "SELECT camera, zone, taken_ts, recv_ts, width, height, length(jpeg) AS bytes"
+            " FROM snapshots WHERE node_id=? AND alarm_boot_id=? AND alarm_seq=? ORDER BY camera",
+            (node_id, boot_id, seq),
+        )
+    )
 
 
-def jpeg_of(conn: sqlite3.Connection, node_id: str, boot_id: str, seq: int, camera: str) -> bytes:
-    row = conn.execute(
+def jpeg_of(db: Db, node_id: str, boot_id: str, seq: int, camera: str) -> bytes:
+    row = db.fetchone(
         "SELECT jpeg FROM snapshots WHERE node_id=? AND alarm_boot_id=? AND alarm_seq=?"
         " AND camera=?",
         (node_id, boot_id, seq, camera),
-    ).fetchone()
+    )
     return b"" if row is None else bytes(row[0])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from central import snapshots
+from central import snapshots, views
 from central.snapshots import MAX_PER_ALARM, SnapshotIntake
 from central.store import EventRow, SqliteStore, Write
 
@@ -58,8 +58,11 @@ def test_the_picture_moves_to_its_table_and_the_event_keeps_the_rest(
     assert isinstance(row, EventRow) and row.seq == 2
     meta = json.loads(row.data)
     assert "jpeg_b64" not in meta and meta["bytes"] == len(JPEG) and meta["alarm_seq"] == 1
-    store.conn.row_factory = None
-    assert snapshots.jpeg_of(store.conn, NODE, BOOT, 1, "cam-a") == JPEG
+    reader = views.open_reader(store.path)
+    try:
+        assert snapshots.jpeg_of(reader, NODE, BOOT, 1, "cam-a") == JPEG
+    finally:
+        reader.close()
     assert reg.get_sample_value("shilian_snapshots_total", {"outcome": "stored"}) == 1
 
 
