@@ -9,11 +9,12 @@ operators never both believe they are the one handling it. Its *severity* follow
 closed is the logged-in user (role operator or admin, the alarm's village in their scope:
 central.auth); each acknowledgement and closing is in the audit log.
 
-Storage: tables ``alarm_acks`` and ``alarm_closes`` in central's SQLite file (created here,
-``IF NOT EXISTS``), one row per acknowledged (closed) event, committed with
-``synchronous=FULL`` before the API answers: an answered acknowledgement survives a crash or
-a power cut. A partial index on ``events`` over alarm rows keeps the open list and the
-``shilian_alarms_open`` gauge proportional to the number of alarms, not of all events.
+Storage: tables ``alarm_acks`` and ``alarm_closes`` in central's database (SQLite or
+PostgreSQL, central.db), one row per acknowledged (closed) event, committed durably (SQLite
+``synchronous=FULL``, PostgreSQL's COMMIT after the WAL flush) before the API answers: an
+answered acknowledgement survives a crash or a power cut. A partial index on ``events`` over
+alarm rows keeps the open list and the ``shilian_alarms_open`` gauge proportional to the number
+of alarms, not of all events.
 
 Routes (docs/api.md): ``GET /api/v1/alarms``, ``POST /api/v1/alarms/{event_id}/ack``,
 ``POST /api/v1/alarms/{event_id}/close``.

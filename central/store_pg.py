@@ -27,7 +27,6 @@ CONNECT_TIMEOUT_S = 10
 NOT_PORTED_ZH_EN = (
     ("行政区划库", "the village registry (units, registry_meta)"),
     ("登录用户与审计", "operator accounts, sessions and the audit log"),
-    ("报警确认", "alarm acknowledgement"),
     ("告警规则", "alert rules and alerts"),
     ("视频会议记录", "meeting records"),
     ("报警抓拍", "alarm snapshots"),
