@@ -159,7 +159,7 @@ class CentralService:
             db = target(cfg.store)
             self.history = HistoryTask(db, registry, coverage, self.clock)
             self.alerts = AlertTask(
-                cfg.alerts, cfg.store.path, registry, coverage, lambda: self.ingest.nodes.values(),
+                cfg.alerts, db, registry, coverage, lambda: self.ingest.nodes.values(),
                 self.live, self.metrics.registry, self.clock, devices=self.devices,
             )  # fmt: skip
             # Under TLS the broker makes the certificate's CN the client id: the alarm session

@@ -27,7 +27,6 @@ CONNECT_TIMEOUT_S = 10
 NOT_PORTED_ZH_EN = (
     ("行政区划库", "the village registry (units, registry_meta)"),
     ("登录用户与审计", "operator accounts, sessions and the audit log"),
-    ("告警规则", "alert rules and alerts"),
     ("视频会议记录", "meeting records"),
     ("报警抓拍", "alarm snapshots"),
     ("调试报告与入网令牌", "commissioning reports and enrolment tokens"),
