@@ -196,7 +196,7 @@ class CentralService:
             self.meetings = MeetingService(
                 lambda t, p, exp: link.publish(t, p, expiry_s=exp),
                 coverage.node_online,
-                cfg.store.path,
+                db,
                 self.clock,
                 cfg.meetings,
             )
