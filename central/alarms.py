@@ -247,24 +247,31 @@ def open_count(db: Db) -> int:
 
 class OpenAlarmsCollector(Collector):
     """``shilian_alarms_open``, counted at scrape time (an index scan over alarm rows only) on a
-    reader of its own (central.views.open_reader): a scrape every few seconds at most."""
+    reader of its own (central.views.open_reader), kept between scrapes: the scrape runs on the
+    event loop, which must not wait for a new PostgreSQL connection each time. A reader that
+    failed is closed and opened again at the next scrape."""
 
     def __init__(self, target: Target) -> None:
         self._target = target
+        self._db: Db | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
-            db = views.open_reader(self._target)
-            try:
-                n = open_count(db)
-            finally:
-                db.close()
+            if self._db is None:
+                self._db = views.open_reader(self._target)
+            n = open_count(self._db)
         except ERRORS as e:  # a locked file, a server gone: no sample this time
             log.warning("shilian_alarms_open: cannot count open alarms: %s", e)
+            self.close()
             return
         yield GaugeMetricFamily(
             "shilian_alarms_open", "未处理的报警 / alarms not yet acknowledged", value=n
         )
+
+    def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            db.close()
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
@@ -308,6 +315,7 @@ def add_routes(app: web.Application) -> None:
                 yield
             finally:
                 ctx.metrics_registry.unregister(collector)
+                collector.close()
                 await loop.run_in_executor(pool, store.close)
         finally:
             pool.shutdown(wait=True)

@@ -19,12 +19,13 @@ from central.alarms import (
     AlreadyAcked,
     AlreadyClosed,
     NotAcked,
+    OpenAlarmsCollector,
     UnknownAlarm,
     get_alarm,
 )
 from central.app import make_app
 from central.coverage import CoverageIndex
-from central.db import Target
+from central.db import PostgresDb, SqliteDb, Target
 from central.http import ApiContext
 from central.store import EventRow, SqliteStore
 from registry import Registry
@@ -277,3 +278,28 @@ async def test_console_filters_by_severity_and_time_and_an_acked_alarm_is_closed
         for s in ("open", "acked", "closed", "handled")
     }
     assert states == {"open": [tamper, fire], "acked": [], "closed": [panic], "handled": [panic]}
+
+
+def test_the_open_alarms_gauge_keeps_its_reader_and_recovers_when_it_fails(
+    db_target: Target,
+) -> None:
+    store = open_store(db_target)
+    store.apply([EventRow(f"{V1}-a", V1, BOOT, 1, 1.0, 1.0, "alarm", "panic", None, "{}")])
+    store.close()
+    collector = OpenAlarmsCollector(db_target)
+    try:
+
+        def sample() -> float | None:
+            for family in collector.collect():
+                return float(family.samples[0].value)
+            return None
+
+        assert sample() == 1.0
+        reader = collector._db
+        assert sample() == 1.0 and collector._db is reader  # kept between scrapes
+        assert isinstance(reader, SqliteDb | PostgresDb)
+        reader.conn.close()  # the connection is lost (a server restart, a closed file)
+        assert sample() is None  # no sample this time, and the reader is dropped
+        assert sample() == 1.0 and collector._db is not reader
+    finally:
+        collector.close()
