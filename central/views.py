@@ -5,8 +5,9 @@ Every query runs in a small thread pool, so the event loop never waits on the da
 SQLite each query has its own read-only connection: in WAL mode readers never block ingest's
 writer nor each other. On PostgreSQL the pool keeps one plain connection per worker, reused
 (MVCC readers never block writers either); a connection a query failed on is closed, not
-reused. The query functions are plain ``(db, ...) -> data`` over a :class:`central.db.Db`, so
-tests call them directly.
+reused, and a kept one the server ended meanwhile is replaced and the query run again once.
+The query functions are plain ``(db, ...) -> data`` over a :class:`central.db.Db`, so tests call
+them directly.
 
 Indexes these queries rely on (central.migrations): nodes(village), nodes(county),
 events(node_id, ts), events(village, ts), events(ts), health(node_id, id),
@@ -112,13 +113,25 @@ class ReadViews:
                 db.close()
         try:
             db = self._idle.get_nowait()
+            kept = True
         except queue.Empty:
             db = open_reader(self.target)
+            kept = False
         try:
             result = query(db)
         except BaseException:
+            lost = kept and _lost(db)
             db.close()  # it may be broken or inside a failed transaction
-            raise
+            if not lost:
+                raise
+            # A kept connection the server ended meanwhile (a restart, an administrator):
+            # reads have no effects, so the query runs again once on a new connection.
+            db = open_reader(self.target)
+            try:
+                result = query(db)
+            except BaseException:
+                db.close()
+                raise
         self._idle.put(db)
         return result
 
@@ -129,6 +142,11 @@ class ReadViews:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
+
+
+def _lost(db: Db) -> bool:
+    """Whether ``db``'s PostgreSQL connection is gone (its server ended it, or the link)."""
+    return isinstance(db, PostgresDb) and db.conn.broken
 
 
 def records(cur: Cursor) -> list[dict[str, Any]]:
