@@ -22,8 +22,10 @@ from central.store import (
     HealthRow,
     IntervalRow,
     NodeRow,
+    SqliteStore,
     SqlStore,
 )
+from central.store_pg import PostgresStore
 from registry import Registry
 from tests.stores import open_store
 
@@ -282,3 +284,20 @@ async def test_readers_survive_the_servers_end_of_their_connections(
     assert ended is not None and ended[0] >= 1
     for _ in range(views.READ_WORKERS + 1):
         assert await reads.run(lambda db: views.node_exists(db, f"{V1}-a"))
+
+
+def test_a_read_transaction_sees_one_state_of_the_database(
+    store: SqliteStore | PostgresStore, db_target: Target
+) -> None:
+    """A count and its page, or a node's row and its histories, agree: a write committed
+    between two reads of one read transaction is not seen by the second."""
+    reader = views.open_reader(db_target)
+    try:
+        with views.snapshot(reader):
+            before = reader.fetchone("SELECT count(*) FROM nodes")
+            store.apply([_node(f"{V3}-b", "online", 0)])  # the ingest commits meanwhile
+            during = reader.fetchone("SELECT count(*) FROM nodes")
+        after = reader.fetchone("SELECT count(*) FROM nodes")
+    finally:
+        reader.close()
+    assert before == during == (4,) and after == (5,)
