@@ -4,13 +4,14 @@ and the failed-login throttle.
 Roles are ordered ``viewer < operator < admin``. A scope is a division-code prefix: ``""`` is the
 whole registry scope, ``"4501"`` a city, ``"450102"`` a county, and so on down to a village.
 
-Storage: tables ``users`` and ``sessions`` in central's SQLite file, created here (``IF NOT
-EXISTS``) on a connection of this module's own (WAL, busy timeout, ``synchronous=FULL``): a user
-change or a login is on disk before it is answered. Passwords are stored only as argon2id hashes
-(argon2-cffi, its RFC 9106 low-memory profile); session tokens only as their SHA-256, so the
-database alone lets nobody log in. Writes are rare (logins, user changes, a session's last-use
-time at most once per :data:`TOUCH_S`). :class:`AccountStore` is not thread-safe: the API uses it
-from one thread; the CLI from its only thread.
+Storage: tables ``users`` and ``sessions`` in central's database (SQLite or PostgreSQL,
+:mod:`central.db`) on a connection of this module's own: a user change or a login is committed
+(durably: SQLite ``synchronous=FULL``, PostgreSQL's WAL flush) before it is answered. Passwords
+are stored only as argon2id hashes (argon2-cffi, its RFC 9106 low-memory profile); session
+tokens only as their SHA-256, so the database alone lets nobody log in. Writes are rare (logins,
+user changes, a session's last-use time at most once per :data:`TOUCH_S`).
+:class:`AccountStore` is not thread-safe: the API uses it from one thread; the CLI from its only
+thread.
 
 The throttle is in memory (pure, time passed in): a restart forgets recent failures, which only
 gives an attacker :data:`MAX_FAILURES` more guesses per restart.
@@ -21,17 +22,15 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import sqlite3
 import time
 from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from central import audit
-from central.store import connect
+from central.db import INTEGRITY_ERRORS, Target, open_db
 
 #: A session's last-use time is written at most this often: idle expiry is exact to within this,
 #: and a dashboard polling every few seconds does not turn into a write per request.
@@ -191,36 +190,37 @@ def parse_role(role: str) -> Role:
         ) from None
 
 
-def _user(row: sqlite3.Row | tuple[Any, ...]) -> User:
+def _user(row: tuple[Any, ...]) -> User:
     name, role, scope, disabled, created, changed = row
     return User(name, Role[role], scope, bool(disabled), created, changed)
 
 
 class AccountStore:
-    """Users, sessions and the audit log in central's SQLite file (one connection)."""
+    """Users, sessions and the audit log in central's database (one connection)."""
 
-    def __init__(self, path: Path) -> None:
-        self.conn = connect(path)
+    def __init__(self, target: Target) -> None:
+        self.db = open_db(target)
 
     def close(self) -> None:
-        self.conn.close()
+        self.db.close()
 
     # -- users ------------------------------------------------------------------------------------
 
     def user_count(self) -> int:
-        return int(self.conn.execute("SELECT count(*) FROM users").fetchone()[0])
+        (n,) = self.db.fetchone("SELECT count(*) FROM users") or (0,)
+        return int(n)
 
     def get(self, name: str) -> User | None:
-        row = self.conn.execute(
+        row = self.db.fetchone(
             "SELECT name, role, scope, disabled, created, changed FROM users WHERE name = ?",
             (name,),
-        ).fetchone()
+        )
         return None if row is None else _user(row)
 
     def users(self) -> list[User]:
-        rows = self.conn.execute(
+        rows = self.db.fetchall(
             "SELECT name, role, scope, disabled, created, changed FROM users ORDER BY name"
-        ).fetchall()
+        )
         return [_user(r) for r in rows]
 
     def add(self, name: str, role: Role, scope: str, password: str, now: float) -> User:
@@ -228,12 +228,12 @@ class AccountStore:
         check_scope_code(scope)
         pw_hash = hash_password(password)
         try:
-            self.conn.execute(
+            self.db.execute(
                 "INSERT INTO users(name, role, scope, password_hash, disabled, created, changed)"
                 " VALUES (?, ?, ?, ?, 0, ?, ?)",
                 (name, role.name, scope, pw_hash, now, now),
             )
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
             raise AccountError(
                 "user_exists", f"用户 {name} 已存在", f"user {name} already exists"
             ) from None
@@ -256,7 +256,7 @@ class AccountStore:
                 "UPDATE users SET password_hash = ?, changed = ? WHERE name = ?",
                 (pw_hash, now, name),
             ),
-            ("DELETE FROM sessions WHERE user = ?", (name,)),
+            ('DELETE FROM sessions WHERE "user" = ?', (name,)),
         )
 
     def set_disabled(self, name: str, disabled: bool, now: float) -> None:
@@ -267,32 +267,26 @@ class AccountStore:
                 "UPDATE users SET disabled = ?, changed = ? WHERE name = ?",
                 (int(disabled), now, name),
             ),
-            ("DELETE FROM sessions WHERE user = ?", (name,)) if disabled else None,
+            ('DELETE FROM sessions WHERE "user" = ?', (name,)) if disabled else None,
         )
 
     def _in_tx(self, *stmts: tuple[str, tuple[Any, ...]] | None) -> None:
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.transaction(write=True):
             for s in stmts:
                 if s is not None:
-                    c.execute(*s)
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
+                    self.db.execute(*s)
 
     def password_hash(self, name: str) -> str | None:
-        row = self.conn.execute(
+        row = self.db.fetchone(
             "SELECT password_hash FROM users WHERE name = ? AND disabled = 0", (name,)
-        ).fetchone()
+        )
         return None if row is None else str(row[0])
 
     def rehash(self, name: str, password: str) -> None:
         """Store a fresh hash when the hasher's parameters changed since the last one."""
         stored = self.password_hash(name)
         if stored is not None and _hasher().check_needs_rehash(stored):
-            self.conn.execute(
+            self.db.execute(
                 "UPDATE users SET password_hash = ? WHERE name = ?", (hash_password(password), name)
             )
 
@@ -306,8 +300,8 @@ class AccountStore:
         token = new_token()
         digest = token_hash(token)
         expires = now + max_s
-        self.conn.execute(
-            "INSERT INTO sessions(token_sha256, user, created, last_used, expires, address)"
+        self.db.execute(
+            'INSERT INTO sessions(token_sha256, "user", created, last_used, expires, address)'
             " VALUES (?, ?, ?, ?, ?, ?)",
             (digest, name, now, now, expires, address[:64]),
         )
@@ -318,21 +312,21 @@ class AccountStore:
     def lookup(self, token: str, now: float, idle_s: float) -> Lookup:
         """The session of ``token`` if it is valid now; an expired one is deleted."""
         digest = token_hash(token)
-        row = self.conn.execute(
-            "SELECT s.user, s.last_used, s.expires, u.role, u.scope, u.disabled"
-            " FROM sessions s JOIN users u ON u.name = s.user WHERE s.token_sha256 = ?",
+        row = self.db.fetchone(
+            'SELECT s."user", s.last_used, s.expires, u.role, u.scope, u.disabled'
+            ' FROM sessions s JOIN users u ON u.name = s."user" WHERE s.token_sha256 = ?',
             (digest,),
-        ).fetchone()
+        )
         if row is None:
             return Lookup(None, "unknown")
         user, last_used, expires, role, scope, disabled = row
         if disabled:
             return Lookup(None, "disabled")
         if now >= expires or now >= last_used + idle_s:
-            self.conn.execute("DELETE FROM sessions WHERE token_sha256 = ?", (digest,))
+            self.db.execute("DELETE FROM sessions WHERE token_sha256 = ?", (digest,))
             return Lookup(None, "expired")
         if now - last_used >= TOUCH_S:
-            self.conn.execute(
+            self.db.execute(
                 "UPDATE sessions SET last_used = ? WHERE token_sha256 = ?", (now, digest)
             )
             last_used = now
@@ -343,19 +337,19 @@ class AccountStore:
     def session_alive(self, token_sha256: str, now: float) -> bool:
         """The session still exists, has not reached its absolute expiry and its user is not
         disabled (read only: an open live stream does not count as activity)."""
-        row = self.conn.execute(
-            "SELECT s.expires, u.disabled FROM sessions s JOIN users u ON u.name = s.user"
+        row = self.db.fetchone(
+            'SELECT s.expires, u.disabled FROM sessions s JOIN users u ON u.name = s."user"'
             " WHERE s.token_sha256 = ?",
             (token_sha256,),
-        ).fetchone()
+        )
         return row is not None and not row[1] and now < row[0]
 
     def end_session(self, token_sha256: str) -> None:
-        self.conn.execute("DELETE FROM sessions WHERE token_sha256 = ?", (token_sha256,))
+        self.db.execute("DELETE FROM sessions WHERE token_sha256 = ?", (token_sha256,))
 
     def purge_sessions(self, now: float, idle_s: float) -> int:
         """Delete expired sessions (run on each login: the table stays the size of the live set)."""
-        cur = self.conn.execute(
+        cur = self.db.execute(
             "DELETE FROM sessions WHERE expires <= ? OR last_used <= ?", (now, now - idle_s)
         )
         return int(cur.rowcount)
@@ -363,7 +357,7 @@ class AccountStore:
     # -- audit ------------------------------------------------------------------------------------
 
     def audit(self, entry: audit.Entry) -> None:
-        audit.record(self.conn, entry)
+        audit.record(self.db, entry)
 
 
 class Throttle:
@@ -417,7 +411,7 @@ class Throttle:
             del self._fails[next(iter(self._fails))]
 
 
-def record_local(db: Path, action: str, target: str, outcome: str, **detail: Any) -> None:
+def record_local(db: Target, action: str, target: str, outcome: str, **detail: Any) -> None:
     """An audit row for a command run on central's box (``shilian central user …``,
     ``shilian provision token create`` …)."""
     store = AccountStore(db)

@@ -307,9 +307,9 @@ def add_routes(app: web.Application) -> None:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alarm-ack")
         loop = asyncio.get_running_loop()
         try:
-            app[_ACKS] = store = await loop.run_in_executor(pool, AckStore, ctx.db_path)
+            app[_ACKS] = store = await loop.run_in_executor(pool, AckStore, ctx.db_target)
             app[_WRITER] = pool
-            collector = OpenAlarmsCollector(ctx.db_path)
+            collector = OpenAlarmsCollector(ctx.db_target)
             ctx.metrics_registry.register(collector)
             try:
                 yield

@@ -1,9 +1,9 @@
 """The audit log: who did what at central, from where, and how it ended.
 
 One row per login, logout, failed login, alarm acknowledgement, command to a node, user change,
-enrolment token creation, revocation and firmware upload. Table ``audit`` in central's SQLite
-file, written with ``synchronous=FULL`` before the action is answered (central.accounts owns the
-connection). Rows are never updated or deleted by central.
+enrolment token creation, revocation and firmware upload. Table ``audit`` in central's database
+(SQLite or PostgreSQL, :mod:`central.db`), committed before the action is answered
+(central.accounts owns the connection). Rows are never updated or deleted by central.
 
 Writers: the API through ``central.auth.audit(request, ...)``; command-line tools on the box
 through :func:`central.accounts.record_local` (user ``cli:<login name>``, address ``local``).
@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import getpass
 import json
-import sqlite3
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from central.db import Db
+if TYPE_CHECKING:
+    from central.db import Db
 
 #: Longest detail stored per row: enough for a command's arguments or a note, bounded so one
 #: request cannot grow the log by megabytes.
@@ -46,12 +46,12 @@ class AuditFilter:
     until: float | None = None  # exclusive
 
 
-def record(conn: sqlite3.Connection, e: Entry) -> None:
+def record(db: Db, e: Entry) -> None:
     detail = json.dumps(e.detail, ensure_ascii=False, default=str)
     if len(detail) > MAX_DETAIL_CHARS:
         detail = json.dumps({"truncated": detail[:MAX_DETAIL_CHARS]}, ensure_ascii=False)
-    conn.execute(
-        "INSERT INTO audit(ts, user, role, address, action, target, outcome, detail)"
+    db.execute(
+        'INSERT INTO audit(ts, "user", role, address, action, target, outcome, detail)'
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (e.ts, e.user, e.role, e.address[:64], e.action, e.target[:200], e.outcome, detail),
     )
@@ -64,14 +64,12 @@ def local_login() -> str:
         return "unknown"
 
 
-def list_audit(
-    conn: Db | sqlite3.Connection, f: AuditFilter, limit: int, offset: int
-) -> tuple[int, list[dict[str, Any]]]:
-    """(total matching, one page newest first)."""
+def list_audit(db: Db, f: AuditFilter, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+    """(total matching, one page newest first), from one snapshot."""
     conds: list[str] = []
     args: list[Any] = []
     if f.user is not None:
-        conds.append("user = ?")
+        conds.append('"user" = ?')
         args.append(f.user)
     if f.action is not None:
         conds.append("action = ?")
@@ -83,16 +81,13 @@ def list_audit(
         conds.append("ts < ?")
         args.append(f.until)
     where = (" WHERE " + " AND ".join(conds)) if conds else ""
-    conn.execute("BEGIN")  # one snapshot for the count and the page
-    try:
-        total = conn.execute(f"SELECT count(*) FROM audit{where}", args).fetchone()[0]
-        rows = conn.execute(
-            "SELECT id, ts, user, role, address, action, target, outcome, detail FROM audit"
+    with db.transaction(write=False):  # one snapshot for the count and the page
+        (total,) = db.fetchone(f"SELECT count(*) FROM audit{where}", args) or (0,)
+        rows = db.fetchall(
+            'SELECT id, ts, "user", role, address, action, target, outcome, detail FROM audit'
             f"{where} ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?",
             [*args, limit, offset],
-        ).fetchall()
-    finally:
-        conn.execute("COMMIT")
+        )
     out = []
     for r in rows:
         d = dict(zip(_AUDIT_COLUMNS, r[:8], strict=True))

@@ -24,7 +24,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -132,12 +131,12 @@ class Auth:
     def __init__(
         self,
         cfg: AuthConfig,
-        db_path: Target,
+        db: Target,
         clock: Callable[[], float],
         throttle: Throttle | None = None,
     ) -> None:
         self.cfg = cfg
-        self.db_path = db_path
+        self.db_target = db
         self.clock = clock
         self.throttle = throttle or Throttle()
         self.idle_s = cfg.session_idle_minutes * 60.0
@@ -176,14 +175,12 @@ class Auth:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def open(self) -> None:
-        assert isinstance(self.db_path, Path), "accounts are kept in a SQLite file"
-        self._store = await self.run(AccountStore, self.db_path)
+        self._store = await self.run(AccountStore, self.db_target)
         if await self.run(self.store.user_count) == 0:
             log.warning(
                 "尚无登录用户，接口将拒绝所有请求：请运行 shilian central user add NAME "
                 "--role admin / no users yet, the API refuses every request: run "
-                "`shilian central user add NAME --role admin --db %s`",
-                self.db_path,
+                "`shilian central user add NAME --role admin --config central.toml`",
             )
 
     async def close(self) -> None:
@@ -202,7 +199,7 @@ _PRINCIPAL: web.RequestKey[Session] = web.RequestKey("principal", Session)
 def setup(app: web.Application, ctx: http.ApiContext, clock: Callable[[], float]) -> Auth:
     """Mount login/logout/me/audit and the login page on ``app``; the middleware is
     :func:`require_login` (central.app.make_app puts it after the JSON error handler)."""
-    auth = Auth(ctx.auth, ctx.db_path, clock)
+    auth = Auth(ctx.auth, ctx.db_target, clock)
     app[AUTH] = auth
     app.router.add_post("/api/v1/login", login)
     app.router.add_post("/api/v1/logout", logout)
@@ -551,9 +548,8 @@ async def audit_list(request: web.Request) -> web.Response:
     )
     limit = http.int_param(q, "limit", http.DEFAULT_PAGE, 1, http.MAX_PAGE)
     offset = http.int_param(q, "offset", 0, 0, 2**31)
-    total, rows = await request.app[http.READS].run(
-        lambda c: audit_log.list_audit(c, f, limit, offset)
-    )
+    auth = request.app[AUTH]  # the account store's connection: the log is in its database
+    total, rows = await auth.run(lambda: audit_log.list_audit(auth.store.db, f, limit, offset))
     return http.ok({"total": total, "limit": limit, "offset": offset, "entries": rows})
 
 

@@ -10,6 +10,8 @@ import typer
 if TYPE_CHECKING:
     from central.accounts import AccountStore
     from central.config import CentralConfig
+    from central.db import Target
+    from registry import Registry
 
 app = typer.Typer(
     help="中心汇聚服务 / central aggregator: ingest, coverage, HTTP API.", no_args_is_help=True
@@ -88,6 +90,30 @@ def _load(config: Path) -> CentralConfig:
         raise typer.Exit(2) from None
 
 
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="配置文件 / central.toml ([store]: SQLite or PostgreSQL)"),
+]
+
+
+def _target(config: Path | None, db: Path | None) -> Target:
+    """The database ``--config``'s ``[store]`` names, or the SQLite file ``--db``."""
+    from central.db import target
+
+    if (config is None) == (db is None):
+        typer.echo("请给出 --config 或 --db 之一 / give one of --config or --db", err=True)
+        raise typer.Exit(2)
+    if db is not None:
+        return db
+    assert config is not None
+    return target(_load(config).store)
+
+
+def _shown(t: Target) -> str:
+    """A database for a message: a PostgreSQL URL without its user and password."""
+    return str(t) if isinstance(t, Path) else t.split("@")[-1]
+
+
 @app.command()
 def migrate(
     config: Annotated[
@@ -104,17 +130,8 @@ def migrate(
     (central does this itself at start)."""
     from central import migrate as migrations
 
-    if (config is None) == (db is None):
-        typer.echo("请给出 --config 或 --db 之一 / give one of --config or --db", err=True)
-        raise typer.Exit(2)
-    target: str | Path
-    if db is not None:
-        target = db
-    else:
-        assert config is not None
-        store = _load(config).store
-        target = store.url if store.url is not None else store.path
-    shown = target if isinstance(target, Path) else target.split("@")[-1]  # no password shown
+    target = _target(config, db)
+    shown = _shown(target)
     try:
         before = migrations.status(target)
         after = before if status_only else migrations.upgrade(target)
@@ -159,13 +176,16 @@ def check_config(
 
 @app.command("import-registry")
 def import_registry_cmd(
-    db: Annotated[Path, typer.Option("--db", help="中心数据库 / central's SQLite database")],
     scope: Annotated[
         str,
         typer.Option(
             "--scope", help='省/市/县代码，"" 或 all 为全国 / province, city or county code, or all'
         ),
     ],
+    config: ConfigOption = None,
+    db: Annotated[
+        Path | None, typer.Option("--db", help="中心 SQLite 数据库 / central's SQLite database")
+    ] = None,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -181,11 +201,17 @@ def import_registry_cmd(
     retired codes are reported; retired villages are kept and their nodes flagged."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from central.store import SqliteStore
-    from registry import RegistryError, import_edition
+    from central import registry_store
+    from central.db import open_db
+    from registry import RegistryError
 
     code = "" if scope.strip().lower() in ("", "all") else scope.strip()
-    store = SqliteStore(db)
+    target = _target(config, db)
+    try:
+        conn = open_db(target)
+    except Exception as e:  # the database's own error (unreachable, not ours) for the user
+        typer.echo(f"数据库错误 / database error ({_shown(target)}): {e}", err=True)
+        raise typer.Exit(1) from None
     try:
         with Progress(
             TextColumn("导入 / importing"),
@@ -195,28 +221,22 @@ def import_registry_cmd(
             console=_stderr_console(),
         ) as bar:
             task = bar.add_task("units", total=None)
-            report = import_edition(
-                store.conn,
+            report = registry_store.import_edition(
+                conn,
                 code,
                 data,
                 lambda done, total: bar.update(task, completed=done, total=total),
             )
-        flagged = (
-            [
-                str(row[0])
-                for retired in report.retired
-                for row in store.conn.execute(
-                    "SELECT node_id FROM nodes WHERE village = ?", (retired,)
-                )
-            ]
-            if report.retired and _has_table(store.conn, "nodes")
-            else []
-        )
+        flagged = [
+            str(row[0])
+            for retired in report.retired
+            for row in conn.fetchall("SELECT node_id FROM nodes WHERE village = ?", (retired,))
+        ]
     except (RegistryError, OSError) as e:
         typer.echo(f"导入失败 / import failed: {e}", err=True)
         raise typer.Exit(1) from None
     finally:
-        store.close()
+        conn.close()
     typer.echo(
         f"已导入 {report.villages} 个村级单位（新增 {report.added}，改名 {report.renamed}，"
         f"撤销 {len(report.retired)}）/ imported {report.villages} villages (added "
@@ -236,18 +256,14 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
-def _has_table(conn: Any, name: str) -> bool:
-    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
-    return row.fetchone() is not None
-
-
 user_app = typer.Typer(
     help="登录用户 / operator accounts: add, list, passwd, disable, enable.", no_args_is_help=True
 )
 app.add_typer(user_app, name="user")
 
 DbOption = Annotated[
-    Path, typer.Option("--db", help="中心数据库 / central's SQLite database ([store] path)")
+    Path | None,
+    typer.Option("--db", help="中心 SQLite 数据库 / central's SQLite database ([store] path)"),
 ]
 UserName = Annotated[str, typer.Argument(help="用户名 / user name")]
 PasswordStdin = Annotated[
@@ -261,6 +277,17 @@ def _password(stdin: bool) -> str:
     if stdin:
         return sys.stdin.readline().rstrip("\r\n")
     return str(typer.prompt("密码 / password", hide_input=True, confirmation_prompt=True))
+
+
+def _registry(t: Target) -> Registry | None:
+    from central import registry_store
+    from central.db import open_db
+
+    conn = open_db(t)
+    try:
+        return registry_store.load(conn)
+    finally:
+        conn.close()
 
 
 def _fail(e: Exception) -> typer.Exit:
@@ -284,7 +311,8 @@ def _audit(store: AccountStore, action: str, name: str, detail: dict[str, Any]) 
 @user_app.command("add")
 def user_add(
     name: UserName,
-    db: DbOption,
+    config: ConfigOption = None,
+    db: DbOption = None,
     role: Annotated[
         str, typer.Option("--role", help="viewer | operator | admin（查看/值班/管理）")
     ] = "viewer",
@@ -298,12 +326,12 @@ def user_add(
     import time
 
     from central.accounts import AccountError, AccountStore, parse_role
-    from registry import Registry
 
-    store = AccountStore(db)
+    t = _target(config, db)
+    store = AccountStore(t)
     try:
         r = parse_role(role)
-        registry = Registry.from_db(store.conn)
+        registry = _registry(t)
         if scope and registry is not None and registry.unit(scope) is None:
             raise AccountError(
                 "unknown_unit",
@@ -323,11 +351,11 @@ def user_add(
 
 
 @user_app.command("list")
-def user_list(db: DbOption) -> None:
+def user_list(config: ConfigOption = None, db: DbOption = None) -> None:
     """列出用户 / list users."""
     from central.accounts import AccountStore
 
-    store = AccountStore(db)
+    store = AccountStore(_target(config, db))
     try:
         users = store.users()
     finally:
@@ -340,7 +368,7 @@ def user_list(db: DbOption) -> None:
 
 
 def _change(
-    db: Path, name: str, action: str, *, password: str | None = None, disable: bool = False
+    db: Target, name: str, action: str, *, password: str | None = None, disable: bool = False
 ) -> None:
     """Set ``password``, or disable/enable ``name``; audited as ``action``."""
     import time
@@ -363,25 +391,26 @@ def _change(
 @user_app.command("passwd")
 def user_passwd(
     name: UserName,
-    db: DbOption,
+    config: ConfigOption = None,
+    db: DbOption = None,
     password_stdin: PasswordStdin = False,
 ) -> None:
     """修改密码（并注销其会话）/ set a new password (ends the user's sessions)."""
-    _change(db, name, "user_passwd", password=_password(password_stdin))
+    _change(_target(config, db), name, "user_passwd", password=_password(password_stdin))
     typer.echo(f"已修改 {name} 的密码 / password of {name} changed")
 
 
 @user_app.command("disable")
-def user_disable(name: UserName, db: DbOption) -> None:
+def user_disable(name: UserName, config: ConfigOption = None, db: DbOption = None) -> None:
     """停用用户（立即注销其会话）/ disable a user (ends their sessions at once)."""
-    _change(db, name, "user_disable", disable=True)
+    _change(_target(config, db), name, "user_disable", disable=True)
     typer.echo(f"已停用 {name} / {name} disabled")
 
 
 @user_app.command("enable")
-def user_enable(name: UserName, db: DbOption) -> None:
+def user_enable(name: UserName, config: ConfigOption = None, db: DbOption = None) -> None:
     """启用用户 / enable a user."""
-    _change(db, name, "user_enable", disable=False)
+    _change(_target(config, db), name, "user_enable", disable=False)
     typer.echo(f"已启用 {name} / {name} enabled")
 
 
@@ -407,7 +436,8 @@ def parse_since(text: str) -> float:
 
 @app.command("audit")
 def audit_cmd(
-    db: DbOption,
+    config: ConfigOption = None,
+    db: DbOption = None,
     user: Annotated[str | None, typer.Option("--user", help="按用户 / by user")] = None,
     action: Annotated[str | None, typer.Option("--action", help="按操作 / by action")] = None,
     since: Annotated[
@@ -433,10 +463,10 @@ def audit_cmd(
         except ValueError as e:
             typer.echo(str(e), err=True)
             raise typer.Exit(2) from None
-    store = AccountStore(db)  # migrates the file if central never ran: an empty log
+    store = AccountStore(_target(config, db))  # migrates it if central never ran: an empty log
     try:
         start = None if since is None else parse_since(since)
-        _, rows = audit.list_audit(store.conn, audit.AuditFilter(user, action, start), limit, 0)
+        _, rows = audit.list_audit(store.db, audit.AuditFilter(user, action, start), limit, 0)
     finally:
         store.close()
     for r in rows:

@@ -15,7 +15,8 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import prometheus_client
 from aiohttp import web
@@ -23,10 +24,12 @@ from aiohttp import web
 from central import views
 from central.config import AuthConfig
 from central.coverage import CoverageIndex
-from central.db import Target
 from central.devices import DeviceIndex
 from registry import Registry
 from wire import MAX_PAYLOAD_BYTES, bounded_json, valid_node_id
+
+if TYPE_CHECKING:
+    from central.db import Target
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ class CommandSender(Protocol):
 
 @dataclass
 class ApiContext:
-    db_path: Target  # central's database (central.db): a SQLite file or a PostgreSQL URL
+    db_path: Path  # views open their own read-only connections (WAL readers)
     registry: Registry
     coverage: CoverageIndex
     metrics_registry: prometheus_client.CollectorRegistry
@@ -68,6 +71,13 @@ class ApiContext:
     body_timeout_s: float = 30.0  # [http] body_timeout_s: central.slow_clients
     #: node -> its clock's offset from central's, seconds, for nodes off by more than the bound
     clock_off: Mapping[str, float] = field(default_factory=dict)
+    #: ``[store] url``: PostgreSQL instead of ``db_path`` for the modules on central.db
+    db_url: str | None = None
+
+    @property
+    def db_target(self) -> Target:
+        """The database of the modules on :mod:`central.db` (accounts, audit, ...)."""
+        return self.db_url if self.db_url is not None else self.db_path
 
 
 class ApiError(Exception):

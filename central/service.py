@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from central import registry_store
 from central.acks import ACK_INTERVAL_S, StoredAcks, caps_payload
 from central.commands import CommandClient
 from central.config import CentralConfig
@@ -46,7 +47,7 @@ from central.liveness import Liveness
 from central.metrics import CentralMetrics
 from central.refusals import log_refused
 from central.store import NodeRow, SqliteStore, Write
-from registry import Registry, import_registry
+from registry import Registry
 from resilience.log_limiter import LogLimiter
 from wire.limits import RECONNECT_GRACE_S
 from wire.topics import CENTRAL_CAPS_TOPIC
@@ -254,15 +255,18 @@ class CentralService:
     # -- set-up -----------------------------------------------------------------------------------
 
     def _load_registry(self) -> Registry:
-        conn = self.store.conn
-        registry = Registry.from_db(conn)
-        if registry is None:
-            scope = self.cfg.registry.default_scope
-            count = import_registry(conn, scope)
-            log.info("导入区划 / imported registry scope %r: %d villages", scope, count)
-            registry = Registry.from_db(conn)
-            assert registry is not None  # just imported
-        return registry
+        conn = open_db(target(self.cfg.store))
+        try:
+            registry = registry_store.load(conn)
+            if registry is None:
+                scope = self.cfg.registry.default_scope
+                count = registry_store.import_registry(conn, scope)
+                log.info("导入区划 / imported registry scope %r: %d villages", scope, count)
+                registry = registry_store.load(conn)
+                assert registry is not None  # just imported
+            return registry
+        finally:
+            conn.close()
 
     def _load_devices(self, nodes: Iterable[NodeRow]) -> DeviceIndex:
         db = open_db(target(self.cfg.store))
@@ -276,7 +280,7 @@ class CentralService:
         from central.http import ApiContext
 
         ctx = ApiContext(
-            db_path=target(self.cfg.store),
+            db_path=self.cfg.store.path,
             registry=self.registry,
             coverage=self.coverage,
             metrics_registry=self.metrics.registry,
@@ -286,6 +290,7 @@ class CentralService:
             devices=self.devices,
             body_timeout_s=self.cfg.http.body_timeout_s,
             clock_off=self.ingest.clock_off,
+            db_url=self.cfg.store.url,
         )
         self.http_app = app = make_app(ctx)
         from central.dashboard import add_routes as add_dashboard_routes

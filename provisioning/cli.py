@@ -446,8 +446,10 @@ def token_create(
 
     from rich.console import Console
 
+    from central import registry_store
+    from central.db import open_db
     from central.tokens import TokenStore, parse_ttl
-    from registry import village_in_db, village_in_package
+    from registry import village_in_package
 
     if (node_id is None) == (village is None):
         raise _fail("请指定 --node 或 --village 之一 / give exactly one of --node, --village", 2)
@@ -459,7 +461,11 @@ def token_create(
     conn = _central_db(db)
     try:
         code = target[:12]
-        unit = village_in_db(conn, code)
+        central_db = open_db(db)
+        try:
+            unit = registry_store.village(central_db, code)
+        finally:
+            central_db.close()
         if unit is False:  # central has not imported its registry yet: the packaged table
             unit = village_in_package(code)
         if not unit:

@@ -11,9 +11,6 @@ from registry.divisions import (
     RegistryError,
     Unit,
     former_names,
-    import_edition,
-    import_registry,
-    village_in_db,
     village_in_package,
 )
 
@@ -27,8 +24,5 @@ __all__ = [
     "RegistryError",
     "Unit",
     "former_names",
-    "import_edition",
-    "import_registry",
-    "village_in_db",
     "village_in_package",
 ]

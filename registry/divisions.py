@@ -12,9 +12,8 @@ municipalities have city-level units named 市辖区 / 县 (e.g. 1101 北京市 
 省直辖县级行政区划 city-level groups (e.g. 4190 济源市 under it); cities without counties
 (东莞 4419, 中山 4420, 儋州 4604, 嘉峪关 6202) have one county-level unit that repeats the city.
 
-In the database (``import_registry`` / ``Registry.from_db``) the scope's units live in table
-``units`` and the scope in ``registry_meta``; an import is one transaction, so a power cut leaves
-either the old registry or the new one.
+Central keeps the imported scope in its database (``central.registry_store``: table ``units``,
+the scope in ``registry_meta``); this module knows no database.
 
 Editions: the NBS republishes the table every year; importing a newer edition (``data_dir``, a
 folder laid out like ``registry/data``) updates names, adds codes and *retires* the codes of the
@@ -27,8 +26,7 @@ from __future__ import annotations
 
 import io
 import lzma
-import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -40,26 +38,6 @@ LEVEL_BY_LEN = {2: 1, 4: 2, 6: 3, 9: 4, 12: 5}
 LEN_BY_LEVEL = {0: 0, 1: 2, 2: 4, 3: 6, 4: 9, 5: 12}
 VILLAGE_LEVEL = 5
 COUNTRY_NAME = "全国"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS units(
-  code TEXT PRIMARY KEY,
-  name TEXT NOT NULL,
-  level INTEGER NOT NULL,
-  parent TEXT,
-  retired INTEGER NOT NULL DEFAULT 0   -- 1: absent from the imported edition, kept for bindings
-);
-CREATE TABLE IF NOT EXISTS registry_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-#: Rows written per progress report during an import (~0.2 s of work each).
-IMPORT_CHUNK = 50_000
-
-
-def _ensure_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables, and add ``retired`` to databases made before editions existed."""
-    conn.executescript(_SCHEMA)
-    if "retired" not in {str(r[1]) for r in conn.execute("PRAGMA table_info(units)")}:
-        conn.execute("ALTER TABLE units ADD COLUMN retired INTEGER NOT NULL DEFAULT 0")
 
 
 class RegistryError(ValueError):
@@ -90,13 +68,19 @@ class Registry:
 
     __slots__ = ("_children", "_names", "_parents", "_retired", "_root", "scope")
 
-    def __init__(self, scope: str, units: Iterable[tuple[str, str, str | None]]) -> None:
+    def __init__(
+        self,
+        scope: str,
+        units: Iterable[tuple[str, str, str | None]],
+        retired: Mapping[str, str] | None = None,
+    ) -> None:
         """``units``: (code, name, parent) with every parent before its children; the scope's
         own unit first (omitted for the whole country). A unit whose parent is not already
-        there is refused, so the tree is always whole."""
+        there is refused, so the tree is always whole. ``retired``: village codes an imported
+        edition no longer has, with their last names (not part of the tree)."""
         self.scope = scope
         #: Retired village codes (absent from the imported edition) and their last names.
-        self._retired: dict[str, str] = {}
+        self._retired: dict[str, str] = dict(retired or {})
         self._names: dict[str, str] = {}
         # Only parents that differ from the prefix rule are stored.
         self._parents: dict[str, str | None] = {}
@@ -137,27 +121,6 @@ class Registry:
         or from ``data_dir``, another edition laid out the same way."""
         _check_scope(scope)
         return cls(scope, _package_units(scope, data_dir))
-
-    @classmethod
-    def from_db(cls, conn: sqlite3.Connection) -> Registry | None:
-        """The registry imported into ``conn``, or None when none was imported."""
-        _ensure_schema(conn)
-        row = conn.execute("SELECT value FROM registry_meta WHERE key = 'scope'").fetchone()
-        if row is None:
-            return None
-        scope = str(row[0])
-        # ORDER BY level, code: every parent before its children.
-        rows = conn.execute(
-            "SELECT code, name, parent FROM units WHERE retired = 0 ORDER BY level, code"
-        )
-        registry = cls(scope, ((str(c), str(n), p) for c, n, p in rows))
-        registry._retired = {
-            str(c): str(n)
-            for c, n in conn.execute(
-                "SELECT code, name FROM units WHERE retired = 1 AND level = ?", (VILLAGE_LEVEL,)
-            )
-        }
-        return registry
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -219,6 +182,15 @@ class Registry:
             if len(code) == 12:
                 yield Unit(code, name, VILLAGE_LEVEL, self._parent(code))
 
+    def village_count(self) -> int:
+        return sum(1 for code in self._names if len(code) == LEN_BY_LEVEL[VILLAGE_LEVEL])
+
+    def rows(self) -> Iterator[tuple[str, str, int, str | None]]:
+        """Every unit as (code, name, level, parent), each parent before its children (the
+        scope's own unit first, with its parent outside the scope)."""
+        for code, name in self._names.items():
+            yield code, name, LEVEL_BY_LEN[len(code)], self._parent(code)
+
     def __len__(self) -> int:
         """Number of units (the root included, the synthetic 全国 excluded)."""
         return len(self._names)
@@ -238,72 +210,6 @@ class ImportReport:
     added: int  # villages new to this database
     renamed: int  # villages whose name changed
     retired: list[str]  # village codes of the scope the edition no longer has
-
-
-def import_edition(
-    conn: sqlite3.Connection,
-    scope: str,
-    data_dir: Path | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> ImportReport:
-    """Make ``scope`` of an edition (the packaged one, or ``data_dir``) the registry in
-    ``conn``, in one transaction. Units of the previous import that the edition lacks are
-    retired, not deleted, when they lie inside ``scope``; units outside ``scope`` (a narrower
-    scope than before) are removed. ``progress(done, total)`` is called as rows are written."""
-    registry = Registry.from_package(scope, data_dir)
-    names = registry._names
-    _ensure_schema(conn)
-    old = {
-        str(c): (str(n), int(r))
-        for c, n, r in conn.execute("SELECT code, name, retired FROM units WHERE level = ?", (5,))
-    }
-    added = sum(1 for c in names if len(c) == 12 and c not in old)
-    renamed = sum(1 for c, (n, r) in old.items() if not r and c in names and names[c] != n)
-    # Membership by code prefix: an exception to the prefix rule would need its parent chain
-    # from the old import, and the 2023 table has none (registry/data/README.md).
-    retired = sorted(c for c in old if c not in names and c.startswith(scope))
-    codes = list(names)
-    total = len(codes)
-    conn.execute("BEGIN IMMEDIATE")  # one transaction even on an autocommit connection
-    try:
-        conn.execute("DELETE FROM units WHERE retired = 0")
-        for start in range(0, total, IMPORT_CHUNK):
-            chunk = codes[start : start + IMPORT_CHUNK]
-            conn.executemany(
-                "INSERT OR REPLACE INTO units(code, name, level, parent, retired) "
-                "VALUES (?, ?, ?, ?, 0)",
-                ((c, names[c], LEVEL_BY_LEN[len(c)], registry._parent(c)) for c in chunk),
-            )
-            if progress is not None:
-                progress(min(start + IMPORT_CHUNK, total), total)
-        # Retired villages keep their last name; a retired code back in the edition was
-        # replaced above and is current again.
-        conn.executemany(
-            "INSERT OR IGNORE INTO units(code, name, level, parent, retired) "
-            "VALUES (?, ?, 5, NULL, 1)",
-            ((c, old[c][0]) for c in retired),
-        )
-        conn.execute(
-            "DELETE FROM units WHERE retired = 1 AND substr(code, 1, ?) != ?",
-            (len(scope), scope),
-        )
-        conn.execute(
-            "INSERT INTO registry_meta(key, value) VALUES ('scope', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (scope,),
-        )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    villages = sum(1 for c in names if len(c) == 12)
-    return ImportReport(scope, villages, added, renamed, retired)
-
-
-def import_registry(conn: sqlite3.Connection, scope: str) -> int:
-    """Make ``scope`` of the packaged edition the registry in ``conn`` (:func:`import_edition`).
-    Returns the number of villages imported."""
-    return import_edition(conn, scope).villages
 
 
 def former_names() -> dict[str, tuple[str, ...]]:
@@ -328,19 +234,6 @@ def village_in_package(code: str) -> Unit | None:
     except RegistryError:
         return None
     return unit if unit is not None and unit.level == VILLAGE_LEVEL else None
-
-
-def village_in_db(conn: sqlite3.Connection, code: str) -> Unit | bool | None:
-    """The village-level unit ``code`` in the registry imported into central's database; None
-    when the code is not there; False when no registry was imported at all."""
-    conn.executescript(_SCHEMA)
-    if conn.execute("SELECT 1 FROM registry_meta WHERE key = 'scope'").fetchone() is None:
-        return False
-    row = conn.execute(
-        "SELECT code, name, level, parent FROM units WHERE code = ? AND level = ?",
-        (code, VILLAGE_LEVEL),
-    ).fetchone()
-    return None if row is None else Unit(str(row[0]), str(row[1]), int(row[2]), row[3])
 
 
 def _check_scope(scope: str) -> None:

@@ -288,12 +288,12 @@ def write(db: Path, registry: Registry, h: History, now: float) -> None:
     finally:
         acks.close()
     accounts = AccountStore(db)
-    _unsynced(accounts.conn)
     try:
-        accounts.conn.execute("BEGIN")
-        for e in sorted(entries, key=lambda e: e.ts):
-            accounts.audit(e)
-        accounts.conn.execute("COMMIT")
+        assert isinstance(accounts.db, SqliteDb)  # the demo's database is a file
+        _unsynced(accounts.db.conn)
+        with accounts.db.transaction(write=True):
+            for e in sorted(entries, key=lambda e: e.ts):
+                accounts.audit(e)
     finally:
         accounts.close()
     _alerts(db, registry, h, ids)

@@ -85,7 +85,6 @@ def viewer_token(site: Site) -> str:
         try:
             store.add("viewer1", Role.viewer, "", "a long enough password 1", time.time())
             token, _ = store.create_session("viewer1", "test", time.time(), 3600.0, 3600.0)
-            store.conn.commit()
         finally:
             store.close()
         _VIEWER[site.central.db] = token

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from central.db import open_db
+from central.registry_store import import_registry
 from central.tokens import TokenStore
 from provisioning.cli import app
-from registry import import_registry
 
 runner = CliRunner()
 #: A real village of 兴宁区 (NBS 2023) and a code with a valid shape that is no village.
@@ -23,7 +24,7 @@ NOT_A_VILLAGE = "450102999999"
 def central_db(tmp_path: Path) -> Path:
     """A central database as central leaves it: the Nanning registry imported."""
     db = tmp_path / "central.sqlite3"
-    conn = sqlite3.connect(db)
+    conn = open_db(db)
     import_registry(conn, "4501")
     conn.close()
     return db

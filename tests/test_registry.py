@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-
 import pytest
 
 from central.coverage import CoverageIndex
-from registry import COUNTRY_NAME, Registry, RegistryError, Unit, import_registry
+from registry import COUNTRY_NAME, Registry, RegistryError, Unit
 
 
 def _count_levels(registry: Registry) -> dict[int, int]:
@@ -119,28 +116,3 @@ def test_parent_that_breaks_the_prefix_rule() -> None:
     assert [u.code for u in reg.ancestors("450201001001")] == ["45", "4501", "450201", "450201001"]
     with pytest.raises(RegistryError):
         Registry("45", [("45", "省", None), ("450101", "区", "4509")])
-
-
-def test_import_and_from_db_round_trip(tmp_path: Path) -> None:
-    conn = sqlite3.connect(tmp_path / "central.db")
-    conn.execute("PRAGMA journal_mode=WAL")
-    assert Registry.from_db(conn) is None
-    assert import_registry(conn, "4501") == 1856
-    loaded = Registry.from_db(conn)
-    assert loaded is not None
-    packaged = Registry.from_package("4501")
-    assert loaded.scope == "4501"
-    assert loaded.root() == packaged.root()
-    assert list(loaded.villages()) == list(packaged.villages())
-    assert conn.execute("SELECT count(*), min(level), max(level) FROM units").fetchone() == (
-        2007,
-        2,
-        5,
-    )
-    # A new import replaces the old one entirely.
-    assert import_registry(conn, "450102") == sum(
-        1 for _ in Registry.from_package("450102").villages()
-    )
-    again = Registry.from_db(conn)
-    assert again is not None and again.scope == "450102" and again.unit("4501") is None
-    conn.close()

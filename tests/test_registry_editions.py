@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import lzma
 import shutil
-import sqlite3
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from central.cli import app as central_app
-from registry import Registry, import_edition, import_registry
+from central.db import Target, open_db
+from central.registry_store import import_edition, import_registry, load
 from shilian.broker import Mosquitto
 from tests.dashboard_client import Client, add_user
 from tests.test_central_service import Node, central, make_cfg, sample, wait_for
@@ -42,8 +42,8 @@ def newer_edition(tmp_path: Path) -> Path:
     return out
 
 
-def test_new_edition_renames_adds_and_retires(tmp_path: Path) -> None:
-    conn = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+def test_new_edition_renames_adds_and_retires(tmp_path: Path, db_target: Target) -> None:
+    conn = open_db(db_target)
     before = import_registry(conn, "4501")
     progress: list[tuple[int, int]] = []
     report = import_edition(
@@ -52,7 +52,7 @@ def test_new_edition_renames_adds_and_retires(tmp_path: Path) -> None:
     assert (report.added, report.renamed, report.retired) == (1, 1, [RETIRED])
     assert report.villages == before  # one gone, one new
     assert progress and progress[-1][0] == progress[-1][1]
-    reg = Registry.from_db(conn)
+    reg = load(conn)
     assert reg is not None
     assert reg.unit(RENAMED) is not None and reg.unit(RENAMED).name == "兴宁新社区居委会"  # type: ignore[union-attr]
     assert reg.has_village(ADDED)
@@ -60,7 +60,7 @@ def test_new_edition_renames_adds_and_retires(tmp_path: Path) -> None:
     assert reg.retired_village(RETIRED) == "北宁社区居委会" and reg.knows_village(RETIRED)
     # Re-importing the old edition brings the village back as current.
     import_registry(conn, "4501")
-    again = Registry.from_db(conn)
+    again = load(conn)
     assert (
         again is not None and again.has_village(RETIRED) and again.retired_village(RETIRED) is None
     )
