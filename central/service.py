@@ -47,6 +47,7 @@ from central.liveness import Liveness
 from central.metrics import CentralMetrics
 from central.refusals import log_refused
 from central.store import NodeRow, SqliteStore, Write
+from central.store_pg import PostgresStore
 from registry import Registry
 from resilience.log_limiter import LogLimiter
 from wire.limits import RECONNECT_GRACE_S
@@ -124,12 +125,7 @@ class CentralService:
             from central.store_pg import NotPorted
 
             raise NotPorted  # before anything is opened or listens
-        from central import migrate
-
-        # before any route or ingest: every module uses the tables this makes
-        version = await asyncio.to_thread(migrate.ensure, cfg.store.path)
-        log.info("数据库版本 / database schema at version %s", version)
-        self.store = store = SqliteStore(cfg.store.path)
+        self.store = store = await asyncio.to_thread(self._open_store)
         #: One thread for the store's commits (one connection, one writer).
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="central-commit")
         try:
@@ -253,6 +249,21 @@ class CentralService:
         log.info("中心已停止 / central stopped")
 
     # -- set-up -----------------------------------------------------------------------------------
+
+    def _open_store(self) -> SqliteStore | PostgresStore:
+        """Ingest's store on the configured database, brought to the newest schema first:
+        before any route or ingest, as every module uses the tables this makes."""
+        from central import migrate
+
+        db = target(self.cfg.store)
+        if isinstance(db, str):
+            store: SqliteStore | PostgresStore = PostgresStore(db)  # upgrades the schema
+            version = migrate.status(db).current
+        else:
+            version = migrate.ensure(db)
+            store = SqliteStore(db)
+        log.info("数据库版本 / database schema at version %s", version)
+        return store
 
     def _load_registry(self) -> Registry:
         conn = open_db(target(self.cfg.store))
