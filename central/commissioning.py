@@ -17,8 +17,9 @@ Routes (docs/api.md):
   header), with the same enrolment token: a technician has no operator login. Public to the
   login middleware, like the upload.
 
-Storage: table ``commissioning_reports`` in central's SQLite (WAL); an upload is committed before
-the 201, so a report acknowledged to the technician survives a power cut.
+Storage: table ``commissioning_reports`` in central's database (SQLite or PostgreSQL,
+:mod:`central.db`); an upload is committed before the 201, so a report acknowledged to the
+technician survives a power cut.
 """
 
 from __future__ import annotations
@@ -26,16 +27,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from central import auth, migrate
+from central import auth
 from central.commissioning_page import place_from_registry, render
+from central.db import Db, Target, open_db
 from central.http import error_response
 from central.tokens import token_hash
 from registry import Registry
@@ -48,8 +48,6 @@ UPLOAD_WINDOW_S = 7 * 24 * 3600.0
 MAX_REPORT_BYTES = 64 * 1024
 #: Uploads listed by the GET (newest first); older ones stay in the table.
 MAX_LISTED = 100
-#: Seconds a request waits for central's database lock (ingest commits are short).
-DB_TIMEOUT_S = 10.0
 
 _DUMPS = functools.partial(json.dumps, ensure_ascii=False)
 
@@ -66,13 +64,13 @@ def _error(
     return error_response(status, code, f"{zh} / {en}", headers)
 
 
-def check_token(conn: sqlite3.Connection, token: str, node_id: str, now: float) -> None:
+def check_token(db: Db, token: str, node_id: str, now: float) -> None:
     """The token enrolled ``node_id`` less than :data:`UPLOAD_WINDOW_S` ago, or
     :class:`UploadRefused` (401 unknown, 403 another node or never used, 410 too late)."""
-    row = conn.execute(
+    row = db.fetchone(
         "SELECT used_at, used_by FROM enrol_tokens WHERE token_sha256 = ?",
         (token_hash(token),),
-    ).fetchone()
+    )
     if row is None:
         raise UploadRefused(
             401,
@@ -155,12 +153,12 @@ def validate_report(body: Any, node_id: str) -> dict[str, Any]:
 class ReportStore:
     """The reports table (blocking: used from worker threads, one connection per call)."""
 
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
-        migrate.ensure(db_path)
+    def __init__(self, db: Target) -> None:
+        self.db_target = db
+        open_db(db).close()  # the schema brought up to date once
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.db_path, timeout=DB_TIMEOUT_S, isolation_level=None)
+    def _connect(self) -> Db:
+        return open_db(self.db_target, upgrade=False)
 
     def upload(self, token: str, node_id: str, body: Any, now: float) -> int:
         report = validate_report(body, node_id)
@@ -178,14 +176,9 @@ class ReportStore:
         checked = [(n, validate_report(body, n), at) for n, body, at in reports]
         conn = self._connect()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with conn.transaction(write=True):
                 for node_id, report, at in checked:
                     _insert(conn, node_id, report, at)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         finally:
             conn.close()
 
@@ -193,11 +186,11 @@ class ReportStore:
         conn = self._connect()
         try:
             check_token(conn, token, node_id, now)
-            row = conn.execute(
+            row = conn.fetchone(
                 "SELECT state, birth_seq, "
                 "(SELECT count(*) FROM health WHERE node_id = ?) FROM nodes WHERE node_id = ?",
                 (node_id, node_id),
-            ).fetchone()
+            )
         finally:
             conn.close()
         if row is None:
@@ -208,11 +201,11 @@ class ReportStore:
         """(latest report with its upload metadata, the list newest first)."""
         conn = self._connect()
         try:
-            rows = conn.execute(
+            rows = conn.fetchall(
                 "SELECT id, uploaded_at, ok, technician, report FROM commissioning_reports "
                 "WHERE node_id = ? ORDER BY id DESC LIMIT ?",
                 (node_id, MAX_LISTED),
-            ).fetchall()
+            )
         finally:
             conn.close()
         listed = [
@@ -233,13 +226,14 @@ class ReportStore:
         return latest, listed
 
 
-def _insert(conn: sqlite3.Connection, node_id: str, report: dict[str, Any], at: float) -> int:
-    cur = conn.execute(
+def _insert(db: Db, node_id: str, report: dict[str, Any], at: float) -> int:
+    row = db.fetchone(
         "INSERT INTO commissioning_reports(node_id, uploaded_at, ok, technician, report) "
-        "VALUES (?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?) RETURNING id",
         (node_id, at, int(report["ok"]), report.get("technician", ""), _DUMPS(report)),
     )
-    return int(cur.lastrowid or 0)
+    assert row is not None  # RETURNING gives the new row
+    return int(row[0])
 
 
 def _node_id(request: web.Request) -> str:
@@ -268,11 +262,12 @@ def _bearer(request: web.Request) -> str:
 
 def add_commissioning_routes(
     app: web.Application,
-    db_path: Path,
+    db: Target,
     registry: Registry,
     clock: Callable[[], float] = time.time,
 ) -> None:
-    store = ReportStore(db_path)
+    """``db``: central's database (a SQLite path or a PostgreSQL URL)."""
+    store = ReportStore(db)
 
     async def upload(request: web.Request) -> web.Response:
         if (retry := auth.guess_wait(request, "commissioning")) is not None:

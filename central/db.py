@@ -118,17 +118,19 @@ def is_postgres(t: Target) -> bool:
     return isinstance(t, str)
 
 
-def open_db(t: Target) -> Db:
+def open_db(t: Target, *, upgrade: bool = True) -> Db:
     """A connection to ``t``, the database brought to the newest schema first (a fast check
-    when it already is)."""
+    when it already is; ``upgrade=False``: no check, for a module that opens a connection per
+    request after checking once)."""
     if isinstance(t, Path):
-        migrate.ensure(t)
+        if upgrade:
+            migrate.ensure(t)
         return SqliteDb(t)
     if not t.startswith(migrate.POSTGRES_SCHEMES):
         raise ValueError(f"not a PostgreSQL URL: {t!r}")
     db = PostgresDb(t)
     try:
-        if _pg_version(db) != HEAD:
+        if upgrade and _pg_version(db) != HEAD:
             migrate.upgrade(t)
     except BaseException:
         db.close()

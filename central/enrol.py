@@ -12,16 +12,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import sqlite3
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from central import auth
 from central.config import CaConfig
+from central.db import Target, open_db
 from central.http import error_response
 from central.tokens import TokenError, TokenStore
 from pki.ca import CaError, CertificateAuthority, Issued, parse_csr
@@ -29,9 +28,6 @@ from wire import bounded_json
 
 #: Largest enrol request: a CSR (capped at 16 KiB by the CA) and a token, with room for JSON.
 MAX_ENROL_BODY = 32 * 1024
-#: Seconds a request waits for central's database lock (ingest commits are short).
-DB_TIMEOUT_S = 10.0
-
 _DUMPS = functools.partial(json.dumps, ensure_ascii=False)
 
 
@@ -44,9 +40,9 @@ def _error(
 class Enroller:
     """Redeem a token and sign the CSR (blocking: run in a worker thread)."""
 
-    def __init__(self, cfg: CaConfig, db_path: Path, clock: Callable[[], float]) -> None:
+    def __init__(self, cfg: CaConfig, db: Target, clock: Callable[[], float]) -> None:
         self.cfg = cfg
-        self.db_path = db_path
+        self.db_target = db
         self.clock = clock
         self._ca: CertificateAuthority | None = None
 
@@ -58,18 +54,19 @@ class Enroller:
     def enrol(self, token: str, csr_pem: str) -> tuple[Issued, bytes]:
         info = parse_csr(csr_pem)
         ca = self.ca()
-        conn = sqlite3.connect(self.db_path, timeout=DB_TIMEOUT_S, isolation_level=None)
+        db = open_db(self.db_target)
         try:
-            TokenStore(conn, self.clock).redeem(token, info.node_id)
+            TokenStore(db, self.clock).redeem(token, info.node_id)
         finally:
-            conn.close()
+            db.close()
         return ca.issue_node(csr_pem, days=self.cfg.cert_days), ca.ca_pem
 
 
 def add_enrol_routes(
-    app: web.Application, cfg: CaConfig, db_path: Path, clock: Callable[[], float] = time.time
+    app: web.Application, cfg: CaConfig, db: Target, clock: Callable[[], float] = time.time
 ) -> None:
-    enroller = Enroller(cfg, db_path, clock)
+    """``db``: central's database (a SQLite path or a PostgreSQL URL)."""
+    enroller = Enroller(cfg, db, clock)
     lock = asyncio.Lock()  # one enrolment at a time: they are rare, and the CA files are shared
 
     async def enrol(request: web.Request) -> web.Response:

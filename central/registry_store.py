@@ -64,6 +64,10 @@ def import_edition(
     registry = Registry.from_package(scope, data_dir)  # refuses a bad scope before any write
     villages = registry.village_count()
     pg = db.backend == "postgresql"
+    if not pg:
+        # SQLite keeps temporary tables in a file by default: the staging table in memory
+        # (~60 MB for the whole country) for this connection, before the transaction begins.
+        db.execute("PRAGMA temp_store = MEMORY")
     with db.transaction(write=True):
         if pg:
             # The comparison joins whole tables: hash them in memory rather than in batches on

@@ -320,13 +320,13 @@ class CentralService:
         from central import broadcast_routes
 
         broadcast_routes.add_routes(app)
-        commissioning_summary.add_routes(app)
+        commissioning_summary.add_routes(app, target(self.cfg.store))
         from central import snapshot_routes
 
         snapshot_routes.add_routes(app)
         from central.commissioning import add_commissioning_routes
 
-        add_commissioning_routes(app, self.cfg.store.path, self.registry, self.clock)
+        add_commissioning_routes(app, target(self.cfg.store), self.registry, self.clock)
         if (fw := self.cfg.firmware) is not None:
             from central import firmware
 
@@ -334,7 +334,7 @@ class CentralService:
         if self.cfg.ca is not None:
             from central.enrol import add_enrol_routes
 
-            add_enrol_routes(app, self.cfg.ca, self.cfg.store.path, self.clock)
+            add_enrol_routes(app, self.cfg.ca, target(self.cfg.store), self.clock)
         from central import http_server
 
         runner = http_server.runner(

@@ -23,11 +23,10 @@ CONNECT_TIMEOUT_S = 10
 #: What runs on PostgreSQL so far: this store (ingest's node registry, liveness, health, events
 #: with dedupe, gaps, devices) and the coverage counters rebuilt from it, migrations, the
 #: village registry (central.registry_store), operator accounts, sessions and the audit log,
-#: the HTTP API's reads, alarm acknowledgement, alerts, daily coverage history, meeting records
-#: and alarm snapshots (central.db). What is listed here still opens the SQLite file, so the
-#: service refuses to start on PostgreSQL (:class:`NotPorted`) rather than fail on the first
-#: request.
-NOT_PORTED_ZH_EN = (("调试报告与入网令牌", "commissioning reports and enrolment tokens"),)
+#: enrolment tokens and enrolment, commissioning reports, the HTTP API's reads, alarm
+#: acknowledgement, alerts, daily coverage history, meeting records and alarm snapshots
+#: (central.db): nothing is left on SQLite.
+NOT_PORTED_ZH_EN: tuple[tuple[str, str], ...] = ()
 
 
 class NotPorted(Exception):

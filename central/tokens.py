@@ -1,9 +1,10 @@
 """One-time enrolment tokens, so that a technician enrols a box without ever holding the CA key.
 
 A token is bound to one node id, or to a village code (then any node id of that village may use
-it), and expires. Only its SHA-256 is stored (table ``enrol_tokens`` in central's SQLite): a copy
-of the database does not let anyone enrol. Redeeming is one ``BEGIN IMMEDIATE`` transaction, so
-two concurrent uses of one token cannot both succeed; a use survives a power cut once committed.
+it), and expires. Only its SHA-256 is stored (table ``enrol_tokens`` in central's database,
+SQLite or PostgreSQL through :mod:`central.db`): a copy of the database does not let anyone
+enrol. Redeeming is one write transaction (writers take turns on both backends), so two
+concurrent uses of one token cannot both succeed; a use survives a power cut once committed.
 
 Errors are :class:`TokenError` with the HTTP status the enrol endpoint answers: 401 unknown or
 malformed token, 409 already used, 410 expired or revoked, 400 the token is for another node /
@@ -16,13 +17,11 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from central import migrate
+from central.db import Db
 from wire import valid_node_id
 
 #: Random bytes per token: 256 bits, unguessable even with the 401 answer as an oracle.
@@ -102,14 +101,12 @@ def _valid_target(target: str) -> bool:
 
 
 class TokenStore:
-    """Tokens in ``conn`` (central's database). ``clock`` gives Unix seconds."""
+    """Tokens in ``db`` (central's database, opened with :func:`central.db.open_db`, which
+    brings its schema up to date). ``clock`` gives Unix seconds."""
 
-    def __init__(self, conn: sqlite3.Connection, clock: Callable[[], float] = time.time) -> None:
-        self.conn = conn
+    def __init__(self, db: Db, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
         self.clock = clock
-        db = conn.execute("PRAGMA database_list").fetchone()[2]
-        if db:  # a file: opened by a tool before central upgraded it, perhaps
-            migrate.ensure(Path(db))
 
     def create(self, target: str, ttl_s: float) -> str:
         """A new token for ``target`` (node id or 12-digit village code); only its hash is kept."""
@@ -122,8 +119,8 @@ class TokenStore:
             raise ValueError("有效期应在 30 天以内 / TTL must be within 30 days")
         token = secrets.token_urlsafe(TOKEN_BYTES)
         now = self.clock()
-        with self.conn:
-            self.conn.execute(
+        with self.db.transaction(write=True):
+            self.db.execute(
                 "INSERT INTO enrol_tokens(token_sha256, target, created_at, expires_at) "
                 "VALUES (?, ?, ?, ?)",
                 (token_hash(token), target, now, now + ttl_s),
@@ -132,7 +129,7 @@ class TokenStore:
 
     def tokens(self) -> list[TokenInfo]:
         """Every token, newest first."""
-        rows = self.conn.execute(
+        rows = self.db.fetchall(
             "SELECT substr(token_sha256, 1, ?), target, created_at, expires_at, used_at, "
             "used_by, revoked_at FROM enrol_tokens ORDER BY created_at DESC",
             (TOKEN_ID_LEN,),
@@ -147,7 +144,7 @@ class TokenStore:
                 f"令牌编号应为 {TOKEN_ID_LEN} 位十六进制（见 token list）/ "
                 f"a token id is {TOKEN_ID_LEN} hex digits (see token list)"
             )
-        with self.conn:
+        with self.db.transaction(write=True):
             found = [t for t in self.tokens() if t.token_id == token_id]
             if not found:
                 raise ValueError(f"没有编号为 {token_id} 的令牌 / no token with id {token_id}")
@@ -159,7 +156,7 @@ class TokenStore:
                     f"token {token_id} was used by {t.used_by}; "
                     "revoke the node's certificate instead"
                 )
-            self.conn.execute(
+            self.db.execute(
                 "UPDATE enrol_tokens SET revoked_at = ? WHERE substr(token_sha256, 1, ?) = ? "
                 "AND used_at IS NULL AND revoked_at IS NULL",
                 (self.clock(), TOKEN_ID_LEN, token_id),
@@ -178,14 +175,13 @@ class TokenStore:
             )
         now = self.clock()
         h = token_hash(token)
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")  # one writer: a token is used at most once
-        try:
-            row = conn.execute(
+        db = self.db
+        with db.transaction(write=True):  # one writer at a time: a token is used at most once
+            row = db.fetchone(
                 "SELECT target, expires_at, used_at, used_by, revoked_at FROM enrol_tokens "
                 "WHERE token_sha256 = ?",
                 (h,),
-            ).fetchone()
+            )
             if row is None:
                 raise TokenError(
                     401,
@@ -226,12 +222,8 @@ class TokenStore:
                     f"此令牌签发给 {target}，不能用于节点 {node_id[:60]}",
                     f"this token is for {target}, not for node {node_id[:60]}",
                 )
-            conn.execute(
+            db.execute(
                 "UPDATE enrol_tokens SET used_at = ?, used_by = ? WHERE token_sha256 = ?",
                 (now, node_id, h),
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return Redeemed(target, node_id)

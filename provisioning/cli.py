@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    import sqlite3
+    from central.db import Db, Target
 
 app = typer.Typer(
     help="节点入网与代理安全 / node enrolment, certificates and broker security.",
@@ -404,22 +404,50 @@ def _resume_upload(state: Any, central: str) -> None:
 # -- administrator ------------------------------------------------------------------------------
 
 
-def _central_db(db: Path) -> sqlite3.Connection:
-    """Central's existing database, opened read-write; a mistyped path is refused, never
-    created (a new empty database would take tokens central never sees)."""
-    import sqlite3
+CentralDbOption = Annotated[
+    Path | None, typer.Option("--db", help="中心 SQLite 数据库 / central's SQLite database")
+]
+CentralConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="中心配置 / central.toml ([store]: SQLite or PostgreSQL), instead of --db"
+    ),
+]
 
+
+def _central_target(db: Path | None, config: Path | None) -> Target:
+    """Central's existing database: the SQLite file ``--db`` (a mistyped path is refused, never
+    created: a new empty database would take tokens central never sees), or the one
+    ``--config``'s ``[store]`` names."""
+    from central.config import ConfigError, load_config
+    from central.db import target
+
+    if (db is None) == (config is None):
+        raise _fail("请给出 --db 或 --config 之一 / give one of --db or --config", 2)
+    if config is not None:
+        try:
+            return target(load_config(config).store)
+        except ConfigError as e:
+            raise _fail("\n".join(e.lines), 2) from None
+    assert db is not None
     if not db.is_file():
         raise _fail(
             f"中心数据库不存在：{db}（检查路径，应为 central 配置 [store] path）/ "
             f"central's database does not exist: {db} (check the path: central's [store] path)",
             2,
         )
+    return db
+
+
+def _central_db(t: Target) -> Db:
+    from central.db import open_db
+
     try:
-        return sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=10, isolation_level=None)
-    except sqlite3.Error as e:
+        return open_db(t)
+    except Exception as e:  # the database's own error (locked, unreachable, not ours)
+        shown = t if isinstance(t, Path) else t.split("@")[-1]
         raise _fail(
-            f"无法打开中心数据库 {db}：{e} / cannot open central's database {db}", 2
+            f"无法打开中心数据库 {shown}：{e} / cannot open central's database {shown}", 2
         ) from None
 
 
@@ -431,7 +459,8 @@ def _when(ts: float | None) -> str:
 
 @token_app.command("create")
 def token_create(
-    db: Annotated[Path, typer.Option(help="中心数据库 / central's SQLite database")],
+    db: CentralDbOption = None,
+    config: CentralConfigOption = None,
     node_id: Annotated[str | None, typer.Option("--node", help="节点编号 / node id")] = None,
     village: Annotated[str | None, typer.Option(help="12 位村代码 / village code")] = None,
     ttl: Annotated[
@@ -447,7 +476,6 @@ def token_create(
     from rich.console import Console
 
     from central import registry_store
-    from central.db import open_db
     from central.tokens import TokenStore, parse_ttl
     from registry import village_in_package
 
@@ -458,14 +486,11 @@ def token_create(
         seconds = parse_ttl(ttl)
     except ValueError as e:
         raise _fail(str(e), 2) from None
-    conn = _central_db(db)
+    where = _central_target(db, config)
+    conn = _central_db(where)
     try:
         code = target[:12]
-        central_db = open_db(db)
-        try:
-            unit = registry_store.village(central_db, code)
-        finally:
-            central_db.close()
+        unit = registry_store.village(conn, code)
         if unit is False:  # central has not imported its registry yet: the packaged table
             unit = village_in_package(code)
         if not unit:
@@ -481,7 +506,7 @@ def token_create(
         conn.close()
     from central.accounts import record_local
 
-    record_local(db, "token_create", target, "created", ttl_s=seconds)
+    record_local(where, "token_create", target, "created", ttl_s=seconds)
     until = _when(time.time() + seconds)
     name = unit.name if not isinstance(unit, bool) else ""
     Console(stderr=True).print(
@@ -493,9 +518,7 @@ def token_create(
 
 
 @token_app.command("list")
-def token_list(
-    db: Annotated[Path, typer.Option(help="中心数据库 / central's SQLite database")],
-) -> None:
+def token_list(db: CentralDbOption = None, config: CentralConfigOption = None) -> None:
     """列出入网令牌（不显示令牌本身）/ list enrolment tokens (never the tokens themselves)."""
     import time
 
@@ -503,7 +526,7 @@ def token_list(
 
     labels = {"unused": "未使用/unused", "used": "已使用/used", "expired": "已过期/expired"}
     labels["revoked"] = "已吊销/revoked"
-    conn = _central_db(db)
+    conn = _central_db(_central_target(db, config))
     try:
         infos = TokenStore(conn).tokens()
     finally:
@@ -523,20 +546,22 @@ def token_list(
 @token_app.command("revoke")
 def token_revoke(
     token_id: Annotated[str, typer.Argument(help="令牌编号（见 token list）/ token id")],
-    db: Annotated[Path, typer.Option(help="中心数据库 / central's SQLite database")],
+    db: CentralDbOption = None,
+    config: CentralConfigOption = None,
 ) -> None:
     """吊销未使用的入网令牌 / revoke an unused enrolment token."""
     from central.accounts import record_local
     from central.tokens import TokenStore
 
-    conn = _central_db(db)
+    where = _central_target(db, config)
+    conn = _central_db(where)
     try:
         info = TokenStore(conn).revoke(token_id.strip().lower())
     except ValueError as e:
         raise _fail(str(e), 2) from None
     finally:
         conn.close()
-    record_local(db, "token_revoke", info.target, "revoked", token_id=info.token_id)
+    record_local(where, "token_revoke", info.target, "revoked", token_id=info.token_id)
     _ok(f"已吊销令牌 {info.token_id}（{info.target}）/ token {info.token_id} revoked")
 
 

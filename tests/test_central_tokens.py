@@ -1,9 +1,10 @@
-"""One-time enrolment tokens and the enrol endpoint (real aiohttp server, real SQLite)."""
+"""One-time enrolment tokens and the enrol endpoint (real aiohttp server; SQLite and
+PostgreSQL)."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from central.config import CaConfig
+from central.db import Target, open_db
 from central.enrol import add_enrol_routes
 from central.tokens import TokenError, TokenStore, parse_ttl, token_hash
 from pki.ca import CertificateAuthority, make_csr, new_key
@@ -30,15 +32,15 @@ class Clock:
         return self.t
 
 
-def _store(tmp_path: Path, clock: Clock) -> TokenStore:
-    return TokenStore(sqlite3.connect(tmp_path / "c.db", isolation_level=None), clock)
+def _store(db: Target, clock: Clock) -> TokenStore:
+    return TokenStore(open_db(db), clock)
 
 
-def test_token_works_once_then_refused_clearly(tmp_path: Path) -> None:
+def test_token_works_once_then_refused_clearly(db_target: Target) -> None:
     clock = Clock()
-    store = _store(tmp_path, clock)
+    store = _store(db_target, clock)
     tok = store.create(NODE, 3600)
-    stored = store.conn.execute("SELECT token_sha256 FROM enrol_tokens").fetchone()[0]
+    (stored,) = store.db.fetchone("SELECT token_sha256 FROM enrol_tokens") or ("",)
     assert stored == token_hash(tok) and tok not in stored  # only the hash is kept
     assert store.redeem(tok, NODE).node_id == NODE
     with pytest.raises(TokenError) as e:
@@ -46,9 +48,9 @@ def test_token_works_once_then_refused_clearly(tmp_path: Path) -> None:
     assert e.value.status == 409 and "只能用一次" in str(e.value) and "works once" in str(e.value)
 
 
-def test_token_expires(tmp_path: Path) -> None:
+def test_token_expires(db_target: Target) -> None:
     clock = Clock()
-    store = _store(tmp_path, clock)
+    store = _store(db_target, clock)
     tok = store.create(NODE, parse_ttl("24h"))
     clock.t += 24 * 3600
     with pytest.raises(TokenError) as e:
@@ -56,8 +58,8 @@ def test_token_expires(tmp_path: Path) -> None:
     assert e.value.status == 410 and "过期" in e.value.zh
 
 
-def test_village_token_and_wrong_node(tmp_path: Path) -> None:
-    store = _store(tmp_path, Clock())
+def test_village_token_and_wrong_node(db_target: Target) -> None:
+    store = _store(db_target, Clock())
     tok = store.create("450102001001", 60)
     with pytest.raises(TokenError) as e:
         store.redeem(tok, "450102001002-a")
@@ -65,8 +67,8 @@ def test_village_token_and_wrong_node(tmp_path: Path) -> None:
     assert store.redeem(tok, "450102001001-b").target == "450102001001"  # not burnt by the miss
 
 
-def test_bad_arguments(tmp_path: Path) -> None:
-    store = _store(tmp_path, Clock())
+def test_bad_arguments(db_target: Target) -> None:
+    store = _store(db_target, Clock())
     for bad in ("4501", "x", ""):
         with pytest.raises(ValueError):
             store.create(bad, 60)
@@ -80,7 +82,7 @@ def test_bad_arguments(tmp_path: Path) -> None:
 def test_fuzzed_tokens_are_refused_with_401(
     tmp_path_factory: pytest.TempPathFactory, t: str
 ) -> None:
-    store = _store(tmp_path_factory.mktemp("fuzz"), Clock())
+    store = _store(tmp_path_factory.mktemp("fuzz") / "c.db", Clock())
     with pytest.raises(TokenError) as e:
         store.redeem(t, NODE)
     assert e.value.status == 401 and " / " in str(e.value)
@@ -90,9 +92,9 @@ def test_fuzzed_tokens_are_refused_with_401(
 
 
 @pytest.fixture
-async def central(tmp_path: Path) -> AsyncIterator[tuple[str, TokenStore]]:
+async def central(tmp_path: Path, db_target: Target) -> AsyncIterator[tuple[str, TokenStore]]:
     CertificateAuthority.create(tmp_path / "ca")
-    db = tmp_path / "central.db"
+    db = db_target
     app = web.Application()
     add_enrol_routes(app, CaConfig(dir=tmp_path / "ca", broker_host="mqtt.example"), db)
     runner = web.AppRunner(app)
@@ -100,7 +102,7 @@ async def central(tmp_path: Path) -> AsyncIterator[tuple[str, TokenStore]]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    conn = sqlite3.connect(db, isolation_level=None)
+    conn = open_db(db)
     try:
         yield f"http://127.0.0.1:{port}/api/v1/enrol", TokenStore(conn, time.time)
     finally:
@@ -154,3 +156,25 @@ async def test_enrol_errors(central: tuple[str, TokenStore]) -> None:
     # None of the refusals burnt the token.
     got, _ = await _post(url, {"token": tok, "csr_pem": make_csr(new_key(), NODE).decode()})
     assert got == 200
+
+
+def test_concurrent_uses_of_one_token_one_wins(db_target: Target) -> None:
+    tok = _store(db_target, Clock()).create(NODE, 3600)
+    outcomes: list[str] = []
+
+    def use() -> None:
+        store = _store(db_target, Clock())
+        try:
+            store.redeem(tok, NODE)
+            outcomes.append("ok")
+        except TokenError as e:
+            outcomes.append(e.code)
+        finally:
+            store.db.close()
+
+    threads = [threading.Thread(target=use) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(outcomes) == ["ok", "token_used", "token_used", "token_used"]

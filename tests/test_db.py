@@ -129,3 +129,15 @@ def test_concurrent_writers_take_turns(db: Db, db_target: Target) -> None:
         th.join()
     assert errors == []
     assert db.fetchone("SELECT v FROM t_kv WHERE k = 'n'") == (WRITERS * ROUNDS,)
+
+
+def test_a_read_transaction_sees_one_snapshot(db: Db, db_target: Target) -> None:
+    other = open_db(db_target)
+    try:
+        with db.transaction(write=False):
+            assert db.fetchone("SELECT count(*) FROM t_kv") == (0,)
+            other.execute("INSERT INTO t_kv(k, v) VALUES ('a', 1)")  # commits at once
+            assert db.fetchone("SELECT count(*) FROM t_kv") == (0,)
+        assert db.fetchone("SELECT count(*) FROM t_kv") == (1,)
+    finally:
+        other.close()

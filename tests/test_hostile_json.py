@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from central.db import open_db
 from central.tokens import TokenStore
 from edge.local_api import LocalApi
 from tests.central_site import NODE1, V1, CentralSite, ThreadedCentral
@@ -107,7 +107,7 @@ def central(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CentralS
         login = json.dumps({"user": "fuzzadmin", "password": password}).encode()
         status, body = _call("POST", site.base + "/api/v1/login", b"", None, login)
         assert status == 200, body
-        conn = sqlite3.connect(site.db, isolation_level=None)
+        conn = open_db(site.db)
         enrol_token = TokenStore(conn, time.time).create(NODE1, 3600)
         conn.close()
         yield site, body["token"], enrol_token

@@ -3,15 +3,14 @@ refused at the first step with the reason, not discovered at the end of a site v
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from central.db import open_db
+from central.db import Target, open_db
 from central.registry_store import import_registry
-from central.tokens import TokenStore
+from central.tokens import TokenError, TokenStore
 from provisioning.cli import app
 
 runner = CliRunner()
@@ -40,8 +39,9 @@ def test_unknown_village_is_refused_by_token_create(central_db: Path) -> None:
     assert code == 2 and NOT_A_VILLAGE in err and "unknown" in err
     code, _, err = run("token", "create", "--node", f"{NOT_A_VILLAGE}-a", "--db", str(central_db))
     assert code == 2 and NOT_A_VILLAGE in err
-    conn = sqlite3.connect(central_db)
+    conn = open_db(central_db)
     assert TokenStore(conn).tokens() == []
+    conn.close()
 
 
 def test_unknown_village_is_refused_by_keygen(tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ def test_list_and_revoke(central_db: Path) -> None:
     token_id = next(line.split()[0] for line in out.splitlines() if VILLAGE in line)
     code, _, _ = run("token", "revoke", token_id, "--db", str(central_db))
     assert code == 0
-    conn = sqlite3.connect(central_db, isolation_level=None)
+    conn = open_db(central_db)
     with pytest.raises(Exception) as e:
         TokenStore(conn).redeem(tok.strip(), f"{VILLAGE}-a")
     assert getattr(e.value, "code", "") == "token_revoked"
@@ -110,3 +110,26 @@ def test_central_address_without_scheme_is_explained(tmp_path: Path) -> None:
     code, out, err = run("enrol", "--central", "10.0.0.1:8080", "--token", "x" * 43, "--dir", work)
     said = "".join((out + err).split())
     assert code != 0 and "http://10.0.0.1:8080" in said and "网络" not in said
+
+
+def test_token_commands_reach_the_configured_database(tmp_path: Path, db_target: Target) -> None:
+    conn = open_db(db_target)
+    import_registry(conn, "450102")
+    conn.close()
+    store = f'path = "{db_target}"' if isinstance(db_target, Path) else f'url = "{db_target}"'
+    cfg = tmp_path / "central.toml"
+    cfg.write_text(f"[store]\n{store}\n", encoding="utf-8")
+    code, tok, _ = run("token", "create", "--village", VILLAGE, "--config", str(cfg))
+    assert code == 0
+    code, out, _ = run("token", "list", "--config", str(cfg))
+    token_id = next(line.split()[0] for line in out.splitlines() if VILLAGE in line)
+    assert run("token", "revoke", token_id, "--config", str(cfg))[0] == 0
+    conn = open_db(db_target)
+    try:
+        with pytest.raises(TokenError) as e:
+            TokenStore(conn).redeem(tok.strip(), f"{VILLAGE}-a")
+        assert e.value.code == "token_revoked"
+        actions = [a for (a,) in conn.fetchall("SELECT action FROM audit ORDER BY id")]
+        assert actions == ["token_create", "token_revoke"]
+    finally:
+        conn.close()
