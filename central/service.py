@@ -121,10 +121,6 @@ class CentralService:
 
     async def run(self) -> None:
         cfg = self.cfg
-        if cfg.store.url is not None:
-            from central.store_pg import NotPorted
-
-            raise NotPorted  # before anything is opened or listens
         self.store = store = await asyncio.to_thread(self._open_store)
         #: One thread for the store's commits (one connection, one writer).
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="central-commit")
