@@ -220,7 +220,7 @@ def list_alarms(
     )
     sql = _FROM + sql_where
     order = "e.ts DESC, e.id DESC" if f.order == "newest" else "a.event_id IS NOT NULL, e.ts, e.id"
-    with views.snapshot(db):  # the count and the page from one state
+    with db.transaction(write=False):  # the count and the page from one state
         total = views.count(db, "SELECT count(*)" + sql, args)
         rows = views.records(
             db.execute(

@@ -20,9 +20,8 @@ import asyncio
 import json
 import queue
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -145,18 +144,6 @@ class ReadViews:
                 return
 
 
-@contextmanager
-def snapshot(db: Db) -> Iterator[None]:
-    """One read transaction whose queries all see the same committed state (a count and its
-    page, a node and its histories): SQLite's read transaction holds its WAL snapshot; on
-    PostgreSQL it is REPEATABLE READ, as the default READ COMMITTED gives every statement a
-    snapshot of its own."""
-    with db.transaction(write=False):
-        if db.backend == "postgresql":
-            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        yield
-
-
 def _lost(db: Db) -> bool:
     """Whether ``db``'s PostgreSQL connection is gone (its server ended it, or the link)."""
     return isinstance(db, PostgresDb) and db.conn.broken
@@ -229,7 +216,7 @@ def _node_where(f: NodeFilter) -> tuple[str, list[Any]]:
 def list_nodes(db: Db, f: NodeFilter, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
     """(total matching, one page in node id order)."""
     sql_where, args = _node_where(f)
-    with snapshot(db):  # the count and the page from one state
+    with db.transaction(write=False):  # the count and the page from one state
         total = count(db, f"SELECT count(*) FROM nodes{sql_where}", args)
         rows = records(
             db.execute(
@@ -263,7 +250,7 @@ def village_nodes(db: Db, village: str) -> list[dict[str, Any]]:
 def node_detail(db: Db, node_id: str) -> dict[str, Any] | None:
     """The node's row with its recent health, events, devices, state history and open gaps;
     None if central has never seen it. One read transaction: one state of the database."""
-    with snapshot(db):
+    with db.transaction(write=False):
         row = record(db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE node_id = ?", (node_id,)))
         if row is None:
             return None

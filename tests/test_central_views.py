@@ -293,7 +293,7 @@ def test_a_read_transaction_sees_one_state_of_the_database(
     between two reads of one read transaction is not seen by the second."""
     reader = views.open_reader(db_target)
     try:
-        with views.snapshot(reader):
+        with reader.transaction(write=False):
             before = reader.fetchone("SELECT count(*) FROM nodes")
             store.apply([_node(f"{V3}-b", "online", 0)])  # the ingest commits meanwhile
             during = reader.fetchone("SELECT count(*) FROM nodes")
