@@ -9,11 +9,12 @@ operators never both believe they are the one handling it. Its *severity* follow
 closed is the logged-in user (role operator or admin, the alarm's village in their scope:
 central.auth); each acknowledgement and closing is in the audit log.
 
-Storage: tables ``alarm_acks`` and ``alarm_closes`` in central's SQLite file (created here,
-``IF NOT EXISTS``), one row per acknowledged (closed) event, committed with
-``synchronous=FULL`` before the API answers: an answered acknowledgement survives a crash or
-a power cut. A partial index on ``events`` over alarm rows keeps the open list and the
-``shilian_alarms_open`` gauge proportional to the number of alarms, not of all events.
+Storage: tables ``alarm_acks`` and ``alarm_closes`` in central's database (SQLite or
+PostgreSQL, central.db), one row per acknowledged (closed) event, committed durably (SQLite
+``synchronous=FULL``, PostgreSQL's COMMIT after the WAL flush) before the API answers: an
+answered acknowledgement survives a crash or a power cut. A partial index on ``events`` over
+alarm rows keeps the open list and the ``shilian_alarms_open`` gauge proportional to the number
+of alarms, not of all events.
 
 Routes (docs/api.md): ``GET /api/v1/alarms``, ``POST /api/v1/alarms/{event_id}/ack``,
 ``POST /api/v1/alarms/{event_id}/close``.
@@ -25,12 +26,10 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -39,7 +38,7 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from central import auth, body_errors, http, views
-from central.store import connect
+from central.db import ERRORS, Db, Target, open_db
 from wire import event_kinds
 
 log = logging.getLogger("shilian.central.alarms")
@@ -115,21 +114,21 @@ class AlarmFilter:
 
 
 class AckStore:
-    """The writer of ``alarm_acks``: one connection, used from one thread at a time (the API
-    runs it on a single-thread executor)."""
+    """The writer of ``alarm_acks`` and ``alarm_closes``: one connection (central.db), used from
+    one thread at a time (the API runs it on a single-thread executor)."""
 
-    def __init__(self, path: Path) -> None:
-        self.conn = connect(path)
+    def __init__(self, target: Target) -> None:
+        self.db = open_db(target)
 
     def close(self) -> None:
-        self.conn.close()
+        self.db.close()
 
     def ack(self, event_id: int, by: str, note: str, at: float) -> None:
         """Record the acknowledgement; :class:`UnknownAlarm` / :class:`AlreadyAcked`."""
         with self._alarm_transaction(event_id) as c:
-            prev = c.execute(
+            prev = c.fetchone(
                 "SELECT acked_by, acked_at FROM alarm_acks WHERE event_id = ?", (event_id,)
-            ).fetchone()
+            )
             if prev is not None:
                 raise AlreadyAcked(prev[0], prev[1])
             c.execute(
@@ -141,11 +140,11 @@ class AckStore:
         """Record that the alarm was handled; :class:`UnknownAlarm` / :class:`NotAcked` /
         :class:`AlreadyClosed`."""
         with self._alarm_transaction(event_id) as c:
-            if not c.execute("SELECT 1 FROM alarm_acks WHERE event_id = ?", (event_id,)).fetchone():
+            if not c.fetchone("SELECT 1 FROM alarm_acks WHERE event_id = ?", (event_id,)):
                 raise NotAcked(event_id)
-            prev = c.execute(
+            prev = c.fetchone(
                 "SELECT closed_by, closed_at FROM alarm_closes WHERE event_id = ?", (event_id,)
-            ).fetchone()
+            )
             if prev is not None:
                 raise AlreadyClosed(prev[0], prev[1])
             c.execute(
@@ -154,26 +153,23 @@ class AckStore:
             )
 
     @contextmanager
-    def _alarm_transaction(self, event_id: int) -> Iterator[sqlite3.Connection]:
+    def _alarm_transaction(self, event_id: int) -> Iterator[Db]:
         """One write transaction on an existing alarm (:class:`UnknownAlarm` otherwise),
-        committed when the block ends, rolled back if it raises."""
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            row = c.execute("SELECT priority FROM events WHERE id = ?", (event_id,)).fetchone()
+        committed when the block ends, rolled back if it raises. Write transactions take turns
+        on both backends (central.db), so no other writer comes between the check and the
+        insert."""
+        db = self.db
+        with db.transaction(write=True):
+            row = db.fetchone("SELECT priority FROM events WHERE id = ?", (event_id,))
             if row is None or row[0] != "alarm":
                 raise UnknownAlarm(event_id)
-            yield c
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
+            yield db
 
 
 # -- queries (plain functions over a read-only connection) -------------------------------------
 
 
-def _alarm(row: sqlite3.Row) -> dict[str, Any]:
+def _alarm(row: dict[str, Any]) -> dict[str, Any]:
     d = {k: row[k] for k in ("id", "node_id", "village", "boot_id", "seq", "ts", "recv_ts")}
     d["county"] = row["village"][:6]
     d["kind"] = row["kind"]
@@ -195,7 +191,7 @@ def _alarm(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def list_alarms(
-    conn: sqlite3.Connection, f: AlarmFilter, limit: int, offset: int
+    db: Db, f: AlarmFilter, limit: int, offset: int
 ) -> tuple[int, list[dict[str, Any]]]:
     """(total matching, one page): open alarms first, then oldest first (event time, arrival);
     or newest first (``order="newest"``)."""
@@ -224,53 +220,58 @@ def list_alarms(
     )
     sql = _FROM + sql_where
     order = "e.ts DESC, e.id DESC" if f.order == "newest" else "a.event_id IS NOT NULL, e.ts, e.id"
-    conn.execute("BEGIN")  # one snapshot for the count and the page
-    try:
-        total = conn.execute("SELECT count(*)" + sql, args).fetchone()[0]
-        rows = conn.execute(
-            f"SELECT {_COLUMNS}{sql} ORDER BY {order} LIMIT ? OFFSET ?",
-            [*args, limit, offset],
-        ).fetchall()
-    finally:
-        conn.execute("COMMIT")
-    return int(total), [_alarm(r) for r in rows]
+    with db.transaction(write=False):  # the count and the page from one state
+        total = views.count(db, "SELECT count(*)" + sql, args)
+        rows = views.records(
+            db.execute(
+                f"SELECT {_COLUMNS}{sql} ORDER BY {order} LIMIT ? OFFSET ?", [*args, limit, offset]
+            )
+        )
+    return total, [_alarm(r) for r in rows]
 
 
-def get_alarm(conn: sqlite3.Connection, event_id: int) -> dict[str, Any] | None:
-    row = conn.execute(
-        f"SELECT {_COLUMNS}{_FROM} WHERE e.id = ? AND e.priority = 'alarm'",
-        (event_id,),
-    ).fetchone()
+def get_alarm(db: Db, event_id: int) -> dict[str, Any] | None:
+    row = views.record(
+        db.execute(f"SELECT {_COLUMNS}{_FROM} WHERE e.id = ? AND e.priority = 'alarm'", (event_id,))
+    )
     return None if row is None else _alarm(row)
 
 
-def open_count(conn: sqlite3.Connection) -> int:
-    return int(
-        conn.execute(
-            "SELECT count(*) FROM events e WHERE e.priority = 'alarm' AND NOT EXISTS"
-            " (SELECT 1 FROM alarm_acks a WHERE a.event_id = e.id)"
-        ).fetchone()[0]
+def open_count(db: Db) -> int:
+    return views.count(
+        db,
+        "SELECT count(*) FROM events e WHERE e.priority = 'alarm' AND NOT EXISTS"
+        " (SELECT 1 FROM alarm_acks a WHERE a.event_id = e.id)",
     )
 
 
 class OpenAlarmsCollector(Collector):
-    """``shilian_alarms_open``, counted at scrape time (an index scan over alarm rows only)."""
+    """``shilian_alarms_open``, counted at scrape time (an index scan over alarm rows only) on a
+    reader of its own (central.views.open_reader), kept between scrapes: the scrape runs on the
+    event loop, which must not wait for a new PostgreSQL connection each time. A reader that
+    failed is closed and opened again at the next scrape."""
 
-    def __init__(self, db_path: Path) -> None:
-        self._uri = db_path.resolve().as_uri() + "?mode=ro"
+    def __init__(self, target: Target) -> None:
+        self._target = target
+        self._db: Db | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        conn = sqlite3.connect(self._uri, uri=True, timeout=views.READ_BUSY_TIMEOUT_S)
         try:
-            n = open_count(conn)
-        except sqlite3.OperationalError as e:  # a store without events yet: no sample
+            if self._db is None:
+                self._db = views.open_reader(self._target)
+            n = open_count(self._db)
+        except ERRORS as e:  # a locked file, a server gone: no sample this time
             log.warning("shilian_alarms_open: cannot count open alarms: %s", e)
+            self.close()
             return
-        finally:
-            conn.close()
         yield GaugeMetricFamily(
             "shilian_alarms_open", "未处理的报警 / alarms not yet acknowledged", value=n
         )
+
+    def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            db.close()
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
@@ -306,14 +307,15 @@ def add_routes(app: web.Application) -> None:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alarm-ack")
         loop = asyncio.get_running_loop()
         try:
-            app[_ACKS] = store = await loop.run_in_executor(pool, AckStore, ctx.db_path)
+            app[_ACKS] = store = await loop.run_in_executor(pool, AckStore, ctx.db_target)
             app[_WRITER] = pool
-            collector = OpenAlarmsCollector(ctx.db_path)
+            collector = OpenAlarmsCollector(ctx.db_target)
             ctx.metrics_registry.register(collector)
             try:
                 yield
             finally:
                 ctx.metrics_registry.unregister(collector)
+                collector.close()
                 await loop.run_in_executor(pool, store.close)
         finally:
             pool.shutdown(wait=True)

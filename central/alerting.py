@@ -3,7 +3,8 @@ their storage, the webhooks, and the HTTP routes.
 
 - Storage: tables ``alert_rules`` (the rules an admin set through the API; they replace the
   config's until cleared) and ``alerts`` (every firing alert with its start and, once resolved,
-  its end) in central's SQLite file, written on the task's own connection (``synchronous=FULL``).
+  its end) in central's database (SQLite or PostgreSQL, central.db), written on the task's own
+  connection (durable commits).
   Firing alerts survive a restart with their since-when, and are not announced twice.
 - Webhooks (docs/dashboard.md): one JSON POST per transition (firing or resolved) to every
   configured URL, Alertmanager-like with a zh/en ``text``. Each receiver has its own bounded
@@ -21,11 +22,9 @@ import functools
 import hashlib
 import json
 import logging
-import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -48,9 +47,10 @@ from central.alerts import (
     observe_offline,
 )
 from central.coverage import CoverageIndex
+from central.db import ERRORS, Db, Target, open_db
 from central.devices import DeviceIndex
 from central.live import LiveHub, Message
-from central.store import NodeRow, connect
+from central.store import NodeRow
 from central.webhooks import WebhookSender, test_body, webhook_body
 from registry import Registry
 
@@ -90,24 +90,25 @@ def alert_json(a: Alert) -> dict[str, Any]:
 
 
 class AlertStore:
-    """Writer of ``alert_rules`` and ``alerts``: one connection, used from one thread."""
+    """Writer of ``alert_rules``, ``alert_webhooks`` and ``alerts``: one connection
+    (central.db), used from one thread."""
 
-    def __init__(self, path: Path) -> None:
-        self.conn = connect(path)
+    def __init__(self, target: Target) -> None:
+        self.db = open_db(target)
 
     def close(self) -> None:
-        self.conn.close()
+        self.db.close()
 
     def rules(self) -> list[AlertRule] | None:
-        row = self.conn.execute("SELECT body FROM alert_rules WHERE id = 1").fetchone()
+        row = self.db.fetchone("SELECT body FROM alert_rules WHERE id = 1")
         return None if row is None else _RULES.validate_json(row[0])
 
     def set_rules(self, rules: list[AlertRule] | None, by: str, at: float) -> None:
         if rules is None:
-            self.conn.execute("DELETE FROM alert_rules")
+            self.db.execute("DELETE FROM alert_rules")
             return
         body = _RULES.dump_json(rules).decode()
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO alert_rules(id, body, updated, updated_by) VALUES (1,?,?,?)"
             " ON CONFLICT(id) DO UPDATE SET body=excluded.body, updated=excluded.updated,"
             " updated_by=excluded.updated_by",
@@ -116,11 +117,11 @@ class AlertStore:
 
     def webhooks(self) -> dict[str, WebhookConfig]:
         """The admin's receivers, by the digest of the central.toml entry each replaces."""
-        row = self.conn.execute("SELECT body FROM alert_webhooks WHERE id = 1").fetchone()
+        row = self.db.fetchone("SELECT body FROM alert_webhooks WHERE id = 1")
         return {} if row is None else _WEBHOOKS.validate_json(row[0])
 
     def set_webhooks(self, hooks: dict[str, WebhookConfig], by: str, at: float) -> None:
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO alert_webhooks(id, body, updated, updated_by) VALUES (1,?,?,?)"
             " ON CONFLICT(id) DO UPDATE SET body=excluded.body, updated=excluded.updated,"
             " updated_by=excluded.updated_by",
@@ -128,34 +129,33 @@ class AlertStore:
         )
 
     def firing(self) -> list[Alert]:
-        rows = self.conn.execute(
+        rows = self.db.fetchall(
             "SELECT rule, kind, severity, key, labels, zh, en, value, since, fired FROM alerts"
-            " WHERE resolved IS NULL"
-        ).fetchall()
+            " WHERE resolved IS NULL ORDER BY id"
+        )
         return [
             Alert(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], r[9])
             for r in rows
         ]
 
     def recent_resolved(self, limit: int) -> list[Alert]:
-        rows = self.conn.execute(
+        rows = self.db.fetchall(
             "SELECT rule, kind, severity, key, labels, zh, en, value, since, fired, resolved"
-            " FROM alerts WHERE resolved IS NOT NULL ORDER BY resolved DESC LIMIT ?",
+            " FROM alerts WHERE resolved IS NOT NULL ORDER BY resolved DESC, id DESC LIMIT ?",
             (limit,),
-        ).fetchall()
+        )
         return [
             Alert(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], r[9], r[10])
             for r in rows
         ]
 
     def record(self, transitions: list[Transition]) -> None:
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        """The transitions in one transaction: all recorded, or none."""
+        with self.db.transaction(write=True):
             for t in transitions:
                 a = t.alert
                 if t.status == "firing":
-                    c.execute(
+                    self.db.execute(
                         "INSERT INTO alerts(rule, key, kind, severity, labels, zh, en, value,"
                         " since, fired) VALUES (?,?,?,?,?,?,?,?,?,?)",
                         (
@@ -165,15 +165,11 @@ class AlertStore:
                         ),
                     )  # fmt: skip
                 else:
-                    c.execute(
+                    self.db.execute(
                         "UPDATE alerts SET resolved = ? WHERE rule = ? AND key = ?"
                         " AND resolved IS NULL",
                         (a.resolved, a.rule, a.key),
                     )
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
 
 
 # -- the task -----------------------------------------------------------------------------------
@@ -185,7 +181,7 @@ class AlertTask:
     def __init__(
         self,
         cfg: AlertsConfig,
-        db_path: Path,
+        db_path: Target,
         registry: Registry,
         coverage: CoverageIndex,
         nodes: Callable[[], Iterable[NodeRow]],
@@ -258,7 +254,7 @@ class AlertTask:
                 while not stop.is_set():
                     try:
                         await self.evaluate()
-                    except sqlite3.Error as e:  # a locked or failing disk: try again next time
+                    except ERRORS as e:  # a locked or failing disk: try again next time
                         log.warning("告警评估失败 / alert evaluation failed: %s", e)
                     self._changed.clear()
                     try:
@@ -346,7 +342,7 @@ class AlertTask:
             assert self._store is not None
             try:
                 await self._db(self._store.record, transitions)
-            except sqlite3.Error as e:  # the disk: alerts still show and webhooks still go out
+            except ERRORS as e:  # the disk: alerts still show and webhooks still go out
                 log.warning("告警记录写入失败 / alerts not recorded: %s", e)
             for t in transitions:
                 if t.status == "resolved":
@@ -419,22 +415,29 @@ async def _first(*aws: Any) -> None:
             t.cancel()
 
 
-def _alarms(
-    conn: sqlite3.Connection, low: str, high: str, due: float
-) -> list[tuple[int, str, str, float]]:
-    rows = conn.execute(
+def _alarms(db: Db, low: str, high: str, due: float) -> list[tuple[int, str, str, float]]:
+    rows = db.fetchall(
         "SELECT e.id, e.node_id, e.kind, e.recv_ts FROM events e WHERE e.priority = 'alarm'"
         " AND e.village BETWEEN ? AND ? AND e.recv_ts <= ? AND NOT EXISTS"
         " (SELECT 1 FROM alarm_acks a WHERE a.event_id = e.id) ORDER BY e.recv_ts LIMIT ?",
         (low, high, due, OBSERVE_ROWS),
-    ).fetchall()
+    )
     return [(int(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in rows]
 
 
-def _backlogs(conn: sqlite3.Connection, low: str, high: str, backlog: int) -> list[tuple[str, int]]:
-    rows = conn.execute(
-        "SELECT node_id, CAST(json_extract(last_health, '$.outbox_depth') AS INTEGER) AS d"
-        " FROM nodes WHERE village BETWEEN ? AND ? AND d > ? ORDER BY d DESC LIMIT ?",
+#: A node's outbox depth from its last health report (JSON text), in each backend's dialect;
+#: NULL when the report has no number there.
+_OUTBOX_DEPTH = {
+    "sqlite": "CAST(json_extract(last_health, '$.outbox_depth') AS INTEGER)",
+    "postgresql": "CASE WHEN jsonb_typeof(last_health::jsonb -> 'outbox_depth') = 'number'"
+    " THEN floor((last_health::jsonb ->> 'outbox_depth')::numeric) END",
+}
+
+
+def _backlogs(db: Db, low: str, high: str, backlog: int) -> list[tuple[str, int]]:
+    rows = db.fetchall(
+        f"SELECT node_id, d FROM (SELECT node_id, {_OUTBOX_DEPTH[db.backend]} AS d FROM nodes"
+        " WHERE village BETWEEN ? AND ?) AS n WHERE d > ? ORDER BY d DESC LIMIT ?",
         (low, high, backlog, OBSERVE_ROWS),
-    ).fetchall()
+    )
     return [(str(r[0]), int(r[1])) for r in rows]

@@ -2,7 +2,7 @@
 
 Documented with an example of each response in docs/api.md. Coverage answers come from the
 in-memory :class:`CoverageIndex` on the event loop (microseconds); everything else reads SQLite
-through :class:`central.views.ReadViews` (read-only connections, off the loop). Every error,
+through :class:`central.views.ReadViews` (readers off the loop). Every error,
 including unknown routes and bugs, is a JSON body ``{"error": {"code", "message"}}`` whose
 message is Chinese first, then English.
 """

@@ -28,7 +28,7 @@ def make_app(ctx: ApiContext) -> web.Application:
     slow_clients.setup(app, ctx.metrics_registry, ctx.body_timeout_s)
     app[CTX] = ctx
     auth.setup(app, ctx, ctx.clock)
-    app[READS] = views.ReadViews(ctx.db_path)
+    app[READS] = views.ReadViews(ctx.db_target)
 
     async def close_reads(app: web.Application) -> None:
         await asyncio.to_thread(app[READS].close)

@@ -67,11 +67,6 @@ def run(
         from central.shared_ingest import serve_ingest
 
         raise typer.Exit(asyncio.run(serve_ingest(cfg)))
-    if cfg.store.url is not None:
-        from central.store_pg import NotPorted
-
-        typer.echo(str(NotPorted()), err=True)
-        raise typer.Exit(2)
     try:
         code = asyncio.run(serve(cfg))
     except asyncio.CancelledError:

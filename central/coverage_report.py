@@ -1,7 +1,7 @@
 """The coverage report: the unit and its children per day from the daily history
 (central.history), and its formats: XLSX, CSV and the printable page (``dashboard/report.html``).
 
-Pure of HTTP: :func:`build_report` reads one SQLite connection given by the caller, the formats
+Pure of HTTP: :func:`build_report` reads the database (central.db) given by the caller, the formats
 turn a :class:`Report` into bytes or text. A day without history is left empty (``—``), never
 guessed; today's figures are live.
 """
@@ -13,12 +13,12 @@ import datetime as dt
 import html
 import io
 import re
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from central import assets, http
+from central.db import Db
 from central.history import DayRow, read_days
 from registry import Registry
 
@@ -71,7 +71,7 @@ def _pct(covered: int, villages: int) -> str:
 
 
 def build_report(
-    conn: sqlite3.Connection,
+    db: Db,
     registry: Registry,
     today_rows: dict[str, DayRow],
     code: str,
@@ -86,7 +86,7 @@ def build_report(
         (u.code, u.name, u.level) for u in registry.children(code)
     ]
     codes = [c for c, _, _ in units]
-    rows = read_days(conn, codes, first, last)
+    rows = read_days(db, codes, first, last)
     for c in codes:
         live = today_rows.get(c)
         if live is not None and first.isoformat() <= live.day <= last.isoformat():

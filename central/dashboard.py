@@ -26,7 +26,6 @@ import functools
 import importlib.util
 import io
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +34,7 @@ from aiohttp import web
 
 from central import assets, auth, http, i18n, pinyin, views
 from central.accounts import Role
+from central.db import Db
 from central.live import (
     MAX_STREAMS_PER_USER,
     LiveHub,
@@ -268,11 +268,11 @@ def _unit_code(request: web.Request) -> str:
     return http.known_unit(request.app[http.CTX].registry, code)
 
 
-def unit_counts(conn: sqlite3.Connection, code: str) -> dict[str, int]:
+def unit_counts(db: Db, code: str) -> dict[str, int]:
     """Nodes online and offline in the villages under ``code`` (a code prefix range)."""
     low, high = code.ljust(12, "0"), code.ljust(12, "9")
     counts = {"online": 0, "offline": 0}
-    for state, n in conn.execute(
+    for state, n in db.fetchall(
         "SELECT state, count(*) FROM nodes WHERE village BETWEEN ? AND ? GROUP BY state",
         (low, high),
     ):
@@ -280,11 +280,11 @@ def unit_counts(conn: sqlite3.Connection, code: str) -> dict[str, int]:
     return counts
 
 
-def device_counts(conn: sqlite3.Connection, code: str) -> list[dict[str, Any]]:
+def device_counts(db: Db, code: str) -> list[dict[str, Any]]:
     """Devices (not removed) of the nodes under ``code``, counted by kind and state; a device
     of an offline node counts as ``unknown`` (what it last reported is not known to hold)."""
     low, high = code.ljust(12, "0"), code.ljust(12, "9")
-    rows = conn.execute(
+    rows = db.fetchall(
         "SELECT d.kind, CASE WHEN n.state = 'online' THEN d.state ELSE 'unknown' END AS st,"
         " count(*) FROM devices d JOIN nodes n ON n.node_id = d.node_id"
         " WHERE d.removed = 0 AND n.village BETWEEN ? AND ? GROUP BY d.kind, st"
@@ -294,18 +294,19 @@ def device_counts(conn: sqlite3.Connection, code: str) -> list[dict[str, Any]]:
     return [{"kind": k, "state": st, "count": int(n)} for k, st, n in rows]
 
 
-def open_alarms(conn: sqlite3.Connection, code: str) -> int | None:
+def open_alarms(db: Db, code: str) -> int | None:
     """Open (unacknowledged) alarms under ``code``; None when central has no alarm handling."""
     try:
         from central import alarms  # noqa: F401  (alarm handling is optional)
     except ImportError:
         return None
     low, high = code.ljust(12, "0"), code.ljust(12, "9")
-    row = conn.execute(
+    row = db.fetchone(
         "SELECT count(*) FROM events e WHERE e.priority = 'alarm' AND e.village BETWEEN ? AND ?"
         " AND NOT EXISTS (SELECT 1 FROM alarm_acks a WHERE a.event_id = e.id)",
         (low, high),
-    ).fetchone()
+    )
+    assert row is not None  # an aggregate has one row
     return int(row[0])
 
 
@@ -316,13 +317,13 @@ async def overview(request: web.Request) -> web.Response:
         county=code if len(code) == 6 else None, village=code if len(code) == 12 else None
     )
 
-    def read(conn: sqlite3.Connection) -> dict[str, Any]:
-        counts = unit_counts(conn, code)
-        events = views.list_events(conn, ev_filter, OVERVIEW_EVENTS) if len(code) != 9 else []
+    def read(db: Db) -> dict[str, Any]:
+        counts = unit_counts(db, code)
+        events = views.list_events(db, ev_filter, OVERVIEW_EVENTS) if len(code) != 9 else []
         return {
             "nodes": counts,
-            "devices": device_counts(conn, code),
-            "alarms_open": open_alarms(conn, code),
+            "devices": device_counts(db, code),
+            "alarms_open": open_alarms(db, code),
             "events": events,
         }
 
@@ -402,13 +403,13 @@ def find(index: list[SearchEntry], query: str, limit: int = MAX_RESULTS) -> list
 MAX_NODE_HITS = 10
 
 
-def _node_hits(conn: sqlite3.Connection, query: str) -> list[dict[str, Any]]:
+def _node_hits(db: Db, query: str) -> list[dict[str, Any]]:
     """Nodes whose id starts with ``query`` when it is a village code and a dash (and maybe the
     start of the local name): a node id read off an alert or a phone call opens the node."""
     village, dash, _ = query.partition("-")
     if not dash or len(village) != LEN_BY_LEVEL[5] or not village.isdigit():
         return []
-    return [n for n in views.village_nodes(conn, village) if n["node_id"].startswith(query)][
+    return [n for n in views.village_nodes(db, village) if n["node_id"].startswith(query)][
         :MAX_NODE_HITS
     ]
 

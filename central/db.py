@@ -62,6 +62,9 @@ INTEGRITY_ERRORS: tuple[type[Exception], ...] = (
     psycopg.errors.IntegrityError,
 )
 
+#: What a failing database raises on either backend (a locked or full disk, a lost server).
+ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
+
 #: PostgreSQL advisory lock every write transaction holds until it ends: the writers take turns
 #: as SQLite's do ("shilianw" in ASCII). Distinct from :data:`central.migrate.PG_LOCK_KEY`.
 WRITE_LOCK_KEY = 0x7368696C69616E77
@@ -77,6 +80,9 @@ class Cursor(Protocol):
 
     @property
     def rowcount(self) -> int: ...
+
+    @property
+    def description(self) -> Any: ...
 
     def fetchone(self) -> Any: ...
 

@@ -10,9 +10,9 @@ device states on reconnect changes nothing unless a health really changed.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 
+from central.db import Db
 from central.devices import KINDS, DeviceIndex, parse_device
 from central.live import Message
 from central.store import NodeRow
@@ -23,13 +23,11 @@ from registry import Registry
 MAX_VILLAGES_PER_BATCH = 200
 
 
-def load_devices(
-    conn: sqlite3.Connection, registry: Registry, nodes: Iterable[NodeRow]
-) -> DeviceIndex:
+def load_devices(db: Db, registry: Registry, nodes: Iterable[NodeRow]) -> DeviceIndex:
     """The index as the store has it (villages outside the registry are skipped)."""
     index = DeviceIndex(registry)
     marks = ",".join("?" * len(KINDS))
-    rows = conn.execute(
+    rows = db.fetchall(
         "SELECT node_id, device_id, kind, state, name, ts, detail FROM devices"
         f" WHERE removed = 0 AND kind IN ({marks})",
         KINDS,

@@ -9,8 +9,8 @@ the scope has few enough), for the dashboard's 30-day trend and the coverage rep
   A derived row never replaces a snapshot.
 - The trend's last point is today's current figure (the coverage index), not a stored row.
 
-Storage: table ``coverage_daily`` in central's SQLite file (created here, ``IF NOT EXISTS``),
-written on its own connection (``synchronous=FULL``) from one thread. A power cut loses at most
+Storage: table ``coverage_daily`` in central's database (SQLite or PostgreSQL, central.db),
+written on its own connection (durable commits) from one thread. A power cut loses at most
 the snapshot being written; the next start writes today's again.
 """
 
@@ -19,15 +19,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from central.coverage import CoverageIndex
-from central.store import connect
+from central.db import ERRORS, Db, Target, open_db
 from registry import Registry
 
 log = logging.getLogger("shilian.central.history")
@@ -134,7 +132,7 @@ def snapshot_rows(
 
 
 def derive_rows(
-    conn: sqlite3.Connection,
+    db: Db,
     registry: Registry,
     villages_under: dict[str, int],
     days: Iterable[dt.date],
@@ -144,7 +142,8 @@ def derive_rows(
     from the nodes' intervals: at each day's instant a village is
     provisioned if a node of it had been seen, covered if one was online. Only days after the
     first recorded interval (before that central knew nothing)."""
-    first = conn.execute("SELECT min(start) FROM state_history").fetchone()[0]
+    row = db.fetchone("SELECT min(start) FROM state_history")
+    first = None if row is None else row[0]
     if first is None:
         return []
     units = list(villages_under)
@@ -163,15 +162,15 @@ def derive_rows(
             continue
         provisioned = {
             v
-            for (v,) in conn.execute(
+            for (v,) in db.fetchall(
                 "SELECT DISTINCT village FROM nodes WHERE first_seen <= ?", (at,)
             )
         }
         covered = {
             r[0][:12]
-            for r in conn.execute(
+            for r in db.fetchall(  # "end" is a reserved word in PostgreSQL
                 "SELECT node_id FROM state_history WHERE state = 'online' AND start <= ?"
-                " AND (end IS NULL OR end > ?)",
+                ' AND ("end" IS NULL OR "end" > ?)',
                 (at, at),
             )
         }
@@ -197,27 +196,28 @@ def derive_rows(
 
 
 class HistoryStore:
-    """Writer of ``coverage_daily``: one connection, used from one thread at a time."""
+    """Writer of ``coverage_daily``: one connection (central.db), used from one thread at a
+    time."""
 
-    def __init__(self, path: Path) -> None:
-        self.conn = connect(path)
+    def __init__(self, target: Target) -> None:
+        self.db = open_db(target)
 
     def close(self) -> None:
-        self.conn.close()
+        self.db.close()
 
     def has_day(self, code: str, day: dt.date) -> bool:
         return (
-            self.conn.execute(
+            self.db.fetchone(
                 "SELECT 1 FROM coverage_daily WHERE code = ? AND day = ? AND source = 'snapshot'",
                 (code, day.isoformat()),
-            ).fetchone()
+            )
             is not None
         )
 
     def missing_days(self, code: str, days: list[dt.date]) -> list[dt.date]:
         have = {
             r[0]
-            for r in self.conn.execute(
+            for r in self.db.fetchall(
                 "SELECT day FROM coverage_daily WHERE code = ? AND day >= ?",
                 (code, days[0].isoformat()),
             )
@@ -226,9 +226,7 @@ class HistoryStore:
 
     def write(self, rows: list[DayRow]) -> None:
         """Snapshots replace the day's row; derived rows only fill gaps (one transaction)."""
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.transaction(write=True):
             for r in rows:
                 conflict = (
                     "DO UPDATE SET villages=excluded.villages, provisioned=excluded.provisioned,"
@@ -236,27 +234,23 @@ class HistoryStore:
                     if r.source == "snapshot"
                     else "DO NOTHING"
                 )
-                c.execute(
+                self.db.execute(
                     "INSERT INTO coverage_daily(day, code, villages, provisioned, covered, taken,"
                     f" source) VALUES (?,?,?,?,?,?,?) ON CONFLICT(code, day) {conflict}",
                     (r.day, r.code, r.villages, r.provisioned, r.covered, r.taken, r.source),
                 )
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
 
 
 def read_days(
-    conn: sqlite3.Connection, codes: list[str], first: dt.date, last: dt.date
+    db: Db, codes: list[str], first: dt.date, last: dt.date
 ) -> dict[str, dict[str, DayRow]]:
     """``{code: {iso day: row}}`` for ``codes`` between ``first`` and ``last`` inclusive."""
     out: dict[str, dict[str, DayRow]] = {c: {} for c in codes}
-    rows = conn.execute(
+    rows = db.fetchall(
         "SELECT day, code, villages, provisioned, covered, taken, source FROM coverage_daily"
         f" WHERE code IN ({','.join('?' * len(codes))}) AND day BETWEEN ? AND ?",
         [*codes, first.isoformat(), last.isoformat()],
-    ).fetchall()
+    )
     for r in rows:
         row = DayRow(*(tuple(r)))
         out[row.code][row.day] = row
@@ -282,7 +276,7 @@ class HistoryTask:
 
     def __init__(
         self,
-        db_path: Path,
+        db_path: Target,
         registry: Registry,
         coverage: CoverageIndex,
         clock: Callable[[], float],
@@ -310,7 +304,7 @@ class HistoryTask:
         try:
             try:
                 await self._catch_up(store)
-            except sqlite3.Error as e:  # history is a convenience: central runs on without it
+            except ERRORS as e:  # history is a convenience: central runs on without it
                 log.warning("覆盖率历史补全失败 / coverage history catch-up failed: %s", e)
             while not stop.is_set():
                 wait = next_snapshot(self.clock(), self.tz) - self.clock()
@@ -333,7 +327,7 @@ class HistoryTask:
         if missing:
             rows = await asyncio.to_thread(
                 derive_rows,
-                store.conn,
+                store.db,
                 self.registry,
                 {code: self.coverage.summary(code).villages for code in self.units},
                 missing,
@@ -350,7 +344,7 @@ class HistoryTask:
         rows = self.today_rows()  # on the loop: the coverage index is the loop's
         try:
             await asyncio.to_thread(store.write, rows)
-        except sqlite3.Error as e:
+        except ERRORS as e:
             log.warning("覆盖率快照写入失败 / coverage snapshot not written: %s", e)
             return
         self.snapshots += 1

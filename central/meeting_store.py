@@ -1,4 +1,5 @@
-"""The record of every meeting in central's SQLite file (table ``meetings``): who called which
+"""The record of every meeting in central's database (table ``meetings``; SQLite or PostgreSQL,
+central.db): who called which
 node, when it was answered and ended, why, and the quality the page reported. A record is
 written before the offer is sent (central.meetings), so a crash leaves at most records without
 an end, which the next start settles (``MeetingService.reconcile``)."""
@@ -6,10 +7,9 @@ an end, which the next start settles (``MeetingService.reconcile``)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-from central.store import connect
+from central.db import Target, open_db
 from wire.meeting import Call, EndReason
 
 #: Records without an end read at a start: more than central's calls at once (256) several
@@ -18,36 +18,36 @@ MAX_UNFINISHED = 1024
 
 
 class MeetingStore:
-    """The ``meetings`` table in central's SQLite file. Every method is blocking: call it from
-    a worker thread (the service does)."""
+    """The ``meetings`` table on one connection (central.db). Every method is blocking: call it
+    from a worker thread, one at a time (the service does). Each statement commits on its own."""
 
-    def __init__(self, path: Path) -> None:
-        self.conn = connect(path)
+    def __init__(self, target: Target) -> None:
+        self.db = open_db(target)
 
     def close(self) -> None:
-        self.conn.close()
+        self.db.close()
 
     def unfinished(self) -> list[dict[str, Any]]:
         """Records without an end: calls central did not see end (it crashed during them)."""
         return self._select("WHERE ended IS NULL", (), MAX_UNFINISHED, 0)
 
     def end(self, session: str, reason: EndReason, detail: str, now: float) -> None:
-        self.conn.execute(
+        self.db.execute(
             "UPDATE meetings SET ended = ?, end_reason = ?, detail = ? WHERE session = ?"
             " AND ended IS NULL",
             (now, reason.value, detail[:1000], session),
         )
 
     def started(self, call: Call, camera: str | None, user: str | None) -> None:
-        self.conn.execute(
-            "INSERT INTO meetings(session, node, village, camera, user, started)"
+        self.db.execute(  # "user" is a reserved word in PostgreSQL
+            'INSERT INTO meetings(session, node, village, camera, "user", started)'
             " VALUES (?, ?, ?, ?, ?, ?)",
             (call.session, call.node_id, call.node_id[:12], camera, user, call.started),
         )
 
     def update(self, call: Call) -> None:
         end = call.end
-        self.conn.execute(
+        self.db.execute(
             "UPDATE meetings SET camera = coalesce(?, camera), answered = ?, ended = ?,"
             " end_reason = ?, detail = ? WHERE session = ?",
             (
@@ -61,7 +61,7 @@ class MeetingStore:
         )
 
     def set_stats(self, session: str, stats: dict[str, float]) -> bool:
-        cur = self.conn.execute(
+        cur = self.db.execute(
             "UPDATE meetings SET stats = ? WHERE session = ?", (json.dumps(stats), session)
         )
         return cur.rowcount == 1
@@ -71,25 +71,25 @@ class MeetingStore:
         return rows[0] if rows else None
 
     def history(self, village: str, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
-        total = self.conn.execute(
-            "SELECT count(*) FROM meetings WHERE village = ?", (village,)
-        ).fetchone()[0]
-        return int(total), self._select("WHERE village = ?", (village,), limit, offset)
+        row = self.db.fetchone("SELECT count(*) FROM meetings WHERE village = ?", (village,))
+        assert row is not None  # an aggregate has one row
+        return int(row[0]), self._select("WHERE village = ?", (village,), limit, offset)
 
     def _select(
         self, where: str, args: tuple[Any, ...], limit: int, offset: int
     ) -> list[dict[str, Any]]:
-        cols = (
-            "session, node, village, camera, user, started, answered, ended, end_reason,"
-            " detail, stats"
-        )
-        rows = self.conn.execute(
+        names = (
+            "session", "node", "village", "camera", "user", "started", "answered", "ended",
+            "end_reason", "detail", "stats",
+        )  # fmt: skip
+        cols = ", ".join(f'"{c}"' for c in names)  # "user" is a reserved word in PostgreSQL
+        rows = self.db.fetchall(
             f"SELECT {cols} FROM meetings {where} ORDER BY started DESC LIMIT ? OFFSET ?",
             (*args, limit, offset),
-        ).fetchall()
+        )
         out = []
         for r in rows:
-            d = dict(zip([c.strip() for c in cols.split(",")], r, strict=True))
+            d = dict(zip(names, r, strict=True))
             d["stats"] = json.loads(d["stats"])
             d["state"] = "ended" if d["ended"] is not None else (
                 "active" if d["answered"] is not None else "offered"

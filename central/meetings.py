@@ -27,11 +27,11 @@ import os
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from central.accounts import Throttle
 from central.config import MeetingsConfig
+from central.db import Target
 from central.link import Inbound
 from central.meeting_store import MeetingStore
 from wire import Kind, RemoteWireError, Topics, decode, encode, parse_topic
@@ -121,7 +121,7 @@ class MeetingService:
         self,
         publish: Publish,
         node_online: Callable[[str], bool | None],
-        db_path: Path,
+        db_path: Target,
         clock: Callable[[], float],
         ice: MeetingsConfig | None = None,
         mono: Callable[[], float] = time.monotonic,

@@ -25,7 +25,7 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -39,13 +39,15 @@ from central.coverage import CoverageIndex
 from central.db import open_db, target
 from central.device_feed import device_messages, load_devices
 from central.device_metrics import DeviceCollector
+from central.devices import DeviceIndex
 from central.ingest import CLOCK_OFF_S, Ingest, Outcome
 from central.link import ALARM_LANE, MAIN_LANE, SHARED_LANE, Inbound, LinkDown, MqttLink, Taken
 from central.live import LiveHub
 from central.liveness import Liveness
 from central.metrics import CentralMetrics
 from central.refusals import log_refused
-from central.store import SqliteStore, Write
+from central.store import NodeRow, SqliteStore, Write
+from central.store_pg import PostgresStore
 from registry import Registry
 from resilience.log_limiter import LogLimiter
 from wire.limits import RECONNECT_GRACE_S
@@ -119,16 +121,7 @@ class CentralService:
 
     async def run(self) -> None:
         cfg = self.cfg
-        if cfg.store.url is not None:
-            from central.store_pg import NotPorted
-
-            raise NotPorted  # before anything is opened or listens
-        from central import migrate
-
-        # before any route or ingest: every module uses the tables this makes
-        version = await asyncio.to_thread(migrate.ensure, cfg.store.path)
-        log.info("数据库版本 / database schema at version %s", version)
-        self.store = store = SqliteStore(cfg.store.path)
+        self.store = store = await asyncio.to_thread(self._open_store)
         #: One thread for the store's commits (one connection, one writer).
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="central-commit")
         try:
@@ -148,7 +141,7 @@ class CentralService:
             from central.snapshots import SnapshotIntake
 
             self.snapshots = SnapshotIntake(store.conn, self.metrics.registry)
-            self.devices = load_devices(store.conn, registry, snapshot.nodes.values())
+            self.devices = await asyncio.to_thread(self._load_devices, snapshot.nodes.values())
             self.metrics.registry.register(DeviceCollector(registry, self.devices))
             self.live = LiveHub(
                 coverage, lambda v: (u.code for u in registry.ancestors(v)), self.clock
@@ -156,9 +149,10 @@ class CentralService:
             from central.alerting import AlertTask
             from central.history import HistoryTask
 
-            self.history = HistoryTask(cfg.store.path, registry, coverage, self.clock)
+            db = target(cfg.store)
+            self.history = HistoryTask(db, registry, coverage, self.clock)
             self.alerts = AlertTask(
-                cfg.alerts, cfg.store.path, registry, coverage, lambda: self.ingest.nodes.values(),
+                cfg.alerts, db, registry, coverage, lambda: self.ingest.nodes.values(),
                 self.live, self.metrics.registry, self.clock, devices=self.devices,
             )  # fmt: skip
             # Under TLS the broker makes the certificate's CN the client id: the alarm session
@@ -195,7 +189,7 @@ class CentralService:
             self.meetings = MeetingService(
                 lambda t, p, exp: link.publish(t, p, expiry_s=exp),
                 coverage.node_online,
-                cfg.store.path,
+                db,
                 self.clock,
                 cfg.meetings,
             )
@@ -252,6 +246,21 @@ class CentralService:
 
     # -- set-up -----------------------------------------------------------------------------------
 
+    def _open_store(self) -> SqliteStore | PostgresStore:
+        """Ingest's store on the configured database, brought to the newest schema first:
+        before any route or ingest, as every module uses the tables this makes."""
+        from central import migrate
+
+        db = target(self.cfg.store)
+        if isinstance(db, str):
+            store: SqliteStore | PostgresStore = PostgresStore(db)  # upgrades the schema
+            version = migrate.status(db).current
+        else:
+            version = migrate.ensure(db)
+            store = SqliteStore(db)
+        log.info("数据库版本 / database schema at version %s", version)
+        return store
+
     def _load_registry(self) -> Registry:
         conn = open_db(target(self.cfg.store))
         try:
@@ -265,6 +274,13 @@ class CentralService:
             return registry
         finally:
             conn.close()
+
+    def _load_devices(self, nodes: Iterable[NodeRow]) -> DeviceIndex:
+        db = open_db(target(self.cfg.store))
+        try:
+            return load_devices(db, self.registry, nodes)
+        finally:
+            db.close()
 
     async def _start_http(self) -> web.AppRunner:
         from central.app import make_app

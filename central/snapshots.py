@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
+from central.db import Cursor, Db, pg_sql
 from central.store import EventRow, Write
+from central.views import records
 from wire.snapshots import SNAPSHOT_KIND, SnapshotData
 
 #: Pictures kept per alarm: the cameras of one zone (the edge sends at most 16 per alarm,
@@ -81,11 +84,18 @@ def split_event(row: EventRow) -> tuple[EventRow, SnapshotRow | None]:
 
 
 class SnapshotIntake:
-    """Writes table ``snapshots`` on the store's writer connection (used by the service's
-    writer only, between the store's stage and commit)."""
+    """Writes table ``snapshots`` on the store's writer connection, SQLite's or PostgreSQL's
+    (used by the service's writer only, between the store's stage and commit)."""
 
-    def __init__(self, conn: sqlite3.Connection, registry: CollectorRegistry) -> None:
-        self.conn = conn
+    def __init__(
+        self, conn: sqlite3.Connection | psycopg.Connection[Any], registry: CollectorRegistry
+    ) -> None:
+        self._execute: Callable[[str, Sequence[object]], Cursor]
+        if isinstance(conn, sqlite3.Connection):
+            self._execute = conn.execute
+        else:
+            pg = conn
+            self._execute = lambda sql, params: pg.execute(pg_sql(sql), params)
         self.counts = Counter(
             "shilian_snapshots",
             "报警抓拍入库结果 / alarm snapshots received, by outcome",
@@ -115,10 +125,10 @@ class SnapshotIntake:
         """Insert ``shots`` in the transaction the store has open (rolled back on failure)."""
         if not shots:
             return
-        c = self.conn
+        execute = self._execute
         try:
             for s in shots:
-                (n,) = c.execute(
+                (n,) = execute(
                     "SELECT count(*) FROM snapshots WHERE node_id=? AND alarm_boot_id=?"
                     " AND alarm_seq=?",
                     (s.node_id, s.alarm_boot_id, s.alarm_seq),
@@ -126,7 +136,7 @@ class SnapshotIntake:
                 if n >= MAX_PER_ALARM:
                     self.counts.labels("over_alarm_bound").inc()
                     continue
-                cur = c.execute(
+                cur = execute(
                     "INSERT INTO snapshots(node_id, village, alarm_boot_id, alarm_seq, camera,"
                     " zone, taken_ts, recv_ts, width, height, jpeg) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
                     " ON CONFLICT DO NOTHING",
@@ -136,33 +146,34 @@ class SnapshotIntake:
                     ),
                 )  # fmt: skip
                 self.counts.labels("stored" if cur.rowcount else "over_alarm_bound").inc()
-            c.execute(
+            execute(
                 "DELETE FROM snapshots WHERE id <= (SELECT id FROM snapshots ORDER BY id DESC"
                 " LIMIT 1 OFFSET ?)",
                 (MAX_TOTAL,),
             )
         except BaseException:
-            c.execute("ROLLBACK")
+            execute("ROLLBACK", ())
             raise
 
 
-# -- queries (read-only connections) ------------------------------------------------------------
+# -- queries (central.views readers) ------------------------------------------------------------
 
 
-def for_alarm(conn: sqlite3.Connection, node_id: str, boot_id: str, seq: int) -> list[Any]:
+def for_alarm(db: Db, node_id: str, boot_id: str, seq: int) -> list[dict[str, Any]]:
     """The pictures' metadata of one alarm, by camera."""
-    rows = conn.execute(
-        "SELECT camera, zone, taken_ts, recv_ts, width, height, length(jpeg) AS bytes"
-        " FROM snapshots WHERE node_id=? AND alarm_boot_id=? AND alarm_seq=? ORDER BY camera",
-        (node_id, boot_id, seq),
-    ).fetchall()
-    return [dict(r) for r in rows]
+    return records(
+        db.execute(
+            "SELECT camera, zone, taken_ts, recv_ts, width, height, length(jpeg) AS bytes"
+            " FROM snapshots WHERE node_id=? AND alarm_boot_id=? AND alarm_seq=? ORDER BY camera",
+            (node_id, boot_id, seq),
+        )
+    )
 
 
-def jpeg_of(conn: sqlite3.Connection, node_id: str, boot_id: str, seq: int, camera: str) -> bytes:
-    row = conn.execute(
+def jpeg_of(db: Db, node_id: str, boot_id: str, seq: int, camera: str) -> bytes:
+    row = db.fetchone(
         "SELECT jpeg FROM snapshots WHERE node_id=? AND alarm_boot_id=? AND alarm_seq=?"
         " AND camera=?",
         (node_id, boot_id, seq, camera),
-    ).fetchone()
+    )
     return b"" if row is None else bytes(row[0])

@@ -30,34 +30,6 @@ from central.write_batch import FoldedBatch, interval_rounds
 #: How long a connection attempt waits before start-up fails with the server's error.
 CONNECT_TIMEOUT_S = 10
 
-#: What runs on PostgreSQL so far: this store (ingest's node registry, liveness, health, events
-#: with dedupe, gaps, devices) and the coverage counters rebuilt from it, migrations, the
-#: village registry (central.registry_store), operator accounts, sessions and the audit log,
-#: enrolment tokens and enrolment, commissioning reports.
-#: The rest of central still opens the SQLite file, so the service refuses to start on
-#: PostgreSQL (:class:`NotPorted`) rather than fail on the first request.
-NOT_PORTED_ZH_EN = (
-    ("HTTP 接口读取", "the HTTP API's read views"),
-    ("报警确认", "alarm acknowledgement"),
-    ("告警规则", "alert rules and alerts"),
-    ("覆盖率日历史", "daily coverage history"),
-    ("视频会议记录", "meeting records"),
-    ("报警抓拍", "alarm snapshots"),
-)
-
-
-class NotPorted(Exception):
-    """Central's service asked to run on PostgreSQL, where parts of it do not run yet."""
-
-    def __init__(self) -> None:
-        zh = "、".join(z for z, _ in NOT_PORTED_ZH_EN)
-        en = ", ".join(e for _, e in NOT_PORTED_ZH_EN)
-        super().__init__(
-            f"[store] url：PostgreSQL 目前只支持数据接入存储与迁移，{zh}仍需 SQLite；"
-            f"请删除 url 使用 [store] path / [store] url: on PostgreSQL only ingest's store and "
-            f"migrations run so far; {en} still need SQLite: remove url and use [store] path"
-        )
-
 
 class PostgresStore(SqlStore):
     """One connection, autocommit (transactions are the store's explicit BEGIN/COMMIT);

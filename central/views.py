@@ -1,18 +1,24 @@
-"""Read-side queries of the HTTP API over central's SQLite store (schema: central.store).
+"""Read-side queries of the HTTP API over central's database (schema: central.migrations), on
+SQLite or PostgreSQL (central.db).
 
-Every query runs on its own read-only connection in a small thread pool: in WAL mode readers
-never block ingest's writer nor each other, and the event loop never waits on the disk. The
-query functions are plain ``(conn, ...) -> data`` so tests call them directly.
+Every query runs in a small thread pool, so the event loop never waits on the database. On
+SQLite each query has its own read-only connection: in WAL mode readers never block ingest's
+writer nor each other. On PostgreSQL the pool keeps one plain connection per worker, reused
+(MVCC readers never block writers either); a connection a query failed on is closed, not
+reused, and a kept one the server ended meanwhile is replaced and the query run again once.
+The query functions are plain ``(db, ...) -> data`` over a :class:`central.db.Db`, so tests call
+them directly.
 
-Indexes these queries rely on (created by central.store): nodes(village), nodes(county),
-nodes(state), events(node_id, ts), events(village, ts), events(ts), health(node_id, ts),
-state_history(node_id, start), gaps(node_id).
+Indexes these queries rely on (central.migrations): nodes(village), nodes(county),
+events(node_id, ts), events(village, ts), events(ts), health(node_id, id),
+state_history(node_id, start), gaps(node_id, boot_id).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import queue
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,13 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from central.db import Cursor, Db, PostgresDb, SqliteDb, Target
+
 T = TypeVar("T")
 
-#: Reader threads. Reads are short and SQLite WAL readers run in parallel; a few threads keep one
+#: Reader threads. Reads are short and run in parallel on both backends; a few threads keep one
 #: slow query (a large offset) from queueing the others without letting a burst of API calls
-#: take the CPU from ingest on a 2-core box.
+#: take the CPU from ingest on a 2-core box. On PostgreSQL also the most connections kept.
 READ_WORKERS = 4
-#: How long a reader waits on a lock (only during WAL recovery or a checkpoint restart).
+#: How long a SQLite reader waits on a lock (only during WAL recovery or a checkpoint restart).
 READ_BUSY_TIMEOUT_S = 5.0
 #: Rows of each history shown in a node's detail: enough for a glance, small enough to be fast.
 DETAIL_HEALTH_ROWS = 20
@@ -62,40 +70,108 @@ class EventFilter:
     scope: str | None = None  # a division-code prefix: the user's scope (central.auth)
 
 
+class ReadOnlySqliteDb(SqliteDb):
+    """A :class:`central.db.SqliteDb` on a read-only connection (``mode=ro``): a query can
+    never write, and opening it never creates nor migrates the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = sqlite3.connect(
+            path.resolve().as_uri() + "?mode=ro",
+            uri=True,
+            timeout=READ_BUSY_TIMEOUT_S,
+            isolation_level=None,  # transactions are explicit, as central.db's
+            check_same_thread=False,
+        )
+        self._depth = 0
+
+
+def open_reader(target: Target) -> Db:
+    """A connection for reading ``target`` (the schema is central's, made at start)."""
+    return ReadOnlySqliteDb(target) if isinstance(target, Path) else PostgresDb(target)
+
+
 class ReadViews:
-    """Runs query functions on read-only connections off the event loop."""
+    """Runs query functions off the event loop, each on a reader (:func:`open_reader`)."""
 
-    def __init__(self, db_path: Path, workers: int = READ_WORKERS) -> None:
-        self._uri = db_path.resolve().as_uri() + "?mode=ro"
+    def __init__(self, target: Target, workers: int = READ_WORKERS) -> None:
+        self.target = target
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-read")
+        #: PostgreSQL connections between queries (at most ``workers``: one per thread).
+        self._idle: queue.SimpleQueue[Db] = queue.SimpleQueue()
 
-    async def run(self, query: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, query: Callable[[Db], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._run, query)
 
-    def _run(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        conn = sqlite3.connect(self._uri, uri=True, timeout=READ_BUSY_TIMEOUT_S)
+    def _run(self, query: Callable[[Db], T]) -> T:
+        if isinstance(self.target, Path):
+            db = open_reader(self.target)
+            try:
+                return query(db)
+            finally:
+                db.close()
         try:
-            conn.row_factory = sqlite3.Row
-            return query(conn)
-        finally:
-            conn.close()
+            db = self._idle.get_nowait()
+            kept = True
+        except queue.Empty:
+            db = open_reader(self.target)
+            kept = False
+        try:
+            result = query(db)
+        except BaseException:
+            lost = kept and _lost(db)
+            db.close()  # it may be broken or inside a failed transaction
+            if not lost:
+                raise
+            # A kept connection the server ended meanwhile (a restart, an administrator):
+            # reads have no effects, so the query runs again once on a new connection.
+            db = open_reader(self.target)
+            try:
+                result = query(db)
+            except BaseException:
+                db.close()
+                raise
+        self._idle.put(db)
+        return result
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+def _lost(db: Db) -> bool:
+    """Whether ``db``'s PostgreSQL connection is gone (its server ended it, or the link)."""
+    return isinstance(db, PostgresDb) and db.conn.broken
+
+
+def records(cur: Cursor) -> list[dict[str, Any]]:
+    """The rows of ``cur`` as dicts by column name (rows are tuples on both backends)."""
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def record(cur: Cursor) -> dict[str, Any] | None:
+    """The first row of ``cur`` as a dict by column name, or None."""
+    row = cur.fetchone()
+    return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
 
 
 def _json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def _node(row: sqlite3.Row) -> dict[str, Any]:
+def _node(row: dict[str, Any]) -> dict[str, Any]:
     d = dict(row)
     d["last_health"] = _json(d["last_health"])
     return d
 
 
-def _event(row: sqlite3.Row) -> dict[str, Any]:
+def _event(row: dict[str, Any]) -> dict[str, Any]:
     d = dict(row)
     d["data"] = _json(d["data"])
     return d
@@ -137,86 +213,96 @@ def _node_where(f: NodeFilter) -> tuple[str, list[Any]]:
     )
 
 
-def list_nodes(
-    conn: sqlite3.Connection, f: NodeFilter, limit: int, offset: int
-) -> tuple[int, list[dict[str, Any]]]:
+def list_nodes(db: Db, f: NodeFilter, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
     """(total matching, one page in node id order)."""
     sql_where, args = _node_where(f)
-    total = conn.execute(f"SELECT count(*) FROM nodes{sql_where}", args).fetchone()[0]
-    rows = conn.execute(
-        f"SELECT {_NODE_COLUMNS} FROM nodes{sql_where} ORDER BY node_id LIMIT ? OFFSET ?",
-        [*args, limit, offset],
-    ).fetchall()
-    return int(total), [_node(r) for r in rows]
+    with db.transaction(write=False):  # the count and the page from one state
+        total = count(db, f"SELECT count(*) FROM nodes{sql_where}", args)
+        rows = records(
+            db.execute(
+                f"SELECT {_NODE_COLUMNS} FROM nodes{sql_where} ORDER BY node_id LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            )
+        )
+    return total, [_node(r) for r in rows]
 
 
-def node_exists(conn: sqlite3.Connection, node_id: str) -> bool:
-    return conn.execute("SELECT 1 FROM nodes WHERE node_id = ?", (node_id,)).fetchone() is not None
+def count(db: Db, sql: str, args: list[Any] | tuple[Any, ...] = ()) -> int:
+    row = db.fetchone(sql, args)
+    assert row is not None  # an aggregate has one row
+    return int(row[0])
 
 
-def village_nodes(conn: sqlite3.Connection, village: str) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        "SELECT node_id, state, state_since, state_reason, last_seen FROM nodes "
-        "WHERE village = ? ORDER BY node_id",
-        (village,),
-    ).fetchall()
-    return [dict(r) for r in rows]
+def node_exists(db: Db, node_id: str) -> bool:
+    return db.fetchone("SELECT 1 FROM nodes WHERE node_id = ?", (node_id,)) is not None
 
 
-def node_detail(conn: sqlite3.Connection, node_id: str) -> dict[str, Any] | None:
+def village_nodes(db: Db, village: str) -> list[dict[str, Any]]:
+    return records(
+        db.execute(
+            "SELECT node_id, state, state_since, state_reason, last_seen FROM nodes "
+            "WHERE village = ? ORDER BY node_id",
+            (village,),
+        )
+    )
+
+
+def node_detail(db: Db, node_id: str) -> dict[str, Any] | None:
     """The node's row with its recent health, events, devices, state history and open gaps;
-    None if central has never seen it. One read transaction: a consistent snapshot."""
-    conn.execute("BEGIN")
-    try:
-        row = conn.execute(
-            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE node_id = ?", (node_id,)
-        ).fetchone()
+    None if central has never seen it. One read transaction: one state of the database."""
+    with db.transaction(write=False):
+        row = record(db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE node_id = ?", (node_id,)))
         if row is None:
             return None
         detail = _node(row)
         detail["health"] = [
             {"ts": r["ts"], "recv_ts": r["recv_ts"], **json.loads(r["body"])}
-            for r in conn.execute(
-                "SELECT ts, recv_ts, body FROM health WHERE node_id = ? ORDER BY ts DESC LIMIT ?",
-                (node_id, DETAIL_HEALTH_ROWS),
+            for r in records(
+                db.execute(
+                    "SELECT ts, recv_ts, body FROM health WHERE node_id = ? ORDER BY ts DESC"
+                    " LIMIT ?",
+                    (node_id, DETAIL_HEALTH_ROWS),
+                )
             )
         ]
         detail["events"] = _in_node_order(
-            conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE node_id = ? ORDER BY id DESC LIMIT ?",
-                (node_id, DETAIL_EVENT_ROWS),
-            ).fetchall()
+            records(
+                db.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE node_id = ? ORDER BY id DESC"
+                    " LIMIT ?",
+                    (node_id, DETAIL_EVENT_ROWS),
+                )
+            )
         )
         detail["devices"] = [
-            {**dict(r), "detail": _json(r["detail"]), "removed": bool(r["removed"])}
-            for r in conn.execute(
-                "SELECT device_id, kind, state, name, ts, detail, removed FROM devices "
-                "WHERE node_id = ? ORDER BY device_id",
-                (node_id,),
+            {**r, "detail": _json(r["detail"]), "removed": bool(r["removed"])}
+            for r in records(
+                db.execute(
+                    "SELECT device_id, kind, state, name, ts, detail, removed FROM devices "
+                    "WHERE node_id = ? ORDER BY device_id",
+                    (node_id,),
+                )
             )
         ]
-        detail["state_history"] = [
-            dict(r)
-            for r in conn.execute(
-                "SELECT state, start, end, reason FROM state_history WHERE node_id = ? "
+        # "end" is a reserved word in PostgreSQL
+        detail["state_history"] = records(
+            db.execute(
+                'SELECT state, start, "end", reason FROM state_history WHERE node_id = ? '
                 "ORDER BY start DESC, id DESC LIMIT ?",
                 (node_id, DETAIL_HISTORY_ROWS),
             )
-        ]
-        detail["gaps"] = [
-            dict(r)
-            for r in conn.execute(
+        )
+        detail["gaps"] = records(
+            db.execute(
                 "SELECT boot_id, first_seq, last_seq, detected FROM gaps WHERE node_id = ? "
                 "ORDER BY detected, first_seq LIMIT ?",
                 (node_id, DETAIL_GAP_ROWS),
             )
-        ]
+        )
         return detail
-    finally:
-        conn.execute("COMMIT")
 
 
-def _in_node_order(rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
+def _in_node_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One node's events newest first in the node's own order: the boot central stored last
     first, then by ``seq``, not by ``ts``: a node's clock can be stepped (``clock_off_s``), its
     sequence cannot. ``rows`` are the node's newest stored events (by ``id``)."""
@@ -227,7 +313,7 @@ def _in_node_order(rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
     return [_event(r) for r in rows]
 
 
-def list_events(conn: sqlite3.Connection, f: EventFilter, limit: int) -> list[dict[str, Any]]:
+def list_events(db: Db, f: EventFilter, limit: int) -> list[dict[str, Any]]:
     """Events newest first by event time (ties: newest received first); one node's events
     (``node`` given, no ``since``) newest first in the node's own order (:func:`_in_node_order`)."""
     if f.node is not None and f.since is None:
@@ -239,10 +325,12 @@ def list_events(conn: sqlite3.Connection, f: EventFilter, limit: int) -> list[di
             under("village", f.scope),
         )
         return _in_node_order(
-            conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events{sql_where} ORDER BY id DESC LIMIT ?",
-                [*args, limit],
-            ).fetchall()
+            records(
+                db.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM events{sql_where} ORDER BY id DESC LIMIT ?",
+                    [*args, limit],
+                )
+            )
         )
     sql_where, args = where(
         eq("node_id", f.node),
@@ -252,8 +340,10 @@ def list_events(conn: sqlite3.Connection, f: EventFilter, limit: int) -> list[di
         None if f.since is None else ("ts >= ?", (f.since,)),
         under("village", f.scope),
     )
-    rows = conn.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM events{sql_where} ORDER BY ts DESC, id DESC LIMIT ?",
-        [*args, limit],
-    ).fetchall()
+    rows = records(
+        db.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events{sql_where} ORDER BY ts DESC, id DESC LIMIT ?",
+            [*args, limit],
+        )
+    )
     return [_event(r) for r in rows]

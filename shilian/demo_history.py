@@ -33,7 +33,7 @@ from central.alerting import AlertStore
 from central.alerts import AlertRule, Evaluator, Transition, observe_alarms
 from central.audit import Entry
 from central.commissioning import ReportStore
-from central.db import SqliteDb
+from central.db import SqliteDb, open_db
 from central.store import EventRow, IntervalRow, NodeRow, SqliteStore
 from registry import Registry
 
@@ -255,7 +255,11 @@ def write(db: Path, registry: Registry, h: History, now: float) -> None:
         }
         villages_under = _villages_under(registry)
         days = [history.local_day(now) - dt.timedelta(days=i) for i in range(DAYS, 0, -1)]
-        derived = history.derive_rows(store.conn, registry, villages_under, days)
+        reader = open_db(db)
+        try:
+            derived = history.derive_rows(reader, registry, villages_under, days)
+        finally:
+            reader.close()
     finally:
         store.close()
     hs = history.HistoryStore(db)
@@ -265,7 +269,8 @@ def write(db: Path, registry: Registry, h: History, now: float) -> None:
     finally:
         hs.close()
     acks = AckStore(db)
-    _unsynced(acks.conn)
+    assert isinstance(acks.db, SqliteDb)  # the demo's database is a file
+    _unsynced(acks.db.conn)
     entries = []
     try:
         for a in h.alarms:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from central.db import Target
 from shilian.broker import free_port
 
 T = TypeVar("T")
@@ -34,7 +35,7 @@ ADMIN = "admin"
 ADMIN_PASSWORD = "e2e-admin-password"
 
 
-def add_user(db: Path, name: str, role: str, scope: str = "", password: str = "") -> str:
+def add_user(db: Target, name: str, role: str, scope: str = "", password: str = "") -> str:
     """Create an account in central's database (as ``shilian central user add`` does); return
     its password."""
     import time
@@ -114,18 +115,27 @@ class Proc:
 
 class Central(Proc):
     def __init__(
-        self, workdir: Path, broker_port: int, scope: str = "4501", extra_conf: str = ""
+        self,
+        workdir: Path,
+        broker_port: int,
+        scope: str = "4501",
+        extra_conf: str = "",
+        url: str | None = None,
     ) -> None:
         """``extra_conf``: TOML appended to the generated central.toml, right after its
-        ``[http]`` keys (more ``[http]`` keys first, then other sections)."""
+        ``[http]`` keys (more ``[http]`` keys first, then other sections). ``url``: central's
+        database is this PostgreSQL database (``[store] url``) instead of a SQLite file."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.http_port = free_port()
         self.api = f"http://127.0.0.1:{self.http_port}"
         self.db = workdir / "central.sqlite3"
+        #: Central's database: the SQLite file, or the PostgreSQL database ``url`` names.
+        self.target: Target = self.db if url is None else url
         self.token: str | None = None
         conf = workdir / "central.toml"
+        store_url = "" if url is None else f'url = "{url}"\n'
         conf.write_text(
-            f'[store]\npath = "{workdir / "central.sqlite3"}"\n'
+            f'[store]\npath = "{workdir / "central.sqlite3"}"\n{store_url}'
             f'[registry]\ndefault_scope = "{scope}"\n'
             f'[broker]\nhost = "127.0.0.1"\nport = {broker_port}\nclient_id = "central-e2e"\n'
             f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\n' + extra_conf,
@@ -137,7 +147,7 @@ class Central(Proc):
         )
 
     def start(self) -> None:
-        add_user(self.db, ADMIN, "admin", "", ADMIN_PASSWORD)
+        add_user(self.target, ADMIN, "admin", "", ADMIN_PASSWORD)
         super().start()
         self.ready(lambda: self.get("/healthz"), what="central /healthz")
         self.token = self.login(ADMIN, ADMIN_PASSWORD)["token"]

@@ -14,13 +14,23 @@ import prometheus_client
 import pytest
 from aiohttp import web
 
-from central.alarms import AckStore, AlreadyAcked
+from central.alarms import (
+    AckStore,
+    AlreadyAcked,
+    AlreadyClosed,
+    NotAcked,
+    OpenAlarmsCollector,
+    UnknownAlarm,
+    get_alarm,
+)
 from central.app import make_app
 from central.coverage import CoverageIndex
+from central.db import PostgresDb, SqliteDb, Target
 from central.http import ApiContext
 from central.store import EventRow, SqliteStore
 from registry import Registry
 from tests.processes import add_user, login
+from tests.stores import open_store
 
 NANNING = Registry.from_package("4501")
 V1 = "450102001003"  # 兴宁区 › 民生街道 › 兴宁社区居委会
@@ -189,19 +199,50 @@ async def test_open_alarms_gauge(api: Api) -> None:
         assert "shilian_alarms_open 1.0" in await r.text()
 
 
-def test_acks_survive_reopening_the_file(tmp_path: Path) -> None:
-    db = tmp_path / "c.sqlite3"
-    store = SqliteStore(db)
+def test_acks_survive_reopening_the_database(db_target: Target) -> None:
+    store = open_store(db_target)
     store.apply([EventRow(f"{V1}-a", V1, BOOT, 1, 1.0, 1.0, "alarm", "panic", None, "{}")])
-    acks = AckStore(db)
+    acks = AckStore(db_target)
     acks.ack(1, "张三", "", 5.0)
     acks.close()
-    again = AckStore(db)
+    again = AckStore(db_target)
     with pytest.raises(AlreadyAcked) as e:
         again.ack(1, "李四", "", 6.0)
     assert (e.value.by, e.value.at) == ("张三", 5.0)
     again.close()
     store.close()
+
+
+def test_acknowledge_then_close_once_on_either_backend(db_target: Target) -> None:
+    store = open_store(db_target)
+    store.apply(
+        [
+            EventRow(f"{V1}-a", V1, BOOT, 1, 1.0, 1.0, "alarm", "panic", None, "{}"),
+            EventRow(f"{V1}-a", V1, BOOT, 2, 2.0, 2.0, "info", "door", None, "{}"),
+        ]
+    )
+    acks = AckStore(db_target)
+    try:
+        with pytest.raises(UnknownAlarm):
+            acks.ack(2, "张三", "", 5.0)  # not an alarm
+        with pytest.raises(UnknownAlarm):
+            acks.ack(99, "张三", "", 5.0)
+        with pytest.raises(NotAcked):
+            acks.close_alarm(1, "张三", "", 5.0)
+        acks.ack(1, "张三", "去现场", 5.0)
+        acks.close_alarm(1, "李四", "已处理", 6.0)
+        with pytest.raises(AlreadyClosed) as e:
+            acks.close_alarm(1, "王五", "", 7.0)
+        assert (e.value.by, e.value.at) == ("李四", 6.0)
+        alarm = get_alarm(acks.db, 1)
+        assert alarm is not None and alarm["state"] == "closed"
+        assert alarm["ack"] == {"by": "张三", "at": 5.0, "note": "去现场"}
+        assert alarm["close"] == {"by": "李四", "at": 6.0, "note": "已处理"}
+        # the failed attempts left nothing behind
+        assert acks.db.fetchone("SELECT count(*) FROM alarm_closes") == (1,)
+    finally:
+        acks.close()
+        store.close()
 
 
 async def test_console_filters_by_severity_and_time_and_an_acked_alarm_is_closed_once(
@@ -237,3 +278,28 @@ async def test_console_filters_by_severity_and_time_and_an_acked_alarm_is_closed
         for s in ("open", "acked", "closed", "handled")
     }
     assert states == {"open": [tamper, fire], "acked": [], "closed": [panic], "handled": [panic]}
+
+
+def test_the_open_alarms_gauge_keeps_its_reader_and_recovers_when_it_fails(
+    db_target: Target,
+) -> None:
+    store = open_store(db_target)
+    store.apply([EventRow(f"{V1}-a", V1, BOOT, 1, 1.0, 1.0, "alarm", "panic", None, "{}")])
+    store.close()
+    collector = OpenAlarmsCollector(db_target)
+    try:
+
+        def sample() -> float | None:
+            for family in collector.collect():
+                return float(family.samples[0].value)
+            return None
+
+        assert sample() == 1.0
+        reader = collector._db
+        assert sample() == 1.0 and collector._db is reader  # kept between scrapes
+        assert isinstance(reader, SqliteDb | PostgresDb)
+        reader.conn.close()  # the connection is lost (a server restart, a closed file)
+        assert sample() is None  # no sample this time, and the reader is dropped
+        assert sample() == 1.0 and collector._db is not reader
+    finally:
+        collector.close()

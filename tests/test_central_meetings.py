@@ -18,6 +18,7 @@ import aiomqtt
 import pytest
 
 import wire
+from central.db import Target
 from central.meetings import (
     PREPARE_EXPIRY_S,
     PREPARE_WINDOW_S,
@@ -329,7 +330,7 @@ def test_pages_get_the_countys_turn_server_with_short_lived_credentials(tmp_path
 
 
 async def test_after_a_crash_calls_never_answered_or_not_confirmed_are_ended(
-    tmp_path: Path,
+    db_target: Target,
 ) -> None:
     """The records a crash left open, settled without a node that answers: an offer never
     answered is ended at once, an answered call whose node stays silent when the wait is over;
@@ -338,7 +339,7 @@ async def test_after_a_crash_calls_never_answered_or_not_confirmed_are_ended(
     from central.meetings import MeetingService
     from wire.meeting import Call
 
-    db = tmp_path / "m.db"
+    db = db_target
     store = MeetingStore(db)
     offered, answered = Call("a" * 32, NODE, 10.0), Call("b" * 32, NODE, 20.0)
     store.started(offered, None, "op")
@@ -363,6 +364,36 @@ async def test_after_a_crash_calls_never_answered_or_not_confirmed_are_ended(
     assert "not answered" in (recs["a" * 32] or {})["detail"]
     assert svc.calls == {} and await svc.reconcile() == {}  # settled once
     svc.close()
+
+
+def test_the_records_of_a_call_on_either_backend(db_target: Target) -> None:
+    from central.meeting_store import MeetingStore
+    from wire.meeting import Call, Ended, EndReason
+
+    store = MeetingStore(db_target)
+    try:
+        call = Call("c" * 32, NODE, 10.0)
+        store.started(call, None, "张三")
+        store.started(Call("d" * 32, NODE, 5.0), "cam-b", None)
+        call.camera, call.answered_at = "cam-gate", 11.0
+        store.update(call)
+        assert store.set_stats(call.session, {"rtt_ms": 40.0})
+        assert not store.set_stats("e" * 32, {"rtt_ms": 1.0})
+        rec = store.get(call.session)
+        assert rec is not None
+        assert (rec["user"], rec["camera"], rec["state"], rec["stats"]) == (
+            "张三", "cam-gate", "active", {"rtt_ms": 40.0},
+        )  # fmt: skip
+        call.ended_at, call.end = 30.0, Ended(EndReason.HANGUP_LOCAL)
+        store.update(call)
+        store.end("d" * 32, EndReason.CENTRAL_RESTARTED, "x" * 2000, 40.0)
+        total, rows = store.history(NODE[:12], 10, 0)
+        assert total == 2 and [(r["session"][0], r["state"]) for r in rows] == [
+            ("c", "ended"), ("d", "ended"),
+        ]  # fmt: skip
+        assert len(rows[1]["detail"]) == 1000 and store.unfinished() == []
+    finally:
+        store.close()
 
 
 async def test_a_prepare_is_relayed_scoped_rate_limited_and_audited(

@@ -1,6 +1,6 @@
 """Central's schema and migrations on both backends (a SQLite file; a real PostgreSQL database
 per test): a migrated database equals central.schema, an old database is adopted with its rows,
-and central refuses PostgreSQL at start for what does not run there yet."""
+and the migrate command on either backend."""
 
 from __future__ import annotations
 
@@ -18,14 +18,12 @@ from typer.testing import CliRunner
 
 from central import migrate, migrations
 from central.cli import app as central_cli
-from central.config import CentralConfig, StoreConfig
 from central.coverage import CoverageIndex
 from central.ingest import Ingest
 from central.liveness import Liveness
 from central.schema import metadata
-from central.service import CentralService
 from central.store import SqliteStore
-from central.store_pg import NotPorted, PostgresStore
+from central.store_pg import PostgresStore
 from registry import Registry
 from tests.postgres import scratch_database
 from tests.test_central_ingest import BOOT, NODE, VILLAGE, event, state
@@ -200,14 +198,6 @@ def test_coverage_is_rebuilt_from_the_postgresql_store(pg_url: str) -> None:
     assert snap.seqs[(NODE, BOOT)].high == 2
 
 
-async def test_central_refuses_postgresql_at_start(pg_url: str, tmp_path: Path) -> None:
-    cfg = CentralConfig(store=StoreConfig(path=tmp_path / "c.db", url=pg_url))
-    with pytest.raises(NotPorted, match="PostgreSQL"):
-        await CentralService(cfg).run()
-    assert migrate.status(pg_url).current is None  # refused before touching anything
-    assert not (tmp_path / "c.db").exists()
-
-
 def test_migrate_command_shows_and_upgrades(tmp_path: Path) -> None:
     db = tmp_path / "c.db"
     r = CliRunner().invoke(central_cli, ["migrate", "--db", str(db), "--status"])
@@ -228,6 +218,3 @@ def test_migrate_command_on_postgresql(pg_url: str, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert f"upgraded to: {migrate.head()}" in r.output
     assert migrate.status(pg_url).up_to_date
-    r = CliRunner().invoke(central_cli, ["run", "--config", str(cfg)])
-    assert r.exit_code == 2
-    assert "[store] url" in r.output

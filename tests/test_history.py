@@ -1,19 +1,20 @@
 """Coverage history: snapshot times in Asia/Shanghai, what is kept, snapshots over
-derived rows, days derived from the nodes' online/offline intervals in a real SQLite store, and
-the task's start-up catch-up with an injected clock."""
+derived rows, days derived from the nodes' online/offline intervals in a real store, and the
+task's start-up catch-up with an injected clock; storage on SQLite and PostgreSQL
+(``db_target``)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sqlite3
-from pathlib import Path
 
 from central import history
 from central.coverage import CoverageIndex
+from central.db import Target, open_db
 from central.history import DayRow, HistoryStore, HistoryTask
-from central.store import IntervalRow, NodeRow, SqliteStore
+from central.store import IntervalRow, NodeRow, SqlStore
 from registry import Registry
+from tests.stores import open_store
 
 NANNING = Registry.from_package("4501")
 COUNTY = "450102"
@@ -48,8 +49,8 @@ def _node(node_id: str, first_seen: float, state: str = "online") -> NodeRow:
     )  # fmt: skip
 
 
-def _store(tmp_path: Path) -> SqliteStore:
-    store = SqliteStore(tmp_path / "central.sqlite3")
+def _store(db_target: Target) -> SqlStore:
+    store = open_store(db_target)
     d1 = history.day_instant(DAY)
     a, b, c = (f"{v}-a" for v in VILLAGES[:3])
     store.apply(
@@ -67,16 +68,15 @@ def _store(tmp_path: Path) -> SqliteStore:
     return store
 
 
-def test_days_are_derived_from_the_node_intervals(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_days_are_derived_from_the_node_intervals(db_target: Target) -> None:
+    _store(db_target).close()
+    db = open_db(db_target)
     try:
         cov = CoverageIndex(NANNING)
         units = ["4501", COUNTY, TOWNSHIP]
         villages = {code: cov.summary(code).villages for code in units}
         before = DAY - dt.timedelta(days=1)
-        rows = history.derive_rows(
-            store.conn, NANNING, villages, [before, DAY, DAY + dt.timedelta(days=1)]
-        )
+        rows = history.derive_rows(db, NANNING, villages, [before, DAY, DAY + dt.timedelta(days=1)])
         by = {(r.day, r.code): r for r in rows}
         assert (before.isoformat(), "4501") not in by  # before the first interval: unknown
         d1 = by[DAY.isoformat(), TOWNSHIP]
@@ -85,18 +85,17 @@ def test_days_are_derived_from_the_node_intervals(tmp_path: Path) -> None:
         d2 = by[(DAY + dt.timedelta(days=1)).isoformat(), "4501"]
         assert (d2.provisioned, d2.covered) == (3, 1)  # a is off, c is on
     finally:
-        store.close()
+        db.close()
 
 
-def test_a_snapshot_replaces_a_derived_row_but_not_the_other_way(tmp_path: Path) -> None:
-    SqliteStore(tmp_path / "c.sqlite3").close()
-    hs = HistoryStore(tmp_path / "c.sqlite3")
+def test_a_snapshot_replaces_a_derived_row_but_not_the_other_way(db_target: Target) -> None:
+    hs = HistoryStore(db_target)
     try:
         day = DAY.isoformat()
         hs.write([DayRow(day, "4501", 10, 5, 2, 1.0, "derived")])
         hs.write([DayRow(day, "4501", 10, 6, 4, 2.0, "snapshot")])
         hs.write([DayRow(day, "4501", 10, 1, 1, 3.0, "derived")])
-        rows = history.read_days(hs.conn, ["4501"], DAY, DAY)["4501"]
+        rows = history.read_days(hs.db, ["4501"], DAY, DAY)["4501"]
         assert rows[day].covered == 4 and rows[day].source == "snapshot"
         assert hs.has_day("4501", DAY)
         assert hs.missing_days("4501", [DAY, DAY + dt.timedelta(days=1)]) == [
@@ -107,14 +106,13 @@ def test_a_snapshot_replaces_a_derived_row_but_not_the_other_way(tmp_path: Path)
 
 
 async def test_the_task_snapshots_today_at_start_and_derives_the_days_before(
-    tmp_path: Path,
+    db_target: Target,
 ) -> None:
-    store = _store(tmp_path)
-    store.close()
+    _store(db_target).close()
     now = [history.day_instant(DAY + dt.timedelta(days=2)) - 3600.0]  # day 3, 22:55
     cov = CoverageIndex(NANNING)
     cov.set_node(f"{VILLAGES[2]}-a", True)
-    task = HistoryTask(tmp_path / "central.sqlite3", NANNING, cov, lambda: now[0])
+    task = HistoryTask(db_target, NANNING, cov, lambda: now[0])
     stop = asyncio.Event()
     run = asyncio.create_task(task.run(stop))
     try:
@@ -125,11 +123,11 @@ async def test_the_task_snapshots_today_at_start_and_derives_the_days_before(
     finally:
         stop.set()
         await asyncio.wait_for(run, 30)
-    conn = sqlite3.connect(tmp_path / "central.sqlite3")
+    db = open_db(db_target)
     rows = history.read_days(
-        conn, [TOWNSHIP], DAY - dt.timedelta(days=40), DAY + dt.timedelta(days=2)
+        db, [TOWNSHIP], DAY - dt.timedelta(days=40), DAY + dt.timedelta(days=2)
     )
-    conn.close()
+    db.close()
     got = {d: (r.covered, r.source) for d, r in rows[TOWNSHIP].items()}
     assert got[(DAY + dt.timedelta(days=2)).isoformat()] == (1, "snapshot")
     assert got[DAY.isoformat()] == (1, "derived")

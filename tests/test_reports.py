@@ -45,7 +45,7 @@ def _history(tmp_path: Path) -> HistoryStore:
 
 
 def _report(hs: HistoryStore, last: dt.date) -> coverage_report.Report:
-    return coverage_report.build_report(hs.conn, NANNING, {}, COUNTY, DAY, last)
+    return coverage_report.build_report(hs.db, NANNING, {}, COUNTY, DAY, last)
 
 
 def test_xlsx_has_a_summary_with_totals_and_every_day(tmp_path: Path) -> None:
