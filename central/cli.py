@@ -35,6 +35,7 @@ def run(
     import asyncio
     import logging
 
+    from central.db import DatabaseUnreachable
     from central.service import serve
 
     cfg = _load(config)
@@ -66,11 +67,18 @@ def run(
             raise typer.Exit(2)
         from central.shared_ingest import serve_ingest
 
-        raise typer.Exit(asyncio.run(serve_ingest(cfg)))
+        try:
+            raise typer.Exit(asyncio.run(serve_ingest(cfg)))
+        except DatabaseUnreachable as e:
+            typer.echo(str(e), err=True)
+            raise typer.Exit(1) from None
     try:
         code = asyncio.run(serve(cfg))
     except asyncio.CancelledError:
         code = 1  # a second signal: forced exit
+    except DatabaseUnreachable as e:
+        typer.echo(str(e), err=True)
+        code = 1
     raise typer.Exit(code)
 
 
@@ -105,8 +113,9 @@ def _target(config: Path | None, db: Path | None) -> Target:
 
 
 def _shown(t: Target) -> str:
-    """A database for a message: a PostgreSQL URL without its user and password."""
-    return str(t) if isinstance(t, Path) else t.split("@")[-1]
+    from central.db import shown
+
+    return shown(t)
 
 
 @app.command()

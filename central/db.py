@@ -35,11 +35,11 @@ another, as ``asyncio.to_thread`` does).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import psycopg
 import psycopg.errors
@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 Target = Path | str
 
 Backend = Literal["sqlite", "postgresql"]
+
+T = TypeVar("T")
 
 #: A unique, primary-key, foreign-key or check violation, on either backend.
 INTEGRITY_ERRORS: tuple[type[Exception], ...] = (
@@ -107,6 +109,41 @@ class Db(Protocol):
     ) -> None: ...
 
     def close(self) -> None: ...
+
+
+class DatabaseUnreachable(Exception):
+    """The configured database could not be opened at start: server down, wrong address or
+    name, login refused. Its message names the database (without user and password) and the
+    server's reason in one line."""
+
+    def __init__(self, t: Target, cause: BaseException) -> None:
+        reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+        super().__init__(
+            f"无法连接数据库 / cannot reach the database {shown(t)}: "
+            f"{reason[0] if reason else type(cause).__name__}"
+        )
+
+
+def _unreachable_errors() -> tuple[type[BaseException], ...]:
+    """What opening a database raises when it cannot be reached (SQLAlchemy wraps the driver's
+    error while migrating)."""
+    from sqlalchemy.exc import OperationalError
+
+    return (psycopg.OperationalError, OperationalError)
+
+
+def opening(t: Target, fn: Callable[[], T]) -> T:
+    """``fn()``, which opens ``t``; a database that cannot be reached raises
+    :class:`DatabaseUnreachable`."""
+    try:
+        return fn()
+    except _unreachable_errors() as e:
+        raise DatabaseUnreachable(t, e) from e
+
+
+def shown(t: Target) -> str:
+    """A database for a message: a PostgreSQL URL without its user and password."""
+    return str(t) if isinstance(t, Path) else t.split("@")[-1]
 
 
 def target(store: StoreConfig) -> Target:

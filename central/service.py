@@ -36,7 +36,7 @@ from central.acks import ACK_INTERVAL_S, StoredAcks, caps_payload
 from central.commands import CommandClient
 from central.config import CentralConfig
 from central.coverage import CoverageIndex
-from central.db import open_db, target
+from central.db import open_db, opening, target
 from central.device_feed import device_messages, load_devices
 from central.device_metrics import DeviceCollector
 from central.devices import DeviceIndex
@@ -253,7 +253,8 @@ class CentralService:
 
         db = target(self.cfg.store)
         if isinstance(db, str):
-            store: SqliteStore | PostgresStore = PostgresStore(db)  # upgrades the schema
+            pg = db
+            store: SqliteStore | PostgresStore = opening(pg, lambda: PostgresStore(pg))
             version = migrate.status(db).current
         else:
             version = migrate.ensure(db)

@@ -44,6 +44,7 @@ import psycopg
 import wire
 from central.acks import ACK_INTERVAL_S, StoredAcks, caps_payload
 from central.config import CentralConfig
+from central.db import opening
 from central.ingest import Ingest, Outcome
 from central.link import Inbound, LinkDown, MqttLink, member_lane
 from central.liveness import WILL_CONFIRM_S, Liveness
@@ -113,7 +114,8 @@ class SharedIngest:
 
     async def run(self) -> None:
         name = f"shilian-ingest-{os.getpid()}"
-        self.store = store = await asyncio.to_thread(SharedStore, self.url)
+        url = self.url
+        self.store = store = await asyncio.to_thread(opening, url, lambda: SharedStore(url))
         # A connection of its own for the session-level member and leader locks: they last
         # exactly as long as it does.
         self._locks: psycopg.Connection[tuple[object, ...]] = await asyncio.to_thread(
