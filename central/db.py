@@ -183,7 +183,45 @@ def _pg_version(db: PostgresDb) -> str | None:
     return None if row is None else str(row[0])
 
 
-class SqliteDb:
+class _Transactions:
+    """Explicit transactions on an autocommit connection; nested calls join the outer one."""
+
+    _depth: int
+
+    def _begin(self, write: bool) -> None:
+        raise NotImplementedError
+
+    def _end(self, sql: str) -> None:
+        """``COMMIT`` or ``ROLLBACK`` on the connection."""
+        raise NotImplementedError
+
+    def _rollback(self) -> None:
+        self._end("ROLLBACK")
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[None]:
+        """One transaction; nested calls join the outer one."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._begin(write)
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._rollback()
+            raise
+        else:
+            self._end("COMMIT")
+        finally:
+            self._depth = 0
+
+
+class SqliteDb(_Transactions):
     """The SQLite file through :func:`central.store.connect` (WAL, ``synchronous=FULL``, busy
     timeout), in autocommit mode; transactions are explicit."""
 
@@ -207,27 +245,11 @@ class SqliteDb:
     def fetchall(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         return self.conn.execute(sql, tuple(params)).fetchall()
 
-    @contextmanager
-    def transaction(self, *, write: bool) -> Iterator[None]:
-        """One transaction; nested calls join the outer one."""
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
+    def _begin(self, write: bool) -> None:
         self.conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        self._depth = 1
-        try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
-            self.conn.execute("COMMIT")
-        finally:
-            self._depth = 0
+
+    def _end(self, sql: str) -> None:
+        self.conn.execute(sql)
 
     def load_rows(
         self, table: str, columns: Sequence[str], rows: Iterable[Sequence[object]]
@@ -240,7 +262,7 @@ class SqliteDb:
         self.conn.close()
 
 
-class PostgresDb:
+class PostgresDb(_Transactions):
     """One psycopg connection in autocommit mode; transactions are explicit."""
 
     backend: Backend = "postgresql"
@@ -263,32 +285,20 @@ class PostgresDb:
     def fetchall(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         return self.conn.execute(pg_sql(sql), tuple(params)).fetchall()
 
-    @contextmanager
-    def transaction(self, *, write: bool) -> Iterator[None]:
-        """One transaction; nested calls join the outer one."""
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
+    def _begin(self, write: bool) -> None:
         # A read transaction sees one snapshot, as SQLite's does (READ COMMITTED would take a
         # new one per statement).
         self.conn.execute("BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        self._depth = 1
-        try:
-            if write:
+        if write:
+            try:
                 self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
-            yield
-        except BaseException:
-            if not self.conn.closed:
-                self.conn.execute("ROLLBACK")
-            raise
-        else:
-            self.conn.execute("COMMIT")
-        finally:
-            self._depth = 0
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _end(self, sql: str) -> None:
+        if sql == "COMMIT" or not self.conn.closed:
+            self.conn.execute(sql)
 
     def load_rows(
         self, table: str, columns: Sequence[str], rows: Iterable[Sequence[object]]
