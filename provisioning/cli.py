@@ -640,7 +640,17 @@ def revoke(
     ca_dir: Annotated[Path, typer.Option(help="CA 目录 / CA directory")],
     db: Annotated[
         Path | None,
-        typer.Option(help="中心数据库：写入审计日志 / central's database, for the audit log"),
+        typer.Option(
+            help="中心 SQLite 数据库：写入审计日志 / central's SQLite database, for the audit log"
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="中心配置：审计日志写入其 [store] 数据库 / central.toml: the audit log goes to "
+            "its [store] database (SQLite or PostgreSQL), instead of --db",
+        ),
     ] = None,
     broker_dir: Annotated[
         Path | None,
@@ -665,14 +675,15 @@ def revoke(
     from pki.ca import CaError, CertificateAuthority
     from provisioning.broker_config import write_acl
 
+    audit_db = _central_target(db, config) if db is not None or config is not None else None
     try:
         serials = CertificateAuthority.load(ca_dir).revoke(node_id)
     except CaError as e:
         raise _fail(str(e)) from None
-    if db is not None:
+    if audit_db is not None:
         from central.accounts import record_local
 
-        record_local(db, "revoke", node_id, "revoked", serials=[str(n) for n in serials])
+        record_local(audit_db, "revoke", node_id, "revoked", serials=[str(n) for n in serials])
     _ok(f"已吊销 / revoked {len(serials)} 张证书 / certificate(s) of {node_id}")
     if broker_dir is not None:
         write_acl(ca_dir, broker_dir / "acl")

@@ -8,6 +8,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
+from central.audit import AuditFilter, list_audit
+from central.db import Target, open_db
 from central.link import Inbound
 from central.revocations import RECHECK_S, Revocations
 from pki.ca import CertificateAuthority, make_csr, new_key
@@ -55,3 +57,25 @@ def test_a_renewed_node_is_not_refused(tmp_path: Path) -> None:
     assert len(ca.revoke_superseded(A, new.serial)) == 1
     rev = Revocations(ca.dir, CollectorRegistry(), clock=lambda: 0.0)
     assert rev.take([msg(A, "event")]) == [msg(A, "event")]
+
+
+def test_the_revocation_is_audited_in_the_database_central_toml_names(
+    tmp_path: Path, db_target: Target
+) -> None:
+    """``--config central.toml`` reaches central's database whichever backend ``[store]``
+    names, as the other commands run on central's box do."""
+    ca = CertificateAuthority.create(tmp_path / "ca")
+    ca.issue_node(make_csr(new_key(), A))
+    cfg = tmp_path / "central.toml"
+    store = f'url = "{db_target}"' if isinstance(db_target, str) else f'path = "{db_target}"'
+    cfg.write_text(f"[store]\n{store}\n")
+    args = ["provision", "revoke", "--node", A, "--ca-dir", str(ca.dir), "--config", str(cfg)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    db = open_db(db_target)
+    try:
+        total, rows = list_audit(db, AuditFilter(action="revoke"), 10, 0)
+    finally:
+        db.close()
+    assert total == 1
+    assert (rows[0]["target"], rows[0]["outcome"]) == (A, "revoked")
