@@ -13,6 +13,7 @@ advisory lock); the second finds the work done.
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -52,6 +53,25 @@ def sqlalchemy_url(target: str | Path) -> str:
     raise ValueError(f"not a PostgreSQL URL: {target!r}")
 
 
+#: How long a new connection keeps asking for WAL mode while another holds the file's lock.
+WAL_WAIT_S = 5.0
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """WAL mode on; switching needs the file to itself, and SQLite answers "database is
+    locked" at once, without its busy wait, while another connection (a second upgrader on a
+    new file) holds a lock: asked again until the wait is over."""
+    deadline = time.monotonic() + WAL_WAIT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def engine(target: str | Path, *, upgrading: bool = False) -> Engine:
     """An engine for one short job (no pool kept: central's stores hold their own connections);
     ``upgrading``: its transactions take SQLite's write lock at once."""
@@ -67,7 +87,7 @@ def engine(target: str | Path, *, upgrading: bool = False) -> Engine:
             dbapi_conn.isolation_level = None
             # the same busy wait as the stores: central may be running on the file
             dbapi_conn.execute("PRAGMA busy_timeout=5000")
-            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            _wal(dbapi_conn)
 
         @event.listens_for(eng, "begin")
         def _begin(conn: Connection) -> None:

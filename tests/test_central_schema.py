@@ -103,11 +103,16 @@ def test_a_failed_upgrade_changes_nothing(target: str | Path) -> None:
 
 
 def test_two_upgraders_at_once_both_succeed(target: str | Path) -> None:
-    """Two processes starting on one new database (central and a tool): one waits."""
-    with ThreadPoolExecutor(2) as pool:
-        done = list(pool.map(lambda _: migrate.upgrade(target), range(2)))
-    assert all(s.up_to_date for s in done)
-    assert differences(target) == []
+    """Two processes starting on one new database (central and a tool): one waits. On SQLite
+    the race is over a new file's switch to WAL, lost about one time in three: ten files."""
+    targets = (
+        [target] if isinstance(target, str) else [target.with_suffix(f".{i}.db") for i in range(10)]
+    )
+    for t in targets:
+        with ThreadPoolExecutor(2) as pool:
+            done = list(pool.map(migrate.upgrade, [t, t]))
+        assert all(s.up_to_date for s in done)
+        assert differences(t) == []
 
 
 def _legacy(path: Path, ddl: str) -> None:
