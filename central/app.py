@@ -9,7 +9,7 @@ import asyncio
 from aiohttp import web
 
 from central import alarms, api, auth, browser_guard, openapi, slow_clients, user_routes, views
-from central.http import CTX, MAX_BODY_BYTES, READS, ApiContext, json_errors
+from central.http import CTX, MAX_BODY_BYTES, READS, ApiContext, json_errors, setup_db_errors
 
 
 def make_app(ctx: ApiContext) -> web.Application:
@@ -26,6 +26,7 @@ def make_app(ctx: ApiContext) -> web.Application:
     )
     browser_guard.setup(app)
     slow_clients.setup(app, ctx.metrics_registry, ctx.body_timeout_s)
+    setup_db_errors(app, ctx.metrics_registry)
     app[CTX] = ctx
     auth.setup(app, ctx, ctx.clock)
     app[READS] = views.ReadViews(ctx.db_target)

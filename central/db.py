@@ -269,26 +269,40 @@ class PostgresDb(_Transactions):
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        self.conn = self._connect()
         self._depth = 0
+        self._closed = False
+
+    def _connect(self) -> psycopg.Connection[Row]:
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+
+    def _live(self) -> psycopg.Connection[Row]:
+        """The connection; outside a transaction a new one if the server ended the last (a
+        restart, an administrator): the statement that met the end failed (nothing is run
+        twice), the next one runs."""
+        if self.conn.closed and not self._closed and self._depth == 0:
+            self.conn = self._connect()
+        return self.conn
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> Cursor:
-        return self.conn.execute(pg_sql(sql), tuple(params))
+        return self._live().execute(pg_sql(sql), tuple(params))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        with self.conn.cursor() as cur:
+        with self._live().cursor() as cur:
             cur.executemany(pg_sql(sql), rows)
 
     def fetchone(self, sql: str, params: Sequence[object] = ()) -> Row | None:
-        return self.conn.execute(pg_sql(sql), tuple(params)).fetchone()
+        return self._live().execute(pg_sql(sql), tuple(params)).fetchone()
 
     def fetchall(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
-        return self.conn.execute(pg_sql(sql), tuple(params)).fetchall()
+        return self._live().execute(pg_sql(sql), tuple(params)).fetchall()
 
     def _begin(self, write: bool) -> None:
         # A read transaction sees one snapshot, as SQLite's does (READ COMMITTED would take a
         # new one per statement).
-        self.conn.execute("BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        self._live().execute(
+            "BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        )
         if write:
             try:
                 self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
@@ -306,13 +320,14 @@ class PostgresDb(_Transactions):
         """Bulk-insert ``rows`` into ``table`` with ``COPY ... FROM STDIN`` (names from the
         caller's own code, never input); several times faster than INSERTs."""
         with (
-            self.conn.cursor() as cur,
+            self._live().cursor() as cur,
             cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
         ):
             for row in rows:
                 copy.write_row(row)
 
     def close(self) -> None:
+        self._closed = True
         self.conn.close()
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import prometheus_client
+import psycopg
 from aiohttp import web
 
 from central import views
@@ -112,6 +113,23 @@ _HTTP_ERRORS = {
 }
 
 
+#: How long a client is told to wait before asking again while the database is unreachable.
+DB_RETRY_AFTER_S = 5
+#: Requests refused because central's database could not be reached (its PostgreSQL server
+#: restarting, down or unreachable), registered by :func:`setup_db_errors`.
+DB_UNAVAILABLE: web.AppKey[prometheus_client.Counter] = web.AppKey(
+    "db_unavailable", prometheus_client.Counter
+)
+
+
+def setup_db_errors(app: web.Application, registry: prometheus_client.CollectorRegistry) -> None:
+    app[DB_UNAVAILABLE] = prometheus_client.Counter(
+        "shilian_http_database_unavailable",
+        "数据库不可用而拒绝的请求 / API requests refused because the database was unreachable",
+        registry=registry,
+    )
+
+
 @web.middleware
 async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -127,6 +145,19 @@ async def json_errors(
             raise
         code, zh = _HTTP_ERRORS.get(e.status, ("http_error", "请求失败"))
         return error_response(e.status, code, f"{zh} / {e.reason}")
+    except psycopg.OperationalError as e:
+        # The server is gone (restarting, down, unreachable), not a bug: the kept connection is
+        # replaced at its next use, so the client asks again.
+        log.warning("api: database unavailable on %s %s: %s", request.method, request.path, e)
+        counter = request.app.get(DB_UNAVAILABLE)
+        if counter is not None:
+            counter.inc()
+        return error_response(
+            503,
+            "database_unavailable",
+            "数据库暂时不可用，请稍后重试 / the database is unavailable; try again shortly",
+            {"Retry-After": str(DB_RETRY_AFTER_S)},
+        )
     except Exception:
         log.exception("api: unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal", "服务器内部错误 / internal server error")

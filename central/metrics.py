@@ -146,6 +146,12 @@ class CentralMetrics:
         self.reconnects = Counter(
             "shilian_broker_reconnects", "重新连接次数 / reconnections to the broker", registry=r
         )
+        self.db_reconnects = Counter(
+            "shilian_database_reconnects",
+            "数据库连接中断后重连次数 / reconnections after the database ended central's "
+            "connection (a PostgreSQL restart)",
+            registry=r,
+        )
         self.county_link_drops = Counter(
             "shilian_county_link_drops",
             "县级代理桥接中断次数 / county broker bridges lost (bridge state 0)",

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+import psycopg
 from aiohttp import web
 
 from central import memtrace, registry_store
@@ -56,6 +57,7 @@ from wire.topics import CENTRAL_CAPS_TOPIC
 if TYPE_CHECKING:
     from central.renewal import RenewalService
     from central.revocations import Revocations
+    from central.snapshots import SnapshotRow
 
 log = logging.getLogger("shilian.central")
 
@@ -72,6 +74,10 @@ BAD_INPUT_LOG_WINDOW_S = 60.0
 #: Messages of a batch handled between two looks at the alarm lane (a slice takes a few ms; a
 #: whole batch of history, hundreds of ms, seconds on a loaded machine).
 SLICE = 200
+#: After the database connection is lost, the first wait before reconnecting; it doubles up to
+#: the cap while the server stays away.
+DB_RETRY_FIRST_S = 0.5
+DB_RETRY_CAP_S = 10.0
 
 
 class CentralService:
@@ -448,9 +454,7 @@ class CentralService:
             # so the loop goes on parsing the next messages meanwhile. Their PUBACKs still wait
             # for their own commit.
             writes, shots = self.snapshots.split(writes)  # pictures to their own table
-            self.store.stage(writes)
-            self.snapshots.stage(shots)
-            await asyncio.get_running_loop().run_in_executor(self._db_thread, self.store.commit)
+            await self._write(writes, shots)
         changes = [c for c in changes if self.registry.has_village(c[0][:12])]
         for node_id, online in changes:
             self.coverage.set_node(node_id, online)
@@ -460,6 +464,37 @@ class CentralService:
             self.live.publish(
                 device_messages(villages)
             )  # after the store and coverage: pages re-read both
+
+    async def _write(self, writes: list[Write], shots: list[SnapshotRow]) -> None:
+        """Stage and commit one transaction. On PostgreSQL a connection the server ended (a
+        restart) is replaced and the same rows written again, until they are committed or
+        central stops: the batch's messages are acknowledged only after that, so the broker
+        keeps them meanwhile, and ingest waits (nothing else is written in between)."""
+        delay = DB_RETRY_FIRST_S
+        while True:
+            try:
+                self.store.stage(writes)
+                self.snapshots.stage(shots)
+                await asyncio.get_running_loop().run_in_executor(self._db_thread, self.store.commit)
+                return
+            except psycopg.OperationalError as e:
+                store = self.store
+                if not isinstance(store, PostgresStore) or not store.lost or self._stop.is_set():
+                    raise
+                self.metrics.db_reconnects.inc()
+                log.warning(
+                    "数据库连接中断，%.1f 秒后重连并重写本批 / database connection lost (%s); "
+                    "reconnecting in %.1f s to write the batch again",
+                    delay, e, delay,
+                )  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, DB_RETRY_CAP_S)
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._db_thread, store.reconnect)
+            except psycopg.OperationalError as e:
+                log.warning("数据库仍不可用 / database still unreachable: %s", e)
+                continue
+            self.snapshots.rebind(store.conn)
 
     def _account(self, batch: list[Inbound], outcomes: list[Outcome], now: float) -> None:
         """Metrics (summed per batch: a labelled ``inc`` per message is measurable at 15k/s),

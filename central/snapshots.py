@@ -91,11 +91,7 @@ class SnapshotIntake:
         self, conn: sqlite3.Connection | psycopg.Connection[Any], registry: CollectorRegistry
     ) -> None:
         self._execute: Callable[[str, Sequence[object]], Cursor]
-        if isinstance(conn, sqlite3.Connection):
-            self._execute = conn.execute
-        else:
-            pg = conn
-            self._execute = lambda sql, params: pg.execute(pg_sql(sql), params)
+        self.rebind(conn)
         self.counts = Counter(
             "shilian_snapshots",
             "报警抓拍入库结果 / alarm snapshots received, by outcome",
@@ -104,6 +100,14 @@ class SnapshotIntake:
         )
         for o in OUTCOMES:
             self.counts.labels(o)
+
+    def rebind(self, conn: sqlite3.Connection | psycopg.Connection[Any]) -> None:
+        """Write on ``conn`` from now on (the store's new connection after it lost its last)."""
+        if isinstance(conn, sqlite3.Connection):
+            self._execute = conn.execute
+        else:
+            pg = conn
+            self._execute = lambda sql, params: pg.execute(pg_sql(sql), params)
 
     def split(self, writes: list[Write]) -> tuple[list[Write], list[SnapshotRow]]:
         """Take the pictures out of the batch's snapshot events."""

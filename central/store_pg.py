@@ -44,6 +44,15 @@ class PostgresStore(SqlStore):
     def close(self) -> None:
         self.conn.close()
 
+    @property
+    def lost(self) -> bool:
+        """Whether the server ended the connection (a restart, an administrator, the link)."""
+        return self.conn.closed
+
+    def reconnect(self) -> None:
+        """A new connection in place of a lost one."""
+        self.conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+
     def stage(self, writes: Sequence[Write]) -> None:
         """As :meth:`SqlStore.stage`, the statements pipelined: sent without waiting for each
         answer, so a batch costs about one round trip to the server rather than one per node.

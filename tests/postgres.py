@@ -59,3 +59,15 @@ def database_from(template: str) -> Iterator[str]:
 def drop_database(name: str) -> None:
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def end_sessions(url: str) -> int:
+    """What a server restart does to the clients of the database ``url`` names: every session
+    on it ended by the server. How many were."""
+    database = url.rsplit("/", 1)[1]
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
+            (database,),
+        ).fetchone()
+    return 0 if row is None else int(row[0])

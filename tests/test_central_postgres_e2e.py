@@ -20,6 +20,7 @@ import wire
 from central import migrate
 from registry import Registry
 from shilian.broker import Mosquitto
+from tests.postgres import end_sessions
 from tests.processes import ADMIN, Central, wait_for
 from tests.test_central_service import Node
 
@@ -119,3 +120,34 @@ async def test_central_runs_on_postgresql_end_to_end(
             "SELECT acked_by, note FROM alarm_acks WHERE event_id = %s", (event_id,)
         ).fetchone() == (ADMIN, "已派人")
     assert not central.db.exists() and not list(central.db.parent.glob("*.sqlite3*"))
+
+
+async def test_central_comes_through_its_database_ending_every_session(
+    central: Central, nodes: list[Node], pg_url: str
+) -> None:
+    """What a PostgreSQL restart does to central: every connection it holds (ingest's store,
+    accounts, the readers) ended by the server. Central keeps running; the API answers again
+    and what the nodes send afterwards is stored."""
+    for n in nodes:
+        await n.connect()
+        await n.health()
+    await _until(lambda: _cov(central, COUNTY) == (3, 3), "three villages covered")
+    assert end_sessions(pg_url) >= 2
+    # the node list and coverage answer again (a request or two may be refused meanwhile)
+    await _until(lambda: _answers(central, f"/api/v1/nodes?county={COUNTY}"), "the API back")
+    # what a node sends now is stored
+    last = nodes[2]
+    await last.publish(last.topics.state, last.state("offline", "stopped"), retain=True)
+    await last.close()
+    await _until(lambda: _cov(central, COUNTY) == (3, 2), "the third village uncovered")
+    assert central.p is not None and central.p.poll() is None  # it kept running
+
+
+def _answers(central: Central, path: str) -> bool:
+    try:
+        central.get(path)
+    except urllib.error.HTTPError as e:
+        assert e.code == 503, e.read()
+        assert json.load(e)["error"]["code"] == "database_unavailable"
+        return False
+    return True

@@ -270,18 +270,10 @@ async def test_readers_survive_the_servers_end_of_their_connections(
     no failed request: the query runs again on a new connection."""
     if isinstance(db_target, Path):
         pytest.skip("SQLite readers are opened per query")
-    import psycopg
-
-    from tests.postgres import ADMIN_URL
+    from tests.postgres import end_sessions
 
     assert await reads.run(lambda db: views.node_exists(db, f"{V1}-a"))
-    database = db_target.rsplit("/", 1)[1]
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        ended = admin.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
-            (database,),
-        ).fetchone()
-    assert ended is not None and ended[0] >= 1
+    assert end_sessions(db_target) >= 1
     for _ in range(views.READ_WORKERS + 1):
         assert await reads.run(lambda db: views.node_exists(db, f"{V1}-a"))
 
