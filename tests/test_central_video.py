@@ -253,10 +253,10 @@ async def test_node_death_with_16_cameras_raises_no_device_alert_and_its_return_
             "evaluations past the hold",
         )
         assert _device_alerts(svc, NODE) == []
-        rows = svc.alerts._store.conn.execute(  # type: ignore[union-attr]
+        rows = svc.alerts._store.db.fetchone(  # type: ignore[union-attr]
             "SELECT count(*) FROM alerts WHERE key LIKE ?", (f"{NODE}/%",)
-        ).fetchone()
-        assert rows[0] == 0  # never fired, never recorded
+        )
+        assert rows is not None and rows[0] == 0  # never fired, never recorded
         msgs = [m for m in sub.take() if m.data.get("village") == VILLAGE]
         svc.live.unsubscribe(sub)
         # One message per batch that changed the village (the birth, then the re-asserted
